@@ -1,0 +1,123 @@
+"""Exceptions raised for user mistakes and plugin problems.
+
+Each exception carries its data as fields (so tests and callers can inspect them) and renders as one line
+that says what is wrong and how to fix it. The CLI prints that line and exits non-zero, without a traceback.
+"""
+
+from __future__ import annotations
+
+import difflib
+
+import attrs
+
+__all__ = [
+    "DataError",
+    "DuplicatePluginError",
+    "Gbdt2nnError",
+    "ModelFileError",
+    "PluginLoadError",
+    "UnknownComponentError",
+    "ConfigError",
+]
+
+
+class Gbdt2nnError(Exception):
+    """Base class of every error gbdt2nn raises on purpose (as opposed to a bug)."""
+
+    def __str__(self) -> str:
+        return self.message()
+
+    def message(self) -> str:  # pragma: no cover - every subclass overrides it
+        return super().__str__()
+
+
+@attrs.define(auto_exc=True, kw_only=True)
+class DataError(Gbdt2nnError):
+    """The data given cannot be used as it is (missing file or column, wrong shape, NaN where not allowed...)."""
+
+    problem: str
+    fix: str
+
+    def message(self) -> str:
+        return f"{self.problem}; {self.fix}"
+
+
+@attrs.define(auto_exc=True, kw_only=True)
+class ConfigError(Gbdt2nnError):
+    """A setting has a value that makes no sense (negative epochs, unknown task...)."""
+
+    setting: str
+    value: object
+    fix: str
+
+    def message(self) -> str:
+        return f"invalid {self.setting}={self.value!r}: {self.fix}"
+
+
+@attrs.define(auto_exc=True, kw_only=True)
+class ModelFileError(Gbdt2nnError):
+    """A saved model cannot be read: missing, corrupt, truncated or written by a newer version."""
+
+    path: str
+    problem: str
+    fix: str
+
+    def message(self) -> str:
+        return f"cannot load model from {self.path}: {self.problem}; {self.fix}"
+
+
+@attrs.define(auto_exc=True, kw_only=True)
+class UnknownComponentError(Gbdt2nnError):
+    """No installed plugin registers a component of this kind and name."""
+
+    kind: str
+    name: str
+    available: tuple[str, ...]
+
+    @property
+    def suggestion(self) -> str | None:
+        """The closest installed name, if one is close enough to be a likely typo."""
+        close = difflib.get_close_matches(self.name, self.available, n=1, cutoff=0.6)
+        return close[0] if close else None
+
+    def message(self) -> str:
+        text = f"No {self.kind} named {self.name!r}."
+        if self.suggestion:
+            text += f" Did you mean {self.suggestion!r}?"
+        installed = ", ".join(self.available) if self.available else "none"
+        plural = self.kind + ("es" if self.kind.endswith("s") else "s")
+        text += f" Installed {plural}: {installed}."
+        if not self.available or not self.suggestion:
+            text += " Run 'gbdt2nn plugins' to see what is installed and what failed to load."
+        return text
+
+
+@attrs.define(auto_exc=True, kw_only=True)
+class DuplicatePluginError(Gbdt2nnError):
+    """Two plugins register a component of the same kind under the same name."""
+
+    kind: str
+    name: str
+    plugins: tuple[str, ...]
+
+    def message(self) -> str:
+        return (
+            f"{self.kind} {self.name!r} is registered by more than one plugin ({', '.join(self.plugins)}); "
+            "uninstall all but one of them"
+        )
+
+
+@attrs.define(auto_exc=True, kw_only=True)
+class PluginLoadError(Gbdt2nnError):
+    """A plugin could not be loaded or returned something invalid (raised only in strict mode)."""
+
+    plugin: str
+    distribution: str
+    version: str
+    error: str
+    fix: str
+
+    def message(self) -> str:
+        return (
+            f"plugin {self.plugin!r} from {self.distribution} {self.version} failed to load: {self.error}; {self.fix}"
+        )

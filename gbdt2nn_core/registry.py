@@ -1,0 +1,331 @@
+"""The typed plugin registry: the only code in gbdt2nn that touches ``pm.hook``.
+
+It loads the core's built-ins and every entry point of the group ``gbdt2nn`` one at a time, each in its own
+``try``, so that a broken plugin is reported and skipped instead of taking the host down. Everything else asks
+the registry for components by name — ``registry.teacher("lightgbm")`` — and gets concrete types back.
+
+Set ``GBDT2NN_STRICT_PLUGINS=1`` (the test suite and CI do) to turn every plugin problem into an exception.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import types
+import warnings
+from collections.abc import Callable, Iterable
+from importlib import metadata
+from typing import Any, Literal, TypeVar
+
+import attrs
+import pluggy
+
+from gbdt2nn_core import hookspecs
+from gbdt2nn_core.errors import DuplicatePluginError, PluginLoadError, UnknownComponentError
+from gbdt2nn_core.interfaces import Attributor, Student, Teacher
+from gbdt2nn_core.specs import AlignmentLossSpec, AttributorSpec, ComponentSpec, StudentSpec, TeacherSpec
+
+__all__ = [
+    "KINDS",
+    "ComponentRecord",
+    "PluginRecord",
+    "PluginWarning",
+    "Registry",
+    "get_registry",
+    "strict_from_env",
+]
+
+STRICT_ENV = "GBDT2NN_STRICT_PLUGINS"
+DISABLE_ENV = "GBDT2NN_DISABLE_PLUGINS"
+
+Kind = Literal["teacher", "student", "attributor", "alignment loss"]
+
+#: Each kind of component, the hook that registers it and the record type the hook must return.
+KINDS: dict[Kind, tuple[str, type[ComponentSpec]]] = {
+    "teacher": ("gbdt2nn_register_teachers", TeacherSpec),
+    "student": ("gbdt2nn_register_students", StudentSpec),
+    "attributor": ("gbdt2nn_register_attributors", AttributorSpec),
+    "alignment loss": ("gbdt2nn_register_alignment_losses", AlignmentLossSpec),
+}
+_HOOK_NAMES = frozenset(hook for hook, _ in KINDS.values())
+
+T = TypeVar("T")
+
+
+class PluginWarning(UserWarning):
+    """Issued (outside strict mode) when a plugin is skipped because it is broken."""
+
+
+def strict_from_env() -> bool:
+    """Whether ``GBDT2NN_STRICT_PLUGINS`` asks for plugin problems to be raised."""
+    return os.environ.get(STRICT_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+@attrs.frozen(kw_only=True)
+class PluginRecord:
+    """What the registry knows about one plugin (an entry point, or the core's built-ins)."""
+
+    name: str
+    distribution: str
+    version: str
+    module: str
+    status: Literal["loaded", "failed", "disabled"]
+    error: str | None = None
+    fix: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class ComponentRecord:
+    """One registered component and the plugin it came from."""
+
+    kind: Kind
+    name: str
+    summary: str
+    plugin: str
+    distribution: str
+    version: str
+    spec: ComponentSpec = attrs.field(repr=False, eq=False)
+
+
+class Registry:
+    """Discovers plugins and builds components by name.
+
+    Parameters
+    ----------
+    strict:
+        Raise :class:`~gbdt2nn_core.PluginLoadError` on the first broken plugin instead of warning and skipping
+        it. ``None`` (the default) reads ``GBDT2NN_STRICT_PLUGINS``.
+    entry_points:
+        Load installed plugins from the ``gbdt2nn`` entry-point group (switch off in tests that want only
+        explicitly given plugins).
+    plugins:
+        Extra plugin objects (modules, classes or instances with ``@hookimpl`` functions) to register, e.g. in
+        tests. Each may be a ``(name, plugin)`` pair.
+    """
+
+    def __init__(
+        self,
+        *,
+        strict: bool | None = None,
+        entry_points: bool = True,
+        plugins: Iterable[object | tuple[str, object]] = (),
+    ) -> None:
+        self.strict = strict_from_env() if strict is None else strict
+        self._pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+        self._pm.add_hookspecs(hookspecs)
+        self._plugins: dict[str, PluginRecord] = {}
+        self._components: dict[Kind, dict[str, list[ComponentRecord]]] = {kind: {} for kind in KINDS}
+
+        from gbdt2nn_core import __version__, builtins
+
+        self._add(builtins, name="gbdt2nn-core", distribution="gbdt2nn-core", version=__version__)
+        if entry_points:
+            disabled = {n.strip() for n in os.environ.get(DISABLE_ENV, "").split(",") if n.strip()}
+            for entry_point in sorted(metadata.entry_points(group=hookspecs.PROJECT_NAME), key=lambda e: e.name):
+                self._load_entry_point(entry_point, disabled)
+        for item in plugins:
+            name, plugin = item if isinstance(item, tuple) else (_plugin_name(item), item)
+            self._add(plugin, name=name, distribution="(registered in code)", version="-")
+
+    # ------------------------------------------------------------------ loading
+    def _load_entry_point(self, entry_point: metadata.EntryPoint, disabled: set[str]) -> None:
+        dist = entry_point.dist
+        distribution = dist.name if dist is not None else "(unknown distribution)"
+        version = dist.version if dist is not None else "?"
+        if entry_point.name in disabled:
+            self._plugins[entry_point.name] = PluginRecord(
+                name=entry_point.name,
+                distribution=distribution,
+                version=version,
+                module=entry_point.value,
+                status="disabled",
+                fix=f"remove it from {DISABLE_ENV} to enable it",
+            )
+            return
+        try:
+            plugin = entry_point.load()
+        except Exception as exc:  # noqa: BLE001 - any failure of third-party code must be isolated
+            self._fail(
+                name=entry_point.name,
+                distribution=distribution,
+                version=version,
+                module=entry_point.value,
+                error=f"import failed: {type(exc).__name__}: {exc}",
+                fix=f"reinstall or upgrade {distribution} (pip install -U {distribution}), or uninstall it",
+            )
+            return
+        self._add(plugin, name=entry_point.name, distribution=distribution, version=version, module=entry_point.value)
+
+    def _add(
+        self, plugin: object, *, name: str, distribution: str, version: str, module: str | None = None
+    ) -> None:
+        module = module or getattr(plugin, "__name__", type(plugin).__name__)
+        where = {"name": name, "distribution": distribution, "version": version, "module": module}
+        misspelled = _misspelled_hooks(plugin)
+        if misspelled:
+            self._fail(
+                **where,
+                error=f"unknown hook {misspelled[0]!r}",
+                fix="rename it to one of " + ", ".join(sorted(_HOOK_NAMES)) + " (see docs/hooks.md)",
+            )
+            return
+        try:
+            self._pm.register(plugin, name=name)
+            self._pm.check_pending()
+        except Exception as exc:  # noqa: BLE001 - pluggy validation errors and anything odd the plugin does
+            if self._pm.is_registered(plugin):
+                self._pm.unregister(plugin)
+            self._fail(**where, error=f"{type(exc).__name__}: {exc}", fix="fix the hook implementation")
+            return
+        collected: list[ComponentRecord] = []
+        for kind, (hook_name, spec_type) in KINDS.items():
+            for impl in getattr(self._pm.hook, hook_name).get_hookimpls():
+                if impl.plugin is not plugin:
+                    continue
+                try:
+                    specs = impl.function()
+                    records = list(self._validate(specs, kind, spec_type, hook_name))
+                except Exception as exc:  # noqa: BLE001 - a hook that raises or returns junk is the plugin's bug
+                    self._pm.unregister(plugin)
+                    self._fail(**where, error=f"{hook_name}: {exc}", fix=f"make {hook_name} return a list of {spec_type.__name__}")
+                    return
+                collected.extend(
+                    ComponentRecord(
+                        kind=kind,
+                        name=spec.name,
+                        summary=spec.summary,
+                        plugin=name,
+                        distribution=distribution,
+                        version=version,
+                        spec=spec,
+                    )
+                    for spec in records
+                )
+        for record in collected:
+            self._components[record.kind].setdefault(record.name, []).append(record)
+        self._plugins[name] = PluginRecord(status="loaded", **where)
+
+    @staticmethod
+    def _validate(specs: object, kind: str, spec_type: type[ComponentSpec], hook_name: str) -> Iterable[ComponentSpec]:
+        if specs is None:
+            return []
+        if not isinstance(specs, (list, tuple)):
+            raise TypeError(f"returned {type(specs).__name__}, expected a list of {spec_type.__name__}")
+        for spec in specs:
+            if not isinstance(spec, spec_type):
+                raise TypeError(f"returned a {type(spec).__name__} among its {kind}s, expected {spec_type.__name__}")
+        return specs
+
+    def _fail(self, *, name: str, distribution: str, version: str, module: str, error: str, fix: str) -> None:
+        record = PluginRecord(
+            name=name, distribution=distribution, version=version, module=module, status="failed", error=error, fix=fix
+        )
+        self._plugins[name] = record
+        if self.strict:
+            raise PluginLoadError(plugin=name, distribution=distribution, version=version, error=error, fix=fix)
+        warnings.warn(
+            f"gbdt2nn: skipped plugin {name!r} ({distribution} {version}): {error}; {fix}",
+            PluginWarning,
+            stacklevel=3,
+        )
+
+    # ------------------------------------------------------------------ queries
+    def plugins(self) -> list[PluginRecord]:
+        """Every plugin seen, loaded or not, in load order."""
+        return list(self._plugins.values())
+
+    def components(self, kind: Kind | None = None) -> list[ComponentRecord]:
+        """Registered components (of one kind, or all), sorted by kind and name."""
+        kinds = [kind] if kind else list(KINDS)
+        return [
+            record
+            for k in kinds
+            for name in sorted(self._components[k])
+            for record in self._components[k][name]
+        ]
+
+    def names(self, kind: Kind) -> tuple[str, ...]:
+        """The names available for a kind of component."""
+        return tuple(sorted(self._components[kind]))
+
+    def spec(self, kind: Kind, name: str) -> ComponentSpec:
+        """The record registered for ``name``; raises with suggestions when there is none, or more than one."""
+        records = self._components[kind].get(name)
+        if not records:
+            raise UnknownComponentError(kind=kind, name=name, available=self.names(kind))
+        if len(records) > 1:
+            raise DuplicatePluginError(
+                kind=kind, name=name, plugins=tuple(f"{r.plugin} ({r.distribution} {r.version})" for r in records)
+            )
+        return records[0].spec
+
+    def _build(self, kind: Kind, name: str, expected: type[T] | None, options: dict[str, Any]) -> Any:
+        spec = self.spec(kind, name)
+        record = self._components[kind][name][0]
+        try:
+            component = spec.factory(**options)
+        except ImportError as exc:
+            raise PluginLoadError(
+                plugin=record.plugin,
+                distribution=record.distribution,
+                version=record.version,
+                error=f"building {kind} {name!r} needs a missing package: {exc}",
+                fix=f"reinstall {record.distribution} with its dependencies (pip install -U {record.distribution})",
+            ) from exc
+        if expected is not None and not isinstance(component, expected):
+            raise PluginLoadError(
+                plugin=record.plugin,
+                distribution=record.distribution,
+                version=record.version,
+                error=f"the factory of {kind} {name!r} returned {type(component).__name__}, not a {expected.__name__}",
+                fix=f"report it to the authors of {record.distribution}",
+            )
+        return component
+
+    def teacher(self, name: str, **options: Any) -> Teacher:
+        """Build the teacher ``name``; ``options`` (e.g. ``model=booster``, ``n_estimators=100``) go to its factory."""
+        return self._build("teacher", name, Teacher, options)  # type: ignore[no-any-return]
+
+    def student(self, name: str, **options: Any) -> Student:
+        """Build the student architecture ``name``."""
+        return self._build("student", name, Student, options)  # type: ignore[no-any-return]
+
+    def attributor(self, name: str, **options: Any) -> Attributor:
+        """Build the attributor ``name`` (e.g. ``"integrated-gradients"``, ``steps=32``)."""
+        return self._build("attributor", name, Attributor, options)  # type: ignore[no-any-return]
+
+    def alignment_loss(self, name: str, **options: Any) -> Callable[..., Any]:
+        """Build the alignment loss ``name``: a callable ``(student_attr, teacher_attr) -> scalar tensor``."""
+        loss = self._build("alignment loss", name, None, options)
+        if not callable(loss):
+            record = self._components["alignment loss"][name][0]
+            raise PluginLoadError(
+                plugin=record.plugin,
+                distribution=record.distribution,
+                version=record.version,
+                error=f"the factory of alignment loss {name!r} returned a {type(loss).__name__}, which is not callable",
+                fix=f"report it to the authors of {record.distribution}",
+            )
+        return loss  # type: ignore[no-any-return]
+
+
+def _plugin_name(plugin: object) -> str:
+    return getattr(plugin, "__name__", None) or type(plugin).__name__
+
+
+def _misspelled_hooks(plugin: object) -> list[str]:
+    """Functions named like a gbdt2nn hook that is not one (pluggy ignores unmarked ones silently)."""
+    names = dir(plugin) if isinstance(plugin, (types.ModuleType, type)) or hasattr(plugin, "__dict__") else []
+    return sorted(
+        name
+        for name in names
+        if name.startswith(hookspecs.PROJECT_NAME + "_")
+        and name not in _HOOK_NAMES
+        and callable(getattr(plugin, name, None))
+    )
+
+
+@functools.cache
+def get_registry() -> Registry:
+    """The process-wide registry, built on first use (call ``get_registry.cache_clear()`` to rebuild it)."""
+    return Registry()

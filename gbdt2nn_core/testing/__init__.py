@@ -1,0 +1,17 @@
+"""Conformance kit for plugin authors: one call per kind of component checks its contract.
+
+Use it in your plugin's own tests::
+
+    from gbdt2nn_core.testing import check_alignment_loss
+    from my_plugin.plugin import gbdt2nn_register_alignment_losses
+
+    def test_conforms():
+        for spec in gbdt2nn_register_alignment_losses():
+            check_alignment_loss(spec)
+
+Each check raises ``AssertionError`` with a message that names the broken promise.
+"""
+
+from __future__ import annotations
+
+__all__: list[str] = []
