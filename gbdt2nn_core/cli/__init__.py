@@ -1,0 +1,60 @@
+"""The ``gbdt2nn`` command line: ``distill``, ``plugins`` and friends.
+
+User mistakes (:class:`~gbdt2nn_core.Gbdt2nnError`) are printed as one line on stderr with exit code 2 and no
+traceback; set ``GBDT2NN_DEBUG=1`` to see the traceback anyway.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from gbdt2nn_core.errors import Gbdt2nnError
+
+__all__ = ["main"]
+
+#: Each subcommand module exposes ``add_parser(subparsers) -> None`` that sets ``func=run`` on its parser.
+_SUBCOMMANDS = ("distill", "plugins")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    from importlib import import_module
+
+    from gbdt2nn_core import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="gbdt2nn",
+        description="Distil gradient-boosted trees into neural networks that explain themselves like their teacher.",
+    )
+    parser.add_argument("--version", action="version", version=f"gbdt2nn {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in _SUBCOMMANDS:
+        import_module(f"gbdt2nn_core.cli.{name}_cmd").add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``gbdt2nn`` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    run: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)
+    if run is None:
+        parser.print_help()
+        return 2
+    try:
+        return run(args)
+    except Gbdt2nnError as exc:
+        if os.environ.get("GBDT2NN_DEBUG"):
+            raise
+        print(f"gbdt2nn: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("gbdt2nn: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,5 @@
+import sys
+
+from gbdt2nn_core.cli import main
+
+sys.exit(main())
