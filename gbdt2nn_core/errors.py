@@ -11,13 +11,13 @@ import difflib
 import attrs
 
 __all__ = [
+    "ConfigError",
     "DataError",
     "DuplicatePluginError",
     "Gbdt2nnError",
     "ModelFileError",
     "PluginLoadError",
     "UnknownComponentError",
-    "ConfigError",
 ]
 
 

@@ -9,6 +9,7 @@ Set ``GBDT2NN_STRICT_PLUGINS=1`` (the test suite and CI do) to turn every plugin
 
 from __future__ import annotations
 
+import difflib
 import functools
 import os
 import types
@@ -113,7 +114,9 @@ class Registry:
         self.strict = strict_from_env() if strict is None else strict
         self._pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
         self._pm.add_hookspecs(hookspecs)
-        self._plugins: dict[str, PluginRecord] = {}
+        # A list, not a dict by name: two distributions may claim one entry-point name, and the report must
+        # show both (the one that loaded and the one that was refused).
+        self._plugins: list[PluginRecord] = []
         self._components: dict[Kind, dict[str, list[ComponentRecord]]] = {kind: {} for kind in KINDS}
 
         from gbdt2nn_core import __version__, builtins
@@ -132,19 +135,22 @@ class Registry:
         dist = entry_point.dist
         distribution = dist.name if dist is not None else "(unknown distribution)"
         version = dist.version if dist is not None else "?"
-        if entry_point.name in disabled:
-            self._plugins[entry_point.name] = PluginRecord(
-                name=entry_point.name,
-                distribution=distribution,
-                version=version,
-                module=entry_point.value,
-                status="disabled",
-                fix=f"remove it from {DISABLE_ENV} to enable it",
+        # Users know a plugin by its entry-point name ('lightgbm') or by what they pip-installed.
+        if entry_point.name in disabled or distribution in disabled:
+            self._plugins.append(
+                PluginRecord(
+                    name=entry_point.name,
+                    distribution=distribution,
+                    version=version,
+                    module=entry_point.value,
+                    status="disabled",
+                    fix=f"remove it from {DISABLE_ENV} to enable it",
+                )
             )
             return
         try:
             plugin = entry_point.load()
-        except Exception as exc:  # noqa: BLE001 - any failure of third-party code must be isolated
+        except Exception as exc:  # any failure of third-party code must be isolated from the host
             self._fail(
                 name=entry_point.name,
                 distribution=distribution,
@@ -156,26 +162,30 @@ class Registry:
             return
         self._add(plugin, name=entry_point.name, distribution=distribution, version=version, module=entry_point.value)
 
-    def _add(
-        self, plugin: object, *, name: str, distribution: str, version: str, module: str | None = None
-    ) -> None:
-        module = module or getattr(plugin, "__name__", type(plugin).__name__)
-        where = {"name": name, "distribution": distribution, "version": version, "module": module}
-        misspelled = _misspelled_hooks(plugin)
-        if misspelled:
-            self._fail(
-                **where,
-                error=f"unknown hook {misspelled[0]!r}",
-                fix="rename it to one of " + ", ".join(sorted(_HOOK_NAMES)) + " (see docs/hooks.md)",
-            )
+    def _add(self, plugin: object, *, name: str, distribution: str, version: str, module: str | None = None) -> None:
+        module = module or _plugin_name(plugin)
+        where: dict[str, str] = {"name": name, "distribution": distribution, "version": version, "module": module}
+        # Checked before pluggy sees the plugin: pluggy refuses it with a bare ValueError, and cleaning up after
+        # that error would unregister the *earlier* plugin.
+        clash = self._clash(plugin, name)
+        if clash:
+            self._fail(**where, error=clash, fix="uninstall one of the two distributions, or rename the entry point")
+            return
+        problem = _hook_name_problem(self._pm, plugin)
+        if problem:
+            self._fail(**where, error=problem[0], fix=problem[1])
             return
         try:
             self._pm.register(plugin, name=name)
             self._pm.check_pending()
-        except Exception as exc:  # noqa: BLE001 - pluggy validation errors and anything odd the plugin does
+        except Exception as exc:  # pluggy validation errors, and anything odd the plugin does while inspected
             if self._pm.is_registered(plugin):
                 self._pm.unregister(plugin)
-            self._fail(**where, error=f"{type(exc).__name__}: {exc}", fix="fix the hook implementation")
+            self._fail(
+                **where,
+                error=f"{type(exc).__name__}: {exc}",
+                fix="mark only gbdt2nn_register_* functions with @hookimpl, without parameters (see docs/hooks.md)",
+            )
             return
         collected: list[ComponentRecord] = []
         for kind, (hook_name, spec_type) in KINDS.items():
@@ -184,10 +194,23 @@ class Registry:
                     continue
                 try:
                     specs = impl.function()
-                    records = list(self._validate(specs, kind, spec_type, hook_name))
-                except Exception as exc:  # noqa: BLE001 - a hook that raises or returns junk is the plugin's bug
+                except Exception as exc:  # a hook that raises is the plugin's bug and must not stop the others
                     self._pm.unregister(plugin)
-                    self._fail(**where, error=f"{hook_name}: {exc}", fix=f"make {hook_name} return a list of {spec_type.__name__}")
+                    self._fail(
+                        **where,
+                        error=f"{hook_name} raised {type(exc).__name__}: {exc}",
+                        fix=f"report it to the authors of {distribution}, or uninstall it",
+                    )
+                    return
+                try:
+                    records = self._validate(specs, kind, spec_type)
+                except TypeError as exc:
+                    self._pm.unregister(plugin)
+                    self._fail(
+                        **where,
+                        error=f"{hook_name} {exc}",
+                        fix=f"make {hook_name} return a list of {spec_type.__name__}",
+                    )
                     return
                 collected.extend(
                     ComponentRecord(
@@ -201,26 +224,42 @@ class Registry:
                     )
                     for spec in records
                 )
+        # Only now, so that a plugin failing in its second hook leaves none of its components behind.
         for record in collected:
             self._components[record.kind].setdefault(record.name, []).append(record)
-        self._plugins[name] = PluginRecord(status="loaded", **where)
+        self._plugins.append(PluginRecord(status="loaded", **where))
+
+    def _clash(self, plugin: object, name: str) -> str | None:
+        """Why an earlier plugin stops ``plugin`` from being registered under ``name``, if one does."""
+        if self._pm.has_plugin(name):
+            earlier = next((r for r in self._plugins if r.name == name and r.status == "loaded"), None)
+            by = f" by {earlier.distribution} {earlier.version}" if earlier else ""
+            return f"the plugin name {name!r} is already taken{by}"
+        if self._pm.is_registered(plugin):
+            return f"{_plugin_name(plugin)} is already registered as plugin {self._pm.get_name(plugin)!r}"
+        return None
 
     @staticmethod
-    def _validate(specs: object, kind: str, spec_type: type[ComponentSpec], hook_name: str) -> Iterable[ComponentSpec]:
+    def _validate(specs: object, kind: str, spec_type: type[ComponentSpec]) -> list[ComponentSpec]:
+        """The records a hook returned; ``TypeError`` (text to follow the hook's name) if they are not records."""
         if specs is None:
             return []
         if not isinstance(specs, (list, tuple)):
             raise TypeError(f"returned {type(specs).__name__}, expected a list of {spec_type.__name__}")
         for spec in specs:
             if not isinstance(spec, spec_type):
-                raise TypeError(f"returned a {type(spec).__name__} among its {kind}s, expected {spec_type.__name__}")
-        return specs
+                raise TypeError(
+                    f"returned a {type(spec).__name__} among its {kind} records, expected {spec_type.__name__}"
+                )
+        return list(specs)
 
     def _fail(self, *, name: str, distribution: str, version: str, module: str, error: str, fix: str) -> None:
+        # Errors end up on one line of the CLI's output; pluggy's validation messages span several.
+        error = "; ".join(line.strip() for line in error.splitlines() if line.strip())
         record = PluginRecord(
             name=name, distribution=distribution, version=version, module=module, status="failed", error=error, fix=fix
         )
-        self._plugins[name] = record
+        self._plugins.append(record)
         if self.strict:
             raise PluginLoadError(plugin=name, distribution=distribution, version=version, error=error, fix=fix)
         warnings.warn(
@@ -232,17 +271,12 @@ class Registry:
     # ------------------------------------------------------------------ queries
     def plugins(self) -> list[PluginRecord]:
         """Every plugin seen, loaded or not, in load order."""
-        return list(self._plugins.values())
+        return list(self._plugins)
 
     def components(self, kind: Kind | None = None) -> list[ComponentRecord]:
         """Registered components (of one kind, or all), sorted by kind and name."""
         kinds = [kind] if kind else list(KINDS)
-        return [
-            record
-            for k in kinds
-            for name in sorted(self._components[k])
-            for record in self._components[k][name]
-        ]
+        return [record for k in kinds for name in sorted(self._components[k]) for record in self._components[k][name]]
 
     def names(self, kind: Kind) -> tuple[str, ...]:
         """The names available for a kind of component."""
@@ -310,19 +344,27 @@ class Registry:
 
 
 def _plugin_name(plugin: object) -> str:
-    return getattr(plugin, "__name__", None) or type(plugin).__name__
+    return str(getattr(plugin, "__name__", None) or type(plugin).__name__)
 
 
-def _misspelled_hooks(plugin: object) -> list[str]:
-    """Functions named like a gbdt2nn hook that is not one (pluggy ignores unmarked ones silently)."""
+def _hook_name_problem(pm: pluggy.PluginManager, plugin: object) -> tuple[str, str] | None:
+    """``(error, fix)`` for a function that looks like a hook but that pluggy would silently ignore.
+
+    pluggy only sees functions marked with ``@hookimpl``: a misspelled unmarked function
+    (``gbdt2nn_register_teacher``) or a correctly named but unmarked one would register nothing, and the user
+    would never learn why. (A marked function named without the prefix is caught by ``check_pending``.)
+    """
     names = dir(plugin) if isinstance(plugin, (types.ModuleType, type)) or hasattr(plugin, "__dict__") else []
-    return sorted(
-        name
-        for name in names
-        if name.startswith(hookspecs.PROJECT_NAME + "_")
-        and name not in _HOOK_NAMES
-        and callable(getattr(plugin, name, None))
-    )
+    for name in sorted(names):
+        if not name.startswith(hookspecs.PROJECT_NAME + "_") or not callable(getattr(plugin, name, None)):
+            continue
+        if name not in _HOOK_NAMES:
+            close = difflib.get_close_matches(name, sorted(_HOOK_NAMES), n=1, cutoff=0.6)
+            fix = f"rename it to {close[0]!r}" if close else "rename it to one of " + ", ".join(sorted(_HOOK_NAMES))
+            return f"unknown hook {name!r}", fix + " (see docs/hooks.md)"
+        if pm.parse_hookimpl_opts(plugin, name) is None:
+            return f"{name} is not marked as a hook", "decorate it with @gbdt2nn_core.hookimpl"
+    return None
 
 
 @functools.cache

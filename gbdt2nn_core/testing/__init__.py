@@ -14,4 +14,7 @@ Each check raises ``AssertionError`` with a message that names the broken promis
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from gbdt2nn_core.testing._alignment import check_alignment_loss
+from gbdt2nn_core.testing._attributor import check_attributor
+
+__all__: list[str] = ["check_alignment_loss", "check_attributor"]

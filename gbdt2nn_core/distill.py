@@ -1,0 +1,327 @@
+"""The distillation pipeline: data → teacher → TreeSHAP → GBDT2NN student (plain or aligned) → metrics.
+
+``distill(frame, target)`` runs it end to end with components chosen by name from the plugin registry::
+
+    from gbdt2nn_core.data import load_bundled
+    from gbdt2nn_core.distill import DistillConfig, distill
+
+    adult = load_bundled("adult")
+    run = distill(adult.frame, adult.target, DistillConfig(alignment_weight=1.0))
+    print(run.metrics["student"]["agreement"])
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+from gbdt2nn_core.alignment import Alignment
+from gbdt2nn_core.cache import ExplanationCache, default_cache_dir
+from gbdt2nn_core.data import TabularSchema, TargetEncoder, infer_task, split_features_target
+from gbdt2nn_core.encoding import InputEncoder
+from gbdt2nn_core.errors import ConfigError, DataError
+from gbdt2nn_core.interfaces import TASKS, Attributor, Task, Teacher, TreeShap
+from gbdt2nn_core.metrics import agreement, fidelity, task_metrics
+from gbdt2nn_core.progress import NullProgress, Progress
+from gbdt2nn_core.registry import Registry, get_registry
+from gbdt2nn_core.student import GBDT2NNStudent
+
+__all__ = ["DistillConfig", "DistillRun", "PreparedData", "compare", "distill", "prepare"]
+
+
+def _check_weight(_: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+        raise ConfigError(setting=attribute.name, value=value, fix="use a finite number of at least 0 (0 = plain)")
+
+
+def _check_fraction(_: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if not (isinstance(value, (int, float)) and 0 < value <= 1):
+        raise ConfigError(setting=attribute.name, value=value, fix="use a number in (0, 1]")
+
+
+def _check_task(_: object, attribute: attrs.Attribute[str | None], value: str | None) -> None:
+    if value is not None and value not in TASKS:
+        raise ConfigError(setting=attribute.name, value=value, fix=f"use one of {', '.join(TASKS)} (or leave it out)")
+
+
+def _options(value: Mapping[str, Any] | None) -> dict[str, Any]:
+    return dict(value or {})
+
+
+@attrs.frozen(kw_only=True)
+class DistillConfig:
+    """Everything a distillation run needs besides the data. Components are plugin names.
+
+    ``alignment_weight`` is λ in ``L = L_GBDT2NN + λ · L_align``; 0 gives plain distillation.
+    """
+
+    task: Task | None = attrs.field(default=None, validator=_check_task)
+    teacher: str = "lightgbm"
+    teacher_options: dict[str, Any] = attrs.field(factory=dict, converter=_options)
+    student: str = "gbdt2nn"
+    student_options: dict[str, Any] = attrs.field(factory=dict, converter=_options)
+    attributor: str = "gradient-x-input"
+    attributor_options: dict[str, Any] = attrs.field(factory=dict, converter=_options)
+    alignment: str = "mse"
+    alignment_options: dict[str, Any] = attrs.field(factory=dict, converter=_options)
+    alignment_weight: float = attrs.field(default=1.0, validator=_check_weight)
+    alignment_fraction: float = attrs.field(default=1.0, validator=_check_fraction)
+    test_size: float = attrs.field(default=0.2, validator=_check_fraction)
+    seed: int = 0
+    cache_dir: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+
+@attrs.frozen(kw_only=True)
+class PreparedData:
+    """A train/test split in every form the components need."""
+
+    task: Task
+    schema: TabularSchema
+    target: TargetEncoder
+    encoder: InputEncoder
+    train_frame: pd.DataFrame = attrs.field(eq=False, repr=False)
+    test_frame: pd.DataFrame = attrs.field(eq=False, repr=False)
+    y_train: np.ndarray = attrs.field(eq=False, repr=False)
+    y_test: np.ndarray = attrs.field(eq=False, repr=False)
+    z_train: np.ndarray = attrs.field(eq=False, repr=False)
+    z_test: np.ndarray = attrs.field(eq=False, repr=False)
+
+
+def prepare(frame: pd.DataFrame, target: str, *, task: Task | None, test_size: float, seed: int) -> PreparedData:
+    """Split (stratified for classification), fix the schema, encode inputs and targets."""
+    features, y = split_features_target(frame, target)
+    task = task or infer_task(y)
+    target_encoder = TargetEncoder.fit(y, task)
+    schema = TabularSchema.infer(features)
+    teacher_frame = schema.to_frame(features)
+    y_encoded = target_encoder.transform(y)
+    if len(teacher_frame) < 10:
+        raise DataError(problem=f"only {len(teacher_frame)} rows", fix="distil from at least 10 rows")
+    stratify = y_encoded if task != "regression" else None
+    try:
+        train_index, test_index = train_test_split(
+            np.arange(len(teacher_frame)), test_size=test_size, random_state=seed, stratify=stratify
+        )
+    except ValueError as exc:
+        raise DataError(problem=f"cannot split the data for testing: {exc}", fix="add rows for the rare classes") from exc
+    train_frame = teacher_frame.iloc[train_index].reset_index(drop=True)
+    test_frame = teacher_frame.iloc[test_index].reset_index(drop=True)
+    encoder = InputEncoder.fit(train_frame, schema)
+    return PreparedData(
+        task=task,
+        schema=schema,
+        target=target_encoder,
+        encoder=encoder,
+        train_frame=train_frame,
+        test_frame=test_frame,
+        y_train=y_encoded[train_index],
+        y_test=y_encoded[test_index],
+        z_train=encoder.transform(train_frame),
+        z_test=encoder.transform(test_frame),
+    )
+
+
+@attrs.define(kw_only=True)
+class DistillRun:
+    """The outcome of one distillation: models, data, metrics, training history and phase timings."""
+
+    config: DistillConfig
+    data: PreparedData = attrs.field(repr=False)
+    teacher: Teacher = attrs.field(repr=False)
+    student: GBDT2NNStudent = attrs.field(repr=False)
+    attributor: Attributor = attrs.field(repr=False)
+    metrics: dict[str, Any]
+    timings: dict[str, float]
+
+
+class _Components:
+    """The pieces shared by the students of one comparison: data, teacher and its explanations."""
+
+    def __init__(
+        self,
+        frame: pd.DataFrame,
+        target: str,
+        config: DistillConfig,
+        *,
+        registry: Registry,
+        progress: Progress,
+        teacher_model: Any = None,
+    ) -> None:
+        self.config, self.registry, self.progress = config, registry, progress
+        self.timings: dict[str, float] = {}
+        # resolve every name first, so a typo fails before minutes of training
+        for kind, name in (
+            ("teacher", config.teacher),
+            ("student", config.student),
+            ("attributor", config.attributor),
+            ("alignment loss", config.alignment),
+        ):
+            registry.spec(kind, name)  # type: ignore[arg-type]
+        started = time.perf_counter()
+        self.data = prepare(frame, target, task=config.task, test_size=config.test_size, seed=config.seed)
+        self.timings["prepare_s"] = time.perf_counter() - started
+
+        options = dict(config.teacher_options)
+        if teacher_model is not None:
+            options["model"] = teacher_model
+        self.teacher = registry.teacher(config.teacher, **options)
+        started = time.perf_counter()
+        with progress.step(f"teacher ({config.teacher})"):
+            self.teacher.fit(self.data.train_frame, self.data.y_train, task=self.data.task, seed=config.seed)
+        self.timings["teacher_s"] = time.perf_counter() - started
+
+        cache = ExplanationCache(config.cache_dir if config.cache_dir is not None else default_cache_dir())
+        started = time.perf_counter()
+        with progress.step("teacher TreeSHAP"):
+            self.shap_train = self._explain(cache, self.data.train_frame)
+            self.shap_test = self._explain(cache, self.data.test_frame)
+        self.timings["treeshap_s"] = time.perf_counter() - started
+        self.timings["treeshap_cache_hits"] = float(cache.hits)
+        self.teacher_margin_test = self.teacher.predict_margin(self.data.test_frame)
+        self.teacher_margin_train = self.teacher.predict_margin(self.data.train_frame)
+        self.leaves_train = self.teacher.leaf_indices(self.data.train_frame)
+
+    def _explain(self, cache: ExplanationCache, frame: pd.DataFrame) -> TreeShap:
+        return cache.get_or_compute(self.teacher, frame, "path-dependent", lambda: self.teacher.shap_values(frame))
+
+    def train_student(self, alignment_weight: float) -> DistillRun:
+        config = attrs.evolve(self.config, alignment_weight=alignment_weight)
+        data = self.data
+        student = self.registry.student(config.student, seed=config.seed, **config.student_options)
+        if not isinstance(student, GBDT2NNStudent):
+            raise ConfigError(setting="student", value=config.student, fix="this pipeline trains GBDT2NN students")
+        attributor = self.registry.attributor(config.attributor, **config.attributor_options)
+        aggregation = data.encoder.aggregation()
+        alignment = None
+        if alignment_weight > 0:
+            alignment = Alignment(
+                attributor=attributor,
+                loss=self.registry.alignment_loss(config.alignment, **config.alignment_options),
+                teacher_attributions=self.shap_train.values,
+                weight=alignment_weight,
+                fraction=config.alignment_fraction,
+            )
+        started = time.perf_counter()
+        student.fit(
+            teacher=self.teacher,
+            leaves=self.leaves_train,
+            z=data.z_train,
+            y=data.y_train,
+            task=data.task,
+            teacher_margin=self.teacher_margin_train,
+            column_of=data.encoder.column_of,
+            aggregation=aggregation,
+            alignment=alignment,
+            progress=self.progress,
+        )
+        timings = dict(self.timings, student_s=time.perf_counter() - started)
+        if alignment is None:
+            # plain students never called fit on the attributor; evaluation needs its background all the same
+            background = data.z_train[np.random.default_rng(config.seed).permutation(len(data.z_train))[:256]]
+            import torch
+
+            attributor.fit(student.module, torch.as_tensor(background, dtype=torch.float32))
+        started = time.perf_counter()
+        with self.progress.step("evaluation"):
+            metrics = self.evaluate(student, attributor)
+        timings["evaluate_s"] = time.perf_counter() - started
+        return DistillRun(
+            config=config,
+            data=data,
+            teacher=self.teacher,
+            student=student,
+            attributor=attributor,
+            metrics=metrics,
+            timings=timings,
+        )
+
+    def evaluate(self, student: GBDT2NNStudent, attributor: Attributor) -> dict[str, Any]:
+        data = self.data
+        student_margin = student.predict_margin(data.z_test)
+        student_attr = student.attributions(data.z_test, attributor, data.encoder.aggregation())
+        return {
+            "task": data.task,
+            "rows": {"train": len(data.y_train), "test": len(data.y_test)},
+            "teacher": {
+                "name": self.config.teacher,
+                "test": task_metrics(data.task, data.y_test, self.teacher_margin_test),
+            },
+            "student": {
+                "name": self.config.student,
+                "alignment": {
+                    "attributor": self.config.attributor,
+                    "loss": self.config.alignment,
+                    "weight": None,  # filled by the caller
+                },
+                "test": task_metrics(data.task, data.y_test, student_margin),
+                "fidelity": fidelity(data.task, student_margin, self.teacher_margin_test),
+                "agreement": agreement(student_attr, self.shap_test.values),
+            },
+        }
+
+
+def distill(
+    frame: pd.DataFrame,
+    target: str,
+    config: DistillConfig | None = None,
+    *,
+    teacher_model: Any = None,
+    registry: Registry | None = None,
+    progress: Progress | None = None,
+) -> DistillRun:
+    """Distil one student (aligned when ``config.alignment_weight > 0``) from ``frame``'s features to ``target``.
+
+    ``teacher_model`` wraps an existing booster (object or model file) instead of training one.
+    """
+    config = config or DistillConfig()
+    parts = _Components(
+        frame,
+        target,
+        config,
+        registry=registry or get_registry(),
+        progress=progress or NullProgress(),
+        teacher_model=teacher_model,
+    )
+    return _finish(parts.train_student(config.alignment_weight))
+
+
+def compare(
+    frame: pd.DataFrame,
+    target: str,
+    config: DistillConfig | None = None,
+    *,
+    teacher_model: Any = None,
+    registry: Registry | None = None,
+    progress: Progress | None = None,
+) -> tuple[DistillRun, DistillRun]:
+    """Plain (λ = 0) and aligned (λ = ``config.alignment_weight``) students from one teacher and one split."""
+    config = config or DistillConfig()
+    if config.alignment_weight <= 0:
+        raise ConfigError(setting="alignment_weight", value=config.alignment_weight, fix="compare needs λ > 0")
+    parts = _Components(
+        frame,
+        target,
+        config,
+        registry=registry or get_registry(),
+        progress=progress or NullProgress(),
+        teacher_model=teacher_model,
+    )
+    return _finish(parts.train_student(0.0)), _finish(parts.train_student(config.alignment_weight))
+
+
+def _finish(run: DistillRun) -> DistillRun:
+    run.metrics["student"]["alignment"]["weight"] = run.config.alignment_weight
+    run.metrics["timings"] = {k: round(v, 3) for k, v in run.timings.items()}
+    return run
+

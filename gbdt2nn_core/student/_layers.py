@@ -1,0 +1,57 @@
+"""Batched building blocks: one tensor operation serves every tree group at once (no Python loop over groups)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+class GroupLinear(nn.Module):
+    """``k`` independent linear maps applied in one ``einsum``: ``(n, k, i) -> (n, k, o)``.
+
+    Initialised like ``k`` separate :class:`torch.nn.Linear` layers, so a batched network starts from the same
+    distribution as DeepGBM's per-group networks.
+    """
+
+    def __init__(self, groups: int, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.groups, self.in_features, self.out_features = groups, in_features, out_features
+        bound = 1.0 / math.sqrt(in_features)
+        self.weight = nn.Parameter(torch.empty(groups, in_features, out_features).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(groups, out_features).uniform_(-bound, bound))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("nki,kio->nko", x, self.weight) + self.bias
+
+    def extra_repr(self) -> str:
+        return f"groups={self.groups}, in_features={self.in_features}, out_features={self.out_features}"
+
+
+class GroupBatchNorm(nn.Module):
+    """BatchNorm over ``(n, k, c)`` with separate statistics for each group and channel."""
+
+    def __init__(self, groups: int, channels: int) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm1d(groups * channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, k, c = x.shape
+        return self.norm(x.reshape(n, k * c)).reshape(n, k, c)
+
+
+class GroupMLP(nn.Module):
+    """``k`` MLPs ``in -> hidden... -> out`` with BatchNorm + ReLU on hidden layers and a linear last layer."""
+
+    def __init__(self, groups: int, in_features: int, hidden: tuple[int, ...], out_features: int) -> None:
+        super().__init__()
+        sizes = (in_features, *hidden)
+        self.hidden = nn.ModuleList(GroupLinear(groups, a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.norms = nn.ModuleList(GroupBatchNorm(groups, b) for b in hidden)
+        self.last = GroupLinear(groups, sizes[-1], out_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for linear, norm in zip(self.hidden, self.norms):
+            x = torch.relu(norm(linear(x)))
+        return self.last(x)  # type: ignore[no-any-return]

@@ -1,0 +1,98 @@
+"""DeepGBM step 4: learn a 20-dim embedding of each group's leaves that predicts the group's summed leaf value.
+
+A bias-free linear map of concatenated one-hot leaf indices is a sum of one learned vector per (tree, leaf),
+so it is computed as an embedding lookup summed over each group's trees, for all groups at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from gbdt2nn_core.interfaces import TreeEnsemble
+from gbdt2nn_core.student._layers import GroupBatchNorm
+
+
+def group_leaf_sums(ensemble: TreeEnsemble, leaves: np.ndarray, groups: list[np.ndarray]) -> np.ndarray:
+    """``(n, k)``: for every row, the sum of leaf values the row reaches in each group's trees."""
+    per_tree = np.stack([ensemble.trees[t].leaf_values[leaves[:, t]] for t in range(ensemble.n_trees)], axis=1)
+    return np.stack([per_tree[:, trees].sum(axis=1) for trees in groups], axis=1)
+
+
+class LeafEmbedding(nn.Module):
+    """Leaf one-hots → (bias-free linear) → BatchNorm → dropout → ``w_j · e + b_j`` per group."""
+
+    def __init__(
+        self, ensemble: TreeEnsemble, groups: list[np.ndarray], embedding_dim: int, dropout: float, bias: np.ndarray
+    ) -> None:
+        super().__init__()
+        offsets = np.concatenate([[0], np.cumsum([tree.n_leaves for tree in ensemble.trees])])
+        self.register_buffer("tree_offset", torch.as_tensor(offsets[:-1], dtype=torch.long))
+        total = int(offsets[-1])
+        longest = max(len(trees) for trees in groups)
+        # pad with a tree id whose embedding row is the all-zero padding row (index `total`)
+        members = np.full((len(groups), longest), ensemble.n_trees, dtype=np.int64)
+        for g, trees in enumerate(groups):
+            members[g, : len(trees)] = trees
+        self.register_buffer("members", torch.as_tensor(members))
+        self.table = nn.Embedding(total + 1, embedding_dim, padding_idx=total)
+        nn.init.normal_(self.table.weight, std=1.0 / np.sqrt(longest))
+        with torch.no_grad():
+            self.table.weight[total].zero_()
+        self.pad_leaf = total
+        self.norm = GroupBatchNorm(len(groups), embedding_dim)
+        self.dropout = nn.Dropout(dropout)
+        self.weight = nn.Parameter(torch.empty(len(groups), embedding_dim).uniform_(-0.1, 0.1))
+        self.bias = nn.Parameter(torch.as_tensor(bias, dtype=torch.float32).clone())
+
+    def embed(self, leaves: torch.Tensor) -> torch.Tensor:
+        """Post-BatchNorm embeddings ``(n, k, embedding_dim)`` of leaf-index rows ``(n, n_trees)``."""
+        ids = leaves + self.tree_offset
+        ids = torch.cat([ids, torch.full_like(ids[:, :1], self.pad_leaf)], dim=1)
+        vectors = self.table(ids[:, self.members])  # (n, k, T, E)
+        return self.norm(vectors.sum(dim=2))  # type: ignore[no-any-return]
+
+    def forward(self, leaves: torch.Tensor) -> torch.Tensor:
+        return (self.dropout(self.embed(leaves)) * self.weight).sum(-1) + self.bias
+
+
+def fit_leaf_embedding(
+    module: LeafEmbedding,
+    leaves: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    generator: torch.Generator,
+    on_step: Callable[[], None] | None = None,
+) -> list[float]:
+    """Fit the embedding with MSE to the group leaf sums; returns the mean loss of each epoch."""
+    optimizer = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=weight_decay)
+    # scale the loss by the per-group target variance so groups with large leaf values don't dominate
+    scale = targets.var(dim=0).clamp_min(1e-12)
+    history = []
+    module.train()
+    for _ in range(epochs):
+        order = torch.randperm(leaves.shape[0], generator=generator)
+        total, count = 0.0, 0
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            if len(rows) < 2:  # BatchNorm needs two rows
+                continue
+            prediction = module(leaves[rows])
+            loss = (((prediction - targets[rows]) ** 2) / scale).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach()) * len(rows)
+            count += len(rows)
+            if on_step:
+                on_step()
+        history.append(total / max(count, 1))
+    module.eval()
+    return history

@@ -1,0 +1,87 @@
+"""Conformance check for alignment losses: :func:`check_alignment_loss`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from gbdt2nn_core.errors import Gbdt2nnError
+from gbdt2nn_core.specs import AlignmentLossSpec
+
+__all__ = ["check_alignment_loss"]
+
+
+def check_alignment_loss(
+    spec: AlignmentLossSpec,
+    *,
+    options: Mapping[str, Any] | None = None,
+    n_rows: int = 8,
+    n_features: int = 6,
+    seed: int = 0,
+) -> None:
+    """Check that the loss built by ``spec.factory(**options)`` keeps the :class:`AlignmentLoss` contract.
+
+    Checked on random ``(n, d)`` attributions: the result is a finite scalar tensor; it is differentiable in the
+    student argument (finite, not all-zero gradient) and does not need the teacher to require grad; a student
+    equal to the teacher scores no worse than a random one; the same inputs give the same value; all-zero rows
+    and a single feature stay finite; and mismatched shapes raise a one-line error that names both shapes.
+
+    Raises ``AssertionError`` naming the broken promise.
+    """
+    import torch
+
+    where = f"alignment loss {spec.name!r}"
+    loss = spec.factory(**dict(options or {}))
+    assert callable(loss), f"{where}: factory returned a {type(loss).__name__}, which is not callable"
+
+    generator = torch.Generator().manual_seed(seed)
+    teacher = torch.randn(n_rows, n_features, generator=generator)
+    student = torch.randn(n_rows, n_features, generator=generator, requires_grad=True)
+
+    value = loss(student, teacher)
+    assert isinstance(value, torch.Tensor), f"{where}: returned {type(value).__name__}, expected a tensor"
+    assert value.ndim == 0, f"{where}: returned shape {tuple(value.shape)}, expected a scalar"
+    assert value.is_floating_point() and torch.isfinite(value), f"{where}: returned {value.item()!r}"
+    _check_gradient(loss, student, teacher, f"{where} on random rows")
+
+    assert torch.equal(loss(student, teacher).detach(), value.detach()), f"{where}: same inputs gave another value"
+    same = loss(teacher.clone(), teacher)
+    assert same.item() <= value.item() + 1e-6, (
+        f"{where}: a student equal to the teacher scores {same.item():.4g}, worse than a random one "
+        f"({value.item():.4g}); the loss must be minimal at agreement"
+    )
+
+    # Edge cases the core meets: teacher rows of zeros (no feature used), a student at zero, and d = 1.
+    zero_teacher = teacher.clone()
+    zero_teacher[0] = 0.0
+    zero_student = student.detach().clone()
+    zero_student[1] = 0.0
+    _check_gradient(loss, zero_student.requires_grad_(True), zero_teacher, f"{where} with all-zero rows")
+    narrow = torch.randn(3, 1, generator=generator)
+    _check_gradient(loss, narrow.clone().requires_grad_(True), narrow.flip(0), f"{where} with one feature", nonzero=False)
+
+    for student_shape, teacher_shape in (((n_rows, n_features - 1), (n_rows, n_features)), ((n_rows,), (n_rows,))):
+        try:
+            loss(torch.randn(student_shape), torch.randn(teacher_shape))
+        except (ValueError, TypeError, Gbdt2nnError) as exc:
+            text = str(exc).strip()
+            assert text and "\n" not in text, f"{where}: the shape error is not one line: {text!r}"
+            if student_shape != teacher_shape:
+                for shape in (student_shape, teacher_shape):
+                    assert str(tuple(shape)) in text, f"{where}: the shape error does not name {tuple(shape)}: {text!r}"
+        else:
+            raise AssertionError(f"{where}: accepted student {student_shape} with teacher {teacher_shape}")
+
+
+def _check_gradient(
+    loss: Callable[[Any, Any], Any], student: Any, teacher: Any, where: str, *, nonzero: bool = True
+) -> None:
+    import torch
+
+    value = loss(student, teacher)
+    assert torch.isfinite(value), f"{where}: returned {value.item()!r}"
+    (grad,) = torch.autograd.grad(value, student, allow_unused=True)
+    assert grad is not None, f"{where}: the value does not depend on the student attributions"
+    assert torch.isfinite(grad).all(), f"{where}: the gradient contains NaN or inf"
+    if nonzero:
+        assert grad.abs().sum() > 0, f"{where}: the gradient is all zero"
