@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -81,8 +82,8 @@ class GBDT2NNConfig:
     beta_decay: float = attrs.field(default=0.7, validator=_unit_interval)
     beta_step: int = attrs.field(default=2, validator=_positive_int)
     beta_floor: float = attrs.field(default=0.3, validator=_unit_interval)
-    #: Share of the task loss that fits the teacher's predictions instead of the labels (soft-label
-    #: distillation; 0 is DeepGBM's original, label-only loss).
+    #: Share of the task loss that fits the teacher's margins (MSE, "logit matching") instead of the labels;
+    #: 0 is DeepGBM's original, label-only loss.
     teacher_weight: float = attrs.field(default=0.0, validator=_unit_interval)
     seed: int = attrs.field(default=0, validator=_non_negative_int)
 
@@ -326,18 +327,13 @@ def _task_loss(task: Task) -> nn.Module:
 
 
 def _soft_targets(task: Task, margin: np.ndarray) -> np.ndarray:
-    """The teacher's predictions in the space the task loss compares against."""
-    if task == "binary":
-        return 1.0 / (1.0 + np.exp(-margin))
+    """The teacher's margins as regression targets (logit matching; per-row centred for softmax outputs)."""
     if task == "multiclass":
-        shifted = np.exp(margin - margin.max(axis=1, keepdims=True))
-        return shifted / shifted.sum(axis=1, keepdims=True)
+        return margin - margin.mean(axis=1, keepdims=True)
     return margin
 
 
-def _soft_loss(task: Task) -> nn.Module:
-    if task == "regression":
-        return nn.MSELoss()
-    if task == "binary":
-        return nn.BCEWithLogitsLoss()
-    return nn.CrossEntropyLoss()  # accepts class probabilities as targets
+def _soft_loss(task: Task) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    if task == "multiclass":
+        return lambda prediction, target: nn.functional.mse_loss(prediction - prediction.mean(1, keepdim=True), target)
+    return nn.functional.mse_loss

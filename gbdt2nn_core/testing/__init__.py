@@ -16,5 +16,6 @@ from __future__ import annotations
 
 from gbdt2nn_core.testing._alignment import check_alignment_loss
 from gbdt2nn_core.testing._attributor import check_attributor
+from gbdt2nn_core.testing._teacher import check_teacher
 
-__all__: list[str] = ["check_alignment_loss", "check_attributor"]
+__all__: list[str] = ["check_alignment_loss", "check_attributor", "check_teacher"]

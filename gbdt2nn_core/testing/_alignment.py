@@ -41,7 +41,8 @@ def check_alignment_loss(
     value = loss(student, teacher)
     assert isinstance(value, torch.Tensor), f"{where}: returned {type(value).__name__}, expected a tensor"
     assert value.ndim == 0, f"{where}: returned shape {tuple(value.shape)}, expected a scalar"
-    assert value.is_floating_point() and torch.isfinite(value), f"{where}: returned {value.item()!r}"
+    assert value.is_floating_point(), f"{where}: returned a {value.dtype} tensor, expected floating point"
+    assert torch.isfinite(value), f"{where}: returned {value.item()!r}"
     _check_gradient(loss, student, teacher, f"{where} on random rows")
 
     assert torch.equal(loss(student, teacher).detach(), value.detach()), f"{where}: same inputs gave another value"
@@ -58,17 +59,25 @@ def check_alignment_loss(
     zero_student[1] = 0.0
     _check_gradient(loss, zero_student.requires_grad_(True), zero_teacher, f"{where} with all-zero rows")
     narrow = torch.randn(3, 1, generator=generator)
-    _check_gradient(loss, narrow.clone().requires_grad_(True), narrow.flip(0), f"{where} with one feature", nonzero=False)
+    _check_gradient(
+        loss, narrow.clone().requires_grad_(True), narrow.flip(0), f"{where} with one feature", nonzero=False
+    )
 
     for student_shape, teacher_shape in (((n_rows, n_features - 1), (n_rows, n_features)), ((n_rows,), (n_rows,))):
         try:
             loss(torch.randn(student_shape), torch.randn(teacher_shape))
         except (ValueError, TypeError, Gbdt2nnError) as exc:
             text = str(exc).strip()
-            assert text and "\n" not in text, f"{where}: the shape error is not one line: {text!r}"
+            assert text, f"{where}: the shape error has no message"
+            assert "\n" not in text, f"{where}: the shape error is not one line: {text!r}"
             if student_shape != teacher_shape:
                 for shape in (student_shape, teacher_shape):
                     assert str(tuple(shape)) in text, f"{where}: the shape error does not name {tuple(shape)}: {text!r}"
+        except Exception as exc:  # whatever leaked out of torch is the finding
+            raise AssertionError(
+                f"{where}: student {student_shape} with teacher {teacher_shape} raised {type(exc).__name__} from "
+                "deep inside; check the shapes first and raise a one-line error naming both"
+            ) from exc
         else:
             raise AssertionError(f"{where}: accepted student {student_shape} with teacher {teacher_shape}")
 

@@ -70,7 +70,8 @@ def check_attributor(
         assert attributions.device == z.device, f"{label}: result on {attributions.device}, z on {z.device}"
         assert torch.isfinite(attributions).all(), f"{label}: attributions contain NaN or inf"
         assert attributions.abs().sum() > 0, f"{label}: attributions are all zero for a random network"
-        assert torch.equal(z, before) and not z.requires_grad, f"{label}: attribute modified z"
+        assert torch.equal(z, before), f"{label}: attribute modified z in place"
+        assert not z.requires_grad, f"{label}: attribute switched on requires_grad of z"
         # Without create_graph a result must not hold the model's graph alive (evaluation runs on many rows).
         assert not attributions.requires_grad, f"{label}: result requires grad although create_graph=False"
 
@@ -80,8 +81,13 @@ def check_attributor(
             f"{(attributions - again).abs().max().item():.3g})"
         )
         # The core evaluates under torch.no_grad(); an attributor must switch gradients back on for itself.
-        with torch.no_grad():
-            quiet = build().fit(model, background).attribute(model, z)
+        try:
+            with torch.no_grad():
+                quiet = build().fit(model, background).attribute(model, z)
+        except Exception as exc:  # any failure here is the finding
+            raise AssertionError(
+                f"{label}: fails under torch.no_grad() ({type(exc).__name__}); wrap the work in torch.enable_grad()"
+            ) from exc
         assert torch.allclose(attributions, quiet, rtol=1e-6, atol=1e-7), f"{label}: differs under torch.no_grad()"
 
         if probe.differentiable:
@@ -91,9 +97,7 @@ def check_attributor(
     _check_input_errors(build().fit(model, background), model, n_features, where)
 
 
-def _random_mlp(
-    n_features: int, n_outputs: int, *, seed: int
-) -> tuple[Callable[[Any], Any], list[Any]]:
+def _random_mlp(n_features: int, n_outputs: int, *, seed: int) -> tuple[Callable[[Any], Any], list[Any]]:
     """A ``D → 16 → k`` MLP with BatchNorm, running statistics warmed up, in eval mode."""
     import torch
     from torch import nn
@@ -107,7 +111,7 @@ def _random_mlp(
     net.eval()
 
     def model(z: torch.Tensor) -> torch.Tensor:
-        out = net(z)
+        out: torch.Tensor = net(z)
         return out[:, 0] if n_outputs == 1 else out
 
     model.net = net  # type: ignore[attr-defined]
@@ -152,6 +156,11 @@ def _check_input_errors(attributor: Attributor, model: Callable[[Any], Any], n_f
             attributor.attribute(model, z)
         except _INPUT_ERRORS as exc:
             text = str(exc).strip()
-            assert text and "\n" not in text, f"{where}: the error for {what} is not one line: {text!r}"
+            assert text, f"{where}: the error for {what} has no message"
+            assert "\n" not in text, f"{where}: the error for {what} is not one line: {text!r}"
+        except Exception as exc:  # whatever leaked out of torch is the finding
+            raise AssertionError(
+                f"{where}: {what} raised {type(exc).__name__} from deep inside; validate z and raise a DataError"
+            ) from exc
         else:
             raise AssertionError(f"{where}: {what} was accepted; validate z (2-D, floating point, finite)")

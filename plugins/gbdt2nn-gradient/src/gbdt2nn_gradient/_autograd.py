@@ -1,0 +1,70 @@
+"""Input checks and batched input gradients for attributors (the same helpers live in each attributor plugin)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from gbdt2nn_core.errors import DataError
+
+Model = Callable[[torch.Tensor], torch.Tensor]
+
+
+def check_rows(z: object, *, name: str = "z", n_features: int | None = None) -> torch.Tensor:
+    """Return ``z`` if it is a finite 2-D floating-point tensor (with ``n_features`` columns); else raise."""
+    if not isinstance(z, torch.Tensor):
+        raise DataError(problem=f"{name} is a {type(z).__name__}", fix="pass a torch.Tensor of shape (rows, features)")
+    if z.ndim != 2:
+        raise DataError(
+            problem=f"{name} has shape {tuple(z.shape)}, expected (rows, features)",
+            fix="pass one 2-D tensor of encoded rows (use z[None] for a single row)",
+        )
+    if not z.is_floating_point():
+        raise DataError(problem=f"{name} has dtype {z.dtype}", fix="pass floating-point rows (z.float())")
+    if n_features is not None and z.shape[1] != n_features:
+        raise DataError(
+            problem=f"{name} has {z.shape[1]} columns but the background sample had {n_features}",
+            fix="encode the rows with the same encoder as the background",
+        )
+    bad = ~torch.isfinite(z).all(dim=1)
+    if bad.any():
+        raise DataError(
+            problem=f"{name} has NaN or infinite values in {int(bad.sum())} of {z.shape[0]} rows",
+            fix="encode the rows with the core's encoder, which imputes missing values",
+        )
+    return z
+
+
+def input_gradients(model: Model, points: torch.Tensor, *, create_graph: bool) -> torch.Tensor:
+    """``∂f/∂z`` at every row of ``points``: ``(m, D)`` for one output, ``(m, k, D)`` for ``k``.
+
+    One forward pass over all rows; rows are independent (BatchNorm in eval mode), so the gradient of the
+    summed output is each row's own gradient. With ``create_graph`` the result stays differentiable with
+    respect to the model's parameters.
+    """
+    with torch.enable_grad():
+        inputs = points.detach().requires_grad_(True)
+        outputs = model(inputs)
+        m = inputs.shape[0]
+        if not isinstance(outputs, torch.Tensor) or outputs.ndim not in (1, 2) or outputs.shape[0] != m:
+            shape = tuple(outputs.shape) if isinstance(outputs, torch.Tensor) else type(outputs).__name__
+            raise DataError(
+                problem=f"the model returned {shape} for {m} rows",
+                fix=f"make it return margins of shape ({m},) or ({m}, k)",
+            )
+        if not outputs.requires_grad:
+            raise DataError(
+                problem="the model's output does not depend on its input through autograd",
+                fix="do not run the model under torch.no_grad() or detach its output",
+            )
+        columns = [outputs] if outputs.ndim == 1 else list(outputs.unbind(dim=1))
+        grads = []
+        for c, column in enumerate(columns):
+            # Keep the forward graph until the last output is done (and for good with create_graph).
+            retain = create_graph or c < len(columns) - 1
+            (grad,) = torch.autograd.grad(
+                column.sum(), inputs, create_graph=create_graph, retain_graph=retain, allow_unused=True
+            )
+            grads.append(torch.zeros_like(inputs) if grad is None else grad)
+    return grads[0] if outputs.ndim == 1 else torch.stack(grads, dim=1)

@@ -1,0 +1,248 @@
+"""One-line gbdt2nn errors for bad data, mismatched boosters and damaged model files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+import pytest
+from gbdt2nn_lightgbm.plugin import make_teacher
+
+from gbdt2nn_core.errors import ConfigError, DataError, Gbdt2nnError, ModelFileError
+
+FAST = {"n_estimators": 5, "num_leaves": 8, "num_threads": 1}
+
+
+@pytest.fixture(scope="module")
+def saved(adult, tmp_path_factory) -> tuple[Path, str]:
+    """An adult model file written by LightGBM itself, and its text."""
+    X, y = adult
+    path = tmp_path_factory.mktemp("model") / "adult.txt"
+    lgb.train({"objective": "binary", "verbose": -1, "num_threads": 1}, lgb.Dataset(X, y), 10).save_model(path)
+    return path, path.read_text()
+
+
+@pytest.fixture
+def wrapped(saved):
+    return make_teacher(model=saved[0])
+
+
+def one_line(error: Exception) -> str:
+    text = str(error)
+    assert "\n" not in text
+    return text
+
+
+# ---------------------------------------------------------------------------------------------- fit input
+@pytest.mark.parametrize(
+    ("task", "labels", "words"),
+    [
+        ("regression", lambda y: np.where(np.arange(len(y)) == 3, np.nan, y), "NaN"),
+        ("regression", lambda y: np.where(np.arange(len(y)) == 3, np.inf, y), "infinite"),
+        ("regression", lambda y: y[:-1], "labels for"),
+        ("regression", lambda y: y.reshape(-1, 2), "shape"),
+        ("binary", lambda y: np.zeros_like(y), "only class 0"),
+        ("binary", lambda y: y * 2, "0 or 1"),
+        ("binary", lambda y: y - 0.5, "non-negative integers"),
+        ("binary", lambda y: np.where(y > 0, "yes", "no"), "dtype"),
+        ("multiclass", lambda y: y + 0.5, "non-negative integers"),
+        ("multiclass", lambda y: y - 1, "non-negative integers"),
+    ],
+)
+def test_bad_labels_raise_data_error(task, labels, words, datasets) -> None:
+    X, y = datasets["binary" if task == "binary" else "multiclass" if task == "multiclass" else "regression"]
+    with pytest.raises(DataError) as caught:
+        make_teacher(**FAST).fit(X, labels(np.asarray(y, dtype=np.float64)), task=task)
+    assert words in one_line(caught.value)
+    assert caught.value.fix
+
+
+@pytest.mark.parametrize(
+    ("frame", "words"),
+    [
+        (lambda X: X.to_numpy(), "not a pandas DataFrame"),
+        (lambda X: X.iloc[:0], "empty"),
+        (lambda X: X.iloc[:, :0], "empty"),
+        (lambda X: X.assign(MedInc=X["MedInc"].astype(str)), "neither numeric nor categorical"),
+        (lambda X: X.rename(columns={"MedInc": "Med:Inc"}), "Med:Inc"),
+        (lambda X: X.set_axis([0, *X.columns[1:]], axis=1), "not strings"),
+        (lambda X: X.set_axis(["A", "A", *X.columns[2:]], axis=1), "duplicate"),
+    ],
+)
+def test_bad_frames_raise_data_error(frame, words, california) -> None:
+    X, y = california
+    with pytest.raises(DataError) as caught:
+        make_teacher(**FAST).fit(frame(X), y, task="regression")
+    assert words in one_line(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("params", "task", "setting"),
+    [
+        ({}, "ranking", "task"),
+        ({"seed": 1}, "regression", "seed"),
+        ({"random_state": 1}, "regression", "random_state"),
+        ({"objective": "binary"}, "regression", "objective"),
+        ({"num_leaves": 8, "max_leaves": 4}, "regression", "max_leaves"),
+        ({"num_class": 3}, "regression", "num_class"),
+        ({"n_estimators": 0}, "regression", "n_estimators"),
+        ({"num_leaves": -3}, "regression", "params"),
+    ],
+)
+def test_bad_settings_raise_config_error(params, task, setting, california) -> None:
+    X, y = california
+    with pytest.raises(ConfigError) as caught:
+        make_teacher(**{"num_threads": 1, **params}).fit(X, y, task=task)
+    assert caught.value.setting == setting
+    one_line(caught.value)
+
+
+@pytest.mark.parametrize("method", ["predict_margin", "leaf_indices", "shap_values", "structure", "save"])
+def test_using_an_unfitted_teacher_says_to_fit(method, california, tmp_path) -> None:
+    X, _ = california
+    teacher = make_teacher()
+    call = getattr(teacher, method)
+    with pytest.raises(Gbdt2nnError, match=r"fit\(X, y, task=\.\.\.\) first"):
+        call(tmp_path / "m.txt") if method == "save" else call(X) if method != "structure" else call()
+    with pytest.raises(Gbdt2nnError, match="first"):
+        _ = teacher.task
+
+
+def test_save_into_a_missing_folder_raises_config_error(california, tmp_path) -> None:
+    X, y = california
+    teacher = make_teacher(**FAST).fit(X, y, task="regression")
+    with pytest.raises(ConfigError, match="cannot write"):
+        teacher.save(tmp_path / "no" / "such" / "m.txt")
+
+
+# ---------------------------------------------------------------------------------------------- wrapping
+def test_columns_that_do_not_match_are_named(adult, wrapped) -> None:
+    X, y = adult
+    with pytest.raises(DataError) as caught:
+        wrapped.fit(X.drop(columns=["age"]).assign(height=1.0), y, task="binary")
+    assert "missing ['age']" in caught.value.problem
+    assert "unexpected ['height']" in caught.value.problem
+    assert "teacher.feature_names" in caught.value.fix
+    swapped = X[["workclass", "age", *X.columns[2:]]]
+    with pytest.raises(DataError, match=r"reordered \(column 0 is 'workclass', the booster expects 'age'\)"):
+        wrapped.fit(swapped, y, task="binary")
+
+
+def test_predicting_on_reordered_columns_is_refused(adult, wrapped) -> None:
+    # LightGBM itself predicts silently on columns in another order, with wrong results.
+    X, y = adult
+    wrapped.fit(X, y, task="binary")
+    with pytest.raises(DataError, match="reordered"):
+        wrapped.predict_margin(X[X.columns[::-1]])
+
+
+def test_a_column_of_the_wrong_kind_is_named(adult, wrapped) -> None:
+    X, y = adult
+    codes = X.assign(workclass=X["workclass"].cat.codes.astype("float64"))
+    with pytest.raises(DataError, match="'workclass' is numeric in X but categorical in the booster"):
+        wrapped.fit(codes, y, task="binary")
+
+
+@pytest.mark.parametrize("task", ["regression", "multiclass"])
+def test_a_task_the_objective_does_not_solve_raises_config_error(task, adult, wrapped) -> None:
+    X, y = adult
+    with pytest.raises(ConfigError) as caught:
+        wrapped.fit(X, y, task=task)
+    assert caught.value.setting == "task"
+    assert "binary" in caught.value.fix
+
+
+def test_labels_outside_a_wrapped_models_classes(wine) -> None:
+    X, y = wine
+    model = lgb.LGBMClassifier(n_estimators=3, n_jobs=1, verbose=-1).fit(X, y)
+    with pytest.raises(DataError, match="has 3 classes"):
+        make_teacher(model=model).fit(X, np.where(y == 2, 5, y), task="multiclass")
+    make_teacher(model=model).fit(X[y < 2], y[y < 2], task="multiclass")  # a sample without class 2 is fine
+
+
+@pytest.mark.parametrize(
+    ("model", "fix"),
+    [
+        (lgb.LGBMClassifier(), "fit the LightGBM model first"),
+        (42, "pass a lightgbm.Booster"),
+    ],
+)
+def test_unusable_models_raise_config_error(model, fix) -> None:
+    with pytest.raises(ConfigError, match=fix):
+        make_teacher(model=model)
+
+
+def test_training_parameters_with_a_model_are_refused(saved) -> None:
+    with pytest.raises(ConfigError, match="only apply with model=None"):
+        make_teacher(model=saved[0], n_estimators=10)
+
+
+def test_linear_trees_are_refused(california) -> None:
+    X, y = california
+    booster = lgb.train({"objective": "regression", "linear_tree": True, "verbose": -1}, lgb.Dataset(X, y), 3)
+    with pytest.raises(ConfigError, match="linear_tree"):
+        make_teacher(model=booster)
+
+
+def test_ranking_boosters_are_refused(california) -> None:
+    X, _ = california
+    labels = np.arange(len(X)) % 3
+    params = {"objective": "lambdarank", "verbose": -1, "min_data_in_leaf": 5}
+    booster = lgb.train(params, lgb.Dataset(X, labels, group=[len(X) // 3] * 3), 3)
+    with pytest.raises(ConfigError, match="ranking"):
+        make_teacher(model=booster)
+
+
+# ---------------------------------------------------------------------------------------------- model files
+def test_missing_file(tmp_path) -> None:
+    with pytest.raises(ModelFileError, match="no such file") as caught:
+        make_teacher(model=tmp_path / "nope.txt")
+    assert caught.value.path.endswith("nope.txt")
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.02, 0.3, 0.6, 0.85, 0.93, 0.999])
+def test_truncated_files_raise_model_file_error(fraction, saved, tmp_path) -> None:
+    # LightGBM aborts the whole process on some of these cuts; the teacher must refuse them first.
+    _, text = saved
+    path = tmp_path / "cut.txt"
+    path.write_text(text[: int(len(text) * fraction)])
+    with pytest.raises(ModelFileError) as caught:
+        make_teacher(model=path)
+    assert one_line(caught.value).startswith(f"cannot load model from {path}")
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"\x00\x01\x02binary", b"not a model\n", b'{"learner": {}}', b"tree\nversion=v4\nend of trees\n"],
+)
+def test_foreign_or_corrupt_files_raise_model_file_error(content, tmp_path) -> None:
+    path = tmp_path / "bad.txt"
+    path.write_bytes(content)
+    with pytest.raises(ModelFileError):
+        make_teacher(model=path)
+
+
+def test_a_damaged_tree_is_caught(saved, tmp_path) -> None:
+    _, text = saved
+    path = tmp_path / "damaged.txt"
+    path.write_text(text.replace("\nTree=1\n", "\nTree=1\nleaf_value=1 2 3\n", 1))
+    with pytest.raises(ModelFileError, match="corrupt"):
+        make_teacher(model=path)
+
+
+def test_a_directory_is_not_a_model(tmp_path) -> None:
+    with pytest.raises(ModelFileError):
+        make_teacher(model=tmp_path)
+
+
+def test_a_saved_teacher_leaves_no_temporary_file(saved, adult, tmp_path) -> None:
+    X, y = adult
+    teacher = make_teacher(model=saved[0]).fit(X, y, task="binary")
+    teacher.save(tmp_path / "copy.txt")
+    teacher.save(tmp_path / "copy.txt")  # overwriting is atomic too
+    assert [p.name for p in tmp_path.iterdir()] == ["copy.txt"]
+    assert pd.Series(make_teacher(model=tmp_path / "copy.txt").predict_margin(X)).equals(
+        pd.Series(teacher.predict_margin(X))
+    )

@@ -1,0 +1,192 @@
+"""One-line gbdt2nn errors for bad data, mismatched boosters and damaged model files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xgboost as xgb
+from gbdt2nn_xgboost.plugin import make_teacher
+
+from gbdt2nn_core.errors import ConfigError, DataError, Gbdt2nnError, ModelFileError
+
+FAST = {"n_estimators": 5, "max_leaves": 8, "nthread": 1}
+
+
+@pytest.fixture(scope="module")
+def saved(adult, tmp_path_factory) -> dict[str, tuple[Path, bytes]]:
+    """An adult model written by XGBoost itself, as JSON and as UBJSON."""
+    X, y = adult
+    booster = xgb.train({"objective": "binary:logistic", "nthread": 1}, xgb.DMatrix(X, y, enable_categorical=True), 10)
+    folder = tmp_path_factory.mktemp("model")
+    files = {}
+    for kind in ("json", "ubj"):
+        path = folder / f"adult.{kind}"
+        booster.save_model(path)
+        files[kind] = (path, path.read_bytes())
+    return files
+
+
+@pytest.fixture
+def wrapped(saved):
+    return make_teacher(model=saved["json"][0])
+
+
+def one_line(error: Exception) -> str:
+    text = str(error)
+    assert "\n" not in text
+    return text
+
+
+# ---------------------------------------------------------------------------------------------- fit input
+@pytest.mark.parametrize(
+    ("task", "labels", "words"),
+    [
+        ("regression", lambda y: np.where(np.arange(len(y)) == 3, np.nan, y), "NaN"),
+        ("regression", lambda y: y[:-1], "labels for"),
+        ("binary", lambda y: np.ones_like(y), "only class 1"),
+        ("binary", lambda y: y * 3, "0 or 1"),
+        ("binary", lambda y: np.where(y > 0, "yes", "no"), "dtype"),
+        ("multiclass", lambda y: y / 2, "non-negative integers"),
+    ],
+)
+def test_bad_labels_raise_data_error(task, labels, words, datasets) -> None:
+    X, y = datasets[task]
+    with pytest.raises(DataError) as caught:
+        make_teacher(**FAST).fit(X, labels(np.asarray(y, dtype=np.float64)), task=task)
+    assert words in one_line(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("frame", "words"),
+    [
+        (lambda X: X.to_numpy(), "not a pandas DataFrame"),
+        (lambda X: X.iloc[:0], "empty"),
+        (lambda X: X.assign(MedInc=X["MedInc"].astype(object)), "neither numeric nor categorical"),
+        (lambda X: X.rename(columns={"MedInc": "MedInc[2020]"}), "MedInc[2020]"),
+    ],
+)
+def test_bad_frames_raise_data_error(frame, words, california) -> None:
+    X, y = california
+    with pytest.raises(DataError) as caught:
+        make_teacher(**FAST).fit(frame(X), y, task="regression")
+    assert words in one_line(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("params", "task", "setting"),
+    [
+        ({}, "classification", "task"),
+        ({"random_state": 1}, "regression", "random_state"),
+        ({"objective": "binary:logistic"}, "regression", "objective"),
+        ({"eta": 0.1, "learning_rate": 0.2}, "regression", "eta"),
+        ({"n_estimators": 0}, "regression", "n_estimators"),
+        ({"max_depth": -4}, "regression", "params"),
+    ],
+)
+def test_bad_settings_raise_config_error(params, task, setting, california) -> None:
+    X, y = california
+    with pytest.raises(ConfigError) as caught:
+        make_teacher(**{"nthread": 1, **params}).fit(X, y, task=task)
+    assert caught.value.setting == setting
+    one_line(caught.value)
+
+
+@pytest.mark.parametrize("method", ["predict_margin", "leaf_indices", "shap_values", "structure", "fingerprint"])
+def test_using_an_unfitted_teacher_says_to_fit(method, california) -> None:
+    X, _ = california
+    call = getattr(make_teacher(), method)
+    with pytest.raises(Gbdt2nnError, match=r"fit\(X, y, task=\.\.\.\) first"):
+        call(X) if method not in ("structure", "fingerprint") else call()
+
+
+# ---------------------------------------------------------------------------------------------- wrapping
+def test_columns_that_do_not_match_are_named(adult, wrapped) -> None:
+    X, y = adult
+    with pytest.raises(DataError) as caught:
+        wrapped.fit(X.drop(columns=["gender"]), y, task="binary")
+    assert caught.value.problem.endswith("missing ['gender']")
+    with pytest.raises(DataError, match=r"reordered \(column 0 is 'fnlwgt', the booster expects 'age'\)"):
+        wrapped.fit(X[["fnlwgt", *X.columns.drop("fnlwgt")]], y, task="binary")
+    with pytest.raises(DataError, match="unexpected \\['AGE'\\]"):
+        wrapped.predict_margin(X.rename(columns={"age": "AGE"}))
+
+
+def test_a_column_of_the_wrong_kind_is_named(adult, wrapped) -> None:
+    X, y = adult
+    with pytest.raises(DataError, match="'age' is categorical in X but numeric in the booster"):
+        wrapped.fit(X.assign(age=X["age"].astype("category")), y, task="binary")
+
+
+@pytest.mark.parametrize("task", ["regression", "multiclass"])
+def test_a_task_the_objective_does_not_solve_raises_config_error(task, adult, wrapped) -> None:
+    X, y = adult
+    with pytest.raises(ConfigError, match="binary:logistic") as caught:
+        wrapped.fit(X, y, task=task)
+    assert caught.value.setting == "task"
+
+
+@pytest.mark.parametrize(
+    ("params", "setting"),
+    [
+        ({"booster": "gblinear"}, "model"),
+        ({"objective": "rank:pairwise"}, "objective"),
+        ({"objective": "multi:softprob", "num_class": 3, "multi_strategy": "multi_output_tree"}, "multi_strategy"),
+        ({"objective": "reg:squarederror", "two_targets": True}, "num_target"),
+    ],
+)
+def test_unsupported_boosters_are_refused(params, setting, wine) -> None:
+    X, y = wine
+    params = {"nthread": 1, **params}
+    if params.pop("two_targets", False):
+        y = np.stack([y, -y], axis=1)
+    booster = xgb.train(params, xgb.DMatrix(X, y), 2)
+    with pytest.raises(ConfigError) as caught:
+        make_teacher(model=booster)
+    assert caught.value.setting == setting
+
+
+@pytest.mark.parametrize(
+    ("model", "fix"),
+    [(xgb.XGBClassifier(), "fit the XGBoost model first"), (object(), "pass an xgboost.Booster")],
+)
+def test_unusable_models_raise_config_error(model, fix) -> None:
+    with pytest.raises(ConfigError, match=fix):
+        make_teacher(model=model)
+
+
+def test_training_parameters_with_a_model_are_refused(saved) -> None:
+    with pytest.raises(ConfigError, match="only apply with model=None"):
+        make_teacher(model=saved["ubj"][0], max_leaves=8)
+
+
+# ---------------------------------------------------------------------------------------------- model files
+def test_missing_file(tmp_path) -> None:
+    with pytest.raises(ModelFileError, match="no such file"):
+        make_teacher(model=tmp_path / "nope.json")
+
+
+@pytest.mark.parametrize("kind", ["json", "ubj"])
+@pytest.mark.parametrize("fraction", [0.0, 0.1, 0.5, 0.9, 0.999])
+def test_truncated_files_raise_model_file_error(kind, fraction, saved, tmp_path) -> None:
+    _, data = saved[kind]
+    path = tmp_path / f"cut.{kind}"
+    path.write_bytes(data[: int(len(data) * fraction)])
+    with pytest.raises(ModelFileError) as caught:
+        make_teacher(model=path)
+    assert one_line(caught.value).startswith(f"cannot load model from {path}")
+    assert "/workspace/" not in str(caught.value)  # XGBoost's C++ source location is stripped
+
+
+@pytest.mark.parametrize("content", [b"\x00\x01\x02binary", b'{"hello": 1}', b"tree\nversion=v4\n"])
+def test_foreign_or_corrupt_files_raise_model_file_error(content, tmp_path) -> None:
+    path = tmp_path / "bad.json"
+    path.write_bytes(content)
+    with pytest.raises(ModelFileError):
+        make_teacher(model=path)
+
+
+def test_save_into_a_missing_folder_raises_config_error(wrapped, tmp_path) -> None:
+    with pytest.raises(ConfigError, match="cannot write"):
+        wrapped.save(tmp_path / "missing" / "m.json")
