@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -68,7 +69,7 @@ class ExplanationCache:
                     )
                 self.hits += 1
                 return result
-            except (OSError, ValueError, KeyError):
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
                 path.unlink(missing_ok=True)  # a corrupt entry is recomputed, never trusted
         self.misses += 1
         result = compute()

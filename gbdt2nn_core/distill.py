@@ -26,7 +26,7 @@ from sklearn.model_selection import train_test_split
 from gbdt2nn_core.alignment import Alignment
 from gbdt2nn_core.cache import ExplanationCache, default_cache_dir
 from gbdt2nn_core.data import TabularSchema, TargetEncoder, infer_task, split_features_target
-from gbdt2nn_core.encoding import InputEncoder
+from gbdt2nn_core.encoding import InputEncoder, teacher_thresholds
 from gbdt2nn_core.errors import ConfigError, DataError
 from gbdt2nn_core.interfaces import TASKS, Attributor, Task, Teacher, TreeShap
 from gbdt2nn_core.metrics import agreement, fidelity, task_metrics
@@ -34,7 +34,7 @@ from gbdt2nn_core.progress import NullProgress, Progress
 from gbdt2nn_core.registry import Registry, get_registry
 from gbdt2nn_core.student import GBDT2NNStudent
 
-__all__ = ["DistillConfig", "DistillRun", "PreparedData", "compare", "distill", "prepare"]
+__all__ = ["DistillConfig", "DistillRun", "PreparedData", "SplitData", "compare", "distill", "fit_encoder", "prepare", "split_data"]
 
 
 def _check_weight(_: object, attribute: attrs.Attribute[float], value: float) -> None:
@@ -50,6 +50,11 @@ def _check_fraction(_: object, attribute: attrs.Attribute[float], value: float) 
 def _check_task(_: object, attribute: attrs.Attribute[str | None], value: str | None) -> None:
     if value is not None and value not in TASKS:
         raise ConfigError(setting=attribute.name, value=value, fix=f"use one of {', '.join(TASKS)} (or leave it out)")
+
+
+def _check_bins(_: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ConfigError(setting=attribute.name, value=value, fix="use a whole number of at least 0 (0 = no bins)")
 
 
 def _options(value: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -75,6 +80,8 @@ class DistillConfig:
     alignment_weight: float = attrs.field(default=1.0, validator=_check_weight)
     alignment_fraction: float = attrs.field(default=1.0, validator=_check_fraction)
     test_size: float = attrs.field(default=0.2, validator=_check_fraction)
+    #: Split thresholds of the teacher per numeric column that the student's encoding uses (0 = none).
+    threshold_bins: int = attrs.field(default=64, validator=_check_bins)
     seed: int = 0
     cache_dir: str | None = None
 
@@ -83,23 +90,39 @@ class DistillConfig:
 
 
 @attrs.frozen(kw_only=True)
-class PreparedData:
-    """A train/test split in every form the components need."""
+class SplitData:
+    """A train/test split of teacher-ready frames and encoded targets."""
 
     task: Task
     schema: TabularSchema
     target: TargetEncoder
-    encoder: InputEncoder
     train_frame: pd.DataFrame = attrs.field(eq=False, repr=False)
     test_frame: pd.DataFrame = attrs.field(eq=False, repr=False)
     y_train: np.ndarray = attrs.field(eq=False, repr=False)
     y_test: np.ndarray = attrs.field(eq=False, repr=False)
+
+
+@attrs.frozen(kw_only=True)
+class PreparedData(SplitData):
+    """A split plus the student's encoding of both sides."""
+
+    encoder: InputEncoder
     z_train: np.ndarray = attrs.field(eq=False, repr=False)
     z_test: np.ndarray = attrs.field(eq=False, repr=False)
 
+    @classmethod
+    def encode(cls, split: SplitData, encoder: InputEncoder) -> PreparedData:
+        fields = {f.name: getattr(split, f.name) for f in attrs.fields(SplitData)}
+        return cls(
+            **fields,
+            encoder=encoder,
+            z_train=encoder.transform(split.train_frame),
+            z_test=encoder.transform(split.test_frame),
+        )
 
-def prepare(frame: pd.DataFrame, target: str, *, task: Task | None, test_size: float, seed: int) -> PreparedData:
-    """Split (stratified for classification), fix the schema, encode inputs and targets."""
+
+def split_data(frame: pd.DataFrame, target: str, *, task: Task | None, test_size: float, seed: int) -> SplitData:
+    """Check the data, fix the schema and split it (stratified for classification)."""
     features, y = split_features_target(frame, target)
     task = task or infer_task(y)
     target_encoder = TargetEncoder.fit(y, task)
@@ -115,20 +138,42 @@ def prepare(frame: pd.DataFrame, target: str, *, task: Task | None, test_size: f
         )
     except ValueError as exc:
         raise DataError(problem=f"cannot split the data for testing: {exc}", fix="add rows for the rare classes") from exc
-    train_frame = teacher_frame.iloc[train_index].reset_index(drop=True)
-    test_frame = teacher_frame.iloc[test_index].reset_index(drop=True)
-    encoder = InputEncoder.fit(train_frame, schema)
-    return PreparedData(
+    return SplitData(
         task=task,
         schema=schema,
         target=target_encoder,
-        encoder=encoder,
-        train_frame=train_frame,
-        test_frame=test_frame,
+        train_frame=teacher_frame.iloc[train_index].reset_index(drop=True),
+        test_frame=teacher_frame.iloc[test_index].reset_index(drop=True),
         y_train=y_encoded[train_index],
         y_test=y_encoded[test_index],
-        z_train=encoder.transform(train_frame),
-        z_test=encoder.transform(test_frame),
+    )
+
+
+def prepare(
+    frame: pd.DataFrame,
+    target: str,
+    *,
+    task: Task | None,
+    test_size: float,
+    seed: int,
+    teacher: Teacher | None = None,
+    threshold_bins: int = 64,
+) -> PreparedData:
+    """Split and encode; with a fitted ``teacher``, numeric columns also get its split-threshold intervals."""
+    split = split_data(frame, target, task=task, test_size=test_size, seed=seed)
+    return PreparedData.encode(split, fit_encoder(split, teacher, threshold_bins))
+
+
+def fit_encoder(split: SplitData, teacher: Teacher | None, threshold_bins: int) -> InputEncoder:
+    """The student's input encoder for this split, using the teacher's thresholds when there is a teacher."""
+    if teacher is None or threshold_bins == 0:
+        return InputEncoder.fit(split.train_frame, split.schema)
+    ensemble = teacher.structure()
+    return InputEncoder.fit(
+        split.train_frame,
+        split.schema,
+        thresholds=teacher_thresholds(ensemble, split.schema, threshold_bins),
+        split_rule=getattr(ensemble, "split_rule", "<="),
     )
 
 
@@ -169,7 +214,7 @@ class _Components:
         ):
             registry.spec(kind, name)  # type: ignore[arg-type]
         started = time.perf_counter()
-        self.data = prepare(frame, target, task=config.task, test_size=config.test_size, seed=config.seed)
+        split = split_data(frame, target, task=config.task, test_size=config.test_size, seed=config.seed)
         self.timings["prepare_s"] = time.perf_counter() - started
 
         options = dict(config.teacher_options)
@@ -178,8 +223,11 @@ class _Components:
         self.teacher = registry.teacher(config.teacher, **options)
         started = time.perf_counter()
         with progress.step(f"teacher ({config.teacher})"):
-            self.teacher.fit(self.data.train_frame, self.data.y_train, task=self.data.task, seed=config.seed)
+            self.teacher.fit(split.train_frame, split.y_train, task=split.task, seed=config.seed)
         self.timings["teacher_s"] = time.perf_counter() - started
+        started = time.perf_counter()
+        self.data = PreparedData.encode(split, fit_encoder(split, self.teacher, config.threshold_bins))
+        self.timings["prepare_s"] += time.perf_counter() - started
 
         cache = ExplanationCache(config.cache_dir if config.cache_dir is not None else default_cache_dir())
         started = time.perf_counter()

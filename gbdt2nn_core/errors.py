@@ -16,6 +16,7 @@ __all__ = [
     "DuplicatePluginError",
     "Gbdt2nnError",
     "ModelFileError",
+    "NotFittedError",
     "PluginLoadError",
     "UnknownComponentError",
 ]
@@ -52,6 +53,33 @@ class ConfigError(Gbdt2nnError):
 
     def message(self) -> str:
         return f"invalid {self.setting}={self.value!r}: {self.fix}"
+
+
+@attrs.define(auto_exc=True, kw_only=True)
+class NotFittedError(ConfigError):
+    """A component was used before :meth:`fit` (a teacher with no booster yet, a student with no network).
+
+    A :class:`ConfigError` whose ``setting`` is ``"<component>.<method>"`` and whose ``value`` is
+    ``"called before fit"``, so code that catches configuration errors catches it too.
+
+    It does not subclass scikit-learn's ``NotFittedError``: importing ``sklearn.exceptions`` loads scikit-learn
+    (about 0.7 s), and this module must stay cheap because every plugin entry point imports the core.
+    """
+
+    #: The class used too early, e.g. ``"LightGBMTeacher"``.
+    component: str
+    #: The method or property that was called, e.g. ``"predict_margin"``.
+    method: str
+    fix: str
+    setting: str = attrs.field(init=False)
+    value: object = attrs.field(init=False, default="called before fit")
+
+    @setting.default
+    def _setting(self) -> str:
+        return f"{self.component}.{self.method}"
+
+    def message(self) -> str:
+        return f"{self.component}.{self.method} was called before fit; {self.fix}"
 
 
 @attrs.define(auto_exc=True, kw_only=True)

@@ -1,5 +1,6 @@
 """The contracts that plugin factories fulfil: :class:`Teacher`, :class:`Student`, :class:`Attributor` and
-:class:`AlignmentLoss`, plus the records they exchange (:class:`TreeEnsemble`, :class:`TreeShap`).
+:class:`AlignmentLoss`, the optional :class:`TeacherExplainer` capability of an attributor, plus the records they
+exchange (:class:`TreeEnsemble`, :class:`TreeShap`).
 
 Conventions shared by every component:
 
@@ -18,7 +19,7 @@ Conventions shared by every component:
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
 
@@ -36,6 +37,7 @@ __all__ = [
     "Student",
     "Task",
     "Teacher",
+    "TeacherExplainer",
     "Tree",
     "TreeEnsemble",
     "TreeShap",
@@ -49,13 +51,24 @@ TASKS: tuple[Task, ...] = ("regression", "binary", "multiclass")
 Reference = Literal["local", "baseline", "expectation"]
 
 
-def _as_array(dtype: type) -> Callable[[Any], np.ndarray]:
-    def convert(value: Any) -> np.ndarray:
-        array = np.asarray(value, dtype=dtype)
-        array.setflags(write=False)
-        return array
+# Named converters (not a converter factory) so that mypy's attrs plugin can type the records' __init__.
+def _float64_array(value: Any) -> np.ndarray:
+    """``value`` as a read-only float64 array."""
+    array: np.ndarray = np.asarray(value, dtype=np.float64)
+    array.setflags(write=False)
+    return array
 
-    return convert
+
+def _int64_array(value: Any) -> np.ndarray:
+    """``value`` as a read-only int64 array."""
+    array: np.ndarray = np.asarray(value, dtype=np.int64)
+    array.setflags(write=False)
+    return array
+
+
+def _as_trees(trees: Iterable[Tree]) -> tuple[Tree, ...]:
+    """Any iterable of trees (a list, a generator) as the tuple that :class:`TreeEnsemble` keeps."""
+    return tuple(trees)
 
 
 @attrs.frozen(kw_only=True)
@@ -66,9 +79,12 @@ class Tree:
     ``split_features`` / ``split_gains`` list every internal node's column index and split gain.
     """
 
-    leaf_values: np.ndarray = attrs.field(converter=_as_array(np.float64), eq=False)
-    split_features: np.ndarray = attrs.field(converter=_as_array(np.int64), eq=False)
-    split_gains: np.ndarray = attrs.field(converter=_as_array(np.float64), eq=False)
+    leaf_values: np.ndarray = attrs.field(converter=_float64_array, eq=False)
+    split_features: np.ndarray = attrs.field(converter=_int64_array, eq=False)
+    split_gains: np.ndarray = attrs.field(converter=_float64_array, eq=False)
+    #: Threshold of each internal node's numeric split (NaN for categorical splits); see
+    #: :attr:`TreeEnsemble.split_rule`. Empty when the backend does not report thresholds.
+    split_thresholds: np.ndarray = attrs.field(converter=_float64_array, eq=False, factory=lambda: np.zeros(0))
     #: Which margin output this tree adds to (its class in a multiclass model; 0 otherwise).
     output: int = 0
 
@@ -81,10 +97,12 @@ class Tree:
 class TreeEnsemble:
     """A whole boosted ensemble: ``margin[:, c] = base_margin[c] + sum of leaf values of trees with output c``."""
 
-    trees: tuple[Tree, ...] = attrs.field(converter=tuple)
+    trees: tuple[Tree, ...] = attrs.field(converter=_as_trees)
     n_features: int
     n_outputs: int = 1
-    base_margin: np.ndarray = attrs.field(converter=_as_array(np.float64), eq=False, factory=lambda: np.zeros(1))
+    base_margin: np.ndarray = attrs.field(converter=_float64_array, eq=False, factory=lambda: np.zeros(1))
+    #: How numeric thresholds split: ``"<="`` (``x <= t`` goes left, LightGBM) or ``"<"`` (``x < t``, XGBoost).
+    split_rule: str = "<="
 
     @property
     def n_trees(self) -> int:
@@ -99,11 +117,13 @@ class TreeEnsemble:
 class TreeShap:
     """TreeSHAP values of a teacher on some rows, in margin space.
 
-    ``values.sum(-1) + expected_value == margin`` (to float precision) for path-dependent TreeSHAP.
+    Both methods add up: ``values.sum(-1) + expected_value == margin`` to float precision. For path-dependent
+    TreeSHAP ``expected_value`` is the booster's own expectation (from the training cover of its nodes); for
+    interventional TreeSHAP it is the teacher's mean margin on the background sample.
     """
 
-    values: np.ndarray = attrs.field(converter=_as_array(np.float64), eq=False)
-    expected_value: np.ndarray = attrs.field(converter=_as_array(np.float64), eq=False)
+    values: np.ndarray = attrs.field(converter=_float64_array, eq=False)
+    expected_value: np.ndarray = attrs.field(converter=_float64_array, eq=False)
     #: ``"path-dependent"`` (native, the booster's cover statistics) or ``"interventional"`` (a background sample).
     method: str = "path-dependent"
 
@@ -139,7 +159,11 @@ class Teacher(abc.ABC):
 
     @abc.abstractmethod
     def leaf_indices(self, X: pd.DataFrame) -> np.ndarray:
-        """``(n, n_trees)`` integer array: the leaf each row reaches in each tree, numbered as in :meth:`structure`."""
+        """The leaf each row reaches in each tree: an ``(n, n_trees)`` ``int32`` array.
+
+        Trees are in :meth:`structure` order, and leaves numbered ``0 .. n_leaves - 1`` as in that tree's
+        :attr:`Tree.leaf_values`.
+        """
 
     @abc.abstractmethod
     def structure(self) -> TreeEnsemble:
@@ -157,6 +181,19 @@ class Teacher(abc.ABC):
     def save(self, path: Path) -> None:
         """Write the booster to ``path`` in the backend's own (non-pickle) model format."""
 
+    @property
+    def native_model(self) -> Any:
+        """Optional: the backend's own booster (``lightgbm.Booster``, ``xgboost.Booster``...), for tools that read it.
+
+        Not abstract. A teacher with no such object keeps this default, which raises :class:`AttributeError`,
+        so ``getattr(teacher, "native_model", None)`` is ``None`` for it. Callers must not train the booster
+        further: the teacher's structure and fingerprint describe it as it is.
+        """
+        raise AttributeError(
+            f"{type(self).__name__} has no native_model: it does not expose a booster of a tree library; "
+            "use its structure(), leaf_indices() and shap_values() instead"
+        )
+
 
 class Student(abc.ABC):
     """A network that learns to imitate a teacher. The core's GBDT2NN is one; plugins may add others."""
@@ -172,6 +209,10 @@ class Attributor(abc.ABC):
     ``attribute(model, z)`` returns a tensor shaped like ``z`` (``(n, D)``) for one output, or ``(n, k, D)``
     for ``k`` outputs. With ``create_graph=True`` the result must stay differentiable with respect to the
     model's parameters, so that an alignment loss can be back-propagated through it.
+    :mod:`gbdt2nn_core.attribution` has the input checks and batched input gradients that attributors share.
+
+    An attributor whose reference needs a matching teacher explanation (``"expectation"`` over its own
+    background sample) may also implement :class:`TeacherExplainer`.
     """
 
     #: Whether :meth:`attribute` supports ``create_graph=True`` (needed for joint training).
@@ -188,6 +229,22 @@ class Attributor(abc.ABC):
         self, model: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor, *, create_graph: bool = False
     ) -> torch.Tensor:
         """Attributions for rows ``z`` of shape ``(n, D)``."""
+
+
+@runtime_checkable
+class TeacherExplainer(Protocol):
+    """Optional capability of an :class:`Attributor`: it explains the teacher the way it explains the student.
+
+    ``explain_teacher(teacher, X, background)`` returns a :class:`TreeShap` of ``teacher`` on rows ``X`` whose
+    reference matches the attributor's, e.g. interventional TreeSHAP against ``background`` (teacher-space
+    rows, not encoded ``z``) for expected gradients, which also explain ``f(x) - E[f]`` over a background
+    sample. Check for it with ``isinstance(attributor, TeacherExplainer)``. The teacher's own path-dependent
+    :meth:`Teacher.shap_values` stays the default target of alignment; this is the way to ask for a matching one.
+    """
+
+    def explain_teacher(
+        self, teacher: Teacher, X: pd.DataFrame | np.ndarray, background: pd.DataFrame | np.ndarray
+    ) -> TreeShap: ...
 
 
 @runtime_checkable

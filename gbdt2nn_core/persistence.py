@@ -137,7 +137,7 @@ def load_model(directory: Path | str) -> DistilledModel:
         target = TargetEncoder(task=metadata["task"], classes=tuple(metadata["classes"]))
     except SafetensorError as exc:
         raise ModelFileError(path=where, problem=f"{WEIGHTS} is corrupt or truncated ({exc})", fix="re-run the distillation") from exc
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+    except (AttributeError, KeyError, TypeError, ValueError, RuntimeError) as exc:
         problem = f"the files do not fit together ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
         raise ModelFileError(path=where, problem=problem, fix="re-run the distillation") from exc
     student = GBDT2NNStudent(**attrs.asdict(config))

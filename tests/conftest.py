@@ -5,3 +5,134 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("GBDT2NN_STRICT_PLUGINS", "1")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Small real data, tiny teachers and students (core tests: student, encoding, metrics, cache, distill, CLI...).
+# Everything here is sized for two shared cores: a few hundred to 2,000 rows, <= 20 trees, <= 3 epochs.
+# ---------------------------------------------------------------------------------------------------------------
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import pytest
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+    from gbdt2nn_core.data import Dataset
+    from gbdt2nn_core.distill import DistillConfig, DistillRun
+    from gbdt2nn_core.interfaces import Teacher
+
+#: A LightGBM teacher small enough for a unit test (one thread: OpenMP spinning on shared cores is very slow).
+SMALL_TEACHER: dict[str, Any] = {"n_estimators": 10, "num_leaves": 15, "num_threads": 1}
+#: A GBDT2NN student small enough for a unit test.
+SMALL_STUDENT: dict[str, Any] = {"epochs": 2, "n_groups": 4, "hidden": (16, 16), "batch_size": 256}
+
+
+@pytest.fixture(scope="session")
+def single_thread_torch() -> Iterator[None]:
+    """Run torch with one intra-op thread for the session (the machine's cores are shared)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def adult_dataset() -> Dataset:
+    """The bundled adult census data (48,842 rows, binary target ``income_gt_50k``), loaded once."""
+    from gbdt2nn_core.data import load_bundled
+
+    return load_bundled("adult")
+
+
+@pytest.fixture(scope="session")
+def california_dataset() -> Dataset:
+    """The bundled California housing data (20,640 rows, regression target ``MedHouseVal``), loaded once."""
+    from gbdt2nn_core.data import load_bundled
+
+    return load_bundled("california")
+
+
+@pytest.fixture
+def adult_small(adult_dataset: Dataset) -> pd.DataFrame:
+    """2,000 random adult rows (raw: strings and integers, target included); a fresh copy per test."""
+    return adult_dataset.frame.sample(2000, random_state=0).reset_index(drop=True)
+
+
+@pytest.fixture
+def adult_tiny(adult_dataset: Dataset) -> pd.DataFrame:
+    """400 random adult rows (raw, target included); a fresh copy per test."""
+    return adult_dataset.frame.sample(400, random_state=1).reset_index(drop=True)
+
+
+@pytest.fixture
+def california_small(california_dataset: Dataset) -> pd.DataFrame:
+    """1,000 random California housing rows (target ``MedHouseVal`` included); a fresh copy per test."""
+    return california_dataset.frame.sample(1000, random_state=0).reset_index(drop=True)
+
+
+@pytest.fixture
+def small_config(tmp_path: Path) -> Callable[..., DistillConfig]:
+    """Build a :class:`DistillConfig` with a tiny teacher and student and a per-test TreeSHAP cache.
+
+    Keyword arguments override config fields; ``teacher_options`` / ``student_options`` are merged into the
+    small defaults rather than replacing them.
+    """
+    from gbdt2nn_core.distill import DistillConfig
+
+    def make(**overrides: Any) -> DistillConfig:
+        teacher = {**SMALL_TEACHER, **overrides.pop("teacher_options", {})}
+        student = {**SMALL_STUDENT, **overrides.pop("student_options", {})}
+        overrides.setdefault("cache_dir", str(tmp_path / "treeshap-cache"))
+        return DistillConfig(teacher_options=teacher, student_options=student, **overrides)
+
+    return make
+
+
+class TeacherOnRows(NamedTuple):
+    """A fitted teacher with the teacher-ready rows (and encoded labels) it was trained on."""
+
+    teacher: Teacher
+    X: pd.DataFrame
+    y: np.ndarray
+
+
+@pytest.fixture(scope="session")
+def adult_teacher(adult_dataset: Dataset) -> TeacherOnRows:
+    """A 20-tree, 15-leaf LightGBM teacher fitted on 400 adult rows (shared: do not refit or mutate it)."""
+    from gbdt2nn_core.data import TabularSchema, TargetEncoder, split_features_target
+    from gbdt2nn_core.registry import Registry
+
+    frame = adult_dataset.frame.sample(400, random_state=2).reset_index(drop=True)
+    features, target = split_features_target(frame, adult_dataset.target)
+    X = TabularSchema.infer(features).to_frame(features)
+    y = TargetEncoder.fit(target, "binary").transform(target)
+    teacher = Registry().teacher("lightgbm", n_estimators=20, num_leaves=15, num_threads=1)
+    teacher.fit(X, y, task="binary", seed=0)
+    return TeacherOnRows(teacher=teacher, X=X, y=y)
+
+
+@pytest.fixture(scope="session")
+def adult_run(
+    adult_dataset: Dataset, tmp_path_factory: pytest.TempPathFactory, single_thread_torch: None
+) -> DistillRun:
+    """An aligned GBDT2NN student distilled once per session from 2,000 adult rows (10 trees, 2 epochs).
+
+    Shared between tests: copy the module (``copy.deepcopy``) before changing its mode, dtype or weights.
+    """
+    from gbdt2nn_core.distill import DistillConfig, distill
+
+    frame = adult_dataset.frame.sample(2000, random_state=0).reset_index(drop=True)
+    config = DistillConfig(
+        teacher_options=SMALL_TEACHER,
+        student_options=SMALL_STUDENT,
+        alignment_weight=1.0,
+        cache_dir=str(tmp_path_factory.mktemp("treeshap-cache")),
+    )
+    return distill(frame, adult_dataset.target, config)

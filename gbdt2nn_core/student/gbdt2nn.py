@@ -102,6 +102,8 @@ class EpochRecord:
     embedding_loss: float
     alignment_loss: float | None
     seconds: float
+    #: Whatever the ``on_epoch_end`` callback measured (e.g. validation metrics, agreement).
+    extra: dict[str, float] = attrs.field(factory=dict)
 
 
 class GBDT2NNStudent(Student):
@@ -168,13 +170,15 @@ class GBDT2NNStudent(Student):
         teacher_margin: np.ndarray | None = None,
         alignment: Alignment | None = None,
         progress: Progress | None = None,
+        on_epoch_end: Callable[[GBDT2NNStudent, int], dict[str, float] | None] | None = None,
     ) -> GBDT2NNStudent:
         """Distil ``teacher`` into the network.
 
         ``leaves`` are the teacher's leaf indices of the training rows, ``z`` their encoded values, ``y`` the
         training targets (floats for regression, class indices otherwise). ``column_of`` / ``aggregation``
         describe the encoding (see :class:`~gbdt2nn_core.encoding.InputEncoder`). ``teacher_margin`` (the
-        teacher's margins of the training rows) is needed when ``teacher_weight > 0``.
+        teacher's margins of the training rows) is needed when ``teacher_weight > 0``. ``on_epoch_end(student,
+        epoch)`` may return metrics (validation loss, agreement...) to store in the epoch's record.
         """
         progress = progress or NullProgress()
         cfg = self.config
@@ -277,7 +281,12 @@ class GBDT2NNStudent(Student):
                     optimizer.step()
                     sums["task"] += float(loss_task.detach()) * len(rows)
                     sums["emb"] += float(loss_emb.detach()) * len(rows)
+                extra = None
+                if on_epoch_end is not None:
+                    module.eval()
+                    extra = on_epoch_end(self, epoch)
                 record = EpochRecord(
+                    extra=dict(extra or {}),
                     epoch=epoch,
                     beta=beta,
                     task_loss=sums["task"] / n,

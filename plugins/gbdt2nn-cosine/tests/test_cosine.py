@@ -8,12 +8,12 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
-from gbdt2nn_cosine import CosineDistance
-from gbdt2nn_cosine.plugin import gbdt2nn_register_alignment_losses
 
 from gbdt2nn_core import Registry
 from gbdt2nn_core.errors import ConfigError, DataError
 from gbdt2nn_core.testing import check_alignment_loss
+from gbdt2nn_cosine import CosineDistance
+from gbdt2nn_cosine.plugin import gbdt2nn_register_alignment_losses
 
 
 def test_conforms_to_the_alignment_loss_contract():

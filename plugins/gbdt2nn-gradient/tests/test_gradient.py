@@ -8,13 +8,13 @@ import sys
 import pytest
 import torch
 from captum.attr import InputXGradient, Saliency
-from gbdt2nn_gradient import Gradient, GradientXInput
-from gbdt2nn_gradient.plugin import gbdt2nn_register_attributors
 from torch import nn
 
 from gbdt2nn_core import Registry
 from gbdt2nn_core.errors import DataError
 from gbdt2nn_core.testing import check_attributor
+from gbdt2nn_gradient import Gradient, GradientXInput
+from gbdt2nn_gradient.plugin import gbdt2nn_register_attributors
 
 pytestmark = pytest.mark.filterwarnings("ignore:Input Tensor 0 did not already require gradients")
 

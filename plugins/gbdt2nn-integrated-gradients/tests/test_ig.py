@@ -8,14 +8,14 @@ import sys
 import pytest
 import torch
 from captum.attr import IntegratedGradients as CaptumIG
-from gbdt2nn_integrated_gradients import IntegratedGradients
-from gbdt2nn_integrated_gradients._quadrature import METHODS
-from gbdt2nn_integrated_gradients.plugin import gbdt2nn_register_attributors
 from torch import nn
 
 from gbdt2nn_core import Registry
 from gbdt2nn_core.errors import ConfigError, DataError
 from gbdt2nn_core.testing import check_attributor
+from gbdt2nn_integrated_gradients import IntegratedGradients
+from gbdt2nn_integrated_gradients._quadrature import METHODS
+from gbdt2nn_integrated_gradients.plugin import gbdt2nn_register_attributors
 
 pytestmark = pytest.mark.filterwarnings("ignore:Input Tensor 0 did not already require gradients")
 

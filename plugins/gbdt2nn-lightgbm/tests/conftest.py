@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,12 +12,6 @@ import pytest
 os.environ["GBDT2NN_STRICT_PLUGINS"] = "1"
 # On a small shared machine OpenMP threads spin against each other: LightGBM trains 100x slower with two.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-
-PLUGIN = Path(__file__).resolve().parents[1]
-try:
-    import gbdt2nn_lightgbm  # noqa: F401
-except ModuleNotFoundError:  # an editable install that lost its path entry: test the source tree anyway
-    sys.path.insert(0, str(PLUGIN / "src"))
 
 #: The shared data folder: ``<repo>/../shared/data`` (the repository root is three levels above this folder).
 DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data"

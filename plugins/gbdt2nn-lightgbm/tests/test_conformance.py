@@ -9,11 +9,11 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
-from gbdt2nn_lightgbm.plugin import gbdt2nn_register_teachers
-from gbdt2nn_lightgbm.teacher import LightGBMTeacher
 
 from gbdt2nn_core import Registry, TeacherSpec
 from gbdt2nn_core.testing import check_teacher
+from gbdt2nn_lightgbm.plugin import gbdt2nn_register_teachers
+from gbdt2nn_lightgbm.teacher import LightGBMTeacher
 
 FAST = {"n_estimators": 20, "num_leaves": 16, "num_threads": 1}
 

@@ -8,9 +8,9 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 import pytest
-from gbdt2nn_lightgbm.plugin import make_teacher
 
-from gbdt2nn_core.errors import ConfigError, DataError, Gbdt2nnError, ModelFileError
+from gbdt2nn_core.errors import ConfigError, DataError, ModelFileError, NotFittedError
+from gbdt2nn_lightgbm.plugin import make_teacher
 
 FAST = {"n_estimators": 5, "num_leaves": 8, "num_threads": 1}
 
@@ -104,9 +104,11 @@ def test_using_an_unfitted_teacher_says_to_fit(method, california, tmp_path) -> 
     X, _ = california
     teacher = make_teacher()
     call = getattr(teacher, method)
-    with pytest.raises(Gbdt2nnError, match=r"fit\(X, y, task=\.\.\.\) first"):
+    with pytest.raises(NotFittedError, match=r"fit\(X, y, task=\.\.\.\) first") as caught:
         call(tmp_path / "m.txt") if method == "save" else call(X) if method != "structure" else call()
-    with pytest.raises(Gbdt2nnError, match="first"):
+    assert (caught.value.component, caught.value.method) == ("LightGBMTeacher", method)
+    assert isinstance(caught.value, ConfigError)  # callers that catch configuration errors still catch it
+    with pytest.raises(NotFittedError, match="first"):
         _ = teacher.task
 
 

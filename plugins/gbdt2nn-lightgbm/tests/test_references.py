@@ -8,6 +8,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 import pytest
+
 from gbdt2nn_lightgbm.plugin import make_teacher
 
 FAST = {"n_estimators": 20, "num_leaves": 16, "num_threads": 1}
@@ -62,7 +63,14 @@ def test_structure_agrees_with_trees_to_dataframe(adult) -> None:
         used = sorted(X.columns.get_indexer(splits["split_feature"]))
         assert sorted(tree.split_features.tolist()) == used
         np.testing.assert_allclose(sorted(tree.split_gains), sorted(splits["split_gain"]), rtol=1e-5)
+        numeric = splits[splits["decision_type"] == "<="]
+        np.testing.assert_allclose(
+            np.sort(tree.split_thresholds[np.isfinite(tree.split_thresholds)]), np.sort(numeric["threshold"].astype(float))
+        )
+        assert int(np.isnan(tree.split_thresholds).sum()) == int((splits["decision_type"] == "==").sum())
     assert all(tree.output == 0 for tree in ensemble.trees)
+    assert ensemble.split_rule == "<="
+
     np.testing.assert_array_equal(ensemble.base_margin, [0.0])
 
 

@@ -8,12 +8,12 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
-from gbdt2nn_mse import AttributionMSE
-from gbdt2nn_mse.plugin import gbdt2nn_register_alignment_losses
 
 from gbdt2nn_core import Registry
 from gbdt2nn_core.errors import ConfigError, DataError
 from gbdt2nn_core.testing import check_alignment_loss
+from gbdt2nn_mse import AttributionMSE
+from gbdt2nn_mse.plugin import gbdt2nn_register_alignment_losses
 
 
 @pytest.mark.parametrize("options", [{}, {"normalize": True}], ids=str)

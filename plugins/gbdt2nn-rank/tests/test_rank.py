@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from gbdt2nn_rank import PairwiseRankLoss
-from gbdt2nn_rank.plugin import gbdt2nn_register_alignment_losses
 from scipy.stats import spearmanr
 
 from gbdt2nn_core import Registry
 from gbdt2nn_core.errors import ConfigError, DataError
 from gbdt2nn_core.testing import check_alignment_loss
+from gbdt2nn_rank import PairwiseRankLoss
+from gbdt2nn_rank.plugin import gbdt2nn_register_alignment_losses
 
 
 @pytest.mark.parametrize("options", [{}, {"temperature": 0.1, "tie_tolerance": 0.0}], ids=str)

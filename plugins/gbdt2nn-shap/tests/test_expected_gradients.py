@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 from captum.attr import GradientShap
-from gbdt2nn_shap import ExpectedGradients
-from gbdt2nn_shap.plugin import gbdt2nn_register_attributors
 from torch import nn
 
-from gbdt2nn_core import Registry
+from gbdt2nn_core import Registry, TeacherExplainer
 from gbdt2nn_core.errors import ConfigError, DataError
 from gbdt2nn_core.testing import check_attributor
+from gbdt2nn_shap import ExpectedGradients
+from gbdt2nn_shap.plugin import gbdt2nn_register_attributors
 
 pytestmark = pytest.mark.filterwarnings("ignore:Input Tensor 0 did not already require gradients")
 
@@ -42,7 +42,7 @@ def test_registered_under_its_public_name():
     attributor = Registry(strict=True).attributor("shap", samples=4)
     assert isinstance(attributor, ExpectedGradients)
     assert attributor.reference == "expectation"
-    assert callable(attributor.explain_teacher)
+    assert isinstance(attributor, TeacherExplainer)  # it can explain the teacher on its own reference
 
 
 def test_exact_for_a_linear_model_in_expectation():

@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 import shap
 import xgboost
-from gbdt2nn_shap import ExpectedGradients, interventional_tree_shap
 
 import gbdt2nn_core
 from gbdt2nn_core.errors import DataError
+from gbdt2nn_shap import ExpectedGradients, interventional_tree_shap
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xgboost as xgb
-from gbdt2nn_xgboost.plugin import make_teacher
 
-from gbdt2nn_core.errors import ConfigError, DataError, Gbdt2nnError, ModelFileError
+from gbdt2nn_core.errors import ConfigError, DataError, ModelFileError, NotFittedError
+from gbdt2nn_xgboost.plugin import make_teacher
 
 FAST = {"n_estimators": 5, "max_leaves": 8, "nthread": 1}
 
@@ -97,8 +97,9 @@ def test_bad_settings_raise_config_error(params, task, setting, california) -> N
 def test_using_an_unfitted_teacher_says_to_fit(method, california) -> None:
     X, _ = california
     call = getattr(make_teacher(), method)
-    with pytest.raises(Gbdt2nnError, match=r"fit\(X, y, task=\.\.\.\) first"):
+    with pytest.raises(NotFittedError, match=r"fit\(X, y, task=\.\.\.\) first") as caught:
         call(X) if method not in ("structure", "fingerprint") else call()
+    assert (caught.value.component, caught.value.method) == ("XGBoostTeacher", method)
 
 
 # ---------------------------------------------------------------------------------------------- wrapping

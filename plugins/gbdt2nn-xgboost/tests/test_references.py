@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import xgboost as xgb
-from gbdt2nn_xgboost.plugin import make_teacher
 
 from gbdt2nn_core.errors import DataError
+from gbdt2nn_xgboost.plugin import make_teacher
 
 FAST = {"n_estimators": 20, "max_leaves": 16, "nthread": 1}
 SKLEARN = {"n_estimators": 20, "max_leaves": 16, "n_jobs": 1, "enable_categorical": True, "tree_method": "hist"}
@@ -69,6 +69,11 @@ def test_leaf_ordinals_follow_xgboosts_node_ids(adult) -> None:
         splits = frame[(frame["Tree"] == index) & (frame["Feature"] != "Leaf")].sort_values("Node")
         np.testing.assert_array_equal(tree.split_features, X.columns.get_indexer(splits["Feature"]))
         np.testing.assert_allclose(tree.split_gains, splits["Gain"], rtol=1e-6)
+        # numeric splits carry XGBoost's own threshold ("Split"); categorical ones are NaN
+        numeric = splits["Category"].isna() if "Category" in splits else np.ones(len(splits), bool)
+        np.testing.assert_allclose(tree.split_thresholds[np.asarray(numeric)], splits["Split"][numeric].astype(float), rtol=1e-6)
+        assert np.isnan(tree.split_thresholds[~np.asarray(numeric)]).all()
+    assert ensemble.split_rule == "<"
 
 
 CASES = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from gbdt2nn_cosine._checks import check_pair, check_positive
+from gbdt2nn_core.losses import check_attribution_pair, check_positive
 
 __all__ = ["CosineDistance"]
 
@@ -24,7 +24,7 @@ class CosineDistance:
 
     def __call__(self, student_attr: torch.Tensor, teacher_attr: torch.Tensor, /) -> torch.Tensor:
         """The loss, a scalar tensor differentiable in ``student_attr``; both arguments are ``(n, d)``."""
-        student, teacher = check_pair(student_attr, teacher_attr)
+        student, teacher = check_attribution_pair(student_attr, teacher_attr)
         dot = (student * teacher).sum(dim=1)
         squared_norms = student.pow(2).sum(dim=1) * teacher.pow(2).sum(dim=1)
         # Clamp before the square root: sqrt's gradient at 0 is infinite, and inf × 0 would give NaN.

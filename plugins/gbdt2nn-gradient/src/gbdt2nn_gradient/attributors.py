@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from gbdt2nn_core.attribution import MarginModel, check_encoded_rows, input_gradients
 from gbdt2nn_core.interfaces import Attributor
-from gbdt2nn_gradient._autograd import Model, check_rows, input_gradients
 
 __all__ = ["Gradient", "GradientXInput"]
 
@@ -20,9 +20,9 @@ class Gradient(Attributor):
     differentiable = True
     reference = "local"
 
-    def attribute(self, model: Model, z: torch.Tensor, *, create_graph: bool = False) -> torch.Tensor:
+    def attribute(self, model: MarginModel, z: torch.Tensor, *, create_graph: bool = False) -> torch.Tensor:
         """``∂f/∂z`` for rows ``z`` ``(n, D)``: ``(n, D)``, or ``(n, k, D)`` for ``k`` outputs."""
-        z = check_rows(z)
+        z = check_encoded_rows(z)
         grads = input_gradients(model, z, create_graph=create_graph)
         return grads if create_graph else grads.detach()
 
@@ -41,9 +41,9 @@ class GradientXInput(Attributor):
     differentiable = True
     reference = "baseline"
 
-    def attribute(self, model: Model, z: torch.Tensor, *, create_graph: bool = False) -> torch.Tensor:
+    def attribute(self, model: MarginModel, z: torch.Tensor, *, create_graph: bool = False) -> torch.Tensor:
         """``z ⊙ ∂f/∂z`` for rows ``z`` ``(n, D)``: ``(n, D)``, or ``(n, k, D)`` for ``k`` outputs."""
-        z = check_rows(z)
+        z = check_encoded_rows(z)
         with torch.enable_grad():
             grads = input_gradients(model, z, create_graph=create_graph)
             attributions = grads * (z if grads.ndim == 2 else z.unsqueeze(1))

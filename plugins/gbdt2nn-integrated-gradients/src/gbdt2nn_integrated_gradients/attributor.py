@@ -6,9 +6,9 @@ from collections.abc import Sequence
 
 import torch
 
+from gbdt2nn_core.attribution import MarginModel, check_encoded_rows, input_gradients
 from gbdt2nn_core.errors import ConfigError, DataError
 from gbdt2nn_core.interfaces import Attributor
-from gbdt2nn_integrated_gradients._autograd import Model, check_rows, input_gradients
 from gbdt2nn_integrated_gradients._quadrature import check_method, nodes_and_weights
 
 __all__ = ["IntegratedGradients"]
@@ -62,14 +62,14 @@ class IntegratedGradients(Attributor):
             explicit = torch.as_tensor(baseline, dtype=torch.float64).detach()
             if explicit.ndim == 1:
                 explicit = explicit[None]
-            self._baseline = check_rows(explicit, name="baseline")
+            self._baseline = check_encoded_rows(explicit, name="baseline")
         self.baseline = baseline if isinstance(baseline, str) else "explicit"
         self._alphas, self._weights = nodes_and_weights(method, steps)
 
-    def fit(self, model: Model, background: torch.Tensor) -> IntegratedGradients:
+    def fit(self, model: MarginModel, background: torch.Tensor) -> IntegratedGradients:
         """Take the baseline from ``background`` when ``baseline="background-mean"``; otherwise nothing to do."""
         if self.baseline == "background-mean":
-            self._baseline = check_rows(background, name="background").detach().mean(dim=0, keepdim=True)
+            self._baseline = check_encoded_rows(background, name="background").detach().mean(dim=0, keepdim=True)
         return self
 
     def baseline_for(self, z: torch.Tensor) -> torch.Tensor:
@@ -89,9 +89,9 @@ class IntegratedGradients(Attributor):
             )
         return baseline.expand_as(z)
 
-    def attribute(self, model: Model, z: torch.Tensor, *, create_graph: bool = False) -> torch.Tensor:
+    def attribute(self, model: MarginModel, z: torch.Tensor, *, create_graph: bool = False) -> torch.Tensor:
         """Integrated gradients of rows ``z`` ``(n, D)``: ``(n, D)``, or ``(n, k, D)`` for ``k`` outputs."""
-        z = check_rows(z)
+        z = check_encoded_rows(z)
         n, width = z.shape
         baseline = self.baseline_for(z)
         delta = z - baseline
@@ -111,12 +111,12 @@ class IntegratedGradients(Attributor):
             attributions = total * (delta if total.ndim == 2 else delta.unsqueeze(1))
         return attributions if create_graph else attributions.detach()
 
-    def completeness_gap(self, model: Model, z: torch.Tensor, attributions: torch.Tensor) -> torch.Tensor:
+    def completeness_gap(self, model: MarginModel, z: torch.Tensor, attributions: torch.Tensor) -> torch.Tensor:
         """Per row ``Σ attributions − (f(z) − f(baseline))``: ``(n,)``, or ``(n, k)`` for ``k`` outputs.
 
         Zero for exact integration; its size shows how many ``steps`` the model needs.
         """
-        z = check_rows(z)
+        z = check_encoded_rows(z)
         with torch.no_grad():
             difference = model(z) - model(self.baseline_for(z))
             return attributions.detach().sum(dim=-1) - difference

@@ -1,4 +1,4 @@
-"""Reading and writing LightGBM text models safely.
+"""Reading LightGBM text models safely.
 
 LightGBM's own loader aborts the whole process (``terminate called...``) on a file cut inside a tree, and
 silently drops the categorical mapping of a file cut after its trees, so a file is checked here first.
@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
-from pathlib import Path
 
-from gbdt2nn_core.errors import ConfigError, ModelFileError
+from gbdt2nn_core.errors import ModelFileError
+from gbdt2nn_core.model_files import read_model_file
 
-__all__ = ["read_model_text", "write_atomic"]
+__all__ = ["read_model_text"]
 
 _FIX = "save the model again (Booster.save_model or teacher.save), or pass model=None to train a new one"
 
@@ -21,12 +20,7 @@ _FIX = "save the model again (Booster.save_model or teacher.save), or pass model
 def read_model_text(path: str | os.PathLike[str]) -> str:
     """The text of a LightGBM model file, checked to be complete; ``ModelFileError`` otherwise."""
     where = str(path)
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise ModelFileError(path=where, problem="no such file", fix="check the path") from None
-    except OSError as exc:
-        raise ModelFileError(path=where, problem=exc.strerror or str(exc), fix="check the path") from None
+    data = read_model_file(path)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -63,23 +57,3 @@ def _incomplete(text: str) -> str | None:
     if "\nparameters:\n" in text and "\nend of parameters\n" not in text:
         return "truncated: the parameter section does not end"
     return None
-
-
-def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder, so no half-written file remains."""
-    target = Path(path)
-    try:
-        descriptor, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise ConfigError(
-            setting="path", value=str(target), fix=f"cannot write there ({exc.strerror}); pick a writable folder"
-        ) from None
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

@@ -12,10 +12,11 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from gbdt2nn_core import teacher_checks as checks
 from gbdt2nn_core.errors import ConfigError, DataError, ModelFileError
 from gbdt2nn_core.interfaces import Task, Teacher, Tree, TreeEnsemble, TreeShap
-from gbdt2nn_lightgbm import _checks
-from gbdt2nn_lightgbm._modelfile import read_model_text, write_atomic
+from gbdt2nn_core.model_files import write_atomic
+from gbdt2nn_lightgbm._modelfile import read_model_text
 
 __all__ = ["DEFAULT_PARAMS", "LightGBMTeacher"]
 
@@ -120,12 +121,7 @@ class LightGBMTeacher(Teacher):
         self._structure: TreeEnsemble | None = None
         self._fingerprint: str | None = None
         if model is not None:
-            if params:
-                raise ConfigError(
-                    setting="params",
-                    value=sorted(params),
-                    fix="training parameters only apply with model=None; remove them to wrap an existing booster",
-                )
+            checks.check_no_training_params(params)
             self._adopt(_copy_booster(model))
 
     def __repr__(self) -> str:
@@ -142,7 +138,7 @@ class LightGBMTeacher(Teacher):
     def task(self) -> Task:
         """The task the booster solves: set by :meth:`fit`, or read from a wrapped booster's objective."""
         if self._task is None:
-            raise _checks.not_fitted(type(self).__name__, "task")
+            raise checks.not_fitted_error(type(self).__name__, "task")
         return self._task
 
     @property
@@ -160,15 +156,13 @@ class LightGBMTeacher(Teacher):
     # ------------------------------------------------------------------ training / wrapping
     def fit(self, X: pd.DataFrame, y: np.ndarray, *, task: Task, seed: int = 0) -> LightGBMTeacher:
         """Train a booster on ``(X, y)``; a wrapped booster is not retrained, only checked against X and task."""
-        task = _checks.check_task(task)
-        X = _checks.check_frame(X, forbidden=_FORBIDDEN, library="LightGBM")
+        task = checks.check_task(task)
+        X = checks.check_frame(X, forbidden=_FORBIDDEN, library="LightGBM")
         if self._wrapped:
             return self._check_wrapped(X, y, task)
         params = dict(self._params)
-        n_classes = _checks.pick(params, _ALIASES["num_class"], None)
-        if n_classes is not None and task != "multiclass":
-            raise ConfigError(setting="num_class", value=n_classes, fix=f"only multiclass teachers take it, not {task}")
-        labels, k = _checks.check_target(y, n_rows=len(X), task=task, n_classes=n_classes)
+        n_classes = checks.pop_n_classes(params, _ALIASES["num_class"], task=task)
+        labels, k = checks.check_target(y, n_rows=len(X), task=task, n_classes=n_classes)
         train_params, n_rounds = _training_params(params, task=task, k=k, seed=seed)
         dataset = lgb.Dataset(X, label=labels, categorical_feature="auto", free_raw_data=True)
         try:
@@ -198,7 +192,7 @@ class LightGBMTeacher(Teacher):
             )
         self._check_input(X)
         if y is not None:
-            _checks.check_target(
+            checks.check_target(
                 y, n_rows=len(X), task=task, n_classes=self._k if task == "multiclass" else None, training=False
             )
         self._task = task
@@ -247,11 +241,11 @@ class LightGBMTeacher(Teacher):
     # ------------------------------------------------------------------ predictions
     def _require(self, method: str) -> lgb.Booster:
         if self._booster is None:
-            raise _checks.not_fitted(type(self).__name__, method)
+            raise checks.not_fitted_error(type(self).__name__, method)
         return self._booster
 
     def _check_input(self, X: object) -> pd.DataFrame:
-        frame = _checks.check_frame(X, forbidden=_FORBIDDEN, library="LightGBM")
+        frame = checks.check_frame(X, forbidden=_FORBIDDEN, library="LightGBM")
         if self._auto_names and self._columns is None:
             if frame.shape[1] != len(self._names):
                 raise DataError(
@@ -259,11 +253,11 @@ class LightGBMTeacher(Teacher):
                     fix="pass the columns the booster was trained on, in its order",
                 )
         elif self._columns is not None:
-            _checks.check_columns(frame, self._columns)
+            checks.check_columns(frame, self._columns)
         else:
-            _checks.check_columns(frame, self._names, normalise=_lightgbm_name)
+            checks.check_columns(frame, self._names, normalise=_lightgbm_name)
         if self._categorical is not None:
-            _checks.check_kinds(frame, self._categorical)
+            checks.check_kinds(frame, self._categorical)
         return frame
 
     def _predict(self, method: str, X: object, **kind: bool) -> np.ndarray:
@@ -301,7 +295,7 @@ class LightGBMTeacher(Teacher):
 
     # ------------------------------------------------------------------ structure, identity, saving
     def structure(self) -> TreeEnsemble:
-        """Leaf values, split features and gains of every tree, from ``Booster.dump_model`` (computed once).
+        """Leaf values, split features, gains and thresholds of every tree, from ``Booster.dump_model`` (computed once).
 
         LightGBM folds its initial score into the first trees' leaves, so ``base_margin`` is zero.
         """
@@ -310,10 +304,11 @@ class LightGBMTeacher(Teacher):
             dump = booster.dump_model(num_iteration=self._n_iterations)
             trees = [_tree(info, output=index % self._k) for index, info in enumerate(dump["tree_info"])]
             self._structure = TreeEnsemble(
-                trees=trees,  # type: ignore[arg-type]  # mypy cannot see through attrs converter=tuple
+                trees=trees,
                 n_features=len(self._names),
                 n_outputs=self._k,
                 base_margin=np.zeros(self._k),
+                split_rule="<=",
             )
         return self._structure
 
@@ -332,17 +327,11 @@ class LightGBMTeacher(Teacher):
 
 def _training_params(params: dict[str, Any], *, task: Task, k: int, seed: int) -> tuple[dict[str, Any], int]:
     """LightGBM parameters for training: our defaults, then the user's, then what the task and seed fix."""
-    given_seed = [name for name in _ALIASES["seed"] if name in params]
-    if given_seed:
-        raise ConfigError(
-            setting=given_seed[0], value=params[given_seed[0]], fix="pass the seed to fit(..., seed=...) instead"
-        )
-    n_rounds = int(_checks.pick(params, _ALIASES["n_estimators"], DEFAULT_PARAMS["n_estimators"]))
-    if n_rounds < 1:
-        raise ConfigError(setting="n_estimators", value=n_rounds, fix="train at least one tree")
-    num_leaves = _checks.pick(params, _ALIASES["num_leaves"], DEFAULT_PARAMS["num_leaves"])
-    learning_rate = _checks.pick(params, _ALIASES["learning_rate"], DEFAULT_PARAMS["learning_rate"])
-    objective = _checks.pick(params, _ALIASES["objective"], _DEFAULT_OBJECTIVE[task])
+    checks.check_no_seed(params, _ALIASES["seed"])
+    n_rounds = checks.pop_n_rounds(params, _ALIASES["n_estimators"], DEFAULT_PARAMS["n_estimators"])
+    num_leaves = checks.pop_param(params, _ALIASES["num_leaves"], DEFAULT_PARAMS["num_leaves"])
+    learning_rate = checks.pop_param(params, _ALIASES["learning_rate"], DEFAULT_PARAMS["learning_rate"])
+    objective = checks.pop_param(params, _ALIASES["objective"], _DEFAULT_OBJECTIVE[task])
     if not isinstance(objective, str) or OBJECTIVE_TASKS.get(_objective(objective)) != task:
         raise ConfigError(
             setting="objective",
@@ -412,6 +401,7 @@ def _tree(info: dict[str, Any], *, output: int) -> Tree:
     leaf_values = np.empty(n_leaves)
     split_features = np.empty(n_leaves - 1, dtype=np.int64)
     split_gains = np.empty(n_leaves - 1)
+    split_thresholds = np.full(n_leaves - 1, np.nan)  # NaN marks a categorical split
     stack = [info["tree_structure"]]
     while stack:  # iterative: a leaf-wise tree can be deeper than Python's recursion limit
         node = stack.pop()
@@ -419,7 +409,15 @@ def _tree(info: dict[str, Any], *, output: int) -> Tree:
             split = node["split_index"]
             split_features[split] = node["split_feature"]
             split_gains[split] = node["split_gain"]
+            if node.get("decision_type") == "<=":
+                split_thresholds[split] = float(node["threshold"])
             stack.extend((node["left_child"], node["right_child"]))
         else:
             leaf_values[node.get("leaf_index", 0)] = node["leaf_value"]
-    return Tree(leaf_values=leaf_values, split_features=split_features, split_gains=split_gains, output=output)
+    return Tree(
+        leaf_values=leaf_values,
+        split_features=split_features,
+        split_gains=split_gains,
+        split_thresholds=split_thresholds,
+        output=output,
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from gbdt2nn_core.errors import ConfigError
-from gbdt2nn_mse._checks import check_pair, check_positive
+from gbdt2nn_core.losses import check_attribution_pair, check_positive
 
 __all__ = ["AttributionMSE"]
 
@@ -31,7 +31,7 @@ class AttributionMSE:
 
     def __call__(self, student_attr: torch.Tensor, teacher_attr: torch.Tensor, /) -> torch.Tensor:
         """The loss, a scalar tensor differentiable in ``student_attr``; both arguments are ``(n, d)``."""
-        student, teacher = check_pair(student_attr, teacher_attr)
+        student, teacher = check_attribution_pair(student_attr, teacher_attr)
         difference = student - teacher
         if self.normalize:
             norms = torch.linalg.vector_norm(teacher, dim=1, keepdim=True)

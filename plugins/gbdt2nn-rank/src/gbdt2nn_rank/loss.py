@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from gbdt2nn_core.errors import ConfigError
-from gbdt2nn_rank._checks import check_pair, check_positive
+from gbdt2nn_core.losses import check_attribution_pair, check_positive
 
 __all__ = ["PairwiseRankLoss"]
 
@@ -43,7 +43,7 @@ class PairwiseRankLoss:
 
     def __call__(self, student_attr: torch.Tensor, teacher_attr: torch.Tensor, /) -> torch.Tensor:
         """The loss, a scalar tensor differentiable in ``student_attr``; both arguments are ``(n, d)``."""
-        student, teacher = check_pair(student_attr, teacher_attr)
+        student, teacher = check_attribution_pair(student_attr, teacher_attr)
         centred = student - student.mean(dim=1, keepdim=True)
         # Clamp the variance, not the std: the std's gradient at a constant row would be 0/0.
         spread = centred.pow(2).mean(dim=1, keepdim=True).clamp_min(self.eps).sqrt()

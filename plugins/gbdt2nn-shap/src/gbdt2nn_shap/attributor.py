@@ -6,9 +6,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from gbdt2nn_core.attribution import MarginModel, check_encoded_rows, input_gradients
 from gbdt2nn_core.errors import ConfigError, DataError
 from gbdt2nn_core.interfaces import Attributor, TreeShap
-from gbdt2nn_shap._autograd import Model, check_rows, input_gradients
 
 if TYPE_CHECKING:
     import numpy as np
@@ -51,21 +51,21 @@ class ExpectedGradients(Attributor):
         self._background: torch.Tensor | None = None
         self._generator = torch.Generator()
 
-    def fit(self, model: Model, background: torch.Tensor) -> ExpectedGradients:
+    def fit(self, model: MarginModel, background: torch.Tensor) -> ExpectedGradients:
         """Keep ``background`` (encoded training rows) as the baseline distribution and restart the draws."""
-        self._background = check_rows(background, name="background").detach()
+        self._background = check_encoded_rows(background, name="background").detach()
         if self._background.shape[0] == 0:
             raise DataError(problem="the background sample is empty", fix="pass some encoded training rows")
         self._generator.manual_seed(self.seed)
         return self
 
-    def attribute(self, model: Model, z: torch.Tensor, *, create_graph: bool = False) -> torch.Tensor:
+    def attribute(self, model: MarginModel, z: torch.Tensor, *, create_graph: bool = False) -> torch.Tensor:
         """Expected gradients of rows ``z`` ``(n, D)``: ``(n, D)``, or ``(n, k, D)`` for ``k`` outputs."""
         if self._background is None:
             raise DataError(
                 problem="shap (expected gradients) needs a background sample", fix="call fit(model, background) first"
             )
-        z = check_rows(z, n_features=self._background.shape[1])
+        z = check_encoded_rows(z, n_features=self._background.shape[1])
         n, width = z.shape
         # Draw on the CPU generator so that results do not depend on the device.
         picks = torch.randint(self._background.shape[0], (self.samples, n), generator=self._generator)

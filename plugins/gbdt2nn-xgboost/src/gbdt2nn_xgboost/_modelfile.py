@@ -1,17 +1,16 @@
-"""Reading and writing XGBoost model files (JSON or UBJSON) with one-line errors and atomic writes."""
+"""Reading XGBoost model files (JSON or UBJSON) with one-line errors."""
 
 from __future__ import annotations
 
 import os
 import re
-import tempfile
-from pathlib import Path
 
 import xgboost as xgb
 
-from gbdt2nn_core.errors import ConfigError, ModelFileError
+from gbdt2nn_core.errors import ModelFileError
+from gbdt2nn_core.model_files import read_model_file
 
-__all__ = ["clean_message", "load_booster", "read_model_bytes", "write_atomic"]
+__all__ = ["clean_message", "load_booster", "read_model_bytes"]
 
 _FIX = "save the model again (Booster.save_model or teacher.save), or pass model=None to train a new one"
 # XGBoost prefixes its messages with a time stamp and the C++ source line: noise for a user.
@@ -26,15 +25,9 @@ def clean_message(exc: BaseException) -> str:
 
 def read_model_bytes(path: str | os.PathLike[str]) -> bytes:
     """The content of a model file; ``ModelFileError`` when it is missing, unreadable or empty."""
-    where = str(path)
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise ModelFileError(path=where, problem="no such file", fix="check the path") from None
-    except OSError as exc:
-        raise ModelFileError(path=where, problem=exc.strerror or str(exc), fix="check the path") from None
+    data = read_model_file(path)
     if not data:
-        raise ModelFileError(path=where, problem="the file is empty", fix=_FIX)
+        raise ModelFileError(path=str(path), problem="the file is empty", fix=_FIX)
     return data
 
 
@@ -48,23 +41,3 @@ def load_booster(data: bytes | bytearray, *, where: str) -> xgb.Booster:
             path=where, problem=f"not a readable XGBoost model ({clean_message(exc)})", fix=_FIX
         ) from None
     return booster
-
-
-def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder, so no half-written file remains."""
-    target = Path(path)
-    try:
-        descriptor, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise ConfigError(
-            setting="path", value=str(target), fix=f"cannot write there ({exc.strerror}); pick a writable folder"
-        ) from None
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

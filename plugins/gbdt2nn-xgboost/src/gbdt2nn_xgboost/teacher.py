@@ -12,10 +12,11 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
+from gbdt2nn_core import teacher_checks as checks
 from gbdt2nn_core.errors import ConfigError, DataError
 from gbdt2nn_core.interfaces import Task, Teacher, Tree, TreeEnsemble, TreeShap
-from gbdt2nn_xgboost import _checks
-from gbdt2nn_xgboost._modelfile import clean_message, load_booster, read_model_bytes, write_atomic
+from gbdt2nn_core.model_files import write_atomic
+from gbdt2nn_xgboost._modelfile import clean_message, load_booster, read_model_bytes
 
 __all__ = ["DEFAULT_PARAMS", "XGBoostTeacher"]
 
@@ -93,12 +94,7 @@ class XGBoostTeacher(Teacher):
         self._node_to_leaf: np.ndarray | None = None
         self._fingerprint: str | None = None
         if model is not None:
-            if params:
-                raise ConfigError(
-                    setting="params",
-                    value=sorted(params),
-                    fix="training parameters only apply with model=None; remove them to wrap an existing booster",
-                )
+            checks.check_no_training_params(params)
             self._adopt(_copy_booster(model))
 
     def __repr__(self) -> str:
@@ -115,7 +111,7 @@ class XGBoostTeacher(Teacher):
     def task(self) -> Task:
         """The task the booster solves: set by :meth:`fit`, or read from a wrapped booster's objective."""
         if self._task is None:
-            raise _checks.not_fitted(type(self).__name__, "task")
+            raise checks.not_fitted_error(type(self).__name__, "task")
         return self._task
 
     @property
@@ -129,21 +125,19 @@ class XGBoostTeacher(Teacher):
         """The booster's input columns, in order."""
         booster = self._require("feature_names")
         if booster.feature_names is None:
-            raise _checks.not_fitted(type(self).__name__, "feature_names (the booster has no column names)")
+            raise checks.not_fitted_error(type(self).__name__, "feature_names (the booster has no column names)")
         return tuple(booster.feature_names)
 
     # ------------------------------------------------------------------ training / wrapping
     def fit(self, X: pd.DataFrame, y: np.ndarray, *, task: Task, seed: int = 0) -> XGBoostTeacher:
         """Train a booster on ``(X, y)``; a wrapped booster is not retrained, only checked against X and task."""
-        task = _checks.check_task(task)
-        X = _checks.check_frame(X, forbidden=_FORBIDDEN, library="XGBoost")
+        task = checks.check_task(task)
+        X = checks.check_frame(X, forbidden=_FORBIDDEN, library="XGBoost")
         if self._wrapped:
             return self._check_wrapped(X, y, task)
         params = dict(self._params)
-        n_classes = _checks.pick(params, _ALIASES["num_class"], None)
-        if n_classes is not None and task != "multiclass":
-            raise ConfigError(setting="num_class", value=n_classes, fix=f"only multiclass teachers take it, not {task}")
-        labels, k = _checks.check_target(y, n_rows=len(X), task=task, n_classes=n_classes)
+        n_classes = checks.pop_n_classes(params, _ALIASES["num_class"], task=task)
+        labels, k = checks.check_target(y, n_rows=len(X), task=task, n_classes=n_classes)
         train_params, n_rounds = _training_params(params, task=task, k=k, seed=seed)
         try:
             dtrain = xgb.DMatrix(X, label=labels, enable_categorical=True)
@@ -168,7 +162,7 @@ class XGBoostTeacher(Teacher):
             )
         self._check_input(X)
         if y is not None:
-            _checks.check_target(
+            checks.check_target(
                 y, n_rows=len(X), task=task, n_classes=self._k if task == "multiclass" else None, training=False
             )
         booster = self._require("fit")
@@ -226,14 +220,14 @@ class XGBoostTeacher(Teacher):
     # ------------------------------------------------------------------ predictions
     def _require(self, method: str) -> xgb.Booster:
         if self._booster is None:
-            raise _checks.not_fitted(type(self).__name__, method)
+            raise checks.not_fitted_error(type(self).__name__, method)
         return self._booster
 
     def _check_input(self, X: object) -> pd.DataFrame:
         booster = self._require("predict")
-        frame = _checks.check_frame(X, forbidden=_FORBIDDEN, library="XGBoost")
+        frame = checks.check_frame(X, forbidden=_FORBIDDEN, library="XGBoost")
         if booster.feature_names is not None:
-            _checks.check_columns(frame, booster.feature_names)
+            checks.check_columns(frame, booster.feature_names)
         elif frame.shape[1] != booster.num_features():
             raise DataError(
                 problem=f"X has {frame.shape[1]} columns, the booster takes {booster.num_features()}",
@@ -241,7 +235,7 @@ class XGBoostTeacher(Teacher):
             )
         # A booster without feature types was trained on a bare numeric array: no categorical features.
         kinds = booster.feature_types or ["float"] * frame.shape[1]
-        _checks.check_kinds(frame, [kind == "c" for kind in kinds])
+        checks.check_kinds(frame, [kind == "c" for kind in kinds])
         return frame
 
     def _predict(self, method: str, X: object, **kind: bool) -> np.ndarray:
@@ -313,10 +307,11 @@ class XGBoostTeacher(Teacher):
             base = _base_margin(booster, trees[:first_iteration], node_to_leaf[:first_iteration], self._k)
             self._node_to_leaf = node_to_leaf
             self._structure = TreeEnsemble(
-                trees=trees,  # type: ignore[arg-type]  # mypy cannot see through attrs converter=tuple
+                trees=trees,
                 n_features=booster.num_features(),
                 n_outputs=self._k,
                 base_margin=base,
+                split_rule="<",
             )
         return self._structure
 
@@ -336,15 +331,9 @@ class XGBoostTeacher(Teacher):
 
 def _training_params(params: dict[str, Any], *, task: Task, k: int, seed: int) -> tuple[dict[str, Any], int]:
     """XGBoost parameters for training: our defaults, then the user's, then what the task and seed fix."""
-    given_seed = [name for name in _ALIASES["seed"] if name in params]
-    if given_seed:
-        raise ConfigError(
-            setting=given_seed[0], value=params[given_seed[0]], fix="pass the seed to fit(..., seed=...) instead"
-        )
-    n_rounds = int(_checks.pick(params, _ALIASES["n_estimators"], DEFAULT_PARAMS["n_estimators"]))
-    if n_rounds < 1:
-        raise ConfigError(setting="n_estimators", value=n_rounds, fix="train at least one tree")
-    learning_rate = _checks.pick(params, _ALIASES["learning_rate"], DEFAULT_PARAMS["learning_rate"])
+    checks.check_no_seed(params, _ALIASES["seed"])
+    n_rounds = checks.pop_n_rounds(params, _ALIASES["n_estimators"], DEFAULT_PARAMS["n_estimators"])
+    learning_rate = checks.pop_param(params, _ALIASES["learning_rate"], DEFAULT_PARAMS["learning_rate"])
     objective = params.pop("objective", _DEFAULT_OBJECTIVE[task])
     if OBJECTIVE_TASKS.get(objective) != task:
         raise ConfigError(
@@ -407,10 +396,14 @@ def _tree(tree: dict[str, Any], *, output: int, weight: float) -> tuple[Tree, np
     values = np.asarray(tree["split_conditions"], dtype=np.float64)[is_leaf] * weight
     table = np.full(len(left), -1, dtype=np.int32)
     table[is_leaf] = np.arange(int(is_leaf.sum()), dtype=np.int32)
+    # For a split, split_conditions holds its threshold (``x < t`` goes left); categorical splits get NaN.
+    thresholds = np.asarray(tree["split_conditions"], dtype=np.float64)[is_split]
+    split_type = np.asarray(tree.get("split_type", np.zeros(len(left))), dtype=np.int64)[is_split]
     parsed = Tree(
         leaf_values=values,
         split_features=split_index[is_split],
         split_gains=np.asarray(tree["loss_changes"], dtype=np.float64)[is_split],
+        split_thresholds=np.where(split_type == 0, thresholds, np.nan),
         output=output,
     )
     return parsed, table

@@ -1,29 +1,51 @@
-"""Input checks of a teacher: tasks, data frames, targets and column alignment, with one-line errors.
+"""Building blocks for :class:`~gbdt2nn_core.interfaces.Teacher` plugins: checks of tasks, frames, labels,
+columns and training parameters, each failing with a one-line :class:`~gbdt2nn_core.errors.Gbdt2nnError`.
 
-Nothing here imports a tree library, so the messages read the same for every backend: gbdt2nn-lightgbm and
-gbdt2nn-xgboost keep identical copies of this module (plugins depend only on the core, which has no such
-helper yet).
+Nothing here imports a tree library, so a teacher's errors read the same whatever its backend, and a new
+teacher plugin gets the same checks as the LightGBM and XGBoost ones::
+
+    from gbdt2nn_core import teacher_checks as checks
+
+
+    class MyTeacher(Teacher):
+        def fit(self, X, y, *, task, seed=0):
+            task = checks.check_task(task)
+            X = checks.check_frame(X, forbidden="[]", library="MyBoost")
+            params = dict(self._params)
+            n_classes = checks.pop_n_classes(params, ("num_class",), task=task)
+            labels, k = checks.check_target(y, n_rows=len(X), task=task, n_classes=n_classes)
+            ...
+
+        def predict_margin(self, X):
+            if self._booster is None:
+                raise checks.not_fitted_error(type(self).__name__, "predict_margin")
+            checks.check_columns(checks.check_frame(X), self.feature_names)
+            ...
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from gbdt2nn_core.errors import ConfigError, DataError
+from gbdt2nn_core.errors import ConfigError, DataError, NotFittedError
 from gbdt2nn_core.interfaces import TASKS, Task
 
 __all__ = [
     "check_columns",
     "check_frame",
     "check_kinds",
+    "check_no_seed",
+    "check_no_training_params",
     "check_target",
     "check_task",
-    "not_fitted",
-    "pick",
+    "not_fitted_error",
+    "pop_n_classes",
+    "pop_n_rounds",
+    "pop_param",
 ]
 
 
@@ -31,14 +53,14 @@ def check_task(task: object) -> Task:
     """``task`` itself when it is one of :data:`~gbdt2nn_core.interfaces.TASKS`; a ``ConfigError`` otherwise."""
     if task not in TASKS:
         raise ConfigError(setting="task", value=task, fix=f"use one of {', '.join(TASKS)}")
-    return task  # type: ignore[return-value]
+    return task
 
 
-def not_fitted(owner: str, method: str) -> ConfigError:
-    """The error for using a teacher that has no booster yet."""
-    return ConfigError(
-        setting=f"{owner}.{method}",
-        value="called before fit",
+def not_fitted_error(owner: str, method: str) -> NotFittedError:
+    """The error to raise when ``owner.method`` is used on a teacher that has no booster yet."""
+    return NotFittedError(
+        component=owner,
+        method=method,
         fix=f"call {owner}.fit(X, y, task=...) first, or build the teacher with model=... to wrap a trained booster",
     )
 
@@ -194,11 +216,11 @@ def check_target(
     return values, k
 
 
-def pick(params: dict[str, Any], names: Sequence[str], default: Any) -> Any:
+def pop_param(params: dict[str, Any], names: Sequence[str], default: Any) -> Any:
     """Pop every alias in ``names`` from ``params``; the value given (at most one alias), else ``default``.
 
     Libraries resolve clashing aliases silently (a user's ``eta`` could lose to our ``learning_rate``), so the
-    teachers resolve them first and refuse two spellings of one setting.
+    teachers resolve them first and refuse two spellings of one setting with a :class:`ConfigError`.
     """
     given = [name for name in names if name in params]
     if len(given) > 1:
@@ -206,3 +228,39 @@ def pick(params: dict[str, Any], names: Sequence[str], default: Any) -> Any:
             setting=given[1], value=params[given[1]], fix=f"it is an alias of {given[0]!r}; pass only one of them"
         )
     return params.pop(given[0]) if given else default
+
+
+def pop_n_rounds(params: dict[str, Any], names: Sequence[str], default: int) -> int:
+    """Pop the number of boosting rounds (any alias in ``names``) from ``params``; at least 1, else ConfigError."""
+    n_rounds = int(pop_param(params, names, default))
+    if n_rounds < 1:
+        raise ConfigError(setting="n_estimators", value=n_rounds, fix="train at least one tree")
+    return n_rounds
+
+
+def pop_n_classes(params: dict[str, Any], names: Sequence[str], *, task: Task) -> Any:
+    """Pop the class count the user fixed (any alias in ``names``) from ``params``; ``None`` if not given.
+
+    Only a multiclass teacher takes one: for another ``task`` a given value is a :class:`ConfigError`.
+    """
+    n_classes = pop_param(params, names, None)
+    if n_classes is not None and task != "multiclass":
+        raise ConfigError(setting="num_class", value=n_classes, fix=f"only multiclass teachers take it, not {task}")
+    return n_classes
+
+
+def check_no_seed(params: Mapping[str, Any], names: Sequence[str]) -> None:
+    """Refuse a seed among the training parameters (any alias in ``names``): it belongs in ``fit(seed=...)``."""
+    given = [name for name in names if name in params]
+    if given:
+        raise ConfigError(setting=given[0], value=params[given[0]], fix="pass the seed to fit(..., seed=...) instead")
+
+
+def check_no_training_params(params: Mapping[str, Any]) -> None:
+    """Refuse training parameters given together with a booster to wrap: they could only be ignored."""
+    if params:
+        raise ConfigError(
+            setting="params",
+            value=sorted(params),
+            fix="training parameters only apply with model=None; remove them to wrap an existing booster",
+        )

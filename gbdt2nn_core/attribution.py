@@ -1,4 +1,25 @@
-"""Input checks and batched input gradients for attributors (the same helpers live in each attributor plugin)."""
+"""Building blocks for :class:`~gbdt2nn_core.interfaces.Attributor` plugins: input checks and batched gradients.
+
+Every attributor receives a model and encoded rows ``z`` and must reject bad rows with the same one-line
+:class:`~gbdt2nn_core.errors.DataError`, then differentiate the model's margin with respect to ``z``. Both steps
+are here, so that an attributor plugin only writes its own method::
+
+    from gbdt2nn_core.attribution import MarginModel, check_encoded_rows, input_gradients
+    from gbdt2nn_core.interfaces import Attributor
+
+
+    class GradientXInput(Attributor):
+        reference = "baseline"
+
+        def attribute(self, model: MarginModel, z, *, create_graph=False):
+            z = check_encoded_rows(z)
+            grads = input_gradients(model, z, create_graph=create_graph)  # (n, D) or (n, k, D)
+            attributions = grads * (z if grads.ndim == 2 else z.unsqueeze(1))
+            return attributions if create_graph else attributions.detach()
+
+This module imports torch: import it from the module that defines the attributor, not from the plugin's entry
+point module (which must stay cheap to import).
+"""
 
 from __future__ import annotations
 
@@ -8,11 +29,18 @@ import torch
 
 from gbdt2nn_core.errors import DataError
 
-Model = Callable[[torch.Tensor], torch.Tensor]
+__all__ = ["MarginModel", "check_encoded_rows", "input_gradients"]
+
+#: What attributors explain: a differentiable function from encoded rows ``(n, D)`` to margins ``(n,)`` or ``(n, k)``.
+MarginModel = Callable[[torch.Tensor], torch.Tensor]
 
 
-def check_rows(z: object, *, name: str = "z", n_features: int | None = None) -> torch.Tensor:
-    """Return ``z`` if it is a finite 2-D floating-point tensor (with ``n_features`` columns); else raise."""
+def check_encoded_rows(z: object, *, name: str = "z", n_features: int | None = None) -> torch.Tensor:
+    """Return ``z`` unchanged if it is a finite 2-D floating-point tensor; raise :class:`DataError` otherwise.
+
+    ``name`` is how the error message calls the tensor (``"background"``, ``"baseline"``...); with
+    ``n_features`` the tensor must also have that many columns (those of the background sample).
+    """
     if not isinstance(z, torch.Tensor):
         raise DataError(problem=f"{name} is a {type(z).__name__}", fix="pass a torch.Tensor of shape (rows, features)")
     if z.ndim != 2:
@@ -36,12 +64,15 @@ def check_rows(z: object, *, name: str = "z", n_features: int | None = None) -> 
     return z
 
 
-def input_gradients(model: Model, points: torch.Tensor, *, create_graph: bool) -> torch.Tensor:
-    """``∂f/∂z`` at every row of ``points``: ``(m, D)`` for one output, ``(m, k, D)`` for ``k``.
+def input_gradients(model: MarginModel, points: torch.Tensor, *, create_graph: bool) -> torch.Tensor:
+    """``∂f/∂z`` at every row of ``points`` ``(m, D)``: ``(m, D)`` for one output, ``(m, k, D)`` for ``k``.
 
-    One forward pass over all rows; rows are independent (BatchNorm in eval mode), so the gradient of the
-    summed output is each row's own gradient. With ``create_graph`` the result stays differentiable with
-    respect to the model's parameters.
+    One forward pass over all rows and one backward pass per output. Rows must be independent (the core runs
+    BatchNorm on running statistics while it attributes), so the gradient of the summed output is each row's
+    own gradient. With ``create_graph=True`` the result stays differentiable with respect to the model's
+    parameters (for an alignment loss in joint training); otherwise it is still attached to a graph, so
+    detach it before returning it. Raises :class:`DataError` when the model returns the wrong shape or an
+    output that does not depend on its input through autograd.
     """
     with torch.enable_grad():
         inputs = points.detach().requires_grad_(True)

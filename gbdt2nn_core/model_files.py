@@ -1,0 +1,53 @@
+"""Reading and writing a teacher's model file with one-line errors, for :class:`~gbdt2nn_core.interfaces.Teacher`
+plugins: :meth:`Teacher.save <gbdt2nn_core.interfaces.Teacher.save>` should write atomically, and a factory's
+``model=path`` should say plainly when the file is missing or unreadable.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from gbdt2nn_core.errors import ConfigError, ModelFileError
+
+__all__ = ["read_model_file", "write_atomic"]
+
+
+def read_model_file(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of the model file at ``path``; :class:`ModelFileError` when it is missing or cannot be read.
+
+    Whether the content is a model is the backend's question: check it before handing it to the library,
+    whose own loader may abort the process on a damaged file.
+    """
+    where = str(path)
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ModelFileError(path=where, problem="no such file", fix="check the path") from None
+    except OSError as exc:
+        raise ModelFileError(path=where, problem=exc.strerror or str(exc), fix="check the path") from None
+
+
+def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder, so no half-written file remains.
+
+    The target is replaced in one step (``os.replace``) after the data reach the disk; on any failure the
+    temporary file is removed. A folder that cannot be written to is a :class:`ConfigError` on ``path``.
+    """
+    target = Path(path)
+    try:
+        descriptor, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise ConfigError(
+            setting="path", value=str(target), fix=f"cannot write there ({exc.strerror}); pick a writable folder"
+        ) from None
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

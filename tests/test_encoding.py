@@ -1,0 +1,166 @@
+"""The student's input encoding: centred blocks per column, missing and unseen values, aggregation, JSON."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gbdt2nn_core.data import TabularSchema
+from gbdt2nn_core.encoding import InputEncoder
+
+
+@pytest.fixture
+def mixed_frame() -> pd.DataFrame:
+    """200 rows: numbers with and without gaps, a categorical column with gaps, a boolean column."""
+    rng = np.random.default_rng(0)
+    n = 200
+    with_gaps = rng.normal(50.0, 10.0, n)
+    with_gaps[rng.random(n) < 0.2] = np.nan
+    colour = rng.choice(["red", "green", "blue"], n, p=[0.5, 0.3, 0.2]).astype(object)
+    colour[rng.random(n) < 0.1] = None
+    return pd.DataFrame(
+        {
+            "income": with_gaps,
+            "age": rng.integers(18, 90, n),
+            "colour": colour,
+            "member": rng.random(n) < 0.3,
+        }
+    )
+
+
+@pytest.fixture
+def fitted(mixed_frame: pd.DataFrame) -> tuple[TabularSchema, InputEncoder, pd.DataFrame]:
+    """The schema, an encoder fitted on the mixed frame, and the teacher-ready training frame."""
+    schema = TabularSchema.infer(mixed_frame)
+    train = schema.to_frame(mixed_frame)
+    return schema, InputEncoder.fit(train, schema), train
+
+
+def _block(encoder: InputEncoder, z: np.ndarray, column: str) -> np.ndarray:
+    index = list(encoder.schema.names).index(column)
+    return z[:, encoder.encoded_indices(index)]
+
+
+def test_blocks_follow_the_schema(fitted: tuple[TabularSchema, InputEncoder, pd.DataFrame]) -> None:
+    schema, encoder, _ = fitted
+    assert [c.kind for c in schema.columns] == ["numeric", "numeric", "categorical", "categorical"]
+    # income: value + missing indicator; age: value; colour: 3 categories; member: False/True
+    assert encoder.column_of.tolist() == [0, 0, 1, 2, 2, 2, 3, 3]
+    assert encoder.n_encoded == 8
+    assert encoder.n_columns == 4
+
+
+def test_every_encoded_column_is_centred_on_the_training_rows(
+    fitted: tuple[TabularSchema, InputEncoder, pd.DataFrame],
+) -> None:
+    _, encoder, train = fitted
+    z = encoder.transform(train)
+    assert z.dtype == np.float32
+    assert z.shape == (200, 8)
+    np.testing.assert_allclose(z.astype(np.float64).mean(axis=0), 0.0, atol=1e-6)
+
+
+def test_adult_encoding_is_centred(adult_tiny: pd.DataFrame) -> None:
+    features = adult_tiny.drop(columns=["income_gt_50k"])
+    schema = TabularSchema.infer(features)
+    train = schema.to_frame(features)
+    z = InputEncoder.fit(train, schema).transform(train)
+    np.testing.assert_allclose(z.astype(np.float64).mean(axis=0), 0.0, atol=1e-6)
+
+
+def test_numeric_values_are_standardised(
+    mixed_frame: pd.DataFrame, fitted: tuple[TabularSchema, InputEncoder, pd.DataFrame]
+) -> None:
+    _, encoder, train = fitted
+    z = encoder.transform(train)
+    age = mixed_frame["age"].astype(float)
+    np.testing.assert_allclose(_block(encoder, z, "age")[:, 0], (age - age.mean()) / age.std(ddof=0), atol=1e-5)
+    income = mixed_frame["income"]
+    observed = income.notna().to_numpy()
+    expected = (income - income.mean()) / income.std(ddof=0)  # pandas skips NaN
+    block = _block(encoder, z, "income")
+    np.testing.assert_allclose(block[observed, 0], expected[observed], atol=1e-5)
+
+
+def test_missing_numbers_encode_as_zero_with_a_centred_indicator(
+    mixed_frame: pd.DataFrame, fitted: tuple[TabularSchema, InputEncoder, pd.DataFrame]
+) -> None:
+    _, encoder, train = fitted
+    block = _block(encoder, encoder.transform(train), "income")
+    missing = mixed_frame["income"].isna().to_numpy()
+    rate = missing.mean()
+    assert 0 < rate < 1
+    assert (block[missing, 0] == 0).all()
+    np.testing.assert_allclose(block[:, 1], missing - rate, atol=1e-6)
+
+
+def test_missing_number_without_missing_in_training_is_the_mean(
+    fitted: tuple[TabularSchema, InputEncoder, pd.DataFrame], mixed_frame: pd.DataFrame
+) -> None:
+    schema, encoder, _ = fitted
+    rows = mixed_frame.head(3).copy()
+    rows["age"] = [np.nan, 30.0, np.nan]
+    block = _block(encoder, encoder.transform(schema.to_frame(rows)), "age")
+    assert block.shape == (3, 1)  # no indicator: training had no missing ages
+    assert block[0, 0] == 0.0
+    assert block[2, 0] == 0.0
+    assert block[1, 0] != 0.0
+
+
+def test_categories_are_centred_one_hot_blocks(
+    mixed_frame: pd.DataFrame, fitted: tuple[TabularSchema, InputEncoder, pd.DataFrame]
+) -> None:
+    schema, encoder, train = fitted
+    block = _block(encoder, encoder.transform(train), "colour").astype(np.float64)
+    categories = list(schema.columns[2].categories)
+    assert categories == ["blue", "green", "red"]
+    observed = mixed_frame["colour"].notna().to_numpy()
+    frequencies = mixed_frame["colour"].value_counts(normalize=True).reindex(categories).to_numpy()
+    one_hot = pd.get_dummies(mixed_frame["colour"]).reindex(columns=categories).to_numpy(dtype=np.float64)
+    np.testing.assert_allclose(block[observed], one_hot[observed] - frequencies, atol=1e-6)
+    assert (block[~observed] == 0).all()  # missing category = the average category
+
+
+def test_unseen_category_encodes_as_zeros(
+    fitted: tuple[TabularSchema, InputEncoder, pd.DataFrame], mixed_frame: pd.DataFrame
+) -> None:
+    schema, encoder, _ = fitted
+    rows = mixed_frame.head(2).copy()
+    rows["colour"] = ["purple", "red"]
+    z = encoder.transform(schema.to_frame(rows))
+    block = _block(encoder, z, "colour")
+    assert (block[0] == 0).all()
+    assert block[1, 2] > 0  # red is known
+    # the other columns are untouched by the unknown category
+    same = encoder.transform(schema.to_frame(mixed_frame.head(2)))
+    others = encoder.column_of != 2
+    np.testing.assert_array_equal(z[:, others], same[:, others])
+
+
+def test_aggregation_sums_each_columns_block(fitted: tuple[TabularSchema, InputEncoder, pd.DataFrame]) -> None:
+    _, encoder, _ = fitted
+    aggregation = encoder.aggregation()
+    assert aggregation.shape == (8, 4)
+    assert set(np.unique(aggregation).tolist()) == {0.0, 1.0}
+    np.testing.assert_array_equal(aggregation.sum(axis=1), 1.0)  # every encoded value belongs to one column
+    np.testing.assert_array_equal(aggregation.sum(axis=0), [2, 1, 3, 2])  # block widths
+    attributions = np.random.default_rng(1).normal(size=(5, 8))
+    expected = np.stack([attributions[:, encoder.encoded_indices(j)].sum(axis=1) for j in range(4)], axis=1)
+    np.testing.assert_allclose(attributions @ aggregation, expected, atol=1e-12)
+
+
+def test_json_round_trip_gives_an_identical_transform(
+    fitted: tuple[TabularSchema, InputEncoder, pd.DataFrame], mixed_frame: pd.DataFrame
+) -> None:
+    schema, encoder, train = fitted
+    restored = InputEncoder.from_json(json.loads(json.dumps(encoder.to_json())))
+    assert restored.schema == schema
+    np.testing.assert_array_equal(restored.column_of, encoder.column_of)
+    np.testing.assert_array_equal(restored.transform(train), encoder.transform(train))
+    odd = mixed_frame.head(4).copy()
+    odd["colour"] = ["purple", None, "red", "blue"]
+    odd["age"] = [np.nan, 1.0, 2.0, 3.0]
+    np.testing.assert_array_equal(restored.transform(schema.to_frame(odd)), encoder.transform(schema.to_frame(odd)))
