@@ -42,7 +42,7 @@ def frame_digest(frame: pd.DataFrame) -> str:
 
 
 class ExplanationCache:
-    """Stores :class:`~gbdt2nn_core.TreeShap` results keyed by (teacher, rows, method). ``directory=None`` disables it."""
+    """Stores :class:`~gbdt2nn_core.TreeShap` results keyed by (teacher, rows, method); ``None`` disables it."""
 
     def __init__(self, directory: Path | str | None) -> None:
         self.directory = Path(directory) if directory is not None else None

@@ -84,7 +84,9 @@ def read_table(path: str | Path) -> pd.DataFrame:
     except DataError:
         raise
     except ImportError as exc:
-        raise DataError(problem=f"reading {path.name} needs an extra package ({exc})", fix="pip install pyarrow") from exc
+        raise DataError(
+            problem=f"reading {path.name} needs an extra package ({exc})", fix="pip install pyarrow"
+        ) from exc
     except (ValueError, OSError, EOFError, gzip.BadGzipFile, zlib.error, pd.errors.ParserError) as exc:
         raise DataError(
             problem=f"cannot read {path.name}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
@@ -104,7 +106,7 @@ def split_features_target(frame: pd.DataFrame, target: str) -> tuple[pd.DataFram
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise DataError(
             problem=f"target column {target!r} is not in the data.{hint}",
-            fix=f"pass --target with one of the {frame.shape[1]} columns (e.g. {', '.join(map(str, frame.columns[:5]))})",
+            fix=f"pass --target with one of the {frame.shape[1]} columns (e.g. {', '.join(map(str, frame.columns[:5]))})",  # noqa: E501
         )
     features = frame.drop(columns=[target])
     if features.shape[1] == 0:
@@ -154,7 +156,7 @@ class TabularSchema:
 
     @classmethod
     def infer(cls, frame: pd.DataFrame, categorical: Sequence[str] | None = None) -> TabularSchema:
-        """Numeric columns stay numeric; strings, booleans, categories (and the ``categorical`` names) are categorical."""
+        """Numeric columns stay numeric; strings, booleans, categories and the ``categorical`` names are categorical."""
         forced = set(categorical or ())
         unknown = forced - {str(c) for c in frame.columns}
         if unknown:
@@ -228,7 +230,9 @@ class TabularSchema:
 
     @classmethod
     def from_json(cls, data: list[dict[str, Any]]) -> TabularSchema:
-        return cls(columns=[ColumnSchema(name=c["name"], kind=c["kind"], categories=tuple(c["categories"])) for c in data])
+        return cls(
+            columns=[ColumnSchema(name=c["name"], kind=c["kind"], categories=tuple(c["categories"])) for c in data]
+        )
 
 
 @attrs.frozen(kw_only=True)

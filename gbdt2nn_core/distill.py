@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import attrs
@@ -34,7 +33,17 @@ from gbdt2nn_core.progress import NullProgress, Progress
 from gbdt2nn_core.registry import Registry, get_registry
 from gbdt2nn_core.student import GBDT2NNStudent
 
-__all__ = ["DistillConfig", "DistillRun", "PreparedData", "SplitData", "compare", "distill", "fit_encoder", "prepare", "split_data"]
+__all__ = [
+    "DistillConfig",
+    "DistillRun",
+    "PreparedData",
+    "SplitData",
+    "compare",
+    "distill",
+    "fit_encoder",
+    "prepare",
+    "split_data",
+]
 
 
 def _check_weight(_: object, attribute: attrs.Attribute[float], value: float) -> None:
@@ -137,7 +146,9 @@ def split_data(frame: pd.DataFrame, target: str, *, task: Task | None, test_size
             np.arange(len(teacher_frame)), test_size=test_size, random_state=seed, stratify=stratify
         )
     except ValueError as exc:
-        raise DataError(problem=f"cannot split the data for testing: {exc}", fix="add rows for the rare classes") from exc
+        raise DataError(
+            problem=f"cannot split the data for testing: {exc}", fix="add rows for the rare classes"
+        ) from exc
     return SplitData(
         task=task,
         schema=schema,
@@ -372,4 +383,3 @@ def _finish(run: DistillRun) -> DistillRun:
     run.metrics["student"]["alignment"]["weight"] = run.config.alignment_weight
     run.metrics["timings"] = {k: round(v, 3) for k, v in run.timings.items()}
     return run
-

@@ -149,7 +149,6 @@ class InputEncoder:
         return cls(TabularSchema.from_json(data["schema"]), data["state"])
 
 
-
 def _interval_onehot(values: np.ndarray, cuts: np.ndarray, split_rule: str) -> np.ndarray:
     """One-hot of the interval between sorted ``cuts`` that each value falls in (``len(cuts) + 1`` intervals).
 
@@ -176,7 +175,7 @@ def teacher_thresholds(ensemble: TreeEnsemble, schema: TabularSchema, max_bins: 
         thresholds = getattr(tree, "split_thresholds", None)
         if thresholds is None or len(thresholds) != len(tree.split_features):
             continue
-        for feature, threshold, gain in zip(tree.split_features, thresholds, tree.split_gains):
+        for feature, threshold, gain in zip(tree.split_features, thresholds, tree.split_gains, strict=False):
             if np.isfinite(threshold):
                 per_column = gains.setdefault(int(feature), {})
                 per_column[float(threshold)] = per_column.get(float(threshold), 0.0) + max(float(gain), 0.0)

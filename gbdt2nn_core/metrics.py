@@ -82,7 +82,7 @@ def agreement(student: np.ndarray, teacher: np.ndarray, *, top_k: int = 5) -> di
 
     top_s = np.argsort(-np.abs(s), axis=1, kind="stable")[:, :k]
     top_t = np.argsort(-np.abs(t), axis=1, kind="stable")[:, :k]
-    overlap = np.array([len(np.intersect1d(a, b)) for a, b in zip(top_s, top_t)]) / k
+    overlap = np.array([len(np.intersect1d(a, b)) for a, b in zip(top_s, top_t, strict=False)]) / k
 
     informative = t != 0
     counted = informative.sum(1)

@@ -90,7 +90,9 @@ def save_model(directory: Path, model: DistilledModel) -> None:
             "n_outputs": module.n_outputs,
             "hidden": list(module.hidden_sizes),
             "embedding_dim": module.embedding_dim,
-            "group_columns": model.student.group_columns_.tolist() if model.student.group_columns_ is not None else None,
+            "group_columns": model.student.group_columns_.tolist()
+            if model.student.group_columns_ is not None
+            else None,
         },
         **model.metadata,
     }
@@ -111,7 +113,9 @@ def load_model(directory: Path | str) -> DistilledModel:
     try:
         metadata = json.loads((directory / METADATA).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelFileError(path=where, problem=f"{METADATA} is corrupt ({exc})", fix="re-run the distillation") from exc
+        raise ModelFileError(
+            path=where, problem=f"{METADATA} is corrupt ({exc})", fix="re-run the distillation"
+        ) from exc
     version = metadata.get("format_version") if isinstance(metadata, dict) else None
     if not isinstance(version, int):
         raise ModelFileError(path=where, problem=f"{METADATA} has no format version", fix="re-run the distillation")
@@ -123,7 +127,9 @@ def load_model(directory: Path | str) -> DistilledModel:
         )
     try:
         architecture = metadata["architecture"]
-        config = GBDT2NNConfig(**{k: v for k, v in metadata["config"].items() if k != "hidden"}, hidden=tuple(metadata["config"]["hidden"]))
+        config = GBDT2NNConfig(
+            **{k: v for k, v in metadata["config"].items() if k != "hidden"}, hidden=tuple(metadata["config"]["hidden"])
+        )
         module = GBDT2NNModule(
             group_input_index=torch.as_tensor(architecture["group_input_index"]),
             group_output=torch.as_tensor(architecture["group_output"]),
@@ -136,7 +142,9 @@ def load_model(directory: Path | str) -> DistilledModel:
         encoder = InputEncoder.from_json(metadata["encoder"])
         target = TargetEncoder(task=metadata["task"], classes=tuple(metadata["classes"]))
     except SafetensorError as exc:
-        raise ModelFileError(path=where, problem=f"{WEIGHTS} is corrupt or truncated ({exc})", fix="re-run the distillation") from exc
+        raise ModelFileError(
+            path=where, problem=f"{WEIGHTS} is corrupt or truncated ({exc})", fix="re-run the distillation"
+        ) from exc
     except (AttributeError, KeyError, TypeError, ValueError, RuntimeError) as exc:
         problem = f"the files do not fit together ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
         raise ModelFileError(path=where, problem=problem, fix="re-run the distillation") from exc
@@ -144,5 +152,9 @@ def load_model(directory: Path | str) -> DistilledModel:
     student.module_ = module.eval()
     if architecture.get("group_columns") is not None:
         student.group_columns_ = np.asarray(architecture["group_columns"])
-    extra = {k: v for k, v in metadata.items() if k not in {"format_version", "kind", "task", "classes", "encoder", "config", "architecture"}}
+    extra = {
+        k: v
+        for k, v in metadata.items()
+        if k not in {"format_version", "kind", "task", "classes", "encoder", "config", "architecture"}
+    }
     return DistilledModel(student=student, encoder=encoder, target=target, metadata=extra)

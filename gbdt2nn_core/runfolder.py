@@ -46,7 +46,9 @@ def _write_student(directory: Path, run: DistillRun) -> None:
     (directory / "config.json").write_text(json.dumps(run.config.to_json(), indent=2, default=str))
     (directory / "metrics.json").write_text(json.dumps(run.metrics, indent=2))
     history = [attrs.asdict(record) for record in run.student.history_]
-    (directory / "history.json").write_text(json.dumps({"leaf_embedding": run.student.leaf_history_, "epochs": history}, indent=2))
+    (directory / "history.json").write_text(
+        json.dumps({"leaf_embedding": run.student.leaf_history_, "epochs": history}, indent=2)
+    )
 
 
 def write_run(out: Path, run: DistillRun, *, plain: DistillRun | None = None, overwrite: bool = False) -> Path:

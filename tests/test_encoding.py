@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from gbdt2nn_core.data import TabularSchema
-from gbdt2nn_core.encoding import InputEncoder
+from gbdt2nn_core.encoding import InputEncoder, teacher_thresholds
+
+if TYPE_CHECKING:
+    from conftest import TeacherOnRows
 
 
 @pytest.fixture
@@ -164,3 +168,68 @@ def test_json_round_trip_gives_an_identical_transform(
     odd["colour"] = ["purple", None, "red", "blue"]
     odd["age"] = [np.nan, 1.0, 2.0, 3.0]
     np.testing.assert_array_equal(restored.transform(schema.to_frame(odd)), encoder.transform(schema.to_frame(odd)))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# interval one-hot between the teacher's split thresholds
+# ----------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("split_rule", ["<=", "<"])
+def test_threshold_intervals_follow_the_split_rule(split_rule: str) -> None:
+    frame = pd.DataFrame({"x": [0.0, 1.0, 1.5, 2.0, 3.0, np.nan, 2.5, 1.0]})
+    schema = TabularSchema.infer(frame)
+    cuts = [2.0, 1.0]  # unsorted on purpose
+    encoder = InputEncoder.fit(schema.to_frame(frame), schema, thresholds={"x": cuts}, split_rule=split_rule)
+    z = encoder.transform(schema.to_frame(frame)).astype(np.float64)
+
+    assert encoder.column_of.tolist() == [0, 0, 0, 0, 0]  # value, 3 intervals, missing indicator
+    values = frame["x"].to_numpy()
+    observed = ~np.isnan(values)
+    # which interval a value lies in: how many thresholds send it right
+    goes_right = (lambda v, t: v > t) if split_rule == "<=" else (lambda v, t: v >= t)
+    interval = np.array([sum(goes_right(v, t) for t in cuts) for v in values[observed]])
+    one_hot = np.eye(3)[interval]
+    intervals = z[:, 1:4]
+    np.testing.assert_allclose(intervals[observed], one_hot - one_hot.mean(axis=0), atol=1e-6)
+    assert (intervals[~observed] == 0).all()
+    np.testing.assert_allclose(z.mean(axis=0), 0.0, atol=1e-6)  # still centred
+    np.testing.assert_array_equal(
+        InputEncoder.from_json(json.loads(json.dumps(encoder.to_json()))).transform(schema.to_frame(frame)),
+        encoder.transform(schema.to_frame(frame)),
+    )
+
+
+def test_teacher_thresholds_are_lightgbms_top_numeric_splits_by_gain(adult_teacher: TeacherOnRows) -> None:
+    booster = adult_teacher.teacher.native_model
+    schema = TabularSchema.infer(adult_teacher.X)
+    splits = booster.trees_to_dataframe()
+    numeric = splits[splits["decision_type"] == "<="]
+
+    thresholds = teacher_thresholds(adult_teacher.teacher.structure(), schema, max_bins=3)
+
+    numeric_columns = {c.name for c in schema.columns if c.kind == "numeric"}
+    assert set(thresholds) == set(numeric["split_feature"]) & numeric_columns
+    for column, cuts in thresholds.items():
+        gain = numeric[numeric["split_feature"] == column].groupby("threshold")["split_gain"].sum()
+        top = gain.sort_values(ascending=False, kind="stable")
+        if len(top) > 3:
+            assert top.iloc[2] > top.iloc[3], "a tie at the cut-off would make the test ambiguous"
+        np.testing.assert_allclose(np.asarray(cuts), np.sort(top.index[:3].to_numpy(dtype=float)), rtol=0, atol=0)
+
+
+def test_teacher_is_constant_within_encoded_intervals(adult_teacher: TeacherOnRows) -> None:
+    """Rows with the same intervals and categories get the same teacher margin: the encoding keeps every step."""
+    teacher, X = adult_teacher.teacher, adult_teacher.X
+    schema = TabularSchema.infer(X)
+    encoder = InputEncoder.fit(X, schema, thresholds=teacher_thresholds(teacher.structure(), schema, max_bins=10_000))
+    z = encoder.transform(X)
+    # the key keeps everything but the scaled numeric values (the first entry of each numeric block)
+    starts = {int(encoder.encoded_indices(j)[0]) for j, c in enumerate(schema.columns) if c.kind == "numeric"}
+    key_columns = [i for i in range(encoder.n_encoded) if i not in starts]
+    keys = pd.Series([row.tobytes() for row in z[:, key_columns]])
+    margin = pd.Series(teacher.predict_margin(X))
+    spread = margin.groupby(keys).agg(lambda m: m.max() - m.min())
+    assert spread.max() < 1e-9
+    assert keys.nunique() < len(X)  # some rows do share a key, so the check has teeth
+    # with the scaled values only (no intervals) the teacher is not a function of the key
+    coarse = pd.Series([row.tobytes() for row in InputEncoder.fit(X, schema).transform(X)])
+    assert coarse.nunique() >= keys.nunique()

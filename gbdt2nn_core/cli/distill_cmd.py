@@ -35,13 +35,17 @@ def add_parser(subparsers: Any) -> None:
     models = parser.add_argument_group("components (plugin names; see 'gbdt2nn plugins')")
     models.add_argument("--teacher", default="lightgbm", help="teacher backend (default: lightgbm)")
     models.add_argument("--teacher-model", type=Path, help="distil this saved booster instead of training one")
-    models.add_argument("--attributor", default="gradient-x-input", help="student attributor (default: gradient-x-input)")
+    models.add_argument(
+        "--attributor", default="gradient-x-input", help="student attributor (default: gradient-x-input)"
+    )
     models.add_argument("--alignment", default="mse", help="alignment loss (default: mse)")
     training = parser.add_argument_group("training")
     training.add_argument("--alignment-weight", type=float, default=1.0, help="λ of the alignment term; 0 = plain")
     training.add_argument("--epochs", type=int, default=None, help="student training epochs (default: 20)")
     training.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    training.add_argument("--compare", action="store_true", help="also train a plain (λ = 0) student (on by default for the demo)")
+    training.add_argument(
+        "--compare", action="store_true", help="also train a plain (λ = 0) student (on by default for the demo)"
+    )
     output = parser.add_argument_group("output")
     output.add_argument("--out", type=Path, help="run folder to write (required with --data)")
     output.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
@@ -91,7 +95,9 @@ def run(args: argparse.Namespace) -> int:
     if args.out is not None:
         check_destination(args.out, overwrite=args.overwrite)  # before minutes of training
     if args.teacher_model is not None and not args.teacher_model.exists():
-        raise DataError(problem=f"teacher model file {str(args.teacher_model)!r} does not exist", fix="check --teacher-model")
+        raise DataError(
+            problem=f"teacher model file {str(args.teacher_model)!r} does not exist", fix="check --teacher-model"
+        )
 
     if demo:
         dataset = load_bundled(args.dataset or "adult")
@@ -160,7 +166,11 @@ def _print_table(main: Any, plain: Any | None) -> None:
         table.add_row(*row("plain student (λ=0)", student, student["test"]))
     student = metrics["student"]
     alignment = student["alignment"]
-    label = f"aligned student (λ={alignment['weight']:g}, {alignment['loss']})" if alignment["weight"] else "plain student (λ=0)"
+    label = (
+        f"aligned student (λ={alignment['weight']:g}, {alignment['loss']})"
+        if alignment["weight"]
+        else "plain student (λ=0)"
+    )
     table.add_row(*row(label, student, student["test"]))
     console = Console(width=max(Console().width, 150) if not sys.stdout.isatty() else None)
     console.print(table)

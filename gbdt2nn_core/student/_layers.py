@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -47,11 +48,11 @@ class GroupMLP(nn.Module):
     def __init__(self, groups: int, in_features: int, hidden: tuple[int, ...], out_features: int) -> None:
         super().__init__()
         sizes = (in_features, *hidden)
-        self.hidden = nn.ModuleList(GroupLinear(groups, a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.hidden = nn.ModuleList(GroupLinear(groups, a, b) for a, b in itertools.pairwise(sizes))
         self.norms = nn.ModuleList(GroupBatchNorm(groups, b) for b in hidden)
         self.last = GroupLinear(groups, sizes[-1], out_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for linear, norm in zip(self.hidden, self.norms):
+        for linear, norm in zip(self.hidden, self.norms, strict=False):
             x = torch.relu(norm(linear(x)))
         return self.last(x)  # type: ignore[no-any-return]

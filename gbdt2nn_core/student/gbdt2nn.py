@@ -60,7 +60,9 @@ def _non_negative_float(_: object, attribute: attrs.Attribute[float], value: flo
 def _hidden(value: Any) -> tuple[int, ...]:
     sizes = tuple(value)
     if not sizes or not all(isinstance(s, int) and s >= 1 for s in sizes):
-        raise ConfigError(setting="hidden", value=value, fix="give one or more positive layer widths, e.g. 100,100,100,50")
+        raise ConfigError(
+            setting="hidden", value=value, fix="give one or more positive layer widths, e.g. 100,100,100,50"
+        )
     return sizes
 
 
@@ -118,7 +120,9 @@ class GBDT2NNStudent(Student):
             self.config = GBDT2NNConfig(**options)
         except TypeError as exc:
             known = ", ".join(f.name for f in attrs.fields(GBDT2NNConfig))
-            raise ConfigError(setting="student option", value=str(exc).split("'")[-2], fix=f"use one of {known}") from exc
+            raise ConfigError(
+                setting="student option", value=str(exc).split("'")[-2], fix=f"use one of {known}"
+            ) from exc
         self.module_: GBDT2NNModule | None = None
         self.history_: list[EpochRecord] = []
         self.leaf_history_: list[float] = []

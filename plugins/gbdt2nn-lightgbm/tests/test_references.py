@@ -65,7 +65,8 @@ def test_structure_agrees_with_trees_to_dataframe(adult) -> None:
         np.testing.assert_allclose(sorted(tree.split_gains), sorted(splits["split_gain"]), rtol=1e-5)
         numeric = splits[splits["decision_type"] == "<="]
         np.testing.assert_allclose(
-            np.sort(tree.split_thresholds[np.isfinite(tree.split_thresholds)]), np.sort(numeric["threshold"].astype(float))
+            np.sort(tree.split_thresholds[np.isfinite(tree.split_thresholds)]),
+            np.sort(numeric["threshold"].astype(float)),
         )
         assert int(np.isnan(tree.split_thresholds).sum()) == int((splits["decision_type"] == "==").sum())
     assert all(tree.output == 0 for tree in ensemble.trees)

@@ -71,7 +71,9 @@ def test_leaf_ordinals_follow_xgboosts_node_ids(adult) -> None:
         np.testing.assert_allclose(tree.split_gains, splits["Gain"], rtol=1e-6)
         # numeric splits carry XGBoost's own threshold ("Split"); categorical ones are NaN
         numeric = splits["Category"].isna() if "Category" in splits else np.ones(len(splits), bool)
-        np.testing.assert_allclose(tree.split_thresholds[np.asarray(numeric)], splits["Split"][numeric].astype(float), rtol=1e-6)
+        np.testing.assert_allclose(
+            tree.split_thresholds[np.asarray(numeric)], splits["Split"][numeric].astype(float), rtol=1e-6
+        )
         assert np.isnan(tree.split_thresholds[~np.asarray(numeric)]).all()
     assert ensemble.split_rule == "<"
 
