@@ -222,7 +222,8 @@ class TabularSchema:
             else:
                 text = series.astype("object").where(series.notna(), None)
                 text = text.map(lambda v: None if v is None else str(v))
-                out[column.name] = pd.Categorical(text, categories=list(column.categories))
+                known = text.where(text.isin(column.categories))  # unseen categories become missing
+                out[column.name] = pd.Categorical(known, categories=list(column.categories))
         return pd.DataFrame(out, index=frame.index)
 
     def to_json(self) -> list[dict[str, Any]]:

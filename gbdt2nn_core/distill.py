@@ -23,11 +23,11 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from gbdt2nn_core.alignment import Alignment
-from gbdt2nn_core.cache import ExplanationCache, default_cache_dir
+from gbdt2nn_core.cache import ExplanationCache, default_cache_dir, frame_digest
 from gbdt2nn_core.data import TabularSchema, TargetEncoder, infer_task, split_features_target
 from gbdt2nn_core.encoding import InputEncoder, teacher_thresholds
 from gbdt2nn_core.errors import ConfigError, DataError
-from gbdt2nn_core.interfaces import TASKS, Attributor, Task, Teacher, TreeShap
+from gbdt2nn_core.interfaces import TASKS, Attributor, Task, Teacher, TeacherExplainer, TreeShap
 from gbdt2nn_core.metrics import agreement, fidelity, task_metrics
 from gbdt2nn_core.progress import NullProgress, Progress
 from gbdt2nn_core.registry import Registry, get_registry
@@ -61,6 +61,11 @@ def _check_task(_: object, attribute: attrs.Attribute[str | None], value: str | 
         raise ConfigError(setting=attribute.name, value=value, fix=f"use one of {', '.join(TASKS)} (or leave it out)")
 
 
+def _check_explanation(_: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if value not in ("path-dependent", "interventional"):
+        raise ConfigError(setting=attribute.name, value=value, fix="use 'path-dependent' or 'interventional'")
+
+
 def _check_bins(_: object, attribute: attrs.Attribute[int], value: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise ConfigError(setting=attribute.name, value=value, fix="use a whole number of at least 0 (0 = no bins)")
@@ -82,17 +87,25 @@ class DistillConfig:
     teacher_options: dict[str, Any] = attrs.field(factory=dict, converter=_options)
     student: str = "gbdt2nn"
     student_options: dict[str, Any] = attrs.field(factory=dict, converter=_options)
-    attributor: str = "gradient-x-input"
+    attributor: str = "structure"
     attributor_options: dict[str, Any] = attrs.field(factory=dict, converter=_options)
     alignment: str = "mse"
     alignment_options: dict[str, Any] = attrs.field(factory=dict, converter=_options)
     alignment_weight: float = attrs.field(default=1.0, validator=_check_weight)
     alignment_fraction: float = attrs.field(default=1.0, validator=_check_fraction)
     test_size: float = attrs.field(default=0.2, validator=_check_fraction)
+    #: Teacher explanations to imitate: native ``"path-dependent"`` TreeSHAP, or ``"interventional"`` TreeSHAP
+    #: against a background sample of training rows (from an attributor with ``explain_teacher``, e.g. ``shap``).
+    teacher_explanation: str = attrs.field(default="path-dependent", validator=_check_explanation)
+    #: Training rows in the interventional background sample.
+    background_rows: int = attrs.field(default=100, validator=_check_bins)
     #: Split thresholds of the teacher per numeric column that the student's encoding uses (0 = none).
     threshold_bins: int = attrs.field(default=64, validator=_check_bins)
     seed: int = 0
+    #: Where teacher explanations are cached (default: ``$GBDT2NN_CACHE_DIR`` or ``~/.cache/gbdt2nn``).
     cache_dir: str | None = None
+    #: Set to ``False`` to recompute teacher explanations every time.
+    cache: bool = True
 
     def to_json(self) -> dict[str, Any]:
         return attrs.asdict(self)
@@ -240,7 +253,8 @@ class _Components:
         self.data = PreparedData.encode(split, fit_encoder(split, self.teacher, config.threshold_bins))
         self.timings["prepare_s"] += time.perf_counter() - started
 
-        cache = ExplanationCache(config.cache_dir if config.cache_dir is not None else default_cache_dir())
+        directory = (config.cache_dir or default_cache_dir()) if config.cache else None
+        cache = ExplanationCache(directory)
         started = time.perf_counter()
         with progress.step("teacher TreeSHAP"):
             self.shap_train = self._explain(cache, self.data.train_frame)
@@ -252,7 +266,31 @@ class _Components:
         self.leaves_train = self.teacher.leaf_indices(self.data.train_frame)
 
     def _explain(self, cache: ExplanationCache, frame: pd.DataFrame) -> TreeShap:
-        return cache.get_or_compute(self.teacher, frame, "path-dependent", lambda: self.teacher.shap_values(frame))
+        if self.config.teacher_explanation == "path-dependent":
+            return cache.get_or_compute(self.teacher, frame, "path-dependent", lambda: self.teacher.shap_values(frame))
+        explainer = self._teacher_explainer()
+        rows = min(self.config.background_rows, len(self.data.train_frame))
+        background = self.data.train_frame.sample(rows, random_state=self.config.seed)
+        method = f"interventional-{frame_digest(background)[:16]}"
+        return cache.get_or_compute(
+            self.teacher, frame, method, lambda: explainer.explain_teacher(self.teacher, frame, background)
+        )
+
+    def _teacher_explainer(self) -> TeacherExplainer:
+        """The configured attributor if it can explain teachers, else the ``shap`` plugin's."""
+        candidate = self.registry.attributor(self.config.attributor, **self.config.attributor_options)
+        if isinstance(candidate, TeacherExplainer):
+            return candidate
+        if "shap" not in self.registry.names("attributor"):
+            raise ConfigError(
+                setting="teacher_explanation",
+                value="interventional",
+                fix="install gbdt2nn-shap (interventional TreeSHAP), or use 'path-dependent'",
+            )
+        explainer = self.registry.attributor("shap")
+        if not isinstance(explainer, TeacherExplainer):  # pragma: no cover - a broken third-party 'shap'
+            raise ConfigError(setting="teacher_explanation", value="interventional", fix="use 'path-dependent'")
+        return explainer
 
     def train_student(self, alignment_weight: float) -> DistillRun:
         config = attrs.evolve(self.config, alignment_weight=alignment_weight)

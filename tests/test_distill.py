@@ -42,6 +42,7 @@ def comparison(
     config = DistillConfig(
         teacher_options=TEACHER,
         student_options=STUDENT,
+        attributor="gradient-x-input",
         alignment="cosine",
         alignment_weight=1.0,
         cache_dir=str(tmp_path_factory.mktemp("treeshap")),

@@ -54,6 +54,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("gbdt2nn: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug, not a user mistake: still one line, with the way to see more
+        if os.environ.get("GBDT2NN_DEBUG"):
+            raise
+        detail = str(exc).splitlines()[0] if str(exc) else ""
+        print(
+            f"gbdt2nn: internal error: {type(exc).__name__}: {detail} "
+            "(run again with GBDT2NN_DEBUG=1 for the traceback, and please report it)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,6 +1,7 @@
 """``gbdt2nn distill``: distil a booster into a GBDT2NN student and compare it with plain distillation.
 
 With no data it runs on the bundled adult dataset and prints teacher vs plain student vs aligned student.
+Settings come from flags, from a TOML run file (``--config``), or both (flags win).
 """
 
 from __future__ import annotations
@@ -11,9 +12,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import attrs
+
 from gbdt2nn_core.errors import ConfigError, DataError
 
 __all__ = ["add_parser", "run"]
+
+_KINDS = ("teacher", "student", "attributor", "alignment")
 
 
 def add_parser(subparsers: Any) -> None:
@@ -27,24 +32,36 @@ def add_parser(subparsers: Any) -> None:
             "Without --data it runs on the bundled adult census dataset and compares plain and aligned students."
         ),
     )
+    parser.add_argument("--config", type=Path, help="TOML run file (see docs); flags override its settings")
     data = parser.add_argument_group("data")
     data.add_argument("--data", type=Path, help="CSV (.csv, .csv.gz) or Parquet file with features and target")
     data.add_argument("--target", help="name of the target column in --data")
     data.add_argument("--dataset", default=None, help="a bundled dataset instead of --data: adult or california")
     data.add_argument("--task", choices=["regression", "binary", "multiclass"], help="default: inferred from target")
     models = parser.add_argument_group("components (plugin names; see 'gbdt2nn plugins')")
-    models.add_argument("--teacher", default="lightgbm", help="teacher backend (default: lightgbm)")
+    models.add_argument("--teacher", help="teacher backend (default: lightgbm)")
     models.add_argument("--teacher-model", type=Path, help="distil this saved booster instead of training one")
-    models.add_argument(
-        "--attributor", default="gradient-x-input", help="student attributor (default: gradient-x-input)"
-    )
-    models.add_argument("--alignment", default="mse", help="alignment loss (default: mse)")
+    models.add_argument("--attributor", help="student attributor (default: structure)")
+    models.add_argument("--alignment", help="alignment loss (default: mse)")
+    for kind in _KINDS:
+        models.add_argument(
+            f"--{kind}-option",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help=f"option for the {kind} (VALUE in TOML syntax; repeatable), e.g. n_estimators=50",
+        )
     training = parser.add_argument_group("training")
-    training.add_argument("--alignment-weight", type=float, default=1.0, help="λ of the alignment term; 0 = plain")
+    training.add_argument("--alignment-weight", type=float, help="λ of the alignment term; 0 = plain (default: 1)")
     training.add_argument("--epochs", type=int, default=None, help="student training epochs (default: 20)")
-    training.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    training.add_argument("--seed", type=int, default=None, help="random seed (default: 0)")
     training.add_argument(
-        "--compare", action="store_true", help="also train a plain (λ = 0) student (on by default for the demo)"
+        "--teacher-explanation",
+        choices=["path-dependent", "interventional"],
+        help="teacher TreeSHAP: native path-dependent (default) or interventional (needs the shap plugin)",
+    )
+    training.add_argument(
+        "--compare", action="store_true", default=None, help="also train a plain (λ = 0) student (demo: always)"
     )
     output = parser.add_argument_group("output")
     output.add_argument("--out", type=Path, help="run folder to write (required with --data)")
@@ -53,72 +70,129 @@ def add_parser(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def _config(args: argparse.Namespace, task: str | None) -> Any:
-    from gbdt2nn_core.distill import DistillConfig
+def _parse_options(pairs: list[str], flag: str) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs with TOML values (numbers, booleans, quoted strings; bare words stay strings)."""
+    from gbdt2nn_core.config_file import tomllib
+
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(setting=flag, value=pair, fix="write KEY=VALUE, e.g. n_estimators=50")
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw
+        options[key.strip()] = value
+    return options
+
+
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    """Merge the TOML run file (if any) with the flags; a flag that is given wins."""
+    from gbdt2nn_core.config_file import ALLOWED_KEYS, read_config_file
+
+    file = read_config_file(args.config) if args.config is not None else {k: {} for k in ALLOWED_KEYS}
+    data, run_section = file["data"], file["run"]
+
+    def pick(flag: Any, section: dict[str, Any], key: str, default: Any = None) -> Any:
+        return flag if flag is not None else section.get(key, default)
+
+    def options(kind: str) -> dict[str, Any]:
+        flags = _parse_options(getattr(args, f"{kind}_option"), f"--{kind}-option")
+        return {**file[kind].get("options", {}), **flags}
 
     if args.epochs is not None and args.epochs < 1:
         raise ConfigError(setting="--epochs", value=args.epochs, fix="use a whole number of at least 1")
-    if args.alignment_weight < 0:
-        raise ConfigError(setting="--alignment-weight", value=args.alignment_weight, fix="use λ ≥ 0 (0 = plain)")
-    student_options: dict[str, Any] = {}
+    student_options = options("student")
     if args.epochs is not None:
         student_options["epochs"] = args.epochs
-    return DistillConfig(
-        task=task,  # type: ignore[arg-type]
-        teacher=args.teacher,
-        attributor=args.attributor,
-        alignment=args.alignment,
-        alignment_weight=args.alignment_weight,
-        student_options=student_options,
-        seed=args.seed,
-    )
+    config: dict[str, Any] = {
+        "task": pick(args.task, data, "task"),
+        "teacher": pick(args.teacher, file["teacher"], "name", "lightgbm"),
+        "teacher_options": options("teacher"),
+        "student": file["student"].get("name", "gbdt2nn"),
+        "student_options": student_options,
+        "attributor": pick(args.attributor, file["attributor"], "name", "structure"),
+        "attributor_options": options("attributor"),
+        "alignment": pick(args.alignment, file["alignment"], "loss", "mse"),
+        "alignment_options": options("alignment"),
+        "alignment_weight": pick(args.alignment_weight, file["alignment"], "weight", 1.0),
+        "alignment_fraction": file["alignment"].get("fraction", 1.0),
+        "seed": pick(args.seed, run_section, "seed", 0),
+        "teacher_explanation": pick(args.teacher_explanation, run_section, "teacher_explanation", "path-dependent"),
+    }
+    for key in ("test_size", "threshold_bins", "background_rows", "cache_dir", "cache"):
+        if key in run_section:
+            config[key] = run_section[key]
+    return {
+        "data": pick(args.data, data, "path"),
+        "dataset": pick(args.dataset, data, "dataset"),
+        "target": pick(args.target, data, "target"),
+        "teacher_model": pick(args.teacher_model, file["teacher"], "model"),
+        "out": pick(args.out, run_section, "out"),
+        "compare": pick(args.compare, run_section, "compare", False),
+        "config": config,
+    }
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the distillation described by the command-line arguments."""
-    from gbdt2nn_core.data import load_bundled, read_table
-    from gbdt2nn_core.distill import compare, distill
+    """Run the distillation described by the flags and the --config file."""
+    from gbdt2nn_core.data import load_bundled, read_table, split_features_target
+    from gbdt2nn_core.distill import DistillConfig, compare, distill
     from gbdt2nn_core.progress import RichProgress
     from gbdt2nn_core.registry import get_registry
     from gbdt2nn_core.runfolder import check_destination, write_run
 
-    if args.data is not None and args.dataset is not None:
+    settings = _settings(args)
+    data_path = Path(settings["data"]) if settings["data"] is not None else None
+    out = Path(settings["out"]) if settings["out"] is not None else None
+    if data_path is not None and settings["dataset"] is not None:
         raise DataError(problem="both --data and --dataset were given", fix="pass only one of them")
-    if args.data is not None:
-        if not args.target:
+    demo = data_path is None
+    if not demo:
+        if not settings["target"]:
             raise DataError(problem="--data needs --target", fix="name the target column with --target COL")
-        if args.out is None:
+        if out is None:
             raise DataError(problem="--data needs --out", fix="name a run folder to write with --out DIR")
-        demo = False
-    else:
-        demo = True
-    if args.out is not None:
-        check_destination(args.out, overwrite=args.overwrite)  # before minutes of training
-    if args.teacher_model is not None and not args.teacher_model.exists():
+    config = DistillConfig(**settings["config"])
+    if out is not None:
+        check_destination(out, overwrite=args.overwrite)  # before minutes of training
+    teacher_model = settings["teacher_model"]
+    if teacher_model is not None and not Path(teacher_model).exists():
         raise DataError(
-            problem=f"teacher model file {str(args.teacher_model)!r} does not exist", fix="check --teacher-model"
+            problem=f"teacher model file {str(teacher_model)!r} does not exist", fix="check --teacher-model"
         )
 
     if demo:
-        dataset = load_bundled(args.dataset or "adult")
-        frame, target, task = dataset.frame, dataset.target, args.task or dataset.task
+        dataset = load_bundled(settings["dataset"] or "adult")
+        frame, target = dataset.frame, dataset.target
+        if config.task is None:
+            config = attrs.evolve(config, task=dataset.task)
         title = f"bundled dataset '{dataset.name}' ({len(frame):,} rows, target {target})"
     else:
-        frame, target, task = read_table(args.data), args.target, args.task
-        title = f"{args.data.name} ({len(frame):,} rows, target {target})"
-    config = _config(args, task)
+        assert data_path is not None
+        frame, target = read_table(data_path), settings["target"]
+        title = f"{data_path.name} ({len(frame):,} rows, target {target})"
     registry = get_registry()
+    for kind, name in (
+        ("teacher", config.teacher),
+        ("student", config.student),
+        ("attributor", config.attributor),
+        ("alignment loss", config.alignment),
+    ):
+        registry.spec(kind, name)  # a misspelt name fails before anything is printed
+    split_features_target(frame, target)  # and so does a missing target column
     progress = RichProgress()
     progress.console.print(f"[bold]gbdt2nn distill[/] · {title}")
-    teacher_model = str(args.teacher_model) if args.teacher_model is not None else None
+    model = str(teacher_model) if teacher_model is not None else None
     plain = None
-    if (demo or args.compare) and config.alignment_weight > 0:
-        plain, main = compare(frame, target, config, teacher_model=teacher_model, registry=registry, progress=progress)
+    if (demo or settings["compare"]) and config.alignment_weight > 0:
+        plain, main = compare(frame, target, config, teacher_model=model, registry=registry, progress=progress)
     else:
-        main = distill(frame, target, config, teacher_model=teacher_model, registry=registry, progress=progress)
+        main = distill(frame, target, config, teacher_model=model, registry=registry, progress=progress)
 
-    if args.out is not None:
-        write_run(args.out, main, plain=plain, overwrite=args.overwrite)
+    if out is not None:
+        write_run(out, main, plain=plain, overwrite=args.overwrite)
     if args.json:
         payload = dict(main.metrics)
         if plain is not None:
@@ -126,8 +200,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(payload, indent=2))
     else:
         _print_table(main, plain)
-        if args.out is not None:
-            print(f"run folder: {args.out}")
+        if out is not None:
+            print(f"run folder: {out}")
     return 0
 
 

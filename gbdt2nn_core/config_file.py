@@ -1,0 +1,107 @@
+"""Run settings from a TOML file, so an experiment is a file you can keep next to its results.
+
+Every section and key is optional; command-line flags override the file. Example (``gbdt2nn distill
+--config run.toml``)::
+
+    [data]
+    path = "data/churn.parquet"      # or: dataset = "adult"
+    target = "churned"
+    task = "binary"                  # default: inferred from the target
+
+    [teacher]
+    name = "xgboost"
+    model = "models/churn.ubj"       # optional: distil this booster instead of training one
+    options = { n_estimators = 200 }
+
+    [student]
+    name = "gbdt2nn"
+    options = { epochs = 30, n_groups = 10 }
+
+    [attributor]
+    name = "integrated-gradients"
+    options = { steps = 16 }
+
+    [alignment]
+    loss = "rank"
+    weight = 1.0                     # λ; 0 = plain distillation
+    fraction = 1.0                   # share of batches that carry the alignment term
+    options = { temperature = 1.0 }
+
+    [run]
+    seed = 0
+    test_size = 0.2
+    threshold_bins = 64
+    teacher_explanation = "path-dependent"   # or "interventional"
+    out = "runs/churn"
+    compare = true                   # also train a plain (λ = 0) student
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from gbdt2nn_core.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+__all__ = ["ALLOWED_KEYS", "read_config_file"]
+
+#: section -> keys it may hold
+ALLOWED_KEYS: dict[str, frozenset[str]] = {
+    "data": frozenset({"path", "dataset", "target", "task"}),
+    "teacher": frozenset({"name", "model", "options"}),
+    "student": frozenset({"name", "options"}),
+    "attributor": frozenset({"name", "options"}),
+    "alignment": frozenset({"loss", "weight", "fraction", "options"}),
+    "run": frozenset(
+        {
+            "seed",
+            "test_size",
+            "threshold_bins",
+            "teacher_explanation",
+            "background_rows",
+            "out",
+            "compare",
+            "cache_dir",
+            "cache",
+        }
+    ),
+}
+
+
+def read_config_file(path: str | Path) -> dict[str, dict[str, Any]]:
+    """Parse and check a run file; unknown sections or keys are errors that list the allowed ones."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(setting="--config", value=str(path), fix="pass the path of an existing TOML file")
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(setting="--config", value=str(path), fix=f"fix the TOML syntax ({exc})") from exc
+    for section, content in document.items():
+        if section not in ALLOWED_KEYS:
+            raise ConfigError(
+                setting=f"[{section}] in {path.name}",
+                value=section,
+                fix=f"use the sections {', '.join(ALLOWED_KEYS)}",
+            )
+        if not isinstance(content, dict):
+            raise ConfigError(setting=f"{section} in {path.name}", value=content, fix=f"make [{section}] a table")
+        unknown = set(content) - ALLOWED_KEYS[section]
+        if unknown:
+            raise ConfigError(
+                setting=f"[{section}] {sorted(unknown)[0]} in {path.name}",
+                value=content[sorted(unknown)[0]],
+                fix=f"[{section}] takes {', '.join(sorted(ALLOWED_KEYS[section]))}",
+            )
+        options = content.get("options", {})
+        if not isinstance(options, dict):
+            raise ConfigError(
+                setting=f"[{section}] options in {path.name}", value=options, fix="write options as a table"
+            )
+    return {section: dict(document.get(section, {})) for section in ALLOWED_KEYS}
