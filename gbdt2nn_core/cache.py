@@ -9,8 +9,8 @@ rename), so an interrupted run never leaves a half-written entry behind.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
-import tempfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from gbdt2nn_core.interfaces import Teacher, TreeShap
+from gbdt2nn_core.model_files import write_atomic
 
 __all__ = ["CACHE_ENV", "ExplanationCache", "default_cache_dir"]
 
@@ -74,12 +75,7 @@ class ExplanationCache:
         self.misses += 1
         result = compute()
         self.directory.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=self.directory, suffix=".npz.tmp")
-        try:
-            with os.fdopen(handle, "wb") as file:
-                np.savez(file, values=result.values, expected_value=result.expected_value, method=result.method)
-            os.replace(temporary, path)
-        finally:
-            if os.path.exists(temporary):
-                os.unlink(temporary)
+        buffer = io.BytesIO()
+        np.savez(buffer, values=result.values, expected_value=result.expected_value, method=result.method)
+        write_atomic(path, buffer.getvalue())
         return result

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from gbdt2nn_core.errors import ConfigError, ModelFileError
 
-__all__ = ["read_model_file", "write_atomic"]
+__all__ = ["current_umask", "read_model_file", "write_atomic"]
 
 
 def read_model_file(path: str | os.PathLike[str]) -> bytes:
@@ -27,6 +27,13 @@ def read_model_file(path: str | os.PathLike[str]) -> bytes:
         raise ModelFileError(path=where, problem="no such file", fix="check the path") from None
     except OSError as exc:
         raise ModelFileError(path=where, problem=exc.strerror or str(exc), fix="check the path") from None
+
+
+def current_umask() -> int:
+    """The process umask (read by setting and restoring it; there is no read-only call)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
@@ -47,6 +54,7 @@ def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(temporary, 0o666 & ~current_umask())  # mkstemp's 0600 would hide the model from other users
         os.replace(temporary, target)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
