@@ -23,7 +23,7 @@ from torch import nn
 
 from gbdt2nn_core.alignment import column_attributions, frozen_batchnorm
 from gbdt2nn_core.distill import DistillRun
-from gbdt2nn_core.errors import ConfigError, Gbdt2nnError
+from gbdt2nn_core.errors import ConfigError, Gbdt2nnError, NotFittedError
 from gbdt2nn_core.interfaces import Tree, TreeEnsemble
 from gbdt2nn_core.registry import Registry
 from gbdt2nn_core.student import GBDT2NNConfig, GBDT2NNModule, GBDT2NNStudent
@@ -485,8 +485,10 @@ def test_unknown_student_option_lists_the_known_ones() -> None:
 
 
 def test_unfitted_student_says_so() -> None:
-    with pytest.raises(Gbdt2nnError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="before fit") as info:
         GBDT2NNStudent().predict_margin(np.zeros((2, 3), dtype=np.float32))
+    assert isinstance(info.value, Gbdt2nnError)
+    assert info.value.component == "GBDT2NNStudent"
 
 
 def test_student_margins_are_float32_and_batch_independent(adult_run: DistillRun) -> None:

@@ -11,9 +11,12 @@ with ``β_e = β_0 · max(β_floor, r^⌊e / d⌋)``, AdamW (lr 1e-3, weight dec
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -22,9 +25,10 @@ import torch
 from torch import nn
 
 from gbdt2nn_core.alignment import Alignment, column_attributions, frozen_batchnorm
-from gbdt2nn_core.errors import ConfigError, Gbdt2nnError
+from gbdt2nn_core.errors import ConfigError, NotFittedError
 from gbdt2nn_core.interfaces import Attributor, Student, Task, Teacher
 from gbdt2nn_core.progress import NullProgress, Progress
+from gbdt2nn_core.student._checkpoint import load_checkpoint, save_checkpoint
 from gbdt2nn_core.student._grouping import group_trees, select_group_features
 from gbdt2nn_core.student._leaf_embedding import LeafEmbedding, fit_leaf_embedding, group_leaf_sums
 from gbdt2nn_core.student.module import GBDT2NNModule
@@ -154,7 +158,9 @@ class GBDT2NNStudent(Student):
     @property
     def module(self) -> GBDT2NNModule:
         if self.module_ is None:
-            raise _NotFitted()
+            raise NotFittedError(
+                component="GBDT2NNStudent", method="module", fix="call fit() first, or load a saved student"
+            )
         return self.module_
 
     def margin(self, z: torch.Tensor) -> torch.Tensor:
@@ -175,6 +181,7 @@ class GBDT2NNStudent(Student):
         alignment: Alignment | None = None,
         progress: Progress | None = None,
         on_epoch_end: Callable[[GBDT2NNStudent, int], dict[str, float] | None] | None = None,
+        checkpoint: Path | None = None,
     ) -> GBDT2NNStudent:
         """Distil ``teacher`` into the network.
 
@@ -183,17 +190,22 @@ class GBDT2NNStudent(Student):
         describe the encoding (see :class:`~gbdt2nn_core.encoding.InputEncoder`). ``teacher_margin`` (the
         teacher's margins of the training rows) is needed when ``teacher_weight > 0``. ``on_epoch_end(student,
         epoch)`` may return metrics (validation loss, agreement...) to store in the epoch's record.
+
+        With ``checkpoint``, the state after the leaf embedding and after every epoch is saved there, and a
+        matching checkpoint found there is resumed: the result is the same as an uninterrupted run.
         """
         progress = progress or NullProgress()
         cfg = self.config
+        n = z.shape[0]
+        if n < 2:
+            raise ConfigError(setting="training rows", value=n, fix="train on at least two rows")
         torch.manual_seed(cfg.seed)
         generator = torch.Generator().manual_seed(cfg.seed)
         module, groups = self._build(teacher, column_of)
         self.groups_ = groups
         ensemble = teacher.structure()
-        n = z.shape[0]
-        if n < 2:
-            raise ConfigError(setting="training rows", value=n, fix="train on at least two rows")
+        fingerprint = _fingerprint(cfg, teacher, z, y, alignment)
+        resumed = load_checkpoint(checkpoint, fingerprint) if checkpoint is not None else None
 
         # --- step 4: leaf embeddings, then frozen heads and embedding targets G_j(x)
         leaf_sums = torch.as_tensor(group_leaf_sums(ensemble, leaves, groups), dtype=torch.float32)
@@ -201,17 +213,22 @@ class GBDT2NNStudent(Student):
         leaves_t = torch.as_tensor(leaves, dtype=torch.long)
         steps = math.ceil(n / cfg.batch_size) * cfg.leaf_epochs
         with progress.step("leaf embedding", total=steps):
-            self.leaf_history_ = fit_leaf_embedding(
-                embedding,
-                leaves_t,
-                leaf_sums,
-                epochs=cfg.leaf_epochs,
-                batch_size=cfg.batch_size,
-                lr=cfg.lr,
-                weight_decay=cfg.weight_decay,
-                generator=generator,
-                on_step=progress.advance,
-            )
+            if resumed is not None:
+                embedding.load_state_dict(resumed["leaf_embedding"])
+                embedding.eval()
+                self.leaf_history_ = list(resumed["leaf_history"])
+            else:
+                self.leaf_history_ = fit_leaf_embedding(
+                    embedding,
+                    leaves_t,
+                    leaf_sums,
+                    epochs=cfg.leaf_epochs,
+                    batch_size=cfg.batch_size,
+                    lr=cfg.lr,
+                    weight_decay=cfg.weight_decay,
+                    generator=generator,
+                    on_step=progress.advance,
+                )
             with torch.no_grad():
                 targets = torch.cat([embedding.embed(leaves_t[i : i + 4096]) for i in range(0, n, 4096)])
                 module.head_weight.copy_(embedding.weight)
@@ -220,71 +237,48 @@ class GBDT2NNStudent(Student):
         # --- steps 5-6 (+ alignment): train the group networks
         z_t = torch.as_tensor(z, dtype=torch.float32)
         y_t = torch.as_tensor(y, dtype=torch.long if task == "multiclass" else torch.float32)
-        task_loss = _task_loss(task)
-        soft_targets = None
-        if cfg.teacher_weight > 0:
-            if teacher_margin is None:
-                raise ConfigError(setting="teacher_weight", value=cfg.teacher_weight, fix="pass teacher_margin to fit")
-            soft_targets = torch.tensor(_soft_targets(task, teacher_margin), dtype=torch.float32)
-            soft_loss = _soft_loss(task)
-        emb_weight = module.head_weight.abs()
-        optimizer = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        align_targets = aggregation_t = None
+        objective = _Objective(cfg, task, module, targets, y_t, teacher_margin, alignment, aggregation)
         if alignment is not None:
-            if not alignment.attributor.differentiable:
-                raise ConfigError(
-                    setting="attributor",
-                    value=type(alignment.attributor).__name__,
-                    fix="joint training needs a differentiable attributor (e.g. gradient-x-input)",
-                )
-            align_targets = torch.tensor(alignment.teacher_attributions, dtype=torch.float32)
-            aggregation_t = torch.as_tensor(aggregation, dtype=torch.float32)
-            background = z_t[torch.randperm(n, generator=generator)[:256]]
-            alignment.attributor.fit(module, background)
+            # a generator of its own, so resuming at any epoch draws the same background sample
+            background_rows = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed + 1))[:256]
+            alignment.attributor.fit(module, z_t[background_rows])
+        optimizer = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.module_ = module
         self.history_ = []
-        batches = math.ceil(n / cfg.batch_size)
+        first_epoch = 0
+        if resumed is not None:
+            module.load_state_dict(resumed["module"])
+            optimizer.load_state_dict(resumed["optimizer"])
+            generator.set_state(resumed["generator"])
+            torch.set_rng_state(resumed["torch_rng"])
+            self.history_ = [EpochRecord(**record) for record in json.loads(resumed["history"])]
+            first_epoch = int(resumed["epochs_done"])
+
+        def save(epochs_done: int) -> None:
+            if checkpoint is None:
+                return
+            save_checkpoint(
+                checkpoint,
+                {
+                    "fingerprint": fingerprint,
+                    "epochs_done": epochs_done,
+                    "module": module.state_dict(),
+                    "leaf_embedding": embedding.state_dict(),
+                    "leaf_history": list(self.leaf_history_),
+                    "optimizer": optimizer.state_dict(),
+                    "generator": generator.get_state(),
+                    "torch_rng": torch.get_rng_state(),
+                    "history": json.dumps([attrs.asdict(record) for record in self.history_]),
+                },
+            )
+
+        if resumed is None:
+            save(0)
         with progress.step("student training", total=cfg.epochs):
-            for epoch in range(cfg.epochs):
+            progress.advance(first_epoch)
+            for epoch in range(first_epoch, cfg.epochs):
                 started = time.perf_counter()
-                beta = cfg.beta(epoch)
-                module.train()
-                order = torch.randperm(n, generator=generator)
-                carry = torch.rand(batches, generator=generator) < (alignment.fraction if alignment else 0.0)
-                sums = {"task": 0.0, "emb": 0.0, "align": 0.0}
-                aligned_rows = 0
-                for b, start in enumerate(range(0, n, cfg.batch_size)):
-                    rows = order[start : start + cfg.batch_size]
-                    if len(rows) < 2:
-                        continue
-                    zb = z_t[rows]
-                    emb = module.embeddings(zb)
-                    prediction = module.combine(module.group_outputs(emb))
-                    loss_task = task_loss(prediction, y_t[rows])
-                    if soft_targets is not None:
-                        loss_task = (1 - cfg.teacher_weight) * loss_task + cfg.teacher_weight * soft_loss(
-                            prediction, soft_targets[rows]
-                        )
-                    loss_emb = (((emb - targets[rows]) ** 2) * emb_weight).sum(dim=(1, 2)).mean()
-                    loss = (1.0 - beta) * loss_task + beta * loss_emb
-                    if alignment is not None and carry[b]:
-                        with frozen_batchnorm(module):
-                            student_attr = column_attributions(
-                                alignment.attributor, module, zb, aggregation_t, create_graph=True
-                            )
-                        teacher_attr = align_targets[rows]
-                        loss_align = alignment.loss(
-                            student_attr.reshape(-1, student_attr.shape[-1]),
-                            teacher_attr.reshape(-1, teacher_attr.shape[-1]),
-                        )
-                        loss = loss + alignment.weight * loss_align
-                        sums["align"] += float(loss_align.detach()) * len(rows)
-                        aligned_rows += len(rows)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    sums["task"] += float(loss_task.detach()) * len(rows)
-                    sums["emb"] += float(loss_emb.detach()) * len(rows)
+                sums = self._train_epoch(epoch, z_t, objective, optimizer, generator, alignment)
                 extra = None
                 if on_epoch_end is not None:
                     module.eval()
@@ -292,16 +286,53 @@ class GBDT2NNStudent(Student):
                 record = EpochRecord(
                     extra=dict(extra or {}),
                     epoch=epoch,
-                    beta=beta,
+                    beta=cfg.beta(epoch),
                     task_loss=sums["task"] / n,
                     embedding_loss=sums["emb"] / n,
-                    alignment_loss=sums["align"] / aligned_rows if aligned_rows else None,
+                    alignment_loss=sums["align"] / sums["aligned_rows"] if sums["aligned_rows"] else None,
                     seconds=time.perf_counter() - started,
                 )
                 self.history_.append(record)
+                save(epoch + 1)
                 progress.advance(1, loss=record.task_loss)
         module.eval()
         return self
+
+    def _train_epoch(
+        self,
+        epoch: int,
+        z: torch.Tensor,
+        objective: _Objective,
+        optimizer: torch.optim.Optimizer,
+        generator: torch.Generator,
+        alignment: Alignment | None,
+    ) -> dict[str, float]:
+        """One pass over the rows in a seeded random order; returns summed losses."""
+        cfg, module = self.config, self.module
+        beta = cfg.beta(epoch)
+        module.train()
+        n = z.shape[0]
+        order = torch.randperm(n, generator=generator)
+        batches = math.ceil(n / cfg.batch_size)
+        carry = torch.rand(batches, generator=generator) < (alignment.fraction if alignment else 0.0)
+        sums = {"task": 0.0, "emb": 0.0, "align": 0.0, "aligned_rows": 0.0}
+        for b, start in enumerate(range(0, n, cfg.batch_size)):
+            rows = order[start : start + cfg.batch_size]
+            if len(rows) < 2:  # BatchNorm needs two rows
+                continue
+            loss_task, loss_emb = objective.distillation(z[rows], rows)
+            loss = (1.0 - beta) * loss_task + beta * loss_emb
+            if alignment is not None and carry[b]:
+                loss_align = objective.alignment(z[rows], rows)
+                loss = loss + alignment.weight * loss_align
+                sums["align"] += float(loss_align.detach()) * len(rows)
+                sums["aligned_rows"] += len(rows)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            sums["task"] += float(loss_task.detach()) * len(rows)
+            sums["emb"] += float(loss_emb.detach()) * len(rows)
+        return sums
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
@@ -325,10 +356,77 @@ class GBDT2NNStudent(Student):
         return torch.cat(chunks).numpy()
 
 
-@attrs.define(auto_exc=True)
-class _NotFitted(Gbdt2nnError):
-    def message(self) -> str:
-        return "this student is not fitted yet; call fit() first"
+class _Objective:
+    """The parts of the joint loss for a batch of rows: task + embedding imitation, and alignment."""
+
+    def __init__(
+        self,
+        cfg: GBDT2NNConfig,
+        task: Task,
+        module: GBDT2NNModule,
+        embedding_targets: torch.Tensor,
+        y: torch.Tensor,
+        teacher_margin: np.ndarray | None,
+        alignment: Alignment | None,
+        aggregation: np.ndarray,
+    ) -> None:
+        self.cfg, self.module, self.targets, self.y = cfg, module, embedding_targets, y
+        self.task_loss = _task_loss(task)
+        self.embedding_weight = module.head_weight.abs()
+        self.soft_targets: torch.Tensor | None = None
+        if cfg.teacher_weight > 0:
+            if teacher_margin is None:
+                raise ConfigError(setting="teacher_weight", value=cfg.teacher_weight, fix="pass teacher_margin to fit")
+            self.soft_targets = torch.tensor(_soft_targets(task, teacher_margin), dtype=torch.float32)
+            self.soft_loss = _soft_loss(task)
+        self.alignment_spec = alignment
+        if alignment is not None:
+            if not alignment.attributor.differentiable:
+                raise ConfigError(
+                    setting="attributor",
+                    value=type(alignment.attributor).__name__,
+                    fix="joint training needs a differentiable attributor (e.g. structure or gradient-x-input)",
+                )
+            self.teacher_attributions = torch.tensor(alignment.teacher_attributions, dtype=torch.float32)
+            self.aggregation = torch.as_tensor(aggregation, dtype=torch.float32)
+
+    def distillation(self, z: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``L_task`` (labels, optionally mixed with the teacher's margins) and the |w|-weighted embedding loss."""
+        embeddings = self.module.embeddings(z)
+        prediction = self.module.combine(self.module.group_outputs(embeddings))
+        loss_task = self.task_loss(prediction, self.y[rows])
+        if self.soft_targets is not None:
+            weight = self.cfg.teacher_weight
+            loss_task = (1 - weight) * loss_task + weight * self.soft_loss(prediction, self.soft_targets[rows])
+        loss_embedding = (((embeddings - self.targets[rows]) ** 2) * self.embedding_weight).sum(dim=(1, 2)).mean()
+        return loss_task, loss_embedding
+
+    def alignment(self, z: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """``L_align`` between the student's per-column attributions and the teacher's, back-propagatable."""
+        assert self.alignment_spec is not None
+        with frozen_batchnorm(self.module):
+            student = column_attributions(
+                self.alignment_spec.attributor, self.module, z, self.aggregation, create_graph=True
+            )
+        teacher = self.teacher_attributions[rows]
+        return self.alignment_spec.loss(student.reshape(-1, student.shape[-1]), teacher.reshape(-1, teacher.shape[-1]))
+
+
+def _fingerprint(
+    cfg: GBDT2NNConfig, teacher: Teacher, z: np.ndarray, y: np.ndarray, alignment: Alignment | None
+) -> str:
+    """Identifies a training setup, so a checkpoint is only resumed by the run that wrote it."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps(attrs.asdict(cfg), sort_keys=True, default=str).encode())
+    digest.update(teacher.fingerprint().encode())
+    digest.update(np.ascontiguousarray(z).tobytes())
+    digest.update(np.ascontiguousarray(y).tobytes())
+    if alignment is not None:
+        loss_name = getattr(alignment.loss, "__qualname__", type(alignment.loss).__qualname__)
+        described = (type(alignment.attributor).__qualname__, loss_name, alignment.weight, alignment.fraction)
+        digest.update(repr(described).encode())
+        digest.update(np.ascontiguousarray(alignment.teacher_attributions).tobytes())
+    return digest.hexdigest()
 
 
 def _task_loss(task: Task) -> nn.Module:
