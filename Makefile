@@ -1,32 +1,45 @@
-# Quick start:  make demo  (set up + distil the bundled adult dataset)   ·   make test  (set up + run the tests)
-# Everything installs into .venv from the pinned constraints.txt (CPU torch), core and plugins in editable mode.
+# Quick start:  make demo  (set up + distil the bundled adult dataset)   ·   make test  (set up + run what CI runs)
+# Everything installs from the pinned constraints.txt (CPU torch). `make demo` uses .venv, with the core and every
+# plugin installed in editable mode; `make test` installs nox into .venv and runs the default nox sessions, which
+# build their own environments under .nox/ (see `nox -l`, or noxfile.py).
 
-PYTHON ?= python3
-VENV   ?= .venv
-BIN    := $(VENV)/bin
-PLUGINS := $(sort $(wildcard plugins/gbdt2nn-*))
-STAMP  := $(VENV)/.installed
+PYTHON   ?= python3
+VENV     ?= .venv
+BIN      := $(VENV)/bin
+PLUGINS  := $(sort $(wildcard plugins/gbdt2nn-*))
+PIP      := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
+STAMP    := $(VENV)/.installed
+NOX      := $(VENV)/.nox-installed
+# Extra arguments for nox, e.g.  make test NOXFLAGS='-s "plugin(shap)"'  or  NOXFLAGS='-t plugins'
+NOXFLAGS ?=
 
-.PHONY: demo test lint setup clean
+.PHONY: demo test lint typecheck setup clean
 
-$(STAMP): pyproject.toml constraints.txt $(addsuffix /pyproject.toml,$(PLUGINS))
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt torch==2.13.0
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt \
-		-e . $(addprefix -e ,$(PLUGINS)) pytest captum pyarrow ruff
-	touch $(STAMP)
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
 
-setup: $(STAMP)  ## create .venv with the core, every plugin and the test tools
+$(NOX): constraints.txt | $(BIN)/python
+	$(PIP) nox
+	touch $@
+
+$(STAMP): pyproject.toml constraints.txt $(addsuffix /pyproject.toml,$(PLUGINS)) | $(BIN)/python
+	$(PIP) torch==2.13.0
+	$(PIP) -e . $(addprefix -e ,$(PLUGINS)) pytest captum pyarrow ruff
+	touch $@
+
+setup: $(STAMP)  ## .venv with the core, every plugin (editable) and the test tools
 
 demo: $(STAMP)  ## distil the bundled adult dataset: teacher vs plain vs aligned student
 	$(BIN)/gbdt2nn distill
 
-lint: $(STAMP)
-	$(BIN)/ruff check gbdt2nn_core plugins tests scripts
+test: $(NOX)  ## the default nox sessions: lint, core alone, each plugin alone, all, e2e grid, example plugin
+	$(BIN)/nox $(NOXFLAGS)
 
-test: $(STAMP)  ## lint, then the test suites of the core and of every plugin
-	$(BIN)/ruff check gbdt2nn_core plugins tests scripts
-	GBDT2NN_STRICT_PLUGINS=1 $(BIN)/python -m pytest tests $(addsuffix /tests,$(PLUGINS)) -q
+lint: $(NOX)  ## ruff check + ruff format --check
+	$(BIN)/nox -s lint
+
+typecheck: $(NOX)  ## mypy --strict on the core and the plugins (not in make test yet)
+	$(BIN)/nox -s typecheck
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .nox .pytest_cache .ruff_cache .mypy_cache

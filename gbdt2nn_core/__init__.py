@@ -8,11 +8,13 @@ metrics and the CLI. Teachers, attributors and alignment losses come from plugin
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 from gbdt2nn_core.errors import (
     ConfigError,
     DataError,
     DuplicatePluginError,
+    ExportError,
     Gbdt2nnError,
     ModelFileError,
     NotFittedError,
@@ -34,6 +36,14 @@ from gbdt2nn_core.interfaces import (
 from gbdt2nn_core.registry import Registry, get_registry
 from gbdt2nn_core.specs import AlignmentLossSpec, AttributorSpec, ComponentSpec, StudentSpec, TeacherSpec
 
+#: Public names that load on first access: the estimators import scikit-learn and torch.
+_LAZY = {
+    "EstimatorNotFittedError": "gbdt2nn_core.estimator",
+    "GBDT2NNClassifier": "gbdt2nn_core.estimator",
+    "GBDT2NNRegressor": "gbdt2nn_core.estimator",
+    "load_estimator": "gbdt2nn_core.estimator",
+}
+
 try:
     __version__ = version("gbdt2nn-core")
 except PackageNotFoundError:  # pragma: no cover - running from a source tree that was never installed
@@ -49,6 +59,10 @@ __all__ = [
     "ConfigError",
     "DataError",
     "DuplicatePluginError",
+    "EstimatorNotFittedError",
+    "ExportError",
+    "GBDT2NNClassifier",
+    "GBDT2NNRegressor",
     "Gbdt2nnError",
     "ModelFileError",
     "NotFittedError",
@@ -67,4 +81,19 @@ __all__ = [
     "__version__",
     "get_registry",
     "hookimpl",
+    "load_estimator",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

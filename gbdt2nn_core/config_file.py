@@ -86,17 +86,17 @@ def read_config_file(path: str | Path) -> dict[str, dict[str, Any]]:
     for section, content in document.items():
         if section not in ALLOWED_KEYS:
             raise ConfigError(
-                setting=f"[{section}] in {path.name}",
-                value=section,
-                fix=f"use the sections {', '.join(ALLOWED_KEYS)}",
+                setting=f"{path.name} section",
+                value=f"[{section}]",
+                fix=f"use the sections {', '.join(f'[{name}]' for name in ALLOWED_KEYS)}",
             )
         if not isinstance(content, dict):
             raise ConfigError(setting=f"{section} in {path.name}", value=content, fix=f"make [{section}] a table")
         unknown = set(content) - ALLOWED_KEYS[section]
         if unknown:
             raise ConfigError(
-                setting=f"[{section}] {sorted(unknown)[0]} in {path.name}",
-                value=content[sorted(unknown)[0]],
+                setting=f"{path.name} [{section}] key",
+                value=sorted(unknown)[0],
                 fix=f"[{section}] takes {', '.join(sorted(ALLOWED_KEYS[section]))}",
             )
         options = content.get("options", {})

@@ -131,17 +131,39 @@ def infer_task(y: pd.Series | np.ndarray) -> Task:
 
 @attrs.frozen(kw_only=True)
 class ColumnSchema:
-    """One input column: numeric (float64, NaN = missing) or categorical (fixed categories)."""
+    """One input column: numeric (float64, NaN = missing) or categorical (fixed categories).
+
+    Categories keep their original values (strings, integers...), because a booster trained on a ``category``
+    column of integers matches rows by those values: turning them into strings would make every row missing.
+    """
 
     name: str
     kind: Literal["numeric", "categorical"]
-    categories: tuple[str, ...] = ()
+    categories: tuple[Any, ...] = ()
 
 
 def _is_categorical(series: pd.Series) -> bool:
-    return isinstance(series.dtype, pd.CategoricalDtype) or not (
-        pd.api.types.is_numeric_dtype(series.dtype) and not pd.api.types.is_bool_dtype(series.dtype)
-    )
+    """Categories, strings and objects are categorical; numbers and booleans are numeric (as in both backends)."""
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        return True
+    return not (pd.api.types.is_numeric_dtype(series.dtype) or pd.api.types.is_bool_dtype(series.dtype))
+
+
+def _plain(value: Any) -> Any:
+    """A category value as a JSON-friendly Python scalar (numpy integers become int, and so on)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _category_key(value: Any) -> str:
+    """How values are matched to categories: ``1``, ``1.0``, ``"1"`` and ``np.int64(1)`` are the same category."""
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _sorted_categories(values: Any) -> tuple[Any, ...]:
+    plain = {_plain(v) for v in values}
+    return tuple(sorted(plain, key=lambda v: (type(v).__name__, str(v) if isinstance(v, str) else v)))
 
 
 @attrs.frozen(kw_only=True)
@@ -169,9 +191,9 @@ class TabularSchema:
             series = frame[name]
             if str(name) in forced or _is_categorical(series):
                 if isinstance(series.dtype, pd.CategoricalDtype):
-                    categories = tuple(str(c) for c in series.cat.categories)
+                    categories = tuple(_plain(c) for c in series.cat.categories)
                 else:
-                    categories = tuple(sorted({str(v) for v in series.dropna().unique()}))
+                    categories = _sorted_categories(series.dropna().unique())
                 columns.append(ColumnSchema(name=str(name), kind="categorical", categories=categories))
             else:
                 columns.append(ColumnSchema(name=str(name), kind="numeric"))
@@ -209,8 +231,12 @@ class TabularSchema:
                 try:
                     values = pd.to_numeric(series, errors="raise").astype("float64")
                 except (ValueError, TypeError) as exc:
+                    coerced = pd.to_numeric(series, errors="coerce")
+                    bad = series[coerced.isna() & series.notna()]
+                    example = f" such as {bad.iloc[0]!r}" if len(bad) else ""
                     raise DataError(
-                        problem=f"column {column.name!r} should be numeric but holds {exc}",
+                        problem=f"column {column.name!r} should be numeric but holds text{example}"
+                        + (f" in {len(bad)} row(s)" if len(bad) else ""),
                         fix="clean the column or declare it categorical",
                     ) from exc
                 if np.isinf(values.to_numpy()).any():
@@ -220,9 +246,11 @@ class TabularSchema:
                     )
                 out[column.name] = values
             else:
-                text = series.astype("object").where(series.notna(), None)
-                text = text.map(lambda v: None if v is None else str(v))
-                known = text.where(text.isin(column.categories))  # unseen categories become missing
+                lookup = {_category_key(c): c for c in column.categories}
+                # unseen categories become missing, like missing values
+                values = series.astype("object")
+                mapping = {v: lookup.get(_category_key(v)) for v in pd.unique(values[values.notna()])}
+                known = values.map(mapping).where(values.notna(), None)
                 out[column.name] = pd.Categorical(known, categories=list(column.categories))
         return pd.DataFrame(out, index=frame.index)
 
@@ -248,6 +276,8 @@ class TargetEncoder:
         if task not in TASKS:
             raise ConfigError(setting="task", value=task, fix=f"use one of {', '.join(TASKS)}")
         values = pd.Series(np.asarray(y))
+        if len(values) == 0:
+            raise DataError(problem="the data has no rows", fix="pass at least one row")
         if values.isna().any():
             raise DataError(
                 problem=f"the target has {int(values.isna().sum())} missing value(s)", fix="drop those rows first"

@@ -28,7 +28,7 @@ from gbdt2nn_core.data import TabularSchema, TargetEncoder, infer_task, split_fe
 from gbdt2nn_core.encoding import InputEncoder, teacher_thresholds
 from gbdt2nn_core.errors import ConfigError, DataError
 from gbdt2nn_core.interfaces import TASKS, Attributor, Task, Teacher, TeacherExplainer, TreeShap
-from gbdt2nn_core.metrics import agreement, fidelity, task_metrics
+from gbdt2nn_core.metrics import agreement, agreement_per_output, fidelity, task_metrics
 from gbdt2nn_core.progress import NullProgress, Progress
 from gbdt2nn_core.registry import Registry, get_registry
 from gbdt2nn_core.student import GBDT2NNStudent
@@ -38,11 +38,16 @@ __all__ = [
     "DistillRun",
     "PreparedData",
     "SplitData",
+    "build_teacher",
+    "check_component_names",
     "compare",
     "distill",
+    "encoder_for",
     "fit_encoder",
     "prepare",
     "split_data",
+    "teacher_explanations",
+    "train_student",
 ]
 
 
@@ -54,6 +59,12 @@ def _check_weight(_: object, attribute: attrs.Attribute[float], value: float) ->
 def _check_fraction(_: object, attribute: attrs.Attribute[float], value: float) -> None:
     if not (isinstance(value, (int, float)) and 0 < value <= 1):
         raise ConfigError(setting=attribute.name, value=value, fix="use a number in (0, 1]")
+
+
+def _check_test_size(_: object, attribute: attrs.Attribute[float], value: float) -> None:
+    # 1 would leave no training rows, and train_test_split's own error would blame the classes
+    if isinstance(value, bool) or not (isinstance(value, (int, float)) and 0 < value < 1):
+        raise ConfigError(setting=attribute.name, value=value, fix="use a number between 0 and 1, e.g. 0.2")
 
 
 def _check_task(_: object, attribute: attrs.Attribute[str | None], value: str | None) -> None:
@@ -93,7 +104,7 @@ class DistillConfig:
     alignment_options: dict[str, Any] = attrs.field(factory=dict, converter=_options)
     alignment_weight: float = attrs.field(default=1.0, validator=_check_weight)
     alignment_fraction: float = attrs.field(default=1.0, validator=_check_fraction)
-    test_size: float = attrs.field(default=0.2, validator=_check_fraction)
+    test_size: float = attrs.field(default=0.2, validator=_check_test_size)
     #: Teacher explanations to imitate: native ``"path-dependent"`` TreeSHAP, or ``"interventional"`` TreeSHAP
     #: against a background sample of training rows (from an attributor with ``explain_teacher``, e.g. ``shap``).
     teacher_explanation: str = attrs.field(default="path-dependent", validator=_check_explanation)
@@ -190,15 +201,149 @@ def prepare(
 
 def fit_encoder(split: SplitData, teacher: Teacher | None, threshold_bins: int) -> InputEncoder:
     """The student's input encoder for this split, using the teacher's thresholds when there is a teacher."""
+    return encoder_for(split.train_frame, split.schema, teacher, threshold_bins)
+
+
+def encoder_for(
+    frame: pd.DataFrame, schema: TabularSchema, teacher: Teacher | None, threshold_bins: int
+) -> InputEncoder:
+    """The student's input encoder fitted on teacher-ready training rows ``frame``.
+
+    With a fitted ``teacher`` and ``threshold_bins > 0``, numeric columns also get the one-hot of the interval
+    between the teacher's own split thresholds that a value falls in.
+    """
     if teacher is None or threshold_bins == 0:
-        return InputEncoder.fit(split.train_frame, split.schema)
+        return InputEncoder.fit(frame, schema)
     ensemble = teacher.structure()
     return InputEncoder.fit(
-        split.train_frame,
-        split.schema,
-        thresholds=teacher_thresholds(ensemble, split.schema, threshold_bins),
+        frame,
+        schema,
+        thresholds=teacher_thresholds(ensemble, schema, threshold_bins),
         split_rule=getattr(ensemble, "split_rule", "<="),
     )
+
+
+def check_component_names(config: DistillConfig, registry: Registry) -> None:
+    """Resolve every plugin name of ``config`` first, so that a typo fails before minutes of training."""
+    for kind, name in (
+        ("teacher", config.teacher),
+        ("student", config.student),
+        ("attributor", config.attributor),
+        ("alignment loss", config.alignment),
+    ):
+        registry.spec(kind, name)  # type: ignore[arg-type]
+
+
+def build_teacher(config: DistillConfig, registry: Registry, teacher_model: Any = None) -> Teacher:
+    """The configured teacher, unfitted; ``teacher_model`` (a booster or model file) makes it wrap that model."""
+    options = dict(config.teacher_options)
+    if teacher_model is not None:
+        options["model"] = teacher_model
+    return registry.teacher(config.teacher, **options)
+
+
+def teacher_explanations(
+    teacher: Teacher,
+    frame: pd.DataFrame,
+    *,
+    config: DistillConfig,
+    registry: Registry,
+    train_frame: pd.DataFrame,
+    cache: ExplanationCache | None = None,
+) -> TreeShap:
+    """The teacher's TreeSHAP of ``frame`` that the student imitates, computed once and cached on disk.
+
+    ``config.teacher_explanation`` picks native path-dependent TreeSHAP, or interventional TreeSHAP against a
+    background sample of ``train_frame`` (``config.background_rows`` rows drawn with ``config.seed``).
+    """
+    if cache is None:
+        cache = ExplanationCache((config.cache_dir or default_cache_dir()) if config.cache else None)
+    if config.teacher_explanation == "path-dependent":
+        return cache.get_or_compute(teacher, frame, "path-dependent", lambda: teacher.shap_values(frame))
+    explainer = _teacher_explainer(config, registry)
+    rows = min(config.background_rows, len(train_frame))
+    background = train_frame.sample(rows, random_state=config.seed)
+    method = f"interventional-{frame_digest(background)[:16]}"
+    return cache.get_or_compute(teacher, frame, method, lambda: explainer.explain_teacher(teacher, frame, background))
+
+
+def _teacher_explainer(config: DistillConfig, registry: Registry) -> TeacherExplainer:
+    """The configured attributor if it can explain teachers, else the ``shap`` plugin's."""
+    candidate = registry.attributor(config.attributor, **config.attributor_options)
+    if isinstance(candidate, TeacherExplainer):
+        return candidate
+    if "shap" not in registry.names("attributor"):
+        raise ConfigError(
+            setting="teacher_explanation",
+            value="interventional",
+            fix="install gbdt2nn-shap (interventional TreeSHAP), or use 'path-dependent'",
+        )
+    explainer = registry.attributor("shap")
+    if not isinstance(explainer, TeacherExplainer):  # pragma: no cover - a broken third-party 'shap'
+        raise ConfigError(setting="teacher_explanation", value="interventional", fix="use 'path-dependent'")
+    return explainer
+
+
+def train_student(
+    *,
+    teacher: Teacher,
+    encoder: InputEncoder,
+    z: np.ndarray,
+    y: np.ndarray,
+    task: Task,
+    leaves: np.ndarray,
+    teacher_margin: np.ndarray | None,
+    teacher_attributions: np.ndarray | None,
+    config: DistillConfig,
+    registry: Registry,
+    progress: Progress | None = None,
+    background_rows: int = 256,
+) -> tuple[GBDT2NNStudent, Attributor]:
+    """Build and train the configured GBDT2NN student on encoded rows ``z``; returns it and its fitted attributor.
+
+    ``config.alignment_weight > 0`` adds the alignment term towards ``teacher_attributions`` (the teacher's
+    TreeSHAP of the same rows, ``(n, d)`` or ``(n, k, d)``). A plain student's attributor is fitted on a
+    background sample of ``background_rows`` encoded rows drawn with ``config.seed``.
+    """
+    progress = progress or NullProgress()
+    student = registry.student(config.student, seed=config.seed, **config.student_options)
+    if not isinstance(student, GBDT2NNStudent):
+        raise ConfigError(setting="student", value=config.student, fix="this pipeline trains GBDT2NN students")
+    attributor = registry.attributor(config.attributor, **config.attributor_options)
+    alignment = None
+    if config.alignment_weight > 0:
+        if teacher_attributions is None:
+            raise ConfigError(
+                setting="alignment_weight",
+                value=config.alignment_weight,
+                fix="pass the teacher's attributions of the training rows (or use 0 for plain distillation)",
+            )
+        alignment = Alignment(
+            attributor=attributor,
+            loss=registry.alignment_loss(config.alignment, **config.alignment_options),
+            teacher_attributions=teacher_attributions,
+            weight=config.alignment_weight,
+            fraction=config.alignment_fraction,
+        )
+    student.fit(
+        teacher=teacher,
+        leaves=leaves,
+        z=z,
+        y=y,
+        task=task,
+        teacher_margin=teacher_margin,
+        column_of=encoder.column_of,
+        aggregation=encoder.aggregation(),
+        alignment=alignment,
+        progress=progress,
+    )
+    if alignment is None:
+        # plain students never called fit on the attributor; explaining needs its background all the same
+        background = z[np.random.default_rng(config.seed).permutation(len(z))[:background_rows]]
+        import torch
+
+        attributor.fit(student.module, torch.as_tensor(background, dtype=torch.float32))
+    return student, attributor
 
 
 @attrs.define(kw_only=True)
@@ -229,22 +374,12 @@ class _Components:
     ) -> None:
         self.config, self.registry, self.progress = config, registry, progress
         self.timings: dict[str, float] = {}
-        # resolve every name first, so a typo fails before minutes of training
-        for kind, name in (
-            ("teacher", config.teacher),
-            ("student", config.student),
-            ("attributor", config.attributor),
-            ("alignment loss", config.alignment),
-        ):
-            registry.spec(kind, name)  # type: ignore[arg-type]
+        check_component_names(config, registry)
         started = time.perf_counter()
         split = split_data(frame, target, task=config.task, test_size=config.test_size, seed=config.seed)
         self.timings["prepare_s"] = time.perf_counter() - started
 
-        options = dict(config.teacher_options)
-        if teacher_model is not None:
-            options["model"] = teacher_model
-        self.teacher = registry.teacher(config.teacher, **options)
+        self.teacher = build_teacher(config, registry, teacher_model)
         started = time.perf_counter()
         with progress.step(f"teacher ({config.teacher})"):
             self.teacher.fit(split.train_frame, split.y_train, task=split.task, seed=config.seed)
@@ -266,69 +401,33 @@ class _Components:
         self.leaves_train = self.teacher.leaf_indices(self.data.train_frame)
 
     def _explain(self, cache: ExplanationCache, frame: pd.DataFrame) -> TreeShap:
-        if self.config.teacher_explanation == "path-dependent":
-            return cache.get_or_compute(self.teacher, frame, "path-dependent", lambda: self.teacher.shap_values(frame))
-        explainer = self._teacher_explainer()
-        rows = min(self.config.background_rows, len(self.data.train_frame))
-        background = self.data.train_frame.sample(rows, random_state=self.config.seed)
-        method = f"interventional-{frame_digest(background)[:16]}"
-        return cache.get_or_compute(
-            self.teacher, frame, method, lambda: explainer.explain_teacher(self.teacher, frame, background)
+        return teacher_explanations(
+            self.teacher,
+            frame,
+            config=self.config,
+            registry=self.registry,
+            train_frame=self.data.train_frame,
+            cache=cache,
         )
-
-    def _teacher_explainer(self) -> TeacherExplainer:
-        """The configured attributor if it can explain teachers, else the ``shap`` plugin's."""
-        candidate = self.registry.attributor(self.config.attributor, **self.config.attributor_options)
-        if isinstance(candidate, TeacherExplainer):
-            return candidate
-        if "shap" not in self.registry.names("attributor"):
-            raise ConfigError(
-                setting="teacher_explanation",
-                value="interventional",
-                fix="install gbdt2nn-shap (interventional TreeSHAP), or use 'path-dependent'",
-            )
-        explainer = self.registry.attributor("shap")
-        if not isinstance(explainer, TeacherExplainer):  # pragma: no cover - a broken third-party 'shap'
-            raise ConfigError(setting="teacher_explanation", value="interventional", fix="use 'path-dependent'")
-        return explainer
 
     def train_student(self, alignment_weight: float) -> DistillRun:
         config = attrs.evolve(self.config, alignment_weight=alignment_weight)
         data = self.data
-        student = self.registry.student(config.student, seed=config.seed, **config.student_options)
-        if not isinstance(student, GBDT2NNStudent):
-            raise ConfigError(setting="student", value=config.student, fix="this pipeline trains GBDT2NN students")
-        attributor = self.registry.attributor(config.attributor, **config.attributor_options)
-        aggregation = data.encoder.aggregation()
-        alignment = None
-        if alignment_weight > 0:
-            alignment = Alignment(
-                attributor=attributor,
-                loss=self.registry.alignment_loss(config.alignment, **config.alignment_options),
-                teacher_attributions=self.shap_train.values,
-                weight=alignment_weight,
-                fraction=config.alignment_fraction,
-            )
         started = time.perf_counter()
-        student.fit(
+        student, attributor = train_student(
             teacher=self.teacher,
-            leaves=self.leaves_train,
+            encoder=data.encoder,
             z=data.z_train,
             y=data.y_train,
             task=data.task,
+            leaves=self.leaves_train,
             teacher_margin=self.teacher_margin_train,
-            column_of=data.encoder.column_of,
-            aggregation=aggregation,
-            alignment=alignment,
+            teacher_attributions=self.shap_train.values,
+            config=config,
+            registry=self.registry,
             progress=self.progress,
         )
         timings = dict(self.timings, student_s=time.perf_counter() - started)
-        if alignment is None:
-            # plain students never called fit on the attributor; evaluation needs its background all the same
-            background = data.z_train[np.random.default_rng(config.seed).permutation(len(data.z_train))[:256]]
-            import torch
-
-            attributor.fit(student.module, torch.as_tensor(background, dtype=torch.float32))
         started = time.perf_counter()
         with self.progress.step("evaluation"):
             metrics = self.evaluate(student, attributor)
@@ -347,7 +446,7 @@ class _Components:
         data = self.data
         student_margin = student.predict_margin(data.z_test)
         student_attr = student.attributions(data.z_test, attributor, data.encoder.aggregation())
-        return {
+        metrics: dict[str, Any] = {
             "task": data.task,
             "rows": {"train": len(data.y_train), "test": len(data.y_test)},
             "teacher": {
@@ -366,6 +465,12 @@ class _Components:
                 "agreement": agreement(student_attr, self.shap_test.values),
             },
         }
+        if data.task == "multiclass":
+            # the overall agreement averages over (row, class) pairs; this shows which classes lag
+            metrics["student"]["agreement_per_class"] = agreement_per_output(
+                student_attr, self.shap_test.values, [str(c) for c in data.target.classes]
+            )
+        return metrics
 
 
 def distill(

@@ -14,6 +14,7 @@ __all__ = [
     "ConfigError",
     "DataError",
     "DuplicatePluginError",
+    "ExportError",
     "Gbdt2nnError",
     "ModelFileError",
     "NotFittedError",
@@ -92,6 +93,28 @@ class ModelFileError(Gbdt2nnError):
 
     def message(self) -> str:
         return f"cannot load model from {self.path}: {self.problem}; {self.fix}"
+
+
+@attrs.define(auto_exc=True, kw_only=True)
+class ExportError(Gbdt2nnError):
+    """An exported model (TorchScript, ONNX) gives other margins than the PyTorch student it came from."""
+
+    #: ``"torchscript"`` or ``"onnx"``.
+    format: str
+    #: Where the export was to be written (nothing is written when this error is raised).
+    path: str
+    #: Largest absolute difference of margins between the export and PyTorch over the checked rows.
+    max_abs_diff: float
+    tolerance: float
+    rows: int
+    fix: str
+
+    def message(self) -> str:
+        return (
+            f"the {self.format} export does not match the PyTorch student: max |margin difference| "
+            f"{self.max_abs_diff:.3g} > tolerance {self.tolerance:g} on {self.rows} rows, so {self.path} was not "
+            f"written; {self.fix}"
+        )
 
 
 @attrs.define(auto_exc=True, kw_only=True)

@@ -12,7 +12,7 @@ from sklearn import metrics as skm
 
 from gbdt2nn_core.interfaces import Task
 
-__all__ = ["agreement", "fidelity", "task_metrics"]
+__all__ = ["agreement", "agreement_per_output", "fidelity", "task_metrics"]
 
 
 def task_metrics(task: Task, y: np.ndarray, margin: np.ndarray) -> dict[str, float]:
@@ -99,3 +99,19 @@ def agreement(student: np.ndarray, teacher: np.ndarray, *, top_k: int = 5) -> di
         "sign": mean(sign),
         "mse": float(np.mean((s - t) ** 2)),
     }
+
+
+def agreement_per_output(
+    student: np.ndarray, teacher: np.ndarray, labels: list[str] | None = None, *, top_k: int = 5
+) -> dict[str, dict[str, float]]:
+    """:func:`agreement` separately for each output (class) of ``(n, k, d)`` attributions, keyed by ``labels``.
+
+    ``labels`` name the outputs (default ``"0"``, ``"1"``...). :func:`agreement` itself averages over every
+    ``(row, class)`` pair, so it equals the mean of these when each class has the same rows.
+    """
+    if student.ndim != 3 or student.shape != teacher.shape:
+        raise ValueError(f"expected two (n, k, d) arrays of one shape, got {student.shape} and {teacher.shape}")
+    names = [str(label) for label in labels] if labels is not None else [str(c) for c in range(student.shape[1])]
+    if len(names) != student.shape[1]:
+        raise ValueError(f"{len(names)} labels for {student.shape[1]} outputs")
+    return {name: agreement(student[:, c], teacher[:, c], top_k=top_k) for c, name in enumerate(names)}

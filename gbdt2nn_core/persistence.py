@@ -1,7 +1,11 @@
 """Saving and loading distilled students without pickle: tensors in safetensors, everything else in JSON.
 
 A saved student is a folder with ``student.safetensors`` (the network's weights and buffers) and
-``student.json`` (format version, task, class labels, input schema, encoder statistics, architecture).
+``student.json`` (format version, task, class labels, input schema, encoder statistics, architecture), and
+optionally ``background.safetensors``: encoded training rows that attributors measure expectations and
+baselines against (``E[f]`` of the structure attributor), so that a loaded student explains exactly like the
+one that was saved. A folder without it (older files, the CLI's run folders) still loads; its attributors then
+start from the training mean, ``z = 0``.
 Loading checks the format version and turns every way a file can be broken into one
 :class:`~gbdt2nn_core.ModelFileError` line.
 """
@@ -23,11 +27,12 @@ from gbdt2nn_core.errors import ModelFileError
 from gbdt2nn_core.interfaces import Task
 from gbdt2nn_core.student import GBDT2NNConfig, GBDT2NNModule, GBDT2NNStudent
 
-__all__ = ["FORMAT_VERSION", "DistilledModel", "load_model", "save_model"]
+__all__ = ["BACKGROUND", "FORMAT_VERSION", "DistilledModel", "load_model", "save_model"]
 
 FORMAT_VERSION = 1
 WEIGHTS = "student.safetensors"
 METADATA = "student.json"
+BACKGROUND = "background.safetensors"
 
 
 def _json_label(value: Any) -> Any:
@@ -42,6 +47,8 @@ class DistilledModel:
     encoder: InputEncoder
     target: TargetEncoder
     metadata: dict[str, Any] = attrs.field(factory=dict)
+    #: Encoded training rows ``(m, D)`` for attributors' backgrounds (``None``: not saved).
+    background: np.ndarray | None = attrs.field(default=None, repr=False, eq=False)
 
     @property
     def task(self) -> Task:
@@ -77,6 +84,9 @@ def save_model(directory: Path, model: DistilledModel) -> None:
     module = model.student.module
     state = {name: tensor.detach().contiguous() for name, tensor in module.state_dict().items()}
     save_file(state, str(directory / WEIGHTS))
+    if model.background is not None:
+        background = torch.as_tensor(np.ascontiguousarray(model.background, dtype=np.float32))
+        save_file({"background": background}, str(directory / BACKGROUND))
     metadata = {
         "format_version": FORMAT_VERSION,
         "kind": "gbdt2nn",
@@ -148,6 +158,20 @@ def load_model(directory: Path | str) -> DistilledModel:
     except (AttributeError, KeyError, TypeError, ValueError, RuntimeError) as exc:
         problem = f"the files do not fit together ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
         raise ModelFileError(path=where, problem=problem, fix="re-run the distillation") from exc
+    background = None
+    if (directory / BACKGROUND).is_file():
+        try:
+            background = load_file(str(directory / BACKGROUND))["background"].numpy()
+        except (SafetensorError, KeyError, OSError) as exc:
+            raise ModelFileError(
+                path=where, problem=f"{BACKGROUND} is corrupt or truncated ({exc})", fix="save the model again"
+            ) from exc
+        if background.ndim != 2 or background.shape[1] != encoder.n_encoded:
+            raise ModelFileError(
+                path=where,
+                problem=f"{BACKGROUND} holds shape {background.shape}, the encoder has {encoder.n_encoded} columns",
+                fix="save the model again",
+            )
     student = GBDT2NNStudent(**attrs.asdict(config))
     student.module_ = module.eval()
     if architecture.get("group_columns") is not None:
@@ -157,4 +181,4 @@ def load_model(directory: Path | str) -> DistilledModel:
         for k, v in metadata.items()
         if k not in {"format_version", "kind", "task", "classes", "encoder", "config", "architecture"}
     }
-    return DistilledModel(student=student, encoder=encoder, target=target, metadata=extra)
+    return DistilledModel(student=student, encoder=encoder, target=target, metadata=extra, background=background)

@@ -136,3 +136,45 @@ def adult_run(
         cache_dir=str(tmp_path_factory.mktemp("treeshap-cache")),
     )
     return distill(frame, adult_dataset.target, config)
+
+
+#: A tiny joint-vs-plain experiment: 2 seeds × (plain, independent imitation, joint structure + mse), 2 epochs.
+SMALL_EXPERIMENT: dict[str, Any] = {
+    "seeds": 2,
+    "attributors": ["structure"],
+    "losses": ["mse"],
+    "teacher_options": SMALL_TEACHER,
+    "student_options": SMALL_STUDENT,
+    "monitor_rows": 100,
+    "threads": 1,
+    "imitation": {"hidden": [32]},
+}
+
+
+@pytest.fixture(scope="session")
+def small_experiment_settings() -> dict[str, Any]:
+    """:data:`SMALL_EXPERIMENT`: the settings of :func:`small_experiment` (a copy; keys of ``ExperimentConfig``)."""
+    import copy
+
+    return copy.deepcopy(SMALL_EXPERIMENT)
+
+
+@pytest.fixture(scope="session")
+def experiment_csv(adult_dataset: Dataset, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """1,000 adult rows written to a CSV file (target ``income_gt_50k``), for experiments run in and out of process."""
+    path = tmp_path_factory.mktemp("experiment-data") / "adult-1000.csv"
+    adult_dataset.frame.sample(1000, random_state=3).to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_experiment(experiment_csv: Path, tmp_path_factory: pytest.TempPathFactory, single_thread_torch: None) -> Path:
+    """The folder of :data:`SMALL_EXPERIMENT` run once per session on :func:`experiment_csv` (do not modify it)."""
+    from gbdt2nn_core.data import read_table
+    from gbdt2nn_core.experiment import ExperimentConfig, run_experiment
+
+    out = tmp_path_factory.mktemp("experiment") / "small"
+    config = ExperimentConfig(data=str(experiment_csv), target="income_gt_50k", **SMALL_EXPERIMENT)
+    frame = read_table(experiment_csv)
+    run_experiment(config, out, frame=frame, target="income_gt_50k", data_source=str(experiment_csv))
+    return out

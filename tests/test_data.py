@@ -177,11 +177,15 @@ def test_schema_infers_kinds_and_categories(table: pd.DataFrame) -> None:
         "age": ("numeric", ()),
         "income": ("numeric", ()),
         "job": ("categorical", ("clerk", "farmer", "nurse")),
-        "flag": ("categorical", ("False", "True")),
+        "flag": ("numeric", ()),  # booleans are numbers to LightGBM and XGBoost alike
     }
     forced = TabularSchema.infer(table, categorical=["age"])
     assert forced.columns[0].kind == "categorical"
-    assert forced.columns[0].categories == ("18", "25", "28", "38", "44")
+    # categories keep their values: a booster trained on integer categories matches rows by those integers
+    assert forced.columns[0].categories == (18, 25, 28, 38, 44)
+    frame = forced.to_frame(table.assign(age=["25", 18.0, 99, None, 44]))
+    # "25" and 18.0 match the integer categories; 99 is unseen and None is missing: both become missing
+    assert frame["age"].astype(object).where(frame["age"].notna(), None).tolist() == [25, 18, None, None, 44]
     with pytest.raises(DataError, match="not in the data"):
         TabularSchema.infer(table, categorical=["nope"])
 

@@ -50,10 +50,10 @@ def _block(encoder: InputEncoder, z: np.ndarray, column: str) -> np.ndarray:
 
 def test_blocks_follow_the_schema(fitted: tuple[TabularSchema, InputEncoder, pd.DataFrame]) -> None:
     schema, encoder, _ = fitted
-    assert [c.kind for c in schema.columns] == ["numeric", "numeric", "categorical", "categorical"]
-    # income: value + missing indicator; age: value; colour: 3 categories; member: False/True
-    assert encoder.column_of.tolist() == [0, 0, 1, 2, 2, 2, 3, 3]
-    assert encoder.n_encoded == 8
+    assert [c.kind for c in schema.columns] == ["numeric", "numeric", "categorical", "numeric"]
+    # income: value + missing indicator; age: value; colour: 3 categories; member (boolean): a number
+    assert encoder.column_of.tolist() == [0, 0, 1, 2, 2, 2, 3]
+    assert encoder.n_encoded == 7
     assert encoder.n_columns == 4
 
 
@@ -63,7 +63,7 @@ def test_every_encoded_column_is_centred_on_the_training_rows(
     _, encoder, train = fitted
     z = encoder.transform(train)
     assert z.dtype == np.float32
-    assert z.shape == (200, 8)
+    assert z.shape == (200, 7)
     np.testing.assert_allclose(z.astype(np.float64).mean(axis=0), 0.0, atol=1e-6)
 
 
@@ -147,11 +147,11 @@ def test_unseen_category_encodes_as_zeros(
 def test_aggregation_sums_each_columns_block(fitted: tuple[TabularSchema, InputEncoder, pd.DataFrame]) -> None:
     _, encoder, _ = fitted
     aggregation = encoder.aggregation()
-    assert aggregation.shape == (8, 4)
+    assert aggregation.shape == (7, 4)
     assert set(np.unique(aggregation).tolist()) == {0.0, 1.0}
     np.testing.assert_array_equal(aggregation.sum(axis=1), 1.0)  # every encoded value belongs to one column
-    np.testing.assert_array_equal(aggregation.sum(axis=0), [2, 1, 3, 2])  # block widths
-    attributions = np.random.default_rng(1).normal(size=(5, 8))
+    np.testing.assert_array_equal(aggregation.sum(axis=0), [2, 1, 3, 1])  # block widths
+    attributions = np.random.default_rng(1).normal(size=(5, 7))
     expected = np.stack([attributions[:, encoder.encoded_indices(j)].sum(axis=1) for j in range(4)], axis=1)
     np.testing.assert_allclose(attributions @ aggregation, expected, atol=1e-12)
 

@@ -1,7 +1,7 @@
-"""The ``gbdt2nn`` command line: ``distill``, ``plugins`` and friends.
+"""The ``gbdt2nn`` command line: ``distill``, ``predict``, ``explain``, ``export`` and ``plugins``.
 
-User mistakes (:class:`~gbdt2nn_core.Gbdt2nnError`) are printed as one line on stderr with exit code 2 and no
-traceback; set ``GBDT2NN_DEBUG=1`` to see the traceback anyway.
+User mistakes (:class:`~gbdt2nn_core.Gbdt2nnError`, and misused flags) are printed as one line on stderr with
+exit code 2 and no traceback; set ``GBDT2NN_DEBUG=1`` to see the traceback anyway. docs/cli.md has the details.
 """
 
 from __future__ import annotations
@@ -10,13 +10,25 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from gbdt2nn_core.errors import Gbdt2nnError
 
 __all__ = ["main"]
 
 #: Each subcommand module exposes ``add_parser(subparsers) -> None`` that sets ``func=run`` on its parser.
-_SUBCOMMANDS = ("distill", "plugins")
+_SUBCOMMANDS = ("distill", "experiment", "predict", "explain", "export", "plugins")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a misused flag like any other user mistake: one line, exit code 2.
+
+    argparse's own report (the usage block, then the error) spans several lines; the usage is one
+    ``--help`` away, and the line says so. Subcommand parsers inherit this class.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"gbdt2nn: error: {message} (see '{self.prog} --help')\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from gbdt2nn_core import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="gbdt2nn",
         description="Distil gradient-boosted trees into neural networks that explain themselves like their teacher.",
     )

@@ -138,7 +138,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     """Run the distillation described by the flags and the --config file."""
     from gbdt2nn_core.data import load_bundled, read_table, split_features_target
-    from gbdt2nn_core.distill import DistillConfig, compare, distill
+    from gbdt2nn_core.distill import DistillConfig, compare, distill, split_data
     from gbdt2nn_core.progress import RichProgress
     from gbdt2nn_core.registry import get_registry
     from gbdt2nn_core.runfolder import check_destination, write_run
@@ -181,7 +181,19 @@ def run(args: argparse.Namespace) -> int:
         ("alignment loss", config.alignment),
     ):
         registry.spec(kind, name)  # a misspelt name fails before anything is printed
+    # and so does an option a component refuses (n_groups=0, a misspelt student option), before the teacher trains
+    registry.student(config.student, seed=config.seed, **config.student_options)
+    registry.attributor(config.attributor, **config.attributor_options)
+    registry.alignment_loss(config.alignment, **config.alignment_options)
     split_features_target(frame, target)  # and so does a missing target column
+    # and every other mistake in the rows, the target, the task or a --teacher-model booster: the checks that the
+    # pipeline makes anyway, made here once before the title, so that a mistake prints its error line alone
+    split = split_data(frame, target, task=config.task, test_size=config.test_size, seed=config.seed)
+    if teacher_model is not None:
+        options = {**config.teacher_options, "model": str(teacher_model)}
+        wrapped = registry.teacher(config.teacher, **options)
+        wrapped.fit(split.train_frame, split.y_train, task=split.task, seed=config.seed)  # checks; trains nothing
+    del split
     progress = RichProgress()
     progress.console.print(f"[bold]gbdt2nn distill[/] · {title}")
     model = str(teacher_model) if teacher_model is not None else None

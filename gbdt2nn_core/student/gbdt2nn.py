@@ -194,7 +194,39 @@ class GBDT2NNStudent(Student):
         With ``checkpoint``, the state after the leaf embedding and after every epoch is saved there, and a
         matching checkpoint found there is resumed: the result is the same as an uninterrupted run.
         """
-        progress = progress or NullProgress()
+        # seed torch for this fit only: the caller's global random state is restored afterwards
+        with torch.random.fork_rng(devices=[]):
+            return self._fit(
+                teacher=teacher,
+                leaves=leaves,
+                z=z,
+                y=y,
+                task=task,
+                column_of=column_of,
+                aggregation=aggregation,
+                teacher_margin=teacher_margin,
+                alignment=alignment,
+                progress=progress or NullProgress(),
+                on_epoch_end=on_epoch_end,
+                checkpoint=checkpoint,
+            )
+
+    def _fit(
+        self,
+        *,
+        teacher: Teacher,
+        leaves: np.ndarray,
+        z: np.ndarray,
+        y: np.ndarray,
+        task: Task,
+        column_of: np.ndarray,
+        aggregation: np.ndarray,
+        teacher_margin: np.ndarray | None,
+        alignment: Alignment | None,
+        progress: Progress,
+        on_epoch_end: Callable[[GBDT2NNStudent, int], dict[str, float] | None] | None,
+        checkpoint: Path | None,
+    ) -> GBDT2NNStudent:
         cfg = self.config
         n = z.shape[0]
         if n < 2:
@@ -236,7 +268,7 @@ class GBDT2NNStudent(Student):
 
         # --- steps 5-6 (+ alignment): train the group networks
         z_t = torch.as_tensor(z, dtype=torch.float32)
-        y_t = torch.as_tensor(y, dtype=torch.long if task == "multiclass" else torch.float32)
+        y_t = torch.tensor(np.asarray(y), dtype=torch.long if task == "multiclass" else torch.float32)
         objective = _Objective(cfg, task, module, targets, y_t, teacher_margin, alignment, aggregation)
         if alignment is not None:
             # a generator of its own, so resuming at any epoch draws the same background sample

@@ -41,6 +41,7 @@ def test_normalize_divides_both_rows_by_the_teacher_norm():
 
 
 def test_normalize_stops_large_rows_from_dominating():
+    torch.manual_seed(0)  # unseeded, the 1e5 bound below fails in about 1 run in 80 (when row 0 carries the error)
     teacher = torch.randn(2, 5, dtype=torch.float64)
     student = teacher + 0.1 * torch.randn(2, 5, dtype=torch.float64)
     scaled = torch.tensor([[1.0], [1000.0]], dtype=torch.float64)  # row 1 has a thousand times the margin

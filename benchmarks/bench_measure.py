@@ -1,0 +1,212 @@
+"""Timing, memory and machine description for the benchmark harness (no third-party imports at module level)."""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+import platform
+import re
+import statistics
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+MIB = 1024 * 1024
+
+
+# ------------------------------------------------------------------------------------------------------ timing
+def measure(cases: dict[str, Callable[[], object]], *, repeats: int, warmup: int = 1) -> dict[str, list[float]]:
+    """Seconds per call of every case: ``warmup`` untimed rounds, then ``repeats`` interleaved timed rounds.
+
+    Round ``r`` runs the cases in their order rotated by ``r``, so that no case always follows the same one. The
+    garbage collector is off inside a timed call; between calls it collects the garbage of the last call only
+    (the objects alive at the start are frozen out of its sight, or each collection would take half a second).
+    """
+    names = list(cases)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    gc.collect()
+    gc.freeze()
+    try:
+        for _ in range(warmup):
+            for name in names:
+                cases[name]()
+        for round_ in range(repeats):
+            shift = round_ % len(names)
+            for name in names[shift:] + names[:shift]:
+                gc.collect()
+                gc.disable()
+                try:
+                    started = time.perf_counter()
+                    cases[name]()
+                    samples[name].append(time.perf_counter() - started)
+                finally:
+                    gc.enable()
+    finally:
+        gc.unfreeze()
+    return samples
+
+
+def summary(values: Sequence[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
+def paired_ratio(numerator: Sequence[float], denominator: Sequence[float]) -> dict[str, float]:
+    """Median, min and max of the per-round ratios ``numerator[r] / denominator[r]``."""
+    return summary([a / b for a, b in zip(numerator, denominator, strict=True)])
+
+
+# ------------------------------------------------------------------------------------------------------ memory
+def _status_kib(field: str) -> int | None:
+    try:
+        text = Path("/proc/self/status").read_text()
+    except OSError:
+        return None
+    found = re.search(rf"^{field}:\s+(\d+) kB", text, flags=re.MULTILINE)
+    return int(found.group(1)) if found else None
+
+
+def rss_mib() -> float:
+    """Resident set size now (psutil if installed, else /proc)."""
+    try:
+        import psutil
+
+        return float(psutil.Process().memory_info().rss) / MIB
+    except ImportError:
+        kib = _status_kib("VmRSS")
+        return kib / 1024 if kib is not None else float("nan")
+
+
+class PeakRSS:
+    """Peak resident memory of a stretch of code.
+
+    On Linux the kernel's high-water mark (``VmHWM``) is reset by writing 5 to ``/proc/self/clear_refs``, so
+    each phase gets its own peak. Where that is not possible the peak is the process's lifetime maximum
+    (``resource.getrusage``), which is only an upper bound for a later phase; :attr:`method` says which.
+    """
+
+    def __init__(self) -> None:
+        self.method = "VmHWM (reset per phase)" if self._reset() else "ru_maxrss (process lifetime)"
+        self.process_peak = 0.0
+
+    @staticmethod
+    def _reset() -> bool:
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+        except OSError:
+            return False
+        return _status_kib("VmHWM") is not None
+
+    def start(self) -> None:
+        self._reset()
+
+    def read(self) -> float:
+        kib = _status_kib("VmHWM")
+        if kib is None:
+            import resource
+
+            kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+        peak = kib / 1024
+        self.process_peak = max(self.process_peak, peak)
+        return peak
+
+
+class PhaseRecorder:
+    """A gbdt2nn :class:`~gbdt2nn_core.progress.Progress` that records wall time and peak RSS of every step.
+
+    Time spent outside the pipeline's named steps is recorded too, as ``(outside steps, before <next step>)``.
+    """
+
+    def __init__(self) -> None:
+        self.peak = PeakRSS()
+        self.phases: list[dict[str, Any]] = []
+        self._mark = time.perf_counter()
+        self.peak.start()
+
+    def _close_gap(self, before: str) -> None:
+        seconds = time.perf_counter() - self._mark
+        self.phases.append(
+            {"phase": f"(outside steps, before {before})", "seconds": seconds, "peak_mib": self.peak.read()}
+        )
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        self._close_gap(name)
+        self.peak.start()
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.phases.append({"phase": name, "seconds": time.perf_counter() - started, "peak_mib": self.peak.read()})
+            self._mark = time.perf_counter()
+            self.peak.start()
+
+    def step(self, description: str, total: float | None = None) -> contextlib.AbstractContextManager[None]:
+        return self.phase(description)
+
+    def advance(self, amount: float = 1.0, **fields: Any) -> None:
+        pass
+
+    def finish(self) -> None:
+        self._close_gap("the end")
+
+
+# ------------------------------------------------------------------------------------------------------ machine
+def configure_threads(threads: int) -> None:
+    """Pin every library to ``threads``: call before numpy, torch or LightGBM are imported."""
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[name] = str(threads)
+
+
+def machine() -> dict[str, Any]:
+    import lightgbm
+    import numpy
+    import torch
+
+    cpu = platform.processor() or "?"
+    with contextlib.suppress(OSError):
+        found = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), flags=re.MULTILINE)
+        cpu = found.group(1).strip() if found else cpu
+    memory = _meminfo_gib()
+    versions = {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__}
+    versions["lightgbm"] = lightgbm.__version__
+    for module in ("shap", "hummingbird", "gbdt2nn_core"):
+        try:
+            versions[module] = getattr(__import__(module), "__version__", "?")
+        except ImportError:
+            versions[module] = "not installed"
+    return {
+        "cpu": cpu,
+        "logical_cores": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "memory_gib": memory,
+        "torch_threads": torch.get_num_threads(),
+        "omp_threads": os.environ.get("OMP_NUM_THREADS", "(unset)"),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "platform": platform.platform(),
+        "versions": versions,
+        "git": _git_revision(),
+    }
+
+
+def _meminfo_gib() -> float | None:
+    with contextlib.suppress(OSError, AttributeError):
+        found = re.search(r"^MemTotal:\s+(\d+) kB", Path("/proc/meminfo").read_text(), flags=re.MULTILINE)
+        return round(int(found.group(1)) / 1024 / 1024, 1) if found else None
+    return None
+
+
+def _git_revision() -> str:
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{head} (with uncommitted changes)" if dirty else head

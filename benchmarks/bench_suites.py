@@ -1,0 +1,506 @@
+"""The four benchmark suites: teacher explanations, training step, inference, end to end.
+
+Third-party and gbdt2nn modules are imported inside the functions, after ``run.py`` has pinned the threads.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench_measure import ROOT, PhaseRecorder, measure, paired_ratio, summary
+
+RUN_SCRIPT = Path(__file__).resolve().parent / "run.py"
+
+#: DeepGBM's own code on adult, measured on this kind of machine (docs/DESIGN.md §2.7); quoted, not re-measured.
+DEEPGBM_REFERENCE = {
+    "epoch_s": 1.16,
+    "end_to_end_s": 30.6,
+    "peak_mib": 730.0,
+    "student_auc": 0.9122,
+    "teacher_auc": 0.9266,
+    "setup": "100 trees x 64 leaves, 10 groups, batch 512, 20 epochs, stratified 80/20 split (random_state=0)",
+}
+SUITES = ("explain", "train", "infer", "e2e")
+
+
+# ------------------------------------------------------------------------------------------------------ sizes
+SIZES: dict[str, dict[str, Any]] = {
+    "full": {
+        "rows": None,  # every adult row (48,842)
+        "trees": 100,
+        "leaves": 64,
+        "explain_rows": 5_000,
+        "batch": 512,
+        "steps": 4,  # training steps per timed call
+        "inference_rows": 10_000,
+        "ig_steps": 16,
+        "eg_samples": 16,
+        "groups": 10,
+        "hidden": (100, 100, 100, 50),
+        "epochs": 20,
+        "gemm": 2048,
+        "repeats": 5,
+    },
+    "quick": {
+        "rows": 1_500,
+        "trees": 6,
+        "leaves": 8,
+        "explain_rows": 200,
+        "batch": 64,
+        "steps": 1,
+        "inference_rows": 400,
+        "ig_steps": 4,
+        "eg_samples": 4,
+        "groups": 3,
+        "hidden": (16, 16),
+        "epochs": 2,
+        "gemm": 128,
+        "repeats": 2,
+    },
+}
+
+
+# Case labels: keys of the results and rows of the report.
+EXPLAIN_FIRST = "ours: plugin shap_values + ExplanationCache, first run"
+EXPLAIN_CACHED = "ours: cached second run"
+EXPLAIN_NATIVE = "LightGBM predict(pred_contrib=True)"
+EXPLAIN_SHAP = "shap.TreeExplainer(booster).shap_values"
+PLAIN_STEP = "plain (λ = 0)"
+FORWARD = "ours: GBDT2NN forward (eval, no grad)"
+FORWARD_API = "ours: encode the DataFrame + predict_margin"
+TEACHER_NATIVE = "teacher: LightGBM predict(raw_score=True)"
+TWIN_NATIVE = "twin teacher: LightGBM predict(raw_score=True)"
+MACHINE_BMM = "machine: torch.bmm at the group MLP's shapes"
+MACHINE_GEMM = "machine: one large square matmul"
+IMPORT_PHASE = "import gbdt2nn, torch (with torch._dynamo, which AdamW loads), LightGBM"
+
+#: label -> (registry name, its options given the sizes)
+ATTRIBUTORS: dict[str, tuple[str, Callable[[dict[str, Any]], dict[str, Any]]]] = {
+    "structure (core default)": ("structure", lambda s: {}),
+    "gradient-x-input": ("gradient-x-input", lambda s: {}),
+    "integrated gradients": ("integrated-gradients", lambda s: {"steps": s["ig_steps"]}),
+    "expected gradients (shap)": ("shap", lambda s: {"samples": s["eg_samples"]}),
+}
+
+
+def timing_table(samples: dict[str, list[float]], rows: int) -> dict[str, dict[str, float]]:
+    """Median, spread and rows/s of every case."""
+    return {name: {**summary(times), "rows_per_s": rows / statistics.median(times)} for name, times in samples.items()}
+
+
+# ------------------------------------------------------------------------------------------------------ setup
+class Context:
+    """Adult, a LightGBM teacher of DeepGBM's size, its TreeSHAP and a one-epoch student: built once, shared."""
+
+    def __init__(self, sizes: dict[str, Any], threads: int) -> None:
+        import numpy as np
+        import torch
+
+        from gbdt2nn_core.data import load_bundled
+        from gbdt2nn_core.distill import PreparedData, fit_encoder, split_data
+        from gbdt2nn_core.registry import get_registry
+
+        torch.set_num_threads(threads)
+        self.sizes, self.threads = sizes, threads
+        self.registry = get_registry()
+        adult = load_bundled("adult")
+        frame = adult.frame
+        if sizes["rows"] is not None:
+            frame = frame.sample(sizes["rows"], random_state=0).reset_index(drop=True)
+        split = split_data(frame, adult.target, task=adult.task, test_size=0.2, seed=0)
+        self.teacher_options = {"n_estimators": sizes["trees"], "num_leaves": sizes["leaves"]}
+        self.teacher = self.registry.teacher("lightgbm", **self.teacher_options)
+        self.teacher.fit(split.train_frame, split.y_train, task=split.task, seed=0)
+        self.data = PreparedData.encode(split, fit_encoder(split, self.teacher, 64))
+        self.task = split.task
+        self.shap_train = self.teacher.shap_values(self.data.train_frame)
+        self.margin_train = self.teacher.predict_margin(self.data.train_frame)
+        self.aggregation = self.data.encoder.aggregation()
+        self.student = self.registry.student(
+            "gbdt2nn", seed=0, epochs=1, batch_size=sizes["batch"], n_groups=sizes["groups"], hidden=sizes["hidden"]
+        )
+        self.student.fit(
+            teacher=self.teacher,
+            leaves=self.teacher.leaf_indices(self.data.train_frame),
+            z=self.data.z_train,
+            y=self.data.y_train,
+            task=self.task,
+            teacher_margin=self.margin_train,
+            column_of=self.data.encoder.column_of,
+            aggregation=self.aggregation,
+        )
+        rows = np.random.default_rng(0).permutation(len(self.data.z_train))[:256]
+        self.background = torch.as_tensor(self.data.z_train[rows], dtype=torch.float32)
+
+    def describe(self) -> dict[str, Any]:
+        ensemble = self.teacher.structure()
+        module = self.student.module
+        return {
+            "rows_train": len(self.data.y_train),
+            "rows_test": len(self.data.y_test),
+            "columns": self.data.encoder.n_columns,
+            "categorical_columns": sum(c.kind != "numeric" for c in self.data.schema.columns),
+            "encoded_width": self.data.encoder.n_encoded,
+            "trees": ensemble.n_trees,
+            "max_leaves": ensemble.max_leaves,
+            "groups": module.n_groups,
+            "group_width": int(module.group_input_index.shape[1]),
+            "hidden": list(module.hidden_sizes),
+        }
+
+
+# ------------------------------------------------------------------------------------------------------ suite 1
+def bench_explain(ctx: Context) -> dict[str, Any]:
+    """Path-dependent TreeSHAP: our path (first run, cached run) vs LightGBM's pred_contrib vs shap.TreeExplainer."""
+    import numpy as np
+    import shap
+
+    from gbdt2nn_core.cache import ExplanationCache
+
+    sizes, teacher = ctx.sizes, ctx.teacher
+    booster = teacher.native_model
+    frame = ctx.data.test_frame.iloc[: sizes["explain_rows"]].reset_index(drop=True)
+    n, d = frame.shape
+    started = time.perf_counter()
+    explainer = shap.TreeExplainer(booster)
+    explainer_build_s = time.perf_counter() - started
+
+    def by_shap() -> Any:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # shap warns on every call that its LightGBM output format changed
+            return explainer.shap_values(frame)
+
+    scratch = Path(tempfile.mkdtemp(prefix="gbdt2nn-bench-"))
+    ExplanationCache(scratch / "warm").get_or_compute(
+        teacher, frame, "path-dependent", lambda: teacher.shap_values(frame)
+    )
+    fresh = iter(range(10**9))
+
+    def first_run() -> Any:
+        # an empty cache directory: compute, hash the model and the rows, store atomically
+        cache = ExplanationCache(scratch / f"cold-{next(fresh)}")
+        return cache.get_or_compute(teacher, frame, "path-dependent", lambda: teacher.shap_values(frame))
+
+    def cached_run() -> Any:
+        cache = ExplanationCache(scratch / "warm")
+        result = cache.get_or_compute(teacher, frame, "path-dependent", _never_compute)
+        assert cache.hits == 1
+        return result
+
+    cases: dict[str, Callable[[], object]] = {
+        EXPLAIN_FIRST: first_run,
+        EXPLAIN_CACHED: cached_run,
+        EXPLAIN_NATIVE: lambda: booster.predict(frame, pred_contrib=True),
+        EXPLAIN_SHAP: by_shap,
+    }
+    try:
+        samples = measure(cases, repeats=sizes["repeats"])
+        ours, cached = first_run(), cached_run()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+    native = np.asarray(booster.predict(frame, pred_contrib=True), dtype=np.float64)
+    shap_values = by_shap()
+    shap_values = np.asarray(shap_values[-1] if isinstance(shap_values, list) else shap_values, dtype=np.float64)
+    differences = {
+        "ours vs LightGBM (values)": float(np.abs(ours.values - native[:, :d]).max()),
+        "ours vs LightGBM (expected value)": float(np.abs(ours.expected_value[0] - native[:, d]).max()),
+        "shap vs LightGBM (values)": float(np.abs(shap_values - native[:, :d]).max()),
+        "shap vs LightGBM (expected value)": float(np.abs(np.ravel(explainer.expected_value)[-1] - native[:, d]).max()),
+        "ours cached vs ours computed": float(np.abs(cached.values - ours.values).max()),
+        "additivity: ours values + expected value vs raw margin": float(
+            np.abs(ours.values.sum(1) + ours.expected_value[0] - booster.predict(frame, raw_score=True)).max()
+        ),
+    }
+    return {
+        "rows": n,
+        "columns": d,
+        "timings": timing_table(samples, n),
+        "speed_vs_native": {name: paired_ratio(samples[EXPLAIN_NATIVE], times) for name, times in samples.items()},
+        "cached_speedup": paired_ratio(samples[EXPLAIN_FIRST], samples[EXPLAIN_CACHED]),
+        "max_abs_diff": differences,
+        "agree_1e-6": all(value <= 1e-6 for value in differences.values()),
+        "explainer_build_s": explainer_build_s,
+        "samples": samples,
+    }
+
+
+def _never_compute() -> Any:
+    raise AssertionError("the cache missed on its second run")
+
+
+# ------------------------------------------------------------------------------------------------------ suite 2
+def training_step(ctx: Context, attributor: str | None, options: dict[str, Any]) -> Callable[[], object]:
+    """``steps`` batches of the real epoch loop (``GBDT2NNStudent._train_epoch``), on a private copy of the student.
+
+    ``_train_epoch`` and ``_Objective`` are private; the smoke test runs this so that a change to them breaks it.
+    """
+    import torch
+
+    from gbdt2nn_core.alignment import Alignment
+    from gbdt2nn_core.student.gbdt2nn import _Objective
+
+    sizes = ctx.sizes
+    student = copy.deepcopy(ctx.student)
+    module, cfg = student.module, student.config
+    rows = sizes["batch"] * sizes["steps"]
+    z = torch.as_tensor(ctx.data.z_train[:rows], dtype=torch.float32)
+    y = torch.as_tensor(ctx.data.y_train[:rows], dtype=torch.float32)
+    with torch.no_grad():
+        # the embedding targets' values change the loss, not the work of a step
+        targets = module.eval().embeddings(z).detach()
+    alignment = None
+    if attributor is not None:
+        alignment = Alignment(
+            attributor=ctx.registry.attributor(attributor, **options),
+            loss=ctx.registry.alignment_loss("mse"),
+            teacher_attributions=ctx.shap_train.values[:rows],
+            weight=1.0,
+            fraction=1.0,
+        )
+        alignment.attributor.fit(module, ctx.background)
+    objective = _Objective(cfg, ctx.task, module, targets, y, ctx.margin_train[:rows], alignment, ctx.aggregation)
+    optimizer = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    generator = torch.Generator().manual_seed(0)
+    return lambda: student._train_epoch(0, z, objective, optimizer, generator, alignment)
+
+
+def bench_train(ctx: Context) -> dict[str, Any]:
+    """Median time of one training step: plain, and joint with each attributor."""
+    sizes = ctx.sizes
+    cases = {PLAIN_STEP: training_step(ctx, None, {})}
+    for label, (name, options) in ATTRIBUTORS.items():
+        cases[f"joint: {label}"] = training_step(ctx, name, options(sizes))
+    samples = measure(cases, repeats=sizes["repeats"])
+    per_step = {name: [t / sizes["steps"] for t in times] for name, times in samples.items()}
+    return {
+        "batch": sizes["batch"],
+        "steps_per_call": sizes["steps"],
+        "ig_steps": sizes["ig_steps"],
+        "eg_samples": sizes["eg_samples"],
+        "timings": timing_table(per_step, sizes["batch"]),
+        "ratio_to_plain": {name: paired_ratio(times, per_step[PLAIN_STEP]) for name, times in per_step.items()},
+        "samples": per_step,
+    }
+
+
+# ------------------------------------------------------------------------------------------------------ suite 3
+def group_linears(module: Any) -> list[Any]:
+    from gbdt2nn_core.student._layers import GroupLinear
+
+    return [layer for layer in module.modules() if isinstance(layer, GroupLinear)]
+
+
+def group_mlp_macs(module: Any) -> int:
+    """Multiply-accumulates per row of the group MLP's einsums: ``Σ_layers k · in · out``."""
+    return sum(layer.groups * layer.in_features * layer.out_features for layer in group_linears(module))
+
+
+def codes_frame(frame: Any) -> Any:
+    """Categorical columns as float codes (NaN for missing): input for a tree compiler that has no categories."""
+    import numpy as np
+    import pandas as pd
+
+    columns = {}
+    for name in frame.columns:
+        series = frame[name]
+        if isinstance(series.dtype, pd.CategoricalDtype):
+            codes = series.cat.codes.to_numpy().astype(np.float64)
+            columns[name] = np.where(codes < 0, np.nan, codes)
+        else:
+            columns[name] = series.to_numpy(dtype=np.float64)
+    return pd.DataFrame(columns)
+
+
+def bench_infer(ctx: Context) -> dict[str, Any]:
+    """One inference batch: the student vs the teacher's native predict vs hummingbird-ml; FLOP/s."""
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    sizes = ctx.sizes
+    n = sizes["inference_rows"]
+    frame = pd.concat([ctx.data.test_frame, ctx.data.train_frame], ignore_index=True).iloc[:n]
+    encoder, student, booster = ctx.data.encoder, ctx.student, ctx.teacher.native_model
+    module = student.module.eval()
+    z = torch.as_tensor(encoder.transform(frame), dtype=torch.float32)
+
+    def forward() -> object:
+        with torch.no_grad():
+            return module(z)
+
+    # hummingbird-ml compiles numeric splits only (LightGBM's categorical '0||5' splits make it fail), so it is
+    # compared on a twin teacher of the same size trained on the category codes as numbers
+    twin = ctx.registry.teacher("lightgbm", **ctx.teacher_options)
+    twin.fit(codes_frame(ctx.data.train_frame), ctx.data.y_train, task=ctx.task, seed=0)
+    twin_booster = twin.native_model
+    codes = codes_frame(frame).to_numpy()
+
+    cases: dict[str, Callable[[], object]] = {
+        FORWARD: forward,
+        FORWARD_API: lambda: student.predict_margin(encoder.transform(frame)),
+        TEACHER_NATIVE: lambda: booster.predict(frame, raw_score=True),
+        TWIN_NATIVE: lambda: twin_booster.predict(codes, raw_score=True),
+    }
+    compiled_teachers = _hummingbird_cases(twin_booster, codes, ctx.threads, cases)
+
+    # this machine's matmul FLOP/s on the same threads: the MLP's own shapes as bmm, and one large square GEMM
+    bmm_inputs = [
+        (
+            torch.randn(layer.groups, n, layer.in_features),
+            torch.randn(layer.groups, layer.in_features, layer.out_features),
+        )
+        for layer in group_linears(module)
+    ]
+    g = sizes["gemm"]
+    a, b = torch.randn(g, g), torch.randn(g, g)
+    cases[MACHINE_BMM] = lambda: [torch.bmm(x, w) for x, w in bmm_inputs]
+    cases[MACHINE_GEMM] = lambda: a @ b
+
+    samples = measure(cases, repeats=sizes["repeats"])
+    macs = group_mlp_macs(module)
+    flops = {FORWARD: 2 * n * macs, MACHINE_BMM: 2 * n * macs, MACHINE_GEMM: 2 * g**3}
+    rate = {name: [flops[name] / t for t in samples[name]] for name in flops}
+    with torch.no_grad():
+        finite = bool(np.isfinite(module(z).numpy()).all())
+    return {
+        "rows": n,
+        "macs_per_row": macs,
+        "gemm_size": g,
+        "timings": timing_table(samples, n),
+        "ours_speed_vs": {name: paired_ratio(times, samples[FORWARD]) for name, times in samples.items()},
+        "flops_per_s": {name: summary(values) for name, values in rate.items()},
+        "flops_fraction": {
+            "bmm at the same shapes": paired_ratio(rate[FORWARD], rate[MACHINE_BMM]),
+            "a large square matmul": paired_ratio(rate[FORWARD], rate[MACHINE_GEMM]),
+        },
+        "hummingbird": compiled_teachers,
+        "student_output_finite": finite,
+        "samples": samples,
+    }
+
+
+def _hummingbird_cases(
+    booster: Any, rows: Any, threads: int, cases: dict[str, Callable[[], object]]
+) -> dict[str, dict[str, Any]]:
+    """Compile ``booster`` with each of hummingbird-ml's tree strategies, add each to ``cases``, check its values."""
+    import numpy as np
+    import torch
+
+    try:
+        import hummingbird.ml
+    except ImportError:
+        return {"(all)": {"error": "hummingbird-ml is not installed: pip install -c constraints.txt hummingbird-ml"}}
+    reference = booster.predict(rows, raw_score=True)
+    compiled_teachers: dict[str, dict[str, Any]] = {}
+    for strategy in ("default", "gemm", "tree_trav", "perf_tree_trav"):
+        # hummingbird sets torch's global thread count to the physical cores unless told otherwise
+        extra: dict[str, Any] = {"n_threads": threads}
+        if strategy != "default":
+            extra["tree_implementation"] = strategy
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                compiled = hummingbird.ml.convert(booster, "torch", rows[:100], extra_config=extra)
+        except Exception as exc:  # e.g. perf_tree_trav allocates 2^depth nodes per tree
+            message = str(exc).splitlines()[0][:160] if str(exc) else ""
+            compiled_teachers[strategy] = {"error": f"{type(exc).__name__}: {message}"}
+            continue
+        finally:
+            torch.set_num_threads(threads)
+        label = f"twin teacher: hummingbird-ml torch, {strategy}"
+        cases[label] = _predictor(compiled, rows)
+        difference = float(np.abs(np.ravel(cases[label]()) - reference).max())
+        compiled_teachers[strategy] = {"case": label, "max_abs_diff_vs_lightgbm": difference}
+    return compiled_teachers
+
+
+def _predictor(compiled: Any, rows: Any) -> Callable[[], Any]:
+    def predict() -> Any:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.from_numpy of a read-only array, on every call
+            return compiled.predict(rows)
+
+    return predict
+
+
+# ------------------------------------------------------------------------------------------------------ suite 4
+def e2e_once(sizes: dict[str, Any], threads: int, alignment_weight: float) -> dict[str, Any]:
+    """One ``distill`` run as a user runs it (no explanation cache), phase by phase: wall time and peak RSS."""
+    recorder = PhaseRecorder()
+    started = time.perf_counter()
+    with recorder.phase(IMPORT_PHASE):
+        import torch
+        import torch._dynamo  # the first optimizer imports it: seconds that are not the leaf embedding's
+
+        from gbdt2nn_core.data import load_bundled
+        from gbdt2nn_core.distill import DistillConfig, distill
+
+        torch.set_num_threads(threads)
+    with recorder.phase("load adult"):
+        adult = load_bundled("adult")
+        frame = adult.frame
+        if sizes["rows"] is not None:
+            frame = frame.sample(sizes["rows"], random_state=0).reset_index(drop=True)
+    config = DistillConfig(
+        alignment_weight=alignment_weight,
+        cache=False,
+        teacher_options={"n_estimators": sizes["trees"], "num_leaves": sizes["leaves"]},
+        student_options={
+            "epochs": sizes["epochs"],
+            "batch_size": sizes["batch"],
+            "n_groups": sizes["groups"],
+            "hidden": sizes["hidden"],
+        },
+    )
+    run = distill(frame, adult.target, config, progress=recorder)
+    recorder.finish()
+    return {
+        "alignment_weight": alignment_weight,
+        "rows": len(frame),
+        "total_s": time.perf_counter() - started,
+        "phases": recorder.phases,
+        "pipeline_timings": dict(run.timings),
+        "epoch_s": [record.seconds for record in run.student.history_],
+        "process_peak_mib": recorder.peak.process_peak,
+        "peak_method": recorder.peak.method,
+        "metrics": {
+            "student_test": run.metrics["student"]["test"],
+            "teacher_test": run.metrics["teacher"]["test"],
+            "agreement": run.metrics["student"]["agreement"],
+        },
+    }
+
+
+def bench_e2e(sizes: dict[str, Any], threads: int, *, quick: bool, in_process: bool, repeats: int) -> dict[str, Any]:
+    """Plain and aligned distillations, alternating, each in a fresh process (so each has its own peak RSS)."""
+    runs: dict[str, list[dict[str, Any]]] = {"plain": [], "aligned": []}
+    for _ in range(repeats):
+        for mode, weight in (("plain", 0.0), ("aligned", 1.0)):
+            if in_process:
+                runs[mode].append(e2e_once(sizes, threads, weight))
+                continue
+            command = [sys.executable, str(RUN_SCRIPT), "--e2e-child", mode, "--threads", str(threads)]
+            if quick:
+                command.append("--quick")
+            done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, check=False)
+            if done.returncode != 0:
+                raise RuntimeError(f"the {mode} end-to-end run failed:\n{done.stderr[-3000:]}")
+            runs[mode].append(json.loads(done.stdout.strip().splitlines()[-1]))
+    return {
+        "runs": runs,
+        "in_process": in_process,
+        "sizes": {k: sizes[k] for k in ("trees", "leaves", "groups", "batch", "epochs")},
+        "reference": DEEPGBM_REFERENCE,
+    }

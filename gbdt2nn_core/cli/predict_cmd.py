@@ -1,0 +1,101 @@
+"""``gbdt2nn predict``: predictions of a distilled student for the rows of a CSV or Parquet file.
+
+The output has one row per input row, in input order: ``prediction`` (the class label, or the value for
+regression), ``probability_<class>`` for each class of a classifier, and the margin (``margin``; one
+``margin_<class>`` per class for multiclass). ``--keep COL`` copies input columns (an id) in front.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_parser", "output_columns", "predictions", "run"]
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register ``gbdt2nn predict`` on the CLI's subparsers."""
+    parser = subparsers.add_parser(
+        "predict",
+        help="predict with a distilled student (a run folder) for the rows of a CSV or Parquet file",
+        description=(
+            "Predict with the student of a run folder written by 'gbdt2nn distill'. Columns the model does not "
+            "use are ignored, categories not seen in training count as missing; both with a note on stderr."
+        ),
+    )
+    parser.add_argument("--model", type=Path, required=True, help="run folder (student.safetensors + student.json)")
+    parser.add_argument("--data", type=Path, required=True, help="CSV (.csv, .csv.gz) or Parquet file of rows")
+    parser.add_argument("--out", type=Path, required=True, help="file to write: .csv, .csv.gz or .parquet")
+    parser.add_argument(
+        "--keep", action="append", default=[], metavar="COL", help="copy this input column to the output (repeatable)"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    parser.set_defaults(func=run)
+
+
+def predictions(model: Any, frame: Any) -> Any:
+    """The output table of ``gbdt2nn predict`` for ``model`` (a DistilledModel) on raw rows ``frame``."""
+    import numpy as np
+    import pandas as pd
+
+    margin = model.predict_margin(frame)
+    columns: dict[str, Any] = {}
+    if model.task == "regression":
+        columns["prediction"] = margin
+        columns["margin"] = margin
+    else:
+        classes = list(model.target.classes)
+        if model.task == "binary":
+            positive = 1.0 / (1.0 + np.exp(-margin.astype(np.float64)))
+            probability = np.stack([1.0 - positive, positive], axis=1)
+        else:
+            shifted = np.exp(margin.astype(np.float64) - margin.max(axis=1, keepdims=True))
+            probability = shifted / shifted.sum(axis=1, keepdims=True)
+        columns["prediction"] = pd.Series(np.asarray(classes, dtype=object)[probability.argmax(axis=1)]).infer_objects()
+        for index, label in enumerate(classes):
+            columns[f"probability_{label}"] = probability[:, index]
+        if margin.ndim == 1:
+            columns["margin"] = margin
+        else:
+            for index, label in enumerate(classes):
+                columns[f"margin_{label}"] = margin[:, index]
+    return pd.DataFrame(columns)
+
+
+def output_columns(model: Any) -> list[str]:
+    """The columns :func:`predictions` returns for ``model``."""
+    if model.task == "regression":
+        return ["prediction", "margin"]
+    classes = [str(label) for label in model.target.classes]
+    margins = ["margin"] if model.task == "binary" else [f"margin_{label}" for label in classes]
+    return ["prediction", *(f"probability_{label}" for label in classes), *margins]
+
+
+def run(args: argparse.Namespace) -> int:
+    """Predict and write the table."""
+    import pandas as pd
+
+    from gbdt2nn_core.cli._files import (
+        check_output_file,
+        keep_columns,
+        load_student,
+        note,
+        read_rows,
+        table_format,
+        write_table,
+    )
+
+    check_output_file(args.out, overwrite=args.overwrite)
+    table_format(args.out)  # an unknown suffix fails before the work
+    model = load_student(args.model)
+    frame, notes = read_rows(args.data, model)
+    kept = keep_columns(frame, args.keep, output_columns(model))
+    table = predictions(model, frame)
+    if args.keep:
+        table = pd.concat([kept, table], axis=1)
+    write_table(table, args.out)
+    for text in notes:
+        note(text)
+    print(f"wrote {len(table):,} predictions ({model.task}) to {args.out}")
+    return 0

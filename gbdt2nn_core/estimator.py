@@ -1,0 +1,1002 @@
+"""scikit-learn estimators: distil a tree ensemble (yours or one trained here) into a GBDT2NN network.
+
+:class:`GBDT2NNRegressor` and :class:`GBDT2NNClassifier` follow scikit-learn's conventions: constructor
+arguments are only stored (and checked in :meth:`~GBDT2NNClassifier.fit`), ``get_params`` / ``set_params`` /
+``sklearn.base.clone`` work, fitted attributes end in ``_``, and using an unfitted estimator raises
+:class:`EstimatorNotFittedError` (both scikit-learn's ``NotFittedError`` and a
+:class:`~gbdt2nn_core.Gbdt2nnError`)::
+
+    import lightgbm as lgb
+    from gbdt2nn_core import GBDT2NNClassifier
+
+    booster = lgb.LGBMClassifier(n_estimators=100).fit(X_train, y_train)  # a model you already have
+    student = GBDT2NNClassifier(epochs=20).fit(X_train, y_train, teacher=booster)
+    student.predict_proba(X_test)
+    student.explain(X_test)  # per-column attributions, in margin space
+    student.partial_fit(X_new, y_new)  # online update, without the trees
+    student.save("model-dir")
+    student = GBDT2NNClassifier.load("model-dir")
+
+``X`` is a pandas DataFrame (numeric, ``category`` and string columns, NaN for missing values) or a 2-D
+numpy array. The teacher sees the columns as they are (native categorical splits, native missing values);
+the student sees them through :class:`~gbdt2nn_core.encoding.InputEncoder`. Categories not seen in training
+are missing values for the teacher and the average category (all-zero block) for the student.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import attrs
+import numpy as np
+import pandas as pd
+import torch
+from scipy.special import expit, softmax
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.exceptions import NotFittedError as SklearnNotFittedError
+
+from gbdt2nn_core.data import TabularSchema, TargetEncoder
+from gbdt2nn_core.distill import (
+    DistillConfig,
+    _teacher_explainer,
+    build_teacher,
+    check_component_names,
+    encoder_for,
+    teacher_explanations,
+    train_student,
+)
+from gbdt2nn_core.errors import ConfigError, DataError, Gbdt2nnError, ModelFileError, PluginLoadError
+from gbdt2nn_core.errors import UnknownComponentError as _UnknownComponentError
+from gbdt2nn_core.interfaces import Attributor, Task, Teacher
+from gbdt2nn_core.metrics import agreement, agreement_per_output, fidelity, task_metrics
+from gbdt2nn_core.model_files import current_umask
+from gbdt2nn_core.persistence import DistilledModel, load_model, save_model
+from gbdt2nn_core.progress import NullProgress, Progress
+from gbdt2nn_core.registry import Registry, get_registry
+from gbdt2nn_core.student import GBDT2NNConfig
+
+__all__ = ["EstimatorNotFittedError", "GBDT2NNClassifier", "GBDT2NNRegressor", "load_estimator"]
+
+#: Encoded training rows kept as the attributors' background (``E[f]``, baselines).
+BACKGROUND_ROWS = 256
+_TEACHER_FILES = {"lightgbm": "teacher.txt", "xgboost": "teacher.json"}
+
+
+class EstimatorNotFittedError(Gbdt2nnError, SklearnNotFittedError):  # type: ignore[misc]
+    """An estimator was used before :meth:`fit`.
+
+    Both a :class:`gbdt2nn_core.Gbdt2nnError` and scikit-learn's ``NotFittedError`` (itself a ``ValueError``
+    and an ``AttributeError``), so ``except sklearn.exceptions.NotFittedError`` catches it as usual.
+    (:class:`gbdt2nn_core.NotFittedError` is the components' error, a ``ConfigError``; Python cannot make one
+    class of both.)
+    """
+
+    def __init__(self, *, component: str, method: str, fix: str) -> None:
+        super().__init__(component, method, fix)
+        self.component, self.method, self.fix = component, method, fix
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_not_fitted, (self.component, self.method, self.fix))
+
+    def message(self) -> str:
+        return f"{self.component}.{self.method} was called before fit; {self.fix}"
+
+
+def _rebuild_not_fitted(component: str, method: str, fix: str) -> EstimatorNotFittedError:
+    return EstimatorNotFittedError(component=component, method=method, fix=fix)
+
+
+# ---------------------------------------------------------------------------------------------------- helpers
+@contextlib.contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """Seed python, numpy and torch (and ask torch for deterministic kernels) for the block, then restore them.
+
+    Restoring keeps ``fit`` from disturbing the random streams of the code around it.
+    """
+    python_state, numpy_state, torch_state = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+        torch.set_rng_state(torch_state)
+        np.random.set_state(numpy_state)
+        random.setstate(python_state)
+
+
+def _library_of(model: object) -> str | None:
+    """``"lightgbm"`` / ``"xgboost"`` for those libraries' boosters and scikit-learn models (by type, no import)."""
+    for cls in type(model).__mro__:
+        root = cls.__module__.split(".")[0]
+        if root in ("lightgbm", "xgboost"):
+            return root
+    return None
+
+
+def _native_model(teacher: Teacher) -> object:
+    try:
+        return teacher.native_model
+    except (AttributeError, Gbdt2nnError):
+        return None
+
+
+def _outputs_of(teacher: Teacher) -> int | None:
+    """The teacher's number of outputs, or ``None`` while it holds no booster yet."""
+    try:
+        return teacher.n_outputs
+    except Gbdt2nnError:
+        return None
+
+
+def _sniff_model_file(path: str | os.PathLike[str]) -> str | None:
+    """The library that wrote a model file, from its first bytes (LightGBM text, XGBoost JSON / UBJSON)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(16)
+    except OSError:
+        return None  # the teacher's own loader says what is wrong with the path
+    if head.startswith((b"tree\n", b"tree\r\n")):
+        return "lightgbm"
+    if head.lstrip().startswith(b"{"):
+        return "xgboost"  # JSON and UBJSON models both open with an object
+    return None
+
+
+def _python_scalar(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _teacher_categories(frame: pd.DataFrame, schema: TabularSchema) -> dict[str, list[Any]]:
+    """Categorical columns whose categories are numbers: the schema keeps them as strings, the teacher must not.
+
+    A booster trained on a ``category`` column of integers matches categories by value; handed the strings
+    ``"1"``, ``"2"``... LightGBM would read every row as missing and XGBoost would refuse the frame.
+    """
+    restored = {}
+    for column in schema.columns:
+        series = frame[column.name]
+        if column.kind != "categorical" or not isinstance(series.dtype, pd.CategoricalDtype):
+            continue
+        values = [_python_scalar(c) for c in series.cat.categories]
+        if all(isinstance(v, str) for v in values):
+            continue
+        if all(isinstance(v, (bool, int, float)) for v in values):
+            restored[column.name] = values
+    return restored
+
+
+def _restore_categories(frame: pd.DataFrame, categories: Mapping[str, list[Any]]) -> pd.DataFrame:
+    if not categories:
+        return frame
+    frame = frame.copy()
+    for name, values in categories.items():
+        frame[name] = frame[name].cat.rename_categories(values)
+    return frame
+
+
+def _check_target_array(y: object, n_rows: int) -> np.ndarray:
+    if isinstance(y, pd.DataFrame):
+        if y.shape[1] != 1:
+            raise DataError(
+                problem=f"y has {y.shape[1]} columns", fix="pass one target per row (a Series or 1-D array)"
+            )
+        y = y.iloc[:, 0]
+    array = np.asarray(y)
+    if array.ndim == 2 and array.shape[1] == 1:
+        array = array[:, 0]
+    if array.ndim != 1:
+        raise DataError(problem=f"y has shape {array.shape}", fix="pass one target per row as a 1-D array")
+    if len(array) != n_rows:
+        raise DataError(problem=f"y has {len(array)} values for {n_rows} rows of X", fix="pass one target per row")
+    return array
+
+
+def _jsonable(value: Any, where: str) -> Any:
+    try:
+        return json.loads(json.dumps(value, default=_json_default))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(setting=where, value=value, fix=f"only JSON-like settings can be saved ({exc})") from None
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (tuple, np.ndarray)):
+        return list(value)
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+# ---------------------------------------------------------------------------------------------------- base
+class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
+    """Shared implementation of :class:`GBDT2NNRegressor` and :class:`GBDT2NNClassifier`."""
+
+    _kind: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        *,
+        teacher: str = "lightgbm",
+        teacher_options: dict[str, Any] | None = None,
+        student_options: dict[str, Any] | None = None,
+        attributor: str = "structure",
+        attributor_options: dict[str, Any] | None = None,
+        alignment: str = "mse",
+        alignment_options: dict[str, Any] | None = None,
+        alignment_weight: float = 1.0,
+        alignment_fraction: float = 1.0,
+        epochs: int = 20,
+        teacher_explanation: str = "path-dependent",
+        background_rows: int = 100,
+        threshold_bins: int = 64,
+        online_epochs: int = 1,
+        online_lr: float | None = None,
+        random_state: int | np.random.RandomState | None = 0,
+        cache_dir: str | os.PathLike[str] | bool | None = None,
+        verbose: bool = False,
+    ) -> None:
+        self.teacher = teacher
+        self.teacher_options = teacher_options
+        self.student_options = student_options
+        self.attributor = attributor
+        self.attributor_options = attributor_options
+        self.alignment = alignment
+        self.alignment_options = alignment_options
+        self.alignment_weight = alignment_weight
+        self.alignment_fraction = alignment_fraction
+        self.epochs = epochs
+        self.teacher_explanation = teacher_explanation
+        self.background_rows = background_rows
+        self.threshold_bins = threshold_bins
+        self.online_epochs = online_epochs
+        self.online_lr = online_lr
+        self.random_state = random_state
+        self.cache_dir = cache_dir
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ scikit-learn plumbing
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True
+        tags.input_tags.categorical = True
+        tags.input_tags.string = True
+        tags.non_deterministic = False
+        return tags
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "student_")
+
+    def _check_fitted(self, method: str) -> None:
+        if not hasattr(self, "student_"):
+            raise EstimatorNotFittedError(
+                component=type(self).__name__,
+                method=method,
+                fix=f"call {type(self).__name__}.fit(X, y) first, or load a saved one with "
+                f"{type(self).__name__}.load(path)",
+            )
+
+    # ------------------------------------------------------------------ settings
+    def _seed(self) -> int:
+        state = self.random_state
+        if state is None:
+            return int(np.random.SeedSequence().generate_state(1)[0] % (2**31 - 1))
+        if isinstance(state, np.random.RandomState):
+            return int(state.randint(0, 2**31 - 1))
+        if isinstance(state, (int, np.integer)) and not isinstance(state, bool) and state >= 0:
+            return int(state)
+        raise ConfigError(
+            setting="random_state", value=state, fix="use a whole number ≥ 0, a numpy RandomState or None"
+        )
+
+    def _config(self, teacher_name: str, task: Task | None, seed: int) -> DistillConfig:
+        """The pipeline settings these parameters stand for; every parameter is checked here."""
+        student_options = dict(self.student_options or {})
+        for key in ("epochs", "seed"):
+            if key in student_options:
+                raise ConfigError(
+                    setting=f"student_options[{key!r}]",
+                    value=student_options[key],
+                    fix="set the estimator's " + ("epochs=..." if key == "epochs" else "random_state=...") + " instead",
+                )
+        student_options["epochs"] = self.epochs
+        try:
+            GBDT2NNConfig(**student_options, seed=seed)  # fail before the teacher trains
+        except TypeError as exc:
+            known = ", ".join(f.name for f in attrs.fields(GBDT2NNConfig))
+            raise ConfigError(setting="student_options", value=sorted(student_options), fix=f"use {known}") from exc
+        for name in ("online_epochs",):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(setting=name, value=value, fix="use a whole number of at least 1")
+        if self.online_lr is not None and not (
+            isinstance(self.online_lr, (int, float)) and math.isfinite(self.online_lr) and self.online_lr > 0
+        ):
+            raise ConfigError(setting="online_lr", value=self.online_lr, fix="use a number > 0, or None for the lr")
+        for name in ("teacher", "attributor", "alignment"):
+            if not isinstance(getattr(self, name), str):
+                raise ConfigError(setting=name, value=getattr(self, name), fix="give a plugin name (a string)")
+        cache = self.cache_dir is not False
+        cache_dir = None if self.cache_dir in (None, True, False) else os.fspath(self.cache_dir)  # type: ignore[arg-type]
+        return DistillConfig(
+            task=task,
+            teacher=teacher_name,
+            teacher_options=self.teacher_options,
+            student="gbdt2nn",
+            student_options=student_options,
+            attributor=self.attributor,
+            attributor_options=self.attributor_options,
+            alignment=self.alignment,
+            alignment_options=self.alignment_options,
+            alignment_weight=self.alignment_weight,
+            alignment_fraction=self.alignment_fraction,
+            teacher_explanation=self.teacher_explanation,
+            background_rows=self.background_rows,
+            threshold_bins=self.threshold_bins,
+            seed=seed,
+            cache_dir=cache_dir,
+            cache=cache,
+        )
+
+    # ------------------------------------------------------------------ inputs
+    def _input_frame(self, X: object, teacher: Teacher | None) -> pd.DataFrame:
+        """``X`` as a DataFrame with string column names (a numpy array borrows a wrapped booster's names)."""
+        if isinstance(X, pd.DataFrame):
+            frame = X
+        else:
+            if isinstance(X, pd.Series):
+                raise DataError(problem="X is a Series (one column)", fix="pass X.to_frame() or a 2-D array")
+            array = np.asarray(X)
+            if array.ndim != 2:
+                raise DataError(
+                    problem=f"X has shape {array.shape}, expected (rows, columns)",
+                    fix="pass a 2-D array or a DataFrame (use X.reshape(-1, 1) for a single column)",
+                )
+            names = [f"x{i}" for i in range(array.shape[1])]
+            if teacher is not None:
+                try:
+                    booster_names = list(teacher.feature_names)
+                except Gbdt2nnError:
+                    booster_names = []
+                if len(booster_names) == array.shape[1]:
+                    names = booster_names
+            # an object array mixes numbers and strings: numeric columns must stay numeric
+            frame = pd.DataFrame(array, columns=names).infer_objects()
+        if frame.shape[0] == 0 or frame.shape[1] == 0:
+            raise DataError(
+                problem=f"X is empty ({frame.shape[0]} rows, {frame.shape[1]} columns)", fix="pass rows with data"
+            )
+        if frame.columns.duplicated().any():
+            duplicated = sorted({str(c) for c in frame.columns[frame.columns.duplicated()]})
+            raise DataError(problem=f"X has duplicate columns {duplicated[:5]}", fix="give every column a unique name")
+        return frame.rename(columns=str)
+
+    def _teacher_frame(self, X: object) -> pd.DataFrame:
+        """Check ``X`` against the fitted schema and return the teacher-ready frame."""
+        frame = self.encoder_.schema.to_frame(X if isinstance(X, (pd.DataFrame, np.ndarray)) else np.asarray(X))
+        return _restore_categories(frame, self.teacher_categories_)
+
+    def _encode(self, X: object) -> np.ndarray:
+        return self.encoder_.transform(self._teacher_frame(X))
+
+    # ------------------------------------------------------------------ fitting
+    def _task_and_target(self, y: np.ndarray, model: object, teacher: Teacher) -> tuple[Task, TargetEncoder]:
+        raise NotImplementedError
+
+    def fit(self, X: Any, y: Any, teacher: Any = None) -> _GBDT2NNBase:
+        """Distil a teacher into a GBDT2NN student on ``(X, y)``.
+
+        ``teacher`` is ``None`` (train the booster named by the ``teacher`` parameter, with
+        ``teacher_options``), an existing model — a LightGBM ``Booster`` / ``LGBMModel``, an XGBoost
+        ``Booster`` / ``XGBModel``, the path of a model file (LightGBM text, XGBoost JSON / UBJ) — or a
+        :class:`~gbdt2nn_core.Teacher`. For a model of a known library the teacher plugin is picked from its
+        type; otherwise the ``teacher`` parameter names the plugin that wraps it. A wrapped booster is never
+        retrained: its feature names and order must match ``X``'s columns (an error names the differences).
+        """
+        registry = get_registry()
+        seed = self._seed()
+        if isinstance(teacher, Teacher):
+            name = self.teacher
+        elif isinstance(teacher, (str, os.PathLike)):
+            name = _sniff_model_file(teacher) or self.teacher
+        else:
+            name = (_library_of(teacher) if teacher is not None else None) or self.teacher
+        config = self._config(name, None, seed)
+        check_component_names(config, registry)
+        if teacher is not None and not isinstance(teacher, Teacher) and self.teacher_options:
+            raise ConfigError(
+                setting="teacher_options",
+                value=self.teacher_options,
+                fix="they train a new booster; leave them out (teacher_options=None) when fit gets a trained one",
+            )
+        progress: Progress = NullProgress()
+        if self.verbose:
+            from gbdt2nn_core.progress import RichProgress
+
+            progress = RichProgress()
+        with _seeded(seed):
+            self._fit(X, y, teacher, config, registry, progress)
+        return self
+
+    def _fit(self, X: Any, y: Any, model: Any, config: DistillConfig, registry: Registry, progress: Progress) -> None:
+        teacher_obj = model if isinstance(model, Teacher) else build_teacher(config, registry, model)
+        # a booster given to fit, or a Teacher component that already holds one
+        trained = model is not None and _outputs_of(teacher_obj) is not None
+        frame = self._input_frame(X, teacher_obj if trained else None)
+        y_array = _check_target_array(y, len(frame))
+        task, target = self._task_and_target(y_array, model if trained else None, teacher_obj)
+        config = attrs.evolve(config, task=task)
+        schema = TabularSchema.infer(frame)
+        categories = _teacher_categories(frame, schema)
+        teacher_frame = _restore_categories(schema.to_frame(frame), categories)
+        y_encoded = np.array(target.transform(y_array))
+        if len(teacher_frame) < 2:
+            raise DataError(problem=f"only {len(teacher_frame)} row", fix="fit on at least two rows")
+        with progress.step(f"teacher ({config.teacher})"):
+            teacher_obj.fit(teacher_frame, y_encoded, task=task, seed=config.seed)
+        if isinstance(model, Teacher):  # name the plugin after the booster the component holds, for save/load
+            config = attrs.evolve(config, teacher=_library_of(_native_model(teacher_obj)) or config.teacher)
+        encoder = encoder_for(teacher_frame, schema, teacher_obj, config.threshold_bins)
+        z = encoder.transform(teacher_frame)
+        leaves = teacher_obj.leaf_indices(teacher_frame)
+        margin = teacher_obj.predict_margin(teacher_frame)
+        rng = np.random.default_rng(config.seed)
+        teacher_background = teacher_frame.iloc[
+            np.sort(rng.permutation(len(teacher_frame))[: config.background_rows])
+        ].reset_index(drop=True)
+        shap = None
+        if config.alignment_weight > 0:
+            with progress.step("teacher TreeSHAP"):
+                shap = teacher_explanations(
+                    teacher_obj, teacher_frame, config=config, registry=registry, train_frame=teacher_frame
+                ).values
+        student, attributor = train_student(
+            teacher=teacher_obj,
+            encoder=encoder,
+            z=z,
+            y=y_encoded,
+            task=task,
+            leaves=leaves,
+            teacher_margin=margin,
+            teacher_attributions=shap,
+            config=config,
+            registry=registry,
+            progress=progress,
+        )
+        background = z[np.sort(rng.permutation(len(z))[:BACKGROUND_ROWS])]
+        attributor.fit(student.module, torch.as_tensor(background, dtype=torch.float32))
+
+        # set only once everything worked, so a failed refit leaves the previous model whole
+        if task != "regression":
+            self.classes_ = np.asarray(target.classes)
+        self.config_ = config
+        self.task_ = task
+        self.target_ = target
+        self.teacher_: Teacher | None = teacher_obj
+        self.teacher_name_ = config.teacher
+        self.encoder_ = encoder
+        self.teacher_categories_ = categories
+        self.student_ = student
+        self.attributor_ = attributor
+        self.background_ = background
+        self.teacher_background_ = teacher_background
+        self.seed_ = config.seed
+        self.n_features_in_ = frame.shape[1]
+        if isinstance(X, pd.DataFrame) and all(isinstance(c, str) for c in X.columns):
+            self.feature_names_in_ = np.asarray(list(X.columns), dtype=object)
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
+        self.history_ = [
+            {"phase": "fit", **attrs.asdict(record, filter=lambda a, _: a.name != "extra")}
+            for record in student.history_
+        ]
+        self._attributors: dict[str, Attributor] = {config.attributor: attributor}
+        self._online_optimizer: torch.optim.Optimizer | None = None
+        self._updates = 0
+
+    # ------------------------------------------------------------------ prediction
+    @property
+    def n_outputs_(self) -> int:
+        """Margin outputs: 1 for regression and binary, the number of classes for multiclass."""
+        self._check_fitted("n_outputs_")
+        return int(self.student_.module.n_outputs)
+
+    @property
+    def feature_names_(self) -> tuple[str, ...]:
+        """The input columns, in order (also for numpy input, where they are ``x0, x1, ...``)."""
+        self._check_fitted("feature_names_")
+        return self.encoder_.schema.names
+
+    def predict_margin(self, X: Any) -> np.ndarray:
+        """The student's raw scores: ``(n,)`` (regression, binary log-odds) or ``(n, k)`` (multiclass)."""
+        self._check_fitted("predict_margin")
+        return self.student_.predict_margin(self._encode(X)).astype(np.float64)
+
+    def teacher_margin(self, X: Any) -> np.ndarray:
+        """The teacher's raw scores on ``X``, shaped like :meth:`predict_margin`."""
+        self._check_fitted("teacher_margin")
+        return np.asarray(self._require_teacher("teacher_margin").predict_margin(self._teacher_frame(X)))
+
+    def _require_teacher(self, method: str) -> Teacher:
+        teacher: Teacher | None = getattr(self, "teacher_", None)
+        if teacher is None:
+            raise ConfigError(
+                setting=f"{type(self).__name__}.{method}",
+                value="no teacher",
+                fix="this estimator was loaded without its teacher (its plugin is missing or the file was not "
+                "saved); install the teacher plugin and save the model with include_teacher=True",
+            )
+        return teacher
+
+    # ------------------------------------------------------------------ explanations
+    def _attributor(self, method: str) -> Attributor:
+        cached = self._attributors.get(method)
+        if cached is not None:
+            return cached
+        attributor = get_registry().attributor(method)
+        attributor.fit(self.student_.module, torch.as_tensor(self.background_, dtype=torch.float32))
+        self._attributors[method] = attributor
+        return attributor
+
+    def explain(self, X: Any, method: str | None = None, *, as_frame: bool = False) -> Any:
+        """Per-column attributions of the predictions on ``X``, in margin space.
+
+        ``method`` is the name of an attributor plugin (``"structure"``, ``"gradient-x-input"``,
+        ``"integrated-gradients"``, ``"expected-gradients"``...; default: the ``attributor`` parameter) or
+        ``"teacher"`` for the teacher's TreeSHAP (of the kind set by ``teacher_explanation``). Returns a numpy
+        array ``(n, d)``, or ``(n, k, d)`` for ``k`` classes; with ``as_frame=True`` a DataFrame whose columns
+        are the feature names (a ``(class, feature)`` MultiIndex for ``k`` classes). Categorical columns get
+        one value each: the student's encoded block is summed back to its column, as TreeSHAP reports it.
+        """
+        self._check_fitted("explain")
+        method = method or self.config_.attributor
+        frame = self._teacher_frame(X)
+        if method == "teacher":
+            values = self._teacher_shap(frame)
+        else:
+            z = self.encoder_.transform(frame)
+            values = self.student_.attributions(z, self._attributor(method), self.encoder_.aggregation())
+            values = values.astype(np.float64)
+        if not as_frame:
+            return values
+        index = X.index if isinstance(X, pd.DataFrame) else None
+        names = list(self.encoder_.schema.names)
+        if values.ndim == 2:
+            return pd.DataFrame(values, columns=names, index=index)
+        labels = self._output_labels()
+        columns = pd.MultiIndex.from_product([labels, names], names=["class", "feature"])
+        return pd.DataFrame(values.reshape(len(values), -1), columns=columns, index=index)
+
+    def _output_labels(self) -> list[Any]:
+        return list(range(self.n_outputs_))
+
+    def _teacher_shap(self, frame: pd.DataFrame) -> np.ndarray:
+        teacher = self._require_teacher("explain")
+        if self.config_.teacher_explanation == "path-dependent":
+            return np.asarray(teacher.shap_values(frame).values, dtype=np.float64)
+        explainer = _teacher_explainer(self.config_, get_registry())
+        background = _restore_categories(
+            self.encoder_.schema.to_frame(self.teacher_background_), self.teacher_categories_
+        )
+        return np.asarray(explainer.explain_teacher(teacher, frame, background).values, dtype=np.float64)
+
+    def explanation_agreement(self, X: Any, method: str | None = None, *, top_k: int = 5) -> dict[str, Any]:
+        """How well the student's explanations of ``X`` agree with the teacher's TreeSHAP, per row then averaged.
+
+        Returns ``{"overall": {spearman, cosine, top5, sign, mse}}``, plus ``"per_class"`` (the same per
+        class label) for a multiclass model. See :func:`gbdt2nn_core.metrics.agreement`.
+        """
+        student = self.explain(X, method)
+        teacher = self.explain(X, "teacher")
+        result: dict[str, Any] = {"overall": agreement(student, teacher, top_k=top_k)}
+        if student.ndim == 3:
+            result["per_class"] = agreement_per_output(
+                student, teacher, [str(label) for label in self._output_labels()], top_k=top_k
+            )
+        return result
+
+    def evaluate(self, X: Any, y: Any, method: str | None = None) -> dict[str, Any]:
+        """Teacher and student on held-out ``(X, y)``: task metric, fidelity to the teacher, explanation agreement.
+
+        The same layout as the ``metrics.json`` of a CLI run (``task``, ``teacher.test``, ``student.test``,
+        ``student.fidelity``, ``student.agreement`` and, for multiclass, ``student.agreement_per_class``).
+        """
+        self._check_fitted("evaluate")
+        frame = self._teacher_frame(X)
+        y_encoded = self.target_.transform(_check_target_array(y, len(frame)))
+        teacher_margin = np.asarray(self._require_teacher("evaluate").predict_margin(frame))
+        student_margin = self.student_.predict_margin(self.encoder_.transform(frame)).astype(np.float64)
+        agreement_result = self.explanation_agreement(X, method)
+        student: dict[str, Any] = {
+            "test": task_metrics(self.task_, y_encoded, student_margin),
+            "fidelity": fidelity(self.task_, student_margin, teacher_margin),
+            "agreement": agreement_result["overall"],
+        }
+        if "per_class" in agreement_result:
+            student["agreement_per_class"] = agreement_result["per_class"]
+        return {
+            "task": self.task_,
+            "rows": len(frame),
+            "teacher": {"name": self.teacher_name_, "test": task_metrics(self.task_, y_encoded, teacher_margin)},
+            "student": student,
+        }
+
+    # ------------------------------------------------------------------ online update
+    def partial_fit(self, X: Any, y: Any, *, teacher_attributions: Any = None) -> _GBDT2NNBase:
+        """Update the fitted student on a new batch ``(X, y)`` without the trees (DeepGBM's online update).
+
+        The network trains end to end on the task loss for ``online_epochs`` passes (learning rate
+        ``online_lr``, default the student's); the input encoder, the frozen leaf-embedding heads and the
+        teacher stay as fitted, and the teacher is not consulted. One optimizer is kept across calls (not
+        across :meth:`save` / :meth:`load`). ``teacher_attributions`` — the teacher's TreeSHAP of these rows,
+        ``(n, d)`` or ``(n, k, d)``, e.g. ``explain(X, "teacher")`` — keeps the alignment term (needs
+        ``alignment_weight > 0``). Labels must be among ``classes_``. Call :meth:`fit` first.
+        """
+        self._check_fitted("partial_fit")
+        from gbdt2nn_core.alignment import Alignment
+        from gbdt2nn_core.online import online_update
+
+        self._config(self.config_.teacher, self.task_, self.seed_)  # re-check parameters changed since fit
+        frame = self._teacher_frame(X)
+        y_encoded = np.array(self.target_.transform(_check_target_array(y, len(frame))))
+        z = self.encoder_.transform(frame)
+        alignment = None
+        if teacher_attributions is not None:
+            if not self.alignment_weight > 0:
+                raise ConfigError(
+                    setting="alignment_weight",
+                    value=self.alignment_weight,
+                    fix="set alignment_weight > 0 to train on teacher_attributions, or leave them out",
+                )
+            values = np.asarray(teacher_attributions, dtype=np.float64)
+            expected = (len(frame), *((self.n_outputs_,) if self.n_outputs_ > 1 else ()), self.n_features_in_)
+            if values.shape != expected:
+                raise DataError(
+                    problem=f"teacher_attributions have shape {values.shape}, expected {expected}",
+                    fix="pass one attribution per row and column (explain(X, 'teacher') has the right shape)",
+                )
+            registry = get_registry()
+            alignment = Alignment(
+                attributor=self.attributor_,
+                loss=registry.alignment_loss(self.config_.alignment, **self.config_.alignment_options),
+                teacher_attributions=values,
+                weight=float(self.alignment_weight),
+                fraction=float(self.alignment_fraction),
+            )
+        module = self.student_.module
+        student_config = self.student_.config
+        if self._online_optimizer is None:
+            lr = self.online_lr if self.online_lr is not None else student_config.lr
+            self._online_optimizer = torch.optim.AdamW(
+                module.parameters(), lr=lr, weight_decay=student_config.weight_decay
+            )
+        seed = self.seed_ + 1 + self._updates
+        with _seeded(seed):
+            records = online_update(
+                module,
+                z,
+                y_encoded,
+                task=self.task_,
+                optimizer=self._online_optimizer,
+                epochs=self.online_epochs,
+                batch_size=student_config.batch_size,
+                generator=torch.Generator().manual_seed(seed),
+                alignment=alignment,
+                aggregation=self.encoder_.aggregation(),
+            )
+        self._updates += 1
+        self.history_.extend({"phase": "partial_fit", "update": self._updates, **r} for r in records)
+        return self
+
+    # ------------------------------------------------------------------ saving and loading
+    def save(self, path: str | os.PathLike[str], *, include_teacher: bool = True, overwrite: bool = False) -> Path:
+        """Write the fitted estimator to the folder ``path`` (no pickle) and return it.
+
+        The folder holds the student (``student.safetensors`` + ``student.json``: weights, feature schema,
+        task, class labels, encoder, the parameters that made it, training history), the attributors'
+        background rows (``background.safetensors``) and, with ``include_teacher``, the teacher in its own
+        format (``teacher.txt`` / ``teacher.json``). It is written under a temporary name and renamed into
+        place, so a failure leaves nothing half-written. ``gbdt2nn predict --model`` reads it too.
+        """
+        self._check_fitted("save")
+        out = Path(path)
+        if out.exists() and not out.is_dir():
+            raise DataError(problem=f"{str(out)!r} is a file", fix="save to a folder path")
+        if out.is_dir() and any(out.iterdir()) and not overwrite:
+            raise DataError(
+                problem=f"the folder {str(out)!r} already exists and is not empty",
+                fix="pass overwrite=True or choose another path",
+            )
+        params = _jsonable({**self.get_params(), "random_state": self.seed_}, "parameters")
+        teacher_file = None
+        if include_teacher and getattr(self, "teacher_", None) is not None:
+            teacher_file = _TEACHER_FILES.get(self.teacher_name_, "teacher.model")
+        teacher_background = self.teacher_background_.astype(object).where(self.teacher_background_.notna(), None)
+        metadata = {
+            "teacher": self.teacher_name_,
+            "alignment_weight": float(self.config_.alignment_weight),
+            "estimator": {
+                "class": type(self).__name__,
+                "params": params,
+                "config": _jsonable(self.config_.to_json(), "config"),
+                "teacher_file": teacher_file,
+                "teacher_categories": _jsonable(self.teacher_categories_, "teacher categories"),
+                "teacher_background": _jsonable(teacher_background.to_dict(orient="list"), "background"),
+                "feature_names_in": list(self.feature_names_in_) if hasattr(self, "feature_names_in_") else None,
+                "history": _jsonable(self.history_, "history"),
+            },
+        }
+        model = DistilledModel(
+            student=self.student_,
+            encoder=self.encoder_,
+            target=self.target_,
+            metadata=metadata,
+            background=self.background_,
+        )
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+        try:
+            save_model(staging, model)
+            if teacher_file is not None:
+                self._require_teacher("save").save(staging / teacher_file)
+            mask = current_umask()
+            os.chmod(staging, 0o777 & ~mask)
+            for item in staging.iterdir():
+                os.chmod(item, 0o666 & ~mask)
+            if out.exists():
+                trash = out.with_name(f".{out.name}.old")
+                shutil.rmtree(trash, ignore_errors=True)
+                out.rename(trash)
+                staging.rename(out)
+                shutil.rmtree(trash, ignore_errors=True)
+            else:
+                staging.rename(out)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return out
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Any:
+        """A fitted estimator from a folder written by :meth:`save` (or a ``gbdt2nn distill`` run folder).
+
+        Never unpickles anything. The teacher is loaded too when its file and plugin are there (otherwise
+        ``teacher_`` is ``None``: predictions, student explanations and :meth:`partial_fit` still work).
+        """
+        model = load_model(Path(path))
+        return cls._from_model(model, Path(path))
+
+    @classmethod
+    def _from_model(cls, model: DistilledModel, directory: Path) -> Any:
+        task = model.task
+        if (task == "regression") != (cls._kind == "regressor"):
+            other = "GBDT2NNRegressor" if task == "regression" else "GBDT2NNClassifier"
+            raise ModelFileError(
+                path=str(directory), problem=f"it holds a {task} model", fix=f"load it with {other}.load"
+            )
+        stored = model.metadata.get("estimator") or {}
+        params = dict(stored.get("params") or {})
+        valid = cls._get_param_names()
+        estimator = cls(**{k: v for k, v in params.items() if k in valid})
+        config_data = stored.get("config")
+        if config_data is not None:
+            config = DistillConfig(**config_data)
+        else:  # a CLI run folder: its config.json sits beside the student
+            config_path = directory / "config.json"
+            raw = json.loads(config_path.read_text()) if config_path.is_file() else {}
+            config = DistillConfig(
+                **{k: v for k, v in raw.items() if k in {f.name for f in attrs.fields(DistillConfig)}}
+            )
+            config = attrs.evolve(config, task=task, teacher=model.metadata.get("teacher", config.teacher))
+            estimator.set_params(
+                teacher=config.teacher,
+                attributor=config.attributor,
+                alignment=config.alignment,
+                alignment_weight=config.alignment_weight,
+                random_state=config.seed,
+            )
+        estimator.config_ = config
+        estimator.task_ = task
+        estimator.target_ = model.target
+        estimator.encoder_ = model.encoder
+        estimator.student_ = model.student
+        estimator.teacher_name_ = config.teacher
+        estimator.teacher_categories_ = dict(stored.get("teacher_categories") or {})
+        estimator.seed_ = int(config.seed)
+        estimator.n_features_in_ = model.encoder.n_columns
+        if stored.get("feature_names_in") is not None:
+            estimator.feature_names_in_ = np.asarray(stored["feature_names_in"], dtype=object)
+        background = model.background
+        if background is None:  # the training mean, z = 0, stands in for a background sample
+            background = np.zeros((1, model.encoder.n_encoded), dtype=np.float32)
+        estimator.background_ = background
+        rows = stored.get("teacher_background")
+        estimator.teacher_background_ = (
+            model.encoder.schema.to_frame(pd.DataFrame(rows))
+            if rows
+            else pd.DataFrame(columns=model.encoder.schema.names)
+        )
+        estimator.history_ = list(stored.get("history") or [])
+        estimator.teacher_ = cls._load_teacher(directory, config.teacher, stored)
+        estimator._attributors = {}
+        estimator.attributor_ = estimator._attributor(config.attributor)
+        estimator._online_optimizer = None
+        estimator._updates = 0
+        if task != "regression":
+            estimator.classes_ = np.asarray(model.target.classes)
+        return estimator
+
+    @staticmethod
+    def _load_teacher(directory: Path, name: str, stored: Mapping[str, Any]) -> Teacher | None:
+        filename = stored.get("teacher_file") if stored else _TEACHER_FILES.get(name, "teacher.model")
+        if not filename or not (directory / filename).is_file():
+            return None
+        try:
+            return get_registry().teacher(name, model=str(directory / filename))
+        except (_UnknownComponentError, PluginLoadError):
+            import warnings
+
+            warnings.warn(
+                f"gbdt2nn: the teacher plugin {name!r} is not available; the model loads without its teacher",
+                stacklevel=3,
+            )
+            return None
+
+
+# ---------------------------------------------------------------------------------------------------- public
+class GBDT2NNRegressor(RegressorMixin, _GBDT2NNBase):  # type: ignore[misc]
+    """Distil a regression tree ensemble into a GBDT2NN network; ``score`` is R².
+
+    Parameters
+    ----------
+    teacher:
+        Teacher plugin that trains the booster when ``fit`` gets none (``"lightgbm"``, ``"xgboost"``); a
+        booster given to ``fit`` picks its own plugin.
+    teacher_options:
+        Training parameters of the booster (e.g. ``{"n_estimators": 100, "num_leaves": 64}``); not allowed
+        with a booster given to ``fit``.
+    student_options:
+        Fields of :class:`~gbdt2nn_core.student.GBDT2NNConfig` (``n_groups``, ``hidden``, ``batch_size``,
+        ``lr``...), except ``epochs`` and ``seed``, which are parameters of their own.
+    attributor, attributor_options:
+        How the student explains itself while it learns to explain like the teacher (default ``"structure"``).
+    alignment, alignment_options, alignment_weight, alignment_fraction:
+        The alignment loss (``"mse"``, ``"cosine"``, ``"rank"``), λ (0 = plain distillation) and the share of
+        batches that carry it.
+    epochs:
+        Training epochs of the student.
+    teacher_explanation, background_rows:
+        The teacher's TreeSHAP to imitate: ``"path-dependent"`` (native) or ``"interventional"`` against a
+        background of ``background_rows`` training rows (needs the ``shap`` plugin).
+    threshold_bins:
+        Teacher split thresholds per numeric column that the student's input encoding uses (0 = none).
+    online_epochs, online_lr:
+        Passes over each batch and learning rate (default: the student's) of :meth:`partial_fit`.
+    random_state:
+        Seed of everything random (teacher, student, sampling). Fitting twice with the same seed gives the
+        same model. ``None`` draws one (kept as ``seed_``).
+    cache_dir:
+        Where teacher TreeSHAP is cached (default ``$GBDT2NN_CACHE_DIR`` or ``~/.cache/gbdt2nn``); ``False``
+        turns the cache off.
+    verbose:
+        Show progress bars.
+
+    Attributes
+    ----------
+    teacher_, student_, encoder_, attributor_:
+        The fitted :class:`~gbdt2nn_core.Teacher`, :class:`~gbdt2nn_core.student.GBDT2NNStudent`,
+        :class:`~gbdt2nn_core.encoding.InputEncoder` and attributor.
+    n_features_in_, feature_names_in_:
+        As in scikit-learn (``feature_names_in_`` only for DataFrame input).
+    history_:
+        One record per training epoch (``phase`` ``"fit"``) and per :meth:`partial_fit` pass.
+    task_, config_, seed_:
+        ``"regression"``; the full pipeline settings; the seed used.
+    """
+
+    _kind: ClassVar[str] = "regressor"
+
+    def _task_and_target(self, y: np.ndarray, model: object, teacher: Teacher) -> tuple[Task, TargetEncoder]:
+        return "regression", TargetEncoder.fit(y, "regression")
+
+    def predict(self, X: Any) -> np.ndarray:
+        """The student's predictions."""
+        self._check_fitted("predict")
+        return self.predict_margin(X)
+
+
+class GBDT2NNClassifier(ClassifierMixin, _GBDT2NNBase):  # type: ignore[misc]
+    """Distil a binary or multiclass tree ensemble into a GBDT2NN network; ``score`` is accuracy.
+
+    Takes the parameters of :class:`GBDT2NNRegressor`. Two classes give a binary model (one log-odds margin),
+    more give a multiclass one with one margin per class: the teacher's trees of each class are grouped
+    apart, so each class has its own group networks, and explanations are per class, ``(n, k, d)``.
+    ``classes_`` holds the labels in sorted order (for a wrapped scikit-learn model, its own ``classes_``).
+    """
+
+    _kind: ClassVar[str] = "classifier"
+
+    def _task_and_target(self, y: np.ndarray, model: object, teacher: Teacher) -> tuple[Task, TargetEncoder]:
+        labels = pd.Series(y)
+        if labels.isna().any():
+            raise DataError(
+                problem=f"the target has {int(labels.isna().sum())} missing value(s)", fix="drop those rows first"
+            )
+        present = sorted(labels.unique().tolist(), key=lambda v: (str(type(v)), v))
+        given_classes = getattr(model, "classes_", None) if model is not None else None
+        if given_classes is not None and not isinstance(model, Teacher):
+            classes = tuple(_python_scalar(c) for c in np.asarray(given_classes).tolist())
+        elif model is not None:
+            k = teacher.n_outputs
+            wanted = max(k, 2)
+            if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in present) and (
+                present and min(present) >= 0 and max(present) < wanted
+            ):
+                classes = tuple(range(wanted))
+            elif len(present) == wanted:
+                classes = tuple(present)
+            else:
+                raise DataError(
+                    problem=f"y has {len(present)} distinct labels, the booster has {wanted} classes",
+                    fix=f"pass labels 0..{wanted - 1} as the booster was trained with",
+                )
+        else:
+            if len(present) < 2:
+                raise DataError(
+                    problem=f"y has a single class ({present[0]!r}); a classifier needs at least two",
+                    fix="check the target or the rows selected",
+                )
+            classes = tuple(present)
+        unknown = [v for v in present if v not in set(classes)]
+        if unknown:
+            raise DataError(
+                problem=f"y has labels {unknown[:5]} that the booster does not know (its classes: {list(classes)})",
+                fix="pass labels among the booster's classes",
+            )
+        task: Task = "binary" if len(classes) == 2 else "multiclass"
+        return task, TargetEncoder(task=task, classes=classes)
+
+    def _output_labels(self) -> list[Any]:
+        return list(self.classes_) if self.n_outputs_ > 1 else [self.classes_[1]]
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        """The student's margins: log-odds of ``classes_[1]`` ``(n,)`` (binary), or per-class scores ``(n, k)``."""
+        self._check_fitted("decision_function")
+        return self.predict_margin(X)
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities ``(n, k)``, columns in ``classes_`` order."""
+        self._check_fitted("predict_proba")
+        margin = self.predict_margin(X)
+        if margin.ndim == 1:
+            positive = expit(margin)
+            return np.asarray(np.stack([1.0 - positive, positive], axis=1))
+        return np.asarray(softmax(margin, axis=1))
+
+    def predict(self, X: Any) -> np.ndarray:
+        """The most probable class label of each row."""
+        self._check_fitted("predict")
+        probabilities = self.predict_proba(X)
+        labels: np.ndarray = np.asarray(self.classes_)[probabilities.argmax(axis=1)]
+        return labels
+
+
+def load_estimator(path: str | os.PathLike[str]) -> GBDT2NNRegressor | GBDT2NNClassifier:
+    """Load a saved estimator (or a ``gbdt2nn distill`` run folder) as the right class for its task."""
+    model = load_model(Path(path))
+    cls = GBDT2NNRegressor if model.task == "regression" else GBDT2NNClassifier
+    return cls._from_model(model, Path(path))  # type: ignore[no-any-return]

@@ -1,0 +1,123 @@
+"""Online updates of a distilled GBDT2NN student: new labelled rows, no trees (DeepGBM's reason to exist).
+
+A GBDT2NN student is an ordinary network once distilled, so new data can train it end to end with the task
+loss alone: the teacher's leaves and embedding targets describe the *old* data and take no part. The input
+encoder stays as it was fitted (its means, category frequencies and the teacher's split thresholds), and so
+do the frozen leaf-embedding heads ``w_j, b_j``; the group networks and their BatchNorm statistics move.
+
+When the teacher's attributions of the new rows are at hand, the alignment term can be kept as well
+(``alignment=...``), so the student keeps explaining itself like the teacher while it adapts.
+
+:meth:`gbdt2nn_core.estimator.GBDT2NNClassifier.partial_fit` is the user-facing entry point.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from gbdt2nn_core.alignment import Alignment, column_attributions, frozen_batchnorm
+from gbdt2nn_core.errors import ConfigError, DataError
+from gbdt2nn_core.interfaces import Task
+from gbdt2nn_core.student.gbdt2nn import _task_loss
+from gbdt2nn_core.student.module import GBDT2NNModule
+
+__all__ = ["online_update"]
+
+
+def online_update(
+    module: GBDT2NNModule,
+    z: np.ndarray,
+    y: np.ndarray,
+    *,
+    task: Task,
+    optimizer: torch.optim.Optimizer,
+    epochs: int = 1,
+    batch_size: int = 512,
+    generator: torch.Generator | None = None,
+    alignment: Alignment | None = None,
+    aggregation: np.ndarray | None = None,
+) -> list[dict[str, Any]]:
+    """Train ``module`` on encoded rows ``z`` and targets ``y`` for ``epochs`` passes; returns one record per pass.
+
+    ``y`` holds floats (regression) or class indices. ``optimizer`` must be built over ``module.parameters()``;
+    reusing one across calls carries its moment estimates from batch to batch, as a stream would. Batches of
+    a single row are skipped (BatchNorm needs two), so ``z`` must have at least two rows. With ``alignment``
+    (its ``teacher_attributions`` are the teacher's attributions of these rows) and the encoder's
+    ``aggregation`` matrix, the loss is ``L_task + λ · L_align`` on the share ``alignment.fraction`` of batches.
+    """
+    n = int(z.shape[0])
+    if n < 2:
+        raise DataError(problem=f"an online update needs at least 2 rows, got {n}", fix="pass a larger batch")
+    if len(y) != n:
+        raise DataError(problem=f"y has {len(y)} values for {n} rows", fix="pass one target per row")
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+        raise ConfigError(setting="online_epochs", value=epochs, fix="use a whole number of at least 1")
+    generator = generator if generator is not None else torch.Generator().manual_seed(0)
+    z_t = torch.as_tensor(z, dtype=torch.float32)
+    y_t = torch.as_tensor(y, dtype=torch.long if task == "multiclass" else torch.float32)
+    loss_fn = _task_loss(task)
+    align_targets = aggregation_t = None
+    if alignment is not None:
+        if aggregation is None:
+            raise ConfigError(setting="aggregation", value=None, fix="pass the encoder's aggregation() matrix")
+        align_targets = torch.tensor(np.asarray(alignment.teacher_attributions), dtype=torch.float32)
+        if align_targets.shape[0] != n:
+            raise DataError(
+                problem=f"{align_targets.shape[0]} rows of teacher attributions for {n} rows",
+                fix="pass the teacher's attributions of exactly these rows",
+            )
+        aggregation_t = torch.as_tensor(aggregation, dtype=torch.float32)
+    batches = math.ceil(n / batch_size)
+    records: list[dict[str, Any]] = []
+    module.train()
+    try:
+        for epoch in range(epochs):
+            started = time.perf_counter()
+            order = torch.randperm(n, generator=generator)
+            carry = torch.rand(batches, generator=generator) < (alignment.fraction if alignment else 0.0)
+            task_sum = align_sum = 0.0
+            seen = aligned = 0
+            for b, start in enumerate(range(0, n, batch_size)):
+                rows = order[start : start + batch_size]
+                if len(rows) < 2:
+                    continue
+                zb = z_t[rows]
+                loss_task = loss_fn(module(zb), y_t[rows])
+                loss = loss_task
+                if alignment is not None and carry[b]:
+                    assert align_targets is not None
+                    assert aggregation_t is not None
+                    with frozen_batchnorm(module):
+                        student_attr = column_attributions(
+                            alignment.attributor, module, zb, aggregation_t, create_graph=True
+                        )
+                    teacher_attr = align_targets[rows]
+                    loss_align = alignment.loss(
+                        student_attr.reshape(-1, student_attr.shape[-1]),
+                        teacher_attr.reshape(-1, teacher_attr.shape[-1]),
+                    )
+                    loss = loss + alignment.weight * loss_align
+                    align_sum += float(loss_align.detach()) * len(rows)
+                    aligned += len(rows)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                task_sum += float(loss_task.detach()) * len(rows)
+                seen += len(rows)
+            records.append(
+                {
+                    "epoch": epoch,
+                    "task_loss": task_sum / max(seen, 1),
+                    "alignment_loss": align_sum / aligned if aligned else None,
+                    "rows": n,
+                    "seconds": time.perf_counter() - started,
+                }
+            )
+    finally:
+        module.eval()
+    return records

@@ -1,0 +1,1350 @@
+"""The bad-input catalogue: every user mistake gets one line that names the problem and the fix.
+
+Each :class:`Case` below is one row of ``docs/bad-inputs.md``, which is generated from this list: run
+``python tests/test_bad_inputs.py`` after adding or changing a case, and ``test_doc_is_current`` fails until
+you do. Every case is exercised:
+
+- CLI: the exit code is not 0, stderr is exactly the documented line (``gbdt2nn: error: ...``), nothing says
+  "Traceback", and the working folder is byte-for-byte what it was (no output, no half-written file or folder);
+- API: the call raises a :class:`~gbdt2nn_core.Gbdt2nnError` (or the documented type) whose one-line message is
+  the documented one, and writes nothing;
+- notes (documented behaviour, not errors): exit code 0, the output is written, and stderr is one note line.
+
+In a message, ``…`` stands for text that comes from a library (a parser's error) and may change between versions.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+import attrs
+import numpy as np
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DOC = ROOT / "docs" / "bad-inputs.md"
+TARGET = "income_gt_50k"
+WILDCARD = "…"
+
+#: A 10-tree single-thread teacher for the few cases that get as far as building one.
+TEACHER_FLAGS = ("--teacher-option", "n_estimators=10", "--teacher-option", "num_threads=1")
+DISTILL = ("distill", "--data", "train.csv", "--target", TARGET, "--out", "out", *TEACHER_FLAGS)
+PREDICT = ("predict", "--model", "run", "--data", "rows.csv", "--out", "pred.csv")
+EXPLAIN = ("explain", "--model", "run", "--data", "rows.csv", "--out", "attr.csv")
+EXPORT = ("export", "--model", "run", "--out", "model.pt")
+
+
+class Context(NamedTuple):
+    """What an API case works with: its folder (the current directory) and the saved student, loaded."""
+
+    workdir: Path
+    model: Any
+
+
+@attrs.frozen(kw_only=True)
+class Case:
+    """One bad input: what the user did, what gbdt2nn says, and what to do about it."""
+
+    id: str
+    where: Literal["CLI", "API"]
+    #: What the user did (Markdown).
+    bad: str
+    #: The exact line (CLI: the whole stderr line; API: ``str(exception)``); ``…`` matches anything.
+    message: str
+    #: What to do (Markdown; short).
+    fix: str
+    argv: tuple[str, ...] = ()
+    #: Prepares the working folder (files to read) before the command runs.
+    setup: Callable[[Path], None] | None = None
+    call: Callable[[Context], object] | None = None
+    error: type[BaseException] | None = None
+    #: Simulates a fault the user cannot cause on demand (a missing package, a runtime that disagrees).
+    patch: Callable[[pytest.MonkeyPatch], None] | None = None
+    outcome: Literal["error", "note"] = "error"
+
+
+# ------------------------------------------------------------------------------------------- file makers
+def _rows(workdir: Path) -> pd.DataFrame:
+    return pd.read_csv(workdir / "rows.csv")
+
+
+def _write(
+    name: str, change: Callable[[pd.DataFrame], pd.DataFrame], source: str = "rows.csv"
+) -> Callable[[Path], None]:
+    """A setup that writes ``name``: ``source`` changed by ``change``."""
+
+    def setup(workdir: Path) -> None:
+        change(pd.read_csv(workdir / source)).to_csv(workdir / name, index=False)
+
+    return setup
+
+
+def _text(name: str, content: str | bytes) -> Callable[[Path], None]:
+    def setup(workdir: Path) -> None:
+        path = workdir / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content)
+
+    return setup
+
+
+def _cut(source: str, name: str, keep: float = 0.5) -> Callable[[Path], None]:
+    """A setup that writes the first ``keep`` of ``source``'s bytes to ``name`` (a truncated copy)."""
+
+    def setup(workdir: Path) -> None:
+        data = (workdir / source).read_bytes()
+        (workdir / name).parent.mkdir(parents=True, exist_ok=True)
+        (workdir / name).write_bytes(data[: int(len(data) * keep)])
+
+    return setup
+
+
+def _edit_student_json(change: Callable[[dict[str, Any]], None]) -> Callable[[Path], None]:
+    def setup(workdir: Path) -> None:
+        path = workdir / "run" / "student.json"
+        metadata = json.loads(path.read_text())
+        change(metadata)
+        path.write_text(json.dumps(metadata))
+
+    return setup
+
+
+def _rename_column(metadata: dict[str, Any]) -> None:
+    """Rename the model's ``age`` column to ``age_years`` (a model of columns no bundled dataset has)."""
+    encoder = metadata["encoder"]
+    for column in encoder["schema"]:
+        if column["name"] == "age":
+            column["name"] = "age_years"
+    encoder["state"]["age_years"] = encoder["state"].pop("age")
+
+
+def _set(**values: Any) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    """Overwrite the first rows of the given columns (``age=[np.inf]``)."""
+
+    def change(frame: pd.DataFrame) -> pd.DataFrame:
+        frame = frame.copy()
+        for column, new in values.items():
+            frame[column] = frame[column].astype(object if any(isinstance(v, str) for v in new) else float)
+            frame.loc[: len(new) - 1, column] = new
+        return frame
+
+    return change
+
+
+def _few_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    return pd.concat([frame[frame[TARGET] == 0].head(3), frame[frame[TARGET] == 1].head(2)])
+
+
+def _ragged(workdir: Path) -> None:
+    lines = (workdir / "train.csv").read_text().splitlines()
+    lines[40] += ",1,2,3"
+    (workdir / "ragged.csv").write_text("\n".join(lines))
+
+
+def _parquet(workdir: Path) -> None:
+    pd.read_csv(workdir / "rows.csv").to_parquet(workdir / "rows.parquet")
+
+
+def _no_onnxruntime(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime -> ImportError
+
+
+def _disagreeing_runtime(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gbdt2nn_core import export
+
+    original = export._torchscript_runner
+
+    def shifted(data: bytes) -> Callable[[np.ndarray], np.ndarray]:
+        run = original(data)
+        return lambda z: run(z) + 0.5
+
+    monkeypatch.setattr(export, "_torchscript_runner", shifted)
+
+
+# ------------------------------------------------------------------------------------------- API calls
+def _distill(frame: pd.DataFrame, **config: Any) -> object:
+    from gbdt2nn_core.distill import DistillConfig, distill
+
+    options = {"teacher_options": {"n_estimators": 5, "num_threads": 1}, "cache_dir": "cache", **config}
+    return distill(frame, TARGET, DistillConfig(**options))
+
+
+def _config(**values: Any) -> object:
+    from gbdt2nn_core.distill import DistillConfig
+
+    return DistillConfig(**values)
+
+
+def _student(**options: Any) -> object:
+    from gbdt2nn_core.student import GBDT2NNStudent
+
+    return GBDT2NNStudent(**options)
+
+
+def _attribute(ctx: Context, z: Any) -> object:
+    from gbdt2nn_core.structure import StructureAttributor
+
+    return StructureAttributor().attribute(ctx.model.student.module, z)
+
+
+def _encoded_with_nan(ctx: Context) -> Any:
+    import torch
+
+    z = torch.as_tensor(ctx.model.encode(_rows(ctx.workdir).head(4)))
+    z[2, 0] = float("nan")
+    return z
+
+
+def _classifier(**params: Any) -> Any:
+    from gbdt2nn_core.estimator import GBDT2NNClassifier
+
+    return GBDT2NNClassifier(
+        teacher_options={"n_estimators": 5, "num_threads": 1},
+        student_options={"n_groups": 2, "hidden": (8,)},
+        epochs=1,
+        cache_dir=False,
+        **params,
+    )
+
+
+def _fitted_classifier(ctx: Context) -> Any:
+    frame = _rows(ctx.workdir)
+    return _classifier().fit(frame.drop(columns=[TARGET]), frame[TARGET])
+
+
+HAS_ESTIMATOR = (ROOT / "gbdt2nn_core" / "estimator.py").is_file()
+_ALL_ATTRIBUTORS = "gradient, gradient-x-input, integrated-gradients, shap, structure"
+_STUDENT_OPTIONS = (
+    "n_groups, features_per_group, embedding_dim, hidden, leaf_epochs, leaf_dropout, epochs, batch_size, lr, "
+    "weight_decay, beta0, beta_decay, beta_step, beta_floor, teacher_weight, seed"
+)
+_RUN_FOLDER = "pass a run folder written by 'gbdt2nn distill' (it holds student.safetensors and student.json)"
+_LGB_FIX = "save the model again (Booster.save_model or teacher.save), or pass model=None to train a new one"
+
+E = "gbdt2nn: error: "
+
+CASES: list[Case] = [
+    # ---------------------------------------------------------------- data files (distill)
+    Case(
+        id="data-missing",
+        where="CLI",
+        bad="`distill --data` names a file that does not exist",
+        argv=("distill", "--data", "nowhere.csv", "--target", TARGET, "--out", "out"),
+        message=E + "data file 'nowhere.csv' does not exist; check the path passed to --data",
+        fix="check the path",
+    ),
+    Case(
+        id="data-folder",
+        where="CLI",
+        bad="`--data` is a folder",
+        argv=("distill", "--data", "run", "--target", TARGET, "--out", "out"),
+        message=E + "'run' is a directory, not a data file; pass a .csv or .parquet file",
+        fix="pass the file inside it",
+    ),
+    Case(
+        id="data-format",
+        where="CLI",
+        bad="`--data` has an unknown extension (`train.txt`)",
+        setup=_write("train.txt", lambda f: f, "train.csv"),
+        argv=("distill", "--data", "train.txt", "--target", TARGET, "--out", "out"),
+        message=E + "cannot tell the format of 'train.txt'; use a .csv, .csv.gz or .parquet file",
+        fix="rename it `.csv` (or `.parquet`)",
+    ),
+    Case(
+        id="csv-ragged",
+        where="CLI",
+        bad="corrupt CSV: a row with more fields than the header",
+        setup=_ragged,
+        argv=("distill", "--data", "ragged.csv", "--target", TARGET, "--out", "out"),
+        message=E + "cannot read ragged.csv: ParserError: Error tokenizing data. C error: Expected 15 fields in "
+        "line 41, saw 18; check that the file is a complete, valid CSV or Parquet file",
+        fix="repair or re-export the file",
+    ),
+    Case(
+        id="csv-empty-file",
+        where="CLI",
+        bad="an empty file (0 bytes)",
+        setup=_text("empty.csv", b""),
+        argv=("distill", "--data", "empty.csv", "--target", TARGET, "--out", "out"),
+        message=E + "cannot read empty.csv: EmptyDataError: No columns to parse from file; check that the file is "
+        "a complete, valid CSV or Parquet file",
+        fix="pass the file with data in it",
+    ),
+    Case(
+        id="csv-header-only",
+        where="CLI",
+        bad="a CSV with a header and no rows",
+        setup=_write("header.csv", lambda f: f.head(0), "train.csv"),
+        argv=("distill", "--data", "header.csv", "--target", TARGET, "--out", "out"),
+        message=E + "header.csv has no rows or no columns; pass a file with data in it",
+        fix="pass the file with data in it",
+    ),
+    Case(
+        id="gzip-truncated",
+        where="CLI",
+        bad="a truncated `.csv.gz` (an interrupted download)",
+        setup=lambda w: (_write("full.csv.gz", lambda f: f, "train.csv")(w), _cut("full.csv.gz", "cut.csv.gz")(w)),
+        argv=("distill", "--data", "cut.csv.gz", "--target", TARGET, "--out", "out"),
+        message=E + "cannot read cut.csv.gz: EOFError: Compressed file ended before the end-of-stream marker was "
+        "reached; check that the file is a complete, valid CSV or Parquet file",
+        fix="download or compress it again",
+    ),
+    Case(
+        id="parquet-corrupt",
+        where="CLI",
+        bad="a `.parquet` file that is not Parquet",
+        setup=_text("bad.parquet", b"PAR1 this is not parquet"),
+        argv=("predict", "--model", "run", "--data", "bad.parquet", "--out", "pred.csv"),
+        message=E + "cannot read bad.parquet: ArrowInvalid: …; check that the file is a complete, valid CSV or "
+        "Parquet file",
+        fix="write the file again (`DataFrame.to_parquet`)",
+    ),
+    Case(
+        id="parquet-truncated",
+        where="CLI",
+        bad="a truncated Parquet file",
+        setup=lambda w: (_parquet(w), _cut("rows.parquet", "cut.parquet")(w)),
+        argv=("predict", "--model", "run", "--data", "cut.parquet", "--out", "pred.csv"),
+        message=E + "cannot read cut.parquet: ArrowInvalid: …; check that the file is a complete, valid CSV or "
+        "Parquet file",
+        fix="write the file again",
+    ),
+    # ---------------------------------------------------------------- target and task
+    Case(
+        id="target-flag-missing",
+        where="CLI",
+        bad="`distill --data` without `--target`",
+        argv=("distill", "--data", "train.csv", "--out", "out"),
+        message=E + "--data needs --target; name the target column with --target COL",
+        fix="add `--target COL`",
+    ),
+    Case(
+        id="out-flag-missing",
+        where="CLI",
+        bad="`distill --data` without `--out`",
+        argv=("distill", "--data", "train.csv", "--target", TARGET),
+        message=E + "--data needs --out; name a run folder to write with --out DIR",
+        fix="add `--out DIR`",
+    ),
+    Case(
+        id="target-typo",
+        where="CLI",
+        bad="`--target` names a column that is not in the data",
+        argv=("distill", "--data", "train.csv", "--target", "income", "--out", "out"),
+        message=E + "target column 'income' is not in the data. Did you mean 'income_gt_50k'?; pass --target with "
+        "one of the 15 columns (e.g. age, workclass, fnlwgt, education, educational-num)",
+        fix="use the suggested name",
+    ),
+    Case(
+        id="target-one-class",
+        where="CLI",
+        bad="one-class target (every row has the same label)",
+        setup=_write("one.csv", lambda f: f.assign(**{TARGET: 0}), "train.csv"),
+        argv=("distill", "--data", "one.csv", "--target", TARGET, "--out", "out"),
+        message=E + "the target has a single class (0); a classifier needs at least two; check the target column "
+        "or the rows selected",
+        fix="select rows of at least two classes",
+    ),
+    Case(
+        id="target-missing-values",
+        where="CLI",
+        bad="missing values (NaN) in the target",
+        setup=_write("nan.csv", _set(**{TARGET: [np.nan] * 3}), "train.csv"),
+        argv=("distill", "--data", "nan.csv", "--target", TARGET, "--out", "out"),
+        message=E + "the target has 3 missing value(s); drop those rows first",
+        fix="drop the rows without a label",
+    ),
+    Case(
+        id="target-infinite",
+        where="CLI",
+        bad="infinite values in a regression target",
+        setup=_write("inf.csv", _set(**{"hours-per-week": [np.inf]}), "train.csv"),
+        argv=("distill", "--data", "inf.csv", "--target", "hours-per-week", "--task", "regression", "--out", "out"),
+        message=E + "the target contains infinite values; drop or fix those rows",
+        fix="drop or fix the rows",
+    ),
+    Case(
+        id="task-binary-many-classes",
+        where="CLI",
+        bad="`--task binary` for a target with six classes",
+        argv=(*DISTILL[:4], "relationship", "--task", "binary", "--out", "out"),
+        message=E + "task 'binary' but the target has 6 classes; pass --task multiclass (or --task regression for "
+        "a numeric target)",
+        fix="`--task multiclass`",
+    ),
+    Case(
+        id="task-regression-labels",
+        where="CLI",
+        bad="`--task regression` for a text target",
+        argv=(*DISTILL[:4], "workclass", "--task", "regression", "--out", "out"),
+        message=E + "a regression target must be numeric but holds non-numbers; pass --task binary/multiclass for "
+        "labels, or clean the target",
+        fix="`--task multiclass` (or leave `--task` out)",
+    ),
+    Case(
+        id="task-unknown",
+        where="CLI",
+        bad="`--task classification` (not a task)",
+        argv=(*DISTILL, "--task", "classification"),
+        message=E + "argument --task: invalid choice: 'classification' (choose from …) (see 'gbdt2nn distill --help')",
+        fix="one of `regression`, `binary`, `multiclass`",
+    ),
+    Case(
+        id="feature-infinite",
+        where="CLI",
+        bad="`inf` in a feature column",
+        setup=_write("inf.csv", _set(age=[np.inf]), "train.csv"),
+        argv=("distill", "--data", "inf.csv", "--target", TARGET, "--out", "out"),
+        message=E + "column 'age' contains infinite values; replace inf with NaN (missing) or a finite value",
+        fix="replace `inf` with an empty cell (missing)",
+    ),
+    Case(
+        id="too-few-rows",
+        where="CLI",
+        bad="five rows of data",
+        setup=_write("five.csv", _few_rows, "train.csv"),
+        argv=("distill", "--data", "five.csv", "--target", TARGET, "--out", "out"),
+        message=E + "only 5 rows; distil from at least 10 rows",
+        fix="more rows",
+    ),
+    # ---------------------------------------------------------------- settings
+    Case(
+        id="epochs-zero",
+        where="CLI",
+        bad="`--epochs 0`",
+        argv=(*DISTILL, "--epochs", "0"),
+        message=E + "invalid --epochs=0: use a whole number of at least 1",
+        fix="`--epochs 1` or more",
+    ),
+    Case(
+        id="epochs-negative",
+        where="CLI",
+        bad="`--epochs -3`",
+        argv=(*DISTILL, "--epochs", "-3"),
+        message=E + "invalid --epochs=-3: use a whole number of at least 1",
+        fix="`--epochs 1` or more",
+    ),
+    Case(
+        id="epochs-not-a-number",
+        where="CLI",
+        bad="`--epochs ten`",
+        argv=(*DISTILL, "--epochs", "ten"),
+        message=E + "argument --epochs: invalid int value: 'ten' (see 'gbdt2nn distill --help')",
+        fix="a whole number",
+    ),
+    Case(
+        id="lambda-negative",
+        where="CLI",
+        bad="λ < 0: `--alignment-weight -0.5`",
+        argv=(*DISTILL, "--alignment-weight", "-0.5"),
+        message=E + "invalid alignment_weight=-0.5: use a finite number of at least 0 (0 = plain)",
+        fix="λ ≥ 0 (0 = plain distillation)",
+    ),
+    Case(
+        id="lambda-nan",
+        where="CLI",
+        bad="`--alignment-weight nan`",
+        argv=(*DISTILL, "--alignment-weight", "nan"),
+        message=E + "invalid alignment_weight=nan: use a finite number of at least 0 (0 = plain)",
+        fix="a finite λ ≥ 0",
+    ),
+    Case(
+        id="test-size-above-one",
+        where="CLI",
+        bad="`test_size = 1.5` in the `--config` file",
+        setup=_text("run.toml", "[run]\ntest_size = 1.5\n"),
+        argv=(*DISTILL, "--config", "run.toml"),
+        message=E + "invalid test_size=1.5: use a number between 0 and 1, e.g. 0.2",
+        fix="a share of rows strictly between 0 and 1",
+    ),
+    Case(
+        id="test-size-one",
+        where="CLI",
+        bad="`test_size = 1` (no training rows left)",
+        setup=_text("run.toml", "[run]\ntest_size = 1\n"),
+        argv=(*DISTILL, "--config", "run.toml"),
+        message=E + "invalid test_size=1: use a number between 0 and 1, e.g. 0.2",
+        fix="a share of rows strictly between 0 and 1",
+    ),
+    Case(
+        id="threshold-bins-negative",
+        where="CLI",
+        bad="`threshold_bins = -1` in the `--config` file",
+        setup=_text("run.toml", "[run]\nthreshold_bins = -1\n"),
+        argv=(*DISTILL, "--config", "run.toml"),
+        message=E + "invalid threshold_bins=-1: use a whole number of at least 0 (0 = no bins)",
+        fix="0 or more",
+    ),
+    Case(
+        id="n-groups-zero",
+        where="CLI",
+        bad="`--student-option n_groups=0`",
+        argv=(*DISTILL, "--student-option", "n_groups=0"),
+        message=E + "invalid n_groups=0: use a whole number of at least 1",
+        fix="1 or more groups",
+    ),
+    Case(
+        id="batch-size-zero",
+        where="CLI",
+        bad="`--student-option batch_size=0`",
+        argv=(*DISTILL, "--student-option", "batch_size=0"),
+        message=E + "invalid batch_size=0: use a whole number of at least 1",
+        fix="a batch size of 1 or more",
+    ),
+    Case(
+        id="student-option-unknown",
+        where="CLI",
+        bad="unknown student option (`--student-option epoch=3`)",
+        argv=(*DISTILL, "--student-option", "epoch=3"),
+        message=E + f"invalid student option='epoch': use one of {_STUDENT_OPTIONS}",
+        fix="spell it as listed (`epochs`)",
+    ),
+    Case(
+        id="option-without-value",
+        where="CLI",
+        bad="`--teacher-option n_estimators` (no `=VALUE`)",
+        argv=(*DISTILL, "--teacher-option", "n_estimators"),
+        message=E + "invalid --teacher-option='n_estimators': write KEY=VALUE, e.g. n_estimators=50",
+        fix="`--teacher-option n_estimators=50`",
+    ),
+    # ---------------------------------------------------------------- plugins
+    Case(
+        id="teacher-unknown",
+        where="CLI",
+        bad="misspelt teacher (`--teacher lightgmb`)",
+        argv=(*DISTILL, "--teacher", "lightgmb"),
+        message=E + "No teacher named 'lightgmb'. Did you mean 'lightgbm'? Installed teachers: lightgbm, xgboost.",
+        fix="use the suggested name",
+    ),
+    Case(
+        id="attributor-unknown",
+        where="CLI",
+        bad="misspelt attributor (`--attributor gradiant`)",
+        argv=(*DISTILL, "--attributor", "gradiant"),
+        message=E + f"No attributor named 'gradiant'. Did you mean 'gradient'? Installed attributors: "
+        f"{_ALL_ATTRIBUTORS}.",
+        fix="use the suggested name",
+    ),
+    Case(
+        id="loss-unknown",
+        where="CLI",
+        bad="unknown alignment loss (`--alignment huber`)",
+        argv=(*DISTILL, "--alignment", "huber"),
+        message=E + "No alignment loss named 'huber'. Installed alignment losses: cosine, mse, rank. Run 'gbdt2nn "
+        "plugins' to see what is installed and what failed to load.",
+        fix="one of the installed losses, or install the plugin",
+    ),
+    # ---------------------------------------------------------------- TOML run files
+    Case(
+        id="config-missing",
+        where="CLI",
+        bad="`--config` names a file that does not exist",
+        argv=(*DISTILL, "--config", "nowhere.toml"),
+        message=E + "invalid --config='nowhere.toml': pass the path of an existing TOML file",
+        fix="check the path",
+    ),
+    Case(
+        id="config-syntax",
+        where="CLI",
+        bad="TOML syntax error in the `--config` file",
+        setup=_text("run.toml", "[run\nseed = 1\n"),
+        argv=(*DISTILL, "--config", "run.toml"),
+        message=E + "invalid --config='run.toml': fix the TOML syntax (…)",
+        fix="fix the line the message names",
+    ),
+    Case(
+        id="config-section",
+        where="CLI",
+        bad="unknown section `[training]` in the `--config` file",
+        setup=_text("run.toml", "[training]\nepochs = 3\n"),
+        argv=(*DISTILL, "--config", "run.toml"),
+        message=E + "invalid run.toml section='[training]': use the sections [data], [teacher], [student], "
+        "[attributor], [alignment], [run]",
+        fix="move the setting to its section (`[student] options = { epochs = 3 }`)",
+    ),
+    Case(
+        id="config-key",
+        where="CLI",
+        bad="unknown key `epochs` in `[run]`",
+        setup=_text("run.toml", "[run]\nepochs = 3\n"),
+        argv=(*DISTILL, "--config", "run.toml"),
+        message=E + "invalid run.toml [run] key='epochs': [run] takes background_rows, cache, cache_dir, compare, "
+        "out, seed, teacher_explanation, test_size, threshold_bins",
+        fix="use a listed key, or `--epochs`",
+    ),
+    Case(
+        id="config-type",
+        where="CLI",
+        bad='a setting of the wrong type (`test_size = "big"`)',
+        setup=_text("run.toml", '[run]\ntest_size = "big"\n'),
+        argv=(*DISTILL, "--config", "run.toml"),
+        message=E + "invalid test_size='big': use a number between 0 and 1, e.g. 0.2",
+        fix="a number",
+    ),
+    # ---------------------------------------------------------------- the run folder
+    Case(
+        id="out-exists",
+        where="CLI",
+        bad="`distill --out` is a folder that is not empty",
+        setup=_text("out/keep.txt", "mine"),
+        argv=DISTILL,
+        message=E + "the output folder 'out' already exists and is not empty; pass --overwrite or choose another --out",
+        fix="`--overwrite` (replaces it) or another `--out`",
+    ),
+    Case(
+        id="out-is-file",
+        where="CLI",
+        bad="`distill --out` is a file",
+        setup=_text("out", "a file"),
+        argv=DISTILL,
+        message=E + "--out 'out' is a file; choose a folder path for the run",
+        fix="a folder path",
+    ),
+    Case(
+        id="data-and-dataset",
+        where="CLI",
+        bad="both `--data` and `--dataset`",
+        argv=(*DISTILL, "--dataset", "adult"),
+        message=E + "both --data and --dataset were given; pass only one of them",
+        fix="drop one",
+    ),
+    Case(
+        id="dataset-unknown",
+        where="CLI",
+        bad="`--dataset adlt` (no such bundled dataset)",
+        argv=("distill", "--dataset", "adlt"),
+        message=E + "no bundled dataset named 'adlt'; choose one of adult, california or pass --data FILE",
+        fix="`adult` or `california`",
+    ),
+    # ---------------------------------------------------------------- --teacher-model
+    Case(
+        id="teacher-model-missing",
+        where="CLI",
+        bad="`--teacher-model` names a file that does not exist",
+        argv=(*DISTILL, "--teacher-model", "nowhere.txt"),
+        message=E + "teacher model file 'nowhere.txt' does not exist; check --teacher-model",
+        fix="check the path",
+    ),
+    Case(
+        id="teacher-model-truncated",
+        where="CLI",
+        bad="a truncated LightGBM model file",
+        setup=_cut("run/teacher.txt", "cut.txt"),
+        argv=(*DISTILL[:7], "--teacher-model", "cut.txt"),
+        message=E + f"cannot load model from cut.txt: truncated or corrupt: the 'end of trees' marker is missing; "
+        f"{_LGB_FIX}",
+        fix="save the booster again",
+    ),
+    Case(
+        id="teacher-model-not-a-model",
+        where="CLI",
+        bad="`--teacher-model` is not a model (a CSV file)",
+        argv=(*DISTILL[:7], "--teacher-model", "train.csv"),
+        message=E + f"cannot load model from train.csv: not a LightGBM text model (it does not start with 'tree'); "
+        f"{_LGB_FIX}",
+        fix="pass the booster's model file",
+    ),
+    Case(
+        id="teacher-model-other-library",
+        where="CLI",
+        bad="a LightGBM model file with `--teacher xgboost`",
+        argv=(*DISTILL[:7], "--teacher", "xgboost", "--teacher-model", "run/teacher.txt"),
+        message=E + "cannot load model from run/teacher.txt: not a readable XGBoost model (…); save the model "
+        "again (Booster.save_model or teacher.save), or pass model=None to train a new one",
+        fix="`--teacher lightgbm`",
+    ),
+    Case(
+        id="teacher-model-columns",
+        where="CLI",
+        bad="data whose columns differ from the `--teacher-model` booster's",
+        setup=_write("renamed.csv", lambda f: f.rename(columns={"age": "years"}), "train.csv"),
+        argv=(
+            "distill",
+            "--data",
+            "renamed.csv",
+            "--target",
+            TARGET,
+            "--out",
+            "out",
+            "--teacher-model",
+            "run/teacher.txt",
+        ),
+        message=E + "X's columns do not match the booster's 14 features: missing ['age']; unexpected ['years']; "
+        "pass X[teacher.feature_names], the columns the booster was trained on, in its order",
+        fix="rename the columns to the booster's",
+    ),
+    Case(
+        id="teacher-model-task",
+        where="CLI",
+        bad="`--task regression` with a binary `--teacher-model` booster",
+        argv=(*DISTILL[:7], "--task", "regression", "--teacher-model", "run/teacher.txt"),
+        message=E + "invalid task='regression': the booster's objective 'binary' solves binary; pass "
+        "task='binary' or wrap another model",
+        fix="leave `--task` out (or `--task binary`)",
+    ),
+    # ---------------------------------------------------------------- --model (predict, explain, export)
+    Case(
+        id="model-missing",
+        where="CLI",
+        bad="`predict --model` names a folder that does not exist",
+        argv=("predict", "--model", "nowhere", "--data", "rows.csv", "--out", "pred.csv"),
+        message=E + f"cannot load model from nowhere: no such folder; {_RUN_FOLDER}",
+        fix="check the path",
+    ),
+    Case(
+        id="model-is-a-file",
+        where="CLI",
+        bad="`--model` is a file of the run folder",
+        argv=("predict", "--model", "run/student.safetensors", "--data", "rows.csv", "--out", "pred.csv"),
+        message=E + "cannot load model from run/student.safetensors: it is a file, not a run folder; pass the "
+        "folder that holds it ('run')",
+        fix="pass the folder",
+    ),
+    Case(
+        id="model-not-a-run",
+        where="CLI",
+        bad="`--model` is a folder without a student",
+        setup=_text("empty/readme.txt", "nothing here"),
+        argv=("predict", "--model", "empty", "--data", "rows.csv", "--out", "pred.csv"),
+        message=E + "cannot load model from empty: student.json or student.safetensors is missing; pass a folder "
+        "written by 'gbdt2nn distill'",
+        fix="pass a run folder",
+    ),
+    Case(
+        id="weights-truncated",
+        where="CLI",
+        bad="truncated `student.safetensors`",
+        setup=_cut("run/student.safetensors", "run/student.safetensors"),
+        argv=PREDICT,
+        message=E + "cannot load model from run: student.safetensors is corrupt or truncated (…); re-run the "
+        "distillation",
+        fix="copy the run folder again, or re-run `gbdt2nn distill`",
+    ),
+    Case(
+        id="student-json-truncated",
+        where="CLI",
+        bad="truncated `student.json`",
+        setup=_cut("run/student.json", "run/student.json"),
+        argv=PREDICT,
+        message=E + "cannot load model from run: student.json is corrupt (…); re-run the distillation",
+        fix="copy the run folder again, or re-run `gbdt2nn distill`",
+    ),
+    Case(
+        id="student-json-newer",
+        where="CLI",
+        bad="`student.json` written by a newer gbdt2nn",
+        setup=_edit_student_json(lambda m: m.update(format_version=m["format_version"] + 1)),
+        argv=PREDICT,
+        message=E + "cannot load model from run: it was written in format 2, newer than this gbdt2nn reads (1); "
+        "upgrade gbdt2nn-core (pip install -U gbdt2nn-core)",
+        fix="upgrade gbdt2nn-core",
+    ),
+    Case(
+        id="student-json-mismatch",
+        where="CLI",
+        bad="`student.json` and `student.safetensors` from different runs",
+        setup=_edit_student_json(lambda m: m["architecture"].update(hidden=[3, 3])),
+        argv=PREDICT,
+        message=E + "cannot load model from run: the files do not fit together (RuntimeError: Error(s) in loading "
+        "state_dict for GBDT2NNModule:); re-run the distillation",
+        fix="keep the two files of one run together",
+    ),
+    # ---------------------------------------------------------------- rows for a saved student
+    Case(
+        id="rows-missing-column",
+        where="CLI",
+        bad="`--data` lacks a column the student was trained on",
+        setup=_write("no_age.csv", lambda f: f.drop(columns=["age"])),
+        argv=("predict", "--model", "run", "--data", "no_age.csv", "--out", "pred.csv"),
+        message=E + "no_age.csv lacks column(s) 'age' that the model was trained on; pass a --data file with the "
+        "model's columns (14 in all; see student.json)",
+        fix="add the column (empty cells are allowed: missing)",
+    ),
+    Case(
+        id="rows-text-in-numeric",
+        where="CLI",
+        bad="text in a numeric column",
+        setup=_write("text.csv", _set(age=["old", "young"])),
+        argv=("predict", "--model", "run", "--data", "text.csv", "--out", "pred.csv"),
+        message=E + "column 'age' should be numeric but holds text such as 'old' in 2 row(s); clean the column or "
+        "declare it categorical",
+        fix="clean the column",
+    ),
+    Case(
+        id="rows-infinite",
+        where="CLI",
+        bad="`inf` in a numeric column at prediction time",
+        setup=_write("inf.csv", _set(**{"capital-gain": [np.inf, -np.inf]})),
+        argv=("explain", "--model", "run", "--data", "inf.csv", "--out", "attr.csv"),
+        message=E + "column 'capital-gain' contains infinite values; replace inf with NaN (missing) or a finite value",
+        fix="replace `inf` with an empty cell (missing)",
+    ),
+    Case(
+        id="rows-empty",
+        where="CLI",
+        bad="`--data` with a header and no rows",
+        setup=_write("none.csv", lambda f: f.head(0)),
+        argv=("predict", "--model", "run", "--data", "none.csv", "--out", "pred.csv"),
+        message=E + "none.csv has no rows or no columns; pass a file with data in it",
+        fix="pass rows",
+    ),
+    Case(
+        id="predict-out-exists",
+        where="CLI",
+        bad="`predict --out` exists",
+        setup=_text("pred.csv", "old predictions"),
+        argv=PREDICT,
+        message=E + "--out 'pred.csv' already exists; pass --overwrite or choose another --out",
+        fix="`--overwrite` or another `--out`",
+    ),
+    Case(
+        id="predict-out-folder",
+        where="CLI",
+        bad="`predict --out` is a folder",
+        argv=("predict", "--model", "run", "--data", "rows.csv", "--out", "run"),
+        message=E + "--out 'run' is a folder; pass a file path for --out",
+        fix="a file path",
+    ),
+    Case(
+        id="predict-out-format",
+        where="CLI",
+        bad="`--out pred.xlsx` (unknown format)",
+        argv=("predict", "--model", "run", "--data", "rows.csv", "--out", "pred.xlsx"),
+        message=E + "cannot tell the output format of 'pred.xlsx'; name --out *.csv, *.csv.gz or *.parquet",
+        fix="`.csv`, `.csv.gz` or `.parquet`",
+    ),
+    Case(
+        id="predict-out-no-folder",
+        where="CLI",
+        bad="the folder of `--out` does not exist",
+        argv=("predict", "--model", "run", "--data", "rows.csv", "--out", "nowhere/pred.csv"),
+        message=E + "the folder of --out ('nowhere') does not exist; create it first or choose another --out",
+        fix="create the folder",
+    ),
+    Case(
+        id="keep-unknown",
+        where="CLI",
+        bad="`--keep id` for a column the data lacks",
+        argv=(*PREDICT, "--keep", "id"),
+        message=E + "--keep column(s) 'id' are not in the data; check the names",
+        fix="name a column of `--data`",
+    ),
+    Case(
+        id="explain-attributor-unknown",
+        where="CLI",
+        bad="`explain --attributor gradiant`",
+        argv=(*EXPLAIN, "--attributor", "gradiant"),
+        message=E + f"No attributor named 'gradiant'. Did you mean 'gradient'? Installed attributors: "
+        f"{_ALL_ATTRIBUTORS}.",
+        fix="use the suggested name",
+    ),
+    Case(
+        id="explain-attributor-option",
+        where="CLI",
+        bad="an option the attributor refuses (`--attributor-option samples=0` for `shap`)",
+        argv=(*EXPLAIN, "--attributor", "shap", "--attributor-option", "samples=0"),
+        message=E + "invalid samples=0: use an integer >= 1",
+        fix="a valid value",
+    ),
+    Case(
+        id="explain-layout",
+        where="CLI",
+        bad="`explain --layout tall`",
+        argv=(*EXPLAIN, "--layout", "tall"),
+        message=E + "argument --layout: invalid choice: 'tall' (choose from …) (see 'gbdt2nn explain --help')",
+        fix="`wide` or `long`",
+    ),
+    # ---------------------------------------------------------------- export
+    Case(
+        id="export-format-unknown",
+        where="CLI",
+        bad="`export --format tflite`",
+        argv=(*EXPORT, "--format", "tflite"),
+        message=E + "argument --format: invalid choice: 'tflite' (choose from …) (see 'gbdt2nn export --help')",
+        fix="`torchscript` or `onnx`",
+    ),
+    Case(
+        id="export-format-unclear",
+        where="CLI",
+        bad="`export --out model.bin` without `--format`",
+        argv=("export", "--model", "run", "--out", "model.bin"),
+        message=E + "cannot tell the export format from the name 'model.bin'; pass --format torchscript or "
+        "--format onnx, or name the file *.pt or *.onnx",
+        fix="`--format` or a `.pt` / `.onnx` name",
+    ),
+    Case(
+        id="export-tolerance",
+        where="CLI",
+        bad="`export --tolerance -1`",
+        argv=(*EXPORT, "--tolerance", "-1"),
+        message=E + "invalid tolerance=-1.0: use a positive number, e.g. 1e-4",
+        fix="a positive tolerance",
+    ),
+    Case(
+        id="export-out-exists",
+        where="CLI",
+        bad="`export --out` exists",
+        setup=_text("model.pt", "an older export"),
+        argv=EXPORT,
+        message=E + "--out 'model.pt' already exists; pass --overwrite or choose another --out",
+        fix="`--overwrite` or another `--out`",
+    ),
+    Case(
+        id="export-no-rows",
+        where="CLI",
+        bad="`export` without `--data` for a model of columns no bundled dataset has",
+        setup=_edit_student_json(_rename_column),
+        argv=EXPORT,
+        message=E + "no real rows to check the export on: no bundled dataset has the model's columns ('age_years', "
+        "'workclass', 'fnlwgt', 'education', ...); pass rows with those columns (--data FILE, or rows=frame)",
+        fix="`--data FILE` with the model's columns",
+    ),
+    Case(
+        id="export-rows-missing-column",
+        where="CLI",
+        bad="`export --data` lacks a column of the model",
+        setup=_write("no_age.csv", lambda f: f.drop(columns=["age"])),
+        argv=(*EXPORT, "--data", "no_age.csv"),
+        message=E + "no_age.csv lacks column(s) 'age' that the model was trained on; pass a --data file with the "
+        "model's columns (14 in all; see student.json)",
+        fix="rows with the model's columns",
+    ),
+    Case(
+        id="export-parity",
+        where="CLI",
+        bad="the exported graph disagrees with PyTorch (simulated: a runtime that shifts margins by 0.5)",
+        patch=_disagreeing_runtime,
+        argv=(*EXPORT, "--data", "rows.csv"),
+        message=E + "the torchscript export does not match the PyTorch student: max |margin difference| 0.5 > "
+        "tolerance 0.0001 on 200 rows, so model.pt was not written; try the other format, or report it with the "
+        "model folder",
+        fix="`--format onnx`, and report it",
+    ),
+    Case(
+        id="export-onnx-missing",
+        where="CLI",
+        bad="`export --format onnx` without onnxruntime (simulated)",
+        patch=_no_onnxruntime,
+        argv=("export", "--model", "run", "--out", "model.onnx", "--data", "rows.csv"),
+        message=E + "invalid format='onnx': ONNX export needs onnxruntime, which is not installed; install the "
+        "export extra: pip install 'gbdt2nn-core[export]'",
+        fix="`pip install 'gbdt2nn-core[export]'`",
+    ),
+    # ---------------------------------------------------------------- notes: documented behaviour, not errors
+    Case(
+        id="note-extra-columns",
+        where="CLI",
+        outcome="note",
+        bad="`--data` has columns the model does not use (here: the target)",
+        argv=PREDICT,
+        message="gbdt2nn: note: rows.csv: ignoring 1 column(s) the model does not use: 'income_gt_50k'",
+        fix="nothing: they are ignored",
+    ),
+    Case(
+        id="note-unseen-category",
+        where="CLI",
+        outcome="note",
+        bad="a category the student never saw in training",
+        setup=_write("unseen.csv", lambda f: _set(workclass=["Space", "Space"])(f.drop(columns=[TARGET]))),
+        argv=("predict", "--model", "run", "--data", "unseen.csv", "--out", "pred.csv"),
+        message="gbdt2nn: note: unseen.csv: categories not seen in training are treated as missing (the average "
+        "category): 'workclass' (2 rows, e.g. 'Space')",
+        fix="nothing, if treating it as missing is right; otherwise distil again with such rows",
+    ),
+    # ---------------------------------------------------------------- Python API
+    Case(
+        id="api-lambda-negative",
+        where="API",
+        bad="`DistillConfig(alignment_weight=-1.0)`",
+        call=lambda ctx: _config(alignment_weight=-1.0),
+        message="invalid alignment_weight=-1.0: use a finite number of at least 0 (0 = plain)",
+        fix="λ ≥ 0",
+    ),
+    Case(
+        id="api-test-size-zero",
+        where="API",
+        bad="`DistillConfig(test_size=0)`",
+        call=lambda ctx: _config(test_size=0),
+        message="invalid test_size=0: use a number between 0 and 1, e.g. 0.2",
+        fix="0 < test_size < 1",
+    ),
+    Case(
+        id="api-task-unknown",
+        where="API",
+        bad='`DistillConfig(task="classification")`',
+        call=lambda ctx: _config(task="classification"),
+        message="invalid task='classification': use one of regression, binary, multiclass (or leave it out)",
+        fix="a listed task, or `None` (inferred)",
+    ),
+    Case(
+        id="api-epochs-negative",
+        where="API",
+        bad="`GBDT2NNStudent(epochs=-2)`",
+        call=lambda ctx: _student(epochs=-2),
+        message="invalid epochs=-2: use a whole number of at least 1",
+        fix="1 or more",
+    ),
+    Case(
+        id="api-hidden-zero",
+        where="API",
+        bad="`GBDT2NNStudent(hidden=(100, 0))`",
+        call=lambda ctx: _student(hidden=(100, 0)),
+        message="invalid hidden=(100, 0): give one or more positive layer widths, e.g. 100,100,100,50",
+        fix="positive widths",
+    ),
+    Case(
+        id="api-lr-nan",
+        where="API",
+        bad='`GBDT2NNStudent(lr=float("nan"))`',
+        call=lambda ctx: _student(lr=float("nan")),
+        message="invalid lr=nan: use a finite number greater than 0",
+        fix="e.g. `lr=1e-3`",
+    ),
+    Case(
+        id="api-student-option-unknown",
+        where="API",
+        bad="`GBDT2NNStudent(epoch=3)`",
+        call=lambda ctx: _student(epoch=3),
+        message=f"invalid student option='epoch': use one of {_STUDENT_OPTIONS}",
+        fix="`epochs=3`",
+    ),
+    Case(
+        id="api-plugin-unknown",
+        where="API",
+        bad='`get_registry().attributor("integrated_gradients")`',
+        call=lambda ctx: __import__("gbdt2nn_core").get_registry().attributor("integrated_gradients"),
+        message=f"No attributor named 'integrated_gradients'. Did you mean 'integrated-gradients'? Installed "
+        f"attributors: {_ALL_ATTRIBUTORS}.",
+        fix="use the suggested name",
+    ),
+    Case(
+        id="api-distill-no-rows",
+        where="API",
+        bad="`distill(frame.head(0), target)`",
+        call=lambda ctx: _distill(_rows(ctx.workdir).head(0)),
+        message="the data has no rows; pass at least one row",
+        fix="pass rows",
+    ),
+    Case(
+        id="api-distill-nan-target",
+        where="API",
+        bad="`distill(frame, target)` with NaN in the target",
+        call=lambda ctx: _distill(_set(**{TARGET: [np.nan]})(_rows(ctx.workdir))),
+        message="the target has 1 missing value(s); drop those rows first",
+        fix="`frame.dropna(subset=[target])`",
+    ),
+    Case(
+        id="api-load-missing",
+        where="API",
+        bad='`load_model("nowhere")`',
+        call=lambda ctx: __import__("gbdt2nn_core.persistence").persistence.load_model("nowhere"),
+        message="cannot load model from nowhere: student.json or student.safetensors is missing; pass a folder "
+        "written by 'gbdt2nn distill'",
+        fix="pass a run folder",
+    ),
+    Case(
+        id="api-predict-shape",
+        where="API",
+        bad="`model.predict(np.zeros((3, 5)))`: wrong number of columns",
+        call=lambda ctx: ctx.model.predict(np.zeros((3, 5))),
+        message="expected a 2-D array with 14 columns, got shape (3, 5); pass rows with the same columns as the "
+        "training data",
+        fix="the training columns, in order",
+    ),
+    Case(
+        id="api-predict-missing-column",
+        where="API",
+        bad="`model.predict(frame)` without a training column",
+        call=lambda ctx: ctx.model.predict(_rows(ctx.workdir).drop(columns=["age", "race"])),
+        message="the data lacks column(s) 'age', 'race' that the model was trained on; pass data with the same "
+        "columns as the training data",
+        fix="add the columns (NaN = missing)",
+    ),
+    Case(
+        id="api-predict-empty",
+        where="API",
+        bad="`model.predict(frame.head(0))`",
+        call=lambda ctx: ctx.model.predict(_rows(ctx.workdir).head(0)),
+        message="the data has no rows; pass at least one row",
+        fix="pass rows",
+    ),
+    Case(
+        id="api-student-not-fitted",
+        where="API",
+        bad="`GBDT2NNStudent().predict_margin(z)` before `fit`",
+        call=lambda ctx: _student().predict_margin(np.zeros((2, 3), dtype=np.float32)),  # type: ignore[attr-defined]
+        message="GBDT2NNStudent.module was called before fit; call fit() first, or load a saved student",
+        fix="`fit` first",
+    ),
+    Case(
+        id="api-attribute-nan",
+        where="API",
+        bad="NaN in encoded rows given to an attributor",
+        call=lambda ctx: _attribute(ctx, _encoded_with_nan(ctx)),
+        message="z has NaN or infinite values in 1 of 4 rows; encode the rows with the core's encoder, which "
+        "imputes missing values",
+        fix="`model.encode(frame)`",
+    ),
+    Case(
+        id="api-attribute-1d",
+        where="API",
+        bad="one encoded row as a 1-D tensor",
+        call=lambda ctx: _attribute(ctx, __import__("torch").as_tensor(ctx.model.encode(_rows(ctx.workdir)))[0]),
+        message="z has shape (153,), expected (rows, features); pass one 2-D tensor of encoded rows (use z[None] "
+        "for a single row)",
+        fix="`z[None]`",
+    ),
+    Case(
+        id="api-export-folder",
+        where="API",
+        bad='`export_torchscript(model, "run")`: the path is a folder',
+        call=lambda ctx: __import__("gbdt2nn_core.export").export.export_torchscript(ctx.model, "run"),
+        message="'run' is a folder; pass a file path for the export, e.g. model.onnx",
+        fix="a file path",
+    ),
+    Case(
+        id="api-export-tolerance",
+        where="API",
+        bad='`export_onnx(model, "m.onnx", tolerance=0)`',
+        call=lambda ctx: __import__("gbdt2nn_core.export").export.export_onnx(ctx.model, "m.onnx", tolerance=0),
+        message="invalid tolerance=0: use a positive number, e.g. 1e-4",
+        fix="e.g. `1e-4`",
+    ),
+    Case(
+        id="api-export-rows-shape",
+        where="API",
+        bad='`export_torchscript(model, "m.pt", rows=np.zeros((3, 2)))`',
+        call=lambda ctx: __import__("gbdt2nn_core.export").export.export_torchscript(
+            ctx.model, "m.pt", rows=np.zeros((3, 2))
+        ),
+        message="expected a 2-D array with 14 columns, got shape (3, 2); pass rows with the same columns as the "
+        "training data",
+        fix="rows with the model's columns",
+    ),
+    Case(
+        id="api-teacher-columns",
+        where="API",
+        bad="a wrapped booster asked about rows with other columns",
+        call=lambda ctx: (
+            __import__("gbdt2nn_core")
+            .get_registry()
+            .teacher("lightgbm", model="run/teacher.txt")
+            .predict_margin(ctx.model.encoder.schema.to_frame(_rows(ctx.workdir)).rename(columns={"race": "ethnicity"}))
+        ),
+        message="X's columns do not match the booster's 14 features: missing ['race']; unexpected ['ethnicity']; "
+        "pass X[teacher.feature_names], the columns the booster was trained on, in its order",
+        fix="the booster's columns",
+    ),
+]
+
+if HAS_ESTIMATOR:
+    CASES += [
+        Case(
+            id="estimator-nan-target",
+            where="API",
+            bad="`GBDT2NNClassifier().fit(X, y)` with NaN in `y`",
+            call=lambda ctx: _classifier().fit(
+                _rows(ctx.workdir).drop(columns=[TARGET]), _rows(ctx.workdir)[TARGET].where(lambda s: s.index > 0)
+            ),
+            message="the target has 1 missing value(s); drop those rows first",
+            fix="drop the unlabelled rows",
+        ),
+        Case(
+            id="estimator-not-fitted",
+            where="API",
+            bad="`GBDT2NNClassifier().predict(X)` before `fit`",
+            error=__import__("sklearn.exceptions").exceptions.NotFittedError,
+            call=lambda ctx: _classifier().predict(_rows(ctx.workdir)),
+            message="GBDT2NNClassifier.predict was called before fit; call GBDT2NNClassifier.fit(X, y) first, or "
+            "load a saved one with GBDT2NNClassifier.load(path)",
+            fix="`fit` (or `load`) first",
+        ),
+        Case(
+            id="estimator-columns",
+            where="API",
+            bad="a fitted estimator's `predict` on an array with the wrong number of columns",
+            call=lambda ctx: _fitted_classifier(ctx).predict(np.zeros((3, 5))),
+            message="expected a 2-D array with 14 columns, got shape (3, 5); pass rows with the same columns as the "
+            "training data",
+            fix="the training columns",
+        ),
+    ]
+
+
+# ------------------------------------------------------------------------------------------- the runner
+def _matches(expected: str, actual: str) -> bool:
+    pattern = ".+?".join(re.escape(part) for part in expected.split(WILDCARD))
+    return re.fullmatch(pattern, actual) is not None
+
+
+def _snapshot(folder: Path) -> dict[str, tuple[bool, bytes]]:
+    return {
+        path.relative_to(folder).as_posix(): (path.is_dir(), b"" if path.is_dir() else path.read_bytes())
+        for path in folder.rglob("*")
+    }
+
+
+@pytest.fixture(scope="module")
+def template(adult_run: Any, adult_dataset: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A working folder: ``run/`` (a run folder), ``rows.csv`` (200 adult rows) and ``train.csv`` (300 rows)."""
+    from gbdt2nn_core.runfolder import write_run
+
+    folder = tmp_path_factory.mktemp("bad-inputs")
+    write_run(folder / "run", adult_run)
+    frame = adult_dataset.frame
+    seen = pd.Series(True, index=frame.index)
+    for column in adult_run.data.schema.columns:  # rows whose categories the student saw (no notes about them)
+        if column.kind == "categorical":
+            seen &= frame[column.name].isna() | frame[column.name].astype(str).isin(column.categories)
+    frame[seen].sample(200, random_state=5).to_csv(folder / "rows.csv", index=False)
+    adult_dataset.frame.sample(300, random_state=6).to_csv(folder / "train.csv", index=False)
+    return folder
+
+
+@pytest.fixture
+def workdir(template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A fresh copy of the template, as the current folder; a private cache; no debug tracebacks."""
+    from gbdt2nn_core.registry import get_registry
+
+    folder = tmp_path / "work"
+    shutil.copytree(template, folder)
+    monkeypatch.chdir(folder)
+    monkeypatch.setenv("GBDT2NN_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("COLUMNS", "160")
+    for name in ("GBDT2NN_DEBUG", "GBDT2NN_DISABLE_PLUGINS", "FORCE_COLOR"):
+        monkeypatch.delenv(name, raising=False)
+    get_registry.cache_clear()
+    yield folder
+    get_registry.cache_clear()
+
+
+def _run_cli(argv: tuple[str, ...]) -> int:
+    from gbdt2nn_core.cli import main
+
+    try:
+        return main(list(argv))
+    except SystemExit as exc:  # argparse
+        return int(exc.code) if isinstance(exc.code, int) else 1
+
+
+@pytest.mark.usefixtures("single_thread_torch")
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_bad_input(
+    case: Case, workdir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if case.setup is not None:
+        case.setup(workdir)
+    if case.patch is not None:
+        case.patch(monkeypatch)
+    before = _snapshot(workdir)
+    if case.where == "CLI":
+        code = _run_cli(case.argv)
+        captured = capsys.readouterr()
+        assert "Traceback" not in captured.out + captured.err
+        lines = captured.err.splitlines()
+        assert len(lines) == 1, f"stderr is not one line:\n{captured.err}"
+        assert _matches(case.message, lines[0]), f"\nexpected: {case.message}\nactual:   {lines[0]}"
+        if case.outcome == "note":
+            assert code == 0
+            return
+        assert code != 0
+    else:
+        from gbdt2nn_core.errors import Gbdt2nnError
+
+        assert case.call is not None
+        with pytest.raises(case.error or Gbdt2nnError) as info:
+            case.call(Context(workdir=workdir, model=_model(workdir)))
+        text = str(info.value)
+        assert "\n" not in text
+        assert _matches(case.message, text), f"\nexpected: {case.message}\nactual:   {text}"
+    after = _snapshot(workdir)
+    after.pop("cache", None)  # the TreeSHAP cache of an API run
+    assert after == before, "the folder changed: " + ", ".join(sorted(set(after) ^ set(before)))
+
+
+def _model(workdir: Path) -> Any:
+    from gbdt2nn_core.persistence import load_model
+
+    return load_model(workdir / "run")
+
+
+def test_catalogue_is_large_and_unique() -> None:
+    assert len([c for c in CASES if c.outcome == "error"]) >= 30
+    assert len({c.id for c in CASES}) == len(CASES)
+    assert {c.where for c in CASES} == {"CLI", "API"}
+    for case in CASES:
+        assert (case.where == "CLI") == bool(case.argv), case.id
+        assert (case.where == "API") == (case.call is not None), case.id
+
+
+# ------------------------------------------------------------------------------------------- the document
+_HEADER = """# Bad inputs: what gbdt2nn says, and what to do
+
+Every user mistake gets **one line** that names the problem and the fix: on the command line as
+`gbdt2nn: error: ...` on stderr with exit code 2 (1 for a bug: `gbdt2nn: internal error: ...`), and in Python as a
+`gbdt2nn_core.Gbdt2nnError` whose fields carry the details (`DataError.problem`, `ConfigError.setting`,
+`ModelFileError.path`, ...). No traceback is printed for a user mistake (set `GBDT2NN_DEBUG=1` to see one), and
+nothing is left half-written: a run folder is assembled under a temporary name and renamed into place when
+complete; an output file is written to a temporary file and renamed. A command that fails before its end leaves
+the output folder as it found it.
+
+This table is generated from `tests/test_bad_inputs.py`, which runs every row and checks the exact line, the
+exit code and that nothing was written (`python tests/test_bad_inputs.py` regenerates it). In a message, `…`
+stands for text from a library (a parser's own error) that may change between versions.
+
+The last rows are not errors but documented behaviour that prints a `gbdt2nn: note:` line on stderr after
+the output is written: columns the model does not use are ignored, and categories not seen in training are
+treated as missing (encoded as the average category; the teacher sends them down its default branch).
+"""
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def render() -> str:
+    """docs/bad-inputs.md, from :data:`CASES`."""
+    lines = [_HEADER]
+    sections = [
+        ("Command line", [c for c in CASES if c.where == "CLI" and c.outcome == "error"]),
+        ("Python API", [c for c in CASES if c.where == "API"]),
+        ("Notes (not errors)", [c for c in CASES if c.outcome == "note"]),
+    ]
+    number = 0
+    for title, cases in sections:
+        lines += [f"## {title}", "", "| # | bad input | what gbdt2nn says | fix |", "|---|---|---|---|"]
+        for case in cases:
+            number += 1
+            shown = " ".join(case.argv)
+            bad = f"{case.bad}<br>`gbdt2nn {_cell(shown)}`" if case.argv else case.bad
+            lines.append(f"| {number} | {_cell(bad)} | `{_cell(case.message)}` | {_cell(case.fix)} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def test_doc_is_current() -> None:
+    assert DOC.is_file(), "docs/bad-inputs.md is missing: run python tests/test_bad_inputs.py"
+    assert DOC.read_text(encoding="utf-8") == render(), (
+        "docs/bad-inputs.md is out of date: run python tests/test_bad_inputs.py"
+    )
+
+
+def test_every_documented_message_is_tested() -> None:
+    text = DOC.read_text(encoding="utf-8")
+    for case in CASES:
+        assert f"`{_cell(case.message)}`" in text, case.id
+
+
+if __name__ == "__main__":
+    DOC.write_text(render(), encoding="utf-8")
+    print(f"wrote {DOC.relative_to(ROOT)} ({len(CASES)} cases)")

@@ -1,0 +1,117 @@
+"""The benchmark harness (benchmarks/run.py) on toy sizes, so that its code paths cannot rot unnoticed.
+
+Benchmarks are not tests: this checks that every suite runs and that the report holds what it promises (the
+command, the machine, ratio tables, the value checks), not how fast anything is.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import json
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def harness() -> ModuleType:
+    # loaded by path: benchmarks/ is not a package, and the tests import installed distributions, not the checkout
+    spec = importlib.util.spec_from_file_location("gbdt2nn_benchmarks_run", BENCHMARKS / "run.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def quick_run(
+    harness: ModuleType, tmp_path_factory: pytest.TempPathFactory, single_thread_torch: None
+) -> tuple[dict[str, Any], str]:
+    out = tmp_path_factory.mktemp("bench")
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            patch.setenv(name, "1")  # the harness pins them; the patch puts the old values back
+        args = ["--quick", "--repeats", "1", "--e2e-in-process", "--threads", "1"]
+        results = harness.main([*args, "--out", str(out / "BENCH.md"), "--json", str(out / "bench.json")])
+    assert json.loads((out / "bench.json").read_text())["meta"]["quick"] is True
+    return results, (out / "BENCH.md").read_text(encoding="utf-8")
+
+
+def test_report_has_the_command_machine_and_every_section(quick_run: tuple[dict[str, Any], str]) -> None:
+    _, report = quick_run
+    assert "`python benchmarks/run.py --out BENCHMARKS.md`" in report
+    assert "smoke run" in report
+    for heading in ("## Headline ratios", "## 1. Teacher explanations", "## 2. Student training step",
+                    "## 3. Inference", "## 4. End to end", "## Reading"):  # fmt: skip
+        assert heading in report
+    assert "logical cores" in report
+    assert "shared with other busy processes" in report
+    assert "quoted" in report
+    assert "not re-measured" in report
+
+
+def test_teacher_explanations_agree_and_the_cache_hits(quick_run: tuple[dict[str, Any], str]) -> None:
+    results, _ = quick_run
+    explain = results["explain"]
+    assert explain["agree_1e-6"], explain["max_abs_diff"]
+    assert set(explain["timings"]) == {
+        "ours: plugin shap_values + ExplanationCache, first run",
+        "ours: cached second run",
+        "LightGBM predict(pred_contrib=True)",
+        "shap.TreeExplainer(booster).shap_values",
+    }
+    assert all(t["median"] > 0 for t in explain["timings"].values())
+
+
+def test_every_attributor_trains_a_joint_step(quick_run: tuple[dict[str, Any], str]) -> None:
+    results, _ = quick_run
+    ratios = results["train"]["ratio_to_plain"]
+    assert ratios["plain (λ = 0)"]["median"] == pytest.approx(1.0)
+    assert {name.removeprefix("joint: ") for name in ratios if name.startswith("joint")} == {
+        "structure (core default)",
+        "gradient-x-input",
+        "integrated gradients",
+        "expected gradients (shap)",
+    }
+
+
+def test_inference_counts_flops_and_checks_compiled_teachers(quick_run: tuple[dict[str, Any], str]) -> None:
+    results, _ = quick_run
+    infer = results["infer"]
+    assert infer["student_output_finite"]
+    context = results["context"]
+    hidden = [context["group_width"], *context["hidden"], 20]
+    assert infer["macs_per_row"] == sum(context["groups"] * a * b for a, b in itertools.pairwise(hidden))
+    for strategy, entry in infer["hummingbird"].items():
+        if "error" not in entry:
+            assert entry["max_abs_diff_vs_lightgbm"] < 1e-4, strategy
+    pytest.importorskip("hummingbird.ml")
+    assert "max_abs_diff_vs_lightgbm" in infer["hummingbird"]["default"]
+
+
+def test_end_to_end_records_every_phase(quick_run: tuple[dict[str, Any], str]) -> None:
+    results, _ = quick_run
+    for mode in ("plain", "aligned"):
+        (run,) = results["e2e"]["runs"][mode]
+        phases = [p["phase"] for p in run["phases"]]
+        for step in ("teacher (lightgbm)", "teacher TreeSHAP", "leaf embedding", "student training", "evaluation"):
+            assert step in phases, (mode, phases)
+        assert len(run["epoch_s"]) == results["meta"]["sizes"]["epochs"]
+        assert run["process_peak_mib"] > 0
+        assert sum(p["seconds"] for p in run["phases"]) == pytest.approx(run["total_s"], rel=0.05)
+
+
+def test_measure_interleaves_and_rotates(harness: ModuleType) -> None:
+    from bench_measure import measure, paired_ratio
+
+    calls: list[str] = []
+    samples = measure({n: (lambda n=n: calls.append(n)) for n in "ABC"}, repeats=3, warmup=1)
+    assert calls == list("ABC" + "ABC" + "BCA" + "CAB")
+    assert all(len(times) == 3 for times in samples.values())
+    assert paired_ratio([2.0, 4.0, 9.0], [1.0, 1.0, 3.0]) == {"median": 3.0, "min": 2.0, "max": 4.0, "n": 3}
