@@ -103,10 +103,11 @@ def split_features_target(frame: pd.DataFrame, target: str) -> tuple[pd.DataFram
         import difflib
 
         close = difflib.get_close_matches(target, [str(c) for c in frame.columns], n=3)
-        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        examples = ", ".join(repr(c) for c in (close or [str(c) for c in frame.columns[:5]]))
+        lead = "did you mean" if close else "the data has columns such as"
         raise DataError(
-            problem=f"target column {target!r} is not in the data.{hint}",
-            fix=f"pass --target with one of the {frame.shape[1]} columns (e.g. {', '.join(map(str, frame.columns[:5]))})",  # noqa: E501
+            problem=f"target column {target!r} is not in the data",
+            fix=f"{lead} {examples}? Pass one of the {frame.shape[1]} columns as the target",
         )
     features = frame.drop(columns=[target])
     if features.shape[1] == 0:

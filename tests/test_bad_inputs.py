@@ -341,8 +341,8 @@ CASES: list[Case] = [
         where="CLI",
         bad="`--target` names a column that is not in the data",
         argv=("distill", "--data", "train.csv", "--target", "income", "--out", "out"),
-        message=E + "target column 'income' is not in the data. Did you mean 'income_gt_50k'?; pass --target with "
-        "one of the 15 columns (e.g. age, workclass, fnlwgt, education, educational-num)",
+        message=E + "target column 'income' is not in the data; did you mean 'income_gt_50k'? Pass one of the 15 "
+        "columns as the target",
         fix="use the suggested name",
     ),
     Case(

@@ -161,7 +161,7 @@ def test_missing_target_column_suggests_close_names(table: pd.DataFrame) -> None
     with pytest.raises(DataError) as info:
         split_features_target(table, "incme")
     assert "'incme'" in str(info.value)
-    assert "Did you mean 'income'" in str(info.value)
+    assert "did you mean 'income'" in str(info.value)
     features, target = split_features_target(table, "job")
     assert list(features.columns) == ["age", "income"]
     assert target.tolist() == table["job"].tolist()
