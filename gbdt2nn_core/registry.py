@@ -249,7 +249,7 @@ class Registry:
         for spec in specs:
             if not isinstance(spec, spec_type):
                 raise TypeError(
-                    f"returned a {type(spec).__name__} among its {kind} records, expected {spec_type.__name__}"
+                    f"returned {_article(type(spec).__name__)} among its {kind} records, expected {spec_type.__name__}"
                 )
         return list(specs)
 
@@ -337,10 +337,16 @@ class Registry:
                 plugin=record.plugin,
                 distribution=record.distribution,
                 version=record.version,
-                error=f"the factory of alignment loss {name!r} returned a {type(loss).__name__}, which is not callable",
+                error=f"the factory of alignment loss {name!r} returned {_article(type(loss).__name__)}, "
+                "which is not callable",
                 fix=f"report it to the authors of {record.distribution}",
             )
         return loss  # type: ignore[no-any-return]
+
+
+def _article(noun: str) -> str:
+    """``"a Foo"`` or ``"an AlignmentLossSpec"``."""
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
 
 
 def _plugin_name(plugin: object) -> str:

@@ -309,3 +309,42 @@ def test_cli_report_only_on_a_folder_without_experiment(tmp_path: Path, capsys: 
     code = main(["experiment", "--report-only", "--out", str(tmp_path)])
     assert code == 2
     assert "holds no experiment" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------ recalibration
+def test_recalibrated_batchnorm_statistics_do_not_depend_on_the_old_ones() -> None:
+    import numpy as np
+    import torch
+
+    from gbdt2nn_core.experiment.recalibrate import recalibrate_batchnorm
+
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3), torch.nn.ReLU()).eval()
+    z = np.random.default_rng(0).normal(size=(300, 4)).astype(np.float32)
+    module[1].running_mean.fill_(5.0)
+    recalibrate_batchnorm(module, z, batch_size=100)
+    first = module[1].running_mean.clone()
+    module[1].running_mean.fill_(-3.0)
+    recalibrate_batchnorm(module, z, batch_size=100)
+    torch.testing.assert_close(module[1].running_mean, first)
+    with torch.no_grad():
+        expected = module[0](torch.as_tensor(z)).reshape(3, 100, 3).mean(dim=1).mean(dim=0)
+    torch.testing.assert_close(first, expected)
+    assert not module.training
+    assert module[1].momentum == 0.1
+
+
+def test_reevaluated_copy_of_an_experiment(small_experiment: Path, tmp_path: Path) -> None:
+    from gbdt2nn_core.experiment.recalibrate import reevaluate
+
+    dest = reevaluate(small_experiment, tmp_path / "bn")
+    results = json.loads((dest / "results.json").read_text())
+    assert results["complete"]
+    assert "**Re-evaluated** copy" in (dest / "report.md").read_text()
+    for seed in (0, 1):
+        plain = json.loads((dest / f"runs/{seed}/plain/metrics.json").read_text())
+        independent = json.loads((dest / f"runs/{seed}/independent/metrics.json").read_text())
+        original = json.loads((small_experiment / f"runs/{seed}/independent/metrics.json").read_text())
+        assert plain["batchnorm"] == "recalibrated"
+        assert independent["test"] == plain["test"]  # the explanation network still predicts with the plain student
+        assert independent["agreement"] == original["agreement"]

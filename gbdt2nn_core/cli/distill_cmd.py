@@ -43,13 +43,19 @@ def add_parser(subparsers: Any) -> None:
     models.add_argument("--teacher-model", type=Path, help="distil this saved booster instead of training one")
     models.add_argument("--attributor", help="student attributor (default: structure)")
     models.add_argument("--alignment", help="alignment loss (default: mse)")
+    examples = {
+        "teacher": "n_estimators=50",
+        "student": "n_groups=5",
+        "attributor": "steps=32",
+        "alignment": "normalize=true",
+    }
     for kind in _KINDS:
         models.add_argument(
             f"--{kind}-option",
             action="append",
             default=[],
             metavar="KEY=VALUE",
-            help=f"option for the {kind} (VALUE in TOML syntax; repeatable), e.g. n_estimators=50",
+            help=f"option for the {kind} (VALUE in TOML syntax; repeatable), e.g. {examples[kind]}",
         )
     training = parser.add_argument_group("training")
     training.add_argument("--alignment-weight", type=float, help="λ of the alignment term; 0 = plain (default: 1)")

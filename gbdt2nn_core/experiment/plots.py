@@ -39,11 +39,12 @@ FIGURES: dict[str, tuple[str, str]] = {
     ),
     "curves.png": (
         "Training curves",
-        "Per epoch, mean over seeds (band: ± one standard deviation). Top: the task loss on the training batches; "
-        "middle: the alignment loss (log scale when it spans decades; dotted, in the mse column: the independent "
-        "network's training MSE); "
-        "bottom: Spearman agreement with TreeSHAP on a fixed subsample of test rows (dashed: the plain student "
-        "explained by the same attributor; dotted: the independent explanation network).",
+        "Per epoch, mean over seeds (band: ± one standard deviation). From the top: the task loss on the training "
+        "batches (BatchNorm on batch statistics); the task metric on a fixed subsample of test rows (eval mode, "
+        "BatchNorm on running statistics, as the student predicts after training); the alignment loss (log scale "
+        "when it spans decades; dotted, in the mse column: the independent network's training MSE); and Spearman "
+        "agreement with TreeSHAP on the same test rows (dashed: the plain student explained by the same "
+        "attributor; dotted: the independent explanation network).",
     ),
     "example.png": (
         "One row explained by the teacher and the students",
@@ -322,7 +323,7 @@ def _draw(axes: Axes, curve: Any, *, colour: str, label: str, style: str = "-") 
 
 
 def curves_figure(results: dict[str, Any], data: ExperimentData) -> Figure:
-    """Task loss, alignment loss and validation Spearman per epoch; one column per alignment loss."""
+    """Task loss, validation task metric, alignment loss and validation Spearman per epoch; a column per loss."""
     from matplotlib.ticker import MaxNLocator
 
     def histories(run: str) -> list[dict[str, Any]]:
@@ -336,16 +337,26 @@ def curves_figure(results: dict[str, Any], data: ExperimentData) -> Figure:
     losses = list(results["losses"])
     attributors = list(results["attributors"])
     colours = attributor_colours(attributors)
-    figure = _new_figure(4.2 * len(losses) + 0.4, 9.4)
-    grid = figure.subplots(3, len(losses), squeeze=False, sharex=True)
+    metric = results["primary_metric"]["name"]
+    validation = f"val_{metric}"
+    figure = _new_figure(4.2 * len(losses) + 0.4, 12.0)
+    grid = figure.subplots(4, len(losses), squeeze=False, sharex=True)
     for c, loss in enumerate(losses):
-        task_axes, align_axes, agree_axes = grid[0, c], grid[1, c], grid[2, c]
+        task_axes, metric_axes, align_axes, agree_axes = (grid[r, c] for r in range(4))
         _draw(task_axes, _curve(plain, lambda r: r["task_loss"]), colour=_GREY, label="plain student", style="--")
+        _draw(
+            metric_axes,
+            _curve(plain, lambda r: r["extra"].get(validation)),
+            colour=_GREY,
+            label="plain student",
+            style="--",
+        )
         for attributor in attributors:
             runs = histories(f"joint-{attributor}-{loss}")
             colour = colours[attributor]
             label = f"joint · {attributor}"
             _draw(task_axes, _curve(runs, lambda r: r["task_loss"]), colour=colour, label=label)
+            _draw(metric_axes, _curve(runs, lambda r: r["extra"].get(validation)), colour=colour, label=label)
             _draw(align_axes, _curve(runs, lambda r: r["alignment_loss"]), colour=colour, label=label)
             key = f"spearman/{attributor}"
             _draw(agree_axes, _curve(runs, lambda r, k=key: r["extra"].get(k)), colour=colour, label=label)
@@ -380,15 +391,26 @@ def curves_figure(results: dict[str, Any], data: ExperimentData) -> Figure:
             if positive.size and positive.max() / positive.min() > 20:  # log only when it spans decades
                 align_axes.set_yscale("log")
         else:
-            align_axes.text(0.5, 0.5, "no joint runs yet", ha="center", va="center", color=_GREY, fontsize=9)
+            align_axes.text(
+                0.5,
+                0.5,
+                "no joint run finished yet",
+                ha="center",
+                va="center",
+                color=_GREY,
+                fontsize=9,
+                transform=align_axes.transAxes,
+            )
         agree_axes.set_xlabel("epoch", fontsize=9)
-        for axes in (task_axes, align_axes, agree_axes):
+        for axes in (task_axes, metric_axes, align_axes, agree_axes):
             axes.xaxis.set_major_locator(MaxNLocator(integer=True))
             axes.grid(alpha=0.25)
             axes.tick_params(labelsize=8)
-    grid[0, 0].set_ylabel("task loss (train)", fontsize=9)
-    grid[1, 0].set_ylabel("alignment loss (train)", fontsize=9)
-    grid[2, 0].set_ylabel("Spearman vs TreeSHAP\n(validation rows)", fontsize=9)
+    title = {"auc": "AUC", "rmse": "RMSE", "accuracy": "accuracy"}.get(metric, metric)
+    grid[0, 0].set_ylabel("task loss (train batches)", fontsize=9)
+    grid[1, 0].set_ylabel(f"{title} (validation rows,\neval mode)", fontsize=9)
+    grid[2, 0].set_ylabel("alignment loss (train)", fontsize=9)
+    grid[3, 0].set_ylabel("Spearman vs TreeSHAP\n(validation rows)", fontsize=9)
     handles, labels = [], []
     for axes in grid.ravel():
         for handle, label in zip(*axes.get_legend_handles_labels(), strict=True):

@@ -248,6 +248,15 @@ def report_blocks(results: dict[str, Any], manifest: dict[str, Any] | None = Non
             f"teacher explanations: {config['teacher_explanation']} TreeSHAP. {state}"
         )
     )
+    if manifest and manifest.get("batchnorm") == "recalibrated":
+        blocks.append(
+            Paragraph(
+                f"**Re-evaluated** copy of `{manifest.get('derived_from')}`: every student's BatchNorm statistics "
+                "were re-estimated with one pass over its seed's training rows after training "
+                "(`python -m gbdt2nn_core.experiment.recalibrate`), then its metrics recomputed. Training curves "
+                "and times are those of the original runs."
+            )
+        )
     blocks.append(Heading(f"Results (mean ± std over {len(seeds)} seeds, test rows)"))
     blocks.append(results_table(results))
     blocks.append(

@@ -49,7 +49,16 @@ from gbdt2nn_core.progress import NullProgress, Progress
 from gbdt2nn_core.registry import Registry, get_registry
 from gbdt2nn_core.student import GBDT2NNStudent
 
-__all__ = ["INDEPENDENT", "PLAIN", "Configuration", "ExperimentRunner", "plan", "run_experiment"]
+__all__ = [
+    "INDEPENDENT",
+    "PLAIN",
+    "Configuration",
+    "ExperimentRunner",
+    "SeedContext",
+    "evaluate_student",
+    "plan",
+    "run_experiment",
+]
 
 PLAIN = "plain"
 INDEPENDENT = "independent"
@@ -455,16 +464,15 @@ class ExperimentRunner:
         monitor_s = sum(r.extra.get("monitor_s", 0.0) for r in epochs)
 
         started = time.perf_counter()
-        margin = student.predict_margin(data.z_test)
-        attributions: dict[str, np.ndarray] = {"margin": np.asarray(margin)}
-        scores: dict[str, dict[str, float]] = {}
-        # every student is explained by fresh attributors on one background sample per seed: the same protocol
-        # for plain and joint students (a training attributor's background is drawn differently)
-        for name, attributor in self._monitors(ctx, explained_by).items():
-            attributor.fit(student.module, background)
-            values = student.attributions(data.z_test, attributor, aggregation)
-            attributions[name] = values
-            scores[name] = agreement(values, ctx.shap_test.values)
+        scores, attributions = evaluate_student(
+            student,
+            z=data.z_test,
+            aggregation=aggregation,
+            attributors=self._monitors(ctx, explained_by),
+            background=ctx.background,
+            teacher_attributions=ctx.shap_test.values,
+        )
+        margin = attributions["margin"]
         evaluate_s = time.perf_counter() - started
         model = DistilledModel(
             student=student,
@@ -565,6 +573,33 @@ class ExperimentRunner:
             ],
         }
         return metrics, {IMITATION: values}, history
+
+
+def evaluate_student(
+    student: GBDT2NNStudent,
+    *,
+    z: np.ndarray,
+    aggregation: np.ndarray,
+    attributors: dict[str, Attributor],
+    background: np.ndarray,
+    teacher_attributions: np.ndarray,
+) -> tuple[dict[str, dict[str, float]], dict[str, np.ndarray]]:
+    """Agreement with the teacher per attributor, and the arrays to keep (``margin`` and each attributor's values).
+
+    Every student is explained by fresh attributors fitted on one background sample per seed: the same protocol
+    for plain and joint students (a training attributor's own background sample is drawn differently).
+    """
+    import torch
+
+    margin = student.predict_margin(z)
+    arrays: dict[str, np.ndarray] = {"margin": np.asarray(margin)}
+    scores: dict[str, dict[str, float]] = {}
+    for name, attributor in attributors.items():
+        attributor.fit(student.module, torch.as_tensor(background, dtype=torch.float32))
+        values = student.attributions(z, attributor, aggregation)
+        arrays[name] = values
+        scores[name] = agreement(values, teacher_attributions)
+    return scores, arrays
 
 
 def _write_json(path: Path, payload: Any) -> None:

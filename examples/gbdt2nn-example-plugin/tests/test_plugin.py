@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import torch
-from gbdt2nn_example.plugin import SmoothGrad, gbdt2nn_register_alignment_losses, gbdt2nn_register_attributors
 
 from gbdt2nn_core import Registry
 from gbdt2nn_core.testing import check_alignment_loss, check_attributor
+from gbdt2nn_example.plugin import SmoothGrad, gbdt2nn_register_alignment_losses, gbdt2nn_register_attributors
 
 
 def test_huber_keeps_the_alignment_loss_contract() -> None:

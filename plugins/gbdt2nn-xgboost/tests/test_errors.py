@@ -191,3 +191,17 @@ def test_foreign_or_corrupt_files_raise_model_file_error(content, tmp_path) -> N
 def test_save_into_a_missing_folder_raises_config_error(wrapped, tmp_path) -> None:
     with pytest.raises(ConfigError, match="cannot write"):
         wrapped.save(tmp_path / "missing" / "m.json")
+
+
+def test_an_unknown_training_parameter_is_an_error_not_a_warning(california) -> None:
+    X, y = california
+    with pytest.raises(ConfigError, match="colsample_by_leaf") as info:
+        make_teacher(**FAST, colsample_by_leaf=0.5).fit(X, y, task="regression")
+    assert "XGBoost does not know it" in str(info.value)
+
+
+def test_lightgbm_and_sklearn_names_are_translated(california) -> None:
+    X, y = california
+    # untranslated, XGBoost would not know num_leaves / num_threads and fit would raise (see the test above)
+    teacher = make_teacher(n_estimators=3, num_leaves=4, num_threads=1).fit(X, y, task="regression")
+    assert max(tree.n_leaves for tree in teacher.structure().trees) <= 4

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,8 @@ _ALIASES: dict[str, tuple[str, ...]] = {
     "seed": ("seed", "random_state"),
     "num_class": ("num_class",),
 }
+#: Names users bring from LightGBM or scikit-learn, and XGBoost's own name for the same setting.
+_RENAMES: dict[str, str] = {"num_threads": "nthread", "n_jobs": "nthread", "num_leaves": "max_leaves"}
 
 #: Which task each built-in objective solves. ``reg:logistic`` has a log-odds margin like ``binary:logistic``.
 OBJECTIVE_TASKS: dict[str, Task] = {
@@ -141,11 +145,14 @@ class XGBoostTeacher(Teacher):
         train_params, n_rounds = _training_params(params, task=task, k=k, seed=seed)
         try:
             dtrain = xgb.DMatrix(X, label=labels, enable_categorical=True)
-            booster = xgb.train(train_params, dtrain, num_boost_round=n_rounds)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                booster = xgb.train(train_params, dtrain, num_boost_round=n_rounds)
         except xgb.core.XGBoostError as exc:
             raise ConfigError(
                 setting="params", value=self._params, fix=f"XGBoost refused them: {clean_message(exc)}"
             ) from None
+        _refuse_unused(caught)
         # Through the serialised model: the copy holds no training caches, and it is the form a
         # saved-and-loaded teacher has, so fingerprints agree.
         self._adopt(load_booster(booster.save_raw("ubj"), where="(trained booster)"))
@@ -329,8 +336,25 @@ class XGBoostTeacher(Teacher):
         write_atomic(path, bytes(booster.save_raw(raw_format)))
 
 
+def _refuse_unused(caught: list[warnings.WarningMessage]) -> None:
+    """XGBoost only warns about parameters it does not know; a silently ignored setting is a user mistake."""
+    for warning in caught:
+        unused = re.search(r"Parameters: \{(.*?)\} are not used", str(warning.message), flags=re.S)
+        if unused:
+            names = unused.group(1).replace('"', "").strip()
+            raise ConfigError(
+                setting="teacher option",
+                value=names,
+                fix="XGBoost does not know it; see the XGBoost parameter list (e.g. max_leaves, nthread)",
+            )
+        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+
+
 def _training_params(params: dict[str, Any], *, task: Task, k: int, seed: int) -> tuple[dict[str, Any], int]:
     """XGBoost parameters for training: our defaults, then the user's, then what the task and seed fix."""
+    for ours, theirs in _RENAMES.items():
+        if ours in params:
+            params[theirs] = params.pop(ours)
     checks.check_no_seed(params, _ALIASES["seed"])
     n_rounds = checks.pop_n_rounds(params, _ALIASES["n_estimators"], DEFAULT_PARAMS["n_estimators"])
     learning_rate = checks.pop_param(params, _ALIASES["learning_rate"], DEFAULT_PARAMS["learning_rate"])

@@ -1,0 +1,163 @@
+"""Re-evaluate an experiment's students after re-estimating their BatchNorm statistics on the final weights.
+
+Why: joint training computes the alignment term with BatchNorm on its *running* statistics (attributions must
+be per-row, see :func:`gbdt2nn_core.alignment.frozen_batchnorm`) while the task loss trains on *batch*
+statistics. The alignment gradient then tunes the weights to running statistics that keep moving, and at the
+end of training the running statistics no longer fit the weights: in eval mode a jointly trained student can
+predict much worse than in train mode (California housing, structure + mse, seed 0: test RMSE 0.651 in eval
+mode, 0.489 with batch statistics, 0.487 for the plain student). One forward pass over the training rows with
+the final weights re-estimates the statistics and removes the gap.
+
+This module applies that pass to every finished student of an experiment folder, without retraining, and
+writes a sibling experiment folder with the re-evaluated ``metrics.json`` files, ``results.json`` and report::
+
+    python -m gbdt2nn_core.experiment.recalibrate runs/experiment-california   # → runs/experiment-california-bn
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from gbdt2nn_core.data import load_bundled, read_table
+from gbdt2nn_core.distill import split_data
+from gbdt2nn_core.errors import DataError
+from gbdt2nn_core.experiment.config import ExperimentConfig
+from gbdt2nn_core.experiment.manifest import data_digest
+from gbdt2nn_core.experiment.runner import BACKGROUND_ROWS, IMITATION, _write_json, _write_npz, evaluate_student
+from gbdt2nn_core.metrics import fidelity, task_metrics
+from gbdt2nn_core.registry import Registry, get_registry
+
+__all__ = ["recalibrate_batchnorm", "reevaluate"]
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(module: nn.Module, z: np.ndarray, batch_size: int = 512) -> None:
+    """Re-estimate every BatchNorm layer's running mean and variance on rows ``z`` with the current weights.
+
+    The rows go through in their order, in batches of ``batch_size``; the statistics are the plain average over
+    the batches (``momentum=None``), so the result does not depend on what the running statistics were.
+    """
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [norm.momentum for norm in norms]
+    was_training = module.training
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None
+    module.train()
+    rows = torch.as_tensor(z, dtype=torch.float32)
+    for start in range(0, len(rows), batch_size):
+        if len(rows[start : start + batch_size]) > 1:
+            module(rows[start : start + batch_size])
+    for norm, momentum in zip(norms, momenta, strict=True):
+        norm.momentum = momentum
+    module.train(was_training)
+
+
+def _load_frame(manifest: dict[str, Any]) -> tuple[Any, str]:
+    source, target = manifest["data"]["source"], manifest["data"]["target"]
+    frame = load_bundled(source.removeprefix("bundled:")).frame if source.startswith("bundled:") else read_table(source)
+    if data_digest(frame) != manifest["data"]["sha256"]:
+        raise DataError(problem=f"the data at {source!r} changed since the experiment ran", fix="restore that data")
+    return frame, target
+
+
+def reevaluate(out: Path | str, dest: Path | str | None = None, *, registry: Registry | None = None) -> Path:
+    """Copy the experiment in ``out`` to ``dest`` (default ``<out>-bn``) with every finished student re-evaluated
+    after :func:`recalibrate_batchnorm` on its seed's training rows; returns ``dest`` (results and report written).
+    """
+    from gbdt2nn_core.experiment.report import write_report
+    from gbdt2nn_core.experiment.results import collect_results
+    from gbdt2nn_core.persistence import load_model
+
+    out = Path(out)
+    dest = Path(dest) if dest is not None else out.with_name(out.name + "-bn")
+    registry = registry or get_registry()
+    manifest = json.loads((out / "manifest.json").read_text())
+    config = ExperimentConfig(**manifest["config"])
+    frame, target = _load_frame(manifest)
+    batch_size = int(config.student_options.get("batch_size", 512))
+    dest.mkdir(parents=True, exist_ok=True)
+    _write_json(dest / "manifest.json", {**manifest, "batchnorm": "recalibrated", "derived_from": str(out)})
+    for seed in config.seeds:
+        source = out / "runs" / str(seed)
+        if not (source / "teacher" / "explanations.npz").is_file():
+            continue
+        shutil.copytree(source / "teacher", dest / "runs" / str(seed) / "teacher", dirs_exist_ok=True)
+        with np.load(source / "teacher" / "explanations.npz", allow_pickle=False) as stored:
+            shap_test, teacher_margin = stored["shap_test"].astype(np.float64), stored["teacher_margin"]
+        split = split_data(frame, target, task=config.task, test_size=config.test_size, seed=seed)
+        recalibrated_plain: dict[str, Any] | None = None
+        runs = sorted((p.parent for p in source.glob("*/metrics.json")), key=lambda p: p.name != "plain")
+        for run in runs:
+            metrics = json.loads((run / "metrics.json").read_text())
+            target_folder = dest / "runs" / str(seed) / run.name
+            target_folder.mkdir(parents=True, exist_ok=True)
+            for name in ("history.json", "manifest.json"):
+                shutil.copy2(run / name, target_folder / name)
+            if metrics["configuration"]["kind"] == "independent":
+                if recalibrated_plain is None:
+                    continue
+                metrics = {**metrics, "test": recalibrated_plain["test"], "fidelity": recalibrated_plain["fidelity"]}
+                shutil.copy2(run / "attributions.npz", target_folder / "attributions.npz")
+                _write_json(target_folder / "metrics.json", metrics)
+                continue
+            model = load_model(run)
+            z_train = model.encoder.transform(split.train_frame)
+            z_test = model.encoder.transform(split.test_frame)
+            started = time.perf_counter()
+            recalibrate_batchnorm(model.student.module, z_train, batch_size)
+            model.student.module.eval()
+            recalibrate_s = time.perf_counter() - started
+            background = z_train[np.random.default_rng(seed).permutation(len(z_train))[:BACKGROUND_ROWS]]
+            names = [k for k in metrics["agreement"] if k != IMITATION]
+            scores, arrays = evaluate_student(
+                model.student,
+                z=z_test,
+                aggregation=model.encoder.aggregation(),
+                attributors={n: registry.attributor(n, **config.attributor_options.get(n, {})) for n in names},
+                background=background,
+                teacher_attributions=shap_test,
+            )
+            task = metrics["task"]
+            metrics = {
+                **metrics,
+                "test": task_metrics(task, split.y_test, arrays["margin"]),
+                "fidelity": fidelity(task, arrays["margin"], teacher_margin),
+                "agreement": scores,
+                "timings": {**metrics["timings"], "recalibrate_s": round(recalibrate_s, 4)},
+                "batchnorm": "recalibrated",
+            }
+            _write_npz(target_folder / "attributions.npz", **{k: v.astype(np.float32) for k, v in arrays.items()})
+            _write_json(target_folder / "metrics.json", metrics)
+            if metrics["configuration"]["kind"] == "plain":
+                recalibrated_plain = metrics
+    write_report(dest, collect_results(dest))
+    return dest
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m gbdt2nn_core.experiment.recalibrate",
+        description="Re-evaluate an experiment's students after re-estimating their BatchNorm statistics.",
+    )
+    parser.add_argument("out", type=Path, help="the experiment folder")
+    parser.add_argument("dest", type=Path, nargs="?", help="where to write the re-evaluated copy (default: OUT-bn)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    dest = reevaluate(args.out, args.dest)
+    print(f"re-evaluated: {dest / 'report.md'} · {dest / 'results.json'}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
