@@ -32,13 +32,13 @@ setup: $(STAMP)  ## .venv with the core, every plugin (editable) and the test to
 demo: $(STAMP)  ## distil the bundled adult dataset: teacher vs plain vs aligned student
 	$(BIN)/gbdt2nn distill
 
-test: $(NOX)  ## the default nox sessions: lint, core alone, each plugin alone, all, e2e grid, example plugin
+test: $(NOX)  ## the default nox sessions: lint, typecheck, core alone, each plugin alone, all, e2e grid, example plugin
 	$(BIN)/nox $(NOXFLAGS)
 
 lint: $(NOX)  ## ruff check + ruff format --check
 	$(BIN)/nox -s lint
 
-typecheck: $(NOX)  ## mypy --strict on the core and the plugins (not in make test yet)
+typecheck: $(NOX)  ## mypy --strict on the core, the plugins and the example
 	$(BIN)/nox -s typecheck
 
 clean:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import gzip
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -167,11 +167,15 @@ def _sorted_categories(values: Any) -> tuple[Any, ...]:
     return tuple(sorted(plain, key=lambda v: (type(v).__name__, str(v) if isinstance(v, str) else v)))
 
 
+def _column_tuple(columns: Iterable[ColumnSchema]) -> tuple[ColumnSchema, ...]:
+    return tuple(columns)
+
+
 @attrs.frozen(kw_only=True)
 class TabularSchema:
     """Which columns a model takes, in order, and how to turn a user's frame into a teacher-ready one."""
 
-    columns: tuple[ColumnSchema, ...] = attrs.field(converter=tuple)
+    columns: tuple[ColumnSchema, ...] = attrs.field(converter=_column_tuple)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -309,7 +313,8 @@ class TargetEncoder:
     def transform(self, y: pd.Series | np.ndarray) -> np.ndarray:
         values = pd.Series(np.asarray(y))
         if self.task == "regression":
-            return values.astype("float64").to_numpy()
+            floats: np.ndarray = values.astype("float64").to_numpy()
+            return floats
         lookup = {c: i for i, c in enumerate(self.classes)}
         unknown = set(values.unique().tolist()) - set(lookup)
         if unknown:
@@ -317,4 +322,5 @@ class TargetEncoder:
                 problem=f"target labels {sorted(map(str, unknown))[:5]} were not seen in training",
                 fix=f"use labels among {list(self.classes)}",
             )
-        return values.map(lookup).to_numpy(dtype=np.int64)
+        codes: np.ndarray = values.map(lookup).to_numpy(dtype=np.int64)
+        return codes

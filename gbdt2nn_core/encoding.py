@@ -51,7 +51,7 @@ class InputEncoder:
         frame: pd.DataFrame,
         schema: TabularSchema,
         *,
-        thresholds: Mapping[str, Sequence[float]] | None = None,
+        thresholds: Mapping[str, Sequence[float] | np.ndarray] | None = None,
         split_rule: SplitRule = "<=",
     ) -> InputEncoder:
         """Learn means, scales and category frequencies from training rows.

@@ -68,13 +68,15 @@ class DistilledModel:
             return np.stack([1 - positive, positive], axis=1)
         if self.task == "multiclass":
             shifted = np.exp(margin - margin.max(axis=1, keepdims=True))
-            return shifted / shifted.sum(axis=1, keepdims=True)
+            proba: np.ndarray = shifted / shifted.sum(axis=1, keepdims=True)
+            return proba
         raise AttributeError("predict_proba is only available for classification students")
 
     def predict(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
         if self.task == "regression":
             return self.predict_margin(X)
-        return np.asarray(self.target.classes, dtype=object)[self.predict_proba(X).argmax(axis=1)]
+        labels: np.ndarray = np.asarray(self.target.classes, dtype=object)[self.predict_proba(X).argmax(axis=1)]
+        return labels
 
 
 def save_model(directory: Path, model: DistilledModel) -> None:

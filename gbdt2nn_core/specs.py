@@ -36,6 +36,11 @@ def _check_summary(_instance: object, attribute: attrs.Attribute[str], value: st
         raise ValueError(f"{attribute.name} must be one non-empty line of text, got {value!r}")
 
 
+def _strip_summary(value: str) -> str:
+    """Strip surrounding whitespace from the summary (a non-string is passed on for the validator to reject)."""
+    return value.strip() if isinstance(value, str) else value
+
+
 def _check_factory(_instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if not callable(value):
         raise TypeError(f"{attribute.name} must be callable (a class or function), got {type(value).__name__}")
@@ -51,7 +56,7 @@ class ComponentSpec:
 
     name: str = attrs.field(validator=_check_name)
     factory: Callable[..., Any] = attrs.field(validator=_check_factory)
-    summary: str = attrs.field(validator=_check_summary, converter=lambda s: s.strip() if isinstance(s, str) else s)
+    summary: str = attrs.field(validator=_check_summary, converter=_strip_summary)
 
     #: Kind of component, used in messages ("teacher", "attributor", ...). Set by each subclass.
     kind: str = attrs.field(default="component", init=False)

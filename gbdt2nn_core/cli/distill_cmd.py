@@ -78,7 +78,10 @@ def add_parser(subparsers: Any) -> None:
 
 def _parse_options(pairs: list[str], flag: str) -> dict[str, Any]:
     """``KEY=VALUE`` pairs with TOML values (numbers, booleans, quoted strings; bare words stay strings)."""
-    from gbdt2nn_core.config_file import tomllib
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
 
     options: dict[str, Any] = {}
     for pair in pairs:
@@ -146,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
     from gbdt2nn_core.data import load_bundled, read_table, split_features_target
     from gbdt2nn_core.distill import DistillConfig, compare, distill, split_data
     from gbdt2nn_core.progress import RichProgress
-    from gbdt2nn_core.registry import get_registry
+    from gbdt2nn_core.registry import Kind, get_registry
     from gbdt2nn_core.runfolder import check_destination, write_run
 
     settings = _settings(args)
@@ -180,12 +183,13 @@ def run(args: argparse.Namespace) -> int:
         frame, target = read_table(data_path), settings["target"]
         title = f"{data_path.name} ({len(frame):,} rows, target {target})"
     registry = get_registry()
-    for kind, name in (
+    components: tuple[tuple[Kind, str], ...] = (
         ("teacher", config.teacher),
         ("student", config.student),
         ("attributor", config.attributor),
         ("alignment loss", config.alignment),
-    ):
+    )
+    for kind, name in components:
         registry.spec(kind, name)  # a misspelt name fails before anything is printed
     # and so does an option a component refuses (n_groups=0, a misspelt student option), before the teacher trains
     registry.student(config.student, seed=config.seed, **config.student_options)

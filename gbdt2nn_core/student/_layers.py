@@ -39,7 +39,8 @@ class GroupBatchNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, k, c = x.shape
-        return self.norm(x.reshape(n, k * c)).reshape(n, k, c)
+        normed: torch.Tensor = self.norm(x.reshape(n, k * c))
+        return normed.reshape(n, k, c)
 
 
 class GroupMLP(nn.Module):

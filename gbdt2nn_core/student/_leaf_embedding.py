@@ -7,6 +7,7 @@ so it is computed as an embedding lookup summed over each group's trees, for all
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -24,6 +25,12 @@ def group_leaf_sums(ensemble: TreeEnsemble, leaves: np.ndarray, groups: list[np.
 
 class LeafEmbedding(nn.Module):
     """Leaf one-hots → (bias-free linear) → BatchNorm → dropout → ``w_j · e + b_j`` per group."""
+
+    if TYPE_CHECKING:
+        # The buffers registered in __init__, typed for mypy (nn.Module.__getattr__ says `Tensor | Module`). Only
+        # for the checker: TorchScript reads class annotations and cannot resolve postponed (string) ones.
+        tree_offset: torch.Tensor
+        members: torch.Tensor
 
     def __init__(
         self, ensemble: TreeEnsemble, groups: list[np.ndarray], embedding_dim: int, dropout: float, bias: np.ndarray
@@ -56,7 +63,8 @@ class LeafEmbedding(nn.Module):
         return self.norm(vectors.sum(dim=2))  # type: ignore[no-any-return]
 
     def forward(self, leaves: torch.Tensor) -> torch.Tensor:
-        return (self.dropout(self.embed(leaves)) * self.weight).sum(-1) + self.bias
+        dropped: torch.Tensor = self.dropout(self.embed(leaves))
+        return (dropped * self.weight).sum(-1) + self.bias
 
 
 def fit_leaf_embedding(

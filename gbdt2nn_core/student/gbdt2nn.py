@@ -360,7 +360,7 @@ class GBDT2NNStudent(Student):
                 sums["align"] += float(loss_align.detach()) * len(rows)
                 sums["aligned_rows"] += len(rows)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]  # torch's Tensor.backward is unannotated
             optimizer.step()
             sums["task"] += float(loss_task.detach()) * len(rows)
             sums["emb"] += float(loss_emb.detach()) * len(rows)
@@ -472,7 +472,8 @@ def _task_loss(task: Task) -> nn.Module:
 def _soft_targets(task: Task, margin: np.ndarray) -> np.ndarray:
     """The teacher's margins as regression targets (logit matching; per-row centred for softmax outputs)."""
     if task == "multiclass":
-        return margin - margin.mean(axis=1, keepdims=True)
+        centred: np.ndarray = margin - margin.mean(axis=1, keepdims=True)
+        return centred
     return margin
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
@@ -18,6 +20,14 @@ class GBDT2NNModule(nn.Module):
     embedding, and maps it with the frozen leaf-embedding head: ``y_j = w_j · N_j(z[I_j]) + b_j``. The margin
     of output ``c`` is the sum of ``y_j`` over the groups that belong to ``c``.
     """
+
+    if TYPE_CHECKING:
+        # The buffers registered in __init__, typed for mypy (nn.Module.__getattr__ says `Tensor | Module`). Only
+        # for the checker: TorchScript reads class annotations and cannot resolve postponed (string) ones.
+        group_input_index: torch.Tensor
+        output_map: torch.Tensor
+        head_weight: torch.Tensor
+        head_bias: torch.Tensor
 
     def __init__(
         self,
