@@ -58,7 +58,7 @@ nox.options.reuse_venv = "no"
 
 
 #: Dependency groups installed into the base environment.
-GROUPS = ("test", "lint")
+GROUPS = ("test", "lint", "bench")  # bench: so the benchmark smoke test runs and cannot rot
 
 
 class Distribution:
