@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-MIB = 1024 * 1024
 
 
 # ------------------------------------------------------------------------------------------------------ timing
@@ -69,17 +68,6 @@ def _status_kib(field: str) -> int | None:
     return int(found.group(1)) if found else None
 
 
-def rss_mib() -> float:
-    """Resident set size now (psutil if installed, else /proc)."""
-    try:
-        import psutil
-
-        return float(psutil.Process().memory_info().rss) / MIB
-    except ImportError:
-        kib = _status_kib("VmRSS")
-        return kib / 1024 if kib is not None else float("nan")
-
-
 class PeakRSS:
     """Peak resident memory of a stretch of code.
 
@@ -128,6 +116,8 @@ class PhaseRecorder:
 
     def _close_gap(self, before: str) -> None:
         seconds = time.perf_counter() - self._mark
+        if not self.phases and seconds < 1e-3:
+            return  # nothing ran before the first phase
         self.phases.append(
             {"phase": f"(outside steps, before {before})", "seconds": seconds, "peak_mib": self.peak.read()}
         )

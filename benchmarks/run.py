@@ -57,6 +57,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--e2e-repeats", type=int, default=1, help="end-to-end runs of each kind (default 1)")
     parser.add_argument("--suites", default=",".join(SUITES), help=f"comma-separated subset of {','.join(SUITES)}")
     parser.add_argument("--e2e-in-process", action="store_true", help="run end to end in this process (smoke tests)")
+    parser.add_argument("--render-from", type=Path, default=None, help="rewrite --out from a --json file, no timing")
     parser.add_argument("--e2e-child", choices=("plain", "aligned"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     unknown = set(args.suites.split(",")) - set(SUITES)
@@ -73,6 +74,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     sizes = dict(SIZES["quick" if args.quick else "full"])
     if args.repeats is not None:
         sizes["repeats"] = args.repeats
+    if args.render_from is not None:
+        results = json.loads(args.render_from.read_text(encoding="utf-8"))
+        args.out.write_text(render(results), encoding="utf-8")
+        return results
     if args.e2e_child:
         result = e2e_once(sizes, args.threads, 0.0 if args.e2e_child == "plain" else 1.0)
         print(json.dumps(result))

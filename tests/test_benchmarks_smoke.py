@@ -107,6 +107,15 @@ def test_end_to_end_records_every_phase(quick_run: tuple[dict[str, Any], str]) -
         assert sum(p["seconds"] for p in run["phases"]) == pytest.approx(run["total_s"], rel=0.05)
 
 
+def test_report_renders_again_from_the_raw_json(
+    harness: ModuleType, quick_run: tuple[dict[str, Any], str], tmp_path: Path
+) -> None:
+    results, report = quick_run
+    (tmp_path / "raw.json").write_text(json.dumps(results, default=str), encoding="utf-8")
+    harness.main(["--render-from", str(tmp_path / "raw.json"), "--out", str(tmp_path / "again.md")])
+    assert (tmp_path / "again.md").read_text(encoding="utf-8") == report
+
+
 def test_measure_interleaves_and_rotates(harness: ModuleType) -> None:
     from bench_measure import measure, paired_ratio
 

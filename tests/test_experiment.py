@@ -348,3 +348,18 @@ def test_reevaluated_copy_of_an_experiment(small_experiment: Path, tmp_path: Pat
         assert plain["batchnorm"] == "recalibrated"
         assert independent["test"] == plain["test"]  # the explanation network still predicts with the plain student
         assert independent["agreement"] == original["agreement"]
+
+
+def test_options_for_a_component_the_experiment_does_not_run_are_an_error() -> None:
+    from gbdt2nn_core.experiment.runner import resolve_components
+    from gbdt2nn_core.registry import get_registry
+
+    config = ExperimentConfig(attributors=["structure"], attributor_options={"integrated-gradients": {"steps": 4}})
+    with pytest.raises(ConfigError) as caught:
+        resolve_components(config, get_registry())
+    assert caught.value.setting == "attributor_options.integrated-gradients"
+    assert "now: structure" in str(caught.value)
+    assert resolve_components(ExperimentConfig(attributors=["gradient"], losses=["rank"]), get_registry()) == (
+        ("gradient",),
+        ("rank",),
+    )

@@ -29,22 +29,30 @@ def add_parser(subparsers: Any) -> None:
             "DIR/results.json, DIR/report.md and DIR/report.html. Interrupted runs resume with --resume."
         ),
     )
-    parser.add_argument("--config", type=Path, help="TOML experiment file (see docs/experiment.md); flags win")
+    parser.add_argument(
+        "--config", type=Path, metavar="FILE", help="TOML experiment file (see docs/experiment.md); flags win"
+    )
     data = parser.add_argument_group("data")
-    data.add_argument("--dataset", help="a bundled dataset: adult (default) or california")
-    data.add_argument("--data", type=Path, help="CSV (.csv, .csv.gz) or Parquet file with features and target")
-    data.add_argument("--target", help="name of the target column in --data")
+    data.add_argument("--dataset", metavar="NAME", help="a bundled dataset: adult (default) or california")
+    data.add_argument(
+        "--data", type=Path, metavar="FILE", help="CSV (.csv, .csv.gz) or Parquet file with features and target"
+    )
+    data.add_argument("--target", metavar="COL", help="name of the target column in --data")
     data.add_argument("--task", choices=["regression", "binary", "multiclass"], help="default: inferred from target")
     grid = parser.add_argument_group("what to run")
-    grid.add_argument("--seeds", type=int, help="number of seeds, 0..N-1 (default: 5)")
-    grid.add_argument("--attributors", help="comma-separated attributors (default: every differentiable one)")
-    grid.add_argument("--losses", help="comma-separated alignment losses (default: every installed one)")
-    grid.add_argument("--alignment-weight", type=float, help="λ of the joint configurations (default: 1)")
-    grid.add_argument("--epochs", type=int, help="student training epochs (default: the student's, 20)")
+    grid.add_argument("--seeds", type=int, metavar="N", help="number of seeds, 0..N-1 (default: 5)")
+    grid.add_argument(
+        "--attributors", metavar="A,B", help="comma-separated attributors (default: every differentiable one)"
+    )
+    grid.add_argument("--losses", metavar="X,Y", help="comma-separated alignment losses (default: every installed one)")
+    grid.add_argument("--alignment-weight", type=float, metavar="λ", help="λ of the joint configurations (default: 1)")
+    grid.add_argument("--epochs", type=int, metavar="N", help="student training epochs (default: the student's, 20)")
     grid.add_argument("--no-independent", action="store_true", help="skip independent imitation")
-    grid.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    grid.add_argument("--threads", type=int, metavar="N", help="torch threads (default: torch's choice)")
     output = parser.add_argument_group("output")
-    output.add_argument("--out", type=Path, help="experiment folder (default: runs/experiment-<dataset>)")
+    output.add_argument(
+        "--out", type=Path, metavar="DIR", help="experiment folder (default: runs/experiment-<dataset>)"
+    )
     output.add_argument("--resume", action="store_true", help="continue the experiment in --out")
     output.add_argument(
         "--report-only", action="store_true", help="only re-render results and report from the finished runs in --out"

@@ -109,13 +109,18 @@ def resolve_components(config: ExperimentConfig, registry: Registry) -> tuple[tu
         for name in config.losses:
             registry.spec("alignment loss", name)
         losses = config.losses
-    for kind, names, options in (
-        ("attributor_options", attributors, config.attributor_options),
-        ("loss_options", losses, config.loss_options),
+    for kind, names, given in (
+        ("attributor_options", attributors, dict(config.attributor_options)),
+        ("loss_options", losses, dict(config.loss_options)),
+        ("alignment_weights", losses, dict(config.alignment_weights)),
     ):
-        unused = sorted(set(options) - set(names))
+        unused = sorted(set(given) - set(names))
         if unused:
-            raise ConfigError(setting=f"{kind}.{unused[0]}", value=options[unused[0]], fix=f"use one of {names}")
+            raise ConfigError(
+                setting=f"{kind}.{unused[0]}",
+                value=given[unused[0]],
+                fix=f"the experiment does not run {unused[0]!r}: remove it, or run it (now: {', '.join(names)})",
+            )
     if not attributors:
         raise ConfigError(
             setting="attributors", value=(), fix="install an attributor plugin (pip install gbdt2nn-gradient)"
