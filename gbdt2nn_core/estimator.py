@@ -30,8 +30,6 @@ import json
 import math
 import os
 import random
-import shutil
-import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -58,7 +56,7 @@ from gbdt2nn_core.errors import ConfigError, DataError, Gbdt2nnError, ModelFileE
 from gbdt2nn_core.errors import UnknownComponentError as _UnknownComponentError
 from gbdt2nn_core.interfaces import Attributor, Task, Teacher
 from gbdt2nn_core.metrics import agreement, agreement_per_output, fidelity, task_metrics
-from gbdt2nn_core.model_files import current_umask
+from gbdt2nn_core.model_files import staged_folder
 from gbdt2nn_core.persistence import DistilledModel, load_model, save_model
 from gbdt2nn_core.progress import NullProgress, Progress
 from gbdt2nn_core.registry import Registry, get_registry
@@ -747,27 +745,10 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
             metadata=metadata,
             background=self.background_,
         )
-        out.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
-        try:
+        with staged_folder(out) as staging:
             save_model(staging, model)
             if teacher_file is not None:
                 self._require_teacher("save").save(staging / teacher_file)
-            mask = current_umask()
-            os.chmod(staging, 0o777 & ~mask)
-            for item in staging.iterdir():
-                os.chmod(item, 0o666 & ~mask)
-            if out.exists():
-                trash = out.with_name(f".{out.name}.old")
-                shutil.rmtree(trash, ignore_errors=True)
-                out.rename(trash)
-                staging.rename(out)
-                shutil.rmtree(trash, ignore_errors=True)
-            else:
-                staging.rename(out)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
         return out
 
     @classmethod

@@ -5,13 +5,16 @@ plugins: :meth:`Teacher.save <gbdt2nn_core.interfaces.Teacher.save>` should writ
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from gbdt2nn_core.errors import ConfigError, ModelFileError
 
-__all__ = ["current_umask", "read_model_file", "write_atomic"]
+__all__ = ["current_umask", "read_model_file", "staged_folder", "write_atomic"]
 
 
 def read_model_file(path: str | os.PathLike[str]) -> bytes:
@@ -58,4 +61,33 @@ def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
         os.replace(temporary, target)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def staged_folder(out: Path) -> Iterator[Path]:
+    """Build a folder under a temporary name next to ``out`` and move it into place only when complete.
+
+    Yields the staging folder. On success it gets the permissions a normal write would have (``mkdtemp`` makes
+    it private) and replaces ``out`` (an existing ``out`` is swapped out, then removed); on any failure the
+    staging folder is removed, so nothing half-written is ever left behind.
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    try:
+        yield staging
+        mask = current_umask()
+        os.chmod(staging, 0o777 & ~mask)
+        for path in staging.rglob("*"):
+            os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
+        if out.exists():
+            trash = out.with_name(f".{out.name}.old")
+            shutil.rmtree(trash, ignore_errors=True)
+            out.rename(trash)
+            staging.rename(out)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -9,9 +9,6 @@ place only when complete, so a failed or interrupted run leaves nothing half-wri
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +16,7 @@ import attrs
 
 from gbdt2nn_core.distill import DistillRun
 from gbdt2nn_core.errors import DataError
-from gbdt2nn_core.model_files import current_umask
+from gbdt2nn_core.model_files import staged_folder
 from gbdt2nn_core.persistence import DistilledModel, save_model
 
 __all__ = ["check_destination", "write_run"]
@@ -56,37 +53,15 @@ def _write_student(directory: Path, run: DistillRun) -> None:
 def write_run(out: Path, run: DistillRun, *, plain: DistillRun | None = None, overwrite: bool = False) -> Path:
     """Write the run (and the plain comparison run, if any) to ``out``; returns ``out``."""
     check_destination(out, overwrite=overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
-    try:
+    with staged_folder(out) as staging:
         _write_student(staging, run)
         run.teacher.save(staging / f"teacher{_teacher_suffix(run.config.teacher)}")
         if plain is not None:
             _write_student(staging / "plain", plain)
             comparison: dict[str, Any] = {"plain": plain.metrics["student"], **run.metrics}
             (staging / "metrics.json").write_text(json.dumps(comparison, indent=2))
-        _usual_permissions(staging)
-        if out.exists():
-            trash = out.with_name(f".{out.name}.old")
-            shutil.rmtree(trash, ignore_errors=True)
-            out.rename(trash)
-            staging.rename(out)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out
 
 
 def _teacher_suffix(name: str) -> str:
     return {"lightgbm": ".txt", "xgboost": ".json"}.get(name, ".model")
-
-
-def _usual_permissions(root: Path) -> None:
-    """Give the run the permissions a normal write would (mkdtemp and some writers use 0700 / 0600)."""
-    mask = current_umask()
-    os.chmod(root, 0o777 & ~mask)
-    for path in root.rglob("*"):
-        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
