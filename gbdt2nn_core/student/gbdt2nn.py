@@ -368,8 +368,12 @@ class GBDT2NNStudent(Student):
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
-    def predict_margin(self, z: np.ndarray, batch_size: int = 8192) -> np.ndarray:
-        """Margins of encoded rows, ``(n,)`` or ``(n, c)``."""
+    def predict_margin(self, z: np.ndarray, batch_size: int = 2048) -> np.ndarray:
+        """Margins of encoded rows, ``(n,)`` or ``(n, c)``.
+
+        Rows go through in chunks of ``batch_size``: 2,048-row chunks stay in cache and ran 2.3× faster than
+        one 10,000-row pass in BENCHMARKS.md's inference measurement.
+        """
         module = self.module.eval()
         z_t = torch.as_tensor(z, dtype=torch.float32)
         return torch.cat([module(z_t[i : i + batch_size]) for i in range(0, len(z_t), batch_size)]).numpy()
