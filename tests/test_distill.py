@@ -236,6 +236,22 @@ def test_teacher_explanations_are_cached_between_runs(
     assert first.metrics["student"]["agreement"] == second.metrics["student"]["agreement"]
 
 
+def test_plain_distillation_explains_only_the_test_rows(
+    adult_2000: pd.DataFrame, small_config: Callable[..., DistillConfig], tmp_path: Path
+) -> None:
+    # the training rows' TreeSHAP is only a target for aligned students; plain runs should not pay for it
+    frame = adult_2000.head(600)
+    cache = tmp_path / "explanations"
+    plain = distill(frame, TARGET, small_config(alignment_weight=0.0, cache_dir=str(cache)))
+    assert len(list(cache.glob("treeshap-*.npz"))) == 1
+    assert plain.metrics["timings"]["treeshap_cache_hits"] == 0
+
+    aligned = distill(frame, TARGET, small_config(alignment_weight=1.0, cache_dir=str(cache)))
+    assert len(list(cache.glob("treeshap-*.npz"))) == 2  # the training rows are added
+    assert aligned.metrics["timings"]["treeshap_cache_hits"] == 1  # the test rows come from the first run
+    assert plain.metrics["student"]["agreement"] != aligned.metrics["student"]["agreement"]
+
+
 def test_compare_needs_a_positive_weight(adult_2000: pd.DataFrame, small_config: Callable[..., DistillConfig]) -> None:
     with pytest.raises(ConfigError) as info:
         compare(adult_2000, TARGET, small_config(alignment_weight=0.0))
