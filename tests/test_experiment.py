@@ -128,6 +128,20 @@ def test_experiment_file_is_read_and_unknown_keys_are_one_line_errors(tmp_path: 
         read_experiment_file(path)
 
 
+@pytest.mark.parametrize(
+    "path", sorted((Path(__file__).parents[1] / "examples").glob("experiment-*.toml")), ids=lambda p: p.name
+)
+def test_shipped_experiment_files_are_valid(path: Path) -> None:
+    # RESULTS.md quotes these files as the commands behind its tables: they must stay runnable
+    from gbdt2nn_core.cli import build_parser
+    from gbdt2nn_core.cli.experiment_cmd import _settings
+
+    config, other = _settings(build_parser().parse_args(["experiment", "--config", str(path)]))
+    experiment = ExperimentConfig(**config)
+    assert experiment.dataset in {"adult", "california"}
+    assert str(other["out"]).startswith("runs/experiment-")
+
+
 def test_cli_flags_override_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from gbdt2nn_core.cli import build_parser
     from gbdt2nn_core.cli.experiment_cmd import _settings
