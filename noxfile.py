@@ -34,7 +34,7 @@ CONSTRAINTS = ROOT / "constraints.txt"
 PYPROJECT = nox.project.load_toml(ROOT / "pyproject.toml")
 CORE = PYPROJECT["project"]["name"]
 #: Where lint looks; typecheck looks at the libraries only (the core and each distribution's src/).
-LINT_PATHS = ("gbdt2nn_core", "plugins", "tests", "scripts", "examples", "noxfile.py")
+LINT_PATHS = ("gbdt2nn_core", "plugins", "tests", "scripts", "examples", "benchmarks", "noxfile.py")
 #: The end-to-end grid and the example's test need more than the core and the plugins.
 E2E_TESTS = "tests/e2e"
 EXAMPLE_TEST = "tests/test_example_plugin.py"

@@ -58,6 +58,11 @@ def _phase_seconds(run: dict[str, Any], name: str) -> float:
     return sum(p["seconds"] for p in run["phases"] if p["phase"] == name)
 
 
+def _treeshap_seconds(run: dict[str, Any]) -> float:
+    """The teacher TreeSHAP steps of a run (test rows; aligned runs also the training rows)."""
+    return sum(p["seconds"] for p in run["phases"] if p["phase"].startswith("teacher TreeSHAP"))
+
+
 def _phase_peak(run: dict[str, Any], name: str) -> float:
     return max((p["peak_mib"] for p in run["phases"] if p["phase"] == name), default=float("nan"))
 
@@ -109,6 +114,8 @@ def render(results: dict[str, Any]) -> str:
         out += section_infer(results["infer"])
     if "e2e" in results:
         out += section_e2e(results["e2e"])
+    if "gpu_serving" in results:
+        out += section_gpu(results["gpu_serving"])
     out += reading(results)
     return "\n".join(out) + "\n"
 
@@ -156,6 +163,8 @@ def headline(results: dict[str, Any]) -> list[str]:
             [f"plain distillation peak RSS ÷ DeepGBM's (quoted, ≈{ref['peak_mib']:.0f} MiB)", "memory",
              f"**{peak / ref['peak_mib']:.3g}×**"],
         ]  # fmt: skip
+    if "gpu_serving" in results:
+        rows += gpu_headline(results["gpu_serving"])
     return ["## Headline ratios", "", *table(["ratio", "compares", "median (min–max)"], rows), ""]
 
 
@@ -247,8 +256,9 @@ def section_infer(inf: dict[str, Any]) -> list[str]:
         *table(["computation", "median time", "FLOP/s (median)", "spread"], flops),
         "",
         f"Student forward ÷ bmm at its shapes: {ratio(inf['flops_fraction']['bmm at the same shapes'])}; "
-        f"÷ large GEMM: {ratio(inf['flops_fraction']['a large square matmul'])}. The forward also gathers each group's "
-        "columns, adds biases and runs BatchNorm and ReLU, which the bare matmuls do not.",
+        f"÷ large GEMM: {ratio(inf['flops_fraction']['a large square matmul'])}. The forward also lays out the first "
+        "layer's weights over the encoded columns, adds biases and runs BatchNorm and ReLU, which the bare matmuls do "
+        "not.",
         "",
     ]
 
@@ -278,7 +288,7 @@ def section_e2e(e2e: dict[str, Any]) -> list[str]:
 
     plain_epoch, aligned_epoch = _epochs(runs["plain"]), _epochs(runs["aligned"])
     plain_total = _median(runs["plain"], lambda r: r["total_s"])
-    no_shap = _median(runs["plain"], lambda r: r["total_s"] - _phase_seconds(r, "teacher TreeSHAP"))
+    no_shap = _median(runs["plain"], lambda r: r["total_s"] - _treeshap_seconds(r))
     plain_peak = _median(runs["plain"], lambda r: r["process_peak_mib"])
 
     def auc(mode: str, who: str) -> float:
@@ -306,8 +316,9 @@ def section_e2e(e2e: dict[str, Any]) -> list[str]:
         "",
         f"Each run is one `gbdt2nn_core.distill.distill` call {where}, as `gbdt2nn distill` runs it: teacher "
         f"{sizes['trees']} trees × {sizes['leaves']} leaves, {sizes['groups']} groups, batch {sizes['batch']}, "
-        f"{sizes['epochs']} epochs, stratified 80/20 split, seed 0, explanation cache off. *Plain*: λ = 0 (TreeSHAP is "
-        "still computed, for the agreement metrics); *aligned*: λ = 1, structure attributor, MSE. "
+        f"{sizes['epochs']} epochs, stratified 80/20 split, seed 0, explanation cache off. *Plain*: λ = 0 (TreeSHAP "
+        "of the test rows only, for the agreement metrics); *aligned*: λ = 1, structure attributor, MSE (TreeSHAP of "
+        "the training rows too: they are its target). "
         f"{len(runs['plain'])} run(s) of each, alternating; medians. Phases are the pipeline's own progress steps; "
         "time between them is listed as *outside steps* (splitting and encoding the data before and after the "
         "teacher, the teacher's margins and leaf indices, building the student). **Peak memory** is the resident "
@@ -322,6 +333,76 @@ def section_e2e(e2e: dict[str, Any]) -> list[str]:
         *table(["figure", "gbdt2nn (this run)", "DeepGBM (quoted)", "ratio"], comparison),
         "",
     ]
+
+
+GPU_STUDENT = "student: GPU, float32"
+
+
+def _gpu_case(record: dict[str, Any], rows: str, prefix: str) -> dict[str, Any] | None:
+    return next((v for k, v in record["batches"][rows].items() if k.startswith(prefix)), None)
+
+
+def gpu_headline(record: dict[str, Any]) -> list[list[str]]:
+    """Headline rows for serving on a GPU, at the largest batch measured."""
+    rows = max(record["batches"], key=int)
+    out = []
+    for prefix, label in (
+        ("teacher: LightGBM predict", f"LightGBM predict on {record['cpu']['threads']} CPU threads"),
+        ("twin teacher: hummingbird-ml on GPU, tree_trav", "hummingbird-ml `tree_trav` on the same GPU"),
+        ("twin teacher: hummingbird-ml on GPU, gemm", "hummingbird-ml `gemm` on the same GPU"),
+    ):
+        case = _gpu_case(record, rows, prefix)
+        if case is not None:
+            out.append(
+                [f"GPU serving ({int(rows):,} rows): student ÷ {label}", "speed", ratio(case["student_gpu_speed_vs"])]
+            )
+    return out
+
+
+def section_gpu(record: dict[str, Any]) -> list[str]:
+    """Section 5, from the record benchmarks/gpu_serving.py wrote on a CUDA machine."""
+    prepared, versions = record["prepared"], record["versions"]
+    lines = [
+        f"## 5. Serving on a GPU: the exported student on {record['device']}",
+        "",
+        f"Measured **{record['generated']}** by `python benchmarks/gpu_serving.py measure` on a lent machine "
+        f"({record['device']}, {record['cpu']['threads']} CPU threads; torch {versions['torch']}, CUDA "
+        f"{versions['cuda']}, Python {versions['python']}) — not in the run above, which has no GPU; "
+        "`python benchmarks/gpu_serving.py prepare` here made its inputs. The student is scripted to TorchScript "
+        f"as `gbdt2nn export` does (adult, {prepared['groups']} groups × hidden {prepared['hidden']}, "
+        f"{prepared['encoded_width']} encoded inputs, {prepared['macs_per_row']:,} multiply-accumulates per row), "
+        "run under `torch.no_grad()` on rows already on the GPU unless the case says otherwise; the teacher is "
+        f"LightGBM ({prepared['teacher']['trees']} trees × {prepared['teacher']['leaves']} leaves) on all CPU "
+        "threads of that machine; hummingbird-ml compiles the *twin* teacher (categories as numbers, as in section "
+        "3) and runs on the same GPU. One batch per call, `torch.cuda.synchronize()` inside the timing, median of 5 "
+        "interleaved rounds after a warm-up.",
+        "",
+    ]
+    for rows, cases in sorted(record["batches"].items(), key=lambda item: int(item[0])):
+        table_rows = [
+            [name, seconds(c["median"]), spread(c), rate(c["rows_per_s"]), ratio(c["student_gpu_speed_vs"])]
+            for name, c in cases.items()
+        ]
+        lines += [
+            f"**{int(rows):,} rows**",
+            "",
+            *table(["case", "median", "spread", "rows/s", f"`{GPU_STUDENT}` speed ÷ it"], table_rows),
+            "",
+        ]
+    parity = "; ".join(f"{name}: {value:.1e}" for name, value in record["parity"].items())
+    flops = record["flops"]
+    lines += [
+        f"Largest absolute differences: {parity}.",
+        "",
+        f"**FLOP/s at {flops['rows']:,} rows**: the student reaches {flops['flops_per_s']['student'] / 1e12:.1f} "
+        f"TFLOP/s (float32), {flops['student_fraction_of_bmm']:.0%} of `torch.bmm` at its own shapes "
+        f"({flops['flops_per_s']['bmm'] / 1e12:.1f} TFLOP/s) and {flops['student_fraction_of_gemm']:.0%} of an "
+        f"8192² float32 GEMM ({flops['flops_per_s']['gemm'] / 1e12:.1f} TFLOP/s).",
+        "",
+    ]
+    if record["errors"]:
+        lines += [f"Not measured: {'; '.join(f'{k}: {v}' for k, v in record['errors'].items())}.", ""]
+    return lines
 
 
 def _tie(stats: dict[str, float]) -> bool:
@@ -368,25 +449,25 @@ def reading(results: dict[str, Any]) -> list[str]:
             f"the speed of the teacher's native predict and at {hb_text} (twin teacher), on the same threads. It does "
             f"{inf['macs_per_row']:,} multiply-accumulates per row, where a tree ensemble does a few comparisons per "
             f"tree. Its matmuls alone (bmm at the same shapes) take {matmul_share:.0%} of its time; the rest is "
-            "gathering each group's columns, bias adds, BatchNorm, ReLU and einsum's layout copies. It reaches "
+            "bias adds, BatchNorm, ReLU and einsum's layout copies. It reaches "
             f"{inf['flops_fraction']['a large square matmul']['median']:.0%} of a large GEMM's FLOP/s."
         )
         api, forward = inf["timings"][FORWARD_API]["median"], inf["timings"][FORWARD]["median"]
         if api < forward and "context" in results:
             context = results["context"]
-            gathered = inf["rows"] * context["groups"] * context["group_width"] * 4 / 2**20
+            layer = inf["rows"] * context["groups"] * context["hidden"][0] * 4 / 2**20
             lines.append(
-                f"- **Batch size.** `predict_margin` (8,192-row chunks) beats one {inf['rows']:,}-row forward pass "
-                f"by {forward / api:.2f}× even with the encoding included: the forward's intermediates are large (the "
-                f"gathered group inputs alone are n·k·W floats, {gathered:.0f} MiB here), and one pass over all of "
-                "them is slower than several smaller ones."
+                f"- **Batch size.** `predict_margin` (2,048-row chunks) beats one {inf['rows']:,}-row forward pass "
+                f"by {forward / api:.2f}× even with the encoding included: the forward's intermediates are large (one "
+                f"hidden layer is n·k·h floats, {layer:.0f} MiB here, well past the CPU's caches), and one pass over "
+                "all of them is slower than several smaller ones."
             )
     if "e2e" in results:
         runs, ref = results["e2e"]["runs"], results["e2e"]["reference"]
         epoch, aligned = _epochs(runs["plain"])["median"], _epochs(runs["aligned"])["median"]
         total = _median(runs["plain"], lambda r: r["total_s"])
         peak = _median(runs["plain"], lambda r: r["process_peak_mib"])
-        shap_share = _median(runs["plain"], lambda r: _phase_seconds(r, "teacher TreeSHAP") / r["total_s"])
+        shap_share = _median(runs["plain"], lambda r: _treeshap_seconds(r) / r["total_s"])
         peak_phase = max(runs["plain"][0]["phases"], key=lambda p: p["peak_mib"])["phase"]
         auc = statistics.median(r["metrics"]["student_test"].get("auc", float("nan")) for r in runs["plain"])
         faster = "faster" if epoch < ref["epoch_s"] else "slower"
@@ -396,10 +477,35 @@ def reading(results: dict[str, Any]) -> list[str]:
             f"{ref['student_auc']}), an aligned one {seconds(aligned)} ({aligned / epoch:.2f}× plain). The whole plain "
             f"distillation takes {seconds(total)} against the quoted {ref['end_to_end_s']} s "
             f"and peaks at {peak:.0f} MiB (in *{peak_phase}*) against ≈{ref['peak_mib']:.0f} MiB. Uncached TreeSHAP "
-            f"(training and test rows) is {shap_share:.0%} of the plain run; with the cache on, as by default, a "
-            "rerun on the same data skips it. DeepGBM's figures were measured in another session, under another load "
-            "and perhaps on more threads: read ratios within ±20 % as a tie."
+            f"of the test rows (all a plain run needs) is {shap_share:.0%} of the plain run; with the cache on, as by "
+            "default, a rerun on the same data skips it. DeepGBM's figures were measured in another session, "
+            "under another load and perhaps on more threads: read ratios within ±20 % as a tie."
         )
+    if "gpu_serving" in results:
+        record = results["gpu_serving"]
+        rows = max(record["batches"], key=int)
+        student = record["batches"][rows][GPU_STUDENT]
+        native = _gpu_case(record, rows, "teacher: LightGBM predict")
+        lines.append(
+            f"- **On a GPU** ({record['device']}, section 5) the same student serves {rate(student['rows_per_s'])} "
+            f"rows/s at {int(rows):,} rows"
+            + (
+                f", {native['student_gpu_speed_vs']['median']:.1f}× LightGBM's native predict on "
+                f"{record['cpu']['threads']} CPU threads"
+                if native
+                else ""
+            )
+            + ": dense matmuls are what a GPU does best, where tree traversal is not."
+        )
+        copies = _gpu_case(record, rows, "student: GPU, float32, with host")
+        if copies is not None:
+            extra = copies["median"] / student["median"] - 1
+            width = record["prepared"]["encoded_width"]
+            lines.append(
+                f"- **Host↔device copies** of the encoded rows ({width} float32 = {width * 4 / 1000:.1f} kB per row) "
+                f"and of the margins back add {extra:.1f}× the forward pass's own time: a serving pipeline should keep "
+                "rows on the GPU or encode them there."
+            )
     lines += [
         "",
         f"Every figure here ran on `--threads {results['meta']['threads']}`; on two shared, busy cores a second "

@@ -15,6 +15,9 @@ Four suites, each written up as a section of the Markdown report (ratios first):
 4. ``e2e``: the pipeline end to end on the whole adult table, plain and aligned, each in a fresh process: wall
    time and peak resident memory (RSS) of every phase, against DeepGBM's reference figures (quoted).
 
+A fifth section, serving on a GPU, comes from ``benchmarks/results/gpu-serving.json``, written by
+``benchmarks/gpu_serving.py`` on a CUDA machine (see its docstring); the report quotes it with its date.
+
 How the timings resist a noisy, shared machine: one process measures both sides of every ratio, the cases of a
 suite are interleaved (A, B, C, A, B, C... with the order rotated each round), the garbage collector is off
 inside a timed call, every figure is the median of ``--repeats`` rounds after a warm-up round, a ratio is the
@@ -45,6 +48,8 @@ if str(HERE) not in sys.path:  # the sibling modules, also when this file is loa
 from bench_measure import ROOT, configure_threads, machine  # noqa: E402
 from bench_report import render  # noqa: E402
 from bench_suites import SIZES, SUITES, Context, bench_e2e, bench_explain, bench_infer, bench_train, e2e_once  # noqa: E402
+
+GPU_RECORD = HERE / "results" / "gpu-serving.json"
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -114,6 +119,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         )
     meta["wall_s"] = time.perf_counter() - started
     meta["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    if GPU_RECORD.exists() and not args.quick:
+        # measured on a GPU machine by benchmarks/gpu_serving.py (this machine may have none): quoted with its date
+        results["gpu_serving"] = json.loads(GPU_RECORD.read_text(encoding="utf-8"))
     args.out.write_text(render(results), encoding="utf-8")
     if args.json is not None:
         args.json.write_text(json.dumps(results, indent=1, default=str), encoding="utf-8")

@@ -127,9 +127,18 @@ def test_group_mlp_equals_separate_sequential_networks(training: bool) -> None:
                 torch.testing.assert_close(batched.running_var[channels], single.running_var, atol=1e-12, rtol=0)
 
 
+@pytest.fixture(params=["gather", "dense"])
+def first_layer(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test with the per-group gather first layer, then with the dense-matmul one (forced by the ratio)."""
+    import gbdt2nn_core.student.module as module_code
+
+    monkeypatch.setattr(module_code, "DENSE_FIRST_LAYER_MAX_RATIO", 0.0 if request.param == "gather" else 1e9)
+    return str(request.param)
+
+
 @pytest.mark.parametrize("n_outputs", [1, 2])
 @pytest.mark.parametrize("training", [True, False], ids=["train-mode", "eval-mode"])
-def test_gbdt2nn_module_equals_per_group_reference(n_outputs: int, training: bool) -> None:
+def test_gbdt2nn_module_equals_per_group_reference(n_outputs: int, training: bool, first_layer: str) -> None:
     generator = torch.Generator().manual_seed(1)
     n, d = 12, 7
     # group 0 sees columns 0, 2, 5; group 1 sees column 3 (padded with the constant-zero column d); group 2: 1, 4;
@@ -170,6 +179,59 @@ def test_gbdt2nn_module_equals_per_group_reference(n_outputs: int, training: boo
     # columns no group selects get no gradient at all
     assert torch.count_nonzero(z.grad[:, 6]) == 0
     assert torch.count_nonzero(z.grad[:, :6]) > 0
+
+
+def _random_module(index: torch.Tensor, generator: torch.Generator) -> GBDT2NNModule:
+    module = GBDT2NNModule(
+        group_input_index=index, group_output=torch.zeros(len(index), dtype=torch.long), n_outputs=1, hidden=(6, 5)
+    ).double()
+    _randomise(module.mlp, generator)
+    with torch.no_grad():
+        module.head_weight.copy_(torch.randn(module.head_weight.shape, generator=generator, dtype=torch.float64))
+    return module.eval()
+
+
+def test_dense_first_layer_equals_the_gather_and_is_used_when_groups_see_most_columns() -> None:
+    generator = torch.Generator().manual_seed(3)
+    d = 6
+    index = torch.tensor([[0, 1, 2, 3, 4], [5, 3, 1, 0, d], [2, 4, d, d, d]])  # D = 6 <= 1.5 * W = 7.5
+    module = _random_module(index, generator)
+    z = torch.randn(9, d, generator=generator, dtype=torch.float64)
+    assert module._dense_first_layer_applies(z)
+    gathered = module.mlp.hidden[0](module.group_inputs(z))
+    torch.testing.assert_close(module.dense_first_layer(z), gathered, atol=1e-12, rtol=0)
+
+    # second order too: the alignment loss back-propagates through input gradients (create_graph=True)
+    def second_order(dense: bool) -> list[torch.Tensor]:
+        module.zero_grad()
+        x = z.clone().requires_grad_(True)
+        first = module.dense_first_layer(x) if dense else module.mlp.hidden[0](module.group_inputs(x))
+        out = module.combine(module.group_outputs(module.mlp.after_first_linear(first)))
+        (gradient,) = torch.autograd.grad(out.sum(), x, create_graph=True)
+        (gradient * x).pow(2).sum().backward()
+        # biases of the last layer do not move input gradients: no gradient at all, in both paths
+        return [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in module.mlp.parameters()]
+
+    for dense, gather in zip(second_order(True), second_order(False), strict=True):
+        torch.testing.assert_close(dense, gather, atol=1e-10, rtol=0)
+
+
+def test_dense_first_layer_is_skipped_where_it_would_be_wrong_or_slow() -> None:
+    generator = torch.Generator().manual_seed(4)
+    wide = _random_module(torch.tensor([[0, 1], [2, 3]]), generator)
+    assert not wide._dense_first_layer_applies(torch.zeros(1, 10, dtype=torch.float64))  # D = 10 > 1.5 * W = 3
+
+    # a column listed twice in one group (not the pad) cannot move to a single dense row
+    twice = _random_module(torch.tensor([[0, 0, 1], [1, 2, 0]]), generator)
+    z = torch.randn(5, 3, generator=generator, dtype=torch.float64)
+    assert not twice._dense_first_layer_applies(z)
+    reference = twice.combine(twice.group_outputs(twice.mlp(twice.group_inputs(z))))
+    torch.testing.assert_close(twice(z), reference, atol=1e-12, rtol=0)
+
+    # the largest index repeats: it is the pad column when it equals D, a real (repeated) column when D is larger
+    padded = _random_module(torch.tensor([[0, 1, 3], [2, 3, 3]]), generator)
+    assert padded._dense_first_layer_applies(torch.zeros(1, 3, dtype=torch.float64))
+    assert not padded._dense_first_layer_applies(torch.zeros(1, 4, dtype=torch.float64))
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -44,16 +44,34 @@ class GroupBatchNorm(nn.Module):
 
 
 class GroupMLP(nn.Module):
-    """``k`` MLPs ``in -> hidden... -> out`` with BatchNorm + ReLU on hidden layers and a linear last layer."""
+    """``k`` MLPs ``in -> hidden... -> out`` with BatchNorm + ReLU on hidden layers and a linear last layer.
+
+    At least one hidden layer: :meth:`after_first_linear` lets a caller compute the first linear map its own way.
+    """
 
     def __init__(self, groups: int, in_features: int, hidden: tuple[int, ...], out_features: int) -> None:
         super().__init__()
+        if not hidden:
+            raise ValueError("GroupMLP needs at least one hidden layer")
         sizes = (in_features, *hidden)
         self.hidden = nn.ModuleList(GroupLinear(groups, a, b) for a, b in itertools.pairwise(sizes))
         self.norms = nn.ModuleList(GroupBatchNorm(groups, b) for b in hidden)
         self.last = GroupLinear(groups, sizes[-1], out_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.after_first_linear(self.hidden[0](x))
+
+    def first_linear_parameters(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(weight (k, in, h), bias (k, h))`` of the first linear map."""
+        layer = self.hidden[0]
+        return layer.weight, layer.bias  # type: ignore[return-value]
+
+    def after_first_linear(self, x: torch.Tensor) -> torch.Tensor:
+        """The rest of the network, from the output ``(n, k, hidden[0])`` of the first linear map."""
+        first = True
         for linear, norm in zip(self.hidden, self.norms, strict=False):
-            x = torch.relu(norm(linear(x)))
+            if not first:
+                x = linear(x)
+            x = torch.relu(norm(x))
+            first = False
         return self.last(x)  # type: ignore[no-any-return]
