@@ -226,7 +226,7 @@ HAS_ESTIMATOR = (ROOT / "gbdt2nn_core" / "estimator.py").is_file()
 _ALL_ATTRIBUTORS = "gradient, gradient-x-input, integrated-gradients, shap, structure"
 _STUDENT_OPTIONS = (
     "n_groups, features_per_group, embedding_dim, hidden, leaf_epochs, leaf_dropout, epochs, batch_size, lr, "
-    "weight_decay, beta0, beta_decay, beta_step, beta_floor, teacher_weight, seed"
+    "weight_decay, beta0, beta_decay, beta_step, beta_floor, teacher_weight, recalibrate_batchnorm, seed"
 )
 _RUN_FOLDER = "pass a run folder written by 'gbdt2nn distill' (it holds student.safetensors and student.json)"
 _LGB_FIX = "save the model again (Booster.save_model or teacher.save), or pass model=None to train a new one"

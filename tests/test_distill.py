@@ -252,6 +252,33 @@ def test_plain_distillation_explains_only_the_test_rows(
     assert plain.metrics["student"]["agreement"] != aligned.metrics["student"]["agreement"]
 
 
+@pytest.mark.parametrize("recalibrate", [True, False], ids=["recalibrated", "running-averages"])
+def test_batchnorm_statistics_are_those_of_the_final_weights_on_the_training_rows(
+    california_small: pd.DataFrame, small_config: Callable[..., DistillConfig], recalibrate: bool
+) -> None:
+    # a joint student: its alignment term trains on running statistics, which then lag behind the weights
+    config = small_config(
+        attributor="structure",
+        alignment="mse",
+        alignment_weight=1.0,
+        student_options={"epochs": 3, "batch_size": 200, "recalibrate_batchnorm": recalibrate},
+    )
+    run = distill(california_small, "MedHouseVal", config)
+    module, z = run.student.module, run.data.z_train
+    assert len(z) % 200 == 0  # 800 rows: whole batches, so the statistics are exact batch averages
+    with torch.no_grad():
+        first = module.mlp.hidden[0](module.group_inputs(torch.as_tensor(z))).numpy().astype(np.float64)
+    batches = first.reshape(len(z) // 200, 200, -1)  # (batches, rows, k · h) in training-row order
+    mean = batches.mean(axis=1).mean(axis=0)
+    var = batches.var(axis=1, ddof=1).mean(axis=0)  # BatchNorm keeps the unbiased batch variance
+    norm = module.mlp.norms[0].norm
+    matches = np.allclose(norm.running_mean.numpy(), mean.ravel(), atol=1e-4, rtol=1e-4) and np.allclose(
+        norm.running_var.numpy(), var.ravel(), atol=1e-4, rtol=1e-4
+    )
+    assert matches == recalibrate
+    assert not module.training
+
+
 def test_compare_needs_a_positive_weight(adult_2000: pd.DataFrame, small_config: Callable[..., DistillConfig]) -> None:
     with pytest.raises(ConfigError) as info:
         compare(adult_2000, TARGET, small_config(alignment_weight=0.0))

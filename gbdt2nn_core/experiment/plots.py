@@ -41,7 +41,8 @@ FIGURES: dict[str, tuple[str, str]] = {
         "Training curves",
         "Per epoch, mean over seeds (band: ± one standard deviation). From the top: the task loss on the training "
         "batches (BatchNorm on batch statistics); the task metric on a fixed subsample of test rows (eval mode, "
-        "BatchNorm on running statistics, as the student predicts after training); the alignment loss (log scale "
+        "BatchNorm on the running statistics as they stand at that epoch; after the last epoch the student "
+        "re-estimates them on the training rows); the alignment loss (log scale "
         "when it spans decades; dotted, in the mse column: the independent network's training MSE); and Spearman "
         "agreement with TreeSHAP on the same test rows (dashed: the plain student explained by the same "
         "attributor; dotted: the independent explanation network).",

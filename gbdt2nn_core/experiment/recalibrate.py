@@ -1,5 +1,8 @@
 """Re-evaluate an experiment's students after re-estimating their BatchNorm statistics on the final weights.
 
+Students trained since ``GBDT2NNConfig.recalibrate_batchnorm`` exists (on by default) already end with this pass;
+this module re-evaluates experiments whose students were trained before it (or with it off).
+
 Why: joint training computes the alignment term with BatchNorm on its *running* statistics (attributions must
 be per-row, see :func:`gbdt2nn_core.alignment.frozen_batchnorm`) while the task loss trains on *batch*
 statistics. The alignment gradient then tunes the weights to running statistics that keep moving, and at the
@@ -26,7 +29,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from gbdt2nn_core.data import load_bundled, read_table
 from gbdt2nn_core.distill import split_data
@@ -36,31 +38,9 @@ from gbdt2nn_core.experiment.manifest import data_digest
 from gbdt2nn_core.experiment.runner import BACKGROUND_ROWS, IMITATION, _write_json, _write_npz, evaluate_student
 from gbdt2nn_core.metrics import fidelity, task_metrics
 from gbdt2nn_core.registry import Registry, get_registry
+from gbdt2nn_core.student._batchnorm import recalibrate_batchnorm
 
 __all__ = ["recalibrate_batchnorm", "reevaluate"]
-
-
-@torch.no_grad()
-def recalibrate_batchnorm(module: nn.Module, z: np.ndarray, batch_size: int = 512) -> None:
-    """Re-estimate every BatchNorm layer's running mean and variance on rows ``z`` with the current weights.
-
-    The rows go through in their order, in batches of ``batch_size``; the statistics are the plain average over
-    the batches (``momentum=None``), so the result does not depend on what the running statistics were.
-    """
-    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    momenta = [norm.momentum for norm in norms]
-    was_training = module.training
-    for norm in norms:
-        norm.reset_running_stats()
-        norm.momentum = None
-    module.train()
-    rows = torch.as_tensor(z, dtype=torch.float32)
-    for start in range(0, len(rows), batch_size):
-        if len(rows[start : start + batch_size]) > 1:
-            module(rows[start : start + batch_size])
-    for norm, momentum in zip(norms, momenta, strict=True):
-        norm.momentum = momentum
-    module.train(was_training)
 
 
 def _load_frame(manifest: dict[str, Any]) -> tuple[Any, str]:

@@ -28,6 +28,7 @@ from gbdt2nn_core.alignment import Alignment, column_attributions, frozen_batchn
 from gbdt2nn_core.errors import ConfigError, NotFittedError
 from gbdt2nn_core.interfaces import Attributor, Student, Task, Teacher
 from gbdt2nn_core.progress import NullProgress, Progress
+from gbdt2nn_core.student._batchnorm import recalibrate_batchnorm
 from gbdt2nn_core.student._checkpoint import load_checkpoint, save_checkpoint
 from gbdt2nn_core.student._grouping import group_trees, select_group_features
 from gbdt2nn_core.student._leaf_embedding import LeafEmbedding, fit_leaf_embedding, group_leaf_sums
@@ -61,6 +62,11 @@ def _non_negative_float(_: object, attribute: attrs.Attribute[float], value: flo
         raise ConfigError(setting=attribute.name, value=value, fix="use a finite number of at least 0")
 
 
+def _boolean(_: object, attribute: attrs.Attribute[bool], value: bool) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(setting=attribute.name, value=value, fix="use true or false")
+
+
 def _hidden(value: Any) -> tuple[int, ...]:
     sizes = tuple(value)
     if not sizes or not all(isinstance(s, int) and s >= 1 for s in sizes):
@@ -91,6 +97,12 @@ class GBDT2NNConfig:
     #: Share of the task loss that fits the teacher's margins (MSE, "logit matching") instead of the labels;
     #: 0 is DeepGBM's original, label-only loss.
     teacher_weight: float = attrs.field(default=0.0, validator=_unit_interval)
+    #: After the last epoch, re-estimate the BatchNorm statistics on the training rows with the final weights (one
+    #: forward pass). Training keeps exponential running averages of statistics while the weights move, and the
+    #: alignment term (computed on running statistics, so that attributions are per row) tunes the weights to
+    #: those moving averages: without this pass a joint student can predict much worse in eval mode than it trained
+    #: (California housing, structure + mse, seed 0: test RMSE 0.651 against 0.489 after the pass).
+    recalibrate_batchnorm: bool = attrs.field(default=True, validator=_boolean)
     seed: int = attrs.field(default=0, validator=_non_negative_int)
 
     def beta(self, epoch: int) -> float:
@@ -327,6 +339,9 @@ class GBDT2NNStudent(Student):
                 self.history_.append(record)
                 save(epoch + 1)
                 progress.advance(1, loss=record.task_loss)
+        if cfg.recalibrate_batchnorm:
+            with progress.step("BatchNorm statistics"):
+                recalibrate_batchnorm(module, z_t, cfg.batch_size)
         module.eval()
         return self
 

@@ -1,0 +1,35 @@
+"""Re-estimating BatchNorm statistics for the final weights ("precise BatchNorm")."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["recalibrate_batchnorm"]
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(module: nn.Module, z: np.ndarray | torch.Tensor, batch_size: int = 512) -> None:
+    """Re-estimate every BatchNorm layer's running mean and variance on rows ``z`` with the current weights.
+
+    The rows go through in their order, in batches of ``batch_size`` (a last batch of one row is skipped: it has
+    no variance); the statistics are the plain average over the batches (``momentum=None``), so the result does
+    not depend on what the running statistics were. The module's training flag is restored afterwards.
+    """
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [norm.momentum for norm in norms]
+    was_training = module.training
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None
+    module.train()
+    rows = torch.as_tensor(z, dtype=torch.float32)
+    try:
+        for start in range(0, len(rows), batch_size):
+            if len(rows[start : start + batch_size]) > 1:
+                module(rows[start : start + batch_size])
+    finally:
+        for norm, momentum in zip(norms, momenta, strict=True):
+            norm.momentum = momentum
+        module.train(was_training)
