@@ -267,12 +267,15 @@ def section_e2e(e2e: dict[str, Any]) -> list[str]:
     runs, ref, sizes = e2e["runs"], e2e["reference"], e2e["sizes"]
     first = runs["plain"][0]
     names: list[str] = []
-    for run in runs["plain"] + runs["aligned"]:
+    for run in runs["aligned"] + runs["plain"]:  # the aligned run has every phase, in order
         names += [p["phase"] for p in run["phases"] if p["phase"] not in names]
     rows = []
     for name in names:
         row = [name]
         for mode in ("plain", "aligned"):
+            if not any(p["phase"] == name for r in runs[mode] for p in r["phases"]):
+                row += ["—", "—"]  # e.g. the training rows' TreeSHAP, which plain runs skip
+                continue
             row += [
                 seconds(_median(runs[mode], lambda r, name=name: _phase_seconds(r, name))),
                 f"{_median(runs[mode], lambda r, name=name: _phase_peak(r, name)):.0f} MiB",
