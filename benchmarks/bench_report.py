@@ -437,8 +437,8 @@ def reading(results: dict[str, Any]) -> list[str]:
             f"{name.split(': ', 1)[1]} {s['median']:.2f}×" for name, s in tr.items() if name != PLAIN_STEP
         )
         lines.append(
-            f"- **Joint training** costs, per step and relative to plain distillation: {parts}. Structure and "
-            "gradient × input back-propagate through one extra forward/backward pass over the batch (double "
+            f"- **Joint training** costs, per step and relative to plain distillation: {parts}. Structure, gradient "
+            "and gradient × input back-propagate through one extra forward/backward pass over the batch (double "
             "back-propagation); integrated and expected gradients do it over batch × steps (or samples) rows, so "
             "they cost an order of magnitude more."
         )

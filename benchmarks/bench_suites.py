@@ -88,6 +88,7 @@ IMPORT_PHASE = "import gbdt2nn, torch (with torch._dynamo, which AdamW loads), L
 #: label -> (registry name, its options given the sizes)
 ATTRIBUTORS: dict[str, tuple[str, Callable[[dict[str, Any]], dict[str, Any]]]] = {
     "structure (core default)": ("structure", lambda s: {}),
+    "gradient (saliency)": ("gradient", lambda s: {}),
     "gradient-x-input": ("gradient-x-input", lambda s: {}),
     "integrated gradients": ("integrated-gradients", lambda s: {"steps": s["ig_steps"]}),
     "expected gradients (shap)": ("shap", lambda s: {"samples": s["eg_samples"]}),

@@ -75,6 +75,7 @@ def test_every_attributor_trains_a_joint_step(quick_run: tuple[dict[str, Any], s
     assert ratios["plain (λ = 0)"]["median"] == pytest.approx(1.0)
     assert {name.removeprefix("joint: ") for name in ratios if name.startswith("joint")} == {
         "structure (core default)",
+        "gradient (saliency)",
         "gradient-x-input",
         "integrated gradients",
         "expected gradients (shap)",
