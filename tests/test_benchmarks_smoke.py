@@ -51,7 +51,7 @@ def test_report_has_the_command_machine_and_every_section(quick_run: tuple[dict[
                     "## 3. Inference", "## 4. End to end", "## Reading"):  # fmt: skip
         assert heading in report
     assert "logical cores" in report
-    assert "shared with other busy processes" in report
+    assert "load average 1/5/15 min" in report
     assert "quoted" in report
     assert "not re-measured" in report
 
@@ -167,3 +167,10 @@ def test_gpu_record_renders_as_section_5(harness: ModuleType, quick_run: tuple[d
     assert f"Measured **{record['generated']}**" in report
     assert "GPU serving (1,000,000 rows): student ÷ LightGBM predict" in report
     assert "**On a GPU**" in report
+
+
+def test_report_says_whether_other_processes_shared_the_machine(harness: ModuleType) -> None:
+    from bench_report import _load_words
+
+    assert "shared with other busy processes" in _load_words([3.2, 2.0, 1.0], [1.1, 1.0, 1.0])
+    assert "no other busy process" in _load_words([0.4, 0.6, 1.1], [1.0, 0.9, 1.0])
