@@ -18,15 +18,19 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
-@pytest.fixture(scope="module")
-def harness() -> ModuleType:
+def _load_script(name: str, filename: str) -> ModuleType:
     # loaded by path: benchmarks/ is not a package, and the tests import installed distributions, not the checkout
-    spec = importlib.util.spec_from_file_location("gbdt2nn_benchmarks_run", BENCHMARKS / "run.py")
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / filename)
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def harness() -> ModuleType:
+    return _load_script("gbdt2nn_benchmarks_run", "run.py")
 
 
 @pytest.fixture(scope="module")
@@ -132,12 +136,7 @@ def test_measure_interleaves_and_rotates(harness: ModuleType) -> None:
 # ------------------------------------------------------------------------------------------------ serving on a GPU
 @pytest.fixture(scope="module")
 def gpu_serving() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("gbdt2nn_benchmarks_gpu", BENCHMARKS / "gpu_serving.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _load_script("gbdt2nn_benchmarks_gpu", "gpu_serving.py")
 
 
 def test_gpu_serving_prepares_and_measures_every_case_on_the_cpu(
