@@ -18,13 +18,22 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 # ------------------------------------------------------------------------------------------------------ timing
-def measure(cases: dict[str, Callable[[], object]], *, repeats: int, warmup: int = 1) -> dict[str, list[float]]:
+def measure(
+    cases: dict[str, Callable[[], object]],
+    *,
+    repeats: int,
+    warmup: int = 1,
+    sync: Callable[[], None] | None = None,
+) -> dict[str, list[float]]:
     """Seconds per call of every case: ``warmup`` untimed rounds, then ``repeats`` interleaved timed rounds.
 
     Round ``r`` runs the cases in their order rotated by ``r``, so that no case always follows the same one. The
     garbage collector is off inside a timed call; between calls it collects the garbage of the last call only
     (the objects alive at the start are frozen out of its sight, or each collection would take half a second).
+    ``sync`` (e.g. ``torch.cuda.synchronize``) runs before and after every call, inside the timing, so that
+    asynchronous work is counted where it was launched.
     """
+    wait = sync or (lambda: None)
     names = list(cases)
     samples: dict[str, list[float]] = {name: [] for name in names}
     gc.collect()
@@ -33,14 +42,17 @@ def measure(cases: dict[str, Callable[[], object]], *, repeats: int, warmup: int
         for _ in range(warmup):
             for name in names:
                 cases[name]()
+                wait()
         for round_ in range(repeats):
             shift = round_ % len(names)
             for name in names[shift:] + names[:shift]:
                 gc.collect()
                 gc.disable()
                 try:
+                    wait()
                     started = time.perf_counter()
                     cases[name]()
+                    wait()
                     samples[name].append(time.perf_counter() - started)
                 finally:
                     gc.enable()

@@ -17,9 +17,9 @@ hummingbird-ml, which cannot compile LightGBM's categorical splits) and referenc
 exact, and with TF32 matmuls), the same with the host-to-device copy of the rows and the copy back, the student on
 the machine's CPU cores, LightGBM's native ``predict`` on all CPU cores, and hummingbird-ml's compiled twin
 teacher on the GPU; plus the GPU's own float32 matmul FLOP/s (a large GEMM and ``bmm`` at the student's shapes).
-Every GPU figure is the median of 5 timed rounds after a warm-up, with ``torch.cuda.synchronize`` inside the
-timing; margins are checked against the CPU reference. ``benchmarks/run.py`` adds the JSON as a section of
-BENCHMARKS.md.
+Every GPU figure is the median of 5 timed rounds after a warm-up (``bench_measure.measure``, the harness's own
+interleaved timing), with ``torch.cuda.synchronize`` inside the timing; margins are checked against the CPU
+reference. ``benchmarks/run.py`` adds the JSON as a section of BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -36,6 +36,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:  # the sibling modules, also when this file is loaded by path (the smoke test)
+    sys.path.insert(0, str(HERE))
+
+# bench_measure imports nothing third-party at module level, so it runs on a GPU machine without gbdt2nn
+from bench_measure import measure as time_cases  # noqa: E402
+from bench_measure import paired_ratio, summary  # noqa: E402
+
 BATCHES = (10_000, 100_000, 1_000_000)
 REPEATS = 5
 
@@ -48,13 +56,11 @@ def prepare(directory: Path, *, quick: bool = False) -> None:
     """
     import numpy as np
     import torch
+    from bench_suites import codes_frame
 
     from gbdt2nn_core.data import load_bundled
     from gbdt2nn_core.distill import PreparedData, fit_encoder, split_data
     from gbdt2nn_core.registry import get_registry
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_suites import codes_frame
 
     if not quick:
         torch.set_num_threads(os.cpu_count() or 1)
@@ -124,28 +130,6 @@ def prepare(directory: Path, *, quick: bool = False) -> None:
 
 
 # ------------------------------------------------------------------------------------------------------ measure
-def _median_times(cases: dict[str, Callable[[], object]], sync: Callable[[], None]) -> dict[str, list[float]]:
-    """Seconds per call of each case: one warm-up round, then ``REPEATS`` rounds, cases interleaved."""
-    names = list(cases)
-    samples: dict[str, list[float]] = {name: [] for name in names}
-    for name in names:
-        cases[name]()
-        sync()
-    for round_ in range(REPEATS):
-        shift = round_ % len(names)
-        for name in names[shift:] + names[:shift]:
-            sync()
-            started = time.perf_counter()
-            cases[name]()
-            sync()
-            samples[name].append(time.perf_counter() - started)
-    return samples
-
-
-def _summary(values: Sequence[float]) -> dict[str, float]:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
-
-
 def _tile(array: Any, rows: int) -> Any:
     import numpy as np
 
@@ -220,18 +204,18 @@ def measure(directory: Path, *, device: str = "cuda", batches: Sequence[int] = B
         students = (student_gpu, student_cpu, student_gather)
         cases = _batch_cases(rows, z_test, teacher_rows, students, boosters, compiled, cuda, cpu_threads)
         try:
-            samples = _median_times(cases, sync)
+            samples = time_cases(cases, repeats=REPEATS, sync=sync)
         except torch.OutOfMemoryError as exc:  # pragma: no cover - GPU only: the gemm strategy may not fit
             record["errors"][f"batch {rows}"] = str(exc).splitlines()[0][:200]
             cases = {k: v for k, v in cases.items() if "gemm" not in k}
             _empty_cache()
-            samples = _median_times(cases, sync)
+            samples = time_cases(cases, repeats=REPEATS, sync=sync)
         base = samples["student: GPU, float32"]
         record["batches"][str(rows)] = {
             name: {
-                **_summary(times),
+                **summary(times),
                 "rows_per_s": rows / statistics.median(times),
-                "student_gpu_speed_vs": _summary([b_ / t for b_, t in zip(times, base, strict=True)]),
+                "student_gpu_speed_vs": paired_ratio(times, base),  # its time ÷ the student's
             }
             for name, times in samples.items()
         }
@@ -406,7 +390,7 @@ def _gpu_flops(
     def run_bmm() -> object:
         return [torch.bmm(x, w) for x, w in bmm]
 
-    samples = _median_times({"student": forward, "bmm": run_bmm, "gemm": lambda: a @ b}, sync)
+    samples = time_cases({"student": forward, "bmm": run_bmm, "gemm": lambda: a @ b}, repeats=REPEATS, sync=sync)
     work = {"student": 2 * rows * prepared["macs_per_row"], "bmm": 2 * rows * prepared["macs_per_row"]}
     work["gemm"] = 2 * size**3
     rate = {name: work[name] / statistics.median(times) for name, times in samples.items()}

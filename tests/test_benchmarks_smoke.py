@@ -173,3 +173,12 @@ def test_report_says_whether_other_processes_shared_the_machine(harness: ModuleT
 
     assert "shared with other busy processes" in _load_words([3.2, 2.0, 1.0], [1.1, 1.0, 1.0])
     assert "no other busy process" in _load_words([0.4, 0.6, 1.1], [1.0, 0.9, 1.0])
+
+
+def test_measure_syncs_around_every_call(harness: ModuleType) -> None:
+    # asynchronous (GPU) work is counted inside the timing: a sync before and after each call, warm-up included
+    from bench_measure import measure
+
+    events: list[str] = []
+    measure({"A": lambda: events.append("A")}, repeats=2, warmup=1, sync=lambda: events.append("sync"))
+    assert events == ["A", "sync"] + ["sync", "A", "sync"] * 2
