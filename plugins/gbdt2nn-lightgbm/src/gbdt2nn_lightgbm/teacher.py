@@ -11,75 +11,24 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from gbdt2nn_core import teacher_checks as checks
 from gbdt2nn_core.booster_teacher import BoosterFacts, BoosterTeacher
 from gbdt2nn_core.errors import ConfigError, ModelFileError
-from gbdt2nn_core.interfaces import Task, Tree, TreeEnsemble
+from gbdt2nn_core.interfaces import Task, TreeEnsemble
 from gbdt2nn_lightgbm._modelfile import read_model_text
+from gbdt2nn_lightgbm.params import (
+    ALIASES,
+    CUSTOM_OBJECTIVES,
+    DEFAULT_PARAMS,
+    OBJECTIVE_TASKS,
+    objective_task,
+    training_params,
+)
+from gbdt2nn_lightgbm.trees import categorical_indices, tree
 
 __all__ = ["DEFAULT_PARAMS", "LightGBMTeacher"]
 
-#: Training defaults (DeepGBM's teacher size); any LightGBM parameter given to the factory overrides them.
-DEFAULT_PARAMS: dict[str, Any] = {"n_estimators": 100, "num_leaves": 64, "learning_rate": 0.1}
-
-# LightGBM resolves two spellings of one parameter silently, so ours are matched against all of them.
-_ALIASES: dict[str, tuple[str, ...]] = {
-    "n_estimators": (
-        "n_estimators",
-        "num_boost_round",
-        "num_iterations",
-        "num_iteration",
-        "n_iter",
-        "num_tree",
-        "num_trees",
-        "num_round",
-        "num_rounds",
-        "nrounds",
-        "max_iter",
-    ),
-    "num_leaves": ("num_leaves", "num_leaf", "max_leaves", "max_leaf", "max_leaf_nodes"),
-    "learning_rate": ("learning_rate", "shrinkage_rate", "eta"),
-    "objective": ("objective", "objective_type", "app", "application", "loss"),
-    "num_class": ("num_class", "num_classes"),
-    "seed": ("seed", "random_seed", "random_state"),
-}
-
-#: Which task each built-in objective solves (the first word of LightGBM's objective string).
-OBJECTIVE_TASKS: dict[str, Task] = {
-    **dict.fromkeys(
-        ("regression", "regression_l1", "huber", "fair", "poisson", "quantile", "mape", "gamma", "tweedie"),
-        "regression",
-    ),
-    **dict.fromkeys(("binary", "cross_entropy"), "binary"),
-    **dict.fromkeys(("multiclass", "multiclassova"), "multiclass"),
-}
-_OBJECTIVE_ALIASES = {
-    "regression_l2": "regression",
-    "l2": "regression",
-    "mean_squared_error": "regression",
-    "mse": "regression",
-    "l2_root": "regression",
-    "root_mean_squared_error": "regression",
-    "rmse": "regression",
-    "l1": "regression_l1",
-    "mean_absolute_error": "regression_l1",
-    "mae": "regression_l1",
-    "mean_absolute_percentage_error": "mape",
-    "xentropy": "cross_entropy",
-    "softmax": "multiclass",
-    "multiclass_ova": "multiclassova",
-    "ova": "multiclassova",
-    "ovr": "multiclassova",
-}
-_DEFAULT_OBJECTIVE: dict[Task, str] = {"regression": "regression", "binary": "binary", "multiclass": "multiclass"}
-# A user-defined objective: the margin means whatever the user made it mean, so the task is taken on trust.
-_CUSTOM_OBJECTIVES = frozenset({"", "custom", "none", "null", "na"})
 # LightGBM's names for columns of unnamed (numpy) training data.
 _AUTO_NAME = re.compile(r"^Column_\d+$")
-
-
-def _objective(name: str) -> str:
-    return _OBJECTIVE_ALIASES.get(name, name)
 
 
 class LightGBMTeacher(BoosterTeacher[lgb.Booster]):
@@ -103,7 +52,7 @@ class LightGBMTeacher(BoosterTeacher[lgb.Booster]):
     # LightGBM refuses these in feature names ("Do not support special JSON characters in feature name").
     forbidden_characters = '",:[]{}'
     default_params = DEFAULT_PARAMS
-    aliases = _ALIASES
+    aliases = ALIASES
     native_errors = (lgb.basic.LightGBMError, ValueError)
 
     # ------------------------------------------------------------------ training / wrapping
@@ -121,7 +70,7 @@ class LightGBMTeacher(BoosterTeacher[lgb.Booster]):
         """``lgb.train`` with our defaults, then the user's parameters, then what the task and seed fix."""
         dataset = lgb.Dataset(X, label=labels, categorical_feature="auto", free_raw_data=True)
         try:
-            booster = lgb.train(_training_params(params, task=task, k=n_outputs, seed=seed), dataset, n_rounds)
+            booster = lgb.train(training_params(params, task=task, k=n_outputs, seed=seed), dataset, n_rounds)
         except lgb.basic.LightGBMError as exc:
             raise ConfigError(
                 setting="params", value=self._params, fix=f"LightGBM refused them: {self.error_message(exc)}"
@@ -130,10 +79,14 @@ class LightGBMTeacher(BoosterTeacher[lgb.Booster]):
         # saved-and-loaded teacher has, so fingerprints agree.
         return lgb.Booster(model_str=booster.model_to_string())
 
-    def known_params(self) -> Collection[str]:
-        """LightGBM's parameters and all their aliases (it ignores an unknown one with a warning)."""
-        known = {name for names in _ALIASES.values() for name in names}
-        for name, aliases in lgb.basic._ConfigAliases._get_all_param_aliases().items():
+    def known_params(self) -> Collection[str] | None:
+        """LightGBM's parameters and all their aliases (it ignores an unknown one, with a warning at most)."""
+        # LightGBM's own table (from its C library); a LightGBM without it gets no check rather than a crash.
+        table = getattr(getattr(lgb.basic, "_ConfigAliases", None), "_get_all_param_aliases", None)
+        if table is None:
+            return None
+        known = {name for names in ALIASES.values() for name in names}
+        for name, aliases in table().items():
             known.update((name, *aliases))
         return known
 
@@ -185,17 +138,17 @@ class LightGBMTeacher(BoosterTeacher[lgb.Booster]):
                 value=objective,
                 fix="ranking boosters are not supported; wrap a regression, binary or multiclass model",
             )
-        known = _objective(objective)
-        if known not in OBJECTIVE_TASKS and objective not in _CUSTOM_OBJECTIVES:
+        task = objective_task(objective)
+        if task is None and objective not in CUSTOM_OBJECTIVES:
             raise ConfigError(
                 setting="model",
                 value=objective,
                 fix=f"objective not supported; use one of {', '.join(sorted(OBJECTIVE_TASKS))}",
             )
         names = tuple(booster.feature_name())
-        categorical = _categorical_indices(booster.params.get("categorical_feature"))
+        categorical = categorical_indices(booster.params.get("categorical_feature"))
         return BoosterFacts(
-            task=OBJECTIVE_TASKS.get(known),
+            task=task,
             objective=objective,
             n_outputs=int(header.get("num_tree_per_iteration", "1")),
             n_trees=booster.num_trees(),
@@ -232,7 +185,7 @@ class LightGBMTeacher(BoosterTeacher[lgb.Booster]):
         k = self.n_outputs
         dump = booster.dump_model(num_iteration=self._n_iterations(booster))
         return TreeEnsemble(
-            trees=[_tree(info, output=index % k) for index, info in enumerate(dump["tree_info"])],
+            trees=[tree(info, output=index % k) for index, info in enumerate(dump["tree_info"])],
             n_features=len(booster.feature_name()),
             n_outputs=k,
             base_margin=np.zeros(k),
@@ -242,70 +195,3 @@ class LightGBMTeacher(BoosterTeacher[lgb.Booster]):
     def model_bytes(self, booster: lgb.Booster, *, suffix: str = "") -> bytes:
         """The LightGBM text model (whatever the suffix)."""
         return booster.model_to_string().encode("utf-8")
-
-
-def _training_params(params: dict[str, Any], *, task: Task, k: int, seed: int) -> dict[str, Any]:
-    """LightGBM parameters for training: our defaults, then the user's, then what the task and seed fix."""
-    num_leaves = checks.pop_param(params, _ALIASES["num_leaves"], DEFAULT_PARAMS["num_leaves"])
-    learning_rate = checks.pop_param(params, _ALIASES["learning_rate"], DEFAULT_PARAMS["learning_rate"])
-    objective = checks.pop_param(params, _ALIASES["objective"], _DEFAULT_OBJECTIVE[task])
-    if not isinstance(objective, str) or OBJECTIVE_TASKS.get(_objective(objective)) != task:
-        raise ConfigError(
-            setting="objective",
-            value=objective,
-            fix=f"choose a {task} objective ({', '.join(o for o, t in OBJECTIVE_TASKS.items() if t == task)})",
-        )
-    result: dict[str, Any] = {
-        "objective": objective,
-        "num_leaves": num_leaves,
-        "learning_rate": learning_rate,
-        "deterministic": True,
-        "verbose": -1,
-    }
-    # LightGBM otherwise picks row- or column-wise histograms by timing them, which breaks reproducibility.
-    if not any(name in params for name in ("force_row_wise", "force_col_wise")):
-        result["force_col_wise"] = True
-    result.update(params)
-    if task == "multiclass":
-        result["num_class"] = k
-    result["seed"] = seed
-    return result
-
-
-def _categorical_indices(value: object) -> set[int] | None:
-    """The categorical feature indices a loaded booster's parameters list (``None`` if they cannot be read)."""
-    if value is None or value == "":
-        return set()
-    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
-    try:
-        return {int(item) for item in items}
-    except (TypeError, ValueError):
-        return None  # given by name ("name:..."); LightGBM still checks the columns itself
-
-
-def _tree(info: dict[str, Any], *, output: int) -> Tree:
-    """One tree of ``dump_model()``: leaf values by leaf index, split features and gains by split index."""
-    n_leaves = int(info["num_leaves"])
-    leaf_values = np.empty(n_leaves)
-    split_features = np.empty(n_leaves - 1, dtype=np.int64)
-    split_gains = np.empty(n_leaves - 1)
-    split_thresholds = np.full(n_leaves - 1, np.nan)  # NaN marks a categorical split
-    stack = [info["tree_structure"]]
-    while stack:  # iterative: a leaf-wise tree can be deeper than Python's recursion limit
-        node = stack.pop()
-        if "split_index" in node:
-            split = node["split_index"]
-            split_features[split] = node["split_feature"]
-            split_gains[split] = node["split_gain"]
-            if node.get("decision_type") == "<=":
-                split_thresholds[split] = float(node["threshold"])
-            stack.extend((node["left_child"], node["right_child"]))
-        else:
-            leaf_values[node.get("leaf_index", 0)] = node["leaf_value"]
-    return Tree(
-        leaf_values=leaf_values,
-        split_features=split_features,
-        split_gains=split_gains,
-        split_thresholds=split_thresholds,
-        output=output,
-    )
