@@ -23,6 +23,7 @@ from gbdt2nn_core import (
     AlignmentLossSpec,
     Attributor,
     AttributorSpec,
+    ConfigError,
     DuplicatePluginError,
     PluginLoadError,
     Student,
@@ -571,3 +572,93 @@ def test_two_distributions_claiming_one_entry_point_name(site: Callable[..., Non
     records = [r for r in registry.plugins() if r.name == "site"]
     assert sorted(r.status for r in records) == ["failed", "loaded"]
     assert len(registry.names("alignment loss")) == 1
+
+
+# ---------------------------------------------------------------------------------------------- teacher backends
+class ToyModel:
+    """An in-memory model of a third-party library the core has never heard of."""
+
+
+TOY_MAGIC = b"TOYBOOST v1\n"
+
+
+def toy_plugin(name: str = "toyboost", *, recognises: Callable[[object], bool] | None = None) -> types.ModuleType:
+    """A third-party teacher plugin with its own file suffix, model recogniser and file sniffer."""
+
+    @hookimpl
+    def gbdt2nn_register_teachers() -> list[TeacherSpec]:
+        return [
+            TeacherSpec(
+                name=name,
+                factory=FakeTeacher,
+                summary="a third-party backend",
+                file_suffix=".toy",
+                recognises=recognises or (lambda model: isinstance(model, ToyModel)),
+                sniff=lambda head: head.startswith(TOY_MAGIC),
+            )
+        ]
+
+    return plugin(name, gbdt2nn_register_teachers=gbdt2nn_register_teachers)
+
+
+def test_a_third_party_teacher_is_recognised_from_its_model_and_its_file(tmp_path: Path) -> None:
+    registry = registry_with(toy_plugin(), strict=True)
+    model_file = tmp_path / "model.bin"
+    model_file.write_bytes(TOY_MAGIC + b"trees...")
+    other_file = tmp_path / "other.bin"
+    other_file.write_bytes(b"tree\nversion=v4\n")
+
+    assert registry.teacher_suffix("toyboost") == ".toy"
+    assert registry.teacher_for_model(ToyModel()) == "toyboost"
+    assert registry.teacher_for_model(object()) is None
+    assert registry.teacher_for_model(None) is None
+    assert registry.teacher_for_file(model_file) == "toyboost"
+    assert registry.teacher_for_file(str(model_file)) == "toyboost"
+    assert registry.teacher_for_file(other_file) is None
+    assert registry.teacher_for_file(tmp_path / "missing.bin") is None  # the teacher's loader reports it
+
+
+def test_a_teacher_that_declares_nothing_gets_the_default_suffix_and_is_never_guessed(tmp_path: Path) -> None:
+    spec = TeacherSpec(name="plain", factory=FakeTeacher, summary="declares no suffix, recogniser or sniffer")
+    assert (spec.file_suffix, spec.recognises, spec.sniff) == (".model", None, None)
+
+    @hookimpl
+    def gbdt2nn_register_teachers() -> list[TeacherSpec]:
+        return [spec]
+
+    registry = registry_with(plugin("plain", gbdt2nn_register_teachers=gbdt2nn_register_teachers), strict=True)
+    (tmp_path / "model").write_bytes(b"anything")
+    assert registry.teacher_suffix("plain") == ".model"
+    assert registry.teacher_suffix("not-registered") == ".model"
+    assert registry.teacher_for_model(ToyModel()) is None
+    assert registry.teacher_for_file(tmp_path / "model") is None
+
+
+def test_two_teachers_recognising_one_model_need_a_choice(tmp_path: Path) -> None:
+    registry = registry_with(toy_plugin("toy-a"), toy_plugin("toy-b"), strict=True)
+    assert registry.teacher_for_model(ToyModel(), prefer="toy-b") == "toy-b"
+    with pytest.raises(ConfigError, match=r"a ToyModel is recognised by the teachers toy-a, toy-b; name the one"):
+        registry.teacher_for_model(ToyModel(), prefer="lightgbm")
+    model_file = tmp_path / "m.toy"
+    model_file.write_bytes(TOY_MAGIC)
+    assert registry.teacher_for_file(model_file, prefer="toy-a") == "toy-a"
+    with pytest.raises(ConfigError, match="is recognised by the teachers toy-a, toy-b"):
+        registry.teacher_for_file(model_file)
+
+
+def test_a_recogniser_that_raises_is_the_plugins_bug() -> None:
+    def broken(model: object) -> bool:
+        raise RuntimeError("boom")
+
+    strict = registry_with(toy_plugin(recognises=broken), strict=True)
+    with pytest.raises(PluginLoadError, match=r"TeacherSpec.recognises of teacher 'toyboost' raised RuntimeError"):
+        strict.teacher_for_model(ToyModel())
+    lenient = registry_with(toy_plugin(recognises=broken))
+    with pytest.warns(PluginWarning, match="boom"):
+        assert lenient.teacher_for_model(ToyModel()) is None
+
+
+@pytest.mark.parametrize("suffix", ["txt", ".", "../x", ".a/b", ""])
+def test_a_file_suffix_must_be_a_suffix(suffix: str) -> None:
+    with pytest.raises(ValueError, match="file_suffix must be a file suffix"):
+        TeacherSpec(name="t", factory=FakeTeacher, summary="s", file_suffix=suffix)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from gbdt2nn_core import Teacher, TeacherSpec, hookimpl
+from gbdt2nn_core.specs import recognise_by_module
 
 
 def make_teacher(model: object = None, **params: Any) -> Teacher:
@@ -17,6 +18,11 @@ def make_teacher(model: object = None, **params: Any) -> Teacher:
     return XGBoostTeacher(model=model, **params)
 
 
+def sniff(head: bytes) -> bool:
+    """Whether a file's first bytes are an XGBoost model: JSON and UBJSON models both open with an object."""
+    return head.lstrip().startswith(b"{")
+
+
 @hookimpl
 def gbdt2nn_register_teachers() -> list[TeacherSpec]:
     """The XGBoost teacher."""
@@ -24,6 +30,9 @@ def gbdt2nn_register_teachers() -> list[TeacherSpec]:
         TeacherSpec(
             name="xgboost",
             factory=make_teacher,
+            file_suffix=".json",
+            recognises=recognise_by_module("xgboost"),
+            sniff=sniff,
             summary="XGBoost: train a booster or wrap a Booster/XGBModel/JSON or UBJ file; native TreeSHAP",
         )
     ]
