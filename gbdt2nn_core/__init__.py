@@ -34,7 +34,14 @@ from gbdt2nn_core.interfaces import (
     TreeShap,
 )
 from gbdt2nn_core.registry import Registry, get_registry
-from gbdt2nn_core.specs import AlignmentLossSpec, AttributorSpec, ComponentSpec, StudentSpec, TeacherSpec
+from gbdt2nn_core.specs import (
+    AlignmentLossSpec,
+    AttributorSpec,
+    ComponentSpec,
+    StudentSpec,
+    TeacherSpec,
+    recognise_by_module,
+)
 
 if TYPE_CHECKING:
     from gbdt2nn_core.booster_teacher import BoosterFacts, BoosterTeacher
@@ -89,6 +96,7 @@ __all__ = [
     "get_registry",
     "hookimpl",
     "load_estimator",
+    "recognise_by_module",
 ]
 
 

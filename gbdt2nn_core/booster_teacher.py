@@ -68,30 +68,21 @@ class BoosterFacts:
 class BoosterTeacher(Teacher, Generic[B]):
     """A :class:`~gbdt2nn_core.Teacher` built on a tree library's booster; subclasses fill in the hooks.
 
-    Parameters
-    ----------
-    model:
-        ``None`` to train a booster in :meth:`fit`; otherwise an in-memory model of the library (accepted by
-        :meth:`copy_model`) or the path of a model file (read by :meth:`load_model_file`). A wrapped model is
-        copied, so later changes to the original do not leak in.
-    **params:
-        Training options (only with ``model=None``): :attr:`default_params` overridden by the user's. Names the
-        library does not know (:meth:`known_params`) are a :class:`~gbdt2nn_core.ConfigError`. The seed goes to
-        :meth:`fit`.
+    ``model`` is ``None`` to train a booster in :meth:`fit`; otherwise an in-memory model of the library
+    (accepted by :meth:`copy_model`) or the path of a model file (read by :meth:`load_model_file`). A wrapped
+    model is copied, so later changes to the original do not leak in. ``**params`` are training options (only
+    with ``model=None``): :attr:`default_params` overridden by the user's; a name the library does not know
+    (:meth:`known_params`) is a :class:`~gbdt2nn_core.ConfigError` with a suggestion. The seed goes to :meth:`fit`.
 
-    Class attributes to set
-    -----------------------
-    ``library`` (the name in messages), ``forbidden_characters`` (characters the library refuses in column
-    names), ``default_params`` (must hold ``n_estimators``) and ``aliases`` (the library's other spellings of
-    ``n_estimators``, ``num_class`` and ``seed``).
-
-    Hooks
-    -----
-    Abstract: :meth:`train`, :meth:`copy_model`, :meth:`load_model_file`, :meth:`describe`,
-    :meth:`predict_raw`, :meth:`predict_leaves`, :meth:`predict_contribs`, :meth:`dump_structure` and
-    :meth:`model_bytes`. Optional: :meth:`known_params`, :meth:`normalise_name`, :meth:`name_columns` and
-    :meth:`error_message`; :attr:`native_errors` lists the library's exceptions that mean "cannot predict on
-    this data".
+    A subclass sets the class attributes ``library`` (the name in messages), ``forbidden_characters``
+    (characters the library refuses in column names), ``default_params`` (must hold ``n_estimators``),
+    ``aliases`` (the library's spellings of ``n_estimators``, ``num_class`` and ``seed``) and ``native_errors``
+    (the library's exceptions that mean "cannot predict on this data"). It defines the abstract hooks
+    :meth:`train`, :meth:`copy_model`, :meth:`load_model_file`, :meth:`describe`, :meth:`predict_raw`,
+    :meth:`predict_leaves`, :meth:`predict_contribs`, :meth:`dump_structure` and :meth:`model_bytes`, and may
+    override :meth:`known_params`, :meth:`models_accepted`, :meth:`normalise_name`, :meth:`name_columns` and
+    :meth:`error_message`. Every hook receives the booster explicitly; :attr:`n_outputs` is readable in the
+    prediction and structure hooks.
     """
 
     #: The library's name, as messages show it (e.g. ``"LightGBM"``).

@@ -95,8 +95,11 @@ class TeacherSpec(ComponentSpec):
     """
 
     kind: str = attrs.field(default="teacher", init=False)
+    #: Suffix of the model file the teacher saves in a run folder (``".txt"`` makes ``teacher.txt``).
     file_suffix: str = attrs.field(default=DEFAULT_FILE_SUFFIX, validator=_check_suffix)
+    #: ``recognises(model)``: whether an in-memory object is a model of this backend (``None``: never guessed).
     recognises: Callable[[object], bool] | None = attrs.field(default=None, validator=_check_optional_callable)
+    #: ``sniff(head)``: whether a file's first bytes are this backend's model format (``None``: never guessed).
     sniff: Callable[[bytes], bool] | None = attrs.field(default=None, validator=_check_optional_callable)
 
 

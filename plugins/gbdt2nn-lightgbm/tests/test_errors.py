@@ -248,3 +248,25 @@ def test_a_saved_teacher_leaves_no_temporary_file(saved, adult, tmp_path) -> Non
     assert pd.Series(make_teacher(model=tmp_path / "copy.txt").predict_margin(X)).equals(
         pd.Series(teacher.predict_margin(X))
     )
+
+
+@pytest.mark.parametrize(("misspelt", "meant"), [("num_leave", "num_leaves"), ("n_estimator", "n_estimators")])
+def test_a_misspelt_option_is_an_error_with_a_suggestion(misspelt, meant) -> None:
+    with pytest.raises(ConfigError) as caught:
+        make_teacher(num_threads=1, **{misspelt: 4})
+    message = one_line(caught.value)
+    assert caught.value.setting == "teacher option"
+    assert caught.value.value == misspelt
+    assert f"did you mean {meant!r}?" in message
+    assert "n_estimators, num_leaves, learning_rate" in message
+
+
+def test_lightgbm_spellings_of_options_are_accepted(california) -> None:
+    X, y = california
+    # LightGBM's own parameters and aliases, beyond the few the teacher resolves itself.
+    teacher = make_teacher(n_estimators=3, num_leaf=4, min_data_in_leaf=5, colsample_bytree=0.5, num_threads=1)
+    booster = teacher.fit(X, y, task="regression").native_model
+    dump = booster.dump_model()
+    assert len(dump["tree_info"]) == 3
+    assert max(tree["num_leaves"] for tree in dump["tree_info"]) <= 4
+    assert booster.params["min_data_in_leaf"] == 5

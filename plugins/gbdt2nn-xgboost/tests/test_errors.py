@@ -205,3 +205,12 @@ def test_lightgbm_and_sklearn_names_are_translated(california) -> None:
     # untranslated, XGBoost would not know num_leaves / num_threads and fit would raise (see the test above)
     teacher = make_teacher(n_estimators=3, num_leaves=4, num_threads=1).fit(X, y, task="regression")
     assert max(tree.n_leaves for tree in teacher.structure().trees) <= 4
+
+
+def test_a_misspelt_option_is_an_error_with_a_suggestion(california) -> None:
+    X, y = california
+    with pytest.raises(ConfigError) as caught:
+        make_teacher(**FAST, max_leave=4).fit(X, y, task="regression")
+    message = one_line(caught.value)
+    assert (caught.value.setting, caught.value.value) == ("teacher option", "max_leave")
+    assert "did you mean 'max_leaves'?" in message

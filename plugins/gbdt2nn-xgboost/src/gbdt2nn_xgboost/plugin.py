@@ -7,8 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gbdt2nn_core import Teacher, TeacherSpec, hookimpl
-from gbdt2nn_core.specs import recognise_by_module
+from gbdt2nn_core import Teacher, TeacherSpec, hookimpl, recognise_by_module
 
 
 def make_teacher(model: object = None, **params: Any) -> Teacher:
