@@ -15,7 +15,8 @@ In your plugin's ``tests/test_conformance.py`` (the ``adult``, ``california`` an
 
 It checks the :func:`~gbdt2nn_core.testing.check_teacher` contract on a real dataset of each task, that the
 registry builds and wraps the teacher, that the spec recognises the library's models and model files and
-names the suffix of the files the teacher saves, and that importing the entry point stays cheap.
+names the suffix of the files the teacher saves, that importing the entry point stays cheap, and the one-line
+errors every teacher owes its users: bad labels, bad frames, and a teacher used before ``fit``.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gbdt2nn_core.interfaces import TASKS, Task
+from gbdt2nn_core.errors import ConfigError, DataError, Gbdt2nnError, NotFittedError
+from gbdt2nn_core.interfaces import TASKS, Task, Teacher
 from gbdt2nn_core.registry import DISABLE_ENV, Registry
 from gbdt2nn_core.specs import TeacherSpec
 from gbdt2nn_core.testing._teacher import check_teacher
@@ -41,6 +43,37 @@ from gbdt2nn_core.testing._teacher import check_teacher
 __all__ = ["TeacherPluginTests"]
 
 Data = tuple[pd.DataFrame, np.ndarray]
+
+_BAD_LABELS: list[tuple[Task, Any, str]] = [
+    ("regression", lambda y: np.where(np.arange(len(y)) == 3, np.nan, y), "NaN"),
+    ("regression", lambda y: np.where(np.arange(len(y)) == 3, np.inf, y), "infinite"),
+    ("regression", lambda y: y[:-1], "labels for"),
+    ("regression", lambda y: y.reshape(-1, 2), "shape"),
+    ("binary", lambda y: np.zeros_like(y), "only class 0"),
+    ("binary", lambda y: np.ones_like(y), "only class 1"),
+    ("binary", lambda y: y * 2, "0 or 1"),
+    ("binary", lambda y: y - 0.5, "non-negative integers"),
+    ("binary", lambda y: np.where(y > 0, "yes", "no"), "dtype"),
+    ("multiclass", lambda y: y + 0.5, "non-negative integers"),
+    ("multiclass", lambda y: y / 2, "non-negative integers"),
+    ("multiclass", lambda y: y - 1, "non-negative integers"),
+]
+_BAD_FRAMES: list[tuple[Any, str]] = [
+    (lambda X: X.to_numpy(), "not a pandas DataFrame"),
+    (lambda X: X.iloc[:0], "empty"),
+    (lambda X: X.iloc[:, :0], "empty"),
+    (lambda X: X.assign(MedInc=X["MedInc"].astype(str)), "neither numeric nor categorical"),
+    (lambda X: X.assign(MedInc=X["MedInc"].astype(object)), "neither numeric nor categorical"),
+    (lambda X: X.set_axis([0, *X.columns[1:]], axis=1), "not strings"),
+    (lambda X: X.set_axis(["A", "A", *X.columns[2:]], axis=1), "duplicate"),
+]
+_NEED_MODEL = ("predict_margin", "leaf_indices", "shap_values", "structure", "fingerprint", "save")
+
+
+def _one_line(error: Exception) -> str:
+    text = str(error)
+    assert "\n" not in text, f"the error spans several lines: {text!r}"
+    return text
 
 
 class TeacherPluginTests:
@@ -117,6 +150,50 @@ class TeacherPluginTests:
         )
         assert result.returncode == 0, result.stderr
         assert result.stdout.strip()
+
+    def fast_teacher(self) -> Teacher:
+        teacher = self.spec().factory(**self.fast_params)
+        assert isinstance(teacher, Teacher)
+        return teacher
+
+    @pytest.mark.parametrize(("task", "labels", "words"), _BAD_LABELS)
+    def test_bad_labels_raise_data_error(
+        self, task: Task, labels: Any, words: str, datasets: Mapping[str, Data]
+    ) -> None:
+        X, y = datasets[task]
+        with pytest.raises(DataError) as caught:
+            self.fast_teacher().fit(X, labels(np.asarray(y, dtype=np.float64)), task=task)
+        assert words in _one_line(caught.value)
+        assert caught.value.fix
+
+    @pytest.mark.parametrize(("frame", "words"), _BAD_FRAMES)
+    def test_bad_frames_raise_data_error(self, frame: Any, words: str, california: Data) -> None:
+        X, y = california
+        with pytest.raises(DataError) as caught:
+            self.fast_teacher().fit(frame(X), y, task="regression")
+        assert words in _one_line(caught.value)
+
+    @pytest.mark.parametrize("task", ["ranking", "classification"])
+    def test_an_unknown_task_raises_config_error(self, task: str, california: Data) -> None:
+        X, y = california
+        with pytest.raises(ConfigError) as caught:
+            self.fast_teacher().fit(X, y, task=task)  # type: ignore[arg-type]
+        assert caught.value.setting == "task"
+        _one_line(caught.value)
+
+    @pytest.mark.parametrize("method", _NEED_MODEL)
+    def test_using_an_unfitted_teacher_says_to_fit(self, method: str, california: Data, tmp_path: Path) -> None:
+        X, _ = california
+        teacher = self.spec().factory()
+        arguments = {"save": (tmp_path / f"m{self.spec().file_suffix}",), "structure": (), "fingerprint": ()}
+        with pytest.raises(NotFittedError, match=r"fit\(X, y, task=\.\.\.\) first") as caught:
+            getattr(teacher, method)(*arguments.get(method, (X,)))
+        assert (caught.value.component, caught.value.method) == (self.teacher_class, method)
+        assert isinstance(caught.value, ConfigError)  # callers that catch configuration errors still catch it
+        assert isinstance(caught.value, Gbdt2nnError)
+        with pytest.raises(NotFittedError, match="first"):
+            _ = teacher.task
+        assert not list(tmp_path.iterdir())  # save wrote nothing
 
     def test_package_exports_the_class_lazily(self) -> None:
         package = importlib.import_module(self.package)
