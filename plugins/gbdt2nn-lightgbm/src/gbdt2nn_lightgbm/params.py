@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
+
+import lightgbm as lgb
 
 from gbdt2nn_core import teacher_checks as checks
 from gbdt2nn_core.errors import ConfigError
 from gbdt2nn_core.interfaces import Task
 
-__all__ = ["ALIASES", "CUSTOM_OBJECTIVES", "DEFAULT_PARAMS", "OBJECTIVE_TASKS", "objective_task", "training_params"]
+__all__ = [
+    "ALIASES",
+    "CUSTOM_OBJECTIVES",
+    "DEFAULT_PARAMS",
+    "OBJECTIVE_TASKS",
+    "objective_task",
+    "parameter_names",
+    "training_params",
+]
 
 #: Training defaults (DeepGBM's teacher size); any LightGBM parameter given to the factory overrides them.
 DEFAULT_PARAMS: dict[str, Any] = {"n_estimators": 100, "num_leaves": 64, "learning_rate": 0.1}
@@ -98,3 +109,16 @@ def training_params(params: dict[str, Any], *, task: Task, k: int, seed: int) ->
         result["num_class"] = k
     result["seed"] = seed
     return result
+
+
+@functools.cache
+def parameter_names() -> frozenset[str] | None:
+    """Every name LightGBM accepts (from its C library's alias table), and our own; ``None`` if it cannot say."""
+    # LightGBM's own table; a LightGBM without it gets no check rather than a crash.
+    table = getattr(getattr(lgb.basic, "_ConfigAliases", None), "_get_all_param_aliases", None)
+    if table is None:
+        return None
+    known = {name for names in ALIASES.values() for name in names}
+    for name, aliases in table().items():
+        known.update((name, *aliases))
+    return frozenset(known)

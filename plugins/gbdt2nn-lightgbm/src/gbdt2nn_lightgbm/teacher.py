@@ -21,6 +21,7 @@ from gbdt2nn_lightgbm.params import (
     DEFAULT_PARAMS,
     OBJECTIVE_TASKS,
     objective_task,
+    parameter_names,
     training_params,
 )
 from gbdt2nn_lightgbm.trees import categorical_indices, tree
@@ -81,14 +82,7 @@ class LightGBMTeacher(BoosterTeacher[lgb.Booster]):
 
     def known_params(self) -> Collection[str] | None:
         """LightGBM's parameters and all their aliases (it ignores an unknown one, with a warning at most)."""
-        # LightGBM's own table (from its C library); a LightGBM without it gets no check rather than a crash.
-        table = getattr(getattr(lgb.basic, "_ConfigAliases", None), "_get_all_param_aliases", None)
-        if table is None:
-            return None
-        known = {name for names in ALIASES.values() for name in names}
-        for name, aliases in table().items():
-            known.update((name, *aliases))
-        return known
+        return parameter_names()
 
     def copy_model(self, model: object) -> lgb.Booster | None:
         """A private ``Booster`` from a booster or a fitted ``LGBMModel``, cut at its best iteration."""
