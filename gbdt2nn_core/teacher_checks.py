@@ -1,6 +1,9 @@
 """Building blocks for :class:`~gbdt2nn_core.interfaces.Teacher` plugins: checks of tasks, frames, labels,
 columns and training parameters, each failing with a one-line :class:`~gbdt2nn_core.errors.Gbdt2nnError`.
 
+A teacher built on :class:`~gbdt2nn_core.booster_teacher.BoosterTeacher` gets them all without calling them; a
+teacher written from scratch calls them itself.
+
 Nothing here imports a tree library, so a teacher's errors read the same whatever its backend, and a new
 teacher plugin gets the same checks as the LightGBM and XGBoost ones::
 
