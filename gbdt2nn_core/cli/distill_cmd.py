@@ -203,6 +203,8 @@ def run(args: argparse.Namespace) -> int:
         options = {**config.teacher_options, "model": str(teacher_model)}
         wrapped = registry.teacher(config.teacher, **options)
         wrapped.fit(split.train_frame, split.y_train, task=split.task, seed=config.seed)  # checks; trains nothing
+    else:  # building the teacher trains nothing, but refuses an option it does not know (num_leave=4)
+        registry.teacher(config.teacher, **config.teacher_options)
     del split
     progress = RichProgress()
     progress.console.print(f"[bold]gbdt2nn distill[/] · {title}")
