@@ -95,12 +95,13 @@ def _gains(values: np.ndarray, weights: np.ndarray, depth: int) -> np.ndarray:
         shape = (2 ** (depth - 1 - bit), 2, 2**bit)
         w = weights.reshape(shape).sum(-1)
         s = (weights * values).reshape(shape).sum(-1)
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(all="ignore"):
             parts = np.where(w > 0, s**2 / np.where(w > 0, w, 1), 0.0)
             total_w, total_s = w.sum(-1), s.sum(-1)
             whole = np.where(total_w > 0, total_s**2 / np.where(total_w > 0, total_w, 1), 0.0)
         gains.append(np.maximum(parts.sum(-1) - whole, 0.0))
-    return np.concatenate(gains) if gains else np.zeros(0)
+    # Leaf values near the float limit overflow the squares: such a split gained as much as any can.
+    return np.nan_to_num(np.concatenate(gains), nan=0.0, posinf=np.finfo(np.float64).max) if gains else np.zeros(0)
 
 
 def ensemble_from_json(document: dict[str, Any], n_features: int) -> TreeEnsemble:
@@ -119,6 +120,8 @@ def ensemble_from_json(document: dict[str, Any], n_features: int) -> TreeEnsembl
         weights = np.asarray(tree.get("leaf_weights", []), dtype=np.float64)
         if values.shape != (k * 2**depth,) or weights.shape != (2**depth,):
             raise StructureError(f"tree {number} has {values.size} leaf values for depth {depth} and {k} outputs")
+        if not (np.isfinite(weights).all() and (weights >= 0).all()):
+            raise StructureError(f"tree {number} has negative or non-finite leaf weights")
         tested = [_split(split, floats, categorical, ctrs) for split in splits]
         # Level ``t`` of the binary tree (2**t nodes) tests split ``depth - 1 - t``.
         per_level = [tested[depth - 1 - t] for t in range(depth)]

@@ -11,7 +11,7 @@ import catboost as cb
 import numpy as np
 import pandas as pd
 
-from gbdt2nn_catboost._modelfile import load_model_bytes, load_model_file
+from gbdt2nn_catboost._modelfile import copy_model, load_model_file
 from gbdt2nn_catboost._params import (
     ALIASES,
     DEFAULT_PARAMS,
@@ -71,8 +71,8 @@ class CatBoostTeacher(BoosterTeacher[cb.CatBoost]):
             raise ConfigError(
                 setting="params", value=params, fix=f"CatBoost refused them: {self.error_message(exc)}"
             ) from None
-        # Through the .cbm bytes: the form a saved-and-loaded teacher has, so fingerprints agree.
-        return self._remember(*load_model_bytes(self.model_bytes(model, suffix=".cbm"), where="(trained model)"))
+        # A copy through the .cbm bytes: the form a saved-and-loaded teacher has, so fingerprints agree.
+        return self._remember(*copy_model(model, where="(trained model)"))
 
     def copy_model(self, model: object) -> cb.CatBoost | None:
         if not isinstance(model, cb.CatBoost):
@@ -81,7 +81,7 @@ class CatBoostTeacher(BoosterTeacher[cb.CatBoost]):
             raise ConfigError(
                 setting="model", value=type(model).__name__, fix="fit the CatBoost model first, or pass model=None"
             )
-        return self._remember(*load_model_bytes(self.model_bytes(model, suffix=".cbm"), where="(model)"))
+        return self._remember(*copy_model(model, where="(model)"))
 
     def load_model_file(self, path: str | os.PathLike[str]) -> cb.CatBoost:
         return self._remember(*load_model_file(path))
