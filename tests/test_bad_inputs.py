@@ -109,6 +109,37 @@ def _cut(source: str, name: str, keep: float = 0.5) -> Callable[[Path], None]:
     return setup
 
 
+def _damaged_model(name: str, library: str) -> Callable[[Path], None]:
+    """A setup that writes a small model file of ``library`` with one value damaged in its first tree."""
+
+    def setup(workdir: Path) -> None:
+        X = np.random.default_rng(0).random((60, 3))
+        y = (X[:, 0] > 0.5).astype(float)
+        if library == "lightgbm":  # the split feature indices past the last column, byte length unchanged
+            text = (workdir / "run" / "teacher.txt").read_text()
+            (workdir / name).write_text(
+                re.sub(r"^split_feature=.*$", lambda m: re.sub(r"\d", "9", m.group(0)), text, flags=re.M)
+            )
+        elif library == "xgboost":
+            import xgboost as xgb
+
+            booster = xgb.train({"nthread": 1, "max_depth": 2}, xgb.DMatrix(X, label=y), 2)
+            document = json.loads(bytes(booster.save_raw("json")))
+            document["learner"]["gradient_booster"]["model"]["trees"][0]["split_indices"][0] = 7
+            (workdir / name).write_text(json.dumps(document))
+        else:
+            import catboost as cb
+
+            model = cb.CatBoostRegressor(
+                iterations=2, depth=2, thread_count=1, verbose=False, allow_writing_files=False
+            )
+            data = model.fit(X, y)._serialize_model()
+            leaf = np.asarray(model.get_leaf_values()[:1], "<f8").tobytes()
+            (workdir / name).write_bytes(data.replace(leaf, np.array(np.nan, "<f8").tobytes(), 1))
+
+    return setup
+
+
 def _edit_student_json(change: Callable[[dict[str, Any]], None]) -> Callable[[Path], None]:
     def setup(workdir: Path) -> None:
         path = workdir / "run" / "student.json"
@@ -671,6 +702,45 @@ CASES: list[Case] = [
         message=E + "cannot load model from run/teacher.txt: not a readable XGBoost model (…); save the model "
         "again (Booster.save_model or teacher.save), or pass model=None to train a new one",
         fix="`--teacher lightgbm`",
+    ),
+    Case(
+        id="teacher-model-feature-index",
+        where="CLI",
+        bad="a LightGBM model file whose trees split on columns past the last one (it used to crash the process)",
+        setup=_damaged_model("bad.txt", "lightgbm"),
+        argv=(*DISTILL[:7], "--teacher-model", "bad.txt"),
+        message=E
+        + f"cannot load model from bad.txt: corrupt: tree 0: split_feature[0] is …, outside 0..13; {_LGB_FIX}",
+        fix="save the booster again",
+    ),
+    Case(
+        id="teacher-model-xgboost-tree",
+        where="CLI",
+        bad="an XGBoost model file whose trees name a feature, child or array size that does not exist",
+        setup=_damaged_model("bad.json", "xgboost"),
+        argv=(*DISTILL[:7], "--teacher", "xgboost", "--teacher-model", "bad.json"),
+        message=E + f"cannot load model from bad.json: tree 0: split_indices holds values outside 0..2; {_LGB_FIX}",
+        fix="save the booster again",
+    ),
+    Case(
+        id="teacher-model-catboost-damaged",
+        where="CLI",
+        bad="a damaged CatBoost `.cbm` file (CatBoost itself may crash on one: it is tried in a child process first)",
+        setup=_damaged_model("bad.cbm", "catboost"),
+        argv=(*DISTILL[:7], "--teacher", "catboost", "--teacher-model", "bad.cbm"),
+        message=E
+        + "cannot load model from bad.cbm: not a readable CatBoost model (…); save the model again (CatBoost.save_model or teacher.save), or pass "
+        "model=None to train a new one",
+        fix="save the model again",
+    ),
+    Case(
+        id="teacher-model-catboost-foreign",
+        where="CLI",
+        bad="`--teacher catboost` with a file that is not a `.cbm` model",
+        argv=(*DISTILL[:7], "--teacher", "catboost", "--teacher-model", "run/teacher.txt"),
+        message=E + "cannot load model from run/teacher.txt: not a CatBoost model (.cbm files start with 'CBM1'); "
+        "save the model again (CatBoost.save_model or teacher.save), or pass model=None to train a new one",
+        fix="`--teacher lightgbm`, or the `.cbm` file",
     ),
     Case(
         id="teacher-model-columns",

@@ -11,6 +11,7 @@ caller load the same bytes, and it uses the child's JSON export instead of expor
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from typing import Any
@@ -21,6 +22,8 @@ __all__ = ["CHILD_TIMEOUT", "try_in_child"]
 
 #: Seconds the child may take; a model file that keeps CatBoost busy longer is refused.
 CHILD_TIMEOUT = 120.0
+# The exception's class and CatBoost's C++ source location, before the words that matter.
+_NOISE = re.compile(r"^(CHILD-REFUSED: |[\w.]*(Error|Exception): )*(\S+\.(cpp|h):\d+: )?")
 _FIX = "save the model again (CatBoost.save_model or teacher.save), or pass model=None to train a new one"
 
 _CHILD = r"""
@@ -78,7 +81,7 @@ def try_in_child(data: bytes, *, where: str) -> dict[str, Any]:
         )
     if result.returncode != 0:
         lines = [line for line in result.stderr.decode(errors="replace").splitlines() if line.strip()]
-        last = lines[-1].replace("CHILD-REFUSED: ", "").strip()[:200] if lines else f"exit status {result.returncode}"
+        last = _NOISE.sub("", lines[-1]).strip()[:200] if lines else f"exit status {result.returncode}"
         raise ModelFileError(path=where, problem=f"not a readable CatBoost model ({last})", fix=_FIX)
     try:
         document: dict[str, Any] = json.loads(result.stdout.decode("utf-8"))
