@@ -563,7 +563,8 @@ CASES: list[Case] = [
         where="CLI",
         bad="misspelt teacher (`--teacher lightgmb`)",
         argv=(*DISTILL, "--teacher", "lightgmb"),
-        message=E + "No teacher named 'lightgmb'. Did you mean 'lightgbm'? Installed teachers: lightgbm, xgboost.",
+        message=E
+        + "No teacher named 'lightgmb'. Did you mean 'lightgbm'? Installed teachers: catboost, lightgbm, xgboost.",
         fix="use the suggested name",
     ),
     Case(
