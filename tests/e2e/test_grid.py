@@ -43,6 +43,7 @@ MIN_GAIN = 0.05
 TEACHER_OPTIONS: dict[str, dict[str, Any]] = {
     "lightgbm": {"n_estimators": 20, "num_leaves": 15, "num_threads": 1},
     "xgboost": {"n_estimators": 20, "max_leaves": 15, "nthread": 1},
+    "catboost": {"n_estimators": 20, "depth": 4, "threads": 1},
 }
 DEFAULT_TEACHER_OPTIONS: dict[str, Any] = {"n_estimators": 20}
 STUDENT_OPTIONS: dict[str, Any] = {"epochs": 4, "n_groups": 4, "hidden": (32, 32), "batch_size": 256}
