@@ -277,3 +277,20 @@ def test_adult_with_string_columns_distils_end_to_end(tmp_path) -> None:
     np.testing.assert_allclose(
         shap.values.sum(1) + shap.expected_value[0], run.teacher.predict_margin(run.data.test_frame), atol=1e-9
     )
+
+
+def test_an_estimator_with_a_catboost_teacher_is_saved_and_served_by_the_cli(adult_raw, tmp_path) -> None:
+    from gbdt2nn_core import GBDT2NNClassifier
+    from gbdt2nn_core.cli import main
+
+    raw, y = adult_raw
+    estimator = GBDT2NNClassifier(epochs=1, student_options={"n_groups": 2, "hidden": (8, 8)})
+    estimator.fit(raw, y, teacher=user_model(raw, y))
+    assert type(estimator.teacher_).__name__ == "CatBoostTeacher"  # picked from the model's type
+    estimator.save(str(tmp_path / "model"))
+    assert (tmp_path / "model" / "teacher.cbm").read_bytes().startswith(b"CBM1")
+    raw.head(50).to_csv(tmp_path / "rows.csv", index=False)
+    argv = ["predict", "--model", str(tmp_path / "model"), "--data", str(tmp_path / "rows.csv")]
+    assert main([*argv, "--out", str(tmp_path / "predictions.csv")]) == 0
+    served = pd.read_csv(tmp_path / "predictions.csv")["probability_1"].to_numpy()
+    np.testing.assert_allclose(served, estimator.predict_proba(raw.head(50))[:, 1], atol=1e-5)
