@@ -71,10 +71,9 @@ def array_mutations(data: bytes, document: dict, *, seed: int, count: int) -> It
 
 def test_damaged_model_files_never_crash(model, tmp_path) -> None:
     data, document = model
-    # Each mutant costs a CatBoost child process (about a second): 40 keep the test under a minute.
+    # Each mutant costs a CatBoost child process (about a second): 40 keep the test well under a minute.
     mutants = [*array_mutations(data, document, seed=0, count=20), *byte_mutations(data, seed=1, count=20)]
     report = fuzz_model_file("gbdt2nn_catboost.plugin:make_teacher", mutants, folder=tmp_path, suffix=".cbm")
-    print(report.counts)
     assert report.bad == [], f"{len(report.bad)} of {len(mutants)} mutants broke the promise: {report.counts}"
     assert report.counts.get("error", 0) > len(mutants) // 3, report.counts
     assert report.counts.get("ok", 0) > 0, report.counts

@@ -159,7 +159,6 @@ def test_damaged_model_files_never_crash(suffix, model_files, tmp_path) -> None:
     structural = mutate(data, seed=0, count=120)
     mutants = [*structural, *byte_mutations(data, seed=1, count=40)]
     report = fuzz_model_file(FACTORY, mutants, folder=tmp_path, suffix=suffix)
-    print(report.counts)
     assert report.bad == [], f"{len(report.bad)} of {len(mutants)} mutants broke the promise: {report.counts}"
     assert report.counts.get("error", 0) > len(mutants) // 3, report.counts
     assert report.counts.get("ok", 0) > 0, report.counts
