@@ -218,6 +218,14 @@ _MODEL = ("gradient_booster", "model")
         (_set((*_MODEL, "tree_info"), lambda old: [*old[:-1], 3]), "tree_info holds values outside 0..0"),
         (_set(("learner_model_param", "base_score"), lambda old: "[NaN]"), "base_score"),
         (_set(("learner_model_param", "num_feature"), lambda old: "20"), "feature_names does not list"),
+        (_set(("learner_model_param", "num_class"), lambda old: "2147483647"), "outputs (num_class / num_target)"),
+        (lambda d: _tree(d)["sum_hessian"].__setitem__(0, 0.0), "sum_hessian"),
+        (lambda d: _tree(d)["split_conditions"].__setitem__(0, 1e39), "too large for XGBoost's float32"),
+        (
+            _set((*_MODEL, "cats", "enc"), lambda old: [{**e, "offsets": [5, *e["offsets"][1:]]} for e in old]),
+            "category offsets of column",
+        ),
+        (_set((*_MODEL, "cats", "sorted_idx"), lambda old: [7, *old[1:]]), "sorted_idx of column"),
     ],
 )
 def test_a_damaged_json_tree_is_a_one_line_error_naming_the_file(edit, words, saved, tmp_path) -> None:

@@ -27,8 +27,9 @@ __all__ = ["check_model", "clean_message", "load_booster", "read_model_bytes"]
 _FIX = "save the model again (Booster.save_model or teacher.save), or pass model=None to train a new one"
 # XGBoost prefixes its messages with a time stamp and the C++ source line: noise for a user.
 _PREFIX = re.compile(r"^\s*\[[\d:]+\]\s+\S+:\d+:\s*")
-# XGBoost's node and feature indices are 32-bit.
+# XGBoost's node and feature indices are 32-bit, its values float32 (a larger number would load as infinity).
 _INT_LIMIT = 2**31 - 1
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 # Per-node arrays of a tree.
 _NODE_ARRAYS = (
     "left_children",
@@ -125,6 +126,8 @@ def _numbers(values: object, what: str, length: int | None = None) -> np.ndarray
         raise _Bad(f"{what} has {len(array)} values, expected {length}")
     if not np.isfinite(array).all():
         raise _Bad(f"{what} holds NaN or infinite values")
+    if len(array) and np.abs(array).max() > _FLOAT32_MAX:
+        raise _Bad(f"{what} holds values too large for XGBoost's float32")
     return array
 
 
@@ -146,8 +149,8 @@ def _check_document(document: object) -> None:
         scores = [float(part) for part in base_score.strip("[]").split(",")]
     except ValueError:
         raise _Bad(f"base_score {base_score[:40]!r} is not a number") from None
-    if not all(math.isfinite(score) for score in scores):
-        raise _Bad(f"base_score {base_score[:40]!r} is not finite")
+    if not all(math.isfinite(score) and abs(score) <= _FLOAT32_MAX for score in scores):
+        raise _Bad(f"base_score {base_score[:40]!r} is not a finite float32")
     n_outputs = max(n_classes, n_targets, 1)
     if len(scores) not in (1, n_outputs):
         raise _Bad(f"base_score has {len(scores)} values for {n_outputs} outputs")
@@ -177,21 +180,22 @@ def _check_trees(model: Mapping[str, Any], n_features: int, n_outputs: int) -> N
     _integer(header.get("num_parallel_tree", 1), "num_parallel_tree", 1, max(n_trees, 1))
     if n_trees != len(trees):
         raise _Bad(f"num_trees says {n_trees} trees, the file holds {len(trees)}")
+    if n_outputs > max(n_trees, 1):
+        raise _Bad(f"{n_outputs} outputs (num_class / num_target) for {n_trees} trees")
     _indices(_get(model, "tree_info", "the tree model"), "tree_info", 0, n_outputs - 1, n_trees)
     if "iteration_indptr" in model:
         bounds = _indices(model["iteration_indptr"], "iteration_indptr", 0, n_trees)
         if len(bounds) == 0 or bounds[0] != 0 or bounds[-1] != n_trees or (np.diff(bounds) < 0).any():
             raise _Bad("iteration_indptr does not cut the trees into boosting rounds in order")
-    if "cats" in model:
-        _check_category_encodings(model["cats"], n_features)
+    counts = _check_category_encodings(model["cats"], n_features) if "cats" in model else []
     for index, tree in enumerate(trees):
         try:
-            _check_tree(tree, n_features)
+            _check_tree(tree, n_features, counts)
         except _Bad as bad:
             raise _Bad(f"tree {index}: {bad}") from None
 
 
-def _check_tree(tree: Mapping[str, Any], n_features: int) -> None:
+def _check_tree(tree: Mapping[str, Any], n_features: int, counts: list[int]) -> None:
     parameters = _get(tree, "tree_param", "the tree")
     n_nodes = _integer(_get(parameters, "num_nodes", "tree_param"), "num_nodes", 1, _INT_LIMIT)
     if "num_feature" in parameters:
@@ -201,18 +205,20 @@ def _check_tree(tree: Mapping[str, Any], n_features: int) -> None:
     left = _indices(arrays["left_children"], "left_children", -1, n_nodes - 1, n_nodes)
     right = _indices(arrays["right_children"], "right_children", -1, n_nodes - 1, n_nodes)
     parents = _indices(arrays["parents"], "parents", 0, _INT_LIMIT, n_nodes)
-    _indices(arrays["split_indices"], "split_indices", 0, max(n_features - 1, 0), n_nodes)
+    features = _indices(arrays["split_indices"], "split_indices", 0, max(n_features - 1, 0), n_nodes)
     _numbers(arrays["split_conditions"], "split_conditions", n_nodes)
     _indices(arrays["default_left"], "default_left", 0, 1, n_nodes)
     # Models from before categorical support (XGBoost < 1.6) have no split_type: every split is numeric.
     kinds = _indices(tree.get("split_type", [0] * n_nodes), "split_type", 0, 1, n_nodes)
     _numbers(arrays["loss_changes"], "loss_changes", n_nodes)
-    _numbers(arrays["sum_hessian"], "sum_hessian", n_nodes)
+    hessians = _numbers(arrays["sum_hessian"], "sum_hessian", n_nodes)
+    if (hessians < 0).any() or (hessians[left >= 0] == 0).any():
+        raise _Bad("sum_hessian is negative, or zero at a split (TreeSHAP divides by it)")
     _numbers(_get(tree, "base_weights", "the tree"), "base_weights", n_nodes * max(leaf_size, 1))
     if n_features == 0 and (left >= 0).any():
         raise _Bad("the model has no features to split on")
     _check_links(left, right, parents)
-    _check_categories(tree, kinds, left)
+    _check_categories(tree, kinds, left, [counts[f] if counts else 0 for f in features])
 
 
 def _check_links(left: np.ndarray, right: np.ndarray, parents: np.ndarray) -> None:
@@ -241,7 +247,8 @@ def _check_links(left: np.ndarray, right: np.ndarray, parents: np.ndarray) -> No
         raise _Bad("some nodes cannot be reached from the root")
 
 
-def _check_categories(tree: Mapping[str, Any], kinds: np.ndarray, left: np.ndarray) -> None:
+def _check_categories(tree: Mapping[str, Any], kinds: np.ndarray, left: np.ndarray, known: list[int]) -> None:
+    """Category sets in range; ``known[node]`` is how many categories the node's column has (0: not recorded)."""
     nodes = tree.get("categories_nodes", [])
     n_sets = len(nodes) if isinstance(nodes, (Sequence, np.ndarray)) else -1
     categorical = _indices(nodes, "categories_nodes", 0, len(kinds) - 1)
@@ -253,12 +260,20 @@ def _check_categories(tree: Mapping[str, Any], kinds: np.ndarray, left: np.ndarr
     splits = set(np.flatnonzero((kinds == 1) & (left >= 0)).tolist())
     if splits - set(categorical.tolist()) or (kinds[categorical] != 1).any():
         raise _Bad("categorical splits and categories_nodes do not match")
+    for node, start, size in zip(categorical.tolist(), starts.tolist(), sizes.tolist(), strict=True):
+        if known[node] and size and values[start : start + size].max() >= known[node]:
+            raise _Bad(f"node {node} names a category its column does not have")
 
 
-def _check_category_encodings(cats: object, n_features: int) -> None:
-    encodings = _get(cats, "enc", "cats") if isinstance(cats, Mapping) and "enc" in cats else []
+def _check_category_encodings(cats: object, n_features: int) -> list[int]:
+    """Check the categories recorded per column (names cut by ``offsets``, ``feature_segments`` and the
+    ``sorted_idx`` permutation of each column); return how many categories each column has."""
+    if not isinstance(cats, Mapping):
+        raise _Bad("the category encodings are not a record")
+    encodings = cats.get("enc", [])
     if not isinstance(encodings, Sequence) or len(encodings) not in (0, n_features):
         raise _Bad(f"the category encodings do not list num_feature={n_features} columns")
+    counts: list[int] = []
     for index, encoding in enumerate(encodings):
         if not isinstance(encoding, Mapping):
             raise _Bad(f"the category encoding of column {index} is not a record")
@@ -266,5 +281,21 @@ def _check_category_encodings(cats: object, n_features: int) -> None:
         count = len(values) if isinstance(values, (Sequence, np.ndarray)) else 0
         if "offsets" in encoding:
             offsets = _indices(encoding["offsets"], f"category offsets of column {index}", 0, count)
-            if (np.diff(offsets) < 0).any():
-                raise _Bad(f"category offsets of column {index} are not in order")
+            if len(offsets) and (offsets[0] != 0 or offsets[-1] != count or (np.diff(offsets) < 0).any()):
+                raise _Bad(f"category offsets of column {index} do not cut its names in order")
+            count = max(len(offsets) - 1, 0)
+        counts.append(count)
+    if "feature_segments" in cats or "sorted_idx" in cats:
+        order = _indices(cats.get("sorted_idx", []), "sorted_idx", 0, _INT_LIMIT)
+        bounds = _indices(cats.get("feature_segments", []), "feature_segments", 0, len(order))
+        if not counts:  # a model without categorical columns records none
+            if len(order) or bounds.any():
+                raise _Bad("sorted_idx orders categories of a model without categorical columns")
+            return counts
+        if len(bounds) != len(counts) + 1 or bounds[0] != 0 or bounds[-1] != len(order):
+            raise _Bad("feature_segments do not cut sorted_idx into one segment per column")
+        for column, count in enumerate(counts):
+            segment = order[bounds[column] : bounds[column + 1]]
+            if len(segment) != count or not np.array_equal(np.sort(segment), np.arange(count)):
+                raise _Bad(f"sorted_idx of column {column} is not an order of its {count} categories")
+    return counts
