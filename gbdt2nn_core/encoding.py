@@ -76,6 +76,7 @@ class InputEncoder:
                 state[column.name] = {
                     "mean": mean,
                     "std": std if std > 1e-12 else 1.0,
+                    "range": [float(observed.min()), float(observed.max())] if observed.size else None,
                     "missing_rate": missing_rate if missing_rate > 0 else None,
                     "thresholds": cuts.tolist(),
                     "split_rule": split_rule,
@@ -140,6 +141,27 @@ class InputEncoder:
                 onehot[known] -= frequencies
                 blocks.append(onehot)
         return np.concatenate(blocks, axis=1).astype(np.float32)
+
+    def far_from_training(self, frame: pd.DataFrame) -> dict[str, int]:
+        """Numeric columns of a teacher-ready ``frame`` with values far outside the training range: name -> rows.
+
+        Far means more than the training range's own width beyond it (a column in metres where training had
+        miles). The teacher treats such values like the most extreme training values; the network extrapolates
+        its linear parts, so its margins can end up far from the teacher's. Encoders saved before the range was
+        recorded report nothing.
+        """
+        far = {}
+        for column in self.schema.columns:
+            bounds = self._state[column.name].get("range")
+            if column.kind != "numeric" or not bounds:
+                continue
+            low, high = bounds
+            margin = max(high - low, abs(high), abs(low), 1e-12)
+            values = frame[column.name].to_numpy(dtype=np.float64)
+            count = int(((values < low - margin) | (values > high + margin)).sum())
+            if count:
+                far[column.name] = count
+        return far
 
     def to_json(self) -> dict[str, Any]:
         return {"schema": self.schema.to_json(), "state": self._state}

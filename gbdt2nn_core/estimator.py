@@ -42,7 +42,7 @@ from scipy.special import expit, softmax
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.exceptions import NotFittedError as SklearnNotFittedError
 
-from gbdt2nn_core.data import TabularSchema, TargetEncoder
+from gbdt2nn_core.data import TabularSchema, TargetEncoder, check_finite_margins
 from gbdt2nn_core.distill import (
     DistillConfig,
     _teacher_explainer,
@@ -522,7 +522,10 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
     def predict_margin(self, X: Any) -> np.ndarray:
         """The student's raw scores: ``(n,)`` (regression, binary log-odds) or ``(n, k)`` (multiclass)."""
         self._check_fitted("predict_margin")
-        return self.student_.predict_margin(self._encode(X)).astype(np.float64)
+        frame = self._teacher_frame(X)
+        margin = self.student_.predict_margin(self.encoder_.transform(frame)).astype(np.float64)
+        check_finite_margins(margin, frame)
+        return margin
 
     def teacher_margin(self, X: Any) -> np.ndarray:
         """The teacher's raw scores on ``X``, shaped like :meth:`predict_margin`."""
