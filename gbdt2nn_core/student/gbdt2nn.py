@@ -436,7 +436,7 @@ class _Objective:
         # ``y`` comes divided by ``scale``; margins, soft targets and attributions are divided by it here
         self.cfg, self.module, self.targets, self.y, self.scale = cfg, module, embedding_targets, y, scale
         self.task_loss = _task_loss(task)
-        self.embedding_weight = module.head_weight.abs()
+        self.embedding_weight = module.head_weight.abs() / scale  # the heads hold the scale, the loss must not
         self.soft_targets: torch.Tensor | None = None
         if cfg.teacher_weight > 0:
             if teacher_margin is None:
