@@ -66,7 +66,6 @@ __all__ = ["EstimatorNotFittedError", "GBDT2NNClassifier", "GBDT2NNRegressor", "
 
 #: Encoded training rows kept as the attributors' background (``E[f]``, baselines).
 BACKGROUND_ROWS = 256
-_TEACHER_FILES = {"lightgbm": "teacher.txt", "xgboost": "teacher.json"}
 
 
 class EstimatorNotFittedError(Gbdt2nnError, SklearnNotFittedError):  # type: ignore[misc]
@@ -116,13 +115,9 @@ def _seeded(seed: int) -> Iterator[None]:
         random.setstate(python_state)
 
 
-def _library_of(model: object) -> str | None:
-    """``"lightgbm"`` / ``"xgboost"`` for those libraries' boosters and scikit-learn models (by type, no import)."""
-    for cls in type(model).__mro__:
-        root = cls.__module__.split(".")[0]
-        if root in ("lightgbm", "xgboost"):
-            return root
-    return None
+def _library_of(model: object, *, prefer: str | None = None) -> str | None:
+    """The teacher plugin whose spec recognises ``model`` (by type, no import); ``prefer`` among several."""
+    return get_registry().teacher_for_model(model, prefer=prefer)
 
 
 def _native_model(teacher: Teacher) -> object:
@@ -140,18 +135,14 @@ def _outputs_of(teacher: Teacher) -> int | None:
         return None
 
 
-def _sniff_model_file(path: str | os.PathLike[str]) -> str | None:
-    """The library that wrote a model file, from its first bytes (LightGBM text, XGBoost JSON / UBJSON)."""
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(16)
-    except OSError:
-        return None  # the teacher's own loader says what is wrong with the path
-    if head.startswith((b"tree\n", b"tree\r\n")):
-        return "lightgbm"
-    if head.lstrip().startswith(b"{"):
-        return "xgboost"  # JSON and UBJSON models both open with an object
-    return None
+def _sniff_model_file(path: str | os.PathLike[str], *, prefer: str | None = None) -> str | None:
+    """The teacher plugin whose spec sniffs a model file's first bytes as its own; ``prefer`` among several."""
+    return get_registry().teacher_for_file(path, prefer=prefer)
+
+
+def _teacher_file(name: str) -> str:
+    """The name of teacher ``name``'s model file in a saved estimator folder."""
+    return f"teacher{get_registry().teacher_suffix(name)}"
 
 
 def _python_scalar(value: Any) -> Any:
@@ -410,9 +401,9 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
         if isinstance(teacher, Teacher):
             name = self.teacher
         elif isinstance(teacher, (str, os.PathLike)):
-            name = _sniff_model_file(teacher) or self.teacher
+            name = _sniff_model_file(teacher, prefer=self.teacher) or self.teacher
         else:
-            name = (_library_of(teacher) if teacher is not None else None) or self.teacher
+            name = _library_of(teacher, prefer=self.teacher) or self.teacher
         config = self._config(name, None, seed)
         check_component_names(config, registry)
         if teacher is not None and not isinstance(teacher, Teacher) and self.teacher_options:
@@ -447,7 +438,9 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
         with progress.step(f"teacher ({config.teacher})"):
             teacher_obj.fit(teacher_frame, y_encoded, task=task, seed=config.seed)
         if isinstance(model, Teacher):  # name the plugin after the booster the component holds, for save/load
-            config = attrs.evolve(config, teacher=_library_of(_native_model(teacher_obj)) or config.teacher)
+            config = attrs.evolve(
+                config, teacher=_library_of(_native_model(teacher_obj), prefer=config.teacher) or config.teacher
+            )
         encoder = encoder_for(teacher_frame, schema, teacher_obj, config.threshold_bins)
         z = encoder.transform(teacher_frame)
         leaves = teacher_obj.leaf_indices(teacher_frame)
@@ -725,7 +718,7 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
         params = _jsonable({**self.get_params(), "random_state": self.seed_}, "parameters")
         teacher_file = None
         if include_teacher and getattr(self, "teacher_", None) is not None:
-            teacher_file = _TEACHER_FILES.get(self.teacher_name_, "teacher.model")
+            teacher_file = _teacher_file(self.teacher_name_)
         teacher_background = self.teacher_background_.astype(object).where(self.teacher_background_.notna(), None)
         metadata = {
             "teacher": self.teacher_name_,
@@ -826,7 +819,7 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
 
     @staticmethod
     def _load_teacher(directory: Path, name: str, stored: Mapping[str, Any]) -> Teacher | None:
-        filename = stored.get("teacher_file") if stored else _TEACHER_FILES.get(name, "teacher.model")
+        filename = stored.get("teacher_file") if stored else _teacher_file(name)
         if not filename or not (directory / filename).is_file():
             return None
         try:

@@ -18,6 +18,7 @@ from gbdt2nn_core.distill import DistillRun
 from gbdt2nn_core.errors import DataError
 from gbdt2nn_core.model_files import staged_folder
 from gbdt2nn_core.persistence import DistilledModel, save_model
+from gbdt2nn_core.registry import get_registry
 
 __all__ = ["check_destination", "write_run"]
 
@@ -64,4 +65,4 @@ def write_run(out: Path, run: DistillRun, *, plain: DistillRun | None = None, ov
 
 
 def _teacher_suffix(name: str) -> str:
-    return {"lightgbm": ".txt", "xgboost": ".json"}.get(name, ".model")
+    return get_registry().teacher_suffix(name)

@@ -204,6 +204,8 @@ def run(args: argparse.Namespace) -> int:
         options = {**config.teacher_options, "model": str(teacher_model)}
         wrapped = registry.teacher(config.teacher, **options)
         wrapped.fit(split.train_frame, split.y_train, task=split.task, seed=config.seed)  # checks; trains nothing
+    else:  # building the teacher trains nothing, but refuses an option it does not know (num_leave=4)
+        registry.teacher(config.teacher, **config.teacher_options)
     del split
     if config.cache:  # and so does a GBDT2NN_CACHE_DIR that cannot be a folder
         check_cache_dir(Path(config.cache_dir) if config.cache_dir else default_cache_dir())

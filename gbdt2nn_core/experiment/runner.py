@@ -66,7 +66,6 @@ INDEPENDENT = "independent"
 IMITATION = "imitation"
 #: Encoded training rows an attributor sees as its background sample (as in ``distill``).
 BACKGROUND_ROWS = 256
-_TEACHER_SUFFIX = {"lightgbm": ".txt", "xgboost": ".json"}
 
 
 @attrs.frozen(kw_only=True)
@@ -158,7 +157,7 @@ class SeedContext:
         folder = runner.out / "runs" / str(seed) / "teacher"
         folder.mkdir(parents=True, exist_ok=True)
         split = split_data(runner.frame, runner.target, task=config.task, test_size=config.test_size, seed=seed)
-        model_path = folder / f"teacher{_TEACHER_SUFFIX.get(config.teacher, '.model')}"
+        model_path = folder / f"teacher{registry.teacher_suffix(config.teacher)}"
         record_path = folder / "teacher.json"
         stored = json.loads(record_path.read_text()) if record_path.is_file() and model_path.is_file() else None
         started = time.perf_counter()
