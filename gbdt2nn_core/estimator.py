@@ -565,6 +565,7 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
             z = self.encoder_.transform(frame)
             values = self.student_.attributions(z, self._attributor(method), self.encoder_.aggregation())
             values = values.astype(np.float64)
+            check_finite_margins(values, frame)  # overflowing rows are an error, not NaN attributions
         if not as_frame:
             return values
         index = X.index if isinstance(X, pd.DataFrame) else None

@@ -55,6 +55,7 @@ import pandas as pd
 import torch
 
 from gbdt2nn_core.data import check_finite_margins
+from gbdt2nn_core.encoding import check_rows_near_training
 from gbdt2nn_core.errors import ConfigError, DataError, ExportError
 from gbdt2nn_core.model_files import write_atomic
 from gbdt2nn_core.persistence import DistilledModel, load_model
@@ -213,6 +214,7 @@ def export_model(
     for size in batch_sizes:
         worst = max(worst, _max_abs_diff(run(z[:size]), reference[:size]))
     if not worst <= tolerance:
+        check_rows_near_training(model.encoder, model.encoder.schema.to_frame(frame))  # the rows, not the export
         raise ExportError(
             format=format,
             path=str(target),

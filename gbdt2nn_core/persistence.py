@@ -26,7 +26,7 @@ from gbdt2nn_core.encoding import InputEncoder
 from gbdt2nn_core.errors import ModelFileError
 from gbdt2nn_core.interfaces import Task
 from gbdt2nn_core.student import GBDT2NNConfig, GBDT2NNModule, GBDT2NNStudent
-from gbdt2nn_core.student.file_checks import check_student_files
+from gbdt2nn_core.student.file_checks import check_student_files, check_student_weights
 
 __all__ = ["BACKGROUND", "FORMAT_VERSION", "DistilledModel", "load_model", "save_model"]
 
@@ -156,6 +156,7 @@ def load_model(directory: Path | str) -> DistilledModel:
         )
         state = load_file(str(directory / WEIGHTS))
         module.load_state_dict(state, strict=True)
+        check_student_weights(module, metadata, directory)
         encoder = InputEncoder.from_json(metadata["encoder"])
         target = TargetEncoder(task=metadata["task"], classes=tuple(metadata["classes"]))
     except SafetensorError as exc:

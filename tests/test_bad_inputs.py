@@ -251,6 +251,18 @@ def _no_parquet_engine(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setitem(sys.modules, name, None)  # import -> ImportError
 
 
+def _no_parquet_writer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``DataFrame.to_parquet`` fails as pandas does without an engine (a multi-line ImportError)."""
+
+    def fail(*args: Any, **kwargs: Any) -> None:
+        raise ImportError(
+            "Unable to find a usable engine; tried using: 'pyarrow', 'fastparquet'.\nA suitable version of pyarrow "
+            "or fastparquet is required for parquet support.\nTrying to import the above resulted in these errors:"
+        )
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", fail)
+
+
 def _cache_env(value: str) -> Callable[[pytest.MonkeyPatch], None]:
     def patch(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("GBDT2NN_CACHE_DIR", value)
@@ -297,6 +309,20 @@ def _tiny_scale_run(workdir: Path) -> None:
     rows["rate"] = rows["age"] * 1e-9
     rows.loc[[0, 2], "rate"] = 1e31
     rows.to_csv(workdir / "scaled.csv", index=False)
+
+
+def _edit_weights(change: Callable[[dict[str, Any]], None]) -> Callable[[Path], None]:
+    """Tamper with run/student.safetensors: ``change`` edits the loaded tensors in place."""
+
+    def setup(workdir: Path) -> None:
+        from safetensors.torch import load_file, save_file
+
+        path = workdir / "run" / "student.safetensors"
+        state = load_file(str(path))
+        change(state)
+        save_file(state, str(path))
+
+    return setup
 
 
 def _student_json(**changes: Any) -> Callable[[Path], None]:
@@ -1703,6 +1729,65 @@ CASES += [
         message="gbdt2nn: note: ints.csv: categories not seen in training are treated as missing (the average "
         "category): 'grade' (1 rows, e.g. 42)",
         fix="nothing: only the category never seen is treated as missing",
+    ),
+]
+CASES += [
+    Case(
+        id="parquet-out-without-pyarrow",
+        where="CLI",
+        heading=READING,
+        bad="`predict --out pred.parquet` without pyarrow installed (simulated)",
+        patch=_no_parquet_writer,
+        argv=("predict", "--model", "run", "--data", "rows.csv", "--out", "pred.parquet"),
+        message=E + "writing pred.parquet needs pyarrow, which is not installed; pip install pyarrow",
+        fix="`pip install pyarrow`, or `--out pred.csv`",
+    ),
+    Case(
+        id="csv-gz-semicolons",
+        where="CLI",
+        heading=READING,
+        outcome="warning",
+        bad="a `.csv.gz` file separated by semicolons",
+        setup=lambda w: _features(_rows(w)).to_csv(w / "semi.csv.gz", index=False, sep=";"),
+        argv=("predict", "--model", "run", "--data", "semi.csv.gz", "--out", "pred.csv"),
+        message="gbdt2nn: warning: semi.csv.gz: the first line has no commas; read as separated by ';'",
+        fix="nothing (or export the file with commas)",
+    ),
+    Case(
+        id="export-rows-far-from-training",
+        where="CLI",
+        heading=SERVING,
+        bad="`export --data` with a column in another unit (was: the parity check blamed the exporter)",
+        setup=_write("seconds.csv", lambda f: f.assign(**{"hours-per-week": f["hours-per-week"] * 3600})),
+        argv=(*EXPORT, "--data", "seconds.csv"),
+        message=E + "the rows hold values far outside the training range in 'hours-per-week' (200 rows), where the "
+        "student's margins are too large to compare; check those columns' units, or check on rows like the "
+        "training data",
+        fix="rows like the training data",
+    ),
+    Case(
+        id="weights-not-finite",
+        where="CLI",
+        heading=TAMPERED,
+        bad="`student.safetensors` holding an infinite weight",
+        setup=_edit_weights(lambda state: state["head_bias"].fill_(float("inf"))),
+        argv=PREDICT,
+        message=E + "cannot load model from run: student.safetensors holds infinite or NaN values in head_bias; "
+        "re-run the distillation",
+        fix="re-run the distillation",
+    ),
+    Case(
+        id="weights-group-index",
+        where="CLI",
+        heading=TAMPERED,
+        bad="`student.safetensors` whose `group_input_index` differs from `student.json`'s",
+        setup=_edit_weights(
+            lambda state: state.update(group_input_index=state["group_input_index"].flip(1).contiguous())
+        ),
+        argv=PREDICT,
+        message=E + "cannot load model from run: the files do not fit together: student.safetensors holds another "
+        "group_input_index than student.json declares; re-run the distillation",
+        fix="re-run the distillation",
     ),
 ]
 _TAMPERINGS: list[tuple[str, str, dict[str, Any], str]] = [

@@ -162,7 +162,7 @@ def test_table_fits_100_columns_and_has_no_escape_codes_when_piped(
 def test_names_are_never_cut_in_a_narrow_terminal(
     columns: int, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Issue 10 (13): below 100 columns (piped output gets 80), 'integrated-gradients' was cut to 'integrated-gradie…'."""
+    """Issue 10 (13): below 100 columns (piped: 80) 'integrated-gradients' was cut to 'integrated-gradie…'."""
     monkeypatch.delenv(DISABLE_ENV)
     get_registry.cache_clear()
     monkeypatch.setenv("COLUMNS", str(columns))

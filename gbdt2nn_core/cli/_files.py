@@ -180,7 +180,7 @@ def write_table(frame: pd.DataFrame, out: Path) -> None:
             frame.to_parquet(buffer, index=False)
         except ImportError as exc:
             raise DataError(
-                problem=f"writing Parquet needs an extra package ({exc})", fix="pip install pyarrow"
+                problem=f"writing {out.name} needs pyarrow, which is not installed", fix="pip install pyarrow"
             ) from exc
         data = buffer.getvalue()
     else:

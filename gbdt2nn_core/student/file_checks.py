@@ -17,7 +17,7 @@ import torch
 from gbdt2nn_core.errors import ConfigError, ModelFileError
 from gbdt2nn_core.interfaces import TASKS
 
-__all__ = ["check_student_files"]
+__all__ = ["check_student_files", "check_student_weights"]
 
 _FIX = "re-run the distillation"
 
@@ -65,6 +65,28 @@ def check_student_files(metadata: dict[str, Any], weights_path: Path) -> None:
     for name, shape in declared.items():
         if shapes[name] != shape:
             raise fail(f"declares {name} of shape {list(shape)} but student.safetensors holds {list(shapes[name])}")
+
+
+def check_student_weights(module: torch.nn.Module, metadata: dict[str, Any], directory: Path) -> None:
+    """Raise :class:`ModelFileError` when the loaded tensors hold what no training writes.
+
+    Infinite or NaN weights would turn every prediction into a non-finite margin; a ``group_input_index`` other
+    than the one ``student.json`` declares would feed the groups other columns than those it was built for.
+    Called once the weights are loaded into ``module`` (after :func:`check_student_files`).
+    """
+    for name, tensor in module.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ModelFileError(
+                path=str(directory), problem=f"student.safetensors holds infinite or NaN values in {name}", fix=_FIX
+            )
+    declared = torch.as_tensor(metadata["architecture"]["group_input_index"])
+    if not torch.equal(module.state_dict()["group_input_index"].cpu(), declared.to(torch.long)):
+        raise ModelFileError(
+            path=str(directory),
+            problem="the files do not fit together: student.safetensors holds another group_input_index than "
+            "student.json declares",
+            fix=_FIX,
+        )
 
 
 def _whole(value: Any, fail: Any, name: str) -> int:
