@@ -348,3 +348,48 @@ def test_a_last_one_row_batch_joins_the_batch_before_it() -> None:
     assert [b.tolist() for b in row_batches(torch.arange(5), 2)] == [[0, 1], [2, 3, 4]]
     assert [b.tolist() for b in row_batches(torch.arange(4), 2)] == [[0, 1], [2, 3]]
     assert [len(b) for b in row_batches(torch.arange(1025), 512)] == [512, 513]
+
+
+# ------------------------------------------------------------------------------------------- kill -9 during distill
+_DISTILL = [
+    "distill", "--data", "train.csv", "--target", "income_gt_50k", "--out", "out", "--epochs", "1",
+    "--teacher-option", "n_estimators=5", "--teacher-option", "num_threads=1",
+    "--student-option", "n_groups=2", "--student-option", "hidden=[8]",
+]  # fmt: skip
+
+_KILL_POINTS = {
+    # dies writing the first TreeSHAP cache entry
+    "treeshap cache": "from gbdt2nn_core import model_files\nmodel_files.os.fsync = kill",
+    # dies with the run folder assembled, before it is renamed into place
+    "run folder": textwrap.dedent(
+        """
+        from pathlib import Path
+        rename = Path.rename
+        Path.rename = lambda self, target: kill() if Path(target).name == "out" else rename(self, target)
+        """
+    ),
+}
+
+
+@pytest.mark.parametrize("point", list(_KILL_POINTS))
+def test_distill_killed_then_run_again_leaves_no_temporaries_and_the_same_metrics(
+    point: str, adult_dataset: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from gbdt2nn_core.cli import main
+
+    adult_dataset.frame.sample(300, random_state=6).to_csv(tmp_path / "train.csv", index=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GBDT2NN_CACHE_DIR", str(tmp_path / "cache"))
+    _run_killed(f"{_KILL}\n{_KILL_POINTS[point]}\nfrom gbdt2nn_core.cli import main\nmain({_DISTILL!r})", tmp_path)
+    stale = [p.name for p in (*tmp_path.iterdir(), *(tmp_path / "cache").iterdir()) if p.name.startswith(".")]
+    assert stale, "the kill left nothing behind: it did not happen where intended"
+
+    assert main(_DISTILL) == 0
+
+    left = [p.name for p in (*tmp_path.iterdir(), *(tmp_path / "cache").iterdir()) if p.name.startswith(".")]
+    assert left == []
+    assert main([*_DISTILL[:6], "uninterrupted", *_DISTILL[7:]]) == 0
+    metrics = [json.loads((tmp_path / name / "metrics.json").read_text()) for name in ("out", "uninterrupted")]
+    assert metrics[0]["student"] == metrics[1]["student"]
