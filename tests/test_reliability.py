@@ -393,3 +393,16 @@ def test_distill_killed_then_run_again_leaves_no_temporaries_and_the_same_metric
     assert main([*_DISTILL[:6], "uninterrupted", *_DISTILL[7:]]) == 0
     metrics = [json.loads((tmp_path / name / "metrics.json").read_text()) for name in ("out", "uninterrupted")]
     assert metrics[0]["student"] == metrics[1]["student"]
+
+
+def test_an_online_update_that_diverges_stops_at_once_with_a_training_error(adult_run: Any) -> None:
+    import copy
+
+    from gbdt2nn_core.errors import TrainingError
+    from gbdt2nn_core.online import online_update
+
+    module = copy.deepcopy(adult_run.student.module)
+    optimizer = torch.optim.AdamW(module.parameters(), lr=1e308)
+    data = adult_run.data
+    with pytest.raises(TrainingError, match=r"pass 1 of the online update: the loss became infinite or NaN; lower"):
+        online_update(module, data.z_train, data.y_train, task="binary", optimizer=optimizer, batch_size=64)
