@@ -481,7 +481,9 @@ class TargetEncoder:
                 problem=f"the target has {int(values.isna().sum())} missing value(s)", fix="drop those rows first"
             )
         numeric = pd.to_numeric(values, errors="coerce")
-        if np.isinf(numeric.to_numpy(dtype=float)).any():
+        # a label spelt "inf" is a label; a float that is infinite (read from a number column) is not
+        floats = numeric if task == "regression" else values[values.map(lambda v: isinstance(v, (float, np.floating)))]
+        if np.isinf(floats.to_numpy(dtype=float)).any():
             raise DataError(problem="the target contains infinite values", fix="drop or fix those rows")
         if task == "regression":
             if numeric.isna().any():

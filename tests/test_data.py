@@ -286,3 +286,12 @@ def test_unseen_categories_are_matched_by_value() -> None:
     column = ColumnSchema(name="grade", kind="categorical", categories=(1, 2, 3))
     unseen = column.unseen(pd.Series([1, 2.0, "3", 4, None], dtype=object))
     assert unseen.tolist() == [4]
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass"])
+def test_an_infinite_number_in_a_classification_target_is_an_error_but_the_label_inf_is_a_label(task: str) -> None:
+    """Issue 10 (7): inf became a class of its own (and 'Infinity' was written into student.json)."""
+    labels = [0.0, 1.0, 2.0, np.inf] if task == "multiclass" else [0.0, 1.0, np.inf]
+    with pytest.raises(DataError, match="the target contains infinite values"):
+        TargetEncoder.fit(pd.Series(labels), task)  # type: ignore[arg-type]
+    assert TargetEncoder.fit(pd.Series(["a", "inf", "a"]), "binary").classes == ("a", "inf")
