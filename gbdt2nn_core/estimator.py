@@ -42,6 +42,7 @@ from scipy.special import expit, softmax
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.exceptions import NotFittedError as SklearnNotFittedError
 
+from gbdt2nn_core.cache import check_cache_dir, default_cache_dir
 from gbdt2nn_core.data import TabularSchema, TargetEncoder, check_finite_margins
 from gbdt2nn_core.distill import (
     DistillConfig,
@@ -435,6 +436,8 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
         y_encoded = np.array(target.transform(y_array))
         if len(teacher_frame) < 2:
             raise DataError(problem=f"only {len(teacher_frame)} row", fix="fit on at least two rows")
+        if config.cache:  # a cache folder that cannot be one fails now, not after the teacher trained
+            check_cache_dir(Path(config.cache_dir) if config.cache_dir else default_cache_dir())
         with progress.step(f"teacher ({config.teacher})"):
             teacher_obj.fit(teacher_frame, y_encoded, task=task, seed=config.seed)
         if isinstance(model, Teacher):  # name the plugin after the booster the component holds, for save/load

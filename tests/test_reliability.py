@@ -406,3 +406,17 @@ def test_an_online_update_that_diverges_stops_at_once_with_a_training_error(adul
     data = adult_run.data
     with pytest.raises(TrainingError, match=r"pass 1 of the online update: the loss became infinite or NaN; lower"):
         online_update(module, data.z_train, data.y_train, task="binary", optimizer=optimizer, batch_size=64)
+
+
+def test_the_estimator_checks_its_cache_folder_before_the_teacher_trains(
+    adult_tiny: pd.DataFrame, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gbdt2nn_core.estimator import GBDT2NNClassifier
+    from gbdt2nn_core.registry import get_registry
+
+    (tmp_path / "cachefile").write_text("a file")
+    teacher_type = type(get_registry().teacher("lightgbm"))
+    monkeypatch.setattr(teacher_type, "fit", lambda *a, **k: pytest.fail("the teacher trained first"))
+    estimator = GBDT2NNClassifier(cache_dir=tmp_path / "cachefile", epochs=1)
+    with pytest.raises(ConfigError, match="is a file, not a folder"):
+        estimator.fit(adult_tiny.drop(columns=["income_gt_50k"]), adult_tiny["income_gt_50k"])
