@@ -24,7 +24,13 @@ from sklearn.model_selection import train_test_split
 
 from gbdt2nn_core.alignment import Alignment
 from gbdt2nn_core.cache import ExplanationCache, default_cache_dir, frame_digest
-from gbdt2nn_core.data import TabularSchema, TargetEncoder, infer_task, split_features_target
+from gbdt2nn_core.data import (
+    TabularSchema,
+    TargetEncoder,
+    infer_task,
+    split_features_target,
+    warn_if_few_test_rows,
+)
 from gbdt2nn_core.encoding import InputEncoder, teacher_thresholds
 from gbdt2nn_core.errors import ConfigError, DataError
 from gbdt2nn_core.interfaces import TASKS, Attributor, Task, Teacher, TeacherExplainer, TreeShap
@@ -173,6 +179,7 @@ def split_data(frame: pd.DataFrame, target: str, *, task: Task | None, test_size
         raise DataError(
             problem=f"cannot split the data for testing: {exc}", fix="add rows for the rare classes"
         ) from exc
+    warn_if_few_test_rows(len(test_index), len(teacher_frame))
     return SplitData(
         task=task,
         schema=schema,
@@ -375,6 +382,8 @@ class _Components:
         self.config, self.registry, self.progress = config, registry, progress
         self.timings: dict[str, float] = {}
         check_component_names(config, registry)
+        # the cache folder is checked (created) first: a bad GBDT2NN_CACHE_DIR fails before the teacher trains
+        self._cache = ExplanationCache((config.cache_dir or default_cache_dir()) if config.cache else None)
         started = time.perf_counter()
         split = split_data(frame, target, task=config.task, test_size=config.test_size, seed=config.seed)
         self.timings["prepare_s"] = time.perf_counter() - started
@@ -388,8 +397,6 @@ class _Components:
         self.data = PreparedData.encode(split, fit_encoder(split, self.teacher, config.threshold_bins))
         self.timings["prepare_s"] += time.perf_counter() - started
 
-        directory = (config.cache_dir or default_cache_dir()) if config.cache else None
-        self._cache = ExplanationCache(directory)
         self._shap_train: TreeShap | None = None
         started = time.perf_counter()
         with progress.step("teacher TreeSHAP (test rows)"):

@@ -42,7 +42,8 @@ from scipy.special import expit, softmax
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.exceptions import NotFittedError as SklearnNotFittedError
 
-from gbdt2nn_core.data import TabularSchema, TargetEncoder
+from gbdt2nn_core.cache import check_cache_dir, default_cache_dir
+from gbdt2nn_core.data import TabularSchema, TargetEncoder, check_finite_margins
 from gbdt2nn_core.distill import (
     DistillConfig,
     _teacher_explainer,
@@ -435,6 +436,8 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
         y_encoded = np.array(target.transform(y_array))
         if len(teacher_frame) < 2:
             raise DataError(problem=f"only {len(teacher_frame)} row", fix="fit on at least two rows")
+        if config.cache:  # a cache folder that cannot be one fails now, not after the teacher trained
+            check_cache_dir(Path(config.cache_dir) if config.cache_dir else default_cache_dir())
         with progress.step(f"teacher ({config.teacher})"):
             teacher_obj.fit(teacher_frame, y_encoded, task=task, seed=config.seed)
         if isinstance(model, Teacher):  # name the plugin after the booster the component holds, for save/load
@@ -515,7 +518,10 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
     def predict_margin(self, X: Any) -> np.ndarray:
         """The student's raw scores: ``(n,)`` (regression, binary log-odds) or ``(n, k)`` (multiclass)."""
         self._check_fitted("predict_margin")
-        return self.student_.predict_margin(self._encode(X)).astype(np.float64)
+        frame = self._teacher_frame(X)
+        margin = self.student_.predict_margin(self.encoder_.transform(frame)).astype(np.float64)
+        check_finite_margins(margin, frame)
+        return margin
 
     def teacher_margin(self, X: Any) -> np.ndarray:
         """The teacher's raw scores on ``X``, shaped like :meth:`predict_margin`."""
@@ -562,6 +568,7 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
             z = self.encoder_.transform(frame)
             values = self.student_.attributions(z, self._attributor(method), self.encoder_.aggregation())
             values = values.astype(np.float64)
+            check_finite_margins(values, frame)  # overflowing rows are an error, not NaN attributions
         if not as_frame:
             return values
         index = X.index if isinstance(X, pd.DataFrame) else None

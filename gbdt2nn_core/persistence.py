@@ -21,11 +21,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from gbdt2nn_core.data import TargetEncoder
+from gbdt2nn_core.data import TargetEncoder, check_finite_margins
 from gbdt2nn_core.encoding import InputEncoder
 from gbdt2nn_core.errors import ModelFileError
 from gbdt2nn_core.interfaces import Task
 from gbdt2nn_core.student import GBDT2NNConfig, GBDT2NNModule, GBDT2NNStudent
+from gbdt2nn_core.student.file_checks import check_student_files, check_student_weights
 
 __all__ = ["BACKGROUND", "FORMAT_VERSION", "DistilledModel", "load_model", "save_model"]
 
@@ -59,7 +60,10 @@ class DistilledModel:
         return self.encoder.transform(self.encoder.schema.to_frame(X))
 
     def predict_margin(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
-        return self.student.predict_margin(self.encode(X))
+        frame = self.encoder.schema.to_frame(X)
+        margin = self.student.predict_margin(self.encoder.transform(frame))
+        check_finite_margins(margin, frame)
+        return margin
 
     def predict_proba(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
         margin = self.predict_margin(X)
@@ -137,6 +141,7 @@ def load_model(directory: Path | str) -> DistilledModel:
             problem=f"it was written in format {version}, newer than this gbdt2nn reads ({FORMAT_VERSION})",
             fix="upgrade gbdt2nn-core (pip install -U gbdt2nn-core)",
         )
+    check_student_files(metadata, directory / WEIGHTS)  # before anything the JSON declares is allocated
     try:
         architecture = metadata["architecture"]
         config = GBDT2NNConfig(
@@ -151,6 +156,7 @@ def load_model(directory: Path | str) -> DistilledModel:
         )
         state = load_file(str(directory / WEIGHTS))
         module.load_state_dict(state, strict=True)
+        check_student_weights(module, metadata, directory)
         encoder = InputEncoder.from_json(metadata["encoder"])
         target = TargetEncoder(task=metadata["task"], classes=tuple(metadata["classes"]))
     except SafetensorError as exc:

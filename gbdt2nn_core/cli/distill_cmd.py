@@ -146,6 +146,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     """Run the distillation described by the flags and the --config file."""
+    from gbdt2nn_core.cache import check_cache_dir, default_cache_dir
     from gbdt2nn_core.data import load_bundled, read_table, split_features_target
     from gbdt2nn_core.distill import DistillConfig, compare, distill, split_data
     from gbdt2nn_core.progress import RichProgress
@@ -206,6 +207,8 @@ def run(args: argparse.Namespace) -> int:
     else:  # building the teacher trains nothing, but refuses an option it does not know (num_leave=4)
         registry.teacher(config.teacher, **config.teacher_options)
     del split
+    if config.cache:  # and so does a GBDT2NN_CACHE_DIR that cannot be a folder
+        check_cache_dir(Path(config.cache_dir) if config.cache_dir else default_cache_dir())
     progress = RichProgress()
     progress.console.print(f"[bold]gbdt2nn distill[/] · {title}")
     model = str(teacher_model) if teacher_model is not None else None

@@ -25,10 +25,10 @@ import torch
 from torch import nn
 
 from gbdt2nn_core.alignment import Alignment, column_attributions, frozen_batchnorm
-from gbdt2nn_core.errors import ConfigError, NotFittedError
+from gbdt2nn_core.errors import ConfigError, NotFittedError, TrainingError
 from gbdt2nn_core.interfaces import Attributor, Student, Task, Teacher
 from gbdt2nn_core.progress import NullProgress, Progress
-from gbdt2nn_core.student._batchnorm import recalibrate_batchnorm
+from gbdt2nn_core.student._batchnorm import recalibrate_batchnorm, row_batches
 from gbdt2nn_core.student._checkpoint import load_checkpoint, save_checkpoint
 from gbdt2nn_core.student._grouping import group_trees, select_group_features
 from gbdt2nn_core.student._leaf_embedding import LeafEmbedding, fit_leaf_embedding, group_leaf_sums
@@ -67,6 +67,15 @@ def _boolean(_: object, attribute: attrs.Attribute[bool], value: bool) -> None:
         raise ConfigError(setting=attribute.name, value=value, fix="use true or false")
 
 
+def _batch_size(_: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 2:
+        raise ConfigError(
+            setting=attribute.name,
+            value=value,
+            fix="use a whole number of at least 2 (BatchNorm needs two rows per batch)",
+        )
+
+
 def _hidden(value: Any) -> tuple[int, ...]:
     sizes = tuple(value)
     if not sizes or not all(isinstance(s, int) and s >= 1 for s in sizes):
@@ -87,7 +96,7 @@ class GBDT2NNConfig:
     leaf_epochs: int = attrs.field(default=2, validator=_positive_int)
     leaf_dropout: float = attrs.field(default=0.5, validator=_unit_interval)
     epochs: int = attrs.field(default=20, validator=_positive_int)
-    batch_size: int = attrs.field(default=512, validator=_positive_int)
+    batch_size: int = attrs.field(default=512, validator=_batch_size)
     lr: float = attrs.field(default=1e-3, validator=_positive_float)
     weight_decay: float = attrs.field(default=1e-6, validator=_non_negative_float)
     beta0: float = attrs.field(default=1.0, validator=_unit_interval)
@@ -252,7 +261,8 @@ class GBDT2NNStudent(Student):
         resumed = load_checkpoint(checkpoint, fingerprint) if checkpoint is not None else None
 
         # --- step 4: leaf embeddings, then frozen heads and embedding targets G_j(x)
-        leaf_sums = torch.as_tensor(group_leaf_sums(ensemble, leaves, groups), dtype=torch.float32)
+        scale = _target_scale(task, y)
+        leaf_sums = torch.as_tensor(group_leaf_sums(ensemble, leaves, groups) / scale, dtype=torch.float32)
         embedding = LeafEmbedding(ensemble, groups, cfg.embedding_dim, cfg.leaf_dropout, leaf_sums.mean(0).numpy())
         leaves_t = torch.as_tensor(leaves, dtype=torch.long)
         steps = math.ceil(n / cfg.batch_size) * cfg.leaf_epochs
@@ -273,15 +283,17 @@ class GBDT2NNStudent(Student):
                     generator=generator,
                     on_step=progress.advance,
                 )
+                _check_finite(torch.tensor(self.leaf_history_), "the leaf embedding loss", None, cfg, None)
             with torch.no_grad():
                 targets = torch.cat([embedding.embed(leaves_t[i : i + 4096]) for i in range(0, n, 4096)])
-                module.head_weight.copy_(embedding.weight)
-                module.head_bias.copy_(embedding.bias)
+                module.head_weight.copy_(embedding.weight * scale)
+                module.head_bias.copy_(embedding.bias * scale)
 
         # --- steps 5-6 (+ alignment): train the group networks
         z_t = torch.as_tensor(z, dtype=torch.float32)
-        y_t = torch.tensor(np.asarray(y), dtype=torch.long if task == "multiclass" else torch.float32)
-        objective = _Objective(cfg, task, module, targets, y_t, teacher_margin, alignment, aggregation)
+        y_t = torch.tensor(np.asarray(y) / scale if task == "regression" else np.asarray(y))
+        y_t = y_t.long() if task == "multiclass" else y_t.float()
+        objective = _Objective(cfg, task, module, targets, y_t, teacher_margin, alignment, aggregation, scale)
         if alignment is not None:
             # a generator of its own, so resuming at any epoch draws the same background sample
             background_rows = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed + 1))[:256]
@@ -363,15 +375,14 @@ class GBDT2NNStudent(Student):
         batches = math.ceil(n / cfg.batch_size)
         carry = torch.rand(batches, generator=generator) < (alignment.fraction if alignment else 0.0)
         sums = {"task": 0.0, "emb": 0.0, "align": 0.0, "aligned_rows": 0.0}
-        for b, start in enumerate(range(0, n, cfg.batch_size)):
-            rows = order[start : start + cfg.batch_size]
-            if len(rows) < 2:  # BatchNorm needs two rows
-                continue
+        for b, rows in enumerate(row_batches(order, cfg.batch_size)):
             loss_task, loss_emb = objective.distillation(z[rows], rows)
             loss = (1.0 - beta) * loss_task + beta * loss_emb
+            _check_finite(loss, "the task and embedding loss", epoch, cfg, alignment)
             if alignment is not None and carry[b]:
                 loss_align = objective.alignment(z[rows], rows)
                 loss = loss + alignment.weight * loss_align
+                _check_finite(loss, "the alignment loss", epoch, cfg, alignment)
                 sums["align"] += float(loss_align.detach()) * len(rows)
                 sums["aligned_rows"] += len(rows)
             optimizer.zero_grad(set_to_none=True)
@@ -420,15 +431,17 @@ class _Objective:
         teacher_margin: np.ndarray | None,
         alignment: Alignment | None,
         aggregation: np.ndarray,
+        scale: float = 1.0,
     ) -> None:
-        self.cfg, self.module, self.targets, self.y = cfg, module, embedding_targets, y
+        # ``y`` comes divided by ``scale``; margins, soft targets and attributions are divided by it here
+        self.cfg, self.module, self.targets, self.y, self.scale = cfg, module, embedding_targets, y, scale
         self.task_loss = _task_loss(task)
-        self.embedding_weight = module.head_weight.abs()
+        self.embedding_weight = module.head_weight.abs() / scale  # the heads hold the scale, the loss must not
         self.soft_targets: torch.Tensor | None = None
         if cfg.teacher_weight > 0:
             if teacher_margin is None:
                 raise ConfigError(setting="teacher_weight", value=cfg.teacher_weight, fix="pass teacher_margin to fit")
-            self.soft_targets = torch.tensor(_soft_targets(task, teacher_margin), dtype=torch.float32)
+            self.soft_targets = torch.tensor(_soft_targets(task, teacher_margin) / scale, dtype=torch.float32)
             self.soft_loss = _soft_loss(task)
         self.alignment_spec = alignment
         if alignment is not None:
@@ -438,13 +451,13 @@ class _Objective:
                     value=type(alignment.attributor).__name__,
                     fix="joint training needs a differentiable attributor (e.g. structure or gradient-x-input)",
                 )
-            self.teacher_attributions = torch.tensor(alignment.teacher_attributions, dtype=torch.float32)
+            self.teacher_attributions = torch.tensor(alignment.teacher_attributions / scale, dtype=torch.float32)
             self.aggregation = torch.as_tensor(aggregation, dtype=torch.float32)
 
     def distillation(self, z: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``L_task`` (labels, optionally mixed with the teacher's margins) and the |w|-weighted embedding loss."""
         embeddings = self.module.embeddings(z)
-        prediction = self.module.combine(self.module.group_outputs(embeddings))
+        prediction = self.module.combine(self.module.group_outputs(embeddings)) / self.scale
         loss_task = self.task_loss(prediction, self.y[rows])
         if self.soft_targets is not None:
             weight = self.cfg.teacher_weight
@@ -459,8 +472,28 @@ class _Objective:
             student = column_attributions(
                 self.alignment_spec.attributor, self.module, z, self.aggregation, create_graph=True
             )
+        student = student / self.scale
         teacher = self.teacher_attributions[rows]
         return self.alignment_spec.loss(student.reshape(-1, student.shape[-1]), teacher.reshape(-1, teacher.shape[-1]))
+
+
+def _check_finite(
+    loss: torch.Tensor, which: str, epoch: int | None, cfg: GBDT2NNConfig, alignment: Alignment | None
+) -> None:
+    """Stop at the first non-finite loss, naming the setting to lower (training on would only spread the NaN)."""
+    if bool(torch.isfinite(loss).all()):
+        return
+    lr = f"the learning rate (--student-option lr, now {cfg.lr:g})"
+    if alignment is not None and (which == "the alignment loss" or alignment.weight > _LARGE_ALIGNMENT_WEIGHT):
+        fix = f"lower the alignment weight (--alignment-weight, now {alignment.weight:g}) or {lr}"
+    else:
+        fix = f"lower {lr}"
+    stage = "the leaf embedding" if epoch is None else f"epoch {epoch + 1} of the student training"
+    raise TrainingError(stage=stage, loss=which, fix=fix)
+
+
+#: An alignment weight above this is the likely cause when training diverges (the default is 1).
+_LARGE_ALIGNMENT_WEIGHT = 1e3
 
 
 def _fingerprint(
@@ -478,6 +511,25 @@ def _fingerprint(
         digest.update(repr(described).encode())
         digest.update(np.ascontiguousarray(alignment.teacher_attributions).tobytes())
     return digest.hexdigest()
+
+
+#: Regression targets whose root mean square exceeds this train in units of a power of two near it.
+_TARGET_SCALE_FROM = 2.0**10
+
+
+def _target_scale(task: Task, y: np.ndarray) -> float:
+    """The unit regression losses are computed in: 1, or for large targets a power of two near their size.
+
+    A target in the billions would make the squared errors overflow 32-bit floats and the first steps
+    of AdamW (about ``lr`` per weight) far too small to reach it. The network still outputs the target's own
+    units (the frozen heads are multiplied by the scale); only the losses are divided by it, exactly, being
+    a power of two. Targets of ordinary size are untouched (scale 1).
+    """
+    if task != "regression":
+        return 1.0
+    values = np.asarray(y, dtype=np.float64)
+    rms = float(np.sqrt(np.mean(values**2))) if values.size else 0.0
+    return 2.0 ** round(math.log2(rms)) if rms > _TARGET_SCALE_FROM else 1.0
 
 
 def _task_loss(task: Task) -> nn.Module:
