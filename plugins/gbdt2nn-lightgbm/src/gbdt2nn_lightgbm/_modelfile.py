@@ -9,9 +9,10 @@ section by section and tree by tree, before LightGBM sees it; a bad one is a one
 
 from __future__ import annotations
 
-import math
 import os
 import re
+
+import numpy as np
 
 from gbdt2nn_core.errors import ModelFileError
 from gbdt2nn_core.model_files import read_model_file
@@ -111,21 +112,39 @@ def _integer(value: str, what: str, low: int, high: int) -> int:
     return number
 
 
-def _integers(values: list[str], what: str, low: int, high: int) -> list[int]:
-    return [_integer(value, f"{what}[{index}]", low, high) for index, value in enumerate(values)]
+def _parsed(values: list[str], what: str) -> np.ndarray:
+    """``values`` as float64 in one numpy call (a large model has millions); the first unreadable one named."""
+    try:
+        return np.array(values, dtype=np.float64)
+    except ValueError:
+        for index, value in enumerate(values):
+            try:
+                float(value)
+            except ValueError:
+                raise _Bad(f"{what}[{index}] is {value[:30]!r}, not a number") from None
+        raise  # pragma: no cover - numpy refused what float() reads
+
+
+def _integers(values: list[str], what: str, low: int, high: int) -> np.ndarray:
+    numbers = _parsed(values, what)
+    with np.errstate(invalid="ignore"):
+        whole = np.isfinite(numbers) & (numbers == np.round(numbers))
+        inside = whole & (numbers >= low) & (numbers <= high)
+    if not inside.all():
+        index = int(np.argmin(inside))
+        shown = values[index][:30]
+        problem = f"outside {low}..{high}" if whole[index] else "not a whole number"
+        raise _Bad(f"{what}[{index}] is {shown}, {problem}")
+    return numbers.astype(np.int64)
 
 
 def _finite(values: list[str], what: str) -> list[float]:
-    numbers = []
-    for index, value in enumerate(values):
-        try:
-            number = float(value)
-        except ValueError:
-            raise _Bad(f"{what}[{index}] is {value[:30]!r}, not a number") from None
-        if not math.isfinite(number):
-            raise _Bad(f"{what}[{index}] is {value}, not a finite number")
-        numbers.append(number)
-    return numbers
+    numbers = _parsed(values, what)
+    finite = np.isfinite(numbers)
+    if not finite.all():
+        index = int(np.argmin(finite))
+        raise _Bad(f"{what}[{index}] is {values[index][:30]}, not a finite number")
+    return numbers.tolist()  # type: ignore[no-any-return]
 
 
 def _check_model(text: str) -> None:
@@ -172,10 +191,9 @@ def _check_tree(tree: dict[str, str], n_features: int) -> None:
     n_splits = n_leaves - 1
     arrays = {key: _array(tree, key, n_splits, required) for key, required in _SPLIT_ARRAYS.items()}
     arrays.update({key: _array(tree, key, n_leaves, required) for key, required in _LEAF_ARRAYS.items()})
-    _finite(arrays["leaf_value"] or [], "leaf_value")
     if "shrinkage" in tree:
         _finite([tree["shrinkage"]], "shrinkage")
-    for key in ("split_gain", "leaf_weight", "leaf_count", "internal_value", "internal_weight", "internal_count"):
+    for key in ("leaf_value", "threshold", "split_gain", "leaf_weight", "internal_value", "internal_weight"):
         _finite(arrays[key] or [], key)
     if not n_splits:
         return
@@ -183,51 +201,56 @@ def _check_tree(tree: dict[str, str], n_features: int) -> None:
     left = _integers(arrays["left_child"] or [], "left_child", -n_leaves, n_splits - 1)
     right = _integers(arrays["right_child"] or [], "right_child", -n_leaves, n_splits - 1)
     _check_links(left, right, n_leaves)
-    if arrays["internal_count"] is not None and arrays["leaf_count"] is not None:
-        _check_counts(arrays["internal_count"], arrays["leaf_count"], left, right)
+    # LightGBM's TreeSHAP divides by these counts (its covers): whole, positive at splits, and adding up.
+    splits = _integers(arrays["internal_count"] or [], "internal_count", 1, _INT_LIMIT - 1)
+    counts = _integers(arrays["leaf_count"] or [], "leaf_count", 0, _INT_LIMIT - 1)
+    if len(splits) and len(counts):
+        below = _below(splits, counts, left) + _below(splits, counts, right)
+        if (below != splits).any():
+            node = int(np.argmax(below != splits))
+            raise _Bad(f"internal_count[{node}] = {splits[node]}, its children hold {below[node]}")
     kinds = _integers(arrays["decision_type"] or [], "decision_type", 0, 127)
-    thresholds = _finite(arrays["threshold"] or [], "threshold")
+    if ((kinds >> _MISSING_SHIFT) & _MISSING_MASK == _MISSING_MASK).any():
+        node = int(np.argmax((kinds >> _MISSING_SHIFT) & _MISSING_MASK == _MISSING_MASK))
+        raise _Bad(f"decision_type[{node}] = {kinds[node]} names no missing-value rule")
     n_categorical = _integer(tree.get("num_cat", "0"), "num_cat", 0, n_splits)
-    for node, kind in enumerate(kinds):
-        if (kind >> _MISSING_SHIFT) & _MISSING_MASK == _MISSING_MASK:
-            raise _Bad(f"decision_type[{node}] = {kind} names no missing-value rule")
-        if kind & _CATEGORICAL:
-            cut = thresholds[node]
-            if cut != int(cut) or not 0 <= cut < n_categorical:
-                raise _Bad(f"categorical split {node} points to category set {cut:g}, the tree has {n_categorical}")
+    thresholds = _parsed(arrays["threshold"] or [], "threshold")
+    for node in np.flatnonzero(kinds & _CATEGORICAL).tolist():
+        cut = float(thresholds[node])
+        if cut != int(cut) or not 0 <= cut < n_categorical:
+            raise _Bad(f"categorical split {node} points to category set {cut:g}, the tree has {n_categorical}")
     if n_categorical:
         _check_categories(tree, n_categorical)
 
 
-def _check_links(left: list[int], right: list[int], n_leaves: int) -> None:
-    """Children (``>= 0``: a split; ``~leaf``: a leaf) must form one binary tree rooted at split 0."""
-    seen_splits, seen_leaves = {0}, set()
-    stack = [0]
-    while stack:
-        node = stack.pop()
-        for child in (left[node], right[node]):
-            if child >= 0:
-                if child in seen_splits:
-                    raise _Bad(f"split {child} is reached twice (the children do not form a tree)")
-                seen_splits.add(child)
-                stack.append(child)
-            else:
-                leaf = ~child
-                if leaf in seen_leaves:
-                    raise _Bad(f"leaf {leaf} is reached twice (the children do not form a tree)")
-                seen_leaves.add(leaf)
-    if len(seen_splits) != len(left) or len(seen_leaves) != n_leaves:
-        raise _Bad("some splits or leaves cannot be reached from the root")
+def _below(splits: np.ndarray, counts: np.ndarray, children: np.ndarray) -> np.ndarray:
+    """The count of each split's child on one side (a split's ``internal_count``, a leaf's ``leaf_count``)."""
+    below: np.ndarray = np.where(children >= 0, splits[np.maximum(children, 0)], counts[np.maximum(~children, 0)])
+    return below
 
 
-def _check_counts(internal: list[str], leaves: list[str], left: list[int], right: list[int]) -> None:
-    """LightGBM's TreeSHAP divides by these counts (its covers): whole, positive at splits, and adding up."""
-    splits = _integers(internal, "internal_count", 1, _INT_LIMIT - 1)
-    counts = _integers(leaves, "leaf_count", 0, _INT_LIMIT - 1)
-    for node, children in enumerate(zip(left, right, strict=True)):
-        below = sum(splits[child] if child >= 0 else counts[~child] for child in children)
-        if below != splits[node]:
-            raise _Bad(f"internal_count[{node}] = {splits[node]}, its children hold {below}")
+def _check_links(left: np.ndarray, right: np.ndarray, n_leaves: int) -> None:
+    """Children (``>= 0``: a split; ``~leaf``: a leaf) must form one binary tree rooted at split 0: every split
+    but the root and every leaf reached exactly once, and every split's chain of parents ending at the root."""
+    n_splits = len(left)
+    children = np.concatenate([left, right])
+    reached = np.bincount(children[children >= 0], minlength=n_splits)
+    reached[0] += 1  # the root is where every row starts
+    leaves = np.bincount(~children[children < 0], minlength=n_leaves)
+    for name, times in (("split", reached), ("leaf", leaves)):
+        if (times > 1).any():
+            raise _Bad(f"{name} {int(np.argmax(times > 1))} is reached twice (the children do not form a tree)")
+        if (times == 0).any():
+            raise _Bad(f"{name} {int(np.argmax(times == 0))} cannot be reached from the root")
+    # Each split now has one parent; pointer jumping finds each one's topmost ancestor: the root, unless a loop.
+    parent = np.zeros(n_splits, dtype=np.int64)
+    for side in (left, right):
+        inner = side >= 0
+        parent[side[inner]] = np.flatnonzero(inner)
+    for _ in range(n_splits.bit_length()):
+        parent = parent[parent]
+    if (parent != 0).any():
+        raise _Bad(f"split {int(np.argmax(parent != 0))} cannot be reached from the root (a loop of splits)")
 
 
 def _check_categories(tree: dict[str, str], n_categorical: int) -> None:
@@ -235,5 +258,6 @@ def _check_categories(tree: dict[str, str], n_categorical: int) -> None:
     bounds = _integers(boundaries, "cat_boundaries", 0, _INT_LIMIT - 1)
     words = tree.get("cat_threshold", "")
     bitsets = _integers(words.split(" ") if words else [], "cat_threshold", 0, 2**32 - 1)
-    if bounds[0] != 0 or bounds[-1] != len(bitsets) or any(b > a for a, b in zip(bounds[1:], bounds, strict=False)):
-        raise _Bad(f"cat_boundaries {bounds[:8]} do not cut the {len(bitsets)} words of cat_threshold in order")
+    if bounds[0] != 0 or bounds[-1] != len(bitsets) or (np.diff(bounds) < 0).any():
+        shown = bounds[:8].tolist()
+        raise _Bad(f"cat_boundaries {shown} do not cut the {len(bitsets)} words of cat_threshold in order")
