@@ -745,7 +745,7 @@ CASES: list[Case] = [
         bad="`student.json` written by a newer gbdt2nn",
         setup=_edit_student_json(lambda m: m.update(format_version=m["format_version"] + 1)),
         argv=PREDICT,
-        message=E + "cannot load model from run: it was written in format 2, newer than this gbdt2nn reads (1); "
+        message=E + "cannot load model from run: it was written in format 3, newer than this gbdt2nn reads (2); "
         "upgrade gbdt2nn-core (pip install -U gbdt2nn-core)",
         fix="upgrade gbdt2nn-core",
     ),
@@ -753,7 +753,7 @@ CASES: list[Case] = [
         id="student-json-mismatch",
         where="CLI",
         bad="`student.json` and `student.safetensors` from different runs",
-        setup=_edit_student_json(lambda m: m["architecture"].update(hidden=[3, 3])),
+        setup=_edit_student_json(lambda m: m["student_state"]["architecture"].update(hidden=[3, 3])),
         argv=PREDICT,
         message=E + "cannot load model from run: the files do not fit together (RuntimeError: Error(s) in loading "
         "state_dict for GBDT2NNModule:); re-run the distillation",

@@ -41,6 +41,7 @@ def add_parser(subparsers: Any) -> None:
     models = parser.add_argument_group("components (plugin names; see 'gbdt2nn plugins')")
     models.add_argument("--teacher", help="teacher backend (default: lightgbm)")
     models.add_argument("--teacher-model", type=Path, help="distil this saved booster instead of training one")
+    models.add_argument("--student", help="student architecture (default: gbdt2nn; e.g. mlp)")
     models.add_argument("--attributor", help="student attributor (default: structure)")
     models.add_argument("--alignment", help="alignment loss (default: mse)")
     examples = {
@@ -115,21 +116,25 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     student_options = options("student")
     if args.epochs is not None:
         student_options["epochs"] = args.epochs
-    config: dict[str, Any] = {
+    # only what the flags or the file set: DistillConfig states the defaults
+    given: dict[str, Any] = {
         "task": pick(args.task, data, "task"),
-        "teacher": pick(args.teacher, file["teacher"], "name", "lightgbm"),
-        "teacher_options": options("teacher"),
-        "student": file["student"].get("name", "gbdt2nn"),
-        "student_options": student_options,
-        "attributor": pick(args.attributor, file["attributor"], "name", "structure"),
-        "attributor_options": options("attributor"),
-        "alignment": pick(args.alignment, file["alignment"], "loss", "mse"),
-        "alignment_options": options("alignment"),
-        "alignment_weight": pick(args.alignment_weight, file["alignment"], "weight", 1.0),
-        "alignment_fraction": file["alignment"].get("fraction", 1.0),
-        "seed": pick(args.seed, run_section, "seed", 0),
-        "teacher_explanation": pick(args.teacher_explanation, run_section, "teacher_explanation", "path-dependent"),
+        "teacher": pick(args.teacher, file["teacher"], "name"),
+        "student": pick(args.student, file["student"], "name"),
+        "attributor": pick(args.attributor, file["attributor"], "name"),
+        "alignment": pick(args.alignment, file["alignment"], "loss"),
+        "alignment_weight": pick(args.alignment_weight, file["alignment"], "weight"),
+        "alignment_fraction": file["alignment"].get("fraction"),
+        "seed": pick(args.seed, run_section, "seed"),
+        "teacher_explanation": pick(args.teacher_explanation, run_section, "teacher_explanation"),
     }
+    config: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+    config.update(
+        teacher_options=options("teacher"),
+        student_options=student_options,
+        attributor_options=options("attributor"),
+        alignment_options=options("alignment"),
+    )
     for key in ("test_size", "threshold_bins", "background_rows", "cache_dir", "cache"):
         if key in run_section:
             config[key] = run_section[key]
@@ -147,9 +152,10 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     """Run the distillation described by the flags and the --config file."""
     from gbdt2nn_core.data import load_bundled, read_table, split_features_target
-    from gbdt2nn_core.distill import DistillConfig, compare, distill, split_data
+    from gbdt2nn_core.distill import run_student
+    from gbdt2nn_core.pipeline import DistillConfig, Pipeline
     from gbdt2nn_core.progress import RichProgress
-    from gbdt2nn_core.registry import Kind, get_registry
+    from gbdt2nn_core.registry import get_registry
     from gbdt2nn_core.runfolder import check_destination, write_run
 
     settings = _settings(args)
@@ -182,36 +188,24 @@ def run(args: argparse.Namespace) -> int:
         assert data_path is not None
         frame, target = read_table(data_path), settings["target"]
         title = f"{data_path.name} ({len(frame):,} rows, target {target})"
-    registry = get_registry()
-    components: tuple[tuple[Kind, str], ...] = (
-        ("teacher", config.teacher),
-        ("student", config.student),
-        ("attributor", config.attributor),
-        ("alignment loss", config.alignment),
-    )
-    for kind, name in components:
-        registry.spec(kind, name)  # a misspelt name fails before anything is printed
-    # and so does an option a component refuses (n_groups=0, a misspelt student option), before the teacher trains
-    registry.student(config.student, seed=config.seed, **config.student_options)
-    registry.attributor(config.attributor, **config.attributor_options)
-    registry.alignment_loss(config.alignment, **config.alignment_options)
+    pipeline = Pipeline(config, get_registry())
+    pipeline.check()  # a misspelt name or a refused option fails before anything is printed
     split_features_target(frame, target)  # and so does a missing target column
-    # and every other mistake in the rows, the target, the task or a --teacher-model booster: the checks that the
-    # pipeline makes anyway, made here once before the title, so that a mistake prints its error line alone
-    split = split_data(frame, target, task=config.task, test_size=config.test_size, seed=config.seed)
+    # and every other mistake in the rows, the target, the task or a --teacher-model booster, before the title,
+    # so that a mistake prints its error line alone; the split and the wrapped booster are then used as they are
+    split = pipeline.split(frame, target)
+    teacher: Any = None
     if teacher_model is not None:
-        options = {**config.teacher_options, "model": str(teacher_model)}
-        wrapped = registry.teacher(config.teacher, **options)
-        wrapped.fit(split.train_frame, split.y_train, task=split.task, seed=config.seed)  # checks; trains nothing
-    del split
+        teacher = pipeline.teacher(str(teacher_model))
+        teacher.fit(split.train_frame, split.y_train, task=split.task, seed=config.seed)  # checks; trains nothing
     progress = RichProgress()
+    pipeline.progress = progress
     progress.console.print(f"[bold]gbdt2nn distill[/] · {title}")
-    model = str(teacher_model) if teacher_model is not None else None
+    prepared = pipeline.prepare_split(split, teacher)
     plain = None
     if (demo or settings["compare"]) and config.alignment_weight > 0:
-        plain, main = compare(frame, target, config, teacher_model=model, registry=registry, progress=progress)
-    else:
-        main = distill(frame, target, config, teacher_model=model, registry=registry, progress=progress)
+        plain = run_student(pipeline, prepared, 0.0)
+    main = run_student(pipeline, prepared, config.alignment_weight)
 
     if out is not None:
         write_run(out, main, plain=plain, overwrite=args.overwrite)
