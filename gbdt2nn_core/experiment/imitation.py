@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from gbdt2nn_core.experiment.config import ImitationConfig
-from gbdt2nn_core.student._checkpoint import load_checkpoint, save_checkpoint
+from gbdt2nn_core.student.kit import load_checkpoint, save_checkpoint
 
 __all__ = ["ExplanationNetwork"]
 

@@ -22,9 +22,8 @@ from typing import Any
 import attrs
 import numpy as np
 import torch
-from torch import nn
 
-from gbdt2nn_core.alignment import Alignment, column_attributions, frozen_batchnorm
+from gbdt2nn_core.alignment import Alignment
 from gbdt2nn_core.errors import ConfigError, NotFittedError
 from gbdt2nn_core.interfaces import Student, StudentInputs, Task, Teacher
 from gbdt2nn_core.progress import NullProgress, Progress
@@ -32,6 +31,7 @@ from gbdt2nn_core.student._batchnorm import recalibrate_batchnorm
 from gbdt2nn_core.student._checkpoint import load_checkpoint, save_checkpoint
 from gbdt2nn_core.student._grouping import group_trees, select_group_features
 from gbdt2nn_core.student._leaf_embedding import LeafEmbedding, fit_leaf_embedding, group_leaf_sums
+from gbdt2nn_core.student.kit import alignment_loss, soft_loss, soft_targets, task_loss
 from gbdt2nn_core.student.module import GBDT2NNModule
 
 __all__ = ["EpochRecord", "GBDT2NNConfig", "GBDT2NNStudent"]
@@ -452,14 +452,14 @@ class _Objective:
         aggregation: np.ndarray,
     ) -> None:
         self.cfg, self.module, self.targets, self.y = cfg, module, embedding_targets, y
-        self.task_loss = _task_loss(task)
+        self.task_loss = task_loss(task)
         self.embedding_weight = module.head_weight.abs()
         self.soft_targets: torch.Tensor | None = None
         if cfg.teacher_weight > 0:
             if teacher_margin is None:
                 raise ConfigError(setting="teacher_weight", value=cfg.teacher_weight, fix="pass teacher_margin to fit")
-            self.soft_targets = torch.tensor(_soft_targets(task, teacher_margin), dtype=torch.float32)
-            self.soft_loss = _soft_loss(task)
+            self.soft_targets = torch.tensor(soft_targets(task, teacher_margin), dtype=torch.float32)
+            self.soft_loss = soft_loss(task)
         self.alignment_spec = alignment
         if alignment is not None:
             if not alignment.attributor.differentiable:
@@ -485,12 +485,7 @@ class _Objective:
     def alignment(self, z: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """``L_align`` between the student's per-column attributions and the teacher's, back-propagatable."""
         assert self.alignment_spec is not None
-        with frozen_batchnorm(self.module):
-            student = column_attributions(
-                self.alignment_spec.attributor, self.module, z, self.aggregation, create_graph=True
-            )
-        teacher = self.teacher_attributions[rows]
-        return self.alignment_spec.loss(student.reshape(-1, student.shape[-1]), teacher.reshape(-1, teacher.shape[-1]))
+        return alignment_loss(self.alignment_spec, self.module, z, self.aggregation, self.teacher_attributions[rows])
 
 
 def _fingerprint(
@@ -508,25 +503,3 @@ def _fingerprint(
         digest.update(repr(described).encode())
         digest.update(np.ascontiguousarray(alignment.teacher_attributions).tobytes())
     return digest.hexdigest()
-
-
-def _task_loss(task: Task) -> nn.Module:
-    if task == "regression":
-        return nn.MSELoss()
-    if task == "binary":
-        return nn.BCEWithLogitsLoss()
-    return nn.CrossEntropyLoss()
-
-
-def _soft_targets(task: Task, margin: np.ndarray) -> np.ndarray:
-    """The teacher's margins as regression targets (logit matching; per-row centred for softmax outputs)."""
-    if task == "multiclass":
-        centred: np.ndarray = margin - margin.mean(axis=1, keepdims=True)
-        return centred
-    return margin
-
-
-def _soft_loss(task: Task) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    if task == "multiclass":
-        return lambda prediction, target: nn.functional.mse_loss(prediction - prediction.mean(1, keepdim=True), target)
-    return nn.functional.mse_loss
