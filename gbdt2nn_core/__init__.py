@@ -8,7 +8,7 @@ metrics and the CLI. Teachers, attributors and alignment losses come from plugin
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gbdt2nn_core.errors import (
     ConfigError,
@@ -34,10 +34,22 @@ from gbdt2nn_core.interfaces import (
     TreeShap,
 )
 from gbdt2nn_core.registry import Registry, get_registry
-from gbdt2nn_core.specs import AlignmentLossSpec, AttributorSpec, ComponentSpec, StudentSpec, TeacherSpec
+from gbdt2nn_core.specs import (
+    AlignmentLossSpec,
+    AttributorSpec,
+    ComponentSpec,
+    StudentSpec,
+    TeacherSpec,
+    recognise_by_module,
+)
 
-#: Public names that load on first access: the estimators import scikit-learn and torch.
+if TYPE_CHECKING:
+    from gbdt2nn_core.booster_teacher import BoosterFacts, BoosterTeacher
+
+#: Public names that load on first access: the estimators import scikit-learn and torch, the teacher base pandas.
 _LAZY = {
+    "BoosterFacts": "gbdt2nn_core.booster_teacher",
+    "BoosterTeacher": "gbdt2nn_core.booster_teacher",
     "EstimatorNotFittedError": "gbdt2nn_core.estimator",
     "GBDT2NNClassifier": "gbdt2nn_core.estimator",
     "GBDT2NNRegressor": "gbdt2nn_core.estimator",
@@ -55,6 +67,8 @@ __all__ = [
     "AlignmentLossSpec",
     "Attributor",
     "AttributorSpec",
+    "BoosterFacts",
+    "BoosterTeacher",
     "ComponentSpec",
     "ConfigError",
     "DataError",
@@ -82,6 +96,7 @@ __all__ = [
     "get_registry",
     "hookimpl",
     "load_estimator",
+    "recognise_by_module",
 ]
 
 

@@ -102,13 +102,9 @@ def _seeded(seed: int) -> Iterator[None]:
         random.setstate(python_state)
 
 
-def _library_of(model: object) -> str | None:
-    """``"lightgbm"`` / ``"xgboost"`` for those libraries' boosters and scikit-learn models (by type, no import)."""
-    for cls in type(model).__mro__:
-        root = cls.__module__.split(".")[0]
-        if root in ("lightgbm", "xgboost"):
-            return root
-    return None
+def _library_of(model: object, *, prefer: str | None = None) -> str | None:
+    """The teacher plugin whose spec recognises ``model`` (by type, no import); ``prefer`` among several."""
+    return get_registry().teacher_for_model(model, prefer=prefer)
 
 
 def _native_model(teacher: Teacher) -> object:
@@ -126,18 +122,9 @@ def _outputs_of(teacher: Teacher) -> int | None:
         return None
 
 
-def _sniff_model_file(path: str | os.PathLike[str]) -> str | None:
-    """The library that wrote a model file, from its first bytes (LightGBM text, XGBoost JSON / UBJSON)."""
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(16)
-    except OSError:
-        return None  # the teacher's own loader says what is wrong with the path
-    if head.startswith((b"tree\n", b"tree\r\n")):
-        return "lightgbm"
-    if head.lstrip().startswith(b"{"):
-        return "xgboost"  # JSON and UBJSON models both open with an object
-    return None
+def _sniff_model_file(path: str | os.PathLike[str], *, prefer: str | None = None) -> str | None:
+    """The teacher plugin whose spec sniffs a model file's first bytes as its own; ``prefer`` among several."""
+    return get_registry().teacher_for_file(path, prefer=prefer)
 
 
 def _python_scalar(value: Any) -> Any:
@@ -393,9 +380,9 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
         if isinstance(teacher, Teacher):
             name = self.teacher
         elif isinstance(teacher, (str, os.PathLike)):
-            name = _sniff_model_file(teacher) or self.teacher
+            name = _sniff_model_file(teacher, prefer=self.teacher) or self.teacher
         else:
-            name = (_library_of(teacher) if teacher is not None else None) or self.teacher
+            name = _library_of(teacher, prefer=self.teacher) or self.teacher
         config = self._config(name, None, seed)
         try:
             Pipeline(config, registry).check()
@@ -448,7 +435,9 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
         result = pipeline.train(prepared)
         config = result.config
         if isinstance(model, Teacher):  # name the plugin after the booster the component holds, for save/load
-            config = attrs.evolve(config, teacher=_library_of(_native_model(teacher_obj)) or config.teacher)
+            config = attrs.evolve(
+                config, teacher=_library_of(_native_model(teacher_obj), prefer=config.teacher) or config.teacher
+            )
         student = result.student
 
         # set only once everything worked, so a failed refit leaves the previous model whole

@@ -16,15 +16,24 @@ import types
 import warnings
 from collections.abc import Callable, Iterable
 from importlib import metadata
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import attrs
 import pluggy
 
 from gbdt2nn_core import hookspecs
-from gbdt2nn_core.errors import DuplicatePluginError, PluginLoadError, UnknownComponentError
+from gbdt2nn_core.errors import ConfigError, DuplicatePluginError, PluginLoadError, UnknownComponentError
 from gbdt2nn_core.interfaces import Attributor, Student, Teacher
-from gbdt2nn_core.specs import AlignmentLossSpec, AttributorSpec, ComponentSpec, StudentSpec, TeacherSpec
+from gbdt2nn_core.specs import (
+    DEFAULT_FILE_SUFFIX,
+    SNIFF_BYTES,
+    AlignmentLossSpec,
+    AttributorSpec,
+    ComponentSpec,
+    StudentSpec,
+    TeacherSpec,
+)
 
 __all__ = [
     "KINDS",
@@ -293,6 +302,67 @@ class Registry:
             )
         return records[0].spec
 
+    # ------------------------------------------------------------------ teacher backends, by their models
+    def teacher_suffix(self, name: str) -> str:
+        """The suffix of the model file teacher ``name`` saves (``".txt"``, ``".json"``...).
+
+        A teacher this registry does not have (a component built elsewhere) gets the spec's default, ``".model"``;
+        so does one that declares no suffix.
+        """
+        records = self._components["teacher"].get(name)
+        spec = records[0].spec if records else None
+        return spec.file_suffix if isinstance(spec, TeacherSpec) else DEFAULT_FILE_SUFFIX
+
+    def teacher_for_model(self, model: object, *, prefer: str | None = None) -> str | None:
+        """The teacher whose spec ``recognises`` the in-memory ``model``; ``None`` when none does.
+
+        When several do, ``prefer`` wins if it is one of them; otherwise a ``ConfigError`` asks to name one.
+        """
+        if model is None:
+            return None
+        matches = self._teachers_where("recognises", model)
+        return _pick(matches, f"a {type(model).__name__}", prefer)
+
+    def teacher_for_file(self, path: str | os.PathLike[str], *, prefer: str | None = None) -> str | None:
+        """The teacher whose spec ``sniff`` accepts the first bytes of the file at ``path``; ``None`` when none
+        does or the file cannot be read (the teacher's own loader then says what is wrong with it).
+
+        When several do, ``prefer`` wins if it is one of them; otherwise a ``ConfigError`` asks to name one.
+        """
+        try:
+            with Path(path).open("rb") as handle:
+                head = handle.read(SNIFF_BYTES)
+        except OSError:
+            return None
+        return _pick(self._teachers_where("sniff", head), f"the model file {str(path)!r}", prefer)
+
+    def _teachers_where(self, test: Literal["recognises", "sniff"], subject: object) -> list[str]:
+        """The teachers whose spec's ``test`` accepts ``subject``; a test that raises is the plugin's bug."""
+        matches = []
+        for name in self.names("teacher"):
+            record = self._components["teacher"][name][0]
+            check = getattr(record.spec, test)
+            if check is None:
+                continue
+            try:
+                accepted = bool(check(subject))
+            except Exception as exc:  # third-party code: isolate it as when loading plugins
+                error = f"TeacherSpec.{test} of teacher {name!r} raised {type(exc).__name__}: {exc}"
+                fix = f"report it to the authors of {record.distribution}"
+                if self.strict:
+                    raise PluginLoadError(
+                        plugin=record.plugin,
+                        distribution=record.distribution,
+                        version=record.version,
+                        error=error,
+                        fix=fix,
+                    ) from exc
+                warnings.warn(f"gbdt2nn: {error}; {fix}", PluginWarning, stacklevel=3)
+                continue
+            if accepted:
+                matches.append(name)
+        return matches
+
     def _build(self, kind: Kind, name: str, expected: type[T] | None, options: dict[str, Any]) -> Any:
         spec = self.spec(kind, name)
         record = self._components[kind][name][0]
@@ -342,6 +412,19 @@ class Registry:
                 fix=f"report it to the authors of {record.distribution}",
             )
         return loss  # type: ignore[no-any-return]
+
+
+def _pick(matches: list[str], what: str, prefer: str | None) -> str | None:
+    """The one teacher in ``matches``, ``prefer`` among several, ``None`` for none; else a ``ConfigError``."""
+    if len(matches) > 1 and prefer not in matches:
+        raise ConfigError(
+            setting="teacher",
+            value=prefer,
+            fix=f"{what} is recognised by the teachers {', '.join(matches)}; name the one to use",
+        )
+    if len(matches) > 1:
+        return prefer
+    return matches[0] if matches else None
 
 
 def _article(noun: str) -> str:

@@ -103,7 +103,7 @@ def write_folder(
 ) -> Path:
     """Write the run folder ``out`` (and the plain comparison student in ``plain/``); returns ``out``."""
     check_destination(out, overwrite=overwrite)
-    teacher_file = f"teacher{_teacher_suffix(main.config.teacher)}" if teacher is not None else None
+    teacher_file = f"teacher{get_registry().teacher_suffix(main.config.teacher)}" if teacher is not None else None
     with staged_folder(out) as staging:
         _write_student(staging, main, teacher_file)
         if teacher is not None and teacher_file is not None:
@@ -173,7 +173,9 @@ def _load_teacher(
     directory: Path, config: DistillConfig, metadata: dict[str, Any], registry: Registry
 ) -> Teacher | None:
     filename = (
-        metadata.get("teacher_file") if "teacher_file" in metadata else f"teacher{_teacher_suffix(config.teacher)}"
+        metadata.get("teacher_file")
+        if "teacher_file" in metadata
+        else f"teacher{registry.teacher_suffix(config.teacher)}"
     )
     if not filename or not (directory / filename).is_file():
         return None
@@ -197,7 +199,3 @@ def read_folder(path: Path | str, *, registry: Registry | None = None, with_teac
     teacher_background = model.encoder.schema.to_frame(pd.DataFrame(rows)) if rows else None
     teacher = _load_teacher(directory, config, model.metadata, registry) if with_teacher else None
     return RunFolder(path=directory, model=model, config=config, teacher=teacher, teacher_background=teacher_background)
-
-
-def _teacher_suffix(name: str) -> str:
-    return {"lightgbm": ".txt", "xgboost": ".json"}.get(name, ".model")

@@ -13,11 +13,14 @@ from typing import Any
 import attrs
 
 __all__ = [
+    "DEFAULT_FILE_SUFFIX",
+    "SNIFF_BYTES",
     "AlignmentLossSpec",
     "AttributorSpec",
     "ComponentSpec",
     "StudentSpec",
     "TeacherSpec",
+    "recognise_by_module",
 ]
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
@@ -62,15 +65,61 @@ class ComponentSpec:
     kind: str = attrs.field(default="component", init=False)
 
 
+def _check_suffix(_instance: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if not isinstance(value, str) or not re.fullmatch(r"\.[A-Za-z0-9][A-Za-z0-9_.-]*", value):
+        raise ValueError(f"{attribute.name} must be a file suffix such as '.txt' or '.json', got {value!r}")
+
+
+def _check_optional_callable(_instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None and not callable(value):
+        raise TypeError(f"{attribute.name} must be callable or None, got {type(value).__name__}")
+
+
+#: The model-file suffix of a teacher that declares none.
+DEFAULT_FILE_SUFFIX = ".model"
+
+
 @attrs.frozen(kw_only=True)
 class TeacherSpec(ComponentSpec):
     """A gradient-boosted tree backend; ``factory(model=None, **params)`` returns a :class:`~gbdt2nn_core.Teacher`.
 
     With ``model=None`` the teacher trains a new booster on ``fit``; otherwise it wraps the given booster
     (or model file path) and ``fit`` only checks the data against it.
+
+    The other fields let the core save, reload and recognise this backend's models without naming it:
+    ``file_suffix`` is the suffix of the model file ``Teacher.save`` writes in a run folder (``teacher.txt``);
+    ``recognises(model)`` says whether an in-memory object is a model of this backend (a booster, a
+    scikit-learn wrapper...), so that ``fit(teacher=model)`` picks this plugin; ``sniff(head)`` says whether
+    the first bytes of a file (:data:`SNIFF_BYTES` of them, fewer for a short file) are this backend's model
+    format. Both must be cheap and must not import the tree library (see :func:`recognise_by_module`).
     """
 
     kind: str = attrs.field(default="teacher", init=False)
+    #: Suffix of the model file the teacher saves in a run folder (``".txt"`` makes ``teacher.txt``).
+    file_suffix: str = attrs.field(default=DEFAULT_FILE_SUFFIX, validator=_check_suffix)
+    #: ``recognises(model)``: whether an in-memory object is a model of this backend (``None``: never guessed).
+    recognises: Callable[[object], bool] | None = attrs.field(default=None, validator=_check_optional_callable)
+    #: ``sniff(head)``: whether a file's first bytes are this backend's model format (``None``: never guessed).
+    sniff: Callable[[bytes], bool] | None = attrs.field(default=None, validator=_check_optional_callable)
+
+
+#: How many leading bytes of a model file :attr:`TeacherSpec.sniff` is given.
+SNIFF_BYTES = 64
+
+
+def recognise_by_module(*roots: str) -> Callable[[object], bool]:
+    """A :attr:`TeacherSpec.recognises` that accepts objects whose class (or a base class) comes from one of the
+    top-level packages ``roots`` (``recognise_by_module("lightgbm")`` accepts ``Booster`` and ``LGBMClassifier``).
+
+    It reads ``type(model).__mro__`` only, so it never imports the library.
+    """
+    wanted = frozenset(roots)
+
+    def recognises(model: object) -> bool:
+        return any(cls.__module__.split(".")[0] in wanted for cls in type(model).__mro__)
+
+    recognises.__qualname__ = f"recognise_by_module({', '.join(map(repr, roots))})"
+    return recognises
 
 
 @attrs.frozen(kw_only=True)

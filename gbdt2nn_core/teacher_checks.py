@@ -1,6 +1,9 @@
 """Building blocks for :class:`~gbdt2nn_core.interfaces.Teacher` plugins: checks of tasks, frames, labels,
 columns and training parameters, each failing with a one-line :class:`~gbdt2nn_core.errors.Gbdt2nnError`.
 
+A teacher built on :class:`~gbdt2nn_core.booster_teacher.BoosterTeacher` gets them all without calling them; a
+teacher written from scratch calls them itself.
+
 Nothing here imports a tree library, so a teacher's errors read the same whatever its backend, and a new
 teacher plugin gets the same checks as the LightGBM and XGBoost ones::
 
@@ -25,7 +28,8 @@ teacher plugin gets the same checks as the LightGBM and XGBoost ones::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import difflib
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -38,6 +42,7 @@ __all__ = [
     "check_columns",
     "check_frame",
     "check_kinds",
+    "check_known_params",
     "check_no_seed",
     "check_no_training_params",
     "check_target",
@@ -264,3 +269,26 @@ def check_no_training_params(params: Mapping[str, Any]) -> None:
             value=sorted(params),
             fix="training parameters only apply with model=None; remove them to wrap an existing booster",
         )
+
+
+def check_known_params(
+    params: Mapping[str, Any], known: Collection[str], *, library: str, examples: Sequence[str] = ()
+) -> None:
+    """Refuse a training option the library does not know: libraries often ignore one silently (a misspelt
+    ``num_leave`` would leave the default number of leaves), so it is a :class:`ConfigError` with a suggestion.
+
+    ``known`` holds every name the library accepts (aliases included); ``examples`` are the names shown when
+    nothing is close.
+    """
+    unknown = sorted(name for name in params if name not in known)
+    if not unknown:
+        return
+    name = unknown[0]
+    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+    listed = ", ".join(examples) if examples else ", ".join(sorted(known)[:8])
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise ConfigError(
+        setting="teacher option",
+        value=name,
+        fix=f"{hint}{library} does not know it; it takes {listed} and the other {library} parameters",
+    )

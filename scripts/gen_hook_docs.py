@@ -1,7 +1,7 @@
 """Write ``docs/hooks.md`` from the docstrings of the hook specs, the component records and the interfaces.
 
-The docstrings in ``gbdt2nn_core/hookspecs.py``, ``specs.py`` and ``interfaces.py`` are the single source; this
-page only arranges them, so edit those and run::
+The docstrings in ``gbdt2nn_core/hookspecs.py``, ``specs.py``, ``interfaces.py`` and ``booster_teacher.py`` are
+the single source; this page only arranges them, so edit those and run::
 
     python scripts/gen_hook_docs.py          # rewrite docs/hooks.md
     python scripts/gen_hook_docs.py --check  # exit 1 if docs/hooks.md is out of date (CI, tests/test_docs.py)
@@ -21,7 +21,7 @@ from typing import Any
 import attrs
 import pluggy
 
-from gbdt2nn_core import hookspecs, interfaces, specs
+from gbdt2nn_core import booster_teacher, hookspecs, interfaces, specs
 from gbdt2nn_core.registry import KINDS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,6 +37,9 @@ INTERFACES: dict[str, type] = {
 SPEC_TYPES: list[type[specs.ComponentSpec]] = [specs.ComponentSpec, *(spec for _, spec in KINDS.values())]
 #: The records a teacher hands to the core, documented after the interfaces.
 EXCHANGED: list[type] = [interfaces.Tree, interfaces.TreeEnsemble, interfaces.TreeShap]
+
+#: The plugin-author kit's base class for teachers and its record, documented after the interfaces.
+KIT: list[type] = [booster_teacher.BoosterTeacher, booster_teacher.BoosterFacts]
 
 _ROLE = re.compile(r":(?:class|meth|func|data|mod|attr|exc|obj):`(~?)([\w.]+)`")
 
@@ -54,7 +57,7 @@ def hook_names() -> list[str]:
 def render() -> str:
     """The whole of ``docs/hooks.md``."""
     names = hook_names()
-    classes = [*SPEC_TYPES, *INTERFACES.values(), *EXCHANGED]
+    classes = [*SPEC_TYPES, *INTERFACES.values(), *KIT, *EXCHANGED]
     linkable = {*names, *(t.__name__ for t in classes)}
     md = _Markdown(linkable)
     out = [
@@ -92,6 +95,12 @@ def render() -> str:
     out += ["## Interfaces", "", md.convert(_doc(interfaces)), ""]
     for interface in INTERFACES.values():
         out += _interface_section(interface, md)
+    out += ["## Base class for tree-library teachers", "", md.convert(_doc(booster_teacher)), ""]
+    for base in KIT:
+        out += [f"### `{base.__name__}`", "", md.convert(_doc(base)), ""]
+        if attrs.has(base):
+            out += _fields_table(base, md)
+        out += [*_members(base, md), ""]
     out += ["## Records the interfaces exchange", ""]
     for record in EXCHANGED:
         out += [f"### `{record.__name__}`", "", md.convert(_doc(record)), "", *_fields_table(record, md)]
@@ -110,14 +119,22 @@ def _record_section(spec_type: type[specs.ComponentSpec], md: _Markdown) -> list
     else:
         kind = attrs.fields_dict(spec_type)["kind"].default
         out.append(f"Fields as in {md.link('ComponentSpec')}; `kind` is `{kind!r}`.")
+        inherited = {field.name for field in attrs.fields(specs.ComponentSpec)}
+        extra = [field.name for field in attrs.fields(spec_type) if field.name not in inherited]
+        if extra:
+            out[-1] = out[-1][:-1] + ", and:"
+            out += ["", *_fields_table(spec_type, md, only=extra)]
     return [*out, ""]
 
 
-def _fields_table(cls: type, md: _Markdown) -> list[str]:
-    """Keyword arguments of an attrs record: type, default and the ``#:`` comment above the field."""
+def _fields_table(cls: type, md: _Markdown, only: list[str] | None = None) -> list[str]:
+    """Keyword arguments of an attrs record (those named in ``only``, if given): type, default and the ``#:``
+    comment above the field."""
     comments = _attribute_comments(cls)
     out = ["| field | type | default | description |", "|---|---|---|---|"]
     for field in attrs.fields(cls):
+        if only is not None and field.name not in only:
+            continue
         if isinstance(field.default, attrs.Factory):  # type: ignore[arg-type]
             default = "computed"
         elif field.default is attrs.NOTHING:
@@ -127,7 +144,8 @@ def _fields_table(cls: type, md: _Markdown) -> list[str]:
         if not field.init:
             default += " (not an argument)"
         description = md.inline(comments.get(field.name, ""))
-        out.append(f"| `{field.name}` | `{field.type}` | {default} | {description} |")
+        kind = str(field.type).replace("|", "\\|")  # a union's bar would end the table cell
+        out.append(f"| `{field.name}` | `{kind}` | {default} | {description} |")
     return [*out, ""]
 
 

@@ -517,6 +517,15 @@ CASES: list[Case] = [
         message=E + "invalid --teacher-option='n_estimators': write KEY=VALUE, e.g. n_estimators=50",
         fix="`--teacher-option n_estimators=50`",
     ),
+    Case(
+        id="teacher-option-unknown",
+        where="CLI",
+        bad="misspelt teacher option (`--teacher-option num_leave=4`)",
+        argv=(*DISTILL, "--teacher-option", "num_leave=4"),
+        message=E + "invalid teacher option='num_leave': did you mean 'num_leaves'? LightGBM does not know it; "
+        "it takes n_estimators, num_leaves, learning_rate and the other LightGBM parameters",
+        fix="spell it as suggested (`num_leaves=4`)",
+    ),
     # ---------------------------------------------------------------- plugins
     Case(
         id="teacher-unknown",

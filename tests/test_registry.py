@@ -7,6 +7,7 @@ the mechanics whatever plugins happen to be installed; entry points are covered 
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import types
@@ -23,6 +24,7 @@ from gbdt2nn_core import (
     AlignmentLossSpec,
     Attributor,
     AttributorSpec,
+    ConfigError,
     DuplicatePluginError,
     PluginLoadError,
     Student,
@@ -73,10 +75,31 @@ class FakeTeacher(Teacher):
 
 class FakeStudent(Student):
     def __init__(self, **options: Any) -> None:
-        self.options = options
+        self.given = options
 
-    def margin(self, z: Any) -> Any:
-        return z
+    def fit(self, inputs: Any) -> FakeStudent:
+        return self
+
+    @property
+    def module(self) -> Any:
+        return lambda z: z
+
+    @property
+    def n_outputs(self) -> int:
+        return 1
+
+    @property
+    def history(self) -> dict[str, Any]:
+        return {"epochs": []}
+
+    def options(self) -> dict[str, Any]:
+        return dict(self.given)
+
+    def state(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        return {}, {}
+
+    def load_state(self, description: dict[str, Any], tensors: dict[str, Any]) -> FakeStudent:
+        return self
 
 
 class FakeAttributor(Attributor):
@@ -164,7 +187,7 @@ def test_lookup_builds_concrete_types_with_the_given_options() -> None:
     assert teacher.params == {"n_estimators": 3}
     student = registry.student("tiny", hidden=(4,))
     assert isinstance(student, FakeStudent)
-    assert student.options == {"hidden": (4,)}
+    assert student.options() == {"hidden": (4,)}
     attributor = registry.attributor("saliency", steps=8)
     assert isinstance(attributor, FakeAttributor)
     assert attributor.options == {"steps": 8}
@@ -571,3 +594,183 @@ def test_two_distributions_claiming_one_entry_point_name(site: Callable[..., Non
     records = [r for r in registry.plugins() if r.name == "site"]
     assert sorted(r.status for r in records) == ["failed", "loaded"]
     assert len(registry.names("alignment loss")) == 1
+
+
+# ---------------------------------------------------------------------------------------------- teacher backends
+class ToyModel:
+    """An in-memory model of a third-party library the core has never heard of."""
+
+
+TOY_MAGIC = b"TOYBOOST v1\n"
+
+
+def toy_plugin(name: str = "toyboost", *, recognises: Callable[[object], bool] | None = None) -> types.ModuleType:
+    """A third-party teacher plugin with its own file suffix, model recogniser and file sniffer."""
+
+    @hookimpl
+    def gbdt2nn_register_teachers() -> list[TeacherSpec]:
+        return [
+            TeacherSpec(
+                name=name,
+                factory=FakeTeacher,
+                summary="a third-party backend",
+                file_suffix=".toy",
+                recognises=recognises or (lambda model: isinstance(model, ToyModel)),
+                sniff=lambda head: head.startswith(TOY_MAGIC),
+            )
+        ]
+
+    return plugin(name, gbdt2nn_register_teachers=gbdt2nn_register_teachers)
+
+
+def test_a_third_party_teacher_is_recognised_from_its_model_and_its_file(tmp_path: Path) -> None:
+    registry = registry_with(toy_plugin(), strict=True)
+    model_file = tmp_path / "model.bin"
+    model_file.write_bytes(TOY_MAGIC + b"trees...")
+    other_file = tmp_path / "other.bin"
+    other_file.write_bytes(b"tree\nversion=v4\n")
+
+    assert registry.teacher_suffix("toyboost") == ".toy"
+    assert registry.teacher_for_model(ToyModel()) == "toyboost"
+    assert registry.teacher_for_model(object()) is None
+    assert registry.teacher_for_model(None) is None
+    assert registry.teacher_for_file(model_file) == "toyboost"
+    assert registry.teacher_for_file(str(model_file)) == "toyboost"
+    assert registry.teacher_for_file(other_file) is None
+    assert registry.teacher_for_file(tmp_path / "missing.bin") is None  # the teacher's loader reports it
+
+
+def test_a_teacher_that_declares_nothing_gets_the_default_suffix_and_is_never_guessed(tmp_path: Path) -> None:
+    spec = TeacherSpec(name="plain", factory=FakeTeacher, summary="declares no suffix, recogniser or sniffer")
+    assert (spec.file_suffix, spec.recognises, spec.sniff) == (".model", None, None)
+
+    @hookimpl
+    def gbdt2nn_register_teachers() -> list[TeacherSpec]:
+        return [spec]
+
+    registry = registry_with(plugin("plain", gbdt2nn_register_teachers=gbdt2nn_register_teachers), strict=True)
+    (tmp_path / "model").write_bytes(b"anything")
+    assert registry.teacher_suffix("plain") == ".model"
+    assert registry.teacher_suffix("not-registered") == ".model"
+    assert registry.teacher_for_model(ToyModel()) is None
+    assert registry.teacher_for_file(tmp_path / "model") is None
+
+
+def test_two_teachers_recognising_one_model_need_a_choice(tmp_path: Path) -> None:
+    registry = registry_with(toy_plugin("toy-a"), toy_plugin("toy-b"), strict=True)
+    assert registry.teacher_for_model(ToyModel(), prefer="toy-b") == "toy-b"
+    with pytest.raises(ConfigError, match=r"a ToyModel is recognised by the teachers toy-a, toy-b; name the one"):
+        registry.teacher_for_model(ToyModel(), prefer="lightgbm")
+    model_file = tmp_path / "m.toy"
+    model_file.write_bytes(TOY_MAGIC)
+    assert registry.teacher_for_file(model_file, prefer="toy-a") == "toy-a"
+    with pytest.raises(ConfigError, match="is recognised by the teachers toy-a, toy-b"):
+        registry.teacher_for_file(model_file)
+
+
+def test_a_recogniser_that_raises_is_the_plugins_bug() -> None:
+    def broken(model: object) -> bool:
+        raise RuntimeError("boom")
+
+    strict = registry_with(toy_plugin(recognises=broken), strict=True)
+    with pytest.raises(PluginLoadError, match=r"TeacherSpec.recognises of teacher 'toyboost' raised RuntimeError"):
+        strict.teacher_for_model(ToyModel())
+    lenient = registry_with(toy_plugin(recognises=broken))
+    with pytest.warns(PluginWarning, match="boom"):
+        assert lenient.teacher_for_model(ToyModel()) is None
+
+
+@pytest.mark.parametrize("suffix", ["txt", ".", "../x", ".a/b", ""])
+def test_a_file_suffix_must_be_a_suffix(suffix: str) -> None:
+    with pytest.raises(ValueError, match="file_suffix must be a file suffix"):
+        TeacherSpec(name="t", factory=FakeTeacher, summary="s", file_suffix=suffix)
+
+
+# A third-party backend, "ToyBoost", whose model objects and files the core has never heard of. (It reuses the
+# LightGBM teacher's machinery under its own model type and file format, to stay small.)
+_TOY_MODULE = '''
+import lightgbm as lgb
+
+from gbdt2nn_core import ModelFileError, TeacherSpec, hookimpl
+from gbdt2nn_core.model_files import read_model_file
+from gbdt2nn_lightgbm.teacher import LightGBMTeacher
+
+MAGIC = b"TOYBOOST 1\\n"
+
+
+class ToyModel:
+    """ToyBoost's own model object."""
+
+    def __init__(self, booster):
+        self.booster = booster
+
+
+class ToyTeacher(LightGBMTeacher):
+    library = "ToyBoost"
+
+    def copy_model(self, model):
+        return super().copy_model(model.booster) if isinstance(model, ToyModel) else None
+
+    def load_model_file(self, path):
+        data = read_model_file(path)
+        if not data.startswith(MAGIC):
+            raise ModelFileError(path=str(path), problem="not a ToyBoost model", fix="save it again")
+        return lgb.Booster(model_str=data[len(MAGIC):].decode())
+
+    def model_bytes(self, booster, *, suffix=""):
+        return MAGIC + super().model_bytes(booster, suffix=suffix)
+
+
+@hookimpl
+def gbdt2nn_register_teachers():
+    return [
+        TeacherSpec(
+            name="toyboost",
+            factory=ToyTeacher,
+            summary="ToyBoost models",
+            file_suffix=".toy",
+            recognises=lambda model: isinstance(model, ToyModel),
+            sniff=lambda head: head.startswith(MAGIC),
+        )
+    ]
+'''
+
+
+def test_an_installed_third_party_teacher_is_used_saved_and_reloaded_by_the_estimator(
+    site: Callable[..., None], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    pytest.importorskip("gbdt2nn_lightgbm")  # the core-alone session has no LightGBM
+    import lightgbm as lgb
+    import numpy as np
+
+    from gbdt2nn_core import GBDT2NNRegressor, get_registry
+    from gbdt2nn_core.data import load_bundled
+
+    site(
+        "gbdt2nn-site-toyboost", "0.1.0", {"toyboost": "gbdt2nn_site_toyboost"}, {"gbdt2nn_site_toyboost": _TOY_MODULE}
+    )
+    monkeypatch.delenv(DISABLE_ENV)  # the installed plugins too: the estimator's default loss is one of them
+    get_registry.cache_clear()
+    try:
+        toy = importlib.import_module("gbdt2nn_site_toyboost")
+        frame = load_bundled("california").frame.head(400)
+        y = frame.pop("MedHouseVal").to_numpy()
+        X, X_test = frame[:300], frame[300:]
+        booster = lgb.train({"num_leaves": 7, "num_threads": 1, "verbose": -1}, lgb.Dataset(X, y[:300]), 5)
+        own = booster.predict(X_test, raw_score=True)
+        student: dict[str, Any] = {"student_options": {"n_groups": 2, "hidden": (8, 8)}, "epochs": 1}
+
+        # in memory: the default teacher is "lightgbm", which could not wrap a ToyModel
+        estimator = GBDT2NNRegressor(**student, cache_dir=False).fit(X, y[:300], teacher=toy.ToyModel(booster))
+        np.testing.assert_allclose(estimator.teacher_margin(X_test), own, rtol=1e-6, atol=1e-6)
+        estimator.save(tmp_path / "model")
+        saved = tmp_path / "model" / "teacher.toy"  # the suffix the spec declares
+        assert saved.read_bytes().startswith(toy.MAGIC)
+        reloaded = GBDT2NNRegressor.load(tmp_path / "model")
+        np.testing.assert_allclose(reloaded.teacher_margin(X_test), own, rtol=1e-6, atol=1e-6)
+
+        # as a file: "lightgbm" would refuse it (it does not start with a tree); the sniffer picks toyboost
+        from_file = GBDT2NNRegressor(**student, cache_dir=False).fit(X, y[:300], teacher=str(saved))
+        np.testing.assert_allclose(from_file.teacher_margin(X_test), own, rtol=1e-6, atol=1e-6)
+    finally:
+        get_registry.cache_clear()

@@ -198,6 +198,8 @@ def run(args: argparse.Namespace) -> int:
     if teacher_model is not None:
         teacher = pipeline.teacher(str(teacher_model))
         teacher.fit(split.train_frame, split.y_train, task=split.task, seed=config.seed)  # checks; trains nothing
+    else:  # building the teacher trains nothing, but refuses an option it does not know (num_leave=4)
+        teacher = pipeline.teacher()
     progress = RichProgress()
     pipeline.progress = progress
     progress.console.print(f"[bold]gbdt2nn distill[/] · {title}")

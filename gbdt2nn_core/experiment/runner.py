@@ -63,7 +63,6 @@ PLAIN = "plain"
 INDEPENDENT = "independent"
 #: The key of the explanation network's attributions in ``metrics.json`` / ``attributions.npz``.
 IMITATION = "imitation"
-_TEACHER_SUFFIX = {"lightgbm": ".txt", "xgboost": ".json"}
 
 
 @attrs.frozen(kw_only=True)
@@ -175,7 +174,7 @@ class SeedContext:
         cache = ExplanationCache(runner.cache_dir)
         self.pipeline = Pipeline(distill_config(config, seed), registry, cache=cache)
         split = self.pipeline.split(runner.frame, runner.target)
-        model_path = folder / f"teacher{_TEACHER_SUFFIX.get(config.teacher, '.model')}"
+        model_path = folder / f"teacher{registry.teacher_suffix(config.teacher)}"
         record_path = folder / "teacher.json"
         stored = json.loads(record_path.read_text()) if record_path.is_file() and model_path.is_file() else None
         # the booster trained earlier in this experiment: same model, same TreeSHAP cache keys, same checkpoints

@@ -10,6 +10,10 @@ Use it in your plugin's own tests::
             check_alignment_loss(spec)
 
 Each check raises ``AssertionError`` with a message that names the broken promise.
+
+For teacher plugins, two pytest helpers (they import pytest, so they are separate modules):
+:mod:`gbdt2nn_core.testing.fixtures` (small slices of the bundled datasets, one per task, for a ``conftest.py``)
+and :class:`gbdt2nn_core.testing.suite.TeacherPluginTests` (a test class that runs the whole teacher contract).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import xgboost as xgb
 
-from gbdt2nn_core.errors import ConfigError, DataError, ModelFileError, NotFittedError
+from gbdt2nn_core.errors import ConfigError, DataError, ModelFileError
 from gbdt2nn_xgboost.plugin import make_teacher
 
 FAST = {"n_estimators": 5, "max_leaves": 8, "nthread": 1}
@@ -40,38 +40,12 @@ def one_line(error: Exception) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- fit input
-@pytest.mark.parametrize(
-    ("task", "labels", "words"),
-    [
-        ("regression", lambda y: np.where(np.arange(len(y)) == 3, np.nan, y), "NaN"),
-        ("regression", lambda y: y[:-1], "labels for"),
-        ("binary", lambda y: np.ones_like(y), "only class 1"),
-        ("binary", lambda y: y * 3, "0 or 1"),
-        ("binary", lambda y: np.where(y > 0, "yes", "no"), "dtype"),
-        ("multiclass", lambda y: y / 2, "non-negative integers"),
-    ],
-)
-def test_bad_labels_raise_data_error(task, labels, words, datasets) -> None:
-    X, y = datasets[task]
-    with pytest.raises(DataError) as caught:
-        make_teacher(**FAST).fit(X, labels(np.asarray(y, dtype=np.float64)), task=task)
-    assert words in one_line(caught.value)
-
-
-@pytest.mark.parametrize(
-    ("frame", "words"),
-    [
-        (lambda X: X.to_numpy(), "not a pandas DataFrame"),
-        (lambda X: X.iloc[:0], "empty"),
-        (lambda X: X.assign(MedInc=X["MedInc"].astype(object)), "neither numeric nor categorical"),
-        (lambda X: X.rename(columns={"MedInc": "MedInc[2020]"}), "MedInc[2020]"),
-    ],
-)
-def test_bad_frames_raise_data_error(frame, words, california) -> None:
+# Labels, frames and unfitted teachers are checked for every teacher by TeacherPluginTests (test_conformance.py).
+def test_a_column_name_xgboost_refuses_is_named(california) -> None:
     X, y = california
     with pytest.raises(DataError) as caught:
-        make_teacher(**FAST).fit(frame(X), y, task="regression")
-    assert words in one_line(caught.value)
+        make_teacher(**FAST).fit(X.rename(columns={"MedInc": "MedInc[2020]"}), y, task="regression")
+    assert "MedInc[2020]" in one_line(caught.value)
 
 
 @pytest.mark.parametrize(
@@ -91,15 +65,6 @@ def test_bad_settings_raise_config_error(params, task, setting, california) -> N
         make_teacher(**{"nthread": 1, **params}).fit(X, y, task=task)
     assert caught.value.setting == setting
     one_line(caught.value)
-
-
-@pytest.mark.parametrize("method", ["predict_margin", "leaf_indices", "shap_values", "structure", "fingerprint"])
-def test_using_an_unfitted_teacher_says_to_fit(method, california) -> None:
-    X, _ = california
-    call = getattr(make_teacher(), method)
-    with pytest.raises(NotFittedError, match=r"fit\(X, y, task=\.\.\.\) first") as caught:
-        call(X) if method not in ("structure", "fingerprint") else call()
-    assert (caught.value.component, caught.value.method) == ("XGBoostTeacher", method)
 
 
 # ---------------------------------------------------------------------------------------------- wrapping
@@ -205,3 +170,12 @@ def test_lightgbm_and_sklearn_names_are_translated(california) -> None:
     # untranslated, XGBoost would not know num_leaves / num_threads and fit would raise (see the test above)
     teacher = make_teacher(n_estimators=3, num_leaves=4, num_threads=1).fit(X, y, task="regression")
     assert max(tree.n_leaves for tree in teacher.structure().trees) <= 4
+
+
+def test_a_misspelt_option_is_an_error_with_a_suggestion(california) -> None:
+    X, y = california
+    with pytest.raises(ConfigError) as caught:
+        make_teacher(**FAST, max_leave=4).fit(X, y, task="regression")
+    message = one_line(caught.value)
+    assert (caught.value.setting, caught.value.value) == ("teacher option", "max_leave")
+    assert "did you mean 'max_leaves'?" in message

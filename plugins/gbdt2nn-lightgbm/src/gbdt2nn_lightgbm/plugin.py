@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gbdt2nn_core import Teacher, TeacherSpec, hookimpl
+from gbdt2nn_core import Teacher, TeacherSpec, hookimpl, recognise_by_module
 
 
 def make_teacher(model: object = None, **params: Any) -> Teacher:
@@ -17,6 +17,11 @@ def make_teacher(model: object = None, **params: Any) -> Teacher:
     return LightGBMTeacher(model=model, **params)
 
 
+def sniff(head: bytes) -> bool:
+    """Whether a file's first bytes are a LightGBM text model, which opens with a ``tree`` line."""
+    return head.startswith((b"tree\n", b"tree\r\n"))
+
+
 @hookimpl
 def gbdt2nn_register_teachers() -> list[TeacherSpec]:
     """The LightGBM teacher."""
@@ -24,6 +29,9 @@ def gbdt2nn_register_teachers() -> list[TeacherSpec]:
         TeacherSpec(
             name="lightgbm",
             factory=make_teacher,
+            file_suffix=".txt",
+            recognises=recognise_by_module("lightgbm"),
+            sniff=sniff,
             summary="LightGBM: train a booster or wrap a Booster/LGBMModel/model file; native TreeSHAP",
         )
     ]
