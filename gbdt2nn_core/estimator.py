@@ -54,6 +54,9 @@ from gbdt2nn_core.runfolder import RunFolder, RunParts, read_folder, write_folde
 
 __all__ = ["EstimatorNotFittedError", "GBDT2NNClassifier", "GBDT2NNRegressor", "load_estimator"]
 
+#: The pipeline's defaults are the estimators' defaults (scikit-learn needs them spelt out in ``__init__``).
+_DEFAULTS = DistillConfig()
+
 
 class EstimatorNotFittedError(Gbdt2nnError, SklearnNotFittedError):  # type: ignore[misc]
     """An estimator was used before :meth:`fit`.
@@ -202,20 +205,20 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
     def __init__(
         self,
         *,
-        teacher: str = "lightgbm",
+        teacher: str = _DEFAULTS.teacher,
         teacher_options: dict[str, Any] | None = None,
-        student: str = "gbdt2nn",
+        student: str = _DEFAULTS.student,
         student_options: dict[str, Any] | None = None,
-        attributor: str = "structure",
+        attributor: str = _DEFAULTS.attributor,
         attributor_options: dict[str, Any] | None = None,
-        alignment: str = "mse",
+        alignment: str = _DEFAULTS.alignment,
         alignment_options: dict[str, Any] | None = None,
-        alignment_weight: float = 1.0,
-        alignment_fraction: float = 1.0,
+        alignment_weight: float = _DEFAULTS.alignment_weight,
+        alignment_fraction: float = _DEFAULTS.alignment_fraction,
         epochs: int = 20,
-        teacher_explanation: str = "path-dependent",
-        background_rows: int = 100,
-        threshold_bins: int = 64,
+        teacher_explanation: str = _DEFAULTS.teacher_explanation,
+        background_rows: int = _DEFAULTS.background_rows,
+        threshold_bins: int = _DEFAULTS.threshold_bins,
         online_epochs: int = 1,
         online_lr: float | None = None,
         random_state: int | np.random.RandomState | None = 0,

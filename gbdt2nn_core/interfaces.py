@@ -30,10 +30,10 @@ if TYPE_CHECKING:
     import pandas as pd
     import torch
 
-    from gbdt2nn_core.alignment import Alignment
     from gbdt2nn_core.progress import Progress
 
 __all__ = [
+    "Alignment",
     "AlignmentLoss",
     "Attributor",
     "Reference",
@@ -200,6 +200,21 @@ class Teacher(abc.ABC):
 
 
 @attrs.frozen(kw_only=True)
+class Alignment:
+    """``λ · loss(column_attributions(student), teacher_attributions)``, added to the distillation loss.
+
+    ``teacher_attributions`` holds one row per training row: ``(n, d)``, or ``(n, c, d)`` for ``c`` outputs.
+    ``fraction`` is the share of batches that carry the term (the rest train on the distillation loss only).
+    """
+
+    attributor: Attributor
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    teacher_attributions: np.ndarray = attrs.field(eq=False, repr=False)
+    weight: float = 1.0
+    fraction: float = 1.0
+
+
+@attrs.frozen(kw_only=True)
 class StudentInputs:
     """Everything a :class:`Student` may learn from, prepared once by the pipeline.
 
@@ -301,7 +316,7 @@ class Student(abc.ABC):
         """Per-column attributions of encoded rows (eval mode): ``(n, d)`` or ``(n, c, d)``."""
         import torch
 
-        from gbdt2nn_core.alignment import column_attributions
+        from gbdt2nn_core.attribution import column_attributions
 
         module = self.module.eval()
         z_t = torch.as_tensor(z, dtype=torch.float32)

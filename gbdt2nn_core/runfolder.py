@@ -22,7 +22,7 @@ import pandas as pd
 
 from gbdt2nn_core.errors import DataError, PluginLoadError, UnknownComponentError
 from gbdt2nn_core.interfaces import Teacher
-from gbdt2nn_core.model_files import staged_folder
+from gbdt2nn_core.model_files import staged_folder, write_atomic
 from gbdt2nn_core.persistence import DistilledModel, load_model, save_model
 from gbdt2nn_core.pipeline import DistillConfig
 from gbdt2nn_core.registry import Registry, get_registry
@@ -30,7 +30,16 @@ from gbdt2nn_core.registry import Registry, get_registry
 if TYPE_CHECKING:
     from gbdt2nn_core.distill import DistillRun
 
-__all__ = ["RunFolder", "RunParts", "check_destination", "read_folder", "write_folder", "write_run"]
+__all__ = [
+    "RunFolder",
+    "RunParts",
+    "check_destination",
+    "folder_config",
+    "read_folder",
+    "write_folder",
+    "write_json",
+    "write_run",
+]
 
 CONFIG = "config.json"
 METRICS = "metrics.json"
@@ -74,8 +83,9 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-def _write_json(path: Path, payload: Any) -> None:
-    path.write_text(json.dumps(payload, indent=2, default=_json_default) + "\n")
+def write_json(path: Path, payload: Any) -> None:
+    """Write ``payload`` as indented JSON, atomically (numpy numbers and arrays become JSON numbers and lists)."""
+    write_atomic(path, (json.dumps(payload, indent=2, default=_json_default) + "\n").encode("utf-8"))
 
 
 def _write_student(directory: Path, parts: RunParts, teacher_file: str | None) -> None:
@@ -87,10 +97,10 @@ def _write_student(directory: Path, parts: RunParts, teacher_file: str | None) -
     if parts.teacher_background is not None:
         metadata["teacher_background"] = _jsonable_rows(parts.teacher_background)
     save_model(directory, attrs.evolve(parts.model, metadata=metadata))
-    _write_json(directory / CONFIG, parts.config.to_json())
+    write_json(directory / CONFIG, parts.config.to_json())
     if parts.metrics is not None:
-        _write_json(directory / METRICS, parts.metrics)
-    _write_json(directory / HISTORY, parts.history)
+        write_json(directory / METRICS, parts.metrics)
+    write_json(directory / HISTORY, parts.history)
 
 
 def write_folder(
@@ -111,7 +121,7 @@ def write_folder(
         if plain is not None:
             _write_student(staging / "plain", plain, None)
             if main.metrics is not None and plain.metrics is not None:
-                _write_json(staging / METRICS, {"plain": plain.metrics["student"], **main.metrics})
+                write_json(staging / METRICS, {"plain": plain.metrics["student"], **main.metrics})
     return out
 
 
@@ -155,7 +165,8 @@ class RunFolder:
     teacher_background: pd.DataFrame | None = attrs.field(eq=False)
 
 
-def _read_config(directory: Path, model: DistilledModel) -> DistillConfig:
+def folder_config(directory: Path, model: DistilledModel) -> DistillConfig:
+    """The config a run folder was trained with (its ``config.json``; defaults for what an older folder lacks)."""
     try:
         raw = json.loads((directory / CONFIG).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -194,7 +205,7 @@ def read_folder(path: Path | str, *, registry: Registry | None = None, with_teac
     registry = registry or get_registry()
     directory = Path(path)
     model = load_model(directory, registry)
-    config = _read_config(directory, model)
+    config = folder_config(directory, model)
     rows = model.metadata.get("teacher_background")
     teacher_background = model.encoder.schema.to_frame(pd.DataFrame(rows)) if rows else None
     teacher = _load_teacher(directory, config, model.metadata, registry) if with_teacher else None

@@ -120,11 +120,11 @@ def test_experiment_file_is_read_and_unknown_keys_are_one_line_errors(tmp_path: 
         read_experiment_file(path)
     message = str(caught.value)
     assert "\n" not in message
-    assert "[experiment] epoch" in message
+    assert "[experiment] key='epoch'" in message
     assert "seeds" in message
 
     path.write_text("[run]\nseed = 1\n")
-    with pytest.raises(ConfigError, match="use the sections data, teacher, student, experiment"):
+    with pytest.raises(ConfigError, match=r"use the sections \[data\], \[teacher\], \[student\], \[experiment\]"):
         read_experiment_file(path)
 
 

@@ -77,28 +77,9 @@ def add_parser(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def _parse_options(pairs: list[str], flag: str) -> dict[str, Any]:
-    """``KEY=VALUE`` pairs with TOML values (numbers, booleans, quoted strings; bare words stay strings)."""
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - Python 3.10
-        import tomli as tomllib
-
-    options: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(setting=flag, value=pair, fix="write KEY=VALUE, e.g. n_estimators=50")
-        try:
-            value = tomllib.loads(f"v = {raw}")["v"]
-        except tomllib.TOMLDecodeError:
-            value = raw
-        options[key.strip()] = value
-    return options
-
-
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
     """Merge the TOML run file (if any) with the flags; a flag that is given wins."""
+    from gbdt2nn_core.cli.serving import parse_options
     from gbdt2nn_core.config_file import ALLOWED_KEYS, read_config_file
 
     file = read_config_file(args.config) if args.config is not None else {k: {} for k in ALLOWED_KEYS}
@@ -108,7 +89,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         return flag if flag is not None else section.get(key, default)
 
     def options(kind: str) -> dict[str, Any]:
-        flags = _parse_options(getattr(args, f"{kind}_option"), f"--{kind}-option")
+        flags = parse_options(getattr(args, f"{kind}_option"), f"--{kind}-option")
         return {**file[kind].get("options", {}), **flags}
 
     if args.epochs is not None and args.epochs < 1:

@@ -74,28 +74,13 @@ def output_columns(model: Any) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     """Predict and write the table."""
-    import pandas as pd
+    from gbdt2nn_core.cli._files import keep_columns, read_rows
+    from gbdt2nn_core.cli.serving import open_run, write_output
 
-    from gbdt2nn_core.cli._files import (
-        check_output_file,
-        keep_columns,
-        load_student,
-        note,
-        read_rows,
-        table_format,
-        write_table,
-    )
-
-    check_output_file(args.out, overwrite=args.overwrite)
-    table_format(args.out)  # an unknown suffix fails before the work
-    model = load_student(args.model)
+    model, _ = open_run(args)
     frame, notes = read_rows(args.data, model)
     kept = keep_columns(frame, args.keep, output_columns(model))
     table = predictions(model, frame)
-    if args.keep:
-        table = pd.concat([kept, table], axis=1)
-    write_table(table, args.out)
-    for text in notes:
-        note(text)
+    write_output(table, kept, notes, args)
     print(f"wrote {len(table):,} predictions ({model.task}) to {args.out}")
     return 0

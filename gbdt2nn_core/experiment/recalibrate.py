@@ -34,9 +34,11 @@ from gbdt2nn_core.data import load_bundled, read_table
 from gbdt2nn_core.errors import DataError
 from gbdt2nn_core.experiment.config import ExperimentConfig
 from gbdt2nn_core.experiment.manifest import data_digest
-from gbdt2nn_core.experiment.runner import IMITATION, distill_config, write_json, write_npz
+from gbdt2nn_core.experiment.names import IMITATION
+from gbdt2nn_core.experiment.runner import write_npz
 from gbdt2nn_core.pipeline import BACKGROUND_ROWS, background_index, evaluate_rows, split_data
 from gbdt2nn_core.registry import Registry, get_registry
+from gbdt2nn_core.runfolder import write_json
 from gbdt2nn_core.student import recalibrate_batchnorm
 
 __all__ = ["recalibrate_batchnorm", "reevaluate"]
@@ -107,7 +109,7 @@ def reevaluate(out: Path | str, dest: Path | str | None = None, *, registry: Reg
             explainer.fit(model.student.module, torch.as_tensor(background, dtype=torch.float32))
             arrays: dict[str, np.ndarray] = {}
             measured = evaluate_rows(
-                config=distill_config(config, seed),
+                config=config.distill_config(seed),
                 task=model.task,
                 classes=model.target.classes,
                 y=split.y_test,

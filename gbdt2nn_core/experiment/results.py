@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from gbdt2nn_core.errors import DataError
-from gbdt2nn_core.experiment.runner import IMITATION, INDEPENDENT, PLAIN
+from gbdt2nn_core.experiment.names import IMITATION, INDEPENDENT, PLAIN
 from gbdt2nn_core.model_files import write_atomic
 
 __all__ = ["AGREEMENT_KEYS", "FORMAT", "PRIMARY_METRIC", "collect_results", "load_results", "method_label", "stat"]

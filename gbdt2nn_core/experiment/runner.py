@@ -39,12 +39,14 @@ from gbdt2nn_core.errors import ConfigError, DataError
 from gbdt2nn_core.experiment.config import ExperimentConfig
 from gbdt2nn_core.experiment.imitation import ExplanationNetwork
 from gbdt2nn_core.experiment.manifest import build_manifest, data_digest
+from gbdt2nn_core.experiment.names import IMITATION, INDEPENDENT, PLAIN
 from gbdt2nn_core.interfaces import Student, Teacher
 from gbdt2nn_core.metrics import Metrics, StudentMetrics, agreement, task_metrics
 from gbdt2nn_core.model_files import write_atomic
-from gbdt2nn_core.pipeline import DistillConfig, Pipeline, Prepared
+from gbdt2nn_core.pipeline import Pipeline, Prepared
 from gbdt2nn_core.progress import NullProgress, Progress
 from gbdt2nn_core.registry import Registry, get_registry
+from gbdt2nn_core.runfolder import write_json
 
 __all__ = [
     "INDEPENDENT",
@@ -52,17 +54,11 @@ __all__ = [
     "Configuration",
     "ExperimentRunner",
     "SeedContext",
-    "distill_config",
     "plan",
     "run_experiment",
     "write_json",
     "write_npz",
 ]
-
-PLAIN = "plain"
-INDEPENDENT = "independent"
-#: The key of the explanation network's attributions in ``metrics.json`` / ``attributions.npz``.
-IMITATION = "imitation"
 
 
 @attrs.frozen(kw_only=True)
@@ -145,24 +141,6 @@ def plan(config: ExperimentConfig, attributors: tuple[str, ...], losses: tuple[s
     return configurations
 
 
-def distill_config(config: ExperimentConfig, seed: int) -> DistillConfig:
-    """The pipeline settings of one seed of the experiment (each configuration overrides the alignment)."""
-    return DistillConfig(
-        task=config.task,
-        teacher=config.teacher,
-        teacher_options=config.teacher_options,
-        student=config.student,
-        student_options=config.student_options,
-        alignment_fraction=config.alignment_fraction,
-        test_size=config.test_size,
-        teacher_explanation=config.teacher_explanation,
-        background_rows=config.background_rows,
-        threshold_bins=config.threshold_bins,
-        seed=seed,
-        cache_dir=str(config.cache_dir) if config.cache_dir else None,
-    )
-
-
 class SeedContext:
     """What every configuration of one seed shares: the pipeline's prepared split (teacher, TreeSHAP, margins...)."""
 
@@ -172,7 +150,7 @@ class SeedContext:
         folder = runner.out / "runs" / str(seed) / "teacher"
         folder.mkdir(parents=True, exist_ok=True)
         cache = ExplanationCache(runner.cache_dir)
-        self.pipeline = Pipeline(distill_config(config, seed), registry, cache=cache)
+        self.pipeline = Pipeline(config.distill_config(seed), registry, cache=cache)
         split = self.pipeline.split(runner.frame, runner.target)
         model_path = folder / f"teacher{registry.teacher_suffix(config.teacher)}"
         record_path = folder / "teacher.json"
@@ -547,18 +525,6 @@ class ExperimentRunner:
             ],
         }
         return metrics, {IMITATION: values}, history
-
-
-def write_json(path: Path, payload: Any) -> None:
-    write_atomic(path, (json.dumps(payload, indent=2, default=_json_default) + "\n").encode("utf-8"))
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)
 
 
 def write_npz(path: Path, **arrays: np.ndarray) -> None:

@@ -17,6 +17,7 @@ from gbdt2nn_core.interfaces import TASKS, Task
 
 __all__ = [
     "DistillConfig",
+    "RunSettings",
     "check_bins",
     "check_explanation",
     "check_fraction",
@@ -62,22 +63,16 @@ def _options(value: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 @attrs.frozen(kw_only=True)
-class DistillConfig:
-    """Everything a distillation run needs besides the data. Components are plugin names.
-
-    ``alignment_weight`` is λ in ``L = L_GBDT2NN + λ · L_align``; 0 gives plain distillation.
-    """
+class RunSettings:
+    """The settings that a distillation (:class:`DistillConfig`) and an experiment
+    (:class:`~gbdt2nn_core.experiment.ExperimentConfig`) share: defined, defaulted and checked here only."""
 
     task: Task | None = attrs.field(default=None, validator=check_task)
     teacher: str = "lightgbm"
     teacher_options: dict[str, Any] = attrs.field(factory=dict, converter=_options)
     student: str = "gbdt2nn"
     student_options: dict[str, Any] = attrs.field(factory=dict, converter=_options)
-    attributor: str = "structure"
-    attributor_options: dict[str, Any] = attrs.field(factory=dict, converter=_options)
-    alignment: str = "mse"
-    alignment_options: dict[str, Any] = attrs.field(factory=dict, converter=_options)
-    alignment_weight: float = attrs.field(default=1.0, validator=check_weight)
+    #: Share of the training batches that carry the alignment term.
     alignment_fraction: float = attrs.field(default=1.0, validator=check_fraction)
     test_size: float = attrs.field(default=0.2, validator=check_test_size)
     #: Teacher explanations to imitate: native ``"path-dependent"`` TreeSHAP, or ``"interventional"`` TreeSHAP
@@ -87,9 +82,24 @@ class DistillConfig:
     background_rows: int = attrs.field(default=100, validator=check_bins)
     #: Split thresholds of the teacher per numeric column that the student's encoding uses (0 = none).
     threshold_bins: int = attrs.field(default=64, validator=check_bins)
-    seed: int = 0
-    #: Where teacher explanations are cached (default: ``$GBDT2NN_CACHE_DIR`` or ``~/.cache/gbdt2nn``).
+    #: Where teacher explanations are cached (a distillation: ``$GBDT2NN_CACHE_DIR`` or ``~/.cache/gbdt2nn``; an
+    #: experiment: ``cache/`` inside its folder).
     cache_dir: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class DistillConfig(RunSettings):
+    """Everything a distillation run needs besides the data. Components are plugin names.
+
+    ``alignment_weight`` is λ in ``L = L_GBDT2NN + λ · L_align``; 0 gives plain distillation.
+    """
+
+    attributor: str = "structure"
+    attributor_options: dict[str, Any] = attrs.field(factory=dict, converter=_options)
+    alignment: str = "mse"
+    alignment_options: dict[str, Any] = attrs.field(factory=dict, converter=_options)
+    alignment_weight: float = attrs.field(default=1.0, validator=check_weight)
+    seed: int = 0
     #: Set to ``False`` to recompute teacher explanations every time.
     cache: bool = True
 
