@@ -44,7 +44,7 @@ from sklearn.exceptions import NotFittedError as SklearnNotFittedError
 
 from gbdt2nn_core.data import TabularSchema, TargetEncoder
 from gbdt2nn_core.errors import ConfigError, DataError, Gbdt2nnError, ModelFileError
-from gbdt2nn_core.interfaces import Attributor, Task, Teacher
+from gbdt2nn_core.interfaces import Attributor, OnlineUpdate, Task, Teacher
 from gbdt2nn_core.metrics import agreement, agreement_per_output
 from gbdt2nn_core.persistence import DistilledModel
 from gbdt2nn_core.pipeline import DistillConfig, Pipeline, SplitData, TeacherExplanations, evaluate_rows
@@ -614,12 +614,6 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
         self._check_fitted("partial_fit")
         from gbdt2nn_core.alignment import Alignment
 
-        if not self.student_.supports_online:
-            raise ConfigError(
-                setting="student",
-                value=self.config_.student,
-                fix="this student does not support online updates (partial_fit); refit, or use student='gbdt2nn'",
-            )
         self._config(self.config_.teacher, self.task_, self.seed_)  # re-check parameters changed since fit
         frame = self._teacher_frame(X)
         y_encoded = np.array(self.target_.transform(_check_target_array(y, len(frame))))
@@ -656,14 +650,16 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
         seed = self.seed_ + 1 + self._updates
         with _seeded(seed):
             records = self.student_.partial_fit(
-                z,
-                y_encoded,
-                task=self.task_,
-                optimizer=self._online_optimizer,
-                epochs=self.online_epochs,
-                generator=torch.Generator().manual_seed(seed),
-                alignment=alignment,
-                aggregation=self.encoder_.aggregation(),
+                OnlineUpdate(
+                    z=z,
+                    y=y_encoded,
+                    task=self.task_,
+                    optimizer=self._online_optimizer,
+                    epochs=self.online_epochs,
+                    generator=torch.Generator().manual_seed(seed),
+                    alignment=alignment,
+                    aggregation=self.encoder_.aggregation(),
+                )
             )
         self._updates += 1
         self.history_.extend({"phase": "partial_fit", "update": self._updates, **r} for r in records)

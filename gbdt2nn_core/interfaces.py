@@ -36,6 +36,7 @@ __all__ = [
     "Alignment",
     "AlignmentLoss",
     "Attributor",
+    "OnlineUpdate",
     "Reference",
     "Student",
     "StudentInputs",
@@ -247,6 +248,25 @@ class StudentInputs:
     checkpoint: Path | None = None
 
 
+@attrs.frozen(kw_only=True)
+class OnlineUpdate:
+    """New labelled rows for :meth:`Student.partial_fit`: no trees, only the network trains.
+
+    ``optimizer`` is built over the student's ``module.parameters()`` and may be reused across updates (a
+    stream); ``alignment`` (with the teacher's attributions of these rows) and the encoder's ``aggregation``
+    keep the alignment term.
+    """
+
+    z: np.ndarray = attrs.field(eq=False, repr=False)
+    y: np.ndarray = attrs.field(eq=False, repr=False)
+    task: Task
+    optimizer: torch.optim.Optimizer = attrs.field(repr=False)
+    epochs: int = 1
+    generator: torch.Generator | None = attrs.field(default=None, repr=False)
+    alignment: Alignment | None = attrs.field(default=None, repr=False)
+    aggregation: np.ndarray | None = attrs.field(default=None, eq=False, repr=False)
+
+
 class Student(abc.ABC):
     """A network that learns to imitate a teacher. The core's GBDT2NN is one; plugins may add others.
 
@@ -327,18 +347,7 @@ class Student(abc.ABC):
         ]
         return torch.cat(chunks).numpy()
 
-    def partial_fit(
-        self,
-        z: np.ndarray,
-        y: np.ndarray,
-        *,
-        task: Task,
-        optimizer: torch.optim.Optimizer,
-        epochs: int = 1,
-        generator: torch.Generator | None = None,
-        alignment: Alignment | None = None,
-        aggregation: np.ndarray | None = None,
-    ) -> list[dict[str, Any]]:
+    def partial_fit(self, update: OnlineUpdate) -> list[dict[str, Any]]:
         """Update the fitted network on new rows (only where :attr:`supports_online`); one record per pass."""
         from gbdt2nn_core.errors import ConfigError
 

@@ -506,7 +506,7 @@ CASES: list[Case] = [
         where="CLI",
         bad="unknown student option (`--student-option epoch=3`)",
         argv=(*DISTILL, "--student-option", "epoch=3"),
-        message=E + f"invalid student option='epoch': use one of {_STUDENT_OPTIONS}",
+        message=E + f"invalid student option='epoch': did you mean 'epochs'? use one of {_STUDENT_OPTIONS}",
         fix="spell it as listed (`epochs`)",
     ),
     Case(
@@ -1024,7 +1024,7 @@ CASES: list[Case] = [
         where="API",
         bad="`GBDT2NNStudent(epoch=3)`",
         call=lambda ctx: _student(epoch=3),
-        message=f"invalid student option='epoch': use one of {_STUDENT_OPTIONS}",
+        message=f"invalid student option='epoch': did you mean 'epochs'? use one of {_STUDENT_OPTIONS}",
         fix="`epochs=3`",
     ),
     Case(

@@ -25,46 +25,28 @@ import torch
 
 from gbdt2nn_core.alignment import Alignment
 from gbdt2nn_core.errors import ConfigError, NotFittedError
-from gbdt2nn_core.interfaces import Student, StudentInputs, Task, Teacher
+from gbdt2nn_core.interfaces import OnlineUpdate, Student, StudentInputs, Task, Teacher
 from gbdt2nn_core.progress import NullProgress, Progress
 from gbdt2nn_core.student._batchnorm import recalibrate_batchnorm
 from gbdt2nn_core.student._checkpoint import load_checkpoint, save_checkpoint
 from gbdt2nn_core.student._grouping import group_trees, select_group_features
 from gbdt2nn_core.student._leaf_embedding import LeafEmbedding, fit_leaf_embedding, group_leaf_sums
-from gbdt2nn_core.student.kit import alignment_loss, soft_loss, soft_targets, task_loss
+from gbdt2nn_core.student.kit import (
+    alignment_loss,
+    boolean,
+    config_from_options,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    soft_loss,
+    soft_targets,
+    task_loss,
+    unit_interval,
+)
 from gbdt2nn_core.student.module import GBDT2NNModule
 
 __all__ = ["EpochRecord", "GBDT2NNConfig", "GBDT2NNStudent"]
-
-
-def _positive_int(_: object, attribute: attrs.Attribute[int], value: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ConfigError(setting=attribute.name, value=value, fix="use a whole number of at least 1")
-
-
-def _non_negative_int(_: object, attribute: attrs.Attribute[int], value: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ConfigError(setting=attribute.name, value=value, fix="use a whole number of at least 0")
-
-
-def _positive_float(_: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-        raise ConfigError(setting=attribute.name, value=value, fix="use a finite number greater than 0")
-
-
-def _unit_interval(_: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
-        raise ConfigError(setting=attribute.name, value=value, fix="use a number between 0 and 1")
-
-
-def _non_negative_float(_: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-        raise ConfigError(setting=attribute.name, value=value, fix="use a finite number of at least 0")
-
-
-def _boolean(_: object, attribute: attrs.Attribute[bool], value: bool) -> None:
-    if not isinstance(value, bool):
-        raise ConfigError(setting=attribute.name, value=value, fix="use true or false")
 
 
 def _hidden(value: Any) -> tuple[int, ...]:
@@ -80,30 +62,30 @@ def _hidden(value: Any) -> tuple[int, ...]:
 class GBDT2NNConfig:
     """Settings of the GBDT2NN student; the defaults follow DeepGBM's code for mid-sized data."""
 
-    n_groups: int = attrs.field(default=10, validator=_positive_int)
-    features_per_group: int = attrs.field(default=64, validator=_positive_int)
-    embedding_dim: int = attrs.field(default=20, validator=_positive_int)
+    n_groups: int = attrs.field(default=10, validator=positive_int)
+    features_per_group: int = attrs.field(default=64, validator=positive_int)
+    embedding_dim: int = attrs.field(default=20, validator=positive_int)
     hidden: tuple[int, ...] = attrs.field(default=(100, 100, 100, 50), converter=_hidden)
-    leaf_epochs: int = attrs.field(default=2, validator=_positive_int)
-    leaf_dropout: float = attrs.field(default=0.5, validator=_unit_interval)
-    epochs: int = attrs.field(default=20, validator=_positive_int)
-    batch_size: int = attrs.field(default=512, validator=_positive_int)
-    lr: float = attrs.field(default=1e-3, validator=_positive_float)
-    weight_decay: float = attrs.field(default=1e-6, validator=_non_negative_float)
-    beta0: float = attrs.field(default=1.0, validator=_unit_interval)
-    beta_decay: float = attrs.field(default=0.7, validator=_unit_interval)
-    beta_step: int = attrs.field(default=2, validator=_positive_int)
-    beta_floor: float = attrs.field(default=0.3, validator=_unit_interval)
+    leaf_epochs: int = attrs.field(default=2, validator=positive_int)
+    leaf_dropout: float = attrs.field(default=0.5, validator=unit_interval)
+    epochs: int = attrs.field(default=20, validator=positive_int)
+    batch_size: int = attrs.field(default=512, validator=positive_int)
+    lr: float = attrs.field(default=1e-3, validator=positive_float)
+    weight_decay: float = attrs.field(default=1e-6, validator=non_negative_float)
+    beta0: float = attrs.field(default=1.0, validator=unit_interval)
+    beta_decay: float = attrs.field(default=0.7, validator=unit_interval)
+    beta_step: int = attrs.field(default=2, validator=positive_int)
+    beta_floor: float = attrs.field(default=0.3, validator=unit_interval)
     #: Share of the task loss that fits the teacher's margins (MSE, "logit matching") instead of the labels;
     #: 0 is DeepGBM's original, label-only loss.
-    teacher_weight: float = attrs.field(default=0.0, validator=_unit_interval)
+    teacher_weight: float = attrs.field(default=0.0, validator=unit_interval)
     #: After the last epoch, re-estimate the BatchNorm statistics on the training rows with the final weights (one
     #: forward pass). Training keeps exponential running averages of statistics while the weights move, and the
     #: alignment term (computed on running statistics, so that attributions are per row) tunes the weights to
     #: those moving averages: without this pass a joint student can predict much worse in eval mode than it trained
     #: (California housing, structure + mse, seed 0: test RMSE 0.651 against 0.489 after the pass).
-    recalibrate_batchnorm: bool = attrs.field(default=True, validator=_boolean)
-    seed: int = attrs.field(default=0, validator=_non_negative_int)
+    recalibrate_batchnorm: bool = attrs.field(default=True, validator=boolean)
+    seed: int = attrs.field(default=0, validator=non_negative_int)
 
     def beta(self, epoch: int) -> float:
         """The embedding-loss weight β of ``epoch`` (0-based)."""
@@ -134,13 +116,7 @@ class GBDT2NNStudent(Student):
     supports_online = True
 
     def __init__(self, **options: Any) -> None:
-        try:
-            self.config = GBDT2NNConfig(**options)
-        except TypeError as exc:
-            known = ", ".join(f.name for f in attrs.fields(GBDT2NNConfig))
-            raise ConfigError(
-                setting="student option", value=str(exc).split("'")[-2], fix=f"use one of {known}"
-            ) from exc
+        self.config = config_from_options(GBDT2NNConfig, options)
         self.module_: GBDT2NNModule | None = None
         self.history_: list[EpochRecord] = []
         self.leaf_history_: list[float] = []
@@ -408,32 +384,21 @@ class GBDT2NNStudent(Student):
             self.group_columns_ = np.asarray(architecture["group_columns"])
         return self
 
-    def partial_fit(
-        self,
-        z: np.ndarray,
-        y: np.ndarray,
-        *,
-        task: Task,
-        optimizer: torch.optim.Optimizer,
-        epochs: int = 1,
-        generator: torch.Generator | None = None,
-        alignment: Alignment | None = None,
-        aggregation: np.ndarray | None = None,
-    ) -> list[dict[str, Any]]:
+    def partial_fit(self, update: OnlineUpdate) -> list[dict[str, Any]]:
         """DeepGBM's online update: the network trains end to end on new rows (see :mod:`gbdt2nn_core.online`)."""
         from gbdt2nn_core.online import online_update
 
         return online_update(
             self.module,
-            z,
-            y,
-            task=task,
-            optimizer=optimizer,
-            epochs=epochs,
+            update.z,
+            update.y,
+            task=update.task,
+            optimizer=update.optimizer,
+            epochs=update.epochs,
             batch_size=self.config.batch_size,
-            generator=generator,
-            alignment=alignment,
-            aggregation=aggregation,
+            generator=update.generator,
+            alignment=update.alignment,
+            aggregation=update.aggregation,
         )
 
 

@@ -8,26 +8,85 @@ statistics (per-row attributions).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import difflib
+import math
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
+import attrs
 import numpy as np
 import torch
 from torch import nn
 
 from gbdt2nn_core.alignment import Alignment, column_attributions, frozen_batchnorm
+from gbdt2nn_core.errors import ConfigError
 from gbdt2nn_core.interfaces import Task
 from gbdt2nn_core.student._batchnorm import recalibrate_batchnorm
 from gbdt2nn_core.student._checkpoint import load_checkpoint, save_checkpoint
 
 __all__ = [
     "alignment_loss",
+    "boolean",
+    "config_from_options",
     "load_checkpoint",
+    "non_negative_float",
+    "non_negative_int",
+    "positive_float",
+    "positive_int",
     "recalibrate_batchnorm",
     "save_checkpoint",
     "soft_loss",
     "soft_targets",
     "task_loss",
+    "unit_interval",
 ]
+
+
+Config = TypeVar("Config")
+
+
+def config_from_options(config_type: type[Config], options: Mapping[str, Any]) -> Config:
+    """A student's attrs config from its options; an unknown option is a :class:`ConfigError` that names the
+    closest known one ("did you mean") and lists them all."""
+    known = [field.name for field in attrs.fields(config_type)]  # type: ignore[arg-type]
+    for name in options:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ConfigError(setting="student option", value=name, fix=f"{hint}use one of {', '.join(known)}")
+    return config_type(**options)
+
+
+# attrs validators for student configs: a bad value is a ConfigError that names the setting.
+def positive_int(_: object, attribute: attrs.Attribute[int], value: int) -> None:
+    """attrs validator: a whole number ≥ 1 (``True`` is not a number here)."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(setting=attribute.name, value=value, fix="use a whole number of at least 1")
+
+
+def non_negative_int(_: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ConfigError(setting=attribute.name, value=value, fix="use a whole number of at least 0")
+
+
+def positive_float(_: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise ConfigError(setting=attribute.name, value=value, fix="use a finite number greater than 0")
+
+
+def unit_interval(_: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
+        raise ConfigError(setting=attribute.name, value=value, fix="use a number between 0 and 1")
+
+
+def non_negative_float(_: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+        raise ConfigError(setting=attribute.name, value=value, fix="use a finite number of at least 0")
+
+
+def boolean(_: object, attribute: attrs.Attribute[bool], value: bool) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(setting=attribute.name, value=value, fix="use true or false")
 
 
 def task_loss(task: Task) -> nn.Module:

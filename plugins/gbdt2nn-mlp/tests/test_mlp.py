@@ -22,7 +22,7 @@ from gbdt2nn_core.attribution import MarginModel, check_encoded_rows, input_grad
 from gbdt2nn_core.data import TabularSchema, TargetEncoder, load_bundled, split_features_target
 from gbdt2nn_core.encoding import InputEncoder
 from gbdt2nn_core.errors import ConfigError, NotFittedError
-from gbdt2nn_core.interfaces import StudentInputs
+from gbdt2nn_core.interfaces import OnlineUpdate, StudentInputs
 from gbdt2nn_core.metrics import agreement
 from gbdt2nn_core.persistence import DistilledModel, load_model, save_model
 
@@ -224,7 +224,7 @@ def test_online_updates_are_refused_with_a_clear_error(data: Data, plain: MLPStu
     assert not plain.supports_online
     optimizer = torch.optim.AdamW(plain.module.parameters())
     with pytest.raises(ConfigError, match="does not support online updates"):
-        plain.partial_fit(data.z_test, data.y_test, task="binary", optimizer=optimizer)
+        plain.partial_fit(OnlineUpdate(z=data.z_test, y=data.y_test, task="binary", optimizer=optimizer))
 
 
 def test_a_multiclass_teacher_gives_one_output_per_class(data: Data) -> None:

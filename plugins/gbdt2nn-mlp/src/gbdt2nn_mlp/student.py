@@ -9,7 +9,6 @@ budget shows what that structure is worth.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import math
@@ -27,50 +26,27 @@ from gbdt2nn_core.interfaces import Student, StudentInputs, Teacher
 from gbdt2nn_core.progress import NullProgress
 from gbdt2nn_core.student.kit import (
     alignment_loss,
+    boolean,
+    config_from_options,
     load_checkpoint,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
     recalibrate_batchnorm,
     save_checkpoint,
     soft_loss,
     soft_targets,
     task_loss,
+    unit_interval,
 )
 
 __all__ = ["MLPConfig", "MLPModule", "MLPStudent"]
 
 
-def _positive_int(_: object, attribute: attrs.Attribute[int], value: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ConfigError(setting=attribute.name, value=value, fix="use a whole number of at least 1")
-
-
-def _non_negative_int(_: object, attribute: attrs.Attribute[int], value: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ConfigError(setting=attribute.name, value=value, fix="use a whole number of at least 0")
-
-
-def _positive_float(_: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if isinstance(value, bool) or not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-        raise ConfigError(setting=attribute.name, value=value, fix="use a finite number greater than 0")
-
-
-def _non_negative_float(_: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if isinstance(value, bool) or not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-        raise ConfigError(setting=attribute.name, value=value, fix="use a finite number of at least 0")
-
-
-def _unit_interval(_: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if isinstance(value, bool) or not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
-        raise ConfigError(setting=attribute.name, value=value, fix="use a number between 0 and 1")
-
-
 def _dropout(_: object, attribute: attrs.Attribute[float], value: float) -> None:
     if isinstance(value, bool) or not (isinstance(value, (int, float)) and 0.0 <= value < 1.0):
         raise ConfigError(setting=attribute.name, value=value, fix="use a number in [0, 1), e.g. 0.1")
-
-
-def _boolean(_: object, attribute: attrs.Attribute[bool], value: bool) -> None:
-    if not isinstance(value, bool):
-        raise ConfigError(setting=attribute.name, value=value, fix="use true or false")
 
 
 def _hidden(value: Any) -> tuple[int, ...]:
@@ -86,27 +62,16 @@ class MLPConfig:
 
     hidden: tuple[int, ...] = attrs.field(default=(256, 128, 64), converter=_hidden)
     dropout: float = attrs.field(default=0.0, validator=_dropout)
-    batch_norm: bool = attrs.field(default=True, validator=_boolean)
-    epochs: int = attrs.field(default=20, validator=_positive_int)
-    batch_size: int = attrs.field(default=512, validator=_positive_int)
-    lr: float = attrs.field(default=1e-3, validator=_positive_float)
-    weight_decay: float = attrs.field(default=1e-6, validator=_non_negative_float)
+    batch_norm: bool = attrs.field(default=True, validator=boolean)
+    epochs: int = attrs.field(default=20, validator=positive_int)
+    batch_size: int = attrs.field(default=512, validator=positive_int)
+    lr: float = attrs.field(default=1e-3, validator=positive_float)
+    weight_decay: float = attrs.field(default=1e-6, validator=non_negative_float)
     #: Share of the loss that fits the teacher's margins (logit matching) instead of the labels.
-    teacher_weight: float = attrs.field(default=0.5, validator=_unit_interval)
+    teacher_weight: float = attrs.field(default=0.5, validator=unit_interval)
     #: Re-estimate BatchNorm statistics on the training rows after the last epoch (as GBDT2NN does).
-    recalibrate_batchnorm: bool = attrs.field(default=True, validator=_boolean)
-    seed: int = attrs.field(default=0, validator=_non_negative_int)
-
-    @classmethod
-    def from_options(cls, options: dict[str, Any]) -> MLPConfig:
-        """The config of ``options``; an unknown option is a :class:`ConfigError` that suggests the closest name."""
-        known = [field.name for field in attrs.fields(cls)]
-        for name in options:
-            if name not in known:
-                close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-                hint = f"did you mean {close[0]!r}? " if close else ""
-                raise ConfigError(setting="student option", value=name, fix=f"{hint}use one of {', '.join(known)}")
-        return cls(**options)
+    recalibrate_batchnorm: bool = attrs.field(default=True, validator=boolean)
+    seed: int = attrs.field(default=0, validator=non_negative_int)
 
 
 class MLPModule(nn.Module):
@@ -137,7 +102,7 @@ class MLPStudent(Student):
     """A plain MLP distilled from a teacher; options are the fields of :class:`MLPConfig`."""
 
     def __init__(self, **options: Any) -> None:
-        self.config = MLPConfig.from_options(options)
+        self.config = config_from_options(MLPConfig, options)
         self.module_: MLPModule | None = None
         self.history_: list[dict[str, Any]] = []
 
