@@ -11,7 +11,6 @@ with ``β_e = β_0 · max(β_floor, r^⌊e / d⌋)``, AdamW (lr 1e-3, weight dec
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
@@ -39,9 +38,12 @@ from gbdt2nn_core.student.kit import (
     non_negative_int,
     positive_float,
     positive_int,
+    restore_training_state,
     soft_loss,
     soft_targets,
     task_loss,
+    training_fingerprint,
+    training_state,
     unit_interval,
 )
 from gbdt2nn_core.student.module import GBDT2NNModule
@@ -208,7 +210,7 @@ class GBDT2NNStudent(Student):
         module, groups = self._build(teacher, column_of)
         self.groups_ = groups
         ensemble = teacher.structure()
-        fingerprint = _fingerprint(cfg, teacher, z, y, alignment)
+        fingerprint = training_fingerprint(cfg, teacher, z, y, alignment)
         resumed = load_checkpoint(checkpoint, fingerprint) if checkpoint is not None else None
 
         # --- step 4: leaf embeddings, then frozen heads and embedding targets G_j(x)
@@ -249,10 +251,7 @@ class GBDT2NNStudent(Student):
         self.history_ = []
         first_epoch = 0
         if resumed is not None:
-            module.load_state_dict(resumed["module"])
-            optimizer.load_state_dict(resumed["optimizer"])
-            generator.set_state(resumed["generator"])
-            torch.set_rng_state(resumed["torch_rng"])
+            restore_training_state(resumed, module, optimizer, generator)
             self.history_ = [EpochRecord(**record) for record in json.loads(resumed["history"])]
             first_epoch = int(resumed["epochs_done"])
 
@@ -264,12 +263,9 @@ class GBDT2NNStudent(Student):
                 {
                     "fingerprint": fingerprint,
                     "epochs_done": epochs_done,
-                    "module": module.state_dict(),
+                    **training_state(module, optimizer, generator),
                     "leaf_embedding": embedding.state_dict(),
                     "leaf_history": list(self.leaf_history_),
-                    "optimizer": optimizer.state_dict(),
-                    "generator": generator.get_state(),
-                    "torch_rng": torch.get_rng_state(),
                     "history": json.dumps([attrs.asdict(record) for record in self.history_]),
                 },
             )
@@ -451,20 +447,3 @@ class _Objective:
         """``L_align`` between the student's per-column attributions and the teacher's, back-propagatable."""
         assert self.alignment_spec is not None
         return alignment_loss(self.alignment_spec, self.module, z, self.aggregation, self.teacher_attributions[rows])
-
-
-def _fingerprint(
-    cfg: GBDT2NNConfig, teacher: Teacher, z: np.ndarray, y: np.ndarray, alignment: Alignment | None
-) -> str:
-    """Identifies a training setup, so a checkpoint is only resumed by the run that wrote it."""
-    digest = hashlib.sha256()
-    digest.update(json.dumps(attrs.asdict(cfg), sort_keys=True, default=str).encode())
-    digest.update(teacher.fingerprint().encode())
-    digest.update(np.ascontiguousarray(z).tobytes())
-    digest.update(np.ascontiguousarray(y).tobytes())
-    if alignment is not None:
-        loss_name = getattr(alignment.loss, "__qualname__", type(alignment.loss).__qualname__)
-        described = (type(alignment.attributor).__qualname__, loss_name, alignment.weight, alignment.fraction)
-        digest.update(repr(described).encode())
-        digest.update(np.ascontiguousarray(alignment.teacher_attributions).tobytes())
-    return digest.hexdigest()

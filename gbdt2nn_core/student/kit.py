@@ -9,6 +9,8 @@ statistics (per-row attributions).
 from __future__ import annotations
 
 import difflib
+import hashlib
+import json
 import math
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -20,7 +22,7 @@ from torch import nn
 
 from gbdt2nn_core.alignment import Alignment, column_attributions, frozen_batchnorm
 from gbdt2nn_core.errors import ConfigError
-from gbdt2nn_core.interfaces import Task
+from gbdt2nn_core.interfaces import Task, Teacher
 from gbdt2nn_core.student._batchnorm import recalibrate_batchnorm
 from gbdt2nn_core.student._checkpoint import load_checkpoint, save_checkpoint
 
@@ -34,10 +36,13 @@ __all__ = [
     "positive_float",
     "positive_int",
     "recalibrate_batchnorm",
+    "restore_training_state",
     "save_checkpoint",
     "soft_loss",
     "soft_targets",
     "task_loss",
+    "training_fingerprint",
+    "training_state",
     "unit_interval",
 ]
 
@@ -129,3 +134,41 @@ def alignment_loss(
     return alignment.loss(
         student.reshape(-1, student.shape[-1]), teacher_attributions.reshape(-1, teacher_attributions.shape[-1])
     )
+
+
+def training_fingerprint(
+    config: Any, teacher: Teacher, z: np.ndarray, y: np.ndarray, alignment: Alignment | None
+) -> str:
+    """Identifies a training setup (an attrs ``config``, the teacher, the rows, the alignment), so that a
+    checkpoint is only resumed by the run that wrote it."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps(attrs.asdict(config), sort_keys=True, default=str).encode())
+    digest.update(teacher.fingerprint().encode())
+    digest.update(np.ascontiguousarray(z).tobytes())
+    digest.update(np.ascontiguousarray(y).tobytes())
+    if alignment is not None:
+        loss_name = getattr(alignment.loss, "__qualname__", type(alignment.loss).__qualname__)
+        described = (type(alignment.attributor).__qualname__, loss_name, alignment.weight, alignment.fraction)
+        digest.update(repr(described).encode())
+        digest.update(np.ascontiguousarray(alignment.teacher_attributions).tobytes())
+    return digest.hexdigest()
+
+
+def training_state(module: nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator) -> dict[str, Any]:
+    """What a per-epoch checkpoint needs to continue exactly: weights, optimizer moments, both random streams."""
+    return {
+        "module": module.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "generator": generator.get_state(),
+        "torch_rng": torch.get_rng_state(),
+    }
+
+
+def restore_training_state(
+    state: Mapping[str, Any], module: nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator
+) -> None:
+    """Put :func:`training_state`'s content back."""
+    module.load_state_dict(state["module"])
+    optimizer.load_state_dict(state["optimizer"])
+    generator.set_state(state["generator"])
+    torch.set_rng_state(state["torch_rng"])

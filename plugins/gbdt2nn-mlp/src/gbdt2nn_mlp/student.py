@@ -9,7 +9,6 @@ budget shows what that structure is worth.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
@@ -20,9 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from gbdt2nn_core.alignment import Alignment
 from gbdt2nn_core.errors import ConfigError, NotFittedError
-from gbdt2nn_core.interfaces import Student, StudentInputs, Teacher
+from gbdt2nn_core.interfaces import Student, StudentInputs
 from gbdt2nn_core.progress import NullProgress
 from gbdt2nn_core.student.kit import (
     alignment_loss,
@@ -34,10 +32,13 @@ from gbdt2nn_core.student.kit import (
     positive_float,
     positive_int,
     recalibrate_batchnorm,
+    restore_training_state,
     save_checkpoint,
     soft_loss,
     soft_targets,
     task_loss,
+    training_fingerprint,
+    training_state,
     unit_interval,
 )
 
@@ -172,14 +173,11 @@ class MLPStudent(Student):
             alignment.attributor.fit(module, torch.as_tensor(inputs.background, dtype=torch.float32))
         optimizer = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.module_, self.history_ = module, []
-        fingerprint = _fingerprint(cfg, inputs.teacher, inputs.z, inputs.y, alignment)
+        fingerprint = training_fingerprint(cfg, inputs.teacher, inputs.z, inputs.y, alignment)
         first_epoch = 0
         resumed = load_checkpoint(inputs.checkpoint, fingerprint) if inputs.checkpoint is not None else None
         if resumed is not None:
-            module.load_state_dict(resumed["module"])
-            optimizer.load_state_dict(resumed["optimizer"])
-            generator.set_state(resumed["generator"])
-            torch.set_rng_state(resumed["torch_rng"])
+            restore_training_state(resumed, module, optimizer, generator)
             self.history_ = json.loads(resumed["history"])
             first_epoch = int(resumed["epochs_done"])
 
@@ -231,10 +229,7 @@ class MLPStudent(Student):
                         {
                             "fingerprint": fingerprint,
                             "epochs_done": epoch + 1,
-                            "module": module.state_dict(),
-                            "optimizer": optimizer.state_dict(),
-                            "generator": generator.get_state(),
-                            "torch_rng": torch.get_rng_state(),
+                            **training_state(module, optimizer, generator),
                             "history": json.dumps(self.history_),
                         },
                     )
@@ -243,22 +238,3 @@ class MLPStudent(Student):
             recalibrate_batchnorm(module, z, cfg.batch_size)
         module.eval()
         return self
-
-
-def _fingerprint(cfg: MLPConfig, teacher: Teacher, z: np.ndarray, y: np.ndarray, alignment: Alignment | None) -> str:
-    """Identifies a training setup, so a checkpoint is only resumed by the run that wrote it."""
-    digest = hashlib.sha256()
-    digest.update(json.dumps(attrs.asdict(cfg), sort_keys=True, default=str).encode())
-    digest.update(teacher.fingerprint().encode())
-    digest.update(np.ascontiguousarray(z).tobytes())
-    digest.update(np.ascontiguousarray(y).tobytes())
-    if alignment is not None:
-        described = (
-            type(alignment.attributor).__qualname__,
-            repr(alignment.loss),
-            alignment.weight,
-            alignment.fraction,
-        )
-        digest.update(repr(described).encode())
-        digest.update(np.ascontiguousarray(alignment.teacher_attributions).tobytes())
-    return digest.hexdigest()
