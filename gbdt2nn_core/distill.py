@@ -13,6 +13,8 @@ name from the plugin registry::
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -62,9 +64,29 @@ class DistillRun:
         return dict(self.record.timings)
 
 
-def run_student(pipeline: Pipeline, prepared: Prepared, alignment_weight: float) -> DistillRun:
-    """Train and evaluate one student of ``prepared`` with the pipeline's settings and λ = ``alignment_weight``."""
-    trained = pipeline.train(prepared, alignment_weight=alignment_weight)
+def run_student(
+    pipeline: Pipeline,
+    prepared: Prepared,
+    alignment_weight: float,
+    *,
+    checkpoint: Path | None = None,
+    on_resume: Callable[[int], None] | None = None,
+) -> DistillRun:
+    """Train and evaluate one student of ``prepared`` with the pipeline's settings and λ = ``alignment_weight``.
+
+    With ``checkpoint`` the student saves its state after every epoch and continues from a matching checkpoint
+    found there; ``on_resume(epoch)`` is then called once, when the first resumed epoch ends.
+    """
+    said: list[int] = []
+
+    def on_epoch_end(_student: Any, epoch: int) -> None:
+        if not said and on_resume is not None and epoch > 0:
+            on_resume(epoch)
+        said.append(epoch)
+
+    trained = pipeline.train(
+        prepared, alignment_weight=alignment_weight, on_epoch_end=on_epoch_end, checkpoint=checkpoint
+    )
     metrics = pipeline.evaluate(prepared, trained)
     return DistillRun(config=trained.config, prepared=prepared, trained=trained, record=metrics)
 

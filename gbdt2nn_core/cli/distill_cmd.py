@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -185,13 +186,25 @@ def run(args: argparse.Namespace) -> int:
     pipeline.progress = progress
     progress.console.print(f"[bold]gbdt2nn distill[/] · {title}")
     prepared = pipeline.prepare_split(split, teacher)
+    # with --out, every student checkpoints each epoch next to it: the same command after a kill resumes there
+    checkpoints = out.with_name(f".{out.name}.checkpoints") if out is not None else None
+
+    def student(name: str, weight: float) -> Any:
+        def say(epoch: int) -> None:
+            progress.console.print(f"{name} student: resuming from epoch {epoch} (checkpoint in {checkpoints})")
+
+        path = checkpoints / f"{name}.pt" if checkpoints is not None else None
+        return run_student(pipeline, prepared, weight, checkpoint=path, on_resume=say)
+
     plain = None
     if (demo or settings["compare"]) and config.alignment_weight > 0:
-        plain = run_student(pipeline, prepared, 0.0)
-    main = run_student(pipeline, prepared, config.alignment_weight)
+        plain = student("plain", 0.0)
+    main = student("aligned" if config.alignment_weight > 0 else "plain", config.alignment_weight)
 
     if out is not None:
         write_run(out, main, plain=plain, overwrite=args.overwrite)
+        if checkpoints is not None:
+            shutil.rmtree(checkpoints, ignore_errors=True)  # the run is complete: nothing left to resume
     if args.json:
         payload = dict(main.metrics)
         if plain is not None:
