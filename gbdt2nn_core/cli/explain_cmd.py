@@ -25,6 +25,8 @@ __all__ = ["add_parser", "attribution_table", "run"]
 
 def add_parser(subparsers: Any) -> None:
     """Register ``gbdt2nn explain`` on the CLI's subparsers."""
+    from gbdt2nn_core.cli.serving import add_io_arguments
+
     parser = subparsers.add_parser(
         "explain",
         help="per-row, per-column attributions of a distilled student (margin space)",
@@ -33,9 +35,7 @@ def add_parser(subparsers: Any) -> None:
             "attribution per row and input column (per class for multiclass), in margin space."
         ),
     )
-    parser.add_argument("--model", type=Path, required=True, help="run folder (student.safetensors + student.json)")
-    parser.add_argument("--data", type=Path, required=True, help="CSV (.csv, .csv.gz) or Parquet file of rows")
-    parser.add_argument("--out", type=Path, required=True, help="file to write: .csv, .csv.gz or .parquet")
+    add_io_arguments(parser)
     parser.add_argument("--attributor", help="attributor plugin (default: the run's, else structure)")
     parser.add_argument(
         "--attributor-option",
@@ -48,10 +48,6 @@ def add_parser(subparsers: Any) -> None:
         "--background", type=Path, help="rows to measure attributions against (default: the saved background)"
     )
     parser.add_argument("--layout", choices=["wide", "long"], default="wide", help="output layout (default: wide)")
-    parser.add_argument(
-        "--keep", action="append", default=[], metavar="COL", help="copy this input column to the output (repeatable)"
-    )
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     parser.set_defaults(func=run)
 
 

@@ -8,7 +8,6 @@ regression), ``probability_<class>`` for each class of a classifier, and the mar
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 __all__ = ["add_parser", "output_columns", "predictions", "run"]
@@ -16,6 +15,8 @@ __all__ = ["add_parser", "output_columns", "predictions", "run"]
 
 def add_parser(subparsers: Any) -> None:
     """Register ``gbdt2nn predict`` on the CLI's subparsers."""
+    from gbdt2nn_core.cli.serving import add_io_arguments
+
     parser = subparsers.add_parser(
         "predict",
         help="predict with a distilled student (a run folder) for the rows of a CSV or Parquet file",
@@ -24,13 +25,7 @@ def add_parser(subparsers: Any) -> None:
             "use are ignored, categories not seen in training count as missing; both with a note on stderr."
         ),
     )
-    parser.add_argument("--model", type=Path, required=True, help="run folder (student.safetensors + student.json)")
-    parser.add_argument("--data", type=Path, required=True, help="CSV (.csv, .csv.gz) or Parquet file of rows")
-    parser.add_argument("--out", type=Path, required=True, help="file to write: .csv, .csv.gz or .parquet")
-    parser.add_argument(
-        "--keep", action="append", default=[], metavar="COL", help="copy this input column to the output (repeatable)"
-    )
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    add_io_arguments(parser)
     parser.set_defaults(func=run)
 
 

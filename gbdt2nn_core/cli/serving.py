@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -13,7 +14,18 @@ if TYPE_CHECKING:
     from gbdt2nn_core.persistence import DistilledModel
     from gbdt2nn_core.pipeline import DistillConfig
 
-__all__ = ["open_run", "parse_options", "write_output"]
+__all__ = ["add_io_arguments", "open_run", "parse_options", "write_output"]
+
+
+def add_io_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--model``, ``--data``, ``--out``, ``--keep`` and ``--overwrite``: a run folder, rows in, a table out."""
+    parser.add_argument("--model", type=Path, required=True, help="run folder (student.safetensors + student.json)")
+    parser.add_argument("--data", type=Path, required=True, help="CSV (.csv, .csv.gz) or Parquet file of rows")
+    parser.add_argument("--out", type=Path, required=True, help="file to write: .csv, .csv.gz or .parquet")
+    parser.add_argument(
+        "--keep", action="append", default=[], metavar="COL", help="copy this input column to the output (repeatable)"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
 
 
 def parse_options(pairs: list[str], flag: str) -> dict[str, Any]:
