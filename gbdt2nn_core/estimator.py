@@ -25,12 +25,10 @@ are missing values for the teacher and the average category (all-zero block) for
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
-import random
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -47,7 +45,7 @@ from gbdt2nn_core.errors import ConfigError, DataError, Gbdt2nnError, ModelFileE
 from gbdt2nn_core.interfaces import Attributor, OnlineUpdate, Task, Teacher
 from gbdt2nn_core.metrics import agreement, agreement_per_output
 from gbdt2nn_core.persistence import DistilledModel
-from gbdt2nn_core.pipeline import DistillConfig, Pipeline, SplitData, TeacherExplanations, evaluate_rows
+from gbdt2nn_core.pipeline import DistillConfig, Pipeline, SplitData, TeacherExplanations, evaluate_rows, seeded
 from gbdt2nn_core.progress import NullProgress, Progress
 from gbdt2nn_core.registry import Registry, get_registry
 from gbdt2nn_core.runfolder import RunFolder, RunParts, read_folder, write_folder
@@ -83,28 +81,6 @@ def _rebuild_not_fitted(component: str, method: str, fix: str) -> EstimatorNotFi
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
-@contextlib.contextmanager
-def _seeded(seed: int) -> Iterator[None]:
-    """Seed python, numpy and torch (and ask torch for deterministic kernels) for the block, then restore them.
-
-    Restoring keeps ``fit`` from disturbing the random streams of the code around it.
-    """
-    python_state, numpy_state, torch_state = random.getstate(), np.random.get_state(), torch.get_rng_state()
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
-        torch.set_rng_state(torch_state)
-        np.random.set_state(numpy_state)
-        random.setstate(python_state)
-
-
 def _library_of(model: object, *, prefer: str | None = None) -> str | None:
     """The teacher plugin whose spec recognises ``model`` (by type, no import); ``prefer`` among several."""
     return get_registry().teacher_for_model(model, prefer=prefer)
@@ -405,8 +381,7 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
             from gbdt2nn_core.progress import RichProgress
 
             progress = RichProgress()
-        with _seeded(seed):
-            self._fit(X, y, teacher, config, registry, progress)
+        self._fit(X, y, teacher, config, registry, progress)
         return self
 
     def _fit(self, X: Any, y: Any, model: Any, config: DistillConfig, registry: Registry, progress: Progress) -> None:
@@ -648,7 +623,7 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
                 self.student_.module.parameters(), lr=lr, weight_decay=float(options.get("weight_decay", 0.0))
             )
         seed = self.seed_ + 1 + self._updates
-        with _seeded(seed):
+        with seeded(seed):
             records = self.student_.partial_fit(
                 OnlineUpdate(
                     z=z,

@@ -15,6 +15,7 @@ from gbdt2nn_core.pipeline.explanations import (
     find_teacher_explainer,
     teacher_explainer_names,
 )
+from gbdt2nn_core.pipeline.seeding import seeded
 
 __all__ = [
     "BACKGROUND_ROWS",
@@ -30,6 +31,7 @@ __all__ = [
     "evaluate_rows",
     "find_teacher_explainer",
     "fit_encoder",
+    "seeded",
     "split_data",
     "teacher_explainer_names",
 ]

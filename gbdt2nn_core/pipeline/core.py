@@ -30,6 +30,7 @@ from gbdt2nn_core.pipeline.config import DistillConfig
 from gbdt2nn_core.pipeline.data import PreparedData, SplitData, encoder_for, split_data
 from gbdt2nn_core.pipeline.evaluate import evaluate_rows
 from gbdt2nn_core.pipeline.explanations import TeacherExplanations, explanation_cache
+from gbdt2nn_core.pipeline.seeding import seeded
 from gbdt2nn_core.progress import NullProgress, Progress
 from gbdt2nn_core.registry import Registry, get_registry
 
@@ -176,7 +177,7 @@ class Pipeline:
         config, progress = self.config, self.progress
         teacher_obj = teacher if isinstance(teacher, Teacher) else self.teacher(teacher)
         started = time.perf_counter()
-        with progress.step(f"teacher ({config.teacher})"):
+        with progress.step(f"teacher ({config.teacher})"), seeded(config.seed):
             teacher_obj.fit(split.train_frame, split.y_train, task=split.task, seed=config.seed)
         teacher_s = time.perf_counter() - started
         started = time.perf_counter()
@@ -258,7 +259,8 @@ class Pipeline:
             alignment=alignment_term, progress=self.progress, on_epoch_end=epoch_end, checkpoint=checkpoint
         )
         started = time.perf_counter()
-        student.fit(inputs)
+        with seeded(config.seed):
+            student.fit(inputs)
         seconds = time.perf_counter() - started
         import torch
 
@@ -294,7 +296,7 @@ class Pipeline:
         """
         data = prepared.data
         started = time.perf_counter()
-        with self.progress.step("evaluation"):
+        with self.progress.step("evaluation"), seeded(trained.config.seed):
             metrics = evaluate_rows(
                 config=trained.config,
                 task=data.task,
