@@ -7,6 +7,7 @@ are, so that teacher and student see identical columns at training and predictio
 from __future__ import annotations
 
 import gzip
+import re
 import zlib
 from collections.abc import Iterable, Sequence
 from importlib import resources
@@ -17,7 +18,7 @@ import attrs
 import numpy as np
 import pandas as pd
 
-from gbdt2nn_core.errors import ConfigError, DataError
+from gbdt2nn_core.errors import ConfigError, DataError, warn
 from gbdt2nn_core.interfaces import TASKS, Task
 
 __all__ = [
@@ -26,10 +27,12 @@ __all__ = [
     "Dataset",
     "TabularSchema",
     "TargetEncoder",
+    "check_finite_margins",
     "infer_task",
     "load_bundled",
     "read_table",
     "split_features_target",
+    "warn_if_few_test_rows",
 ]
 
 
@@ -64,7 +67,13 @@ def load_bundled(name: str = "adult") -> Dataset:
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a CSV (optionally gzip-compressed) or Parquet file, with one-line errors for the usual mistakes."""
+    """Read a CSV (optionally gzip-compressed) or Parquet file, with one-line errors for the usual mistakes.
+
+    In a CSV, only an empty cell is missing in a text column: ``NA``, ``None`` or ``null`` are categories like any
+    other (a country code, a blood group). A column whose cells are all numbers or missing-value words (``NA``,
+    ``NaN``, ``null``, ...) is numeric, those words being missing. A file separated by ``;``, tabs or ``|``
+    instead of commas is read with its own separator.
+    """
     path = Path(path)
     if not path.exists():
         raise DataError(problem=f"data file {str(path)!r} does not exist", fix="check the path passed to --data")
@@ -75,7 +84,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
         if suffixes[-1:] == [".parquet"] or suffixes[-1:] == [".pq"]:
             frame = pd.read_parquet(path)
         elif suffixes[-1:] == [".csv"] or suffixes[-2:] == [".csv", ".gz"]:
-            frame = pd.read_csv(path)
+            frame = _read_csv(path)
         else:
             raise DataError(
                 problem=f"cannot tell the format of {path.name!r}",
@@ -85,7 +94,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
         raise
     except ImportError as exc:
         raise DataError(
-            problem=f"reading {path.name} needs an extra package ({exc})", fix="pip install pyarrow"
+            problem=f"reading {path.name} needs pyarrow, which is not installed", fix="pip install pyarrow"
         ) from exc
     except (ValueError, OSError, EOFError, gzip.BadGzipFile, zlib.error, pd.errors.ParserError) as exc:
         raise DataError(
@@ -95,6 +104,88 @@ def read_table(path: str | Path) -> pd.DataFrame:
     if frame.shape[0] == 0 or frame.shape[1] == 0:
         raise DataError(problem=f"{path.name} has no rows or no columns", fix="pass a file with data in it")
     return frame
+
+
+#: Cell texts pandas reads as missing by default; here they are missing only in numeric columns.
+MISSING_WORDS = frozenset(
+    [
+        "#N/A",
+        "#N/A N/A",
+        "#NA",
+        "-1.#IND",
+        "-1.#QNAN",
+        "-NaN",
+        "-nan",
+        "1.#IND",
+        "1.#QNAN",
+        "<NA>",
+        "N/A",
+        "NA",
+        "NULL",
+        "NaN",
+        "None",
+        "n/a",
+        "nan",
+        "null",
+    ]
+)
+#: Separators tried when a CSV file comes out as a single column.
+_OTHER_SEPARATORS = ";\t|"
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    if frame.shape[1] == 1:
+        separator = _sniff_separator(path)
+        if separator is not None:
+            frame = pd.read_csv(path, sep=separator, keep_default_na=False, na_values=[""])
+            shown = "tabs" if separator == "\t" else repr(separator)
+            warn(f"{path.name}: the first line has no commas; read as separated by {shown}")
+    _check_header(frame, path)
+    for name in frame.columns:
+        if frame[name].dtype == object or pd.api.types.is_string_dtype(frame[name].dtype):
+            numbers = _as_numbers(frame[name])
+            if numbers is not None:
+                frame[name] = numbers
+    return frame
+
+
+def _sniff_separator(path: Path) -> str | None:
+    """The separator of a CSV file that is not comma-separated, from its first lines; ``None`` if unclear."""
+    import csv
+
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    with opener(path, "rt", encoding="utf-8", errors="replace") as handle:
+        head = "".join(line for _, line in zip(range(20), handle, strict=False))
+    try:
+        separator = csv.Sniffer().sniff(head, delimiters=_OTHER_SEPARATORS).delimiter
+    except csv.Error:
+        return None
+    return separator if separator in _OTHER_SEPARATORS else None
+
+
+def _check_header(frame: pd.DataFrame, path: Path) -> None:
+    """An empty header cell, which pandas would silently name ``Unnamed: N``, is an error naming its position."""
+    empty = [i for i, name in enumerate(frame.columns) if re.fullmatch(rf"Unnamed: {i}(\.\d+)?", str(name))]
+    if empty:
+        positions = ", ".join(str(i + 1) for i in empty[:5]) + (" ..." if len(empty) > 5 else "")
+        raise DataError(
+            problem=f"{path.name}: the header has no name for column {positions} (counting from 1)",
+            fix="name every column in the first line (a row index written by DataFrame.to_csv: write with index=False)",
+        )
+
+
+def _as_numbers(column: pd.Series) -> pd.Series | None:
+    """A text column as float64 when every cell is a number or a missing-value word; else ``None`` (text)."""
+    text = column.astype("object")
+    present = text[text.notna()]
+    if present.empty:
+        return None
+    words = present.isin(MISSING_WORDS)
+    numbers = pd.to_numeric(present[~words], errors="coerce")
+    if numbers.isna().any() or not words.any():
+        return None  # text (a category), or numbers pandas would already have parsed
+    return pd.to_numeric(text.where(~text.isin(MISSING_WORDS)), errors="coerce").astype("float64")
 
 
 def split_features_target(frame: pd.DataFrame, target: str) -> tuple[pd.DataFrame, pd.Series]:
@@ -113,6 +204,19 @@ def split_features_target(frame: pd.DataFrame, target: str) -> tuple[pd.DataFram
     if features.shape[1] == 0:
         raise DataError(problem="the data has no feature columns besides the target", fix="add feature columns")
     return features, frame[target]
+
+
+#: Fewer held-out rows than this make the test metrics noisy, or undefined (NaN) when a class is absent from them.
+MIN_TEST_ROWS = 30
+
+
+def warn_if_few_test_rows(n_test: int, n_rows: int) -> None:
+    """A :class:`~gbdt2nn_core.errors.Gbdt2nnWarning` when the test split is too small to measure anything."""
+    if n_test < MIN_TEST_ROWS:
+        warn(
+            f"only {n_test} of the {n_rows} rows are held out for testing, too few for the test metrics (noisy, NaN "
+            f"where a class is absent); distil from more rows, or raise test_size to hold out {MIN_TEST_ROWS} or more"
+        )
 
 
 def infer_task(y: pd.Series | np.ndarray) -> Task:
@@ -141,6 +245,14 @@ class ColumnSchema:
     name: str
     kind: Literal["numeric", "categorical"]
     categories: tuple[Any, ...] = ()
+    #: A numeric column that held ``True``/``False`` in training; other numeric columns refuse them.
+    boolean: bool = False
+
+    def unseen(self, values: pd.Series) -> pd.Series:
+        """The non-missing ``values`` of a categorical column that are none of its categories, matched by value."""
+        known = {_category_key(c) for c in self.categories}
+        present = values[values.notna()].astype(object)  # Python scalars: 42, not np.int64(42)
+        return present[~present.map(_category_key).isin(known)]
 
 
 def _is_categorical(series: pd.Series) -> bool:
@@ -201,7 +313,8 @@ class TabularSchema:
                     categories = _sorted_categories(series.dropna().unique())
                 columns.append(ColumnSchema(name=str(name), kind="categorical", categories=categories))
             else:
-                columns.append(ColumnSchema(name=str(name), kind="numeric"))
+                boolean = pd.api.types.is_bool_dtype(series.dtype)
+                columns.append(ColumnSchema(name=str(name), kind="numeric", boolean=boolean))
         return cls(columns=columns)
 
     def to_frame(self, frame: pd.DataFrame | np.ndarray) -> pd.DataFrame:
@@ -249,6 +362,12 @@ class TabularSchema:
                         problem=f"column {column.name!r} contains infinite values",
                         fix="replace inf with NaN (missing) or a finite value",
                     )
+                _check_numeric_range(column.name, values)
+                if not column.boolean and _holds_booleans(series):
+                    raise DataError(
+                        problem=f"column {column.name!r} holds true/false values but held numbers in training",
+                        fix="pass the column's numbers (true/false are not read as 1/0)",
+                    )
                 out[column.name] = values
             else:
                 lookup = {_category_key(c): c for c in column.categories}
@@ -260,13 +379,87 @@ class TabularSchema:
         return pd.DataFrame(out, index=frame.index)
 
     def to_json(self) -> list[dict[str, Any]]:
-        return [attrs.asdict(c) for c in self.columns]
+        # ``boolean`` only where true, so that files stay as they were for every other column
+        return [attrs.asdict(c, filter=lambda field, value: field.name != "boolean" or value) for c in self.columns]
 
     @classmethod
     def from_json(cls, data: list[dict[str, Any]]) -> TabularSchema:
         return cls(
-            columns=[ColumnSchema(name=c["name"], kind=c["kind"], categories=tuple(c["categories"])) for c in data]
+            columns=[
+                ColumnSchema(
+                    name=c["name"],
+                    kind=c["kind"],
+                    categories=tuple(c["categories"]),
+                    boolean=bool(c.get("boolean", False)),
+                )
+                for c in data
+            ]
         )
+
+
+#: The largest magnitude the student's 32-bit floats hold (``numpy.finfo(numpy.float32).max``).
+FLOAT32_LIMIT = float(np.finfo(np.float32).max)
+
+
+def _row_numbers(mask: np.ndarray, limit: int = 5) -> str:
+    """Positions (from 1) of the true entries of ``mask``, the first ``limit`` of them."""
+    rows = np.flatnonzero(mask) + 1
+    text = ", ".join(str(r) for r in rows[:limit])
+    return text + (f" and {len(rows) - limit} more" if len(rows) > limit else "")
+
+
+def _check_numeric_range(name: str, values: pd.Series) -> None:
+    """Values the network cannot hold (beyond ±3.4e38, float32) are an error naming the column and the rows."""
+    array = values.to_numpy(dtype=np.float64)
+    huge = np.abs(np.nan_to_num(array)) > FLOAT32_LIMIT
+    if huge.any():
+        raise DataError(
+            problem=f"column {name!r} holds values beyond ±3.4e38, too large for the student's 32-bit floats "
+            f"(e.g. {array[huge][0]:g}), in row(s) {_row_numbers(huge)} of the data",
+            fix="rescale the column (another unit) or make those cells empty (missing)",
+        )
+
+
+def _holds_booleans(series: pd.Series) -> bool:
+    """True for a bool column, or an object column whose values include Python or numpy booleans."""
+    if pd.api.types.is_bool_dtype(series.dtype):
+        return True
+    if series.dtype != object:
+        return False
+    return any(isinstance(v, (bool, np.bool_)) for v in series.dropna().unique())
+
+
+def check_finite_margins(margins: np.ndarray, frame: pd.DataFrame) -> None:
+    """Refuse to turn non-finite margins (or attributions) into output: an error naming the rows and a column.
+
+    ``margins`` has one entry (or one row of entries) per row of ``frame``, the rows they were computed from.
+    Values the network's 32-bit floats cannot carry through its layers overflow to ``inf`` or ``NaN``; a
+    probability, a label or an attribution computed from them would be blank or meaningless.
+    """
+    values = np.asarray(margins, dtype=np.float64).reshape(len(margins), -1)
+    bad = np.asarray(~np.isfinite(values).all(axis=1))
+    if not bad.any():
+        return
+    culprit = ""
+    numeric = frame.select_dtypes("number")
+    if numeric.shape[1]:
+        magnitude = numeric[bad].abs().max(axis=0)
+        if magnitude.notna().any():
+            name = str(magnitude.idxmax())
+            culprit = f"; their largest value is {float(magnitude.max()):g}, in column {name!r}"
+    raise DataError(
+        problem=f"the student's margins are not finite for {int(bad.sum())} row(s) (row(s) {_row_numbers(bad)} of "
+        f"the data){culprit}",
+        fix="values this far outside the training data overflow the network's 32-bit floats: check the column's "
+        "unit, or make those cells empty (missing)",
+    )
+
+
+#: Largest regression target the student trains on: its margins, and their squares in the loss, must stay finite
+#: in 32-bit floats (large targets are scaled by a power of two inside the student, see ``GBDT2NNStudent.fit``).
+REGRESSION_TARGET_LIMIT = 1e30
+#: Most classes a classification target may have: one network output and one set of trees per class.
+MAX_CLASSES = 100
 
 
 @attrs.frozen(kw_only=True)
@@ -287,21 +480,37 @@ class TargetEncoder:
             raise DataError(
                 problem=f"the target has {int(values.isna().sum())} missing value(s)", fix="drop those rows first"
             )
+        numeric = pd.to_numeric(values, errors="coerce")
+        # a label spelt "inf" is a label; a float that is infinite (read from a number column) is not
+        floats = numeric if task == "regression" else values[values.map(lambda v: isinstance(v, (float, np.floating)))]
+        if np.isinf(floats.to_numpy(dtype=float)).any():
+            raise DataError(problem="the target contains infinite values", fix="drop or fix those rows")
         if task == "regression":
-            numeric = pd.to_numeric(values, errors="coerce")
             if numeric.isna().any():
                 raise DataError(
                     problem="a regression target must be numeric but holds non-numbers",
                     fix="pass --task binary/multiclass for labels, or clean the target",
                 )
-            if np.isinf(numeric.to_numpy(dtype=float)).any():
-                raise DataError(problem="the target contains infinite values", fix="drop or fix those rows")
+            largest = float(np.abs(numeric.to_numpy(dtype=float)).max())
+            if largest > REGRESSION_TARGET_LIMIT:
+                raise DataError(
+                    problem=f"the regression target reaches {largest:g}, beyond the ±{REGRESSION_TARGET_LIMIT:g} the "
+                    "student's 32-bit floats train on",
+                    fix="rescale the target (e.g. divide it by a power of ten) and scale predictions back",
+                )
             return cls(task=task)
         classes = tuple(sorted(values.unique().tolist(), key=lambda v: (str(type(v)), v)))
         if len(classes) < 2:
             raise DataError(
                 problem=f"the target has a single class ({classes[0]!r}); a classifier needs at least two",
                 fix="check the target column or the rows selected",
+            )
+        if task == "multiclass" and len(classes) > MAX_CLASSES:
+            examples = ", ".join(repr(_plain(c)) for c in classes[:3])
+            raise DataError(
+                problem=f"task 'multiclass' but the target has {len(classes):,} classes (e.g. {examples}, ...), more "
+                f"than the {MAX_CLASSES} a classifier is distilled for",
+                fix="pass --task regression for a numeric target, or group the labels into fewer classes",
             )
         if task == "binary" and len(classes) > 2:
             raise DataError(

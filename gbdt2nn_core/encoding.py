@@ -26,9 +26,10 @@ import numpy as np
 import pandas as pd
 
 from gbdt2nn_core.data import TabularSchema
+from gbdt2nn_core.errors import DataError
 from gbdt2nn_core.interfaces import TreeEnsemble
 
-__all__ = ["InputEncoder", "teacher_thresholds"]
+__all__ = ["InputEncoder", "check_rows_near_training", "teacher_thresholds"]
 
 SplitRule = Literal["<=", "<"]
 
@@ -76,6 +77,7 @@ class InputEncoder:
                 state[column.name] = {
                     "mean": mean,
                     "std": std if std > 1e-12 else 1.0,
+                    "range": [float(observed.min()), float(observed.max())] if observed.size else None,
                     "missing_rate": missing_rate if missing_rate > 0 else None,
                     "thresholds": cuts.tolist(),
                     "split_rule": split_rule,
@@ -141,12 +143,49 @@ class InputEncoder:
                 blocks.append(onehot)
         return np.concatenate(blocks, axis=1).astype(np.float32)
 
+    def far_from_training(self, frame: pd.DataFrame) -> dict[str, int]:
+        """Numeric columns of a teacher-ready ``frame`` with values far outside the training range: name -> rows.
+
+        Far means beyond the range by more than the larger of its width and its largest magnitude (a column in
+        metres where training had miles). The teacher treats such values like the most extreme training values;
+        the network extrapolates its linear parts, so its margins can end up far from the teacher's. Encoders
+        saved before the range was recorded report nothing.
+        """
+        far = {}
+        for column in self.schema.columns:
+            bounds = self._state[column.name].get("range")
+            if column.kind != "numeric" or not bounds:
+                continue
+            low, high = bounds
+            margin = max(high - low, abs(high), abs(low), 1e-12)
+            values = frame[column.name].to_numpy(dtype=np.float64)
+            count = int(((values < low - margin) | (values > high + margin)).sum())
+            if count:
+                far[column.name] = count
+        return far
+
     def to_json(self) -> dict[str, Any]:
         return {"schema": self.schema.to_json(), "state": self._state}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> InputEncoder:
         return cls(TabularSchema.from_json(data["schema"]), data["state"])
+
+
+def check_rows_near_training(encoder: InputEncoder, frame: pd.DataFrame) -> None:
+    """:class:`DataError` when rows of ``frame`` (teacher-ready) lie far outside the training range.
+
+    For checks that compare the student with itself in another runtime (the export's parity check): far from
+    the training data its margins grow so large that 32-bit rounding alone exceeds any tolerance.
+    """
+    far = encoder.far_from_training(frame)
+    if far:
+        columns = ", ".join(f"{name!r} ({rows} rows)" for name, rows in far.items())
+        raise DataError(
+            problem=f"the rows hold values far outside the training range in {columns}, where the student's margins "
+            "are too large to compare",
+            fix="check those columns' units, or check on rows like the training data",
+        )
 
 
 def _interval_onehot(values: np.ndarray, cuts: np.ndarray, split_rule: str) -> np.ndarray:

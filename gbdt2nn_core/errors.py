@@ -16,10 +16,13 @@ __all__ = [
     "DuplicatePluginError",
     "ExportError",
     "Gbdt2nnError",
+    "Gbdt2nnWarning",
     "ModelFileError",
     "NotFittedError",
     "PluginLoadError",
+    "TrainingError",
     "UnknownComponentError",
+    "warn",
 ]
 
 
@@ -93,6 +96,20 @@ class ModelFileError(Gbdt2nnError):
 
     def message(self) -> str:
         return f"cannot load model from {self.path}: {self.problem}; {self.fix}"
+
+
+@attrs.define(auto_exc=True, kw_only=True)
+class TrainingError(Gbdt2nnError):
+    """Training diverged (a loss became infinite or NaN): a setting is too large for the data."""
+
+    #: The step that diverged, e.g. ``"epoch 3 of the student training"``.
+    stage: str
+    #: Which loss went non-finite, e.g. ``"the alignment loss"``.
+    loss: str
+    fix: str
+
+    def message(self) -> str:
+        return f"training diverged in {self.stage}: {self.loss} became infinite or NaN; {self.fix}"
 
 
 @attrs.define(auto_exc=True, kw_only=True)
@@ -172,3 +189,17 @@ class PluginLoadError(Gbdt2nnError):
         return (
             f"plugin {self.plugin!r} from {self.distribution} {self.version} failed to load: {self.error}; {self.fix}"
         )
+
+
+class Gbdt2nnWarning(UserWarning):
+    """Something the user should know that does not stop the run (a test set too small for its metrics...).
+
+    The CLI prints it as one ``gbdt2nn: warning: ...`` line on stderr; in Python it is an ordinary warning.
+    """
+
+
+def warn(text: str) -> None:
+    """Emit ``text`` as a :class:`Gbdt2nnWarning` (one line: what happened, and what to do about it)."""
+    import warnings
+
+    warnings.warn(text, Gbdt2nnWarning, stacklevel=3)

@@ -40,7 +40,7 @@ from scipy.special import expit, softmax
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.exceptions import NotFittedError as SklearnNotFittedError
 
-from gbdt2nn_core.data import TabularSchema, TargetEncoder
+from gbdt2nn_core.data import TabularSchema, TargetEncoder, check_finite_margins
 from gbdt2nn_core.errors import ConfigError, DataError, Gbdt2nnError, ModelFileError
 from gbdt2nn_core.interfaces import Attributor, OnlineUpdate, Task, Teacher
 from gbdt2nn_core.metrics import agreement, agreement_per_output
@@ -462,7 +462,10 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
     def predict_margin(self, X: Any) -> np.ndarray:
         """The student's raw scores: ``(n,)`` (regression, binary log-odds) or ``(n, k)`` (multiclass)."""
         self._check_fitted("predict_margin")
-        return self.student_.predict_margin(self._encode(X)).astype(np.float64)
+        frame = self._teacher_frame(X)
+        margin = self.student_.predict_margin(self.encoder_.transform(frame)).astype(np.float64)
+        check_finite_margins(margin, frame)
+        return margin
 
     def teacher_margin(self, X: Any) -> np.ndarray:
         """The teacher's raw scores on ``X``, shaped like :meth:`predict_margin`."""
@@ -509,6 +512,7 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
             z = self.encoder_.transform(frame)
             values = self.student_.attributions(z, self._attributor(method), self.encoder_.aggregation())
             values = values.astype(np.float64)
+            check_finite_margins(values, frame)  # overflowing rows are an error, not NaN attributions
         if not as_frame:
             return values
         index = X.index if isinstance(X, pd.DataFrame) else None

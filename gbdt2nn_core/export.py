@@ -54,6 +54,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from gbdt2nn_core.data import check_finite_margins
+from gbdt2nn_core.encoding import check_rows_near_training
 from gbdt2nn_core.errors import ConfigError, DataError, ExportError
 from gbdt2nn_core.model_files import write_atomic
 from gbdt2nn_core.persistence import DistilledModel, load_model
@@ -198,6 +200,7 @@ def export_model(
     module = copy.deepcopy(model.student.module).cpu().float().eval()  # the caller's module stays as it was
     with torch.no_grad():
         reference = module(torch.from_numpy(z)).numpy()
+    check_finite_margins(reference, model.encoder.schema.to_frame(frame))  # the rows' fault, not the exporter's
     record = json.dumps(_record(model, z.shape[1]), default=str)
 
     if format == "torchscript":
@@ -211,6 +214,7 @@ def export_model(
     for size in batch_sizes:
         worst = max(worst, _max_abs_diff(run(z[:size]), reference[:size]))
     if not worst <= tolerance:
+        check_rows_near_training(model.encoder, model.encoder.schema.to_frame(frame))  # the rows, not the export
         raise ExportError(
             format=format,
             path=str(target),

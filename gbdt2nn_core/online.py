@@ -21,9 +21,9 @@ import numpy as np
 import torch
 
 from gbdt2nn_core.alignment import Alignment
-from gbdt2nn_core.errors import ConfigError, DataError
+from gbdt2nn_core.errors import ConfigError, DataError, TrainingError
 from gbdt2nn_core.interfaces import Task
-from gbdt2nn_core.student.kit import alignment_loss, task_loss
+from gbdt2nn_core.student.kit import alignment_loss, row_batches, task_loss
 
 __all__ = ["online_update"]
 
@@ -44,9 +44,9 @@ def online_update(
     """Train ``module`` on encoded rows ``z`` and targets ``y`` for ``epochs`` passes; returns one record per pass.
 
     ``y`` holds floats (regression) or class indices. ``optimizer`` must be built over ``module.parameters()``;
-    reusing one across calls carries its moment estimates from batch to batch, as a stream would. Batches of
-    a single row are skipped (BatchNorm needs two), so ``z`` must have at least two rows. With ``alignment``
-    (its ``teacher_attributions`` are the teacher's attributions of these rows) and the encoder's
+    reusing one across calls carries its moment estimates from batch to batch, as a stream would. A last batch of
+    one row joins the batch before it (BatchNorm needs two), so ``z`` must have at least two rows. With
+    ``alignment`` (its ``teacher_attributions`` are the teacher's attributions of these rows) and the encoder's
     ``aggregation`` matrix, the loss is ``L_task + λ · L_align`` on the share ``alignment.fraction`` of batches.
     """
     n = int(z.shape[0])
@@ -81,10 +81,7 @@ def online_update(
             carry = torch.rand(batches, generator=generator) < (alignment.fraction if alignment else 0.0)
             task_sum = align_sum = 0.0
             seen = aligned = 0
-            for b, start in enumerate(range(0, n, batch_size)):
-                rows = order[start : start + batch_size]
-                if len(rows) < 2:
-                    continue
+            for b, rows in enumerate(row_batches(order, batch_size)):
                 zb = z_t[rows]
                 loss_task = loss_fn(module(zb), y_t[rows])
                 loss = loss_task
@@ -95,6 +92,12 @@ def online_update(
                     loss = loss + alignment.weight * loss_align
                     align_sum += float(loss_align.detach()) * len(rows)
                     aligned += len(rows)
+                if not bool(torch.isfinite(loss)):  # stop before the NaN reaches the weights
+                    raise TrainingError(
+                        stage=f"pass {epoch + 1} of the online update",
+                        loss="the loss",
+                        fix="lower the online learning rate (online_lr) or the alignment weight, or check the rows",
+                    )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

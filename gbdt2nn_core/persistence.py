@@ -23,11 +23,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from gbdt2nn_core.data import TargetEncoder
+from gbdt2nn_core.data import TargetEncoder, check_finite_margins
 from gbdt2nn_core.encoding import InputEncoder
 from gbdt2nn_core.errors import ModelFileError, PluginLoadError, UnknownComponentError
 from gbdt2nn_core.interfaces import Student, Task
 from gbdt2nn_core.registry import Registry, get_registry
+from gbdt2nn_core.student.file_checks import check_loaded_student, check_saved_student
 
 __all__ = ["BACKGROUND", "FORMAT_VERSION", "DistilledModel", "load_model", "save_model"]
 
@@ -64,7 +65,10 @@ class DistilledModel:
         return self.encoder.transform(self.encoder.schema.to_frame(X))
 
     def predict_margin(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
-        return self.student.predict_margin(self.encode(X))
+        frame = self.encoder.schema.to_frame(X)
+        margin = self.student.predict_margin(self.encoder.transform(frame))
+        check_finite_margins(margin, frame)
+        return margin
 
     def predict_proba(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
         margin = self.predict_margin(X)
@@ -174,8 +178,11 @@ def load_model(directory: Path | str, registry: Registry | None = None) -> Disti
         )
     try:
         name, options, description = _student_record(metadata)
+        view = {**metadata, "config": options, **description}  # the student's part of student.json, flat
+        check_saved_student(name, view, directory / WEIGHTS)  # before anything the JSON declares is allocated
         student = _build_student(name, options, registry or get_registry(), where)
         student.load_state(description, load_file(str(directory / WEIGHTS)))
+        check_loaded_student(name, student.module, view, directory)
         encoder = InputEncoder.from_json(metadata["encoder"])
         target = TargetEncoder(task=metadata["task"], classes=tuple(metadata["classes"]))
     except SafetensorError as exc:

@@ -137,7 +137,9 @@ def test_table_groups_components_by_kind_and_explains_failures(
     assert "Students" in lines
     assert "Alignment losses" in lines
     assert lines.index("Students") < lines.index("Alignment losses")
-    assert any(line.split()[:3] == ["gbdt2nn", "gbdt2nn-core", "gbdt2nn-core"] for line in lines)
+    # a component's plugin is in its table, the plugin's distribution in the table of plugins
+    assert any(line.split()[:2] == ["gbdt2nn", "gbdt2nn-core"] for line in lines)
+    assert any(line.split()[:3] == ["gbdt2nn-core", "gbdt2nn-core", "0.1.0"] for line in lines)
     assert any(line.split()[:3] == ["broken", "(registered", "in"] and line.split()[-1] == "failed" for line in lines)
     assert "Failed to load (skipped)" in lines
     assert "    gbdt2nn_register_alignment_losses raised RuntimeError: boom" in lines
@@ -154,6 +156,24 @@ def test_table_fits_100_columns_and_has_no_escape_codes_when_piped(
     assert "\x1b[" not in out
     assert max(len(line) for line in out.splitlines()) <= 100
     assert all(line == line.rstrip() for line in out.splitlines())
+
+
+@pytest.mark.parametrize("columns", [50, 80, 100])
+def test_names_are_never_cut_in_a_narrow_terminal(
+    columns: int, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 10 (13): below 100 columns (piped: 80) 'integrated-gradients' was cut to 'integrated-gradie…'."""
+    monkeypatch.delenv(DISABLE_ENV)
+    get_registry.cache_clear()
+    monkeypatch.setenv("COLUMNS", str(columns))
+    assert main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    assert "…" not in out
+    registry = get_registry()
+    names = {c["name"] for c in plugins_cmd.plugin_report(registry)["components"]}
+    first_words = {line.split()[0] for line in out.splitlines() if line.strip()}
+    assert names <= first_words, names - first_words
+    assert {p.name for p in registry.plugins()} <= first_words
 
 
 def test_plugin_text_is_printed_literally_not_as_markup(

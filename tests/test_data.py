@@ -240,3 +240,58 @@ def test_schema_json_round_trip(table: pd.DataFrame) -> None:
 
     schema = TabularSchema.infer(table)
     assert TabularSchema.from_json(json.loads(json.dumps(schema.to_json()))) == schema
+
+
+# ------------------------------------------------------------------------------------------- issue 10: reading CSV
+def test_missing_value_words_are_categories_in_text_columns_and_missing_in_numeric_ones(tmp_path: Path) -> None:
+    """pandas reads NA, None, null... as missing everywhere; a country code NA or a category 'None' is data."""
+    (tmp_path / "t.csv").write_text("code,score,label\nNA,1.5,a\nnull,NA,b\n,2.5,None\nFR,n/a,NA\n")
+
+    frame = read_table(tmp_path / "t.csv")
+
+    assert frame["code"].tolist()[:2] == ["NA", "null"]
+    assert pd.isna(frame["code"].iloc[2])  # an empty cell is still missing
+    assert frame["label"].tolist() == ["a", "b", "None", "NA"]
+    assert frame["score"].dtype == np.float64
+    np.testing.assert_array_equal(frame["score"].isna(), [False, True, False, True])
+    assert frame["score"].iloc[[0, 2]].tolist() == [1.5, 2.5]
+
+
+@pytest.mark.parametrize(("separator", "shown"), [(";", "';'"), ("\t", "tabs"), ("|", "'|'")])
+def test_files_separated_otherwise_than_by_commas_are_read_with_a_warning(
+    table: pd.DataFrame, tmp_path: Path, separator: str, shown: str
+) -> None:
+    from gbdt2nn_core.errors import Gbdt2nnWarning
+
+    table.to_csv(tmp_path / "t.csv", index=False, sep=separator)
+    with pytest.warns(Gbdt2nnWarning, match=f"read as separated by {shown}"):
+        frame = read_table(tmp_path / "t.csv")
+    pd.testing.assert_frame_equal(frame, read_table(_comma_copy(table, tmp_path)), check_dtype=False)
+
+
+def _comma_copy(table: pd.DataFrame, tmp_path: Path) -> Path:
+    table.to_csv(tmp_path / "comma.csv", index=False)
+    return tmp_path / "comma.csv"
+
+
+def test_an_empty_header_cell_names_its_position(table: pd.DataFrame, tmp_path: Path) -> None:
+    table.to_csv(tmp_path / "t.csv")  # the index, under an empty header cell
+    with pytest.raises(DataError, match=r"the header has no name for column 1 \(counting from 1\)"):
+        read_table(tmp_path / "t.csv")
+
+
+def test_unseen_categories_are_matched_by_value() -> None:
+    from gbdt2nn_core.data import ColumnSchema
+
+    column = ColumnSchema(name="grade", kind="categorical", categories=(1, 2, 3))
+    unseen = column.unseen(pd.Series([1, 2.0, "3", 4, None], dtype=object))
+    assert unseen.tolist() == [4]
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass"])
+def test_an_infinite_number_in_a_classification_target_is_an_error_but_the_label_inf_is_a_label(task: str) -> None:
+    """Issue 10 (7): inf became a class of its own (and 'Infinity' was written into student.json)."""
+    labels = [0.0, 1.0, 2.0, np.inf] if task == "multiclass" else [0.0, 1.0, np.inf]
+    with pytest.raises(DataError, match="the target contains infinite values"):
+        TargetEncoder.fit(pd.Series(labels), task)  # type: ignore[arg-type]
+    assert TargetEncoder.fit(pd.Series(["a", "inf", "a"]), "binary").classes == ("a", "inf")

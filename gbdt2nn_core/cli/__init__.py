@@ -56,8 +56,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if run is None:
         parser.print_help()
         return 2
+    from gbdt2nn_core.cli._files import warnings_as_lines
+
     try:
-        return run(args)
+        with warnings_as_lines():
+            return run(args)
     except Gbdt2nnError as exc:
         if os.environ.get("GBDT2NN_DEBUG"):
             raise

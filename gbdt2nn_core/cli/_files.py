@@ -7,11 +7,14 @@ file is written atomically, never over an existing file without ``--overwrite``.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import sys
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from gbdt2nn_core.errors import DataError, ModelFileError
 
@@ -20,7 +23,16 @@ if TYPE_CHECKING:
 
     from gbdt2nn_core.persistence import DistilledModel
 
-__all__ = ["check_output_file", "keep_columns", "load_student", "note", "read_rows", "table_format", "write_table"]
+__all__ = [
+    "check_output_file",
+    "keep_columns",
+    "load_student",
+    "note",
+    "read_rows",
+    "table_format",
+    "warnings_as_lines",
+    "write_table",
+]
 
 TableFormat = Literal["csv", "csv.gz", "parquet"]
 _RUN_FOLDER = "a run folder written by 'gbdt2nn distill' (it holds student.safetensors and student.json)"
@@ -29,6 +41,30 @@ _RUN_FOLDER = "a run folder written by 'gbdt2nn distill' (it holds student.safet
 def note(text: str) -> None:
     """A remark on stderr that does not stop the command (ignored columns, unseen categories)."""
     print(f"gbdt2nn: note: {text}", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def warnings_as_lines() -> Iterator[None]:
+    """Within the block, each :class:`~gbdt2nn_core.errors.Gbdt2nnWarning` prints as one ``gbdt2nn: warning:`` line.
+
+    Other warnings keep Python's own format.
+    """
+    from gbdt2nn_core.errors import Gbdt2nnWarning
+
+    shown: set[str] = set()  # a check made twice (before the title, then in the pipeline) warns once
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", Gbdt2nnWarning)
+        original = warnings.showwarning
+
+        def show(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+            if not issubclass(category, Gbdt2nnWarning):
+                original(message, category, *args, **kwargs)
+            elif str(message) not in shown:
+                shown.add(str(message))
+                print(f"gbdt2nn: warning: {message}", file=sys.stderr)
+
+        warnings.showwarning = show
+        yield
 
 
 def _shown(names: list[str], limit: int = 5) -> str:
@@ -75,10 +111,15 @@ def read_rows(path: Path, model: DistilledModel, *, flag: str = "--data") -> tup
     for column in schema.columns:
         if column.kind != "categorical":
             continue
-        values = frame[column.name].dropna().astype(str)
-        strange = values[~values.isin(column.categories)]
+        strange = column.unseen(frame[column.name])
         if len(strange):
             unseen.append(f"{column.name!r} ({len(strange)} rows, e.g. {strange.iloc[0]!r})")
+    far = model.encoder.far_from_training(schema.to_frame(frame))
+    if far:
+        notes.append(
+            f"{path.name}: values far outside the training range, where the student extrapolates and may disagree "
+            "with its teacher: " + "; ".join(f"{name!r} ({rows} rows)" for name, rows in far.items())
+        )
     if unseen:
         notes.append(
             f"{path.name}: categories not seen in training are treated as missing (the average category): "
@@ -139,7 +180,7 @@ def write_table(frame: pd.DataFrame, out: Path) -> None:
             frame.to_parquet(buffer, index=False)
         except ImportError as exc:
             raise DataError(
-                problem=f"writing Parquet needs an extra package ({exc})", fix="pip install pyarrow"
+                problem=f"writing {out.name} needs pyarrow, which is not installed", fix="pip install pyarrow"
             ) from exc
         data = buffer.getvalue()
     else:

@@ -15,7 +15,7 @@ from typing import Any
 
 import attrs
 
-from gbdt2nn_core.errors import ConfigError, DataError
+from gbdt2nn_core.errors import ConfigError, DataError, Gbdt2nnError
 
 __all__ = ["add_parser", "run"]
 
@@ -170,8 +170,10 @@ def run(args: argparse.Namespace) -> int:
         assert data_path is not None
         frame, target = read_table(data_path), settings["target"]
         title = f"{data_path.name} ({len(frame):,} rows, target {target})"
+    # a GBDT2NN_CACHE_DIR that cannot be a folder fails here (the pipeline opens its cache), and a misspelt name or
+    # a refused option in check(), before anything is printed
     pipeline = Pipeline(config, get_registry())
-    pipeline.check()  # a misspelt name or a refused option fails before anything is printed
+    pipeline.check()
     split_features_target(frame, target)  # and so does a missing target column
     # and every other mistake in the rows, the target, the task or a --teacher-model booster, before the title,
     # so that a mistake prints its error line alone; the split and the wrapped booster are then used as they are
@@ -197,14 +199,20 @@ def run(args: argparse.Namespace) -> int:
         return run_student(pipeline, prepared, weight, checkpoint=path, on_resume=say)
 
     plain = None
-    if (demo or settings["compare"]) and config.alignment_weight > 0:
-        plain = student("plain", 0.0)
-    main = student("aligned" if config.alignment_weight > 0 else "plain", config.alignment_weight)
-
-    if out is not None:
-        write_run(out, main, plain=plain, overwrite=args.overwrite)
+    try:
+        if (demo or settings["compare"]) and config.alignment_weight > 0:
+            plain = student("plain", 0.0)
+        main = student("aligned" if config.alignment_weight > 0 else "plain", config.alignment_weight)
+        if out is not None:
+            write_run(out, main, plain=plain, overwrite=args.overwrite)
+    except Gbdt2nnError:
+        # a run that failed (diverged, bad rows) would fail again from its checkpoint: leave nothing behind.
+        # A kill or Ctrl-C keeps them, so that the same command resumes.
         if checkpoints is not None:
-            shutil.rmtree(checkpoints, ignore_errors=True)  # the run is complete: nothing left to resume
+            shutil.rmtree(checkpoints, ignore_errors=True)
+        raise
+    if checkpoints is not None:
+        shutil.rmtree(checkpoints, ignore_errors=True)  # the run is complete: nothing left to resume
     if args.json:
         payload = dict(main.metrics)
         if plain is not None:

@@ -96,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
         taken = [f"{n}[{c}]" for c in model.target.classes for n in names]
     kept = keep_columns(frame, args.keep, taken)
     z = model.encode(frame)
+    model.predict_margin(frame)  # rows whose margins overflow are an error, not blank attributions
 
     if args.background is not None:
         background_frame, more = read_rows(args.background, model, flag="--background")

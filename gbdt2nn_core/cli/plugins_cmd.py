@@ -92,6 +92,15 @@ def render_report(report: dict[str, list[dict[str, str | None]]], console: Conso
     return "".join(line.rstrip() + "\n" for line in capture.get().splitlines())
 
 
+#: Below this many columns the component tables show names and summaries only.
+_NARROW = 100
+
+
+def _longest(rows: list[dict[str, str | None]], key: str, header: str = "") -> int:
+    """The width of the longest ``key`` cell (or of the header), so that rich never cuts one."""
+    return max(len(header), *(len(str(row[key] or "")) for row in rows))
+
+
 def _plural(kind: str) -> str:
     return kind + ("es" if kind.endswith("s") else "s")
 
@@ -104,9 +113,13 @@ def _text(value: object, style: str = "") -> Text:
 def _print_tables(report: dict[str, list[dict[str, str | None]]], console: Console) -> None:
     """One table per kind of component, a table of plugins, then each failure with its fix.
 
-    Names never wrap; summaries do. Errors and fixes are printed below the table rather than in a column:
-    they are long, and squeezed into a column they become unreadable at 80 columns.
+    Names are never cut or wrapped (each name column is as wide as its longest name); summaries wrap in what
+    is left. A component's distribution is in the table of plugins, so the component tables have room for the
+    summary. Below 100 columns the component tables drop the plugin column and the plugin table the
+    distribution (``gbdt2nn plugins --json`` has everything). Errors and fixes are printed below the table
+    rather than in a column: they are long, and squeezed into a column they become unreadable at 80 columns.
     """
+    narrow = console.width < _NARROW
     for kind in KINDS:
         rows = [c for c in report["components"] if c["kind"] == kind]
         title = _plural(kind).capitalize()
@@ -114,31 +127,32 @@ def _print_tables(report: dict[str, list[dict[str, str | None]]], console: Conso
             console.print(Text.assemble((title, "bold"), ": none installed"), end="\n\n")
             continue
         table = Table(title=title, title_justify="left", title_style="bold", box=box.SIMPLE_HEAD)
-        table.add_column("name", style="bold cyan", no_wrap=True)
-        table.add_column("plugin", no_wrap=True)
-        table.add_column("distribution", no_wrap=True)
+        table.add_column("name", style="bold cyan", no_wrap=True, min_width=_longest(rows, "name"))
+        if not narrow:
+            table.add_column("plugin", no_wrap=True, min_width=_longest(rows, "plugin"))
         table.add_column("summary", overflow="fold")
         for c in rows:
-            table.add_row(
-                _text(c["name"]), _text(c["plugin"]), _text(f"{c['distribution']} {c['version']}"), _text(c["summary"])
-            )
+            cells = [_text(c["name"]), _text(c["plugin"]), _text(c["summary"])]
+            table.add_row(*(cells[::2] if narrow else cells))
         console.print(table)
 
     table = Table(title="Plugins", title_justify="left", title_style="bold", box=box.SIMPLE_HEAD)
-    table.add_column("plugin", style="bold", no_wrap=True)
-    table.add_column("distribution", overflow="fold")
-    table.add_column("version", no_wrap=True)
-    table.add_column("status", no_wrap=True)
+    table.add_column("plugin", style="bold", no_wrap=True, min_width=_longest(report["plugins"], "name"))
+    if not narrow:
+        table.add_column("distribution", overflow="fold")
+    table.add_column("version", no_wrap=True, min_width=_longest(report["plugins"], "version", "version"))
+    table.add_column("status", no_wrap=True, min_width=_longest(report["plugins"], "status", "status"))
     counts = dict.fromkeys(_STATUS_STYLE, 0)
     for p in report["plugins"]:
         status = str(p["status"])
         counts[status] = counts.get(status, 0) + 1
-        table.add_row(
+        cells = [
             _text(p["name"]),
             _text(p["distribution"]),
             _text(p["version"]),
             _text(status, _STATUS_STYLE.get(status, "")),
-        )
+        ]
+        table.add_row(*(cells[:1] + cells[2:] if narrow else cells))
     console.print(table)
 
     failed = [p for p in report["plugins"] if p["status"] == "failed"]

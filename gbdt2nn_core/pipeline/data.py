@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from gbdt2nn_core.data import TabularSchema, TargetEncoder, infer_task, split_features_target
+from gbdt2nn_core.data import TabularSchema, TargetEncoder, infer_task, split_features_target, warn_if_few_test_rows
 from gbdt2nn_core.encoding import InputEncoder, teacher_thresholds
 from gbdt2nn_core.errors import DataError
 from gbdt2nn_core.interfaces import Task, Teacher
@@ -66,6 +66,7 @@ def split_data(frame: pd.DataFrame, target: str, *, task: Task | None, test_size
         raise DataError(
             problem=f"cannot split the data for testing: {exc}", fix="add rows for the rare classes"
         ) from exc
+    warn_if_few_test_rows(len(test_index), len(teacher_frame))
     return SplitData(
         task=task,
         schema=schema,

@@ -6,7 +6,19 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["recalibrate_batchnorm"]
+__all__ = ["recalibrate_batchnorm", "row_batches"]
+
+
+def row_batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    """``order`` cut into batches of ``batch_size`` rows; a last batch of one row joins the one before it.
+
+    BatchNorm cannot train on one row (it has no variance), and skipping it would drop that row from the epoch,
+    or every row when the batch size is 1 (the config refuses that).
+    """
+    batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+    if len(batches) > 1 and len(batches[-1]) == 1:
+        batches[-2:] = [torch.cat(batches[-2:])]
+    return batches
 
 
 @torch.no_grad()

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from gbdt2nn_core.interfaces import TreeEnsemble
+from gbdt2nn_core.student._batchnorm import row_batches
 from gbdt2nn_core.student._layers import GroupBatchNorm
 
 
@@ -88,10 +89,7 @@ def fit_leaf_embedding(
     for _ in range(epochs):
         order = torch.randperm(leaves.shape[0], generator=generator)
         total, count = 0.0, 0
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
-            if len(rows) < 2:  # BatchNorm needs two rows
-                continue
+        for rows in row_batches(order, batch_size):
             prediction = module(leaves[rows])
             loss = (((prediction - targets[rows]) ** 2) / scale).mean()
             optimizer.zero_grad(set_to_none=True)

@@ -26,21 +26,26 @@ from gbdt2nn_core.alignment import Alignment
 from gbdt2nn_core.errors import ConfigError, NotFittedError
 from gbdt2nn_core.interfaces import OnlineUpdate, Student, StudentInputs, Task, Teacher
 from gbdt2nn_core.progress import NullProgress, Progress
-from gbdt2nn_core.student._batchnorm import recalibrate_batchnorm
-from gbdt2nn_core.student._checkpoint import load_checkpoint, save_checkpoint
 from gbdt2nn_core.student._grouping import group_trees, select_group_features
 from gbdt2nn_core.student._leaf_embedding import LeafEmbedding, fit_leaf_embedding, group_leaf_sums
 from gbdt2nn_core.student.kit import (
     alignment_loss,
+    batch_size,
     boolean,
+    check_finite_loss,
     config_from_options,
+    load_checkpoint,
     non_negative_float,
     non_negative_int,
     positive_float,
     positive_int,
+    recalibrate_batchnorm,
     restore_training_state,
+    row_batches,
+    save_checkpoint,
     soft_loss,
     soft_targets,
+    target_scale,
     task_loss,
     training_fingerprint,
     training_state,
@@ -71,7 +76,7 @@ class GBDT2NNConfig:
     leaf_epochs: int = attrs.field(default=2, validator=positive_int)
     leaf_dropout: float = attrs.field(default=0.5, validator=unit_interval)
     epochs: int = attrs.field(default=20, validator=positive_int)
-    batch_size: int = attrs.field(default=512, validator=positive_int)
+    batch_size: int = attrs.field(default=512, validator=batch_size)
     lr: float = attrs.field(default=1e-3, validator=positive_float)
     weight_decay: float = attrs.field(default=1e-6, validator=non_negative_float)
     beta0: float = attrs.field(default=1.0, validator=unit_interval)
@@ -214,7 +219,8 @@ class GBDT2NNStudent(Student):
         resumed = load_checkpoint(checkpoint, fingerprint) if checkpoint is not None else None
 
         # --- step 4: leaf embeddings, then frozen heads and embedding targets G_j(x)
-        leaf_sums = torch.as_tensor(group_leaf_sums(ensemble, leaves, groups), dtype=torch.float32)
+        scale = target_scale(task, y)
+        leaf_sums = torch.as_tensor(group_leaf_sums(ensemble, leaves, groups) / scale, dtype=torch.float32)
         embedding = LeafEmbedding(ensemble, groups, cfg.embedding_dim, cfg.leaf_dropout, leaf_sums.mean(0).numpy())
         leaves_t = torch.as_tensor(leaves, dtype=torch.long)
         steps = math.ceil(n / cfg.batch_size) * cfg.leaf_epochs
@@ -235,15 +241,17 @@ class GBDT2NNStudent(Student):
                     generator=generator,
                     on_step=progress.advance,
                 )
+                check_finite_loss(torch.tensor(self.leaf_history_), "the leaf embedding loss", None, cfg.lr, None)
             with torch.no_grad():
                 targets = torch.cat([embedding.embed(leaves_t[i : i + 4096]) for i in range(0, n, 4096)])
-                module.head_weight.copy_(embedding.weight)
-                module.head_bias.copy_(embedding.bias)
+                module.head_weight.copy_(embedding.weight * scale)
+                module.head_bias.copy_(embedding.bias * scale)
 
         # --- steps 5-6 (+ alignment): train the group networks
         z_t = torch.as_tensor(z, dtype=torch.float32)
-        y_t = torch.tensor(np.asarray(y), dtype=torch.long if task == "multiclass" else torch.float32)
-        objective = _Objective(cfg, task, module, targets, y_t, teacher_margin, alignment, aggregation)
+        y_t = torch.tensor(np.asarray(y) / scale if task == "regression" else np.asarray(y))
+        y_t = y_t.long() if task == "multiclass" else y_t.float()
+        objective = _Objective(cfg, task, module, targets, y_t, teacher_margin, alignment, aggregation, scale)
         if alignment is not None:
             alignment.attributor.fit(module, torch.as_tensor(background, dtype=torch.float32))
         optimizer = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -317,15 +325,14 @@ class GBDT2NNStudent(Student):
         batches = math.ceil(n / cfg.batch_size)
         carry = torch.rand(batches, generator=generator) < (alignment.fraction if alignment else 0.0)
         sums = {"task": 0.0, "emb": 0.0, "align": 0.0, "aligned_rows": 0.0}
-        for b, start in enumerate(range(0, n, cfg.batch_size)):
-            rows = order[start : start + cfg.batch_size]
-            if len(rows) < 2:  # BatchNorm needs two rows
-                continue
+        for b, rows in enumerate(row_batches(order, cfg.batch_size)):
             loss_task, loss_emb = objective.distillation(z[rows], rows)
             loss = (1.0 - beta) * loss_task + beta * loss_emb
+            check_finite_loss(loss, "the task and embedding loss", epoch, cfg.lr, alignment)
             if alignment is not None and carry[b]:
                 loss_align = objective.alignment(z[rows], rows)
                 loss = loss + alignment.weight * loss_align
+                check_finite_loss(loss, "the alignment loss", epoch, cfg.lr, alignment)
                 sums["align"] += float(loss_align.detach()) * len(rows)
                 sums["aligned_rows"] += len(rows)
             optimizer.zero_grad(set_to_none=True)
@@ -411,15 +418,17 @@ class _Objective:
         teacher_margin: np.ndarray | None,
         alignment: Alignment | None,
         aggregation: np.ndarray,
+        scale: float = 1.0,
     ) -> None:
-        self.cfg, self.module, self.targets, self.y = cfg, module, embedding_targets, y
+        # ``y`` comes divided by ``scale``; margins, soft targets and attributions are divided by it here
+        self.cfg, self.module, self.targets, self.y, self.scale = cfg, module, embedding_targets, y, scale
         self.task_loss = task_loss(task)
-        self.embedding_weight = module.head_weight.abs()
+        self.embedding_weight = module.head_weight.abs() / scale  # the heads hold the scale, the loss must not
         self.soft_targets: torch.Tensor | None = None
         if cfg.teacher_weight > 0:
             if teacher_margin is None:
                 raise ConfigError(setting="teacher_weight", value=cfg.teacher_weight, fix="pass teacher_margin to fit")
-            self.soft_targets = torch.tensor(soft_targets(task, teacher_margin), dtype=torch.float32)
+            self.soft_targets = torch.tensor(soft_targets(task, teacher_margin) / scale, dtype=torch.float32)
             self.soft_loss = soft_loss(task)
         self.alignment_spec = alignment
         if alignment is not None:
@@ -429,13 +438,13 @@ class _Objective:
                     value=type(alignment.attributor).__name__,
                     fix="joint training needs a differentiable attributor (e.g. structure or gradient-x-input)",
                 )
-            self.teacher_attributions = torch.tensor(alignment.teacher_attributions, dtype=torch.float32)
+            self.teacher_attributions = torch.tensor(alignment.teacher_attributions / scale, dtype=torch.float32)
             self.aggregation = torch.as_tensor(aggregation, dtype=torch.float32)
 
     def distillation(self, z: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``L_task`` (labels, optionally mixed with the teacher's margins) and the |w|-weighted embedding loss."""
         embeddings = self.module.embeddings(z)
-        prediction = self.module.combine(self.module.group_outputs(embeddings))
+        prediction = self.module.combine(self.module.group_outputs(embeddings)) / self.scale
         loss_task = self.task_loss(prediction, self.y[rows])
         if self.soft_targets is not None:
             weight = self.cfg.teacher_weight
@@ -446,4 +455,6 @@ class _Objective:
     def alignment(self, z: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """``L_align`` between the student's per-column attributions and the teacher's, back-propagatable."""
         assert self.alignment_spec is not None
-        return alignment_loss(self.alignment_spec, self.module, z, self.aggregation, self.teacher_attributions[rows])
+        return alignment_loss(
+            self.alignment_spec, self.module, z, self.aggregation, self.teacher_attributions[rows], scale=self.scale
+        )

@@ -21,14 +21,16 @@ import torch
 from torch import nn
 
 from gbdt2nn_core.alignment import Alignment, column_attributions, frozen_batchnorm
-from gbdt2nn_core.errors import ConfigError
+from gbdt2nn_core.errors import ConfigError, TrainingError
 from gbdt2nn_core.interfaces import Task, Teacher
-from gbdt2nn_core.student._batchnorm import recalibrate_batchnorm
+from gbdt2nn_core.student._batchnorm import recalibrate_batchnorm, row_batches
 from gbdt2nn_core.student._checkpoint import load_checkpoint, save_checkpoint
 
 __all__ = [
     "alignment_loss",
+    "batch_size",
     "boolean",
+    "check_finite_loss",
     "config_from_options",
     "load_checkpoint",
     "non_negative_float",
@@ -37,9 +39,11 @@ __all__ = [
     "positive_int",
     "recalibrate_batchnorm",
     "restore_training_state",
+    "row_batches",
     "save_checkpoint",
     "soft_loss",
     "soft_targets",
+    "target_scale",
     "task_loss",
     "training_fingerprint",
     "training_state",
@@ -94,6 +98,55 @@ def boolean(_: object, attribute: attrs.Attribute[bool], value: bool) -> None:
         raise ConfigError(setting=attribute.name, value=value, fix="use true or false")
 
 
+def batch_size(_: object, attribute: attrs.Attribute[int], value: int) -> None:
+    """attrs validator: a batch size that can train (BatchNorm needs two rows per batch)."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 2:
+        raise ConfigError(
+            setting=attribute.name,
+            value=value,
+            fix="use a whole number of at least 2 (BatchNorm needs two rows per batch)",
+        )
+
+
+#: An alignment weight above this is the likely cause when training diverges (the default is 1).
+_LARGE_ALIGNMENT_WEIGHT = 1e3
+
+
+def check_finite_loss(
+    loss: torch.Tensor, which: str, epoch: int | None, lr: float, alignment: Alignment | None
+) -> None:
+    """Stop at the first non-finite loss with a :class:`TrainingError` naming the setting to lower (training on
+    would only spread the NaN). ``epoch`` is 0-based, ``None`` for a stage before the epochs."""
+    if bool(torch.isfinite(loss).all()):
+        return
+    rate = f"the learning rate (--student-option lr, now {lr:g})"
+    if alignment is not None and (which == "the alignment loss" or alignment.weight > _LARGE_ALIGNMENT_WEIGHT):
+        fix = f"lower the alignment weight (--alignment-weight, now {alignment.weight:g}) or {rate}"
+    else:
+        fix = f"lower {rate}"
+    stage = "the leaf embedding" if epoch is None else f"epoch {epoch + 1} of the student training"
+    raise TrainingError(stage=stage, loss=which, fix=fix)
+
+
+#: Regression targets whose root mean square exceeds this train in units of a power of two near it.
+_TARGET_SCALE_FROM = 2.0**10
+
+
+def target_scale(task: Task, y: np.ndarray) -> float:
+    """The unit regression losses are computed in: 1, or for large targets a power of two near their size.
+
+    A target in the billions would make the squared errors overflow 32-bit floats and the first steps
+    of AdamW (about ``lr`` per weight) far too small to reach it. The network still outputs the target's own
+    units; only the losses are divided by it, exactly, being a power of two. Targets of ordinary size are
+    untouched (scale 1).
+    """
+    if task != "regression":
+        return 1.0
+    values = np.asarray(y, dtype=np.float64)
+    rms = float(np.sqrt(np.mean(values**2))) if values.size else 0.0
+    return 2.0 ** round(math.log2(rms)) if rms > _TARGET_SCALE_FROM else 1.0
+
+
 def task_loss(task: Task) -> nn.Module:
     """MSE (regression), BCE with logits (binary) or cross-entropy (multiclass) on margins."""
     if task == "regression":
@@ -124,13 +177,16 @@ def alignment_loss(
     z: torch.Tensor,
     aggregation: torch.Tensor,
     teacher_attributions: torch.Tensor,
+    *,
+    scale: float = 1.0,
 ) -> torch.Tensor:
     """``L_align`` of a batch: the student's per-column attributions of ``z`` against the teacher's, differentiable.
 
-    ``teacher_attributions`` are the teacher's of the same rows, ``(n, d)`` or ``(n, k, d)``.
+    ``teacher_attributions`` are the teacher's of the same rows, ``(n, d)`` or ``(n, k, d)``, in units of
+    ``scale`` (see :func:`target_scale`); the student's are divided by it here.
     """
     with frozen_batchnorm(module):
-        student = column_attributions(alignment.attributor, module, z, aggregation, create_graph=True)
+        student = column_attributions(alignment.attributor, module, z, aggregation, create_graph=True) / scale
     return alignment.loss(
         student.reshape(-1, student.shape[-1]), teacher_attributions.reshape(-1, teacher_attributions.shape[-1])
     )

@@ -24,7 +24,9 @@ from gbdt2nn_core.interfaces import Student, StudentInputs
 from gbdt2nn_core.progress import NullProgress
 from gbdt2nn_core.student.kit import (
     alignment_loss,
+    batch_size,
     boolean,
+    check_finite_loss,
     config_from_options,
     load_checkpoint,
     non_negative_float,
@@ -33,6 +35,7 @@ from gbdt2nn_core.student.kit import (
     positive_int,
     recalibrate_batchnorm,
     restore_training_state,
+    row_batches,
     save_checkpoint,
     soft_loss,
     soft_targets,
@@ -65,7 +68,7 @@ class MLPConfig:
     dropout: float = attrs.field(default=0.0, validator=_dropout)
     batch_norm: bool = attrs.field(default=True, validator=boolean)
     epochs: int = attrs.field(default=20, validator=positive_int)
-    batch_size: int = attrs.field(default=512, validator=positive_int)
+    batch_size: int = attrs.field(default=512, validator=batch_size)
     lr: float = attrs.field(default=1e-3, validator=positive_float)
     weight_decay: float = attrs.field(default=1e-6, validator=non_negative_float)
     #: Share of the loss that fits the teacher's margins (logit matching) instead of the labels.
@@ -191,18 +194,17 @@ class MLPStudent(Student):
                 order = torch.randperm(n, generator=generator)
                 carry = torch.rand(batches, generator=generator) < (alignment.fraction if alignment else 0.0)
                 sums = {"task": 0.0, "align": 0.0, "aligned": 0.0, "rows": 0.0}
-                for b, start in enumerate(range(0, n, cfg.batch_size)):
-                    rows = order[start : start + cfg.batch_size]
-                    if len(rows) < 2 and cfg.batch_norm:  # BatchNorm needs two rows
-                        continue
+                for b, rows in enumerate(row_batches(order, cfg.batch_size)):
                     prediction = module(z[rows])
                     loss_task = (1 - cfg.teacher_weight) * hard_loss(prediction, y[rows])
                     if cfg.teacher_weight > 0:
                         loss_task = loss_task + cfg.teacher_weight * matching_loss(prediction, soft[rows])
                     loss = loss_task
+                    check_finite_loss(loss, "the task loss", epoch, cfg.lr, alignment)
                     if alignment is not None and teacher_attributions is not None and carry[b]:
                         loss_align = alignment_loss(alignment, module, z[rows], aggregation, teacher_attributions[rows])
                         loss = loss + alignment.weight * loss_align
+                        check_finite_loss(loss, "the alignment loss", epoch, cfg.lr, alignment)
                         sums["align"] += float(loss_align.detach()) * len(rows)
                         sums["aligned"] += len(rows)
                     optimizer.zero_grad(set_to_none=True)
