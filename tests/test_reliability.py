@@ -373,7 +373,18 @@ _KILL_POINTS = {
 }
 
 
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """One torch thread for this test even if an earlier test changed it: the run again resumes from the killed
+    child's checkpoint, so this process must compute like that child (OMP_NUM_THREADS=1) to end the same."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.mark.parametrize("point", list(_KILL_POINTS))
+@pytest.mark.usefixtures("one_torch_thread")
 def test_distill_killed_then_run_again_leaves_no_temporaries_and_the_same_metrics(
     point: str, adult_dataset: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

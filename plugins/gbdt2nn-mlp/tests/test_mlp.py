@@ -138,7 +138,7 @@ def test_an_unknown_option_suggests_the_closest_name() -> None:
         ({"dropout": 1.0}, "dropout"),
         ({"batch_norm": "yes"}, "batch_norm"),
         ({"epochs": 0}, "epochs"),
-        ({"batch_size": 0}, "batch_size"),
+        ({"batch_size": 1}, "batch_size"),  # BatchNorm cannot train on one row
         ({"lr": float("nan")}, "lr"),
         ({"weight_decay": -1.0}, "weight_decay"),
         ({"teacher_weight": 1.5}, "teacher_weight"),
@@ -180,6 +180,13 @@ def test_the_aligned_student_agrees_better_with_treeshap(data: Data, plain: MLPS
     assert after["cosine"] > before["cosine"] + 0.05, (before, after)
     assert aligned.history["epochs"][0]["alignment_loss"] > 0
     assert plain.history["epochs"][0]["alignment_loss"] is None
+
+
+def test_a_diverging_fit_stops_with_a_training_error(data: Data) -> None:
+    from gbdt2nn_core.errors import TrainingError
+
+    with pytest.raises(TrainingError, match="lower the learning rate"):
+        MLPStudent(**{**OPTIONS, "lr": 1e308}).fit(data.inputs)
 
 
 def test_fitting_twice_with_one_seed_gives_the_same_network(data: Data, plain: MLPStudent) -> None:
