@@ -40,6 +40,7 @@ from gbdt2nn_core.student.kit import (
     positive_float,
     positive_int,
     recalibrate_batchnorm,
+    require_differentiable,
     restore_training_state,
     row_batches,
     save_checkpoint,
@@ -432,12 +433,7 @@ class _Objective:
             self.soft_loss = soft_loss(task)
         self.alignment_spec = alignment
         if alignment is not None:
-            if not alignment.attributor.differentiable:
-                raise ConfigError(
-                    setting="attributor",
-                    value=type(alignment.attributor).__name__,
-                    fix="joint training needs a differentiable attributor (e.g. structure or gradient-x-input)",
-                )
+            require_differentiable(alignment)
             self.teacher_attributions = torch.tensor(alignment.teacher_attributions / scale, dtype=torch.float32)
             self.aggregation = torch.as_tensor(aggregation, dtype=torch.float32)
 

@@ -38,6 +38,7 @@ __all__ = [
     "positive_float",
     "positive_int",
     "recalibrate_batchnorm",
+    "require_differentiable",
     "restore_training_state",
     "row_batches",
     "save_checkpoint",
@@ -169,6 +170,16 @@ def soft_loss(task: Task) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor
     if task == "multiclass":
         return lambda prediction, target: nn.functional.mse_loss(prediction - prediction.mean(1, keepdim=True), target)
     return nn.functional.mse_loss
+
+
+def require_differentiable(alignment: Alignment) -> None:
+    """Joint training back-propagates through the attributor: refuse one that cannot (before any training)."""
+    if not alignment.attributor.differentiable:
+        raise ConfigError(
+            setting="attributor",
+            value=type(alignment.attributor).__name__,
+            fix="joint training needs a differentiable attributor (e.g. structure or gradient-x-input)",
+        )
 
 
 def alignment_loss(

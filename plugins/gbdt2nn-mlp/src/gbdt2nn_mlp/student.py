@@ -34,6 +34,7 @@ from gbdt2nn_core.student.kit import (
     positive_float,
     positive_int,
     recalibrate_batchnorm,
+    require_differentiable,
     restore_training_state,
     row_batches,
     save_checkpoint,
@@ -166,12 +167,7 @@ class MLPStudent(Student):
         aggregation = torch.as_tensor(inputs.aggregation, dtype=torch.float32)
         teacher_attributions = None
         if alignment is not None:
-            if not alignment.attributor.differentiable:
-                raise ConfigError(
-                    setting="attributor",
-                    value=type(alignment.attributor).__name__,
-                    fix="joint training needs a differentiable attributor (e.g. gradient-x-input)",
-                )
+            require_differentiable(alignment)
             teacher_attributions = torch.tensor(alignment.teacher_attributions, dtype=torch.float32)
             alignment.attributor.fit(module, torch.as_tensor(inputs.background, dtype=torch.float32))
         optimizer = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
