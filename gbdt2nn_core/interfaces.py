@@ -374,6 +374,9 @@ class Attributor(abc.ABC):
     differentiable: ClassVar[bool] = True
     #: Which difference the attributions explain; see :data:`Reference`.
     reference: ClassVar[Reference] = "local"
+    #: The students (registry names) it can explain; ``None``: any differentiable network. The pipeline refuses
+    #: an attributor for another student before anything trains, and the experiment leaves it out by default.
+    students: ClassVar[tuple[str, ...] | None] = None
 
     def fit(self, model: Callable[[torch.Tensor], torch.Tensor], background: torch.Tensor) -> Attributor:
         """Look at a background sample of encoded training rows (for baselines); the default does nothing."""

@@ -138,3 +138,26 @@ def test_the_mlp_student_in_the_estimator(rows: pd.DataFrame) -> None:
     np.testing.assert_array_equal(loaded.decision_function(X_test), estimator.decision_function(X_test))
     with pytest.raises(ConfigError, match="does not support online updates"):
         estimator.partial_fit(X_test, rows[TARGET][700:])
+
+
+def test_an_attributor_that_cannot_explain_the_student_fails_before_training(
+    rows: pd.DataFrame, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gbdt2nn_core.experiment import ExperimentConfig
+    from gbdt2nn_core.experiment.runner import resolve_components
+
+    rows[:300].to_csv("train.csv", index=False)
+    teacher_type = type(get_registry().teacher("lightgbm"))
+    monkeypatch.setattr(teacher_type, "fit", lambda *a, **k: pytest.fail("the teacher trained first"))
+    code = main(["distill", "--data", "train.csv", "--target", TARGET, "--student", "mlp", "--out", "run"])
+    lines = capsys.readouterr().err.splitlines()
+    assert code != 0
+    assert lines == [
+        "gbdt2nn: error: invalid attributor='structure': it explains gbdt2nn students only; for the 'mlp' student "
+        "choose another attributor (e.g. gradient-x-input)"
+    ]
+    # an experiment on the mlp student leaves structure out of "every installed attributor"
+    attributors, _ = resolve_components(ExperimentConfig(student="mlp"), get_registry())
+    assert "structure" not in attributors
+    assert "gradient-x-input" in attributors
+    assert "structure" in resolve_components(ExperimentConfig(), get_registry())[0]

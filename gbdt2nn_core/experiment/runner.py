@@ -40,10 +40,10 @@ from gbdt2nn_core.experiment.config import ExperimentConfig
 from gbdt2nn_core.experiment.imitation import ExplanationNetwork
 from gbdt2nn_core.experiment.manifest import build_manifest, data_digest
 from gbdt2nn_core.experiment.names import IMITATION, INDEPENDENT, PLAIN
-from gbdt2nn_core.interfaces import Student, Teacher
+from gbdt2nn_core.interfaces import Attributor, Student, Teacher
 from gbdt2nn_core.metrics import Metrics, StudentMetrics, agreement, task_metrics
 from gbdt2nn_core.model_files import write_atomic
-from gbdt2nn_core.pipeline import Pipeline, Prepared
+from gbdt2nn_core.pipeline import Pipeline, Prepared, check_explains
 from gbdt2nn_core.progress import NullProgress, Progress
 from gbdt2nn_core.registry import Registry, get_registry
 from gbdt2nn_core.runfolder import write_json
@@ -79,21 +79,27 @@ def resolve_components(config: ExperimentConfig, registry: Registry) -> tuple[tu
     """The experiment's attributors and losses: the chosen ones, checked, or every installed one."""
     registry.spec("teacher", config.teacher)
     registry.spec("student", config.student)
-    if config.attributors is None:
+
+    def usable(name: str) -> Attributor:
+        return registry.attributor(name, **config.attributor_options.get(name, {}))
+
+    if config.attributors is None:  # every one that can train and explains this student
+        candidates = {name: usable(name) for name in registry.names("attributor")}
         attributors = tuple(
             name
-            for name in registry.names("attributor")
-            if registry.attributor(name, **config.attributor_options.get(name, {})).differentiable
+            for name, attributor in candidates.items()
+            if attributor.differentiable and (attributor.students is None or config.student in attributor.students)
         )
     else:
         for name in config.attributors:
             registry.spec("attributor", name)
-            if not registry.attributor(name, **config.attributor_options.get(name, {})).differentiable:
+            if not usable(name).differentiable:
                 raise ConfigError(
                     setting="attributors",
                     value=name,
                     fix="joint learning back-propagates through the attributor: choose a differentiable one",
                 )
+            check_explains(name, usable(name), config.student)
         attributors = config.attributors
     if config.losses is None:
         losses = registry.names("alignment loss")

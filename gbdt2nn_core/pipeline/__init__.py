@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from gbdt2nn_core.pipeline.background import BACKGROUND_ROWS, background_index
 from gbdt2nn_core.pipeline.config import DistillConfig
-from gbdt2nn_core.pipeline.core import Pipeline, Prepared, Trained
+from gbdt2nn_core.pipeline.core import Pipeline, Prepared, Trained, check_explains
 from gbdt2nn_core.pipeline.data import PreparedData, SplitData, encoder_for, fit_encoder, split_data
 from gbdt2nn_core.pipeline.evaluate import evaluate_rows
 from gbdt2nn_core.pipeline.explanations import (
@@ -27,6 +27,7 @@ __all__ = [
     "TeacherExplanations",
     "Trained",
     "background_index",
+    "check_explains",
     "encoder_for",
     "evaluate_rows",
     "find_teacher_explainer",

@@ -23,6 +23,7 @@ import pandas as pd
 
 from gbdt2nn_core.alignment import Alignment
 from gbdt2nn_core.cache import ExplanationCache
+from gbdt2nn_core.errors import ConfigError
 from gbdt2nn_core.interfaces import Attributor, Student, StudentInputs, Teacher, TreeShap
 from gbdt2nn_core.metrics import Metrics
 from gbdt2nn_core.pipeline.background import BACKGROUND_ROWS, background_index
@@ -34,7 +35,7 @@ from gbdt2nn_core.pipeline.seeding import seeded
 from gbdt2nn_core.progress import NullProgress, Progress
 from gbdt2nn_core.registry import Registry, get_registry
 
-__all__ = ["Pipeline", "Prepared", "Trained"]
+__all__ = ["Pipeline", "Prepared", "Trained", "check_explains"]
 
 
 @attrs.define(kw_only=True, eq=False)
@@ -125,6 +126,17 @@ class Trained:
     first_epoch: int = 0
 
 
+def check_explains(name: str, attributor: Attributor, student: str) -> None:
+    """Refuse an attributor that cannot explain the ``student`` (see :attr:`Attributor.students`)."""
+    if attributor.students is not None and student not in attributor.students:
+        raise ConfigError(
+            setting="attributor",
+            value=name,
+            fix=f"it explains {', '.join(attributor.students)} students only; for the {student!r} student choose "
+            "another attributor (e.g. gradient-x-input)",
+        )
+
+
 class Pipeline:
     """Prepare once, then train and evaluate students, all with one config's components and one background policy."""
 
@@ -147,7 +159,8 @@ class Pipeline:
         config, registry = self.config, self.registry
         registry.spec("teacher", config.teacher)
         registry.student(config.student, seed=config.seed, **config.student_options)
-        registry.attributor(config.attributor, **config.attributor_options)
+        attributor = registry.attributor(config.attributor, **config.attributor_options)
+        check_explains(config.attributor, attributor, config.student)
         registry.alignment_loss(config.alignment, **config.alignment_options)
 
     def teacher(self, teacher_model: Any = None) -> Teacher:
