@@ -360,10 +360,12 @@ def _student_json(**changes: Any) -> Callable[[Path], None]:
     """Tamper with student.json: top-level keys, or ``architecture.KEY`` / ``config.KEY`` entries."""
 
     def change(metadata: dict[str, Any]) -> None:
+        # format 2 keeps GBDT2NN's architecture in the student's state and its config as the student's options
+        sections = {"architecture": metadata["student_state"]["architecture"], "config": metadata["student_options"]}
         for key, value in changes.items():
             section, _, name = key.partition("__")
             if name:
-                metadata[section][name] = value
+                sections[section][name] = value
             elif value is _DROP:
                 metadata.pop(key)
             else:
@@ -660,7 +662,7 @@ CASES: list[Case] = [
         where="CLI",
         bad="unknown student option (`--student-option epoch=3`)",
         argv=(*DISTILL, "--student-option", "epoch=3"),
-        message=E + f"invalid student option='epoch': use one of {_STUDENT_OPTIONS}",
+        message=E + f"invalid student option='epoch': did you mean 'epochs'? use one of {_STUDENT_OPTIONS}",
         fix="spell it as listed (`epochs`)",
     ),
     Case(
@@ -947,7 +949,7 @@ CASES: list[Case] = [
         bad="`student.json` written by a newer gbdt2nn",
         setup=_edit_student_json(lambda m: m.update(format_version=m["format_version"] + 1)),
         argv=PREDICT,
-        message=E + "cannot load model from run: it was written in format 2, newer than this gbdt2nn reads (1); "
+        message=E + "cannot load model from run: it was written in format 3, newer than this gbdt2nn reads (2); "
         "upgrade gbdt2nn-core (pip install -U gbdt2nn-core)",
         fix="upgrade gbdt2nn-core",
     ),
@@ -955,7 +957,7 @@ CASES: list[Case] = [
         id="student-json-mismatch",
         where="CLI",
         bad="`student.json` and `student.safetensors` from different runs",
-        setup=_edit_student_json(lambda m: m["architecture"].update(hidden=[3, 3])),
+        setup=_edit_student_json(lambda m: m["student_state"]["architecture"].update(hidden=[3, 3])),
         argv=PREDICT,
         message=E + "cannot load model from run: the files do not fit together: student.json declares … of shape … "
         "but student.safetensors holds …; re-run the distillation",
@@ -1217,7 +1219,7 @@ CASES: list[Case] = [
         where="API",
         bad="`GBDT2NNStudent(epoch=3)`",
         call=lambda ctx: _student(epoch=3),
-        message=f"invalid student option='epoch': use one of {_STUDENT_OPTIONS}",
+        message=f"invalid student option='epoch': did you mean 'epochs'? use one of {_STUDENT_OPTIONS}",
         fix="`epochs=3`",
     ),
     Case(
