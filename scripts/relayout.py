@@ -173,7 +173,8 @@ def make_plan(root: Path, mapping: dict[str, str]) -> Plan:
     moves, notes = [], []
     for old, new in mapping.items():
         old_kind, new_kind = kind_of(root, old), kind_of(root, new)
-        if old == new or (old_kind is None and new_kind is not None):
+        done_own_package = old_kind == "package" and new.startswith(old + ".") and new_kind is not None
+        if old == new or (old_kind is None and new_kind is not None) or done_own_package:
             notes.append(f"{old}: already at {new}")
         elif old_kind is None:
             notes.append(f"{old}: no such module, and nothing at {new} either; entry skipped")
@@ -490,7 +491,7 @@ def apply_fixups(root: Path) -> list[Path]:
         path = root / name
         text = path.read_text(encoding="utf-8") if path.is_file() else ""
         for before, after in replacements:
-            if before not in text:
+            if before not in text and after not in text:
                 print(f"fixup not applied (text not found in {name}): {before!r}")
             text = text.replace(before, after)
         if path.is_file() and text != path.read_text(encoding="utf-8"):

@@ -4,7 +4,9 @@ Every module of ``gbdt2nn_core`` is parsed with :mod:`ast` (nothing is imported)
 ``from ... import`` becomes an edge of the module graph, wherever it sits: an import inside a function (a lazy
 import) runs sooner or later and counts like any other. An import under ``if TYPE_CHECKING:`` never runs, so it
 is left out of the cycle check (it cannot deadlock an import) but counts for layers and private names: a type
-from a higher layer is still a dependency on that layer.
+from a higher layer is still a dependency on that layer. A module imported by name at run time (a string that is
+its whole dotted name, as in the package's table of lazily loaded names, or an f-string naming a family of
+modules, as the CLI loads its commands) is an edge too.
 
 An edge goes to the module the statement names: ``from gbdt2nn_core.student import _layers`` is an edge to
 ``gbdt2nn_core.student._layers`` (a submodule), ``from gbdt2nn_core.student import GBDT2NNStudent`` one to the
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import ast
 import itertools
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -128,7 +131,28 @@ def _absolute(importer: str, node: ast.ImportFrom) -> str:
     return ".".join([*base, *([node.module] if node.module else [])])
 
 
+def _named_modules(tree: ast.AST) -> Iterator[tuple[str, int]]:
+    """Modules imported by name at run time: a string that is a module's whole name (``_LAZY`` tables,
+    ``import_module("gbdt2nn_core.x")``), and f-strings such as ``f"gbdt2nn_core.cli.{name}_cmd"``, which
+    name every module they can match (each ``{...}`` matches one identifier)."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in MODULES:
+            yield node.value, node.lineno
+        elif isinstance(node, ast.JoinedStr) and node.values:
+            first = node.values[0]
+            if not (isinstance(first, ast.Constant) and str(first.value).startswith(PACKAGE + ".")):
+                continue
+            pattern = "".join(
+                re.escape(str(part.value)) if isinstance(part, ast.Constant) else r"\w+" for part in node.values
+            )
+            for module in MODULES:
+                if re.fullmatch(pattern, module):
+                    yield module, node.lineno
+
+
 def _edges_of(importer: str, tree: ast.AST) -> Iterator[Import]:
+    for named, line in _named_modules(tree):
+        yield Import(importer=importer, target=named, names=(), line=line, type_only=False)
     for node, type_only in _import_nodes(tree):
         if isinstance(node, ast.Import):
             for alias in node.names:
@@ -344,6 +368,16 @@ def test_the_graph_sees_the_package() -> None:
     # The root package loads the estimator lazily, inside a function: such an import must still be an edge.
     lazy = ast.parse("def f():\n    import gbdt2nn_core.errors\n")
     assert [e.target for e in _edges_of(PACKAGE, lazy)] == [f"{PACKAGE}.errors"]
+    relative = ast.parse("from ._layers import X\nfrom .. import errors\n")
+    # the same lines mean the same modules in a package's __init__ and in one of its modules
+    for importer in (f"{PACKAGE}.student", f"{PACKAGE}.student.module"):
+        targets = [e.target for e in _edges_of(importer, relative)]
+        assert targets == [f"{PACKAGE}.student._layers", f"{PACKAGE}.errors"], importer
+    by_name = ast.parse('_LAZY = {"X": "gbdt2nn_core.errors"}\nimport_module(f"gbdt2nn_core.cli.{name}_cmd")\n')
+    named = {e.target for e in _edges_of(PACKAGE, by_name)}
+    assert f"{PACKAGE}.errors" in named
+    assert f"{PACKAGE}.cli.distill_cmd" in named
+    assert f"{PACKAGE}.cli._files" not in named
     guarded = ast.parse("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from gbdt2nn_core import errors\n")
     assert [e.type_only for e in _edges_of(PACKAGE, guarded)] == [True]
 
