@@ -63,8 +63,11 @@ MAPPING: dict[str, str] = {
     "gbdt2nn_core.datasets": "gbdt2nn_core.data.datasets",
     "gbdt2nn_core.encoding": "gbdt2nn_core.data.encoding",
     "gbdt2nn_core.cache": "gbdt2nn_core.data.cache",
-    # student: the GBDT2NN network and what only it can do
+    # student: the GBDT2NN network and what only it can do; its checkpoints and BatchNorm recalibration are
+    # used by the experiment too, so they become public modules (no reaching into another package's _privates)
     "gbdt2nn_core.structure": "gbdt2nn_core.student.structure",
+    "gbdt2nn_core.student._checkpoint": "gbdt2nn_core.student.checkpoint",
+    "gbdt2nn_core.student._batchnorm": "gbdt2nn_core.student.batchnorm",
     # pipeline: training, evaluation, saving, serving
     "gbdt2nn_core.distill": "gbdt2nn_core.pipeline.distill",
     "gbdt2nn_core.metrics": "gbdt2nn_core.pipeline.metrics",
