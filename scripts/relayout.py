@@ -13,15 +13,17 @@ What it does, deterministically:
   new place, and writes an ``__init__.py`` into every package it creates.
 - A module that becomes a package of the same name (``gbdt2nn_core.data`` -> ``gbdt2nn_core.data.tabular``)
   moves into that package, whose ``__init__.py`` re-exports the module's ``__all__``: ``from gbdt2nn_core.data
-  import load_bundled`` keeps working for code outside the repository.
+  import load_bundled`` keeps working, and such references to its public names are left as they are. A name it
+  does not re-export, and a string that is only a dotted path (``monkeypatch.setattr("gbdt2nn_core.data.x",
+  ...)``: patching a re-export would change nothing) go to the module that holds the name.
 - Rewrites every tracked text file (Python, Markdown, TOML, ...; ``CHANGELOG.md`` is history and is left alone):
-  dotted names wherever they stand (imports, ``"gbdt2nn_core.x.name"`` monkeypatch targets, entry points,
-  ``:mod:`` roles), file paths (``gbdt2nn_core/x.py``, ``gbdt2nn_core/datasets``), ``from gbdt2nn_core import
-  x`` (which becomes ``from gbdt2nn_core.layer import x``) and relative imports (which become absolute, as
-  the rest of the code base is). References inside the repository go to the module's new place, never through
-  a re-export, so a monkeypatch still patches the module that uses the name.
-- Runs ``ruff check --select I --fix`` and ``ruff format`` on the Python files it changed (the new paths sort
-  differently), when ruff is installed.
+  dotted names wherever they stand (imports, monkeypatch targets, entry points, ``:mod:`` roles, prose), file
+  paths (``gbdt2nn_core/x.py``, ``gbdt2nn_core/datasets``), ``from gbdt2nn_core import x`` (which becomes
+  ``from gbdt2nn_core.layer import x``) and relative imports (which become absolute, as the rest of the code
+  base is).
+- Applies :data:`FIXUPS` (hand edits the rewrite needs), runs ``ruff check --select I --fix`` and ``ruff
+  format`` on the Python files it changed (the new paths sort differently), and lists the lines the longer
+  paths pushed past ruff's line length, which only a person can wrap well.
 
 A mapping entry whose module already lives at its target, or no longer exists, is skipped with a note, so the
 tool can be run again after more modules were added: extend ``MAPPING`` and rerun.
@@ -44,7 +46,8 @@ import attrs
 PACKAGE = "gbdt2nn_core"
 
 #: old dotted module -> new dotted module. Foundations (errors, progress, config_file, model_files) stay at the
-#: top. Each layer's package gets the docstring of LAYER_DOCS below.
+#: top. Each layer's package gets the docstring of LAYER_DOCS below. The interfaces sit in the host, not the kit:
+#: the registry checks components against them, and the host may not import upward.
 MAPPING: dict[str, str] = {
     # plugin host: the plugin contract (hook specs, component records, interfaces) and the registry
     "gbdt2nn_core.hookspecs": "gbdt2nn_core.host.hookspecs",
