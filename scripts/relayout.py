@@ -207,6 +207,10 @@ def make_plan(root: Path, mapping: dict[str, str]) -> Plan:
             if package not in new_packages and kind_of(root, package) != "package":
                 new_packages.append(package)
     after |= set(new_packages)
+    # A module another branch added at the top is easy to miss: name what stays there, so a new one shows.
+    top = sorted(m.rpartition(".")[2] for m in after if m.count(".") == 1 and kind_of(root, m) == "file")
+    top = [name for name in top if f"{PACKAGE}.{name}" not in {move.old for move in moves}]
+    notes.append(f"stays at the top of {PACKAGE} (add a MAPPING line to move one): {', '.join(top)}")
     reexports = {
         move.old: frozenset(public_names(path_of(root, move.old).with_suffix(".py").read_text(encoding="utf-8")))
         for move in moves
