@@ -42,6 +42,7 @@ EXAMPLE_TEST = "tests/test_example_plugin.py"
 #: data handling. core-alone runs these with only the core installed; every core test module (these included)
 #: runs in `all`, with every plugin installed. Add a module here when it tests the core without a plugin.
 CORE_ALONE_TESTS = (
+    "tests/test_architecture.py",
     "tests/test_cli_plugins.py",
     "tests/test_data.py",
     "tests/test_docs.py",
