@@ -325,7 +325,7 @@ def section_e2e(e2e: dict[str, Any]) -> list[str]:
         f"## 4. End to end: `distill` on adult ({first['rows']:,} rows), plain and aligned",
         "",
         "Adult is the largest of the bundled datasets (48,842 rows; california housing has 20,640). "
-        f"Each run is one `gbdt2nn_core.distill.distill` call {where}, as `gbdt2nn distill` runs it: teacher "
+        f"Each run is one `gbdt2nn_core.pipeline.distill.distill` call {where}, as `gbdt2nn distill` runs it: teacher "
         f"{sizes['trees']} trees × {sizes['leaves']} leaves, {sizes['groups']} groups, batch {sizes['batch']}, "
         f"{sizes['epochs']} epochs, stratified 80/20 split, seed 0, explanation cache off. *Plain*: λ = 0 (TreeSHAP "
         "of the test rows only, for the agreement metrics); *aligned*: λ = 1, structure attributor, MSE (TreeSHAP of "

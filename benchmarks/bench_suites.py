@@ -109,9 +109,9 @@ class Context:
         import torch
 
         from gbdt2nn_core.data import load_bundled
-        from gbdt2nn_core.interfaces import StudentInputs
+        from gbdt2nn_core.host.interfaces import StudentInputs
+        from gbdt2nn_core.host.registry import get_registry
         from gbdt2nn_core.pipeline import BACKGROUND_ROWS, PreparedData, background_index, fit_encoder, split_data
-        from gbdt2nn_core.registry import get_registry
 
         torch.set_num_threads(threads)
         self.sizes, self.threads = sizes, threads
@@ -171,7 +171,7 @@ def bench_explain(ctx: Context) -> dict[str, Any]:
     import numpy as np
     import shap
 
-    from gbdt2nn_core.cache import ExplanationCache
+    from gbdt2nn_core.data.cache import ExplanationCache
 
     sizes, teacher = ctx.sizes, ctx.teacher
     booster = teacher.native_model
@@ -253,7 +253,7 @@ def training_step(ctx: Context, attributor: str | None, options: dict[str, Any])
     """
     import torch
 
-    from gbdt2nn_core.alignment import Alignment
+    from gbdt2nn_core.kit.alignment import Alignment
     from gbdt2nn_core.student.gbdt2nn import _Objective
 
     sizes = ctx.sizes
@@ -450,7 +450,7 @@ def e2e_once(sizes: dict[str, Any], threads: int, alignment_weight: float) -> di
         import torch._dynamo  # the first optimizer imports it: seconds that are not the leaf embedding's
 
         from gbdt2nn_core.data import load_bundled
-        from gbdt2nn_core.distill import DistillConfig, distill
+        from gbdt2nn_core.pipeline.distill import DistillConfig, distill
 
         torch.set_num_threads(threads)
     with recorder.phase("load adult"):

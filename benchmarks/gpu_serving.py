@@ -59,9 +59,9 @@ def prepare(directory: Path, *, quick: bool = False) -> None:
     from bench_suites import codes_frame
 
     from gbdt2nn_core.data import load_bundled
-    from gbdt2nn_core.interfaces import StudentInputs
+    from gbdt2nn_core.host.interfaces import StudentInputs
+    from gbdt2nn_core.host.registry import get_registry
     from gbdt2nn_core.pipeline import BACKGROUND_ROWS, PreparedData, background_index, fit_encoder, split_data
-    from gbdt2nn_core.registry import get_registry
 
     if not quick:
         torch.set_num_threads(os.cpu_count() or 1)

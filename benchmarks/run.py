@@ -6,7 +6,7 @@
 Four suites, each written up as a section of the Markdown report (ratios first):
 
 1. ``explain``: teacher explanations (TreeSHAP) on adult: our path (the lightgbm teacher plugin's
-   ``shap_values`` through :class:`gbdt2nn_core.cache.ExplanationCache`) vs LightGBM's native
+   ``shap_values`` through :class:`gbdt2nn_core.data.cache.ExplanationCache`) vs LightGBM's native
    ``predict(pred_contrib=True)`` vs ``shap.TreeExplainer(...).shap_values``; rows/s, the largest difference
    between their values, and the cached second run;
 2. ``train``: one student training step (batch 512), plain vs joint with each attributor;

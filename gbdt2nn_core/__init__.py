@@ -22,8 +22,8 @@ from gbdt2nn_core.errors import (
     PluginLoadError,
     UnknownComponentError,
 )
-from gbdt2nn_core.hookspecs import PROJECT_NAME, hookimpl
-from gbdt2nn_core.interfaces import (
+from gbdt2nn_core.host.hookspecs import PROJECT_NAME, hookimpl
+from gbdt2nn_core.host.interfaces import (
     AlignmentLoss,
     Attributor,
     Student,
@@ -34,8 +34,8 @@ from gbdt2nn_core.interfaces import (
     TreeEnsemble,
     TreeShap,
 )
-from gbdt2nn_core.registry import Registry, get_registry
-from gbdt2nn_core.specs import (
+from gbdt2nn_core.host.registry import Registry, get_registry
+from gbdt2nn_core.host.specs import (
     AlignmentLossSpec,
     AttributorSpec,
     ComponentSpec,
@@ -45,16 +45,16 @@ from gbdt2nn_core.specs import (
 )
 
 if TYPE_CHECKING:
-    from gbdt2nn_core.booster_teacher import BoosterFacts, BoosterTeacher
+    from gbdt2nn_core.kit.booster_teacher import BoosterFacts, BoosterTeacher
 
 #: Public names that load on first access: the estimators import scikit-learn and torch, the teacher base pandas.
 _LAZY = {
-    "BoosterFacts": "gbdt2nn_core.booster_teacher",
-    "BoosterTeacher": "gbdt2nn_core.booster_teacher",
-    "EstimatorNotFittedError": "gbdt2nn_core.estimator",
-    "GBDT2NNClassifier": "gbdt2nn_core.estimator",
-    "GBDT2NNRegressor": "gbdt2nn_core.estimator",
-    "load_estimator": "gbdt2nn_core.estimator",
+    "BoosterFacts": "gbdt2nn_core.kit.booster_teacher",
+    "BoosterTeacher": "gbdt2nn_core.kit.booster_teacher",
+    "EstimatorNotFittedError": "gbdt2nn_core.pipeline.estimator",
+    "GBDT2NNClassifier": "gbdt2nn_core.pipeline.estimator",
+    "GBDT2NNRegressor": "gbdt2nn_core.pipeline.estimator",
+    "load_estimator": "gbdt2nn_core.pipeline.estimator",
 }
 
 try:

@@ -1,5 +1,5 @@
-"""Reading and writing a teacher's model file with one-line errors, for :class:`~gbdt2nn_core.interfaces.Teacher`
-plugins: :meth:`Teacher.save <gbdt2nn_core.interfaces.Teacher.save>` should write atomically, and a factory's
+"""Reading and writing a teacher's model file with one-line errors, for :class:`~gbdt2nn_core.host.interfaces.Teacher`
+plugins: :meth:`Teacher.save <gbdt2nn_core.host.interfaces.Teacher.save>` should write atomically, and a factory's
 ``model=path`` should say plainly when the file is missing or unreadable.
 """
 

@@ -23,8 +23,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from gbdt2nn_core.data import Dataset
-    from gbdt2nn_core.distill import DistillConfig, DistillRun
-    from gbdt2nn_core.interfaces import Teacher
+    from gbdt2nn_core.host.interfaces import Teacher
+    from gbdt2nn_core.pipeline.distill import DistillConfig, DistillRun
 
 #: A LightGBM teacher small enough for a unit test (one thread: OpenMP spinning on shared cores is very slow).
 SMALL_TEACHER: dict[str, Any] = {"n_estimators": 10, "num_leaves": 15, "num_threads": 1}
@@ -84,7 +84,7 @@ def small_config(tmp_path: Path) -> Callable[..., DistillConfig]:
     Keyword arguments override config fields; ``teacher_options`` / ``student_options`` are merged into the
     small defaults rather than replacing them.
     """
-    from gbdt2nn_core.distill import DistillConfig
+    from gbdt2nn_core.pipeline.distill import DistillConfig
 
     def make(**overrides: Any) -> DistillConfig:
         teacher = {**SMALL_TEACHER, **overrides.pop("teacher_options", {})}
@@ -107,7 +107,7 @@ class TeacherOnRows(NamedTuple):
 def adult_teacher(adult_dataset: Dataset) -> TeacherOnRows:
     """A 20-tree, 15-leaf LightGBM teacher fitted on 400 adult rows (shared: do not refit or mutate it)."""
     from gbdt2nn_core.data import TabularSchema, TargetEncoder, split_features_target
-    from gbdt2nn_core.registry import Registry
+    from gbdt2nn_core.host.registry import Registry
 
     frame = adult_dataset.frame.sample(400, random_state=2).reset_index(drop=True)
     features, target = split_features_target(frame, adult_dataset.target)
@@ -126,7 +126,7 @@ def adult_run(
 
     Shared between tests: copy the module (``copy.deepcopy``) before changing its mode, dtype or weights.
     """
-    from gbdt2nn_core.distill import DistillConfig, distill
+    from gbdt2nn_core.pipeline.distill import DistillConfig, distill
 
     frame = adult_dataset.frame.sample(2000, random_state=0).reset_index(drop=True)
     config = DistillConfig(

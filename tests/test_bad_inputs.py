@@ -197,7 +197,7 @@ def _no_onnxruntime(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _disagreeing_runtime(monkeypatch: pytest.MonkeyPatch) -> None:
-    from gbdt2nn_core import export
+    from gbdt2nn_core.pipeline import export
 
     original = export._torchscript_runner
 
@@ -210,14 +210,14 @@ def _disagreeing_runtime(monkeypatch: pytest.MonkeyPatch) -> None:
 
 # ------------------------------------------------------------------------------------------- API calls
 def _distill(frame: pd.DataFrame, **config: Any) -> object:
-    from gbdt2nn_core.distill import DistillConfig, distill
+    from gbdt2nn_core.pipeline.distill import DistillConfig, distill
 
     options = {"teacher_options": {"n_estimators": 5, "num_threads": 1}, "cache_dir": "cache", **config}
     return distill(frame, TARGET, DistillConfig(**options))
 
 
 def _config(**values: Any) -> object:
-    from gbdt2nn_core.distill import DistillConfig
+    from gbdt2nn_core.pipeline.distill import DistillConfig
 
     return DistillConfig(**values)
 
@@ -229,7 +229,7 @@ def _student(**options: Any) -> object:
 
 
 def _attribute(ctx: Context, z: Any) -> object:
-    from gbdt2nn_core.structure import StructureAttributor
+    from gbdt2nn_core.student.structure import StructureAttributor
 
     return StructureAttributor().attribute(ctx.model.student.module, z)
 
@@ -243,7 +243,7 @@ def _encoded_with_nan(ctx: Context) -> Any:
 
 
 def _classifier(**params: Any) -> Any:
-    from gbdt2nn_core.estimator import GBDT2NNClassifier
+    from gbdt2nn_core.pipeline.estimator import GBDT2NNClassifier
 
     return GBDT2NNClassifier(
         teacher_options={"n_estimators": 5, "num_threads": 1},
@@ -303,8 +303,8 @@ def _cache_env(value: str) -> Callable[[pytest.MonkeyPatch], None]:
 
 def _integer_category_run(workdir: Path) -> None:
     """``intrun/``: a model distilled through the API from a ``category`` column of integers (``grade``)."""
-    from gbdt2nn_core.distill import DistillConfig, distill
-    from gbdt2nn_core.runfolder import write_run
+    from gbdt2nn_core.pipeline.distill import DistillConfig, distill
+    from gbdt2nn_core.pipeline.runfolder import write_run
 
     frame = pd.read_csv(workdir / "train.csv")[["age", "hours-per-week", "educational-num", TARGET]]
     frame["grade"] = pd.Categorical(frame["educational-num"] // 4)
@@ -324,8 +324,8 @@ def _integer_category_run(workdir: Path) -> None:
 def _tiny_scale_run(workdir: Path) -> None:
     """``scalerun/``: a model with a column of tiny values (``rate``, in the 1e-8s), and ``scaled.csv`` rows in
     which ``rate`` is ``1e31`` (another unit): encoded, that is beyond the 32-bit float range."""
-    from gbdt2nn_core.distill import DistillConfig, distill
-    from gbdt2nn_core.runfolder import write_run
+    from gbdt2nn_core.pipeline.distill import DistillConfig, distill
+    from gbdt2nn_core.pipeline.runfolder import write_run
 
     frame = pd.read_csv(workdir / "train.csv")[["age", "hours-per-week", TARGET]]
     frame["rate"] = frame["age"] * 1e-9
@@ -1251,7 +1251,7 @@ CASES: list[Case] = [
         id="api-load-missing",
         where="API",
         bad='`load_model("nowhere")`',
-        call=lambda ctx: __import__("gbdt2nn_core.persistence").persistence.load_model("nowhere"),
+        call=lambda ctx: __import__("gbdt2nn_core.pipeline.persistence").persistence.load_model("nowhere"),
         message="cannot load model from nowhere: student.json or student.safetensors is missing; pass a folder "
         "written by 'gbdt2nn distill'",
         fix="pass a run folder",
@@ -1312,7 +1312,7 @@ CASES: list[Case] = [
         id="api-export-folder",
         where="API",
         bad='`export_torchscript(model, "run")`: the path is a folder',
-        call=lambda ctx: __import__("gbdt2nn_core.export").export.export_torchscript(ctx.model, "run"),
+        call=lambda ctx: __import__("gbdt2nn_core.pipeline.export").export.export_torchscript(ctx.model, "run"),
         message="'run' is a folder; pass a file path for the export, e.g. model.onnx",
         fix="a file path",
     ),
@@ -1320,7 +1320,9 @@ CASES: list[Case] = [
         id="api-export-tolerance",
         where="API",
         bad='`export_onnx(model, "m.onnx", tolerance=0)`',
-        call=lambda ctx: __import__("gbdt2nn_core.export").export.export_onnx(ctx.model, "m.onnx", tolerance=0),
+        call=lambda ctx: __import__("gbdt2nn_core.pipeline.export").export.export_onnx(
+            ctx.model, "m.onnx", tolerance=0
+        ),
         message="invalid tolerance=0: use a positive number, e.g. 1e-4",
         fix="e.g. `1e-4`",
     ),
@@ -1328,7 +1330,7 @@ CASES: list[Case] = [
         id="api-export-rows-shape",
         where="API",
         bad='`export_torchscript(model, "m.pt", rows=np.zeros((3, 2)))`',
-        call=lambda ctx: __import__("gbdt2nn_core.export").export.export_torchscript(
+        call=lambda ctx: __import__("gbdt2nn_core.pipeline.export").export.export_torchscript(
             ctx.model, "m.pt", rows=np.zeros((3, 2))
         ),
         message="expected a 2-D array with 14 columns, got shape (3, 2); pass rows with the same columns as the "
@@ -1770,7 +1772,7 @@ CASES += [
         bad="`model.predict_proba(frame)` with values that overflow the network",
         setup=_tiny_scale_run,
         call=lambda ctx: (
-            __import__("gbdt2nn_core.persistence")
+            __import__("gbdt2nn_core.pipeline.persistence")
             .persistence.load_model(ctx.workdir / "scalerun")
             .predict_proba(pd.read_csv(ctx.workdir / "scaled.csv").tail(-1))
         ),
@@ -2000,7 +2002,7 @@ def _snapshot(folder: Path) -> dict[str, tuple[bool, bytes]]:
 @pytest.fixture(scope="module")
 def template(adult_run: Any, adult_dataset: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A working folder: ``run/`` (a run folder), ``rows.csv`` (200 adult rows) and ``train.csv`` (300 rows)."""
-    from gbdt2nn_core.runfolder import write_run
+    from gbdt2nn_core.pipeline.runfolder import write_run
 
     folder = tmp_path_factory.mktemp("bad-inputs")
     write_run(folder / "run", adult_run)
@@ -2017,7 +2019,7 @@ def template(adult_run: Any, adult_dataset: Any, tmp_path_factory: pytest.TempPa
 @pytest.fixture
 def workdir(template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A fresh copy of the template, as the current folder; a private cache; no debug tracebacks."""
-    from gbdt2nn_core.registry import get_registry
+    from gbdt2nn_core.host.registry import get_registry
 
     folder = tmp_path / "work"
     shutil.copytree(template, folder)
@@ -2081,7 +2083,7 @@ def test_bad_input(
 
 
 def _model(workdir: Path) -> Any:
-    from gbdt2nn_core.persistence import load_model
+    from gbdt2nn_core.pipeline.persistence import load_model
 
     return load_model(workdir / "run")
 

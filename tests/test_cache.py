@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gbdt2nn_core.cache import CACHE_ENV, ExplanationCache, default_cache_dir
-from gbdt2nn_core.interfaces import Teacher, TreeShap
-from gbdt2nn_core.registry import Registry
+from gbdt2nn_core.data.cache import CACHE_ENV, ExplanationCache, default_cache_dir
+from gbdt2nn_core.host.interfaces import Teacher, TreeShap
+from gbdt2nn_core.host.registry import Registry
 
 if TYPE_CHECKING:
     from conftest import TeacherOnRows

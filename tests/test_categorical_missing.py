@@ -1,6 +1,6 @@
 """Categorical columns and missing values, as users have them: strings, pandas categories, NaN, new categories.
 
-Documented behaviour (``gbdt2nn_core.encoding``, ``docs/python-api.md``):
+Documented behaviour (``gbdt2nn_core.data.encoding``, ``docs/python-api.md``):
 
 - the teacher gets categorical columns as pandas categories (native categorical splits) and NaN as missing
   (its own default branch);

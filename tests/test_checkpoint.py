@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gbdt2nn_core.distill import DistillRun
+from gbdt2nn_core.pipeline.distill import DistillRun
 from gbdt2nn_core.student import GBDT2NNStudent
 
 

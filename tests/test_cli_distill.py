@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 
 from gbdt2nn_core.cli import main
-from gbdt2nn_core.persistence import load_model
-from gbdt2nn_core.registry import get_registry
+from gbdt2nn_core.host.registry import get_registry
+from gbdt2nn_core.pipeline.persistence import load_model
 
 pytestmark = pytest.mark.usefixtures("single_thread_torch")
 

@@ -17,7 +17,7 @@ import pytest
 import gbdt2nn_core
 from gbdt2nn_core import AlignmentLossSpec, hookimpl
 from gbdt2nn_core.cli import main, plugins_cmd
-from gbdt2nn_core.registry import DISABLE_ENV, STRICT_ENV, Registry, get_registry
+from gbdt2nn_core.host.registry import DISABLE_ENV, STRICT_ENV, Registry, get_registry
 
 INSTALLED = sorted({ep.name for ep in metadata.entry_points(group="gbdt2nn")})
 
@@ -86,7 +86,7 @@ def test_json_lists_components_and_plugins(capsys: pytest.CaptureFixture[str]) -
         "name": "gbdt2nn-core",
         "distribution": "gbdt2nn-core",
         "version": gbdt2nn_core.__version__,
-        "module": "gbdt2nn_core.builtins",
+        "module": "gbdt2nn_core.host.builtins",
         "status": "loaded",
         "error": None,
         "fix": None,

@@ -18,9 +18,9 @@ import pytest
 import torch
 
 from gbdt2nn_core.cli import main
-from gbdt2nn_core.distill import DistillConfig, DistillRun, distill
-from gbdt2nn_core.persistence import DistilledModel, load_model
-from gbdt2nn_core.runfolder import write_run
+from gbdt2nn_core.pipeline.distill import DistillConfig, DistillRun, distill
+from gbdt2nn_core.pipeline.persistence import DistilledModel, load_model
+from gbdt2nn_core.pipeline.runfolder import write_run
 
 pytestmark = pytest.mark.usefixtures("single_thread_torch")
 
@@ -244,7 +244,7 @@ def test_explain_multiclass_has_one_column_per_class_and_feature(
 def test_explain_uses_the_attributor_the_run_was_trained_with(
     work: Path, runs: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from gbdt2nn_core.registry import get_registry
+    from gbdt2nn_core.host.registry import get_registry
 
     folder = Path("run")
     shutil.copytree(runs["binary"], folder)

@@ -15,9 +15,9 @@ from sklearn import metrics as skm
 
 from gbdt2nn_core import AlignmentLossSpec, hookimpl
 from gbdt2nn_core.data import TabularSchema
-from gbdt2nn_core.distill import DistillConfig, DistillRun, compare, distill
 from gbdt2nn_core.errors import ConfigError, UnknownComponentError
-from gbdt2nn_core.registry import Registry
+from gbdt2nn_core.host.registry import Registry
+from gbdt2nn_core.pipeline.distill import DistillConfig, DistillRun, compare, distill
 
 pytestmark = pytest.mark.usefixtures("single_thread_torch")
 

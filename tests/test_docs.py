@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 import gbdt2nn_core
-from gbdt2nn_core import hookspecs
-from gbdt2nn_core.registry import KINDS, Registry
+from gbdt2nn_core.host import hookspecs
+from gbdt2nn_core.host.registry import KINDS, Registry
 
 ROOT = Path(__file__).resolve().parent.parent
 HOOKS_MD = ROOT / "docs" / "hooks.md"
@@ -57,7 +57,7 @@ def _example(hook: str) -> str:
 
 def test_hooks_are_found() -> None:
     assert len(HOOKS) >= 4
-    assert set(HOOKS) == set(KIND_OF_HOOK), "each hook spec needs an entry in gbdt2nn_core.registry.KINDS"
+    assert set(HOOKS) == set(KIND_OF_HOOK), "each hook spec needs an entry in gbdt2nn_core.host.registry.KINDS"
 
 
 @pytest.mark.parametrize("hook", HOOKS)

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from gbdt2nn_core.data import TabularSchema
-from gbdt2nn_core.encoding import InputEncoder, teacher_thresholds
+from gbdt2nn_core.data.encoding import InputEncoder, teacher_thresholds
 
 if TYPE_CHECKING:
     from conftest import TeacherOnRows

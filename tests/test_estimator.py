@@ -351,7 +351,7 @@ def test_save_refuses_to_overwrite_and_load_refuses_the_wrong_task(fitted: GBDT2
 
 
 def test_a_cli_run_folder_loads_as_an_estimator(adult_run: Any, tmp_path: Path) -> None:
-    from gbdt2nn_core.runfolder import write_run
+    from gbdt2nn_core.pipeline.runfolder import write_run
 
     out = write_run(tmp_path / "run", adult_run)
     loaded = load_estimator(out)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from gbdt2nn_core.data import load_bundled
-from gbdt2nn_core.distill import DistillConfig, compare
+from gbdt2nn_core.pipeline.distill import DistillConfig, compare
 
 pytest.importorskip("gbdt2nn_example", reason="install examples/gbdt2nn-example-plugin (nox -s example does)")
 

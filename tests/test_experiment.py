@@ -367,7 +367,7 @@ def test_reevaluated_copy_of_an_experiment(small_experiment: Path, tmp_path: Pat
 
 def test_options_for_a_component_the_experiment_does_not_run_are_an_error() -> None:
     from gbdt2nn_core.experiment.runner import resolve_components
-    from gbdt2nn_core.registry import get_registry
+    from gbdt2nn_core.host.registry import get_registry
 
     config = ExperimentConfig(attributors=["structure"], attributor_options={"integrated-gradients": {"steps": 4}})
     with pytest.raises(ConfigError) as caught:

@@ -18,10 +18,10 @@ import pytest
 import torch
 
 from gbdt2nn_core.cli import main
-from gbdt2nn_core.distill import DistillRun
-from gbdt2nn_core.encoding import InputEncoder
+from gbdt2nn_core.data.encoding import InputEncoder
 from gbdt2nn_core.errors import ExportError
-from gbdt2nn_core.export import (
+from gbdt2nn_core.pipeline.distill import DistillRun
+from gbdt2nn_core.pipeline.export import (
     EXTRA_FILE,
     METADATA_KEY,
     ExportReport,
@@ -29,7 +29,7 @@ from gbdt2nn_core.export import (
     export_onnx,
     export_torchscript,
 )
-from gbdt2nn_core.persistence import DistilledModel
+from gbdt2nn_core.pipeline.persistence import DistilledModel
 
 try:
     import onnx
@@ -77,7 +77,7 @@ def wine() -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def multiclass(wine: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory, single_thread_torch: None) -> Any:
     """A 3-class student distilled from scikit-learn's wine data (178 rows, 13 numeric columns)."""
-    from gbdt2nn_core.distill import DistillConfig, distill
+    from gbdt2nn_core.pipeline.distill import DistillConfig, distill
 
     config = DistillConfig(
         teacher_options={"n_estimators": 5, "num_leaves": 7, "min_child_samples": 5, "num_threads": 1},
@@ -192,7 +192,7 @@ def test_without_rows_the_bundled_dataset_with_the_model_columns_is_used(
 
 
 def test_a_run_folder_path_is_accepted(adult_run: DistillRun, tmp_path: Path, adult_rows: pd.DataFrame) -> None:
-    from gbdt2nn_core.runfolder import write_run
+    from gbdt2nn_core.pipeline.runfolder import write_run
 
     folder = write_run(tmp_path / "run", adult_run)
     report = export_torchscript(folder, tmp_path / "m.pt", rows=adult_rows.head(10))
@@ -205,7 +205,7 @@ def test_a_run_folder_path_is_accepted(adult_run: DistillRun, tmp_path: Path, ad
 def test_a_failed_parity_check_writes_nothing_and_keeps_an_older_file(
     binary: DistilledModel, adult_rows: pd.DataFrame, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from gbdt2nn_core import export
+    from gbdt2nn_core.pipeline import export
 
     original = export._onnx_runner
     monkeypatch.setattr(export, "_onnx_runner", lambda data: lambda z: original(data)(z) + 1e-3)
@@ -250,7 +250,7 @@ def test_the_exported_graph_is_what_a_server_runs_end_to_end(
 def run_folder(
     adult_run: DistillRun, tmp_path: Path, adult_rows: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
 ) -> Path:
-    from gbdt2nn_core.runfolder import write_run
+    from gbdt2nn_core.pipeline.runfolder import write_run
 
     write_run(tmp_path / "run", adult_run)
     adult_rows.head(300).to_csv(tmp_path / "rows.csv", index=False)
@@ -276,7 +276,7 @@ def test_export_command_reports_parity_and_writes_a_loadable_file(
     notes = captured.err.splitlines()
     assert "gbdt2nn: note: rows.csv: ignoring 1 column(s) the model does not use: 'income_gt_50k'" in notes
     assert all(line.startswith("gbdt2nn: note: ") for line in notes)
-    from gbdt2nn_core.persistence import load_model
+    from gbdt2nn_core.pipeline.persistence import load_model
 
     model = load_model(run_folder)
     raw = pd.read_csv("rows.csv")

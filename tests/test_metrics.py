@@ -8,7 +8,7 @@ from scipy import stats
 from scipy.special import expit, softmax
 from sklearn import metrics as skm
 
-from gbdt2nn_core.metrics import agreement, fidelity, task_metrics
+from gbdt2nn_core.pipeline.metrics import agreement, fidelity, task_metrics
 
 
 def _spearman_reference(s: np.ndarray, t: np.ndarray) -> float:

@@ -19,7 +19,7 @@ from sklearn.datasets import load_digits, load_wine
 from sklearn.model_selection import train_test_split
 
 from gbdt2nn_core import GBDT2NNClassifier
-from gbdt2nn_core.metrics import agreement, agreement_per_output
+from gbdt2nn_core.pipeline.metrics import agreement, agreement_per_output
 
 pytestmark = pytest.mark.usefixtures("single_thread_torch")
 
@@ -147,7 +147,7 @@ def test_a_multiclass_model_saves_loads_and_updates(fitted: GBDT2NNClassifier, w
 
 
 def test_the_distill_pipeline_reports_per_class_agreement_on_digits(small_config: Any) -> None:
-    from gbdt2nn_core.distill import distill
+    from gbdt2nn_core.pipeline.distill import distill
 
     digits = load_digits(as_frame=True)
     frame = digits.frame.sample(600, random_state=0).rename(columns={"target": "digit"})

@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 import torch
 
-from gbdt2nn_core.distill import DistillRun
 from gbdt2nn_core.errors import ModelFileError
-from gbdt2nn_core.persistence import FORMAT_VERSION, DistilledModel, load_model, save_model
+from gbdt2nn_core.pipeline.distill import DistillRun
+from gbdt2nn_core.pipeline.persistence import FORMAT_VERSION, DistilledModel, load_model, save_model
 
 TARGET = "income_gt_50k"
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from gbdt2nn_core.registry import DISABLE_ENV, STRICT_ENV, PluginWarning, Registry
+from gbdt2nn_core.host.registry import DISABLE_ENV, STRICT_ENV, PluginWarning, Registry
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

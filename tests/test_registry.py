@@ -34,7 +34,7 @@ from gbdt2nn_core import (
     UnknownComponentError,
     hookimpl,
 )
-from gbdt2nn_core.registry import DISABLE_ENV, STRICT_ENV, PluginRecord, PluginWarning, Registry, strict_from_env
+from gbdt2nn_core.host.registry import DISABLE_ENV, STRICT_ENV, PluginRecord, PluginWarning, Registry, strict_from_env
 
 IN_CODE = "(registered in code)"
 
@@ -175,7 +175,7 @@ def test_builtin_student_is_registered_through_the_same_hook() -> None:
     (builtin,) = [c for c in registry.components("student") if c.name == "gbdt2nn"]
     assert builtin.plugin == "gbdt2nn-core"
     assert builtin.distribution == "gbdt2nn-core"
-    assert record_of(registry, "gbdt2nn-core").module == "gbdt2nn_core.builtins"
+    assert record_of(registry, "gbdt2nn-core").module == "gbdt2nn_core.host.builtins"
     assert record_of(registry, "gbdt2nn-core").status == "loaded"
 
 

@@ -23,14 +23,14 @@ import pandas as pd
 import pytest
 import torch
 
-from gbdt2nn_core.cache import ExplanationCache
+from gbdt2nn_core.data.cache import ExplanationCache
 from gbdt2nn_core.errors import ConfigError, Gbdt2nnWarning, ModelFileError
 from gbdt2nn_core.model_files import staged_folder, sweep_temporaries, write_atomic
 
 if TYPE_CHECKING:
     from conftest import TeacherOnRows
 
-    from gbdt2nn_core.distill import DistillConfig
+    from gbdt2nn_core.pipeline.distill import DistillConfig
 
 
 # ------------------------------------------------------------------------------------------- kill -9
@@ -126,9 +126,9 @@ def test_a_treeshap_cache_write_killed_midway_is_swept_and_recomputed(
         {_KILL}
         import numpy as np
         from gbdt2nn_core import model_files
-        from gbdt2nn_core.cache import ExplanationCache
+        from gbdt2nn_core.data.cache import ExplanationCache
         from gbdt2nn_core.data import TabularSchema, TargetEncoder, load_bundled, split_features_target
-        from gbdt2nn_core.registry import Registry
+        from gbdt2nn_core.host.registry import Registry
 
         frame = load_bundled("adult").frame.sample(400, random_state=2).reset_index(drop=True)
         features, target = split_features_target(frame, "income_gt_50k")
@@ -210,7 +210,7 @@ def test_swapped_cache_entries_are_recomputed_with_a_warning(adult_teacher: Teac
 def test_a_cache_dir_that_cannot_be_a_folder_fails_before_the_teacher_trains(
     below: bool, adult_tiny: pd.DataFrame, small_config: Callable[..., DistillConfig], tmp_path: Path
 ) -> None:
-    from gbdt2nn_core.distill import distill
+    from gbdt2nn_core.pipeline.distill import distill
 
     blocker = tmp_path / "cachefile"
     blocker.write_text("a file")
@@ -239,8 +239,8 @@ def test_a_tampered_hidden_size_is_refused_before_the_network_is_built(
     """Issue 10: a ``hidden`` of [6000, 6000] allocated 1.8 GB before the weights were compared with it."""
     import json
 
-    from gbdt2nn_core import persistence
-    from gbdt2nn_core.runfolder import write_run
+    from gbdt2nn_core.pipeline import persistence
+    from gbdt2nn_core.pipeline.runfolder import write_run
 
     write_run(tmp_path / "run", adult_run)
     path = tmp_path / "run" / "student.json"
@@ -265,8 +265,8 @@ def test_a_tampered_hidden_size_is_refused_before_the_network_is_built(
 def test_an_intact_run_folder_passes_the_file_checks(adult_run: Any, tmp_path: Path) -> None:
     import json
 
-    from gbdt2nn_core.persistence import load_model
-    from gbdt2nn_core.runfolder import write_run
+    from gbdt2nn_core.pipeline.persistence import load_model
+    from gbdt2nn_core.pipeline.runfolder import write_run
     from gbdt2nn_core.student.file_checks import check_saved_student
 
     write_run(tmp_path / "run", adult_run)
@@ -287,8 +287,8 @@ def test_integer_categories_served_from_csv_predict_like_the_model_in_memory(
 ) -> None:
     """Issue 10 (6): every row was reported as an unseen category although the predictions were right."""
     from gbdt2nn_core.cli import main
-    from gbdt2nn_core.distill import distill
-    from gbdt2nn_core.runfolder import write_run
+    from gbdt2nn_core.pipeline.distill import distill
+    from gbdt2nn_core.pipeline.runfolder import write_run
 
     frame = adult_tiny[["age", "hours-per-week", "income_gt_50k"]].copy()
     frame["grade"] = pd.Categorical(adult_tiny["educational-num"] // 4)
@@ -327,7 +327,7 @@ def test_a_large_regression_target_trains_and_follows_its_teacher(
     The reference is the teacher's margins; the same student on the target in its own unit shows how closely a
     student of this size follows them at all.
     """
-    from gbdt2nn_core.distill import distill
+    from gbdt2nn_core.pipeline.distill import distill
 
     def margin_r2(multiplier: float) -> float:
         frame = california_small.assign(MedHouseVal=california_small["MedHouseVal"] * multiplier)
@@ -345,7 +345,7 @@ def test_a_large_regression_target_trains_and_follows_its_teacher(
 
 
 def test_a_last_one_row_batch_joins_the_batch_before_it() -> None:
-    from gbdt2nn_core.student._batchnorm import row_batches
+    from gbdt2nn_core.student.batchnorm import row_batches
 
     assert [b.tolist() for b in row_batches(torch.arange(5), 2)] == [[0, 1], [2, 3, 4]]
     assert [b.tolist() for b in row_batches(torch.arange(4), 2)] == [[0, 1], [2, 3]]
@@ -412,7 +412,7 @@ def test_an_online_update_that_diverges_stops_at_once_with_a_training_error(adul
     import copy
 
     from gbdt2nn_core.errors import TrainingError
-    from gbdt2nn_core.online import online_update
+    from gbdt2nn_core.pipeline.online import online_update
 
     module = copy.deepcopy(adult_run.student.module)
     optimizer = torch.optim.AdamW(module.parameters(), lr=1e308)
@@ -424,8 +424,8 @@ def test_an_online_update_that_diverges_stops_at_once_with_a_training_error(adul
 def test_the_estimator_checks_its_cache_folder_before_the_teacher_trains(
     adult_tiny: pd.DataFrame, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from gbdt2nn_core.estimator import GBDT2NNClassifier
-    from gbdt2nn_core.registry import get_registry
+    from gbdt2nn_core.host.registry import get_registry
+    from gbdt2nn_core.pipeline.estimator import GBDT2NNClassifier
 
     (tmp_path / "cachefile").write_text("a file")
     teacher_type = type(get_registry().teacher("lightgbm"))

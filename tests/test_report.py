@@ -98,8 +98,8 @@ def test_html_report_is_self_contained(small_experiment: Path) -> None:
 
 
 def test_manifest_records_what_reproduces_the_result(small_experiment: Path, experiment_csv: Path) -> None:
-    from gbdt2nn_core.cache import frame_digest
     from gbdt2nn_core.data import read_table
+    from gbdt2nn_core.data.cache import frame_digest
 
     manifest = json.loads((small_experiment / "manifest.json").read_text())
     packages = manifest["packages"]

@@ -14,8 +14,8 @@ import pytest
 
 from gbdt2nn_core.cli import main
 from gbdt2nn_core.errors import ConfigError
-from gbdt2nn_core.estimator import GBDT2NNClassifier, load_estimator
-from gbdt2nn_core.registry import get_registry
+from gbdt2nn_core.host.registry import get_registry
+from gbdt2nn_core.pipeline.estimator import GBDT2NNClassifier, load_estimator
 
 pytestmark = pytest.mark.usefixtures("single_thread_torch")
 

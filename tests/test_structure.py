@@ -9,8 +9,8 @@ import torch
 
 from gbdt2nn_core import Registry
 from gbdt2nn_core.errors import ConfigError, DataError
-from gbdt2nn_core.structure import StructureAttributor
 from gbdt2nn_core.student.module import GBDT2NNModule
+from gbdt2nn_core.student.structure import StructureAttributor
 
 
 def _module(n_outputs: int = 1, seed: int = 0) -> tuple[GBDT2NNModule, int]:

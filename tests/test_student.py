@@ -21,11 +21,11 @@ from captum.attr import InputXGradient, Saliency
 from sklearn.metrics import r2_score
 from torch import nn
 
-from gbdt2nn_core.alignment import column_attributions, frozen_batchnorm
-from gbdt2nn_core.distill import DistillRun
 from gbdt2nn_core.errors import ConfigError, Gbdt2nnError, NotFittedError
-from gbdt2nn_core.interfaces import Tree, TreeEnsemble
-from gbdt2nn_core.registry import Registry
+from gbdt2nn_core.host.interfaces import Tree, TreeEnsemble
+from gbdt2nn_core.host.registry import Registry
+from gbdt2nn_core.kit.alignment import column_attributions, frozen_batchnorm
+from gbdt2nn_core.pipeline.distill import DistillRun
 from gbdt2nn_core.student import GBDT2NNConfig, GBDT2NNModule, GBDT2NNStudent
 from gbdt2nn_core.student._grouping import group_trees, select_group_features
 from gbdt2nn_core.student._layers import GroupMLP

@@ -21,7 +21,7 @@ from gbdt2nn_core.errors import DataError, ModelFileError
 if TYPE_CHECKING:
     import pandas as pd
 
-    from gbdt2nn_core.persistence import DistilledModel
+    from gbdt2nn_core.pipeline.persistence import DistilledModel
 
 __all__ = [
     "check_output_file",
@@ -74,7 +74,7 @@ def _shown(names: list[str], limit: int = 5) -> str:
 
 def load_student(path: Path) -> DistilledModel:
     """The student saved in the run folder ``path`` (``--model``)."""
-    from gbdt2nn_core.persistence import METADATA, load_model
+    from gbdt2nn_core.pipeline.persistence import METADATA, load_model
 
     if not path.exists():
         raise ModelFileError(path=str(path), problem="no such folder", fix=f"pass {_RUN_FOLDER}")

@@ -134,11 +134,11 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     """Run the distillation described by the flags and the --config file."""
     from gbdt2nn_core.data import load_bundled, read_table, split_features_target
-    from gbdt2nn_core.distill import run_student
+    from gbdt2nn_core.host.registry import get_registry
     from gbdt2nn_core.pipeline import DistillConfig, Pipeline
+    from gbdt2nn_core.pipeline.distill import run_student
+    from gbdt2nn_core.pipeline.runfolder import check_destination, write_run
     from gbdt2nn_core.progress import RichProgress
-    from gbdt2nn_core.registry import get_registry
-    from gbdt2nn_core.runfolder import check_destination, write_run
 
     settings = _settings(args)
     data_path = Path(settings["data"]) if settings["data"] is not None else None

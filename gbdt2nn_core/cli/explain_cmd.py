@@ -81,8 +81,8 @@ def run(args: argparse.Namespace) -> int:
 
     from gbdt2nn_core.cli._files import keep_columns, read_rows
     from gbdt2nn_core.cli.serving import open_run, parse_options, write_output
+    from gbdt2nn_core.host.registry import get_registry
     from gbdt2nn_core.pipeline import BACKGROUND_ROWS, background_index
-    from gbdt2nn_core.registry import get_registry
 
     model, trained = open_run(args)
     name = args.attributor or trained.attributor

@@ -1,6 +1,6 @@
 """``gbdt2nn export``: write a distilled student as TorchScript or ONNX, after a parity check on real rows.
 
-The exported graph maps encoded rows ``z`` (float32, ``(n, D)``) to margins; see :mod:`gbdt2nn_core.export`.
+The exported graph maps encoded rows ``z`` (float32, ``(n, D)``) to margins; see :mod:`gbdt2nn_core.pipeline.export`.
 The rows of ``--data`` (default: the bundled dataset with the model's columns) are run through the export and
 through PyTorch; the largest margin difference is printed, and above ``--tolerance`` nothing is written.
 """
@@ -45,7 +45,7 @@ def add_parser(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Export, check and write."""
     from gbdt2nn_core.cli._files import check_output_file, load_student, note, read_rows
-    from gbdt2nn_core.export import DEFAULT_TOLERANCE, export_model, format_from_suffix
+    from gbdt2nn_core.pipeline.export import DEFAULT_TOLERANCE, export_model, format_from_suffix
 
     check_output_file(args.out, overwrite=args.overwrite)
     export_format = args.format or format_from_suffix(args.out)

@@ -18,7 +18,7 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
-from gbdt2nn_core.registry import DISABLE_ENV, KINDS, PluginWarning, Registry, get_registry
+from gbdt2nn_core.host.registry import DISABLE_ENV, KINDS, PluginWarning, Registry, get_registry
 
 __all__ = ["add_parser", "plugin_report", "render_report", "run"]
 

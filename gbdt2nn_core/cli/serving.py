@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pandas as pd
 
-    from gbdt2nn_core.persistence import DistilledModel
     from gbdt2nn_core.pipeline import DistillConfig
+    from gbdt2nn_core.pipeline.persistence import DistilledModel
 
 __all__ = ["add_io_arguments", "open_run", "parse_options", "write_output"]
 
@@ -54,7 +54,7 @@ def open_run(args: argparse.Namespace) -> tuple[DistilledModel, DistillConfig]:
     """The student of the run folder ``--model`` and the config it was trained with, once ``--out`` is known
     to be writable (before any work)."""
     from gbdt2nn_core.cli._files import check_output_file, load_student, table_format
-    from gbdt2nn_core.runfolder import folder_config
+    from gbdt2nn_core.pipeline.runfolder import folder_config
 
     check_output_file(args.out, overwrite=args.overwrite)
     table_format(args.out)  # an unknown suffix fails before the work

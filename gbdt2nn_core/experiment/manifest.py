@@ -16,8 +16,8 @@ from typing import Any
 
 import pandas as pd
 
-from gbdt2nn_core.cache import frame_digest
-from gbdt2nn_core.registry import Registry
+from gbdt2nn_core.data.cache import frame_digest
+from gbdt2nn_core.host.registry import Registry
 
 __all__ = ["CORE", "build_manifest", "data_digest", "package_versions"]
 

@@ -4,7 +4,7 @@ Students trained since ``GBDT2NNConfig.recalibrate_batchnorm`` exists (on by def
 this module re-evaluates experiments whose students were trained before it (or with it off).
 
 Why: joint training computes the alignment term with BatchNorm on its *running* statistics (attributions must
-be per-row, see :func:`gbdt2nn_core.alignment.frozen_batchnorm`) while the task loss trains on *batch*
+be per-row, see :func:`gbdt2nn_core.kit.alignment.frozen_batchnorm`) while the task loss trains on *batch*
 statistics. The alignment gradient then tunes the weights to running statistics that keep moving, and at the
 end of training the running statistics no longer fit the weights: in eval mode a jointly trained student can
 predict much worse than in train mode (California housing, structure + mse, seed 0: test RMSE 0.651 in eval
@@ -36,9 +36,9 @@ from gbdt2nn_core.experiment.config import ExperimentConfig
 from gbdt2nn_core.experiment.manifest import data_digest
 from gbdt2nn_core.experiment.names import IMITATION
 from gbdt2nn_core.experiment.runner import write_npz
+from gbdt2nn_core.host.registry import Registry, get_registry
 from gbdt2nn_core.pipeline import BACKGROUND_ROWS, background_index, evaluate_rows, split_data
-from gbdt2nn_core.registry import Registry, get_registry
-from gbdt2nn_core.runfolder import write_json
+from gbdt2nn_core.pipeline.runfolder import write_json
 from gbdt2nn_core.student import recalibrate_batchnorm
 
 __all__ = ["recalibrate_batchnorm", "reevaluate"]
@@ -58,7 +58,7 @@ def reevaluate(out: Path | str, dest: Path | str | None = None, *, registry: Reg
     """
     from gbdt2nn_core.experiment.report import write_report
     from gbdt2nn_core.experiment.results import collect_results
-    from gbdt2nn_core.persistence import load_model
+    from gbdt2nn_core.pipeline.persistence import load_model
 
     out = Path(out)
     dest = Path(dest) if dest is not None else out.with_name(out.name + "-bn")

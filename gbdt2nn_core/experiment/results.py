@@ -55,7 +55,7 @@ def _read(path: Path) -> dict[str, Any]:
 
 
 def _agreement(student: dict[str, Any], attributor: str) -> dict[str, float]:
-    """A run's agreement as measured by ``attributor`` (the :class:`~gbdt2nn_core.metrics.Metrics` JSON)."""
+    """A run's agreement as measured by ``attributor`` (the :class:`~gbdt2nn_core.pipeline.metrics.Metrics` JSON)."""
     by_attributor: dict[str, dict[str, float]] = student.get("agreement_by_attributor") or {}
     scores: dict[str, float] = by_attributor.get(attributor, student["agreement"])
     return scores

@@ -34,19 +34,19 @@ import attrs
 import numpy as np
 import pandas as pd
 
-from gbdt2nn_core.cache import ExplanationCache
+from gbdt2nn_core.data.cache import ExplanationCache
 from gbdt2nn_core.errors import ConfigError, DataError
 from gbdt2nn_core.experiment.config import ExperimentConfig
 from gbdt2nn_core.experiment.imitation import ExplanationNetwork
 from gbdt2nn_core.experiment.manifest import build_manifest, data_digest
 from gbdt2nn_core.experiment.names import IMITATION, INDEPENDENT, PLAIN
-from gbdt2nn_core.interfaces import Attributor, Student, Teacher
-from gbdt2nn_core.metrics import Metrics, StudentMetrics, agreement, task_metrics
+from gbdt2nn_core.host.interfaces import Attributor, Student, Teacher
+from gbdt2nn_core.host.registry import Registry, get_registry
 from gbdt2nn_core.model_files import write_atomic
 from gbdt2nn_core.pipeline import Pipeline, Prepared, check_explains
+from gbdt2nn_core.pipeline.metrics import Metrics, StudentMetrics, agreement, task_metrics
+from gbdt2nn_core.pipeline.runfolder import write_json
 from gbdt2nn_core.progress import NullProgress, Progress
-from gbdt2nn_core.registry import Registry, get_registry
-from gbdt2nn_core.runfolder import write_json
 
 __all__ = [
     "INDEPENDENT",
@@ -369,7 +369,7 @@ class ExperimentRunner:
     def _train_student(
         self, ctx: SeedContext, configuration: Configuration, checkpoint: Path, folder: Path
     ) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, Any]]:
-        from gbdt2nn_core.persistence import DistilledModel, save_model
+        from gbdt2nn_core.pipeline.persistence import DistilledModel, save_model
 
         config, data, pipeline = self.config, ctx.data, ctx.pipeline
         aggregation = data.encoder.aggregation()

@@ -13,7 +13,7 @@ from typing import Any
 import attrs
 
 from gbdt2nn_core.errors import ConfigError
-from gbdt2nn_core.interfaces import TASKS, Task
+from gbdt2nn_core.host.interfaces import TASKS, Task
 
 __all__ = [
     "DistillConfig",

@@ -21,19 +21,19 @@ import attrs
 import numpy as np
 import pandas as pd
 
-from gbdt2nn_core.alignment import Alignment
-from gbdt2nn_core.cache import ExplanationCache
+from gbdt2nn_core.data.cache import ExplanationCache
 from gbdt2nn_core.errors import ConfigError
-from gbdt2nn_core.interfaces import Attributor, Student, StudentInputs, Teacher, TreeShap
-from gbdt2nn_core.metrics import Metrics
+from gbdt2nn_core.host.interfaces import Attributor, Student, StudentInputs, Teacher, TreeShap
+from gbdt2nn_core.host.registry import Registry, get_registry
+from gbdt2nn_core.kit.alignment import Alignment
 from gbdt2nn_core.pipeline.background import BACKGROUND_ROWS, background_index
 from gbdt2nn_core.pipeline.config import DistillConfig
 from gbdt2nn_core.pipeline.data import PreparedData, SplitData, encoder_for, split_data
 from gbdt2nn_core.pipeline.evaluate import evaluate_rows
 from gbdt2nn_core.pipeline.explanations import TeacherExplanations, explanation_cache
+from gbdt2nn_core.pipeline.metrics import Metrics
 from gbdt2nn_core.pipeline.seeding import seeded
 from gbdt2nn_core.progress import NullProgress, Progress
-from gbdt2nn_core.registry import Registry, get_registry
 
 __all__ = ["Pipeline", "Prepared", "Trained", "check_explains"]
 

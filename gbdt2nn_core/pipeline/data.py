@@ -8,9 +8,9 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from gbdt2nn_core.data import TabularSchema, TargetEncoder, infer_task, split_features_target, warn_if_few_test_rows
-from gbdt2nn_core.encoding import InputEncoder, teacher_thresholds
+from gbdt2nn_core.data.encoding import InputEncoder, teacher_thresholds
 from gbdt2nn_core.errors import DataError
-from gbdt2nn_core.interfaces import Task, Teacher
+from gbdt2nn_core.host.interfaces import Task, Teacher
 
 __all__ = ["PreparedData", "SplitData", "encoder_for", "fit_encoder", "split_data"]
 

@@ -1,4 +1,4 @@
-"""Measuring a student against its teacher on some rows: the one place a :class:`~gbdt2nn_core.metrics.Metrics`
+"""Measuring a student against its teacher on some rows: the one place a :class:`~gbdt2nn_core.pipeline.metrics.Metrics`
 record is built (the pipeline's test rows, or the rows given to an estimator's ``evaluate``)."""
 
 from __future__ import annotations
@@ -8,9 +8,16 @@ from typing import Any
 
 import numpy as np
 
-from gbdt2nn_core.interfaces import Attributor, Student, Task
-from gbdt2nn_core.metrics import Metrics, StudentMetrics, agreement, agreement_per_output, fidelity, task_metrics
+from gbdt2nn_core.host.interfaces import Attributor, Student, Task
 from gbdt2nn_core.pipeline.config import DistillConfig
+from gbdt2nn_core.pipeline.metrics import (
+    Metrics,
+    StudentMetrics,
+    agreement,
+    agreement_per_output,
+    fidelity,
+    task_metrics,
+)
 
 __all__ = ["evaluate_rows"]
 

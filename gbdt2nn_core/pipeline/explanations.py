@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import pandas as pd
 
-from gbdt2nn_core.cache import ExplanationCache, default_cache_dir, frame_digest
+from gbdt2nn_core.data.cache import ExplanationCache, default_cache_dir, frame_digest
 from gbdt2nn_core.errors import ConfigError
-from gbdt2nn_core.interfaces import Teacher, TeacherExplainer, TreeShap
+from gbdt2nn_core.host.interfaces import Teacher, TeacherExplainer, TreeShap
+from gbdt2nn_core.host.registry import Registry
 from gbdt2nn_core.pipeline.config import DistillConfig
-from gbdt2nn_core.registry import Registry
 
 __all__ = ["TeacherExplanations", "explanation_cache", "find_teacher_explainer", "teacher_explainer_names"]
 

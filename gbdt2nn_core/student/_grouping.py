@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gbdt2nn_core.interfaces import TreeEnsemble
+from gbdt2nn_core.host.interfaces import TreeEnsemble
 
 
 def group_trees(ensemble: TreeEnsemble, n_groups: int, seed: int) -> tuple[list[np.ndarray], np.ndarray]:

@@ -13,9 +13,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from gbdt2nn_core.interfaces import TreeEnsemble
-from gbdt2nn_core.student._batchnorm import row_batches
+from gbdt2nn_core.host.interfaces import TreeEnsemble
 from gbdt2nn_core.student._layers import GroupBatchNorm
+from gbdt2nn_core.student.batchnorm import row_batches
 
 
 def group_leaf_sums(ensemble: TreeEnsemble, leaves: np.ndarray, groups: list[np.ndarray]) -> np.ndarray:

@@ -15,7 +15,7 @@ import attrs
 import torch
 
 from gbdt2nn_core.errors import ConfigError, ModelFileError
-from gbdt2nn_core.interfaces import TASKS
+from gbdt2nn_core.host.interfaces import TASKS
 
 __all__ = ["check_loaded_student", "check_saved_student", "check_student_files", "check_student_weights"]
 
@@ -184,7 +184,7 @@ def _meta_module(architecture: dict[str, Any], n_outputs: int, fail: Any) -> tor
 
 
 def _encoded_width(encoder: Any, fail: Any) -> int:
-    from gbdt2nn_core.encoding import InputEncoder
+    from gbdt2nn_core.data.encoding import InputEncoder
 
     try:
         return InputEncoder.from_json(encoder).n_encoded

@@ -22,9 +22,9 @@ import attrs
 import numpy as np
 import torch
 
-from gbdt2nn_core.alignment import Alignment
 from gbdt2nn_core.errors import ConfigError, NotFittedError
-from gbdt2nn_core.interfaces import OnlineUpdate, Student, StudentInputs, Task, Teacher
+from gbdt2nn_core.host.interfaces import OnlineUpdate, Student, StudentInputs, Task, Teacher
+from gbdt2nn_core.kit.alignment import Alignment
 from gbdt2nn_core.progress import NullProgress, Progress
 from gbdt2nn_core.student._grouping import group_trees, select_group_features
 from gbdt2nn_core.student._leaf_embedding import LeafEmbedding, fit_leaf_embedding, group_leaf_sums
@@ -389,8 +389,8 @@ class GBDT2NNStudent(Student):
         return self
 
     def partial_fit(self, update: OnlineUpdate) -> list[dict[str, Any]]:
-        """DeepGBM's online update: the network trains end to end on new rows (see :mod:`gbdt2nn_core.online`)."""
-        from gbdt2nn_core.online import online_update
+        """DeepGBM's online update: the network trains end to end on new rows (see :mod:`gbdt2nn_core.pipeline.online`)."""
+        from gbdt2nn_core.pipeline.online import online_update
 
         return online_update(
             self.module,

@@ -20,11 +20,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from gbdt2nn_core.alignment import Alignment, column_attributions, frozen_batchnorm
 from gbdt2nn_core.errors import ConfigError, TrainingError
-from gbdt2nn_core.interfaces import Task, Teacher
-from gbdt2nn_core.student._batchnorm import recalibrate_batchnorm, row_batches
-from gbdt2nn_core.student._checkpoint import load_checkpoint, save_checkpoint
+from gbdt2nn_core.host.interfaces import Task, Teacher
+from gbdt2nn_core.kit.alignment import Alignment, column_attributions, frozen_batchnorm
+from gbdt2nn_core.student.batchnorm import recalibrate_batchnorm, row_batches
+from gbdt2nn_core.student.checkpoint import load_checkpoint, save_checkpoint
 
 __all__ = [
     "alignment_loss",

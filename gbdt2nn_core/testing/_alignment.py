@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from gbdt2nn_core.errors import Gbdt2nnError
-from gbdt2nn_core.specs import AlignmentLossSpec
+from gbdt2nn_core.host.specs import AlignmentLossSpec
 
 __all__ = ["check_alignment_loss"]
 

@@ -6,8 +6,8 @@ from collections.abc import Callable, Mapping
 from typing import Any, get_args
 
 from gbdt2nn_core.errors import Gbdt2nnError
-from gbdt2nn_core.interfaces import Attributor, Reference
-from gbdt2nn_core.specs import AttributorSpec
+from gbdt2nn_core.host.interfaces import Attributor, Reference
+from gbdt2nn_core.host.specs import AttributorSpec
 
 __all__ = ["check_attributor"]
 

@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 
 from gbdt2nn_core.errors import ConfigError, DataError, Gbdt2nnError
-from gbdt2nn_core.interfaces import TASKS, Task, Teacher, TreeEnsemble, TreeShap
-from gbdt2nn_core.specs import TeacherSpec
+from gbdt2nn_core.host.interfaces import TASKS, Task, Teacher, TreeEnsemble, TreeShap
+from gbdt2nn_core.host.specs import TeacherSpec
 
 __all__ = ["check_teacher"]
 

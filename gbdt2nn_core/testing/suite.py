@@ -35,9 +35,9 @@ import pandas as pd
 import pytest
 
 from gbdt2nn_core.errors import ConfigError, DataError, Gbdt2nnError, NotFittedError
-from gbdt2nn_core.interfaces import TASKS, Task, Teacher
-from gbdt2nn_core.registry import DISABLE_ENV, Registry
-from gbdt2nn_core.specs import TeacherSpec
+from gbdt2nn_core.host.interfaces import TASKS, Task, Teacher
+from gbdt2nn_core.host.registry import DISABLE_ENV, Registry
+from gbdt2nn_core.host.specs import TeacherSpec
 from gbdt2nn_core.testing._teacher import check_teacher
 
 __all__ = ["TeacherPluginTests"]

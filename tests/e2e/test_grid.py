@@ -26,9 +26,9 @@ if not os.environ.get("GBDT2NN_E2E"):
     pytest.skip("the end-to-end grid runs in `nox -s e2e` (or with GBDT2NN_E2E=1)", allow_module_level=True)
 
 from gbdt2nn_core.data import load_bundled
-from gbdt2nn_core.distill import DistillRun
+from gbdt2nn_core.host.registry import Registry
 from gbdt2nn_core.pipeline import DistillConfig, Pipeline, Prepared
-from gbdt2nn_core.registry import Registry
+from gbdt2nn_core.pipeline.distill import DistillRun
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("single_thread_torch")]
 

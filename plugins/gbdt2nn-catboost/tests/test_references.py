@@ -254,7 +254,7 @@ def test_options_reach_catboost(adult_raw) -> None:
 
 # ---------------------------------------------------------------------------------------------- pipeline
 def test_adult_with_string_columns_distils_end_to_end(tmp_path) -> None:
-    from gbdt2nn_core.distill import DistillConfig, distill
+    from gbdt2nn_core.pipeline.distill import DistillConfig, distill
 
     bundled = load_bundled("adult")
     frame = bundled.frame.head(400)

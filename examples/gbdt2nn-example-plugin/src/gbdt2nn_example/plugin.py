@@ -12,14 +12,14 @@ from gbdt2nn_core import AlignmentLossSpec, Attributor, AttributorSpec, hookimpl
 if TYPE_CHECKING:
     import torch
 
-    from gbdt2nn_core.attribution import MarginModel
+    from gbdt2nn_core.kit.attribution import MarginModel
 
 
 def huber(student_attr: torch.Tensor, teacher_attr: torch.Tensor, /) -> torch.Tensor:
     """Squared difference of attributions near agreement, absolute difference beyond 1 (robust to outliers)."""
     import torch.nn.functional as F
 
-    from gbdt2nn_core.losses import check_attribution_pair
+    from gbdt2nn_core.kit.losses import check_attribution_pair
 
     student, teacher = check_attribution_pair(student_attr, teacher_attr)
     return F.huber_loss(student, teacher, delta=1.0)
@@ -36,7 +36,7 @@ class SmoothGrad(Attributor):
     def attribute(self, model: MarginModel, z: torch.Tensor, *, create_graph: bool = False) -> torch.Tensor:
         import torch
 
-        from gbdt2nn_core.attribution import check_encoded_rows, input_gradients
+        from gbdt2nn_core.kit.attribution import check_encoded_rows, input_gradients
 
         z = check_encoded_rows(z)
         noise = torch.randn((self.samples, *z.shape), generator=torch.Generator().manual_seed(self.seed))

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from gbdt2nn_core.errors import ConfigError
-from gbdt2nn_core.interfaces import Task
+from gbdt2nn_core.host.interfaces import Task
 
 __all__ = ["ALIASES", "DEFAULT_PARAMS", "LOSS_TASKS", "catboost_pool", "known_params", "training_options"]
 

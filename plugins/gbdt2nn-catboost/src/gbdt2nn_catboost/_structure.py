@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from gbdt2nn_core.interfaces import Tree, TreeEnsemble
+from gbdt2nn_core.host.interfaces import Tree, TreeEnsemble
 
 __all__ = ["StructureError", "ensemble_from_json", "model_json"]
 

@@ -1,4 +1,4 @@
-"""The CatBoost teacher: the core's :class:`~gbdt2nn_core.booster_teacher.BoosterTeacher` with CatBoost's hooks."""
+"""The CatBoost teacher: the core's :class:`~gbdt2nn_core.kit.booster_teacher.BoosterTeacher` with CatBoost's hooks."""
 
 from __future__ import annotations
 
@@ -21,9 +21,9 @@ from gbdt2nn_catboost._params import (
     training_options,
 )
 from gbdt2nn_catboost._structure import ensemble_from_json
-from gbdt2nn_core.booster_teacher import BoosterFacts, BoosterTeacher
 from gbdt2nn_core.errors import ConfigError
-from gbdt2nn_core.interfaces import Task, TreeEnsemble
+from gbdt2nn_core.host.interfaces import Task, TreeEnsemble
+from gbdt2nn_core.kit.booster_teacher import BoosterFacts, BoosterTeacher
 
 __all__ = ["CatBoostTeacher"]
 

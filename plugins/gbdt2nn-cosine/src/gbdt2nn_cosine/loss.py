@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from gbdt2nn_core.losses import check_attribution_pair, check_positive
+from gbdt2nn_core.kit.losses import check_attribution_pair, check_positive
 
 __all__ = ["CosineDistance"]
 

@@ -6,9 +6,9 @@ from collections.abc import Sequence
 
 import torch
 
-from gbdt2nn_core.attribution import MarginModel, check_encoded_rows, input_gradients
 from gbdt2nn_core.errors import ConfigError, DataError
-from gbdt2nn_core.interfaces import Attributor
+from gbdt2nn_core.host.interfaces import Attributor
+from gbdt2nn_core.kit.attribution import MarginModel, check_encoded_rows, input_gradients
 from gbdt2nn_integrated_gradients._quadrature import check_method, nodes_and_weights
 
 __all__ = ["IntegratedGradients"]

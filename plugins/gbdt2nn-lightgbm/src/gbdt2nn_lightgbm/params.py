@@ -7,9 +7,9 @@ from typing import Any
 
 import lightgbm as lgb
 
-from gbdt2nn_core import teacher_checks as checks
 from gbdt2nn_core.errors import ConfigError
-from gbdt2nn_core.interfaces import Task
+from gbdt2nn_core.host.interfaces import Task
+from gbdt2nn_core.kit import teacher_checks as checks
 
 __all__ = [
     "ALIASES",

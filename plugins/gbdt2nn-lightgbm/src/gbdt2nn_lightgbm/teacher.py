@@ -11,9 +11,9 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from gbdt2nn_core.booster_teacher import BoosterFacts, BoosterTeacher
 from gbdt2nn_core.errors import ConfigError, ModelFileError
-from gbdt2nn_core.interfaces import Task, TreeEnsemble
+from gbdt2nn_core.host.interfaces import Task, TreeEnsemble
+from gbdt2nn_core.kit.booster_teacher import BoosterFacts, BoosterTeacher
 from gbdt2nn_lightgbm._modelfile import read_model_text
 from gbdt2nn_lightgbm.params import (
     ALIASES,

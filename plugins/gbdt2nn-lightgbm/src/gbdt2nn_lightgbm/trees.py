@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from gbdt2nn_core.interfaces import Tree
+from gbdt2nn_core.host.interfaces import Tree
 
 __all__ = ["categorical_indices", "tree"]
 

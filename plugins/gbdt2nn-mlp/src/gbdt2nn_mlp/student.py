@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from gbdt2nn_core.errors import ConfigError, NotFittedError
-from gbdt2nn_core.interfaces import Student, StudentInputs
+from gbdt2nn_core.host.interfaces import Student, StudentInputs
 from gbdt2nn_core.progress import NullProgress
 from gbdt2nn_core.student.kit import (
     alignment_loss,

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from gbdt2nn_core.errors import ConfigError
-from gbdt2nn_core.losses import check_attribution_pair, check_positive
+from gbdt2nn_core.kit.losses import check_attribution_pair, check_positive
 
 __all__ = ["PairwiseRankLoss"]
 

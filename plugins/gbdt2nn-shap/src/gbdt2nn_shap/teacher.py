@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from gbdt2nn_core.errors import DataError
-from gbdt2nn_core.interfaces import TreeShap
+from gbdt2nn_core.host.interfaces import TreeShap
 
 __all__ = ["interventional_tree_shap"]
 

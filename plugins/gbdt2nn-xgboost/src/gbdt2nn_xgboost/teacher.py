@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
-from gbdt2nn_core.booster_teacher import BoosterFacts, BoosterTeacher
 from gbdt2nn_core.errors import ConfigError
-from gbdt2nn_core.interfaces import Task, TreeEnsemble
+from gbdt2nn_core.host.interfaces import Task, TreeEnsemble
+from gbdt2nn_core.kit.booster_teacher import BoosterFacts, BoosterTeacher
 from gbdt2nn_xgboost._modelfile import clean_message, load_booster, read_model_bytes
 from gbdt2nn_xgboost.params import ALIASES, DEFAULT_PARAMS, OBJECTIVE_TASKS, refuse_unused, training_params
 from gbdt2nn_xgboost.trees import ensemble

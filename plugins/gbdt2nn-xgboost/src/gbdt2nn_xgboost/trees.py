@@ -9,7 +9,7 @@ import numpy as np
 import xgboost as xgb
 
 from gbdt2nn_core.errors import ConfigError
-from gbdt2nn_core.interfaces import Tree, TreeEnsemble
+from gbdt2nn_core.host.interfaces import Tree, TreeEnsemble
 
 __all__ = ["ensemble"]
 

@@ -19,7 +19,7 @@ arguments are only stored (and checked in :meth:`~GBDT2NNClassifier.fit`), ``get
 
 ``X`` is a pandas DataFrame (numeric, ``category`` and string columns, NaN for missing values) or a 2-D
 numpy array. The teacher sees the columns as they are (native categorical splits, native missing values);
-the student sees them through :class:`~gbdt2nn_core.encoding.InputEncoder`. Categories not seen in training
+the student sees them through :class:`~gbdt2nn_core.data.encoding.InputEncoder`. Categories not seen in training
 are missing values for the teacher and the average category (all-zero block) for the student.
 """
 
@@ -42,13 +42,13 @@ from sklearn.exceptions import NotFittedError as SklearnNotFittedError
 
 from gbdt2nn_core.data import TabularSchema, TargetEncoder, check_finite_margins
 from gbdt2nn_core.errors import ConfigError, DataError, Gbdt2nnError, ModelFileError
-from gbdt2nn_core.interfaces import Attributor, OnlineUpdate, Task, Teacher
-from gbdt2nn_core.metrics import agreement, agreement_per_output
-from gbdt2nn_core.persistence import DistilledModel
+from gbdt2nn_core.host.interfaces import Attributor, OnlineUpdate, Task, Teacher
+from gbdt2nn_core.host.registry import Registry, get_registry
 from gbdt2nn_core.pipeline import DistillConfig, Pipeline, SplitData, TeacherExplanations, evaluate_rows, seeded
+from gbdt2nn_core.pipeline.metrics import agreement, agreement_per_output
+from gbdt2nn_core.pipeline.persistence import DistilledModel
+from gbdt2nn_core.pipeline.runfolder import RunFolder, RunParts, read_folder, write_folder
 from gbdt2nn_core.progress import NullProgress, Progress
-from gbdt2nn_core.registry import Registry, get_registry
-from gbdt2nn_core.runfolder import RunFolder, RunParts, read_folder, write_folder
 
 __all__ = ["EstimatorNotFittedError", "GBDT2NNClassifier", "GBDT2NNRegressor", "load_estimator"]
 
@@ -540,7 +540,7 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
         """How well the student's explanations of ``X`` agree with the teacher's TreeSHAP, per row then averaged.
 
         Returns ``{"overall": {spearman, cosine, top5, sign, mse}}``, plus ``"per_class"`` (the same per
-        class label) for a multiclass model. See :func:`gbdt2nn_core.metrics.agreement`.
+        class label) for a multiclass model. See :func:`gbdt2nn_core.pipeline.metrics.agreement`.
         """
         student = self.explain(X, method)
         teacher = self.explain(X, "teacher")
@@ -554,7 +554,7 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
     def evaluate(self, X: Any, y: Any, method: str | None = None) -> dict[str, Any]:
         """Teacher and student on held-out ``(X, y)``: task metric, fidelity to the teacher, explanation agreement.
 
-        The :class:`~gbdt2nn_core.metrics.Metrics` JSON of a CLI run's ``metrics.json`` (``task``, ``rows``,
+        The :class:`~gbdt2nn_core.pipeline.metrics.Metrics` JSON of a CLI run's ``metrics.json`` (``task``, ``rows``,
         ``teacher.test``, ``student.test``, ``student.fidelity``, ``student.agreement`` and, for multiclass,
         ``student.agreement_per_class``); ``method`` names the attributor (default: the ``attributor`` parameter).
         """
@@ -591,7 +591,7 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
         ``alignment_weight > 0``). Labels must be among ``classes_``. Call :meth:`fit` first.
         """
         self._check_fitted("partial_fit")
-        from gbdt2nn_core.alignment import Alignment
+        from gbdt2nn_core.kit.alignment import Alignment
 
         self._config(self.config_.teacher, self.task_, self.seed_)  # re-check parameters changed since fit
         frame = self._teacher_frame(X)
@@ -793,7 +793,7 @@ class GBDT2NNRegressor(RegressorMixin, _GBDT2NNBase):  # type: ignore[misc]
     ----------
     teacher_, student_, encoder_, attributor_:
         The fitted :class:`~gbdt2nn_core.Teacher`, :class:`~gbdt2nn_core.student.GBDT2NNStudent`,
-        :class:`~gbdt2nn_core.encoding.InputEncoder` and attributor.
+        :class:`~gbdt2nn_core.data.encoding.InputEncoder` and attributor.
     n_features_in_, feature_names_in_:
         As in scikit-learn (``feature_names_in_`` only for DataFrame input).
     history_:

@@ -1,11 +1,11 @@
-"""Building blocks for :class:`~gbdt2nn_core.interfaces.Attributor` plugins: input checks and batched gradients.
+"""Building blocks for :class:`~gbdt2nn_core.host.interfaces.Attributor` plugins: input checks and batched gradients.
 
 Every attributor receives a model and encoded rows ``z`` and must reject bad rows with the same one-line
 :class:`~gbdt2nn_core.errors.DataError`, then differentiate the model's margin with respect to ``z``. Both steps
 are here, so that an attributor plugin only writes its own method::
 
-    from gbdt2nn_core.attribution import MarginModel, check_encoded_rows, input_gradients
-    from gbdt2nn_core.interfaces import Attributor
+    from gbdt2nn_core.kit.attribution import MarginModel, check_encoded_rows, input_gradients
+    from gbdt2nn_core.host.interfaces import Attributor
 
 
     class GradientXInput(Attributor):
@@ -103,7 +103,7 @@ def input_gradients(model: MarginModel, points: torch.Tensor, *, create_graph: b
 
 
 class _Attributes(Protocol):
-    """What :func:`column_attributions` needs of an :class:`~gbdt2nn_core.interfaces.Attributor`."""
+    """What :func:`column_attributions` needs of an :class:`~gbdt2nn_core.host.interfaces.Attributor`."""
 
     def attribute(self, model: MarginModel, z: torch.Tensor, *, create_graph: bool = False) -> torch.Tensor: ...
 

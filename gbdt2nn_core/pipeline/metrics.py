@@ -13,7 +13,7 @@ from scipy.special import expit, softmax
 from scipy.stats import rankdata
 from sklearn import metrics as skm
 
-from gbdt2nn_core.interfaces import Task
+from gbdt2nn_core.host.interfaces import Task
 
 __all__ = ["Metrics", "StudentMetrics", "agreement", "agreement_per_output", "fidelity", "task_metrics"]
 

@@ -1,7 +1,7 @@
-"""Building blocks for :class:`~gbdt2nn_core.interfaces.Teacher` plugins: checks of tasks, frames, labels,
+"""Building blocks for :class:`~gbdt2nn_core.host.interfaces.Teacher` plugins: checks of tasks, frames, labels,
 columns and training parameters, each failing with a one-line :class:`~gbdt2nn_core.errors.Gbdt2nnError`.
 
-A teacher built on :class:`~gbdt2nn_core.booster_teacher.BoosterTeacher` gets them all without calling them; a
+A teacher built on :class:`~gbdt2nn_core.kit.booster_teacher.BoosterTeacher` gets them all without calling them; a
 teacher written from scratch calls them itself.
 
 Nothing here imports a tree library, so a teacher's errors read the same whatever its backend, and a new
@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from gbdt2nn_core.errors import ConfigError, DataError, NotFittedError
-from gbdt2nn_core.interfaces import TASKS, Task
+from gbdt2nn_core.host.interfaces import TASKS, Task
 
 __all__ = [
     "check_columns",
@@ -55,7 +55,7 @@ __all__ = [
 
 
 def check_task(task: object) -> Task:
-    """``task`` itself when it is one of :data:`~gbdt2nn_core.interfaces.TASKS`; a ``ConfigError`` otherwise."""
+    """``task`` itself when it is one of :data:`~gbdt2nn_core.host.interfaces.TASKS`; a ``ConfigError`` otherwise."""
     if task not in TASKS:
         raise ConfigError(setting="task", value=task, fix=f"use one of {', '.join(TASKS)}")
     return task

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from gbdt2nn_core.errors import ConfigError, warn
-from gbdt2nn_core.interfaces import Teacher, TreeShap
+from gbdt2nn_core.host.interfaces import Teacher, TreeShap
 from gbdt2nn_core.model_files import write_atomic
 
 __all__ = ["CACHE_ENV", "ExplanationCache", "check_cache_dir", "default_cache_dir"]

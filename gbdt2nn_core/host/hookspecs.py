@@ -1,6 +1,6 @@
 """The four hooks a gbdt2nn plugin can implement.
 
-Every hook *registers* components: it returns a list of frozen records (see :mod:`gbdt2nn_core.specs`) and
+Every hook *registers* components: it returns a list of frozen records (see :mod:`gbdt2nn_core.host.specs`) and
 the host builds a component from its record only when a user asks for it by name. A plugin module
 implements any subset of these hooks with the :data:`gbdt2nn_core.hookimpl` marker and is found through an
 entry point of the group ``gbdt2nn``::
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import pluggy
 
-from gbdt2nn_core.specs import AlignmentLossSpec, AttributorSpec, StudentSpec, TeacherSpec
+from gbdt2nn_core.host.specs import AlignmentLossSpec, AttributorSpec, StudentSpec, TeacherSpec
 
 PROJECT_NAME = "gbdt2nn"
 

@@ -27,7 +27,7 @@ import pandas as pd
 
 from gbdt2nn_core.data import TabularSchema
 from gbdt2nn_core.errors import DataError
-from gbdt2nn_core.interfaces import TreeEnsemble
+from gbdt2nn_core.host.interfaces import TreeEnsemble
 
 __all__ = ["InputEncoder", "check_rows_near_training", "teacher_thresholds"]
 

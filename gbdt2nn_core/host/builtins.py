@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from gbdt2nn_core.hookspecs import hookimpl
-from gbdt2nn_core.interfaces import Attributor, Student
-from gbdt2nn_core.specs import AttributorSpec, StudentSpec
+from gbdt2nn_core.host.hookspecs import hookimpl
+from gbdt2nn_core.host.interfaces import Attributor, Student
+from gbdt2nn_core.host.specs import AttributorSpec, StudentSpec
 
 
 def _make_gbdt2nn(**options: Any) -> Student:
@@ -27,7 +27,7 @@ def gbdt2nn_register_students() -> list[StudentSpec]:
 
 
 def _make_structure(**options: Any) -> Attributor:
-    from gbdt2nn_core.structure import StructureAttributor
+    from gbdt2nn_core.student.structure import StructureAttributor
 
     return StructureAttributor(**options)
 

@@ -4,11 +4,11 @@ What the exported graph computes: the GBDT2NN network alone, from **encoded rows
 float32, shape ``(n, D)``; any batch size ``n``) to **margins** (output ``"margin"``, raw scores: shape ``(n,)``
 for regression and binary models, ``(n, c)`` for a ``c``-class model). Apply a sigmoid (binary) or a softmax
 (multiclass) for probabilities, as :meth:`DistilledModel.predict_proba
-<gbdt2nn_core.persistence.DistilledModel.predict_proba>` does.
+<gbdt2nn_core.pipeline.persistence.DistilledModel.predict_proba>` does.
 
 Raw rows (strings, categories, missing values) become ``z`` through the student's input encoder:
-:meth:`DistilledModel.encode <gbdt2nn_core.persistence.DistilledModel.encode>` in Python, or a port of the
-encoder recorded in ``student.json`` (see :mod:`gbdt2nn_core.encoding`). Every export carries that record, so a
+:meth:`DistilledModel.encode <gbdt2nn_core.pipeline.persistence.DistilledModel.encode>` in Python, or a port of the
+encoder recorded in ``student.json`` (see :mod:`gbdt2nn_core.data.encoding`). Every export carries that record, so a
 served model never loses its preprocessing: TorchScript as the extra file ``gbdt2nn.json``
 (``torch.jit.load(path, _extra_files={"gbdt2nn.json": ""})``), ONNX as the metadata property ``gbdt2nn``.
 
@@ -18,8 +18,8 @@ The largest absolute margin difference is returned in an :class:`ExportReport`; 
 ``1e-4``) nothing is written and :class:`~gbdt2nn_core.errors.ExportError` is raised. The file itself is
 written atomically (a temporary file renamed into place). Example::
 
-    from gbdt2nn_core.export import export_onnx
-    from gbdt2nn_core.persistence import load_model
+    from gbdt2nn_core.pipeline.export import export_onnx
+    from gbdt2nn_core.pipeline.persistence import load_model
 
     model = load_model("runs/adult")
     report = export_onnx(model, "adult.onnx")          # rows: the bundled dataset with the model's columns
@@ -55,10 +55,10 @@ import pandas as pd
 import torch
 
 from gbdt2nn_core.data import check_finite_margins
-from gbdt2nn_core.encoding import check_rows_near_training
+from gbdt2nn_core.data.encoding import check_rows_near_training
 from gbdt2nn_core.errors import ConfigError, DataError, ExportError
 from gbdt2nn_core.model_files import write_atomic
-from gbdt2nn_core.persistence import DistilledModel, load_model
+from gbdt2nn_core.pipeline.persistence import DistilledModel, load_model
 
 __all__ = [
     "DEFAULT_TOLERANCE",

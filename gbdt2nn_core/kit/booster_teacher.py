@@ -32,9 +32,9 @@ import attrs
 import numpy as np
 import pandas as pd
 
-from gbdt2nn_core import teacher_checks as checks
 from gbdt2nn_core.errors import ConfigError, DataError
-from gbdt2nn_core.interfaces import Task, Teacher, TreeEnsemble, TreeShap
+from gbdt2nn_core.host.interfaces import Task, Teacher, TreeEnsemble, TreeShap
+from gbdt2nn_core.kit import teacher_checks as checks
 from gbdt2nn_core.model_files import write_atomic
 
 __all__ = ["BoosterFacts", "BoosterTeacher"]
@@ -184,7 +184,7 @@ class BoosterTeacher(Teacher, Generic[B]):
 
     def known_params(self) -> Collection[str] | None:
         """Every training option name the library accepts, or ``None`` when it cannot list them (the backend
-        must then refuse unknown ones itself, e.g. with :func:`~gbdt2nn_core.teacher_checks.check_known_params`
+        must then refuse unknown ones itself, e.g. with :func:`~gbdt2nn_core.kit.teacher_checks.check_known_params`
         after training)."""
         return None
 

@@ -21,14 +21,14 @@ import numpy as np
 import pandas as pd
 
 from gbdt2nn_core.errors import DataError, PluginLoadError, UnknownComponentError
-from gbdt2nn_core.interfaces import Teacher
+from gbdt2nn_core.host.interfaces import Teacher
+from gbdt2nn_core.host.registry import Registry, get_registry
 from gbdt2nn_core.model_files import staged_folder, write_atomic
-from gbdt2nn_core.persistence import DistilledModel, load_model, save_model
 from gbdt2nn_core.pipeline import DistillConfig
-from gbdt2nn_core.registry import Registry, get_registry
+from gbdt2nn_core.pipeline.persistence import DistilledModel, load_model, save_model
 
 if TYPE_CHECKING:
-    from gbdt2nn_core.distill import DistillRun
+    from gbdt2nn_core.pipeline.distill import DistillRun
 
 __all__ = [
     "RunFolder",

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from gbdt2nn_core.errors import ConfigError, DataError, warn
-from gbdt2nn_core.interfaces import TASKS, Task
+from gbdt2nn_core.host.interfaces import TASKS, Task
 
 __all__ = [
     "BUNDLED_DATASETS",
@@ -46,7 +46,7 @@ class Dataset:
     task: Task
 
 
-#: name -> (file inside gbdt2nn_core/datasets, target column, task)
+#: name -> (file inside gbdt2nn_core/data/datasets, target column, task)
 BUNDLED_DATASETS: dict[str, tuple[str, str, Task]] = {
     "adult": ("adult.csv.gz", "income_gt_50k", "binary"),
     "california": ("california_housing.csv.gz", "MedHouseVal", "regression"),
@@ -61,7 +61,7 @@ def load_bundled(name: str = "adult") -> Dataset:
             fix=f"choose one of {', '.join(sorted(BUNDLED_DATASETS))} or pass --data FILE",
         )
     filename, target, task = BUNDLED_DATASETS[name]
-    with resources.as_file(resources.files("gbdt2nn_core.datasets") / filename) as path:
+    with resources.as_file(resources.files("gbdt2nn_core.data.datasets") / filename) as path:
         frame = read_table(path)
     return Dataset(name=name, frame=frame, target=target, task=task)
 

@@ -1,10 +1,10 @@
-"""Building blocks for :class:`~gbdt2nn_core.interfaces.AlignmentLoss` plugins: argument and option checks.
+"""Building blocks for :class:`~gbdt2nn_core.host.interfaces.AlignmentLoss` plugins: argument and option checks.
 
 An alignment loss is called with the student's and the teacher's attributions, both ``(n, d)``; it should refuse
 anything else with the same one-line :class:`~gbdt2nn_core.errors.DataError`, and treat the teacher as a fixed
 target. :func:`check_attribution_pair` does both::
 
-    from gbdt2nn_core.losses import check_attribution_pair, check_positive
+    from gbdt2nn_core.kit.losses import check_attribution_pair, check_positive
 
 
     class L1Loss:

@@ -8,7 +8,7 @@ do the frozen leaf-embedding heads ``w_j, b_j``; the group networks and their Ba
 When the teacher's attributions of the new rows are at hand, the alignment term can be kept as well
 (``alignment=...``), so the student keeps explaining itself like the teacher while it adapts.
 
-:meth:`gbdt2nn_core.estimator.GBDT2NNClassifier.partial_fit` is the user-facing entry point.
+:meth:`gbdt2nn_core.pipeline.estimator.GBDT2NNClassifier.partial_fit` is the user-facing entry point.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from gbdt2nn_core.alignment import Alignment
 from gbdt2nn_core.errors import ConfigError, DataError, TrainingError
-from gbdt2nn_core.interfaces import Task
+from gbdt2nn_core.host.interfaces import Task
+from gbdt2nn_core.kit.alignment import Alignment
 from gbdt2nn_core.student.kit import alignment_loss, row_batches, task_loss
 
 __all__ = ["online_update"]

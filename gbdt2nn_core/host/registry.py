@@ -22,10 +22,10 @@ from typing import Any, Literal, TypeVar
 import attrs
 import pluggy
 
-from gbdt2nn_core import hookspecs
 from gbdt2nn_core.errors import ConfigError, DuplicatePluginError, PluginLoadError, UnknownComponentError
-from gbdt2nn_core.interfaces import Attributor, Student, Teacher
-from gbdt2nn_core.specs import (
+from gbdt2nn_core.host import hookspecs
+from gbdt2nn_core.host.interfaces import Attributor, Student, Teacher
+from gbdt2nn_core.host.specs import (
     DEFAULT_FILE_SUFFIX,
     SNIFF_BYTES,
     AlignmentLossSpec,
@@ -128,7 +128,8 @@ class Registry:
         self._plugins: list[PluginRecord] = []
         self._components: dict[Kind, dict[str, list[ComponentRecord]]] = {kind: {} for kind in KINDS}
 
-        from gbdt2nn_core import __version__, builtins
+        from gbdt2nn_core import __version__
+        from gbdt2nn_core.host import builtins
 
         self._add(builtins, name="gbdt2nn-core", distribution="gbdt2nn-core", version=__version__)
         if entry_points:

@@ -24,10 +24,10 @@ import pandas as pd
 import torch
 
 from gbdt2nn_core.data import TargetEncoder, check_finite_margins
-from gbdt2nn_core.encoding import InputEncoder
+from gbdt2nn_core.data.encoding import InputEncoder
 from gbdt2nn_core.errors import ModelFileError, PluginLoadError, UnknownComponentError
-from gbdt2nn_core.interfaces import Student, Task
-from gbdt2nn_core.registry import Registry, get_registry
+from gbdt2nn_core.host.interfaces import Student, Task
+from gbdt2nn_core.host.registry import Registry, get_registry
 from gbdt2nn_core.student.file_checks import check_loaded_student, check_saved_student
 
 __all__ = ["BACKGROUND", "FORMAT_VERSION", "DistilledModel", "load_model", "save_model"]

@@ -4,7 +4,7 @@
 name from the plugin registry::
 
     from gbdt2nn_core.data import load_bundled
-    from gbdt2nn_core.distill import DistillConfig, distill
+    from gbdt2nn_core.pipeline.distill import DistillConfig, distill
 
     adult = load_bundled("adult")
     run = distill(adult.frame, adult.target, DistillConfig(alignment_weight=1.0))
@@ -21,11 +21,11 @@ import attrs
 import pandas as pd
 
 from gbdt2nn_core.errors import ConfigError
-from gbdt2nn_core.interfaces import Attributor, Student, Teacher
-from gbdt2nn_core.metrics import Metrics
+from gbdt2nn_core.host.interfaces import Attributor, Student, Teacher
+from gbdt2nn_core.host.registry import Registry
 from gbdt2nn_core.pipeline import DistillConfig, Pipeline, Prepared, PreparedData, Trained
+from gbdt2nn_core.pipeline.metrics import Metrics
 from gbdt2nn_core.progress import Progress
-from gbdt2nn_core.registry import Registry
 
 __all__ = ["DistillConfig", "DistillRun", "compare", "distill"]
 

@@ -1,0 +1,1 @@
+"""The plugin host: hook specs, component records, the interfaces components meet, registry."""

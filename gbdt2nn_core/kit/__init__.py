@@ -1,0 +1,1 @@
+"""The plugin-author kit: the booster teacher base, input checks, attribution, loss helpers."""
