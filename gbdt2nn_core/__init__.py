@@ -7,7 +7,6 @@ metrics and the CLI. Teachers, attributors and alignment losses come from plugin
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 from gbdt2nn_core.errors import (
@@ -43,6 +42,7 @@ from gbdt2nn_core.host.specs import (
     TeacherSpec,
     recognise_by_module,
 )
+from gbdt2nn_core.version import __version__
 
 if TYPE_CHECKING:
     from gbdt2nn_core.kit.booster_teacher import BoosterFacts, BoosterTeacher
@@ -57,10 +57,6 @@ _LAZY = {
     "load_estimator": "gbdt2nn_core.pipeline.estimator",
 }
 
-try:
-    __version__ = version("gbdt2nn-core")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree that was never installed
-    __version__ = "0.0.0"
 
 __all__ = [
     "PROJECT_NAME",

@@ -58,7 +58,7 @@ MAPPING: dict[str, str] = {
     # plugin-author kit: what a plugin builds on
     "gbdt2nn_core.booster_teacher": "gbdt2nn_core.kit.booster_teacher",
     "gbdt2nn_core.teacher_checks": "gbdt2nn_core.kit.teacher_checks",
-    "gbdt2nn_core.attribution": "gbdt2nn_core.kit.attribution",
+    "gbdt2nn_core.attribution": "gbdt2nn_core.host.attribution",
     "gbdt2nn_core.losses": "gbdt2nn_core.kit.losses",
     "gbdt2nn_core.alignment": "gbdt2nn_core.kit.alignment",
     # data: tables in, encoded rows and cached explanations out
@@ -76,7 +76,7 @@ MAPPING: dict[str, str] = {
     "gbdt2nn_core.metrics": "gbdt2nn_core.pipeline.metrics",
     "gbdt2nn_core.persistence": "gbdt2nn_core.pipeline.persistence",
     "gbdt2nn_core.runfolder": "gbdt2nn_core.pipeline.runfolder",
-    "gbdt2nn_core.online": "gbdt2nn_core.pipeline.online",
+    "gbdt2nn_core.online": "gbdt2nn_core.student.online",
     "gbdt2nn_core.export": "gbdt2nn_core.pipeline.export",
     "gbdt2nn_core.estimator": "gbdt2nn_core.pipeline.estimator",
 }

@@ -412,7 +412,7 @@ def test_an_online_update_that_diverges_stops_at_once_with_a_training_error(adul
     import copy
 
     from gbdt2nn_core.errors import TrainingError
-    from gbdt2nn_core.pipeline.online import online_update
+    from gbdt2nn_core.student.online import online_update
 
     module = copy.deepcopy(adult_run.student.module)
     optimizer = torch.optim.AdamW(module.parameters(), lr=1e308)

@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     from importlib import import_module
 
-    from gbdt2nn_core import __version__
+    from gbdt2nn_core.version import __version__
 
     parser = _Parser(
         prog="gbdt2nn",

@@ -336,7 +336,7 @@ class Student(abc.ABC):
         """Per-column attributions of encoded rows (eval mode): ``(n, d)`` or ``(n, c, d)``."""
         import torch
 
-        from gbdt2nn_core.kit.attribution import column_attributions
+        from gbdt2nn_core.host.attribution import column_attributions
 
         module = self.module.eval()
         z_t = torch.as_tensor(z, dtype=torch.float32)
@@ -364,7 +364,7 @@ class Attributor(abc.ABC):
     ``attribute(model, z)`` returns a tensor shaped like ``z`` (``(n, D)``) for one output, or ``(n, k, D)``
     for ``k`` outputs. With ``create_graph=True`` the result must stay differentiable with respect to the
     model's parameters, so that an alignment loss can be back-propagated through it.
-    :mod:`gbdt2nn_core.kit.attribution` has the input checks and batched input gradients that attributors share.
+    :mod:`gbdt2nn_core.host.attribution` has the input checks and batched input gradients that attributors share.
 
     An attributor whose reference needs a matching teacher explanation (``"expectation"`` over its own
     background sample) may also implement :class:`TeacherExplainer`.

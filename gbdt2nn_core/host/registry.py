@@ -128,8 +128,8 @@ class Registry:
         self._plugins: list[PluginRecord] = []
         self._components: dict[Kind, dict[str, list[ComponentRecord]]] = {kind: {} for kind in KINDS}
 
-        from gbdt2nn_core import __version__
         from gbdt2nn_core.host import builtins
+        from gbdt2nn_core.version import __version__
 
         self._add(builtins, name="gbdt2nn-core", distribution="gbdt2nn-core", version=__version__)
         if entry_points:

@@ -7,9 +7,10 @@ from collections.abc import Iterator
 
 from torch import nn
 
+from gbdt2nn_core.host.attribution import column_attributions
+
 # Alignment is part of the student contract (StudentInputs.alignment), so it lives with the interfaces
 from gbdt2nn_core.host.interfaces import Alignment
-from gbdt2nn_core.kit.attribution import column_attributions
 
 __all__ = ["Alignment", "column_attributions", "frozen_batchnorm"]
 

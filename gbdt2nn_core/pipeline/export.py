@@ -296,7 +296,7 @@ def _require_onnx() -> None:
 
 def _record(model: DistilledModel, n_inputs: int) -> dict[str, Any]:
     """What a server needs besides the graph: task, labels, and how raw rows become ``z``."""
-    from gbdt2nn_core import __version__
+    from gbdt2nn_core.version import __version__
 
     n_outputs = model.student.n_outputs
     return {

@@ -389,8 +389,8 @@ class GBDT2NNStudent(Student):
         return self
 
     def partial_fit(self, update: OnlineUpdate) -> list[dict[str, Any]]:
-        """DeepGBM's online update: the network trains end to end on new rows (see :mod:`gbdt2nn_core.pipeline.online`)."""
-        from gbdt2nn_core.pipeline.online import online_update
+        """DeepGBM's online update: the network trains end to end on new rows (:mod:`gbdt2nn_core.student.online`)."""
+        from gbdt2nn_core.student.online import online_update
 
         return online_update(
             self.module,

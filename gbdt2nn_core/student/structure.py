@@ -22,8 +22,8 @@ from typing import ClassVar
 import torch
 
 from gbdt2nn_core.errors import ConfigError
+from gbdt2nn_core.host.attribution import check_encoded_rows
 from gbdt2nn_core.host.interfaces import Attributor, Reference
-from gbdt2nn_core.kit.attribution import check_encoded_rows
 from gbdt2nn_core.student.module import GBDT2NNModule
 
 __all__ = ["StructureAttributor"]

@@ -20,9 +20,9 @@ from gbdt2nn_core import Attributor, Student, get_registry
 from gbdt2nn_core.data import TabularSchema, TargetEncoder, load_bundled, split_features_target
 from gbdt2nn_core.data.encoding import InputEncoder
 from gbdt2nn_core.errors import ConfigError, NotFittedError
+from gbdt2nn_core.host.attribution import MarginModel, check_encoded_rows, input_gradients
 from gbdt2nn_core.host.interfaces import OnlineUpdate, StudentInputs
 from gbdt2nn_core.kit.alignment import Alignment
-from gbdt2nn_core.kit.attribution import MarginModel, check_encoded_rows, input_gradients
 from gbdt2nn_core.pipeline.metrics import agreement
 from gbdt2nn_core.pipeline.persistence import DistilledModel, load_model, save_model
 

@@ -12,7 +12,7 @@ from gbdt2nn_core import AlignmentLossSpec, Attributor, AttributorSpec, hookimpl
 if TYPE_CHECKING:
     import torch
 
-    from gbdt2nn_core.kit.attribution import MarginModel
+    from gbdt2nn_core.host.attribution import MarginModel
 
 
 def huber(student_attr: torch.Tensor, teacher_attr: torch.Tensor, /) -> torch.Tensor:
@@ -36,7 +36,7 @@ class SmoothGrad(Attributor):
     def attribute(self, model: MarginModel, z: torch.Tensor, *, create_graph: bool = False) -> torch.Tensor:
         import torch
 
-        from gbdt2nn_core.kit.attribution import check_encoded_rows, input_gradients
+        from gbdt2nn_core.host.attribution import check_encoded_rows, input_gradients
 
         z = check_encoded_rows(z)
         noise = torch.randn((self.samples, *z.shape), generator=torch.Generator().manual_seed(self.seed))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from gbdt2nn_core.host.attribution import MarginModel, check_encoded_rows, input_gradients
 from gbdt2nn_core.host.interfaces import Attributor
-from gbdt2nn_core.kit.attribution import MarginModel, check_encoded_rows, input_gradients
 
 __all__ = ["Gradient", "GradientXInput"]
 

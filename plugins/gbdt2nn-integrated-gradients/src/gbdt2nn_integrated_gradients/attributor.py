@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import torch
 
 from gbdt2nn_core.errors import ConfigError, DataError
+from gbdt2nn_core.host.attribution import MarginModel, check_encoded_rows, input_gradients
 from gbdt2nn_core.host.interfaces import Attributor
-from gbdt2nn_core.kit.attribution import MarginModel, check_encoded_rows, input_gradients
 from gbdt2nn_integrated_gradients._quadrature import check_method, nodes_and_weights
 
 __all__ = ["IntegratedGradients"]

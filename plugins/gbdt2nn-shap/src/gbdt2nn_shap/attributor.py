@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from gbdt2nn_core.errors import ConfigError, DataError
+from gbdt2nn_core.host.attribution import MarginModel, check_encoded_rows, input_gradients
 from gbdt2nn_core.host.interfaces import Attributor, TreeShap
-from gbdt2nn_core.kit.attribution import MarginModel, check_encoded_rows, input_gradients
 
 if TYPE_CHECKING:
     import numpy as np

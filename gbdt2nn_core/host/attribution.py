@@ -4,7 +4,7 @@ Every attributor receives a model and encoded rows ``z`` and must reject bad row
 :class:`~gbdt2nn_core.errors.DataError`, then differentiate the model's margin with respect to ``z``. Both steps
 are here, so that an attributor plugin only writes its own method::
 
-    from gbdt2nn_core.kit.attribution import MarginModel, check_encoded_rows, input_gradients
+    from gbdt2nn_core.host.attribution import MarginModel, check_encoded_rows, input_gradients
     from gbdt2nn_core.host.interfaces import Attributor
 
 
