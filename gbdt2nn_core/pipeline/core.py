@@ -161,7 +161,8 @@ class Pipeline:
         registry.student(config.student, seed=config.seed, **config.student_options)
         attributor = registry.attributor(config.attributor, **config.attributor_options)
         check_explains(config.attributor, attributor, config.student)
-        registry.alignment_loss(config.alignment, **config.alignment_options)
+        if config.alignment_weight > 0:  # a plain distillation needs no alignment-loss plugin installed
+            registry.alignment_loss(config.alignment, **config.alignment_options)
 
     def teacher(self, teacher_model: Any = None) -> Teacher:
         """The configured teacher, unfitted; ``teacher_model`` (a booster or model file) makes it wrap that model."""

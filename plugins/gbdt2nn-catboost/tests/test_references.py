@@ -264,6 +264,7 @@ def test_adult_with_string_columns_distils_end_to_end(tmp_path) -> None:
         teacher_options={"n_estimators": 10, "depth": 3, "threads": 1},
         student_options={"epochs": 2, "n_groups": 2, "hidden": (8, 8), "batch_size": 128},
         cache_dir=str(tmp_path / "cache"),
+        alignment_weight=0.0,  # plain: this plugin's session installs no alignment-loss plugin
     )
     run = distill(frame, bundled.target, config)
     assert type(run.teacher).__name__ == "CatBoostTeacher"
@@ -284,7 +285,9 @@ def test_an_estimator_with_a_catboost_teacher_is_saved_and_served_by_the_cli(adu
     from gbdt2nn_core.cli import main
 
     raw, y = adult_raw
-    estimator = GBDT2NNClassifier(epochs=1, student_options={"n_groups": 2, "hidden": (8, 8)})
+    estimator = GBDT2NNClassifier(
+        epochs=1, alignment_weight=0.0, student_options={"n_groups": 2, "hidden": (8, 8)}
+    )
     estimator.fit(raw, y, teacher=user_model(raw, y))
     assert type(estimator.teacher_).__name__ == "CatBoostTeacher"  # picked from the model's type
     estimator.save(str(tmp_path / "model"))
