@@ -9,6 +9,9 @@ from torch import nn
 
 from gbdt2nn_core.student._layers import GroupMLP
 
+if TYPE_CHECKING:
+    from gbdt2nn_core.encoding import OneHotBlocks
+
 __all__ = ["GBDT2NNModule"]
 
 #: The first layer runs as one dense matmul over all encoded columns when the encoded width ``D`` is at most this
@@ -16,6 +19,10 @@ __all__ = ["GBDT2NNModule"]
 #: an ``(n, k, W)`` tensor: about 1.3x faster on one CPU core, and on an H200 from 100k rows up, at adult's shapes,
 #: where ``D = W``; BENCHMARKS.md).
 DENSE_FIRST_LAYER_MAX_RATIO = 1.5
+
+#: How far an encoded one-hot value may be from ``onehot - centre`` and still be read as that one-hot (float32
+#: rounds ``1 - centre`` and ``-centre`` separately: about 1e-7 apart).
+LOOKUP_TOLERANCE = 1e-6
 
 
 class GBDT2NNModule(nn.Module):
@@ -34,6 +41,12 @@ class GBDT2NNModule(nn.Module):
         output_map: torch.Tensor
         head_weight: torch.Tensor
         head_bias: torch.Tensor
+        lookup_slot_columns: torch.Tensor
+        lookup_slot_block: torch.Tensor
+        lookup_block_slots: torch.Tensor
+        lookup_block_offsets: torch.Tensor
+        lookup_centres: torch.Tensor
+        lookup_other_columns: torch.Tensor
 
     def __init__(
         self,
@@ -63,6 +76,15 @@ class GBDT2NNModule(nn.Module):
         self.columns_distinct = all(len(row) == len(set(row)) for row in rows)
         self.largest_index_repeats = any(len(row) < width - 1 for row in rows)
         self.dense_max_ratio = float(DENSE_FIRST_LAYER_MAX_RATIO)  # an attribute: TorchScript reads no globals
+        self.lookup_tolerance = float(LOOKUP_TOLERANCE)
+        # the lookup first layer is off until use_lookup() tells the module the encoder's one-hot layout; its
+        # buffers are not persistent, so saved weights and their format do not change
+        self.lookup_enabled = False
+        self.lookup_n_encoded = 0
+        for name in ("lookup_slot_columns", "lookup_slot_block", "lookup_block_slots", "lookup_block_offsets"):
+            self.register_buffer(name, torch.zeros(0, dtype=torch.long), persistent=False)
+        self.register_buffer("lookup_other_columns", torch.zeros(0, dtype=torch.long), persistent=False)
+        self.register_buffer("lookup_centres", torch.zeros(0), persistent=False)
 
     @property
     def n_groups(self) -> int:
@@ -73,8 +95,51 @@ class GBDT2NNModule(nn.Module):
         padded = nn.functional.pad(z, (0, 1))
         return padded[:, self.group_input_index]
 
+    def use_lookup(self, blocks: OneHotBlocks | None) -> None:
+        """Compute the first layer as a row lookup over the encoder's one-hot ``blocks`` where that is exact.
+
+        ``blocks`` is :meth:`InputEncoder.onehot_blocks` of the encoder that makes this module's inputs; ``None``
+        turns the lookup off. With it on, :meth:`embeddings` (and so ``forward``) reads the active slot of every
+        block from ``z`` and sums rows of the first layer's weights instead of multiplying by the whole one-hot,
+        unless gradients with respect to ``z`` are being recorded (attributors: the dense form stays the
+        reference there) or ``z`` is not exactly an encoding (e.g. a point between a row and the baseline).
+        The lookup needs each group to list a column once; otherwise it stays off.
+        """
+        import numpy as np
+
+        if blocks is None or not self.columns_distinct or len(blocks.widths) == 0:
+            self.lookup_enabled = False
+            return
+        device = self.group_input_index.device
+        widths = np.asarray(blocks.widths, dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(widths)[:-1]])
+        slot_block = np.repeat(np.arange(len(widths)), widths)
+        width = int(widths.max())
+        # (B, widest) slot numbers of each block; a short block repeats the pad slot S (one past the last)
+        block_slots = np.full((len(widths), width), int(widths.sum()), dtype=np.int64)
+        for b, (offset, size) in enumerate(zip(offsets, widths, strict=True)):
+            block_slots[b, :size] = np.arange(offset, offset + size)
+
+        def long(values: np.ndarray) -> torch.Tensor:
+            return torch.as_tensor(np.asarray(values, dtype=np.int64), device=device)
+
+        self.lookup_slot_columns = long(blocks.slot_positions)
+        self.lookup_slot_block = long(slot_block)
+        self.lookup_block_slots = long(block_slots)
+        self.lookup_block_offsets = long(offsets)
+        self.lookup_other_columns = long(blocks.other_positions)
+        self.lookup_centres = torch.as_tensor(np.asarray(blocks.centres), dtype=torch.float32, device=device)
+        self.lookup_n_encoded = int(blocks.n_encoded)
+        self.lookup_enabled = True
+
     def embeddings(self, z: torch.Tensor) -> torch.Tensor:
         """``N_j(z[I_j])`` for every group: ``(n, k, embedding_dim)``."""
+        if self._lookup_applies(z):
+            slots = self.active_slots(z)
+            if slots is not None:
+                return self.mlp.after_first_linear(  # type: ignore[no-any-return]
+                    self.lookup_first_layer(z.index_select(1, self.lookup_other_columns), slots)
+                )
         if self._dense_first_layer_applies(z):
             return self.mlp.after_first_linear(self.dense_first_layer(z))  # type: ignore[no-any-return]
         return self.mlp(self.group_inputs(z))  # type: ignore[no-any-return]
@@ -86,23 +151,75 @@ class GBDT2NNModule(nn.Module):
         # a repeated largest index is the pad column only if it equals D
         return not self.largest_index_repeats or z.shape[1] == self.largest_index
 
+    def _lookup_applies(self, z: torch.Tensor) -> bool:
+        if not self.lookup_enabled or z.dim() != 2 or z.shape[1] != self.lookup_n_encoded:
+            return False
+        return not (torch.is_grad_enabled() and z.requires_grad)
+
+    def active_slots(self, z: torch.Tensor) -> torch.Tensor | None:
+        """``(n, B)`` slot numbers (into the lookup's ``S`` slots) active in each block of ``z``, ``S`` for an all-zero
+        block; ``None`` when some row of ``z`` is not exactly a one-hot-minus-centre encoding (use the dense form).
+        """
+        slots_total = int(self.lookup_centres.shape[0])
+        values = z.index_select(1, self.lookup_slot_columns)  # (n, S)
+        # pad slot S reads -2, below every encoded value (they lie in [-1, 1])
+        padded = nn.functional.pad(values, (0, 1), value=-2.0)
+        best, where = padded[:, self.lookup_block_slots].max(dim=-1)  # (n, B)
+        observed = best > 0
+        slots = torch.where(observed, self.lookup_block_offsets + where, torch.full_like(where, slots_total))
+        # what z would hold if these were the active slots: one-hot minus centre, or zeros for a missing value
+        expected = -self.lookup_centres.to(z.dtype).expand_as(values)
+        expected = expected * observed.index_select(1, self.lookup_slot_block).to(z.dtype)
+        onehot = nn.functional.pad(torch.zeros_like(values), (0, 1)).scatter(1, slots, 1.0)[:, :slots_total]
+        if not bool(((values - expected - onehot).abs() <= self.lookup_tolerance).all()):
+            return None
+        return slots
+
+    def lookup_first_layer(self, other: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+        """The first linear map of every group from the encoded values outside the one-hot blocks (``other``,
+        ``(n, D - S)``) and the active slot of each block (``slots``, ``(n, B)``, ``S`` for a missing value).
+
+        Equal to :meth:`dense_first_layer` of the full encoding: a block contributes ``W[a] - Σ_s centre_s W[s]``
+        when slot ``a`` is active and nothing when the value is missing, so one table row per slot (and a zero row
+        for missing) summed by ``embedding_bag`` replaces the block's ``S_b × k·h`` multiply-accumulates.
+        """
+        first_weight, first_bias = self.mlp.first_linear_parameters()
+        groups, _, out = first_weight.shape
+        weight = self.dense_first_weight(self.lookup_n_encoded)  # (D, k·h)
+        slot_weight = weight.index_select(0, self.lookup_slot_columns)  # (S, k·h)
+        centred = self.lookup_centres.to(weight.dtype).unsqueeze(1) * slot_weight
+        constant = torch.zeros(
+            self.lookup_block_offsets.shape[0], weight.shape[1], dtype=weight.dtype, device=weight.device
+        ).index_add(0, self.lookup_slot_block, centred)  # (B, k·h)
+        table = slot_weight - constant.index_select(0, self.lookup_slot_block)
+        table = torch.cat([table, table.new_zeros(1, table.shape[1])])  # row S: a missing value adds nothing
+        looked_up = nn.functional.embedding_bag(slots, table, mode="sum")  # (n, k·h)
+        dense = other.to(weight.dtype) @ weight.index_select(0, self.lookup_other_columns)
+        return (looked_up + dense).reshape(-1, groups, out) + first_bias
+
+    def dense_first_weight(self, columns: int) -> torch.Tensor:
+        """``(D, k·h)`` with ``D = columns``: group ``j``'s first-layer weight row for slot ``i`` at encoded column
+        ``I_j[i]`` (block ``j`` of the output), zero where the group does not see a column."""
+        first_weight, _ = self.mlp.first_linear_parameters()
+        groups, width, out = first_weight.shape
+        slots = torch.arange(width, device=first_weight.device).expand(groups, width)
+        # slot of encoded column c in group j, or `width` (a zero row appended below) where the group lacks c
+        slot_of = torch.full((groups, columns + 1), width, dtype=torch.long, device=first_weight.device)
+        slot_of = slot_of.scatter(1, self.group_input_index, slots)[:, :columns]
+        padded = torch.cat([first_weight, first_weight.new_zeros(groups, 1, out)], dim=1)
+        dense = padded.gather(1, slot_of.unsqueeze(-1).expand(groups, columns, out))  # (k, D, h)
+        return dense.permute(1, 0, 2).reshape(columns, groups * out)
+
     def dense_first_layer(self, z: torch.Tensor) -> torch.Tensor:
         """The first linear map of every group as one ``(n, D) @ (D, k·h)`` matmul: ``(n, k, h)``.
 
         Equal to ``mlp.hidden[0](group_inputs(z))``: group ``j``'s weight row for slot ``i`` moves to encoded column
         ``I_j[i]``; columns the group does not see get zero weights.
         """
-        first_weight, first_bias = self.mlp.first_linear_parameters()
+        _, first_bias = self.mlp.first_linear_parameters()
         n, columns = z.shape
-        groups, width, out = first_weight.shape
-        slots = torch.arange(width, device=z.device).expand(groups, width)
-        # slot of encoded column c in group j, or `width` (a zero row appended below) where the group lacks c
-        slot_of = torch.full((groups, columns + 1), width, dtype=torch.long, device=z.device)
-        slot_of = slot_of.scatter(1, self.group_input_index, slots)[:, :columns]
-        padded = torch.cat([first_weight, first_weight.new_zeros(groups, 1, out)], dim=1)
-        dense = padded.gather(1, slot_of.unsqueeze(-1).expand(groups, columns, out))  # (k, D, h)
-        weight = dense.permute(1, 0, 2).reshape(columns, groups * out)
-        return (z @ weight).reshape(n, groups, out) + first_bias
+        groups, out = first_bias.shape
+        return (z @ self.dense_first_weight(columns)).reshape(n, groups, out) + first_bias
 
     def group_outputs(self, embeddings: torch.Tensor) -> torch.Tensor:
         """``y_j`` for every group: ``(n, k)``."""
