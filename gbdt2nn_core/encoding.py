@@ -194,6 +194,19 @@ class InputEncoder:
             return np.zeros((len(frame), 0), dtype=np.int64)
         return np.stack(slots, axis=1).astype(np.int64, copy=False)
 
+    def outside_blocks(self, frame: pd.DataFrame) -> np.ndarray:
+        """``(n, D - S)`` float32: the columns of :meth:`transform` at :attr:`OneHotBlocks.other_positions` (scaled
+        numbers and missing indicators), without writing the one-hot blocks."""
+        parts = []
+        for column in self.schema.columns:
+            if column.kind == "numeric":
+                values = frame[column.name].to_numpy(dtype=np.float64)
+                scaled, indicator = _scaled_and_indicator(self._state[column.name], values, np.isnan(values))
+                parts.extend([scaled] if indicator is None else [scaled, indicator])
+        if not parts:
+            return np.zeros((len(frame), 0), dtype=np.float32)
+        return np.stack(parts, axis=1).astype(np.float32)
+
     def transform(self, frame: pd.DataFrame) -> np.ndarray:
         """``(n, D)`` float32 encoded rows."""
         blocks = []
@@ -203,14 +216,14 @@ class InputEncoder:
             if column.kind == "numeric":
                 values = series.to_numpy(dtype=np.float64)
                 missing = np.isnan(values)
-                scaled = np.where(missing, 0.0, (values - entry["mean"]) / entry["std"])
+                scaled, indicator = _scaled_and_indicator(entry, values, missing)
                 blocks.append(scaled[:, None])
                 if entry.get("thresholds"):
                     bins = _interval_onehot(values, np.asarray(entry["thresholds"]), entry["split_rule"])
                     # missing rows stay at zero = the training mean, like missing categories
                     blocks.append(np.where(missing[:, None], 0.0, bins - np.asarray(entry["bin_mean"])))
-                if entry["missing_rate"] is not None:
-                    blocks.append((missing.astype(np.float64) - entry["missing_rate"])[:, None])
+                if indicator is not None:
+                    blocks.append(indicator[:, None])
             else:
                 frequencies = np.asarray(entry["frequencies"])
                 codes = series.cat.codes.to_numpy()
@@ -278,6 +291,15 @@ def _interval_onehot(values: np.ndarray, cuts: np.ndarray, split_rule: str) -> n
     observed = ~np.isnan(values)
     onehot[np.flatnonzero(observed), index[observed]] = 1.0
     return onehot
+
+
+def _scaled_and_indicator(
+    entry: Mapping[str, Any], values: np.ndarray, missing: np.ndarray
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """A numeric column's scaled value (0 where missing) and its centred missing indicator (if it has one)."""
+    scaled = np.where(missing, 0.0, (values - entry["mean"]) / entry["std"])
+    rate = entry["missing_rate"]
+    return scaled, None if rate is None else missing.astype(np.float64) - rate
 
 
 def _interval_index(values: np.ndarray, cuts: np.ndarray, split_rule: str) -> np.ndarray:

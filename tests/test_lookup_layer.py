@@ -1,8 +1,10 @@
 """The lookup first layer of the GBDT2NN module against the dense matmul it replaces.
 
-The reference is the same module with the lookup off (``use_lookup(None)``): its first layer is ``z @ W`` over the
-whole encoding. Students are trained for one epoch on adult rows (numeric intervals, categories, missing numbers
-and categories), binary and 3-class, so the weights are a real student's.
+The reference is the module's training-time composition with the lookup off (``use_lookup(None)``): its first layer
+is ``z @ W`` over the whole encoding, then batch norm, ReLU, ..., the head, as in training. The inference path
+(eval mode, no gradients: batch norm and the head folded into the linear maps) and the lookup must both equal it.
+Students are trained for one epoch on adult rows (numeric intervals, categories, missing numbers and categories),
+binary and 3-class, so the weights are a real student's.
 """
 
 from __future__ import annotations
@@ -64,7 +66,8 @@ def trained(request: pytest.FixtureRequest, adult_dataset: Dataset) -> tuple[GBD
 
 def _dense_reference(module: GBDT2NNModule, z: torch.Tensor) -> torch.Tensor:
     module.use_lookup(None)
-    return module(z)  # type: ignore[no-any-return]
+    first = module.dense_first_layer(z)
+    return module.combine(module.group_outputs(module.mlp.after_first_linear(first)))  # type: ignore[no-any-return]
 
 
 def test_eval_margins_equal_the_dense_matmul(trained: tuple[GBDT2NNModule, InputEncoder, pd.DataFrame]) -> None:
@@ -76,8 +79,28 @@ def test_eval_margins_equal_the_dense_matmul(trained: tuple[GBDT2NNModule, Input
         module.use_lookup(encoder.onehot_blocks())
         assert module.active_slots(z) is not None  # every row is read as an encoding: the lookup runs
         looked_up = module(z)
+        module.use_lookup(None)
+        folded_only = module(z)  # the inference path without the lookup
     assert looked_up.shape == reference.shape
     torch.testing.assert_close(looked_up, reference, atol=1e-5, rtol=0)
+    torch.testing.assert_close(folded_only, reference, atol=1e-5, rtol=0)
+
+
+def test_margins_from_the_frame_equal_the_dense_matmul_of_the_encoding(
+    trained: tuple[GBDT2NNModule, InputEncoder, pd.DataFrame],
+) -> None:
+    module, encoder, X = trained
+    module.eval()
+    other = torch.as_tensor(encoder.outside_blocks(X))
+    active = torch.as_tensor(encoder.active_slots(X))
+    with torch.no_grad():
+        reference = _dense_reference(module, torch.as_tensor(encoder.transform(X)))
+        module.use_lookup(encoder.onehot_blocks())
+        from_frame = module.forward_lookup(other, active)
+    torch.testing.assert_close(from_frame, reference, atol=1e-5, rtol=0)
+    # with gradients recorded (no folding), the same margins
+    module.use_lookup(encoder.onehot_blocks())
+    torch.testing.assert_close(module.forward_lookup(other, active).detach(), reference, atol=1e-5, rtol=0)
 
 
 def test_active_slots_from_z_are_the_encoders_from_the_frame(
@@ -94,7 +117,8 @@ def test_active_slots_from_z_are_the_encoders_from_the_frame(
     np.testing.assert_array_equal(slots.numpy(), expected)
     assert (active < 0).any()  # missing values reach the zero row
     # the frame path alone (no one-hot written) gives the dense first layer
-    other = torch.as_tensor(encoder.transform(X)[:, blocks.other_positions])
+    other = torch.as_tensor(encoder.outside_blocks(X))
+    np.testing.assert_array_equal(other.numpy(), encoder.transform(X)[:, blocks.other_positions])
     with torch.no_grad():
         from_frame = module.lookup_first_layer(other, torch.as_tensor(expected))
         dense = module.dense_first_layer(torch.as_tensor(encoder.transform(X)))
@@ -154,7 +178,8 @@ def test_points_that_are_not_encodings_take_the_dense_form(
     module.eval()
     scaled = 0.5 * torch.as_tensor(encoder.transform(X))  # a point on an integrated-gradients path
     with torch.no_grad():
-        reference = _dense_reference(module, scaled)
+        module.use_lookup(None)
+        reference = module(scaled)  # the same inference path, with the dense first layer
         module.use_lookup(encoder.onehot_blocks())
         assert module.active_slots(scaled) is None
         ours = module(scaled)

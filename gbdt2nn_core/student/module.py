@@ -132,17 +132,49 @@ class GBDT2NNModule(nn.Module):
         self.lookup_n_encoded = int(blocks.n_encoded)
         self.lookup_enabled = True
 
-    def embeddings(self, z: torch.Tensor) -> torch.Tensor:
-        """``N_j(z[I_j])`` for every group: ``(n, k, embedding_dim)``."""
-        if self._lookup_applies(z):
+    def lookup_slots(self, active: torch.Tensor) -> torch.Tensor:
+        """Slot numbers for :meth:`lookup_first_layer` from :meth:`InputEncoder.active_slots` (``(n, B)``, the slot
+        within each block, ``-1`` for a missing value)."""
+        slots_total = int(self.lookup_centres.shape[0])
+        return torch.where(active >= 0, active + self.lookup_block_offsets, torch.full_like(active, slots_total))
+
+    def forward_lookup(self, other: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+        """Margins from the encoder's lookup inputs, without the one-hot blocks ever being written.
+
+        ``other`` is :meth:`InputEncoder.outside_blocks` and ``active`` :meth:`InputEncoder.active_slots` of the
+        same rows (the encoder given to :meth:`use_lookup`); equal to ``forward(encoder.transform(rows))``.
+        """
+        if not self.lookup_enabled:
+            raise RuntimeError("forward_lookup needs use_lookup(encoder.onehot_blocks()) first")
+        slots = self.lookup_slots(active)
+        if self._inference_applies():
+            first_weight, first_bias, rest = self._folded_layers()
+            return self._inference_margin(self.lookup_first_layer(other, slots, first_weight, first_bias), rest)
+        first = self.lookup_first_layer(other, slots)
+        return self.combine(self.group_outputs(self.mlp.after_first_linear(first)))
+
+    def first_layer(
+        self, z: torch.Tensor, first_weight: torch.Tensor | None = None, first_bias: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The first linear map of every group, ``(n, k, h)``, with the group MLP's weights or the ones given,
+        the cheapest exact way: the lookup (see :meth:`use_lookup`), one dense matmul, or the per-group gather."""
+        if first_weight is None or first_bias is None:
+            first_weight, first_bias = self.mlp.first_linear_parameters()
+        if not torch.jit.is_scripting() and self._lookup_applies(z):  # type: ignore[attr-defined]
             slots = self.active_slots(z)
             if slots is not None:
-                return self.mlp.after_first_linear(  # type: ignore[no-any-return]
-                    self.lookup_first_layer(z.index_select(1, self.lookup_other_columns), slots)
-                )
+                other = z.index_select(1, self.lookup_other_columns)
+                return self.lookup_first_layer(other, slots, first_weight, first_bias)
         if self._dense_first_layer_applies(z):
-            return self.mlp.after_first_linear(self.dense_first_layer(z))  # type: ignore[no-any-return]
-        return self.mlp(self.group_inputs(z))  # type: ignore[no-any-return]
+            n, columns = z.shape
+            groups, out = first_bias.shape
+            weight = self.dense_first_weight(columns, first_weight)
+            return (z @ weight).reshape(n, groups, out) + first_bias
+        return torch.einsum("nki,kio->nko", self.group_inputs(z), first_weight) + first_bias
+
+    def embeddings(self, z: torch.Tensor) -> torch.Tensor:
+        """``N_j(z[I_j])`` for every group: ``(n, k, embedding_dim)``."""
+        return self.mlp.after_first_linear(self.first_layer(z))  # type: ignore[no-any-return]
 
     def _dense_first_layer_applies(self, z: torch.Tensor) -> bool:
         width = self.group_input_index.shape[1]
@@ -156,26 +188,39 @@ class GBDT2NNModule(nn.Module):
             return False
         return not (torch.is_grad_enabled() and z.requires_grad)
 
+    @torch.jit.unused
     def active_slots(self, z: torch.Tensor) -> torch.Tensor | None:
         """``(n, B)`` slot numbers (into the lookup's ``S`` slots) active in each block of ``z``, ``S`` for an all-zero
         block; ``None`` when some row of ``z`` is not exactly a one-hot-minus-centre encoding (use the dense form).
         """
         slots_total = int(self.lookup_centres.shape[0])
         values = z.index_select(1, self.lookup_slot_columns)  # (n, S)
-        # pad slot S reads -2, below every encoded value (they lie in [-1, 1])
-        padded = nn.functional.pad(values, (0, 1), value=-2.0)
-        best, where = padded[:, self.lookup_block_slots].max(dim=-1)  # (n, B)
-        observed = best > 0
-        slots = torch.where(observed, self.lookup_block_offsets + where, torch.full_like(where, slots_total))
-        # what z would hold if these were the active slots: one-hot minus centre, or zeros for a missing value
-        expected = -self.lookup_centres.to(z.dtype).expand_as(values)
-        expected = expected * observed.index_select(1, self.lookup_slot_block).to(z.dtype)
-        onehot = nn.functional.pad(torch.zeros_like(values), (0, 1)).scatter(1, slots, 1.0)[:, :slots_total]
-        if not bool(((values - expected - onehot).abs() <= self.lookup_tolerance).all()):
+        # the active slot is the only positive value of its block (1 - centre > 0; the others are -centre <= 0); a
+        # missing value has none (a centre of 1 encodes as zeros too, and its lookup row is zero)
+        hot = values > 0
+        rows, columns = hot.nonzero(as_tuple=True)
+        slots = torch.full(
+            (z.shape[0], self.lookup_block_offsets.shape[0]), slots_total, dtype=torch.long, device=z.device
+        )
+        slots = slots.index_put((rows, self.lookup_slot_block.index_select(0, columns)), columns)
+        filled = slots != slots_total
+        if int(filled.sum()) != int(rows.shape[0]):  # two positive values in one block: not an encoding
+            return None
+        observed = filled.index_select(1, self.lookup_slot_block)  # (n, S)
+        # what z would hold with these active slots: one-hot minus centre, or zeros for a missing value
+        expected = (hot.to(z.dtype) - self.lookup_centres.to(z.dtype)) * observed.to(z.dtype)
+        if not bool(((values - expected).abs() <= self.lookup_tolerance).all()):
             return None
         return slots
 
-    def lookup_first_layer(self, other: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+    @torch.jit.unused
+    def lookup_first_layer(
+        self,
+        other: torch.Tensor,
+        slots: torch.Tensor,
+        first_weight: torch.Tensor | None = None,
+        first_bias: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """The first linear map of every group from the encoded values outside the one-hot blocks (``other``,
         ``(n, D - S)``) and the active slot of each block (``slots``, ``(n, B)``, ``S`` for a missing value).
 
@@ -183,9 +228,10 @@ class GBDT2NNModule(nn.Module):
         when slot ``a`` is active and nothing when the value is missing, so one table row per slot (and a zero row
         for missing) summed by ``embedding_bag`` replaces the block's ``S_b × k·h`` multiply-accumulates.
         """
-        first_weight, first_bias = self.mlp.first_linear_parameters()
+        if first_weight is None or first_bias is None:
+            first_weight, first_bias = self.mlp.first_linear_parameters()
         groups, _, out = first_weight.shape
-        weight = self.dense_first_weight(self.lookup_n_encoded)  # (D, k·h)
+        weight = self.dense_first_weight(self.lookup_n_encoded, first_weight)  # (D, k·h)
         slot_weight = weight.index_select(0, self.lookup_slot_columns)  # (S, k·h)
         centred = self.lookup_centres.to(weight.dtype).unsqueeze(1) * slot_weight
         constant = torch.zeros(
@@ -194,13 +240,16 @@ class GBDT2NNModule(nn.Module):
         table = slot_weight - constant.index_select(0, self.lookup_slot_block)
         table = torch.cat([table, table.new_zeros(1, table.shape[1])])  # row S: a missing value adds nothing
         looked_up = nn.functional.embedding_bag(slots, table, mode="sum")  # (n, k·h)
-        dense = other.to(weight.dtype) @ weight.index_select(0, self.lookup_other_columns)
-        return (looked_up + dense).reshape(-1, groups, out) + first_bias
+        other_weight = weight.index_select(0, self.lookup_other_columns)
+        # bias and the columns outside the blocks in one fused call, then added in place to the lookup
+        rest = torch.addmm(first_bias.reshape(1, -1), other.to(weight.dtype), other_weight)
+        return looked_up.add_(rest).reshape(-1, groups, out)
 
-    def dense_first_weight(self, columns: int) -> torch.Tensor:
+    def dense_first_weight(self, columns: int, first_weight: torch.Tensor | None = None) -> torch.Tensor:
         """``(D, k·h)`` with ``D = columns``: group ``j``'s first-layer weight row for slot ``i`` at encoded column
         ``I_j[i]`` (block ``j`` of the output), zero where the group does not see a column."""
-        first_weight, _ = self.mlp.first_linear_parameters()
+        if first_weight is None:
+            first_weight, _ = self.mlp.first_linear_parameters()
         groups, width, out = first_weight.shape
         slots = torch.arange(width, device=first_weight.device).expand(groups, width)
         # slot of encoded column c in group j, or `width` (a zero row appended below) where the group lacks c
@@ -221,6 +270,53 @@ class GBDT2NNModule(nn.Module):
         groups, out = first_bias.shape
         return (z @ self.dense_first_weight(columns)).reshape(n, groups, out) + first_bias
 
+    # ------------------------------------------------------------------ inference (eval mode, no gradients)
+    def _inference_applies(self) -> bool:
+        if self.training or torch.is_grad_enabled():
+            return False
+        # batch norm folds into the linear maps only where it uses running statistics
+        for group_norm in self.mlp.norms:
+            norm = group_norm.norm
+            if norm.training or norm.running_mean is None:  # type: ignore[union-attr]
+                return False
+        return True
+
+    def _folded_layers(self) -> tuple[torch.Tensor, torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+        """The network at inference as plain group-linear maps: each hidden layer with its batch norm folded in
+        (``W·s``, ``(b - mean)·s + beta`` with ``s = gamma / sqrt(var + eps)``), then the last layer with the frozen
+        head folded in (``k`` maps to one output). Returns the first layer's ``(weight, bias)`` and the rest's."""
+        folded: list[tuple[torch.Tensor, torch.Tensor]] = []
+        for linear, group_norm in zip(self.mlp.hidden, self.mlp.norms, strict=False):
+            norm = group_norm.norm
+            weight, bias = linear.weight, linear.bias
+            groups, out = bias.shape  # type: ignore[misc]
+            mean, var = norm.running_mean, norm.running_var  # type: ignore[union-attr]
+            assert mean is not None
+            assert var is not None
+            scale = torch.rsqrt(var + norm.eps)  # type: ignore[operator,union-attr]
+            shift = -mean * scale  # type: ignore[operator]
+            gamma, beta = norm.weight, norm.bias  # type: ignore[union-attr]
+            if gamma is not None and beta is not None:
+                shift = shift * gamma + beta  # type: ignore[operator]
+                scale = scale * gamma  # type: ignore[operator]
+            scale, shift = scale.reshape(groups, out), shift.reshape(groups, out)
+            folded.append((weight * scale.unsqueeze(1), bias * scale + shift))  # type: ignore[operator]
+        last = self.mlp.last
+        head = (last.weight * self.head_weight.unsqueeze(1)).sum(-1, keepdim=True)  # (k, i, 1)
+        head_bias = (last.bias * self.head_weight).sum(-1, keepdim=True) + self.head_bias.unsqueeze(1)  # (k, 1)
+        folded.append((head, head_bias))
+        return folded[0][0], folded[0][1], folded[1:]
+
+    def _inference_margin(self, first: torch.Tensor, rest: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """Margins from the folded first layer's output ``(n, k, h)``: batched matmuls in group-major layout, each
+        with its bias added in the same call (``baddbmm``) and ReLU in place; no batch norm, no head left."""
+        x = first.transpose(0, 1).contiguous().relu_()  # (k, n, h)
+        for weight, bias in rest[:-1]:
+            x = torch.baddbmm(bias.unsqueeze(1), x, weight).relu_()
+        weight, bias = rest[-1]
+        group_outputs = torch.baddbmm(bias.unsqueeze(1), x, weight).squeeze(-1).transpose(0, 1)  # (n, k)
+        return self.combine(group_outputs)
+
     def group_outputs(self, embeddings: torch.Tensor) -> torch.Tensor:
         """``y_j`` for every group: ``(n, k)``."""
         return (embeddings * self.head_weight).sum(-1) + self.head_bias
@@ -231,4 +327,7 @@ class GBDT2NNModule(nn.Module):
         return margin[:, 0] if self.n_outputs == 1 else margin
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        if self._inference_applies():
+            first_weight, first_bias, rest = self._folded_layers()
+            return self._inference_margin(self.first_layer(z, first_weight, first_bias), rest)
         return self.combine(self.group_outputs(self.embeddings(z)))
