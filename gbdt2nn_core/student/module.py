@@ -286,6 +286,7 @@ class GBDT2NNModule(nn.Module):
         (``W·s``, ``(b - mean)·s + beta`` with ``s = gamma / sqrt(var + eps)``), then the last layer with the frozen
         head folded in (``k`` maps to one output). Returns the first layer's ``(weight, bias)`` and the rest's."""
         folded: list[tuple[torch.Tensor, torch.Tensor]] = []
+        # mypy reads submodule attributes as `Tensor | Module`; TorchScript accepts only one-code or bare ignores
         for linear, group_norm in zip(self.mlp.hidden, self.mlp.norms, strict=False):
             norm = group_norm.norm
             weight, bias = linear.weight, linear.bias
@@ -293,7 +294,7 @@ class GBDT2NNModule(nn.Module):
             mean, var = norm.running_mean, norm.running_var  # type: ignore[union-attr]
             assert mean is not None
             assert var is not None
-            scale = torch.rsqrt(var + norm.eps)  # type: ignore[operator,union-attr]
+            scale = torch.rsqrt(var + norm.eps)  # type: ignore
             shift = -mean * scale  # type: ignore[operator]
             gamma, beta = norm.weight, norm.bias  # type: ignore[union-attr]
             if gamma is not None and beta is not None:
