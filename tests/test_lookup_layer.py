@@ -18,6 +18,7 @@ import torch
 
 from gbdt2nn_core.data import Dataset, TabularSchema, TargetEncoder, split_features_target
 from gbdt2nn_core.encoding import InputEncoder, teacher_thresholds
+from gbdt2nn_core.errors import ConfigError
 from gbdt2nn_core.registry import Registry
 from gbdt2nn_core.student import GBDT2NNModule
 
@@ -98,6 +99,10 @@ def test_margins_from_the_frame_equal_the_dense_matmul_of_the_encoding(
         module.use_lookup(encoder.onehot_blocks())
         from_frame = module.forward_lookup(other, active)
     torch.testing.assert_close(from_frame, reference, atol=1e-5, rtol=0)
+    module.use_lookup(None)
+    with pytest.raises(ConfigError, match="use_lookup"):
+        module.forward_lookup(other, active)
+    module.use_lookup(encoder.onehot_blocks())
     # with gradients recorded (no folding), the same margins
     module.use_lookup(encoder.onehot_blocks())
     torch.testing.assert_close(module.forward_lookup(other, active).detach(), reference, atol=1e-5, rtol=0)

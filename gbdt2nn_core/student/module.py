@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from torch import nn
 
+from gbdt2nn_core.errors import ConfigError
 from gbdt2nn_core.student._layers import GroupMLP
 
 if TYPE_CHECKING:
@@ -105,8 +107,6 @@ class GBDT2NNModule(nn.Module):
         reference there) or ``z`` is not exactly an encoding (e.g. a point between a row and the baseline).
         The lookup needs each group to list a column once; otherwise it stays off.
         """
-        import numpy as np
-
         if blocks is None or not self.columns_distinct or len(blocks.widths) == 0:
             self.lookup_enabled = False
             return
@@ -145,7 +145,9 @@ class GBDT2NNModule(nn.Module):
         same rows (the encoder given to :meth:`use_lookup`); equal to ``forward(encoder.transform(rows))``.
         """
         if not self.lookup_enabled:
-            raise RuntimeError("forward_lookup needs use_lookup(encoder.onehot_blocks()) first")
+            raise ConfigError(
+                setting="lookup", value="off", fix="call module.use_lookup(encoder.onehot_blocks()) first"
+            )
         slots = self.lookup_slots(active)
         if self._inference_applies():
             first_weight, first_bias, rest = self._folded_layers()
