@@ -121,7 +121,8 @@ class Context:
         import torch
 
         from gbdt2nn_core.data import load_bundled
-        from gbdt2nn_core.distill import PreparedData, fit_encoder, split_data
+        from gbdt2nn_core.interfaces import StudentInputs
+        from gbdt2nn_core.pipeline import BACKGROUND_ROWS, PreparedData, background_index, fit_encoder, split_data
         from gbdt2nn_core.registry import get_registry
 
         torch.set_num_threads(threads)
@@ -144,14 +145,17 @@ class Context:
             "gbdt2nn", seed=0, epochs=1, batch_size=sizes["batch"], n_groups=sizes["groups"], hidden=sizes["hidden"]
         )
         self.student.fit(
-            teacher=self.teacher,
-            leaves=self.teacher.leaf_indices(self.data.train_frame),
-            z=self.data.z_train,
-            y=self.data.y_train,
-            task=self.task,
-            teacher_margin=self.margin_train,
-            column_of=self.data.encoder.column_of,
-            aggregation=self.aggregation,
+            StudentInputs(
+                teacher=self.teacher,
+                leaves=self.teacher.leaf_indices(self.data.train_frame),
+                z=self.data.z_train,
+                y=self.data.y_train,
+                task=self.task,
+                teacher_margin=self.margin_train,
+                column_of=self.data.encoder.column_of,
+                aggregation=self.aggregation,
+                background=self.data.z_train[background_index(len(self.data.z_train), BACKGROUND_ROWS, 0)],
+            )
         )
         rows = np.random.default_rng(0).permutation(len(self.data.z_train))[:256]
         self.background = torch.as_tensor(self.data.z_train[rows], dtype=torch.float32)

@@ -59,7 +59,8 @@ def prepare(directory: Path, *, quick: bool = False) -> None:
     from bench_suites import codes_frame
 
     from gbdt2nn_core.data import load_bundled
-    from gbdt2nn_core.distill import PreparedData, fit_encoder, split_data
+    from gbdt2nn_core.interfaces import StudentInputs
+    from gbdt2nn_core.pipeline import BACKGROUND_ROWS, PreparedData, background_index, fit_encoder, split_data
     from gbdt2nn_core.registry import get_registry
 
     if not quick:
@@ -75,14 +76,17 @@ def prepare(directory: Path, *, quick: bool = False) -> None:
     data = PreparedData.encode(split, fit_encoder(split, teacher, 64))
     student = registry.student("gbdt2nn", seed=0, epochs=1, batch_size=512, n_groups=10)
     student.fit(
-        teacher=teacher,
-        leaves=teacher.leaf_indices(data.train_frame),
-        z=data.z_train,
-        y=data.y_train,
-        task=split.task,
-        teacher_margin=teacher.predict_margin(data.train_frame),
-        column_of=data.encoder.column_of,
-        aggregation=data.encoder.aggregation(),
+        StudentInputs(
+            teacher=teacher,
+            leaves=teacher.leaf_indices(data.train_frame),
+            z=data.z_train,
+            y=data.y_train,
+            task=split.task,
+            teacher_margin=teacher.predict_margin(data.train_frame),
+            column_of=data.encoder.column_of,
+            aggregation=data.encoder.aggregation(),
+            background=data.z_train[background_index(len(data.z_train), BACKGROUND_ROWS, 0)],
+        )
     )
     module = student.module.cpu().float().eval()
     torch.jit.save(torch.jit.script(module), str(directory / "student.pt"))

@@ -3,31 +3,16 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
-import attrs
-import numpy as np
-import torch
 from torch import nn
 
-from gbdt2nn_core.interfaces import Attributor
+from gbdt2nn_core.attribution import column_attributions
+
+# Alignment is part of the student contract (StudentInputs.alignment), so it lives with the interfaces
+from gbdt2nn_core.interfaces import Alignment
 
 __all__ = ["Alignment", "column_attributions", "frozen_batchnorm"]
-
-
-@attrs.frozen(kw_only=True)
-class Alignment:
-    """``λ · loss(column_attributions(student), teacher_attributions)``, added to the distillation loss.
-
-    ``teacher_attributions`` holds one row per training row: ``(n, d)``, or ``(n, c, d)`` for ``c`` outputs.
-    ``fraction`` is the share of batches that carry the term (the rest train on the distillation loss only).
-    """
-
-    attributor: Attributor
-    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-    teacher_attributions: np.ndarray = attrs.field(eq=False, repr=False)
-    weight: float = 1.0
-    fraction: float = 1.0
 
 
 @contextlib.contextmanager
@@ -46,16 +31,3 @@ def frozen_batchnorm(module: nn.Module) -> Iterator[None]:
     finally:
         for norm in norms:
             norm.train()
-
-
-def column_attributions(
-    attributor: Attributor,
-    model: Callable[[torch.Tensor], torch.Tensor],
-    z: torch.Tensor,
-    aggregation: torch.Tensor,
-    *,
-    create_graph: bool = False,
-) -> torch.Tensor:
-    """Attributions summed over each input column's encoded block: ``(n, d)`` or ``(n, c, d)``."""
-    encoded = attributor.attribute(model, z, create_graph=create_graph)
-    return encoded @ aggregation

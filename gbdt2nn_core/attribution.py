@@ -24,12 +24,13 @@ point module (which must stay cheap to import).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
 import torch
 
 from gbdt2nn_core.errors import DataError
 
-__all__ = ["MarginModel", "check_encoded_rows", "input_gradients"]
+__all__ = ["MarginModel", "check_encoded_rows", "column_attributions", "input_gradients"]
 
 #: What attributors explain: a differentiable function from encoded rows ``(n, D)`` to margins ``(n,)`` or ``(n, k)``.
 MarginModel = Callable[[torch.Tensor], torch.Tensor]
@@ -99,3 +100,22 @@ def input_gradients(model: MarginModel, points: torch.Tensor, *, create_graph: b
             )
             grads.append(torch.zeros_like(inputs) if grad is None else grad)
     return grads[0] if outputs.ndim == 1 else torch.stack(grads, dim=1)
+
+
+class _Attributes(Protocol):
+    """What :func:`column_attributions` needs of an :class:`~gbdt2nn_core.interfaces.Attributor`."""
+
+    def attribute(self, model: MarginModel, z: torch.Tensor, *, create_graph: bool = False) -> torch.Tensor: ...
+
+
+def column_attributions(
+    attributor: _Attributes,
+    model: MarginModel,
+    z: torch.Tensor,
+    aggregation: torch.Tensor,
+    *,
+    create_graph: bool = False,
+) -> torch.Tensor:
+    """Attributions summed over each input column's encoded block: ``(n, d)`` or ``(n, c, d)``."""
+    encoded = attributor.attribute(model, z, create_graph=create_graph)
+    return encoded @ aggregation

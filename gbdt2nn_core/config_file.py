@@ -39,6 +39,7 @@ Every section and key is optional; command-line flags override the file. Example
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-__all__ = ["ALLOWED_KEYS", "read_config_file"]
+__all__ = ["ALLOWED_KEYS", "read_config_file", "read_toml"]
 
 #: section -> keys it may hold
 ALLOWED_KEYS: dict[str, frozenset[str]] = {
@@ -75,7 +76,16 @@ ALLOWED_KEYS: dict[str, frozenset[str]] = {
 
 
 def read_config_file(path: str | Path) -> dict[str, dict[str, Any]]:
-    """Parse and check a run file; unknown sections or keys are errors that list the allowed ones."""
+    """Parse and check a ``gbdt2nn distill`` run file (sections and keys of :data:`ALLOWED_KEYS`)."""
+    return read_toml(path, ALLOWED_KEYS)
+
+
+def read_toml(path: str | Path, allowed: Mapping[str, frozenset[str]]) -> dict[str, dict[str, Any]]:
+    """Parse a settings file whose sections and keys are ``allowed`` (``*``: any key, each a table of options).
+
+    Unknown sections or keys are one-line errors that list the allowed ones. Returns every allowed section
+    (empty when the file leaves it out).
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(setting="--config", value=str(path), fix="pass the path of an existing TOML file")
@@ -84,24 +94,26 @@ def read_config_file(path: str | Path) -> dict[str, dict[str, Any]]:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(setting="--config", value=str(path), fix=f"fix the TOML syntax ({exc})") from exc
     for section, content in document.items():
-        if section not in ALLOWED_KEYS:
+        if section not in allowed:
             raise ConfigError(
                 setting=f"{path.name} section",
                 value=f"[{section}]",
-                fix=f"use the sections {', '.join(f'[{name}]' for name in ALLOWED_KEYS)}",
+                fix=f"use the sections {', '.join(f'[{name}]' for name in allowed)}",
             )
         if not isinstance(content, dict):
             raise ConfigError(setting=f"{section} in {path.name}", value=content, fix=f"make [{section}] a table")
-        unknown = set(content) - ALLOWED_KEYS[section]
+        if "*" in allowed[section]:
+            continue
+        unknown = set(content) - allowed[section]
         if unknown:
             raise ConfigError(
                 setting=f"{path.name} [{section}] key",
                 value=sorted(unknown)[0],
-                fix=f"[{section}] takes {', '.join(sorted(ALLOWED_KEYS[section]))}",
+                fix=f"[{section}] takes {', '.join(sorted(allowed[section]))}",
             )
         options = content.get("options", {})
         if not isinstance(options, dict):
             raise ConfigError(
                 setting=f"[{section}] options in {path.name}", value=options, fix="write options as a table"
             )
-    return {section: dict(document.get(section, {})) for section in ALLOWED_KEYS}
+    return {section: dict(document.get(section, {})) for section in allowed}

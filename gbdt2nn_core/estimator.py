@@ -25,12 +25,10 @@ are missing values for the teacher and the average category (all-zero block) for
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
-import random
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -42,31 +40,20 @@ from scipy.special import expit, softmax
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.exceptions import NotFittedError as SklearnNotFittedError
 
-from gbdt2nn_core.cache import check_cache_dir, default_cache_dir
 from gbdt2nn_core.data import TabularSchema, TargetEncoder, check_finite_margins
-from gbdt2nn_core.distill import (
-    DistillConfig,
-    _teacher_explainer,
-    build_teacher,
-    check_component_names,
-    encoder_for,
-    teacher_explanations,
-    train_student,
-)
-from gbdt2nn_core.errors import ConfigError, DataError, Gbdt2nnError, ModelFileError, PluginLoadError
-from gbdt2nn_core.errors import UnknownComponentError as _UnknownComponentError
-from gbdt2nn_core.interfaces import Attributor, Task, Teacher
-from gbdt2nn_core.metrics import agreement, agreement_per_output, fidelity, task_metrics
-from gbdt2nn_core.model_files import staged_folder
-from gbdt2nn_core.persistence import DistilledModel, load_model, save_model
+from gbdt2nn_core.errors import ConfigError, DataError, Gbdt2nnError, ModelFileError
+from gbdt2nn_core.interfaces import Attributor, OnlineUpdate, Task, Teacher
+from gbdt2nn_core.metrics import agreement, agreement_per_output
+from gbdt2nn_core.persistence import DistilledModel
+from gbdt2nn_core.pipeline import DistillConfig, Pipeline, SplitData, TeacherExplanations, evaluate_rows, seeded
 from gbdt2nn_core.progress import NullProgress, Progress
 from gbdt2nn_core.registry import Registry, get_registry
-from gbdt2nn_core.student import GBDT2NNConfig
+from gbdt2nn_core.runfolder import RunFolder, RunParts, read_folder, write_folder
 
 __all__ = ["EstimatorNotFittedError", "GBDT2NNClassifier", "GBDT2NNRegressor", "load_estimator"]
 
-#: Encoded training rows kept as the attributors' background (``E[f]``, baselines).
-BACKGROUND_ROWS = 256
+#: The pipeline's defaults are the estimators' defaults (scikit-learn needs them spelt out in ``__init__``).
+_DEFAULTS = DistillConfig()
 
 
 class EstimatorNotFittedError(Gbdt2nnError, SklearnNotFittedError):  # type: ignore[misc]
@@ -94,28 +81,6 @@ def _rebuild_not_fitted(component: str, method: str, fix: str) -> EstimatorNotFi
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
-@contextlib.contextmanager
-def _seeded(seed: int) -> Iterator[None]:
-    """Seed python, numpy and torch (and ask torch for deterministic kernels) for the block, then restore them.
-
-    Restoring keeps ``fit`` from disturbing the random streams of the code around it.
-    """
-    python_state, numpy_state, torch_state = random.getstate(), np.random.get_state(), torch.get_rng_state()
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
-        torch.set_rng_state(torch_state)
-        np.random.set_state(numpy_state)
-        random.setstate(python_state)
-
-
 def _library_of(model: object, *, prefer: str | None = None) -> str | None:
     """The teacher plugin whose spec recognises ``model`` (by type, no import); ``prefer`` among several."""
     return get_registry().teacher_for_model(model, prefer=prefer)
@@ -139,11 +104,6 @@ def _outputs_of(teacher: Teacher) -> int | None:
 def _sniff_model_file(path: str | os.PathLike[str], *, prefer: str | None = None) -> str | None:
     """The teacher plugin whose spec sniffs a model file's first bytes as its own; ``prefer`` among several."""
     return get_registry().teacher_for_file(path, prefer=prefer)
-
-
-def _teacher_file(name: str) -> str:
-    """The name of teacher ``name``'s model file in a saved estimator folder."""
-    return f"teacher{get_registry().teacher_suffix(name)}"
 
 
 def _python_scalar(value: Any) -> Any:
@@ -221,19 +181,20 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
     def __init__(
         self,
         *,
-        teacher: str = "lightgbm",
+        teacher: str = _DEFAULTS.teacher,
         teacher_options: dict[str, Any] | None = None,
+        student: str = _DEFAULTS.student,
         student_options: dict[str, Any] | None = None,
-        attributor: str = "structure",
+        attributor: str = _DEFAULTS.attributor,
         attributor_options: dict[str, Any] | None = None,
-        alignment: str = "mse",
+        alignment: str = _DEFAULTS.alignment,
         alignment_options: dict[str, Any] | None = None,
-        alignment_weight: float = 1.0,
-        alignment_fraction: float = 1.0,
+        alignment_weight: float = _DEFAULTS.alignment_weight,
+        alignment_fraction: float = _DEFAULTS.alignment_fraction,
         epochs: int = 20,
-        teacher_explanation: str = "path-dependent",
-        background_rows: int = 100,
-        threshold_bins: int = 64,
+        teacher_explanation: str = _DEFAULTS.teacher_explanation,
+        background_rows: int = _DEFAULTS.background_rows,
+        threshold_bins: int = _DEFAULTS.threshold_bins,
         online_epochs: int = 1,
         online_lr: float | None = None,
         random_state: int | np.random.RandomState | None = 0,
@@ -242,6 +203,7 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
     ) -> None:
         self.teacher = teacher
         self.teacher_options = teacher_options
+        self.student = student
         self.student_options = student_options
         self.attributor = attributor
         self.attributor_options = attributor_options
@@ -304,11 +266,6 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
                     fix="set the estimator's " + ("epochs=..." if key == "epochs" else "random_state=...") + " instead",
                 )
         student_options["epochs"] = self.epochs
-        try:
-            GBDT2NNConfig(**student_options, seed=seed)  # fail before the teacher trains
-        except TypeError as exc:
-            known = ", ".join(f.name for f in attrs.fields(GBDT2NNConfig))
-            raise ConfigError(setting="student_options", value=sorted(student_options), fix=f"use {known}") from exc
         for name in ("online_epochs",):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -317,7 +274,7 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
             isinstance(self.online_lr, (int, float)) and math.isfinite(self.online_lr) and self.online_lr > 0
         ):
             raise ConfigError(setting="online_lr", value=self.online_lr, fix="use a number > 0, or None for the lr")
-        for name in ("teacher", "attributor", "alignment"):
+        for name in ("teacher", "student", "attributor", "alignment"):
             if not isinstance(getattr(self, name), str):
                 raise ConfigError(setting=name, value=getattr(self, name), fix="give a plugin name (a string)")
         cache = self.cache_dir is not False
@@ -326,7 +283,7 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
             task=task,
             teacher=teacher_name,
             teacher_options=self.teacher_options,
-            student="gbdt2nn",
+            student=self.student,
             student_options=student_options,
             attributor=self.attributor,
             attributor_options=self.attributor_options,
@@ -406,7 +363,13 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
         else:
             name = _library_of(teacher, prefer=self.teacher) or self.teacher
         config = self._config(name, None, seed)
-        check_component_names(config, registry)
+        try:
+            Pipeline(config, registry).check()
+        except ConfigError as exc:
+            if exc.setting != "student option":
+                raise
+            # the parameter the user set is student_options: name it
+            raise ConfigError(setting="student_options", value=sorted(config.student_options), fix=exc.fix) from None
         if teacher is not None and not isinstance(teacher, Teacher) and self.teacher_options:
             raise ConfigError(
                 setting="teacher_options",
@@ -418,61 +381,42 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
             from gbdt2nn_core.progress import RichProgress
 
             progress = RichProgress()
-        with _seeded(seed):
-            self._fit(X, y, teacher, config, registry, progress)
+        self._fit(X, y, teacher, config, registry, progress)
         return self
 
     def _fit(self, X: Any, y: Any, model: Any, config: DistillConfig, registry: Registry, progress: Progress) -> None:
-        teacher_obj = model if isinstance(model, Teacher) else build_teacher(config, registry, model)
+        pipeline = Pipeline(config, registry, progress=progress)
+        teacher_obj = model if isinstance(model, Teacher) else pipeline.teacher(model)
         # a booster given to fit, or a Teacher component that already holds one
         trained = model is not None and _outputs_of(teacher_obj) is not None
         frame = self._input_frame(X, teacher_obj if trained else None)
         y_array = _check_target_array(y, len(frame))
         task, target = self._task_and_target(y_array, model if trained else None, teacher_obj)
-        config = attrs.evolve(config, task=task)
         schema = TabularSchema.infer(frame)
         categories = _teacher_categories(frame, schema)
         teacher_frame = _restore_categories(schema.to_frame(frame), categories)
         y_encoded = np.array(target.transform(y_array))
         if len(teacher_frame) < 2:
             raise DataError(problem=f"only {len(teacher_frame)} row", fix="fit on at least two rows")
-        if config.cache:  # a cache folder that cannot be one fails now, not after the teacher trained
-            check_cache_dir(Path(config.cache_dir) if config.cache_dir else default_cache_dir())
-        with progress.step(f"teacher ({config.teacher})"):
-            teacher_obj.fit(teacher_frame, y_encoded, task=task, seed=config.seed)
+        pipeline = Pipeline(attrs.evolve(config, task=task), registry, progress=progress)
+        # every row trains: an estimator is evaluated on the rows its user holds out
+        split = SplitData(
+            task=task,
+            schema=schema,
+            target=target,
+            train_frame=teacher_frame,
+            test_frame=teacher_frame.iloc[:0],
+            y_train=y_encoded,
+            y_test=y_encoded[:0],
+        )
+        prepared = pipeline.prepare_split(split, teacher_obj)
+        result = pipeline.train(prepared)
+        config = result.config
         if isinstance(model, Teacher):  # name the plugin after the booster the component holds, for save/load
             config = attrs.evolve(
                 config, teacher=_library_of(_native_model(teacher_obj), prefer=config.teacher) or config.teacher
             )
-        encoder = encoder_for(teacher_frame, schema, teacher_obj, config.threshold_bins)
-        z = encoder.transform(teacher_frame)
-        leaves = teacher_obj.leaf_indices(teacher_frame)
-        margin = teacher_obj.predict_margin(teacher_frame)
-        rng = np.random.default_rng(config.seed)
-        teacher_background = teacher_frame.iloc[
-            np.sort(rng.permutation(len(teacher_frame))[: config.background_rows])
-        ].reset_index(drop=True)
-        shap = None
-        if config.alignment_weight > 0:
-            with progress.step("teacher TreeSHAP"):
-                shap = teacher_explanations(
-                    teacher_obj, teacher_frame, config=config, registry=registry, train_frame=teacher_frame
-                ).values
-        student, attributor = train_student(
-            teacher=teacher_obj,
-            encoder=encoder,
-            z=z,
-            y=y_encoded,
-            task=task,
-            leaves=leaves,
-            teacher_margin=margin,
-            teacher_attributions=shap,
-            config=config,
-            registry=registry,
-            progress=progress,
-        )
-        background = z[np.sort(rng.permutation(len(z))[:BACKGROUND_ROWS])]
-        attributor.fit(student.module, torch.as_tensor(background, dtype=torch.float32))
+        student = result.student
 
         # set only once everything worked, so a failed refit leaves the previous model whole
         if task != "regression":
@@ -482,12 +426,12 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
         self.target_ = target
         self.teacher_: Teacher | None = teacher_obj
         self.teacher_name_ = config.teacher
-        self.encoder_ = encoder
+        self.encoder_ = prepared.data.encoder
         self.teacher_categories_ = categories
         self.student_ = student
-        self.attributor_ = attributor
-        self.background_ = background
-        self.teacher_background_ = teacher_background
+        self.attributor_ = result.attributor
+        self.background_ = prepared.background
+        self.teacher_background_ = prepared.teacher_background
         self.seed_ = config.seed
         self.n_features_in_ = frame.shape[1]
         if isinstance(X, pd.DataFrame) and all(isinstance(c, str) for c in X.columns):
@@ -495,10 +439,10 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
         elif hasattr(self, "feature_names_in_"):
             del self.feature_names_in_
         self.history_ = [
-            {"phase": "fit", **attrs.asdict(record, filter=lambda a, _: a.name != "extra")}
-            for record in student.history_
+            {"phase": "fit", **{k: v for k, v in record.items() if k != "extra"}}
+            for record in student.history["epochs"]
         ]
-        self._attributors: dict[str, Attributor] = {config.attributor: attributor}
+        self._attributors: dict[str, Attributor] = {config.attributor: result.attributor}
         self._online_optimizer: torch.optim.Optimizer | None = None
         self._updates = 0
 
@@ -507,7 +451,7 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
     def n_outputs_(self) -> int:
         """Margin outputs: 1 for regression and binary, the number of classes for multiclass."""
         self._check_fitted("n_outputs_")
-        return int(self.student_.module.n_outputs)
+        return self.student_.n_outputs
 
     @property
     def feature_names_(self) -> tuple[str, ...]:
@@ -583,14 +527,14 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
         return list(range(self.n_outputs_))
 
     def _teacher_shap(self, frame: pd.DataFrame) -> np.ndarray:
-        teacher = self._require_teacher("explain")
-        if self.config_.teacher_explanation == "path-dependent":
-            return np.asarray(teacher.shap_values(frame).values, dtype=np.float64)
-        explainer = _teacher_explainer(self.config_, get_registry())
-        background = _restore_categories(
-            self.encoder_.schema.to_frame(self.teacher_background_), self.teacher_categories_
+        """The teacher's explanations of ``frame``, of the kind and against the background that training used."""
+        explanations = TeacherExplanations(
+            self._require_teacher("explain"),
+            config=self.config_,
+            registry=get_registry(),
+            background=self.teacher_background_,
         )
-        return np.asarray(explainer.explain_teacher(teacher, frame, background).values, dtype=np.float64)
+        return np.asarray(explanations.explain(frame).values, dtype=np.float64)
 
     def explanation_agreement(self, X: Any, method: str | None = None, *, top_k: int = 5) -> dict[str, Any]:
         """How well the student's explanations of ``X`` agree with the teacher's TreeSHAP, per row then averaged.
@@ -610,28 +554,30 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
     def evaluate(self, X: Any, y: Any, method: str | None = None) -> dict[str, Any]:
         """Teacher and student on held-out ``(X, y)``: task metric, fidelity to the teacher, explanation agreement.
 
-        The same layout as the ``metrics.json`` of a CLI run (``task``, ``teacher.test``, ``student.test``,
-        ``student.fidelity``, ``student.agreement`` and, for multiclass, ``student.agreement_per_class``).
+        The :class:`~gbdt2nn_core.metrics.Metrics` JSON of a CLI run's ``metrics.json`` (``task``, ``rows``,
+        ``teacher.test``, ``student.test``, ``student.fidelity``, ``student.agreement`` and, for multiclass,
+        ``student.agreement_per_class``); ``method`` names the attributor (default: the ``attributor`` parameter).
         """
         self._check_fitted("evaluate")
+        method = method or self.config_.attributor
         frame = self._teacher_frame(X)
         y_encoded = self.target_.transform(_check_target_array(y, len(frame)))
-        teacher_margin = np.asarray(self._require_teacher("evaluate").predict_margin(frame))
-        student_margin = self.student_.predict_margin(self.encoder_.transform(frame)).astype(np.float64)
-        agreement_result = self.explanation_agreement(X, method)
-        student: dict[str, Any] = {
-            "test": task_metrics(self.task_, y_encoded, student_margin),
-            "fidelity": fidelity(self.task_, student_margin, teacher_margin),
-            "agreement": agreement_result["overall"],
-        }
-        if "per_class" in agreement_result:
-            student["agreement_per_class"] = agreement_result["per_class"]
-        return {
-            "task": self.task_,
-            "rows": len(frame),
-            "teacher": {"name": self.teacher_name_, "test": task_metrics(self.task_, y_encoded, teacher_margin)},
-            "student": student,
-        }
+        metrics = evaluate_rows(
+            config=attrs.evolve(self.config_, attributor=method),
+            task=self.task_,
+            classes=self._output_labels() if self.n_outputs_ > 1 else list(self.target_.classes),
+            y=np.asarray(y_encoded),
+            z=self.encoder_.transform(frame),
+            aggregation=self.encoder_.aggregation(),
+            teacher_margin=np.asarray(self._require_teacher("evaluate").predict_margin(frame)),
+            teacher_attributions=self._teacher_shap(frame),
+            student=self.student_,
+            attributor=self._attributor(method),
+            attributors={},
+            background=self.background_,
+            rows_train=0,
+        )
+        return metrics.to_json()
 
     # ------------------------------------------------------------------ online update
     def partial_fit(self, X: Any, y: Any, *, teacher_attributions: Any = None) -> _GBDT2NNBase:
@@ -646,7 +592,6 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
         """
         self._check_fitted("partial_fit")
         from gbdt2nn_core.alignment import Alignment
-        from gbdt2nn_core.online import online_update
 
         self._config(self.config_.teacher, self.task_, self.seed_)  # re-check parameters changed since fit
         frame = self._teacher_frame(X)
@@ -675,26 +620,25 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
                 weight=float(self.alignment_weight),
                 fraction=float(self.alignment_fraction),
             )
-        module = self.student_.module
-        student_config = self.student_.config
+        options = self.student_.options()
         if self._online_optimizer is None:
-            lr = self.online_lr if self.online_lr is not None else student_config.lr
+            lr = self.online_lr if self.online_lr is not None else float(options.get("lr", 1e-3))
             self._online_optimizer = torch.optim.AdamW(
-                module.parameters(), lr=lr, weight_decay=student_config.weight_decay
+                self.student_.module.parameters(), lr=lr, weight_decay=float(options.get("weight_decay", 0.0))
             )
         seed = self.seed_ + 1 + self._updates
-        with _seeded(seed):
-            records = online_update(
-                module,
-                z,
-                y_encoded,
-                task=self.task_,
-                optimizer=self._online_optimizer,
-                epochs=self.online_epochs,
-                batch_size=student_config.batch_size,
-                generator=torch.Generator().manual_seed(seed),
-                alignment=alignment,
-                aggregation=self.encoder_.aggregation(),
+        with seeded(seed):
+            records = self.student_.partial_fit(
+                OnlineUpdate(
+                    z=z,
+                    y=y_encoded,
+                    task=self.task_,
+                    optimizer=self._online_optimizer,
+                    epochs=self.online_epochs,
+                    generator=torch.Generator().manual_seed(seed),
+                    alignment=alignment,
+                    aggregation=self.encoder_.aggregation(),
+                )
             )
         self._updates += 1
         self.history_.extend({"phase": "partial_fit", "update": self._updates, **r} for r in records)
@@ -720,74 +664,61 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
                 fix="pass overwrite=True or choose another path",
             )
         params = _jsonable({**self.get_params(), "random_state": self.seed_}, "parameters")
-        teacher_file = None
-        if include_teacher and getattr(self, "teacher_", None) is not None:
-            teacher_file = _teacher_file(self.teacher_name_)
-        teacher_background = self.teacher_background_.astype(object).where(self.teacher_background_.notna(), None)
-        metadata = {
-            "teacher": self.teacher_name_,
-            "alignment_weight": float(self.config_.alignment_weight),
-            "estimator": {
-                "class": type(self).__name__,
-                "params": params,
-                "config": _jsonable(self.config_.to_json(), "config"),
-                "teacher_file": teacher_file,
-                "teacher_categories": _jsonable(self.teacher_categories_, "teacher categories"),
-                "teacher_background": _jsonable(teacher_background.to_dict(orient="list"), "background"),
-                "feature_names_in": list(self.feature_names_in_) if hasattr(self, "feature_names_in_") else None,
-                "history": _jsonable(self.history_, "history"),
-            },
+        estimator = {
+            "class": type(self).__name__,
+            "params": params,
+            "teacher_categories": _jsonable(self.teacher_categories_, "teacher categories"),
+            "feature_names_in": list(self.feature_names_in_) if hasattr(self, "feature_names_in_") else None,
+            "history": _jsonable(self.history_, "history"),
         }
         model = DistilledModel(
             student=self.student_,
             encoder=self.encoder_,
             target=self.target_,
-            metadata=metadata,
+            metadata={"estimator": estimator},
             background=self.background_,
+            student_name=self.config_.student,
         )
-        with staged_folder(out) as staging:
-            save_model(staging, model)
-            if teacher_file is not None:
-                self._require_teacher("save").save(staging / teacher_file)
-        return out
+        parts = RunParts(
+            model=model,
+            config=self.config_,
+            history=self.student_.history,
+            teacher_background=self.teacher_background_,
+        )
+        teacher = self._require_teacher("save") if include_teacher and self.teacher_ is not None else None
+        return write_folder(out, parts, teacher=teacher, overwrite=True)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Any:
-        """A fitted estimator from a folder written by :meth:`save` (or a ``gbdt2nn distill`` run folder).
+        """A fitted estimator from a run folder written by :meth:`save` or by ``gbdt2nn distill``.
 
         Never unpickles anything. The teacher is loaded too when its file and plugin are there (otherwise
         ``teacher_`` is ``None``: predictions, student explanations and :meth:`partial_fit` still work).
         """
-        model = load_model(Path(path))
-        return cls._from_model(model, Path(path))
+        return cls._from_folder(read_folder(Path(path)))
 
     @classmethod
-    def _from_model(cls, model: DistilledModel, directory: Path) -> Any:
+    def _from_folder(cls, folder: RunFolder) -> Any:
+        model, config = folder.model, folder.config
         task = model.task
         if (task == "regression") != (cls._kind == "regressor"):
             other = "GBDT2NNRegressor" if task == "regression" else "GBDT2NNClassifier"
             raise ModelFileError(
-                path=str(directory), problem=f"it holds a {task} model", fix=f"load it with {other}.load"
+                path=str(folder.path), problem=f"it holds a {task} model", fix=f"load it with {other}.load"
             )
         stored = model.metadata.get("estimator") or {}
-        params = dict(stored.get("params") or {})
         valid = cls._get_param_names()
-        estimator = cls(**{k: v for k, v in params.items() if k in valid})
-        config_data = stored.get("config")
-        if config_data is not None:
-            config = DistillConfig(**config_data)
-        else:  # a CLI run folder: its config.json sits beside the student
-            config_path = directory / "config.json"
-            raw = json.loads(config_path.read_text()) if config_path.is_file() else {}
-            config = DistillConfig(
-                **{k: v for k, v in raw.items() if k in {f.name for f in attrs.fields(DistillConfig)}}
-            )
-            config = attrs.evolve(config, task=task, teacher=model.metadata.get("teacher", config.teacher))
+        params = {k: v for k, v in dict(stored.get("params") or {}).items() if k in valid}
+        estimator = cls(**params)
+        if not stored:  # a CLI run folder: the parameters its config stands for
             estimator.set_params(
                 teacher=config.teacher,
+                student=config.student,
                 attributor=config.attributor,
                 alignment=config.alignment,
                 alignment_weight=config.alignment_weight,
+                teacher_explanation=config.teacher_explanation,
+                background_rows=config.background_rows,
                 random_state=config.seed,
             )
         estimator.config_ = config
@@ -805,14 +736,12 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
         if background is None:  # the training mean, z = 0, stands in for a background sample
             background = np.zeros((1, model.encoder.n_encoded), dtype=np.float32)
         estimator.background_ = background
-        rows = stored.get("teacher_background")
-        estimator.teacher_background_ = (
-            model.encoder.schema.to_frame(pd.DataFrame(rows))
-            if rows
-            else pd.DataFrame(columns=model.encoder.schema.names)
-        )
+        teacher_background = folder.teacher_background
+        if teacher_background is None:
+            teacher_background = pd.DataFrame(columns=model.encoder.schema.names)
+        estimator.teacher_background_ = _restore_categories(teacher_background, estimator.teacher_categories_)
         estimator.history_ = list(stored.get("history") or [])
-        estimator.teacher_ = cls._load_teacher(directory, config.teacher, stored)
+        estimator.teacher_ = folder.teacher
         estimator._attributors = {}
         estimator.attributor_ = estimator._attributor(config.attributor)
         estimator._online_optimizer = None
@@ -820,22 +749,6 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
         if task != "regression":
             estimator.classes_ = np.asarray(model.target.classes)
         return estimator
-
-    @staticmethod
-    def _load_teacher(directory: Path, name: str, stored: Mapping[str, Any]) -> Teacher | None:
-        filename = stored.get("teacher_file") if stored else _teacher_file(name)
-        if not filename or not (directory / filename).is_file():
-            return None
-        try:
-            return get_registry().teacher(name, model=str(directory / filename))
-        except (_UnknownComponentError, PluginLoadError):
-            import warnings
-
-            warnings.warn(
-                f"gbdt2nn: the teacher plugin {name!r} is not available; the model loads without its teacher",
-                stacklevel=3,
-            )
-            return None
 
 
 # ---------------------------------------------------------------------------------------------------- public
@@ -977,7 +890,7 @@ class GBDT2NNClassifier(ClassifierMixin, _GBDT2NNBase):  # type: ignore[misc]
 
 
 def load_estimator(path: str | os.PathLike[str]) -> GBDT2NNRegressor | GBDT2NNClassifier:
-    """Load a saved estimator (or a ``gbdt2nn distill`` run folder) as the right class for its task."""
-    model = load_model(Path(path))
-    cls = GBDT2NNRegressor if model.task == "regression" else GBDT2NNClassifier
-    return cls._from_model(model, Path(path))  # type: ignore[no-any-return]
+    """Load a run folder (``estimator.save`` or ``gbdt2nn distill``) as the estimator class of its task."""
+    folder = read_folder(Path(path))
+    cls = GBDT2NNRegressor if folder.model.task == "regression" else GBDT2NNClassifier
+    return cls._from_folder(folder)  # type: ignore[no-any-return]

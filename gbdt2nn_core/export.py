@@ -233,7 +233,7 @@ def export_model(
         tolerance=float(tolerance),
         source=source or where,
         n_inputs=int(z.shape[1]),
-        n_outputs=int(module.n_outputs),
+        n_outputs=model.student.n_outputs,
     )
 
 
@@ -298,7 +298,7 @@ def _record(model: DistilledModel, n_inputs: int) -> dict[str, Any]:
     """What a server needs besides the graph: task, labels, and how raw rows become ``z``."""
     from gbdt2nn_core import __version__
 
-    n_outputs = int(model.student.module.n_outputs)
+    n_outputs = model.student.n_outputs
     return {
         "format": "gbdt2nn-export",
         "gbdt2nn_version": __version__,

@@ -30,11 +30,16 @@ if TYPE_CHECKING:
     import pandas as pd
     import torch
 
+    from gbdt2nn_core.progress import Progress
+
 __all__ = [
+    "Alignment",
     "AlignmentLoss",
     "Attributor",
+    "OnlineUpdate",
     "Reference",
     "Student",
+    "StudentInputs",
     "Task",
     "Teacher",
     "TeacherExplainer",
@@ -195,12 +200,162 @@ class Teacher(abc.ABC):
         )
 
 
+@attrs.frozen(kw_only=True)
+class Alignment:
+    """``λ · loss(column_attributions(student), teacher_attributions)``, added to the distillation loss.
+
+    ``teacher_attributions`` holds one row per training row: ``(n, d)``, or ``(n, c, d)`` for ``c`` outputs.
+    ``fraction`` is the share of batches that carry the term (the rest train on the distillation loss only).
+    """
+
+    attributor: Attributor
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    teacher_attributions: np.ndarray = attrs.field(eq=False, repr=False)
+    weight: float = 1.0
+    fraction: float = 1.0
+
+
+@attrs.frozen(kw_only=True)
+class StudentInputs:
+    """Everything a :class:`Student` may learn from, prepared once by the pipeline.
+
+    A student uses what its architecture needs and ignores the rest (an MLP needs no ``leaves``).
+    """
+
+    #: The fitted teacher (its structure, for students built from the trees).
+    teacher: Teacher = attrs.field(repr=False)
+    #: Encoded, centred training rows ``(n, D)``.
+    z: np.ndarray = attrs.field(eq=False, repr=False)
+    #: Training targets: floats for regression, class indices otherwise.
+    y: np.ndarray = attrs.field(eq=False, repr=False)
+    task: Task
+    #: The teacher's leaf index of every training row in every tree, ``(n, n_trees)``.
+    leaves: np.ndarray = attrs.field(eq=False, repr=False)
+    #: The teacher's margins of the training rows, ``(n,)`` or ``(n, k)``.
+    teacher_margin: np.ndarray = attrs.field(eq=False, repr=False)
+    #: The input column of each encoded position ``(D,)`` (see :class:`~gbdt2nn_core.encoding.InputEncoder`).
+    column_of: np.ndarray = attrs.field(eq=False, repr=False)
+    #: ``(D, d)`` matrix that sums each column's encoded block back to the column.
+    aggregation: np.ndarray = attrs.field(eq=False, repr=False)
+    #: Encoded training rows that attributors take as their background sample (one policy: the pipeline's).
+    background: np.ndarray = attrs.field(eq=False, repr=False)
+    #: The alignment term (``None``: plain distillation).
+    alignment: Alignment | None = attrs.field(default=None, repr=False)
+    progress: Progress | None = attrs.field(default=None, repr=False)
+    #: ``on_epoch_end(student, epoch)`` after every epoch; what it returns is stored in the epoch's record.
+    on_epoch_end: Callable[[Any, int], dict[str, float] | None] | None = attrs.field(default=None, repr=False)
+    #: Where to save a per-epoch checkpoint and resume a matching one from (``None``: no checkpoints).
+    checkpoint: Path | None = None
+
+
+@attrs.frozen(kw_only=True)
+class OnlineUpdate:
+    """New labelled rows for :meth:`Student.partial_fit`: no trees, only the network trains.
+
+    ``optimizer`` is built over the student's ``module.parameters()`` and may be reused across updates (a
+    stream); ``alignment`` (with the teacher's attributions of these rows) and the encoder's ``aggregation``
+    keep the alignment term.
+    """
+
+    z: np.ndarray = attrs.field(eq=False, repr=False)
+    y: np.ndarray = attrs.field(eq=False, repr=False)
+    task: Task
+    optimizer: torch.optim.Optimizer = attrs.field(repr=False)
+    epochs: int = 1
+    generator: torch.Generator | None = attrs.field(default=None, repr=False)
+    alignment: Alignment | None = attrs.field(default=None, repr=False)
+    aggregation: np.ndarray | None = attrs.field(default=None, eq=False, repr=False)
+
+
 class Student(abc.ABC):
-    """A network that learns to imitate a teacher. The core's GBDT2NN is one; plugins may add others."""
+    """A network that learns to imitate a teacher. The core's GBDT2NN is one; plugins may add others.
+
+    The pipeline uses a student for everything through this interface: :meth:`fit` (plain or aligned),
+    :meth:`predict_margin` and :meth:`attributions` (shared implementations over :attr:`module`), saving and
+    loading through :meth:`state` / :meth:`load_state` (JSON + tensors; the run folder records the student's
+    registry name, so a loader builds it through the registry with :meth:`options`), and online updates where
+    :attr:`supports_online` is true.
+    """
+
+    #: Whether :meth:`partial_fit` can update the fitted network on new rows.
+    supports_online: ClassVar[bool] = False
 
     @abc.abstractmethod
+    def fit(self, inputs: StudentInputs) -> Student:
+        """Distil the teacher into the network from ``inputs``; aligned when ``inputs.alignment`` is set."""
+
+    @property
+    @abc.abstractmethod
+    def module(self) -> torch.nn.Module:
+        """The fitted network: ``module(z)`` gives the margins of encoded rows ``z``."""
+
+    @property
+    @abc.abstractmethod
+    def n_outputs(self) -> int:
+        """Margin outputs of the fitted network: 1 for regression and binary, the number of classes otherwise."""
+
+    @property
+    @abc.abstractmethod
+    def history(self) -> dict[str, Any]:
+        """The training history, JSON-ready: ``{"epochs": [one record per epoch, with "epoch" and "seconds"]}``
+        plus whatever else the student records (GBDT2NN: ``"leaf_embedding"`` losses)."""
+
+    @abc.abstractmethod
+    def options(self) -> dict[str, Any]:
+        """The JSON-ready options that build this student again through the registry."""
+
+    @abc.abstractmethod
+    def state(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        """What :meth:`load_state` needs: a JSON-ready description (architecture) and named tensors."""
+
+    @abc.abstractmethod
+    def load_state(self, description: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Student:
+        """Rebuild the fitted network from :meth:`state`'s output (raise ``KeyError``/``ValueError`` on a mismatch)."""
+
     def margin(self, z: torch.Tensor) -> torch.Tensor:
         """Differentiable raw scores for encoded inputs ``z`` (``(n,)`` or ``(n, k)``)."""
+        return self.module(z)  # type: ignore[no-any-return]
+
+    def predict_margin(self, z: np.ndarray, batch_size: int = 2048) -> np.ndarray:
+        """Margins of encoded rows (eval mode), ``(n,)`` or ``(n, k)``.
+
+        Rows go through in chunks of ``batch_size``: 2,048-row chunks stay in cache and ran 2.3× faster than
+        one 10,000-row pass in BENCHMARKS.md's inference measurement.
+        """
+        import torch
+
+        module = self.module.eval()
+        z_t = torch.as_tensor(z, dtype=torch.float32)
+        with torch.no_grad():
+            chunks = [module(z_t[i : i + batch_size]) for i in range(0, len(z_t), batch_size)]
+        return torch.cat(chunks).numpy() if chunks else module(z_t).detach().numpy()
+
+    def attributions(
+        self, z: np.ndarray, attributor: Attributor, aggregation: np.ndarray, batch_size: int = 2048
+    ) -> np.ndarray:
+        """Per-column attributions of encoded rows (eval mode): ``(n, d)`` or ``(n, c, d)``."""
+        import torch
+
+        from gbdt2nn_core.attribution import column_attributions
+
+        module = self.module.eval()
+        z_t = torch.as_tensor(z, dtype=torch.float32)
+        aggregation_t = torch.as_tensor(aggregation, dtype=torch.float32)
+        chunks = [
+            column_attributions(attributor, module, z_t[i : i + batch_size], aggregation_t).detach()
+            for i in range(0, len(z_t), batch_size)
+        ]
+        return torch.cat(chunks).numpy()
+
+    def partial_fit(self, update: OnlineUpdate) -> list[dict[str, Any]]:
+        """Update the fitted network on new rows (only where :attr:`supports_online`); one record per pass."""
+        from gbdt2nn_core.errors import ConfigError
+
+        raise ConfigError(
+            setting="student",
+            value=type(self).__name__,
+            fix="this student does not support online updates (partial_fit); use a student that does, e.g. gbdt2nn",
+        )
 
 
 class Attributor(abc.ABC):
@@ -219,6 +374,9 @@ class Attributor(abc.ABC):
     differentiable: ClassVar[bool] = True
     #: Which difference the attributions explain; see :data:`Reference`.
     reference: ClassVar[Reference] = "local"
+    #: The students (registry names) it can explain; ``None``: any differentiable network. The pipeline refuses
+    #: an attributor for another student before anything trains, and the experiment leaves it out by default.
+    students: ClassVar[tuple[str, ...] | None] = None
 
     def fit(self, model: Callable[[torch.Tensor], torch.Tensor], background: torch.Tensor) -> Attributor:
         """Look at a background sample of encoded training rows (for baselines); the default does nothing."""

@@ -5,6 +5,9 @@ Statistics come from scikit-learn and scipy; agreement is computed per row, then
 
 from __future__ import annotations
 
+from typing import Any
+
+import attrs
 import numpy as np
 from scipy.special import expit, softmax
 from scipy.stats import rankdata
@@ -12,7 +15,7 @@ from sklearn import metrics as skm
 
 from gbdt2nn_core.interfaces import Task
 
-__all__ = ["agreement", "agreement_per_output", "fidelity", "task_metrics"]
+__all__ = ["Metrics", "StudentMetrics", "agreement", "agreement_per_output", "fidelity", "task_metrics"]
 
 
 def task_metrics(task: Task, y: np.ndarray, margin: np.ndarray) -> dict[str, float]:
@@ -115,3 +118,74 @@ def agreement_per_output(
     if len(names) != student.shape[1]:
         raise ValueError(f"{len(names)} labels for {student.shape[1]} outputs")
     return {name: agreement(student[:, c], teacher[:, c], top_k=top_k) for c, name in enumerate(names)}
+
+
+@attrs.frozen(kw_only=True)
+class StudentMetrics:
+    """How one student did on held-out rows: task metric, fidelity to its teacher, agreement with its TreeSHAP."""
+
+    name: str
+    attributor: str
+    loss: str
+    #: λ of the alignment term the student was trained with (0 = plain distillation).
+    weight: float
+    test: dict[str, float]
+    fidelity: dict[str, float]
+    #: Agreement of the ``attributor``'s explanations with the teacher's.
+    agreement: dict[str, float]
+    #: Agreement of every attributor measured, by name (the experiment explains a plain student with several).
+    agreement_by_attributor: dict[str, dict[str, float]] = attrs.field(factory=dict)
+    #: Multiclass only: the ``attributor``'s agreement per class label.
+    agreement_per_class: dict[str, dict[str, float]] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        payload: dict[str, Any] = {
+            "name": self.name,
+            "alignment": {"attributor": self.attributor, "loss": self.loss, "weight": self.weight},
+            "test": dict(self.test),
+            "fidelity": dict(self.fidelity),
+            "agreement": dict(self.agreement),
+        }
+        if self.agreement_by_attributor:
+            payload["agreement_by_attributor"] = {k: dict(v) for k, v in self.agreement_by_attributor.items()}
+        if self.agreement_per_class is not None:
+            payload["agreement_per_class"] = {k: dict(v) for k, v in self.agreement_per_class.items()}
+        return payload
+
+
+@attrs.frozen(kw_only=True)
+class Metrics:
+    """The one metrics record: ``metrics.json`` of ``gbdt2nn distill``, of every experiment run, and
+    :meth:`GBDT2NNClassifier.evaluate <gbdt2nn_core.GBDT2NNClassifier.evaluate>`.
+
+    Its JSON shape (:meth:`to_json`)::
+
+        {"task": ..., "rows": {"train": n, "test": m},
+         "teacher": {"name": ..., "test": {...}},
+         "student": {"name": ..., "alignment": {"attributor", "loss", "weight"},
+                     "test": {...}, "fidelity": {...}, "agreement": {...},
+                     ["agreement_by_attributor": {name: {...}}], ["agreement_per_class": {label: {...}}]},
+         "timings": {...}, [run fields: "seed", "configuration", "epochs", "resumed_from_epoch"]}
+    """
+
+    task: Task
+    rows_train: int
+    rows_test: int
+    teacher_name: str
+    teacher_test: dict[str, float]
+    student: StudentMetrics
+    timings: dict[str, float] = attrs.field(factory=dict)
+    #: What the caller adds about the run (the experiment: seed, configuration, epochs, resumed_from_epoch).
+    run: dict[str, Any] = attrs.field(factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        payload: dict[str, Any] = {
+            "task": self.task,
+            "rows": {"train": self.rows_train, "test": self.rows_test},
+            "teacher": {"name": self.teacher_name, "test": dict(self.teacher_test)},
+            "student": self.student.to_json(),
+        }
+        if self.timings:
+            payload["timings"] = {k: round(float(v), 4) for k, v in self.timings.items()}
+        payload.update(self.run)
+        return payload

@@ -20,18 +20,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from gbdt2nn_core.alignment import Alignment, column_attributions, frozen_batchnorm
+from gbdt2nn_core.alignment import Alignment
 from gbdt2nn_core.errors import ConfigError, DataError, TrainingError
 from gbdt2nn_core.interfaces import Task
-from gbdt2nn_core.student._batchnorm import row_batches
-from gbdt2nn_core.student.gbdt2nn import _task_loss
-from gbdt2nn_core.student.module import GBDT2NNModule
+from gbdt2nn_core.student.kit import alignment_loss, row_batches, task_loss
 
 __all__ = ["online_update"]
 
 
 def online_update(
-    module: GBDT2NNModule,
+    module: torch.nn.Module,
     z: np.ndarray,
     y: np.ndarray,
     *,
@@ -61,7 +59,7 @@ def online_update(
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
     z_t = torch.as_tensor(z, dtype=torch.float32)
     y_t = torch.as_tensor(y, dtype=torch.long if task == "multiclass" else torch.float32)
-    loss_fn = _task_loss(task)
+    loss_fn = task_loss(task)
     align_targets = aggregation_t = None
     if alignment is not None:
         if aggregation is None:
@@ -90,15 +88,7 @@ def online_update(
                 if alignment is not None and carry[b]:
                     assert align_targets is not None
                     assert aggregation_t is not None
-                    with frozen_batchnorm(module):
-                        student_attr = column_attributions(
-                            alignment.attributor, module, zb, aggregation_t, create_graph=True
-                        )
-                    teacher_attr = align_targets[rows]
-                    loss_align = alignment.loss(
-                        student_attr.reshape(-1, student_attr.shape[-1]),
-                        teacher_attr.reshape(-1, teacher_attr.shape[-1]),
-                    )
+                    loss_align = alignment_loss(alignment, module, zb, aggregation_t, align_targets[rows])
                     loss = loss + alignment.weight * loss_align
                     align_sum += float(loss_align.detach()) * len(rows)
                     aligned += len(rows)

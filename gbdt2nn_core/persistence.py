@@ -1,7 +1,9 @@
 """Saving and loading distilled students without pickle: tensors in safetensors, everything else in JSON.
 
-A saved student is a folder with ``student.safetensors`` (the network's weights and buffers) and
-``student.json`` (format version, task, class labels, input schema, encoder statistics, architecture), and
+A saved student is a folder with ``student.safetensors`` (the network's tensors, from :meth:`Student.state
+<gbdt2nn_core.Student.state>`) and ``student.json`` (format version, the student's registry name and options,
+its architecture description, task, class labels, input schema, encoder statistics). The loader builds the
+student by that name through the registry, so any student plugin saves and loads alike. Optionally
 optionally ``background.safetensors``: encoded training rows that attributors measure expectations and
 baselines against (``E[f]`` of the structure attributor), so that a loaded student explains exactly like the
 one that was saved. A folder without it (older files, the CLI's run folders) still loads; its attributors then
@@ -23,14 +25,15 @@ import torch
 
 from gbdt2nn_core.data import TargetEncoder, check_finite_margins
 from gbdt2nn_core.encoding import InputEncoder
-from gbdt2nn_core.errors import ModelFileError
-from gbdt2nn_core.interfaces import Task
-from gbdt2nn_core.student import GBDT2NNConfig, GBDT2NNModule, GBDT2NNStudent
-from gbdt2nn_core.student.file_checks import check_student_files, check_student_weights
+from gbdt2nn_core.errors import ModelFileError, PluginLoadError, UnknownComponentError
+from gbdt2nn_core.interfaces import Student, Task
+from gbdt2nn_core.registry import Registry, get_registry
+from gbdt2nn_core.student.file_checks import check_loaded_student, check_saved_student
 
 __all__ = ["BACKGROUND", "FORMAT_VERSION", "DistilledModel", "load_model", "save_model"]
 
-FORMAT_VERSION = 1
+#: 2: any student, by registry name (``student``, ``student_options``, ``student_state``); 1 (GBDT2NN only) still loads.
+FORMAT_VERSION = 2
 WEIGHTS = "student.safetensors"
 METADATA = "student.json"
 BACKGROUND = "background.safetensors"
@@ -44,12 +47,14 @@ def _json_label(value: Any) -> Any:
 class DistilledModel:
     """A trained student with everything needed to use it on raw rows: schema, encoder, task, labels."""
 
-    student: GBDT2NNStudent
+    student: Student
     encoder: InputEncoder
     target: TargetEncoder
     metadata: dict[str, Any] = attrs.field(factory=dict)
     #: Encoded training rows ``(m, D)`` for attributors' backgrounds (``None``: not saved).
     background: np.ndarray | None = attrs.field(default=None, repr=False, eq=False)
+    #: The student's registry name, recorded so that the loader can build it again.
+    student_name: str = "gbdt2nn"
 
     @property
     def task(self) -> Task:
@@ -87,35 +92,65 @@ def save_model(directory: Path, model: DistilledModel) -> None:
     """Write ``student.safetensors`` and ``student.json`` into ``directory`` (which must exist)."""
     from safetensors.torch import save_file
 
-    module = model.student.module
-    state = {name: tensor.detach().contiguous() for name, tensor in module.state_dict().items()}
-    save_file(state, str(directory / WEIGHTS))
+    description, tensors = model.student.state()
+    save_file(tensors, str(directory / WEIGHTS))
     if model.background is not None:
         background = torch.as_tensor(np.ascontiguousarray(model.background, dtype=np.float32))
         save_file({"background": background}, str(directory / BACKGROUND))
     metadata = {
         "format_version": FORMAT_VERSION,
-        "kind": "gbdt2nn",
+        "student": model.student_name,
+        "student_options": model.student.options(),
+        "student_state": description,
         "task": model.task,
         "classes": [_json_label(c) for c in model.target.classes],
         "encoder": model.encoder.to_json(),
-        "config": attrs.asdict(model.student.config),
-        "architecture": {
-            "group_input_index": module.group_input_index.tolist(),
-            "group_output": module.output_map.argmax(dim=1).tolist(),
-            "n_outputs": module.n_outputs,
-            "hidden": list(module.hidden_sizes),
-            "embedding_dim": module.embedding_dim,
-            "group_columns": model.student.group_columns_.tolist()
-            if model.student.group_columns_ is not None
-            else None,
-        },
         **model.metadata,
     }
     (directory / METADATA).write_text(json.dumps(metadata, indent=2))
 
 
-def load_model(directory: Path | str) -> DistilledModel:
+_OWN_KEYS = {
+    "format_version",
+    "student",
+    "student_options",
+    "student_state",
+    "kind",
+    "config",
+    "architecture",
+    "task",
+    "classes",
+    "encoder",
+}
+
+
+def _student_record(metadata: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """The student's name, options and state description; format 1 (GBDT2NN only) kept them elsewhere."""
+    if metadata["format_version"] == 1:
+        name, options, description = (
+            metadata.get("kind", "gbdt2nn"),
+            metadata["config"],
+            {"architecture": metadata["architecture"]},
+        )
+    else:
+        name, options, description = metadata["student"], metadata["student_options"], metadata["student_state"]
+    if not isinstance(name, str) or not isinstance(options, dict) or not isinstance(description, dict):
+        raise TypeError("the student's name, options or state have the wrong type")
+    return name, options, description
+
+
+def _build_student(name: str, options: dict[str, Any], registry: Registry, where: str) -> Student:
+    try:
+        return registry.student(name, **options)
+    except (UnknownComponentError, PluginLoadError) as exc:
+        raise ModelFileError(
+            path=where,
+            problem=f"it holds a {name!r} student, and no installed plugin provides one ({exc.message()})",
+            fix=f"install the plugin of the {name!r} student (e.g. pip install gbdt2nn-{name})",
+        ) from None
+
+
+def load_model(directory: Path | str, registry: Registry | None = None) -> DistilledModel:
     """Load a student saved by :func:`save_model` (or a run folder). Never unpickles anything."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -141,22 +176,13 @@ def load_model(directory: Path | str) -> DistilledModel:
             problem=f"it was written in format {version}, newer than this gbdt2nn reads ({FORMAT_VERSION})",
             fix="upgrade gbdt2nn-core (pip install -U gbdt2nn-core)",
         )
-    check_student_files(metadata, directory / WEIGHTS)  # before anything the JSON declares is allocated
     try:
-        architecture = metadata["architecture"]
-        config = GBDT2NNConfig(
-            **{k: v for k, v in metadata["config"].items() if k != "hidden"}, hidden=tuple(metadata["config"]["hidden"])
-        )
-        module = GBDT2NNModule(
-            group_input_index=torch.as_tensor(architecture["group_input_index"]),
-            group_output=torch.as_tensor(architecture["group_output"]),
-            n_outputs=int(architecture["n_outputs"]),
-            hidden=tuple(architecture["hidden"]),
-            embedding_dim=int(architecture["embedding_dim"]),
-        )
-        state = load_file(str(directory / WEIGHTS))
-        module.load_state_dict(state, strict=True)
-        check_student_weights(module, metadata, directory)
+        name, options, description = _student_record(metadata)
+        view = {**metadata, "config": options, **description}  # the student's part of student.json, flat
+        check_saved_student(name, view, directory / WEIGHTS)  # before anything the JSON declares is allocated
+        student = _build_student(name, options, registry or get_registry(), where)
+        student.load_state(description, load_file(str(directory / WEIGHTS)))
+        check_loaded_student(name, student.module, view, directory)
         encoder = InputEncoder.from_json(metadata["encoder"])
         target = TargetEncoder(task=metadata["task"], classes=tuple(metadata["classes"]))
     except SafetensorError as exc:
@@ -180,13 +206,7 @@ def load_model(directory: Path | str) -> DistilledModel:
                 problem=f"{BACKGROUND} holds shape {background.shape}, the encoder has {encoder.n_encoded} columns",
                 fix="save the model again",
             )
-    student = GBDT2NNStudent(**attrs.asdict(config))
-    student.module_ = module.eval()
-    if architecture.get("group_columns") is not None:
-        student.group_columns_ = np.asarray(architecture["group_columns"])
-    extra = {
-        k: v
-        for k, v in metadata.items()
-        if k not in {"format_version", "kind", "task", "classes", "encoder", "config", "architecture"}
-    }
-    return DistilledModel(student=student, encoder=encoder, target=target, metadata=extra, background=background)
+    extra = {k: v for k, v in metadata.items() if k not in _OWN_KEYS}
+    return DistilledModel(
+        student=student, encoder=encoder, target=target, metadata=extra, background=background, student_name=name
+    )

@@ -1,26 +1,49 @@
-"""Run folders: everything a distillation produced, written atomically.
+"""Run folders, the one saved-model format: everything a distillation produced, written atomically.
 
 A run folder holds ``student.safetensors`` + ``student.json`` (the student), ``teacher.*`` (the booster in its
-native format), ``config.json``, ``metrics.json`` and ``history.json``; with a comparison, the plain student
-lives in ``plain/``. The folder is assembled under a temporary name next to its destination and renamed into
-place only when complete, so a failed or interrupted run leaves nothing half-written.
+native format), ``config.json``, ``metrics.json`` and ``history.json``, and ``background.safetensors`` (the
+attributors' background rows); with a comparison, the plain student lives in ``plain/``. ``gbdt2nn distill`` and
+:meth:`GBDT2NNClassifier.save <gbdt2nn_core.GBDT2NNClassifier.save>` both write it with :func:`write_folder`;
+``gbdt2nn predict/explain/export`` and ``GBDT2NNClassifier.load`` both read it with :func:`read_folder`. The
+folder is assembled under a temporary name next to its destination and renamed into place only when complete,
+so a failed or interrupted run leaves nothing half-written.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
+import numpy as np
+import pandas as pd
 
-from gbdt2nn_core.distill import DistillRun
-from gbdt2nn_core.errors import DataError
-from gbdt2nn_core.model_files import staged_folder
-from gbdt2nn_core.persistence import DistilledModel, save_model
-from gbdt2nn_core.registry import get_registry
+from gbdt2nn_core.errors import DataError, PluginLoadError, UnknownComponentError
+from gbdt2nn_core.interfaces import Teacher
+from gbdt2nn_core.model_files import staged_folder, write_atomic
+from gbdt2nn_core.persistence import DistilledModel, load_model, save_model
+from gbdt2nn_core.pipeline import DistillConfig
+from gbdt2nn_core.registry import Registry, get_registry
 
-__all__ = ["check_destination", "write_run"]
+if TYPE_CHECKING:
+    from gbdt2nn_core.distill import DistillRun
+
+__all__ = [
+    "RunFolder",
+    "RunParts",
+    "check_destination",
+    "folder_config",
+    "read_folder",
+    "write_folder",
+    "write_json",
+    "write_run",
+]
+
+CONFIG = "config.json"
+METRICS = "metrics.json"
+HISTORY = "history.json"
 
 
 def check_destination(out: Path, *, overwrite: bool) -> None:
@@ -34,35 +57,156 @@ def check_destination(out: Path, *, overwrite: bool) -> None:
         )
 
 
-def _write_student(directory: Path, run: DistillRun) -> None:
+@attrs.frozen(kw_only=True)
+class RunParts:
+    """One student's share of a run folder."""
+
+    model: DistilledModel
+    config: DistillConfig
+    metrics: dict[str, Any] | None = None
+    history: dict[str, Any] = attrs.field(factory=dict)
+    #: Teacher-ready training rows that interventional TreeSHAP measured against (kept so that a loaded model
+    #: explains its teacher exactly as training did).
+    teacher_background: pd.DataFrame | None = attrs.field(default=None, eq=False)
+
+
+def _jsonable_rows(frame: pd.DataFrame) -> dict[str, list[Any]]:
+    rows = frame.astype(object).where(frame.notna(), None).to_dict(orient="list")
+    return json.loads(json.dumps(rows, default=_json_default))  # type: ignore[no-any-return]
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def write_json(path: Path, payload: Any) -> None:
+    """Write ``payload`` as indented JSON, atomically (numpy numbers and arrays become JSON numbers and lists)."""
+    write_atomic(path, (json.dumps(payload, indent=2, default=_json_default) + "\n").encode("utf-8"))
+
+
+def _write_student(directory: Path, parts: RunParts, teacher_file: str | None) -> None:
     directory.mkdir(parents=True, exist_ok=True)
+    metadata = dict(parts.model.metadata)
+    metadata["teacher"] = parts.config.teacher
+    metadata["alignment_weight"] = parts.config.alignment_weight
+    metadata["teacher_file"] = teacher_file
+    if parts.teacher_background is not None:
+        metadata["teacher_background"] = _jsonable_rows(parts.teacher_background)
+    save_model(directory, attrs.evolve(parts.model, metadata=metadata))
+    write_json(directory / CONFIG, parts.config.to_json())
+    if parts.metrics is not None:
+        write_json(directory / METRICS, parts.metrics)
+    write_json(directory / HISTORY, parts.history)
+
+
+def write_folder(
+    out: Path,
+    main: RunParts,
+    *,
+    teacher: Teacher | None,
+    plain: RunParts | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write the run folder ``out`` (and the plain comparison student in ``plain/``); returns ``out``."""
+    check_destination(out, overwrite=overwrite)
+    teacher_file = f"teacher{get_registry().teacher_suffix(main.config.teacher)}" if teacher is not None else None
+    with staged_folder(out) as staging:
+        _write_student(staging, main, teacher_file)
+        if teacher is not None and teacher_file is not None:
+            teacher.save(staging / teacher_file)
+        if plain is not None:
+            _write_student(staging / "plain", plain, None)
+            if main.metrics is not None and plain.metrics is not None:
+                write_json(staging / METRICS, {"plain": plain.metrics["student"], **main.metrics})
+    return out
+
+
+def parts_of(run: DistillRun) -> RunParts:
+    """A pipeline run's share of a run folder."""
     model = DistilledModel(
         student=run.student,
         encoder=run.data.encoder,
         target=run.data.target,
-        metadata={"teacher": run.config.teacher, "alignment_weight": run.config.alignment_weight},
+        background=run.prepared.background,
+        student_name=run.config.student,
     )
-    save_model(directory, model)
-    (directory / "config.json").write_text(json.dumps(run.config.to_json(), indent=2, default=str))
-    (directory / "metrics.json").write_text(json.dumps(run.metrics, indent=2))
-    history = [attrs.asdict(record) for record in run.student.history_]
-    (directory / "history.json").write_text(
-        json.dumps({"leaf_embedding": run.student.leaf_history_, "epochs": history}, indent=2)
+    return RunParts(
+        model=model,
+        config=run.config,
+        metrics=run.metrics,
+        history=run.student.history,
+        teacher_background=run.prepared.teacher_background,
     )
 
 
 def write_run(out: Path, run: DistillRun, *, plain: DistillRun | None = None, overwrite: bool = False) -> Path:
-    """Write the run (and the plain comparison run, if any) to ``out``; returns ``out``."""
-    check_destination(out, overwrite=overwrite)
-    with staged_folder(out) as staging:
-        _write_student(staging, run)
-        run.teacher.save(staging / f"teacher{_teacher_suffix(run.config.teacher)}")
-        if plain is not None:
-            _write_student(staging / "plain", plain)
-            comparison: dict[str, Any] = {"plain": plain.metrics["student"], **run.metrics}
-            (staging / "metrics.json").write_text(json.dumps(comparison, indent=2))
-    return out
+    """Write a ``gbdt2nn distill`` run (and the plain comparison run, if any) to ``out``; returns ``out``."""
+    return write_folder(
+        out,
+        parts_of(run),
+        teacher=run.teacher,
+        plain=parts_of(plain) if plain is not None else None,
+        overwrite=overwrite,
+    )
 
 
-def _teacher_suffix(name: str) -> str:
-    return get_registry().teacher_suffix(name)
+@attrs.frozen(kw_only=True)
+class RunFolder:
+    """A run folder read back: the student with its encoder, the run's config, the teacher when it loads."""
+
+    path: Path
+    model: DistilledModel
+    config: DistillConfig
+    teacher: Teacher | None = attrs.field(eq=False)
+    teacher_background: pd.DataFrame | None = attrs.field(eq=False)
+
+
+def folder_config(directory: Path, model: DistilledModel) -> DistillConfig:
+    """The config a run folder was trained with (its ``config.json``; defaults for what an older folder lacks)."""
+    try:
+        raw = json.loads((directory / CONFIG).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raw = {}
+    known = {f.name for f in attrs.fields(DistillConfig)}
+    values = {k: v for k, v in (raw if isinstance(raw, dict) else {}).items() if k in known}
+    values["task"] = model.task
+    if "teacher" in model.metadata:
+        values["teacher"] = model.metadata["teacher"]
+    values.setdefault("student", model.student_name)
+    return DistillConfig(**values)
+
+
+def _load_teacher(
+    directory: Path, config: DistillConfig, metadata: dict[str, Any], registry: Registry
+) -> Teacher | None:
+    filename = (
+        metadata.get("teacher_file")
+        if "teacher_file" in metadata
+        else f"teacher{registry.teacher_suffix(config.teacher)}"
+    )
+    if not filename or not (directory / filename).is_file():
+        return None
+    try:
+        return registry.teacher(config.teacher, model=str(directory / filename))
+    except (UnknownComponentError, PluginLoadError):
+        warnings.warn(
+            f"gbdt2nn: the teacher plugin {config.teacher!r} is not available; the model loads without its teacher",
+            stacklevel=3,
+        )
+        return None
+
+
+def read_folder(path: Path | str, *, registry: Registry | None = None, with_teacher: bool = True) -> RunFolder:
+    """Read a run folder written by :func:`write_folder` (``gbdt2nn distill`` or ``estimator.save``)."""
+    registry = registry or get_registry()
+    directory = Path(path)
+    model = load_model(directory, registry)
+    config = folder_config(directory, model)
+    rows = model.metadata.get("teacher_background")
+    teacher_background = model.encoder.schema.to_frame(pd.DataFrame(rows)) if rows else None
+    teacher = _load_teacher(directory, config, model.metadata, registry) if with_teacher else None
+    return RunFolder(path=directory, model=model, config=config, teacher=teacher, teacher_background=teacher_background)

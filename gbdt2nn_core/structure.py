@@ -34,6 +34,8 @@ class StructureAttributor(Attributor):
 
     differentiable: ClassVar[bool] = True
     reference: ClassVar[Reference] = "expectation"
+    #: It reads GBDT2NN's tree groups.
+    students: ClassVar[tuple[str, ...] | None] = ("gbdt2nn",)
 
     def __init__(self, *, background_rows: int = 256) -> None:
         if not isinstance(background_rows, int) or background_rows < 1:

@@ -115,6 +115,37 @@ def _cut(source: str, name: str, keep: float = 0.5) -> Callable[[Path], None]:
     return setup
 
 
+def _damaged_model(name: str, library: str) -> Callable[[Path], None]:
+    """A setup that writes a small model file of ``library`` with one value damaged in its first tree."""
+
+    def setup(workdir: Path) -> None:
+        X = np.random.default_rng(0).random((60, 3))
+        y = (X[:, 0] > 0.5).astype(float)
+        if library == "lightgbm":  # the split feature indices past the last column, byte length unchanged
+            text = (workdir / "run" / "teacher.txt").read_text()
+            (workdir / name).write_text(
+                re.sub(r"^split_feature=.*$", lambda m: re.sub(r"\d", "9", m.group(0)), text, flags=re.M)
+            )
+        elif library == "xgboost":
+            import xgboost as xgb
+
+            booster = xgb.train({"nthread": 1, "max_depth": 2}, xgb.DMatrix(X, label=y), 2)
+            document = json.loads(bytes(booster.save_raw("json")))
+            document["learner"]["gradient_booster"]["model"]["trees"][0]["split_indices"][0] = 7
+            (workdir / name).write_text(json.dumps(document))
+        else:
+            import catboost as cb
+
+            model = cb.CatBoostRegressor(
+                iterations=2, depth=2, thread_count=1, verbose=False, allow_writing_files=False
+            )
+            data = model.fit(X, y)._serialize_model()
+            leaf = np.asarray(model.get_leaf_values()[:1], "<f8").tobytes()
+            (workdir / name).write_bytes(data.replace(leaf, np.array(np.nan, "<f8").tobytes(), 1))
+
+    return setup
+
+
 def _edit_student_json(change: Callable[[dict[str, Any]], None]) -> Callable[[Path], None]:
     def setup(workdir: Path) -> None:
         path = workdir / "run" / "student.json"
@@ -329,10 +360,12 @@ def _student_json(**changes: Any) -> Callable[[Path], None]:
     """Tamper with student.json: top-level keys, or ``architecture.KEY`` / ``config.KEY`` entries."""
 
     def change(metadata: dict[str, Any]) -> None:
+        # format 2 keeps GBDT2NN's architecture in the student's state and its config as the student's options
+        sections = {"architecture": metadata["student_state"]["architecture"], "config": metadata["student_options"]}
         for key, value in changes.items():
             section, _, name = key.partition("__")
             if name:
-                metadata[section][name] = value
+                sections[section][name] = value
             elif value is _DROP:
                 metadata.pop(key)
             else:
@@ -629,7 +662,7 @@ CASES: list[Case] = [
         where="CLI",
         bad="unknown student option (`--student-option epoch=3`)",
         argv=(*DISTILL, "--student-option", "epoch=3"),
-        message=E + f"invalid student option='epoch': use one of {_STUDENT_OPTIONS}",
+        message=E + f"invalid student option='epoch': did you mean 'epochs'? use one of {_STUDENT_OPTIONS}",
         fix="spell it as listed (`epochs`)",
     ),
     Case(
@@ -655,7 +688,8 @@ CASES: list[Case] = [
         where="CLI",
         bad="misspelt teacher (`--teacher lightgmb`)",
         argv=(*DISTILL, "--teacher", "lightgmb"),
-        message=E + "No teacher named 'lightgmb'. Did you mean 'lightgbm'? Installed teachers: lightgbm, xgboost.",
+        message=E
+        + "No teacher named 'lightgmb'. Did you mean 'lightgbm'? Installed teachers: catboost, lightgbm, xgboost.",
         fix="use the suggested name",
     ),
     Case(
@@ -796,6 +830,44 @@ CASES: list[Case] = [
         fix="`--teacher lightgbm`",
     ),
     Case(
+        id="teacher-model-feature-index",
+        where="CLI",
+        bad="a LightGBM model file whose trees split on columns past the last one (it used to crash the process)",
+        setup=_damaged_model("bad.txt", "lightgbm"),
+        argv=(*DISTILL[:7], "--teacher-model", "bad.txt"),
+        message=E
+        + f"cannot load model from bad.txt: corrupt: tree 0: split_feature[0] is …, outside 0..13; {_LGB_FIX}",
+        fix="save the booster again",
+    ),
+    Case(
+        id="teacher-model-xgboost-tree",
+        where="CLI",
+        bad="an XGBoost model file whose trees name a feature, child or array size that does not exist",
+        setup=_damaged_model("bad.json", "xgboost"),
+        argv=(*DISTILL[:7], "--teacher", "xgboost", "--teacher-model", "bad.json"),
+        message=E + f"cannot load model from bad.json: tree 0: split_indices holds values outside 0..2; {_LGB_FIX}",
+        fix="save the booster again",
+    ),
+    Case(
+        id="teacher-model-catboost-damaged",
+        where="CLI",
+        bad="a damaged CatBoost `.cbm` file (CatBoost itself may crash on one: it is tried in a child process first)",
+        setup=_damaged_model("bad.cbm", "catboost"),
+        argv=(*DISTILL[:7], "--teacher", "catboost", "--teacher-model", "bad.cbm"),
+        message=E + "cannot load model from bad.cbm: not a readable CatBoost model (…); save the model again "
+        "(CatBoost.save_model or teacher.save), or pass model=None to train a new one",
+        fix="save the model again",
+    ),
+    Case(
+        id="teacher-model-catboost-foreign",
+        where="CLI",
+        bad="`--teacher catboost` with a file that is not a `.cbm` model",
+        argv=(*DISTILL[:7], "--teacher", "catboost", "--teacher-model", "run/teacher.txt"),
+        message=E + "cannot load model from run/teacher.txt: not a CatBoost model (.cbm files start with 'CBM1'); "
+        "save the model again (CatBoost.save_model or teacher.save), or pass model=None to train a new one",
+        fix="`--teacher lightgbm`, or the `.cbm` file",
+    ),
+    Case(
         id="teacher-model-columns",
         where="CLI",
         bad="data whose columns differ from the `--teacher-model` booster's",
@@ -877,7 +949,7 @@ CASES: list[Case] = [
         bad="`student.json` written by a newer gbdt2nn",
         setup=_edit_student_json(lambda m: m.update(format_version=m["format_version"] + 1)),
         argv=PREDICT,
-        message=E + "cannot load model from run: it was written in format 2, newer than this gbdt2nn reads (1); "
+        message=E + "cannot load model from run: it was written in format 3, newer than this gbdt2nn reads (2); "
         "upgrade gbdt2nn-core (pip install -U gbdt2nn-core)",
         fix="upgrade gbdt2nn-core",
     ),
@@ -885,7 +957,7 @@ CASES: list[Case] = [
         id="student-json-mismatch",
         where="CLI",
         bad="`student.json` and `student.safetensors` from different runs",
-        setup=_edit_student_json(lambda m: m["architecture"].update(hidden=[3, 3])),
+        setup=_edit_student_json(lambda m: m["student_state"]["architecture"].update(hidden=[3, 3])),
         argv=PREDICT,
         message=E + "cannot load model from run: the files do not fit together: student.json declares … of shape … "
         "but student.safetensors holds …; re-run the distillation",
@@ -1147,7 +1219,7 @@ CASES: list[Case] = [
         where="API",
         bad="`GBDT2NNStudent(epoch=3)`",
         call=lambda ctx: _student(epoch=3),
-        message=f"invalid student option='epoch': use one of {_STUDENT_OPTIONS}",
+        message=f"invalid student option='epoch': did you mean 'epochs'? use one of {_STUDENT_OPTIONS}",
         fix="`epochs=3`",
     ),
     Case(

@@ -17,24 +17,13 @@ class _Killed(Exception):
 
 
 def _fit(run: DistillRun, *, checkpoint: Path | None, stop_after: int | None = None) -> GBDT2NNStudent:
-    data = run.data
     student = GBDT2NNStudent(epochs=3, n_groups=3, hidden=(16, 8), batch_size=256, seed=1)
 
     def interrupt(_student: GBDT2NNStudent, epoch: int) -> None:
         if stop_after is not None and epoch == stop_after:
             raise _Killed
 
-    return student.fit(
-        teacher=run.teacher,
-        leaves=run.teacher.leaf_indices(data.train_frame),
-        z=data.z_train,
-        y=data.y_train,
-        task=data.task,
-        column_of=data.encoder.column_of,
-        aggregation=data.encoder.aggregation(),
-        on_epoch_end=interrupt,
-        checkpoint=checkpoint,
-    )
+    return student.fit(run.prepared.student_inputs(on_epoch_end=interrupt, checkpoint=checkpoint))
 
 
 def test_resumed_run_equals_uninterrupted_run(adult_run: DistillRun, tmp_path: Path) -> None:
@@ -55,17 +44,7 @@ def test_checkpoint_of_another_setup_is_not_resumed(adult_run: DistillRun, tmp_p
     path = tmp_path / "student.ckpt"
     _fit(adult_run, checkpoint=path)
     other = GBDT2NNStudent(epochs=1, n_groups=3, hidden=(16, 8), batch_size=256, seed=2)
-    data = adult_run.data
-    other.fit(
-        teacher=adult_run.teacher,
-        leaves=adult_run.teacher.leaf_indices(data.train_frame),
-        z=data.z_train,
-        y=data.y_train,
-        task=data.task,
-        column_of=data.encoder.column_of,
-        aggregation=data.encoder.aggregation(),
-        checkpoint=path,
-    )
+    other.fit(adult_run.prepared.student_inputs(checkpoint=path))
     assert [r.epoch for r in other.history_] == [0]  # trained from scratch, not 3 epochs resumed
 
 

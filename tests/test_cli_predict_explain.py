@@ -167,7 +167,7 @@ def _reference_margin(model: DistilledModel, background: np.ndarray) -> np.ndarr
         return model.student.module.eval()(torch.as_tensor(background)).numpy().mean(axis=0)  # type: ignore[no-any-return]
 
 
-def test_explain_wide_adds_up_to_the_margin_minus_the_mean_row(
+def test_explain_wide_adds_up_to_the_margin_minus_the_background_mean(
     work: Path, runs: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     out, _ = _ok(capsys, ["explain", "--model", str(runs["binary"]), "--data", "rows.csv", "--out", "e.csv"])
@@ -176,8 +176,9 @@ def test_explain_wide_adds_up_to_the_margin_minus_the_mean_row(
     model = load_model(runs["binary"])
     assert list(table.columns) == list(model.encoder.schema.names)
     raw = pd.read_csv("rows.csv")
-    mean_row = np.zeros((1, model.encoder.n_encoded), dtype=np.float32)
-    expected = model.predict_margin(raw) - _reference_margin(model, mean_row)
+    # a run folder keeps the attributors' background sample (the one training used), so explain measures against it
+    assert model.background is not None
+    expected = model.predict_margin(raw) - _reference_margin(model, model.background)
     np.testing.assert_allclose(table.sum(axis=1), expected, atol=1e-4)
     # columns that no group of the student reads get exactly zero, as in TreeSHAP
     used = set(np.asarray(model.student.group_columns_).ravel().tolist()) - {-1}
@@ -225,10 +226,11 @@ def test_explain_multiclass_has_one_column_per_class_and_feature(
     names = list(model.encoder.schema.names)
     assert list(table.columns) == [f"{n}[{c}]" for c in (0, 1, 2) for n in names]
     margins = model.predict_margin(wine)
-    mean_row = _reference_margin(model, np.zeros((1, model.encoder.n_encoded), dtype=np.float32))
+    assert model.background is not None
+    reference = _reference_margin(model, model.background)
     for c in range(3):
         per_class = table[[f"{n}[{c}]" for n in names]].sum(axis=1)
-        np.testing.assert_allclose(per_class, margins[:, c] - mean_row[c], atol=1e-4)
+        np.testing.assert_allclose(per_class, margins[:, c] - reference[c], atol=1e-4)
     _ok(
         capsys,
         ["explain", "--model", str(runs["multiclass"]), "--data", "wine.csv", "--out", "l.csv", "--layout", "long"],

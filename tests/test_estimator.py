@@ -258,6 +258,38 @@ def test_interventional_teacher_treeshap_explains_against_the_background(
     np.testing.assert_allclose(loaded.explain(X_test[:10], "teacher"), values, atol=1e-12)
 
 
+def test_training_and_explaining_use_the_same_interventional_background(
+    california_small: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The alignment target and what ``explain``/``evaluate`` compare against come from one background sample."""
+    from gbdt2nn_shap.attributor import ExpectedGradients
+
+    calls: list[tuple[pd.DataFrame, pd.DataFrame, np.ndarray]] = []
+    original = ExpectedGradients.explain_teacher
+
+    def spy(self: Any, teacher: Any, X: Any, background: Any) -> Any:
+        result = original(self, teacher, X, background)
+        calls.append((X.copy(), background.copy(), np.asarray(result.values)))
+        return result
+
+    monkeypatch.setattr(ExpectedGradients, "explain_teacher", spy)
+    y = california_small.pop("MedHouseVal")
+    X = california_small[:400]
+    params = {**SMALL, "epochs": 1, "teacher_explanation": "interventional", "background_rows": 30}
+    est = GBDT2NNRegressor(**params).fit(X, y[:400])  # cache off (SMALL): every explanation is computed here
+    assert len(calls) == 1  # the alignment target: the training rows
+    trained_rows, trained_background, target = calls[0]
+    assert len(trained_rows) == 400
+    explained = est.explain(X, "teacher")
+    est.evaluate(X[:50], y[:50])
+    assert len(calls) == 3
+    for _, background, _ in calls[1:]:
+        pd.testing.assert_frame_equal(background, trained_background)
+    # the very attributions the student was aligned to are what explain (and evaluate) compare against
+    np.testing.assert_allclose(explained, target, atol=1e-9)
+    np.testing.assert_allclose(calls[2][2], target[:50], atol=1e-9)
+
+
 def test_a_teacher_component_and_sklearn_model_selection_work(adult_xy: Any) -> None:
     from sklearn.model_selection import cross_val_score
 
@@ -277,8 +309,10 @@ def test_a_teacher_component_and_sklearn_model_selection_work(adult_xy: Any) -> 
 def test_save_and_load_give_the_same_model(fitted: GBDT2NNClassifier, adult_xy: Any, tmp_path: Path) -> None:
     X_test = adult_xy[2]
     out = fitted.save(tmp_path / "model")
-    assert sorted(p.name for p in out.iterdir()) == [
+    assert sorted(p.name for p in out.iterdir()) == [  # the run folder, as `gbdt2nn distill` writes it
         "background.safetensors",
+        "config.json",
+        "history.json",
         "student.json",
         "student.safetensors",
         "teacher.txt",

@@ -126,15 +126,15 @@ def _no_format(metadata: dict[str, Any]) -> None:
 
 
 def _other_hidden_sizes(metadata: dict[str, Any]) -> None:
-    metadata["architecture"]["hidden"] = [3, 3]
+    metadata["student_state"]["architecture"]["hidden"] = [3, 3]
 
 
 def _config_as_list(metadata: dict[str, Any]) -> None:
-    metadata["config"] = []
+    metadata["student_options"] = []
 
 
 def _no_config(metadata: dict[str, Any]) -> None:
-    del metadata["config"]
+    del metadata["student_options"]
 
 
 def _json_list(folder: Path) -> None:

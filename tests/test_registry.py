@@ -75,10 +75,31 @@ class FakeTeacher(Teacher):
 
 class FakeStudent(Student):
     def __init__(self, **options: Any) -> None:
-        self.options = options
+        self.given = options
 
-    def margin(self, z: Any) -> Any:
-        return z
+    def fit(self, inputs: Any) -> FakeStudent:
+        return self
+
+    @property
+    def module(self) -> Any:
+        return lambda z: z
+
+    @property
+    def n_outputs(self) -> int:
+        return 1
+
+    @property
+    def history(self) -> dict[str, Any]:
+        return {"epochs": []}
+
+    def options(self) -> dict[str, Any]:
+        return dict(self.given)
+
+    def state(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        return {}, {}
+
+    def load_state(self, description: dict[str, Any], tensors: dict[str, Any]) -> FakeStudent:
+        return self
 
 
 class FakeAttributor(Attributor):
@@ -166,7 +187,7 @@ def test_lookup_builds_concrete_types_with_the_given_options() -> None:
     assert teacher.params == {"n_estimators": 3}
     student = registry.student("tiny", hidden=(4,))
     assert isinstance(student, FakeStudent)
-    assert student.options == {"hidden": (4,)}
+    assert student.options() == {"hidden": (4,)}
     attributor = registry.attributor("saliency", steps=8)
     assert isinstance(attributor, FakeAttributor)
     assert attributor.options == {"steps": 8}

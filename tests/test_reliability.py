@@ -245,16 +245,18 @@ def test_a_tampered_hidden_size_is_refused_before_the_network_is_built(
     write_run(tmp_path / "run", adult_run)
     path = tmp_path / "run" / "student.json"
     metadata = json.loads(path.read_text())
-    metadata["architecture"]["hidden"] = [6000, 6000]
+    metadata["student_state"]["architecture"]["hidden"] = [6000, 6000]
     path.write_text(json.dumps(metadata))
     built: list[tuple[int, ...]] = []
-    real = persistence.GBDT2NNModule
+    from gbdt2nn_core.student import gbdt2nn
+
+    real = gbdt2nn.GBDT2NNModule
 
     def spy(**kwargs: Any) -> Any:
         built.append(tuple(kwargs["hidden"]))
         return real(**kwargs)
 
-    monkeypatch.setattr(persistence, "GBDT2NNModule", spy)
+    monkeypatch.setattr(gbdt2nn, "GBDT2NNModule", spy)  # where the loaded student builds its network
     with pytest.raises(ModelFileError, match=r"declares mlp\.hidden\.0\.weight of shape \[4, \d+, 6000\]"):
         persistence.load_model(tmp_path / "run")
     assert built == []
@@ -265,12 +267,12 @@ def test_an_intact_run_folder_passes_the_file_checks(adult_run: Any, tmp_path: P
 
     from gbdt2nn_core.persistence import load_model
     from gbdt2nn_core.runfolder import write_run
-    from gbdt2nn_core.student.file_checks import check_student_files
+    from gbdt2nn_core.student.file_checks import check_saved_student
 
     write_run(tmp_path / "run", adult_run)
-    check_student_files(
-        json.loads((tmp_path / "run" / "student.json").read_text()), tmp_path / "run" / "student.safetensors"
-    )
+    metadata = json.loads((tmp_path / "run" / "student.json").read_text())
+    view = {**metadata, "config": metadata["student_options"], **metadata["student_state"]}  # as load_model reads it
+    check_saved_student(metadata["student"], view, tmp_path / "run" / "student.safetensors")
     frame = adult_run.data.test_frame.head(50)
     in_memory = adult_run.student.predict_margin(adult_run.data.encoder.transform(frame))
     np.testing.assert_array_equal(load_model(tmp_path / "run").predict_margin(frame), in_memory)
@@ -371,7 +373,18 @@ _KILL_POINTS = {
 }
 
 
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """One torch thread for this test even if an earlier test changed it: the run again resumes from the killed
+    child's checkpoint, so this process must compute like that child (OMP_NUM_THREADS=1) to end the same."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.mark.parametrize("point", list(_KILL_POINTS))
+@pytest.mark.usefixtures("one_torch_thread")
 def test_distill_killed_then_run_again_leaves_no_temporaries_and_the_same_metrics(
     point: str, adult_dataset: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

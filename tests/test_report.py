@@ -35,7 +35,13 @@ def test_results_are_mean_and_std_of_the_runs_metrics(small_experiment: Path) ->
         entry = results["summary"][method_id]
         for group in ("test", "agreement"):
             for metric, stats in entry[group].items():
-                values = np.array([(m[group][key] if group == "agreement" else m[group])[metric] for m in runs])
+                students = [m["student"] for m in runs]
+                values = np.array(
+                    [
+                        (s["agreement_by_attributor"][key] if group == "agreement" else s[group])[metric]
+                        for s in students
+                    ]
+                )
                 assert stats["mean"] == pytest.approx(values.mean(), rel=1e-12, abs=1e-15)
                 assert stats["std"] == pytest.approx(values.std(ddof=1), rel=1e-9, abs=1e-15)
                 assert stats["n"] == 2
@@ -50,12 +56,13 @@ def test_paired_differences_are_joint_minus_plain_per_seed(small_experiment: Pat
     paired = results["paired"]["joint/structure/mse"]
     assert paired["against"] == "plain/structure"
     expected = [
-        j["agreement"]["structure"]["spearman"] - p["agreement"]["structure"]["spearman"]
+        j["student"]["agreement_by_attributor"]["structure"]["spearman"]
+        - p["student"]["agreement_by_attributor"]["structure"]["spearman"]
         for j, p in zip(joint, plain, strict=True)
     ]
     assert paired["difference"]["spearman"]["mean"] == pytest.approx(np.mean(expected))
     assert paired["difference"]["auc"]["values"] == pytest.approx(
-        [j["test"]["auc"] - p["test"]["auc"] for j, p in zip(joint, plain, strict=True)]
+        [j["student"]["test"]["auc"] - p["student"]["test"]["auc"] for j, p in zip(joint, plain, strict=True)]
     )
 
 

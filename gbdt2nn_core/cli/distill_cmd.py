@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
 import attrs
 
-from gbdt2nn_core.errors import ConfigError, DataError
+from gbdt2nn_core.errors import ConfigError, DataError, Gbdt2nnError
 
 __all__ = ["add_parser", "run"]
 
@@ -41,6 +42,7 @@ def add_parser(subparsers: Any) -> None:
     models = parser.add_argument_group("components (plugin names; see 'gbdt2nn plugins')")
     models.add_argument("--teacher", help="teacher backend (default: lightgbm)")
     models.add_argument("--teacher-model", type=Path, help="distil this saved booster instead of training one")
+    models.add_argument("--student", help="student architecture (default: gbdt2nn; e.g. mlp)")
     models.add_argument("--attributor", help="student attributor (default: structure)")
     models.add_argument("--alignment", help="alignment loss (default: mse)")
     examples = {
@@ -76,28 +78,9 @@ def add_parser(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def _parse_options(pairs: list[str], flag: str) -> dict[str, Any]:
-    """``KEY=VALUE`` pairs with TOML values (numbers, booleans, quoted strings; bare words stay strings)."""
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - Python 3.10
-        import tomli as tomllib
-
-    options: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(setting=flag, value=pair, fix="write KEY=VALUE, e.g. n_estimators=50")
-        try:
-            value = tomllib.loads(f"v = {raw}")["v"]
-        except tomllib.TOMLDecodeError:
-            value = raw
-        options[key.strip()] = value
-    return options
-
-
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
     """Merge the TOML run file (if any) with the flags; a flag that is given wins."""
+    from gbdt2nn_core.cli.serving import parse_options
     from gbdt2nn_core.config_file import ALLOWED_KEYS, read_config_file
 
     file = read_config_file(args.config) if args.config is not None else {k: {} for k in ALLOWED_KEYS}
@@ -107,7 +90,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         return flag if flag is not None else section.get(key, default)
 
     def options(kind: str) -> dict[str, Any]:
-        flags = _parse_options(getattr(args, f"{kind}_option"), f"--{kind}-option")
+        flags = parse_options(getattr(args, f"{kind}_option"), f"--{kind}-option")
         return {**file[kind].get("options", {}), **flags}
 
     if args.epochs is not None and args.epochs < 1:
@@ -115,21 +98,25 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     student_options = options("student")
     if args.epochs is not None:
         student_options["epochs"] = args.epochs
-    config: dict[str, Any] = {
+    # only what the flags or the file set: DistillConfig states the defaults
+    given: dict[str, Any] = {
         "task": pick(args.task, data, "task"),
-        "teacher": pick(args.teacher, file["teacher"], "name", "lightgbm"),
-        "teacher_options": options("teacher"),
-        "student": file["student"].get("name", "gbdt2nn"),
-        "student_options": student_options,
-        "attributor": pick(args.attributor, file["attributor"], "name", "structure"),
-        "attributor_options": options("attributor"),
-        "alignment": pick(args.alignment, file["alignment"], "loss", "mse"),
-        "alignment_options": options("alignment"),
-        "alignment_weight": pick(args.alignment_weight, file["alignment"], "weight", 1.0),
-        "alignment_fraction": file["alignment"].get("fraction", 1.0),
-        "seed": pick(args.seed, run_section, "seed", 0),
-        "teacher_explanation": pick(args.teacher_explanation, run_section, "teacher_explanation", "path-dependent"),
+        "teacher": pick(args.teacher, file["teacher"], "name"),
+        "student": pick(args.student, file["student"], "name"),
+        "attributor": pick(args.attributor, file["attributor"], "name"),
+        "alignment": pick(args.alignment, file["alignment"], "loss"),
+        "alignment_weight": pick(args.alignment_weight, file["alignment"], "weight"),
+        "alignment_fraction": file["alignment"].get("fraction"),
+        "seed": pick(args.seed, run_section, "seed"),
+        "teacher_explanation": pick(args.teacher_explanation, run_section, "teacher_explanation"),
     }
+    config: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+    config.update(
+        teacher_options=options("teacher"),
+        student_options=student_options,
+        attributor_options=options("attributor"),
+        alignment_options=options("alignment"),
+    )
     for key in ("test_size", "threshold_bins", "background_rows", "cache_dir", "cache"):
         if key in run_section:
             config[key] = run_section[key]
@@ -146,11 +133,11 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     """Run the distillation described by the flags and the --config file."""
-    from gbdt2nn_core.cache import check_cache_dir, default_cache_dir
     from gbdt2nn_core.data import load_bundled, read_table, split_features_target
-    from gbdt2nn_core.distill import DistillConfig, compare, distill, split_data
+    from gbdt2nn_core.distill import run_student
+    from gbdt2nn_core.pipeline import DistillConfig, Pipeline
     from gbdt2nn_core.progress import RichProgress
-    from gbdt2nn_core.registry import Kind, get_registry
+    from gbdt2nn_core.registry import get_registry
     from gbdt2nn_core.runfolder import check_destination, write_run
 
     settings = _settings(args)
@@ -183,43 +170,49 @@ def run(args: argparse.Namespace) -> int:
         assert data_path is not None
         frame, target = read_table(data_path), settings["target"]
         title = f"{data_path.name} ({len(frame):,} rows, target {target})"
-    registry = get_registry()
-    components: tuple[tuple[Kind, str], ...] = (
-        ("teacher", config.teacher),
-        ("student", config.student),
-        ("attributor", config.attributor),
-        ("alignment loss", config.alignment),
-    )
-    for kind, name in components:
-        registry.spec(kind, name)  # a misspelt name fails before anything is printed
-    # and so does an option a component refuses (n_groups=0, a misspelt student option), before the teacher trains
-    registry.student(config.student, seed=config.seed, **config.student_options)
-    registry.attributor(config.attributor, **config.attributor_options)
-    registry.alignment_loss(config.alignment, **config.alignment_options)
+    # a GBDT2NN_CACHE_DIR that cannot be a folder fails here (the pipeline opens its cache), and a misspelt name or
+    # a refused option in check(), before anything is printed
+    pipeline = Pipeline(config, get_registry())
+    pipeline.check()
     split_features_target(frame, target)  # and so does a missing target column
-    # and every other mistake in the rows, the target, the task or a --teacher-model booster: the checks that the
-    # pipeline makes anyway, made here once before the title, so that a mistake prints its error line alone
-    split = split_data(frame, target, task=config.task, test_size=config.test_size, seed=config.seed)
+    # and every other mistake in the rows, the target, the task or a --teacher-model booster, before the title,
+    # so that a mistake prints its error line alone; the split and the wrapped booster are then used as they are
+    split = pipeline.split(frame, target)
+    teacher: Any = None
     if teacher_model is not None:
-        options = {**config.teacher_options, "model": str(teacher_model)}
-        wrapped = registry.teacher(config.teacher, **options)
-        wrapped.fit(split.train_frame, split.y_train, task=split.task, seed=config.seed)  # checks; trains nothing
+        teacher = pipeline.teacher(str(teacher_model))
+        teacher.fit(split.train_frame, split.y_train, task=split.task, seed=config.seed)  # checks; trains nothing
     else:  # building the teacher trains nothing, but refuses an option it does not know (num_leave=4)
-        registry.teacher(config.teacher, **config.teacher_options)
-    del split
-    if config.cache:  # and so does a GBDT2NN_CACHE_DIR that cannot be a folder
-        check_cache_dir(Path(config.cache_dir) if config.cache_dir else default_cache_dir())
+        teacher = pipeline.teacher()
     progress = RichProgress()
+    pipeline.progress = progress
     progress.console.print(f"[bold]gbdt2nn distill[/] · {title}")
-    model = str(teacher_model) if teacher_model is not None else None
-    plain = None
-    if (demo or settings["compare"]) and config.alignment_weight > 0:
-        plain, main = compare(frame, target, config, teacher_model=model, registry=registry, progress=progress)
-    else:
-        main = distill(frame, target, config, teacher_model=model, registry=registry, progress=progress)
+    prepared = pipeline.prepare_split(split, teacher)
+    # with --out, every student checkpoints each epoch next to it: the same command after a kill resumes there
+    checkpoints = out.with_name(f".{out.name}.checkpoints") if out is not None else None
 
-    if out is not None:
-        write_run(out, main, plain=plain, overwrite=args.overwrite)
+    def student(name: str, weight: float) -> Any:
+        def say(epoch: int) -> None:
+            progress.console.print(f"{name} student: resuming from epoch {epoch} (checkpoint in {checkpoints})")
+
+        path = checkpoints / f"{name}.pt" if checkpoints is not None else None
+        return run_student(pipeline, prepared, weight, checkpoint=path, on_resume=say)
+
+    plain = None
+    try:
+        if (demo or settings["compare"]) and config.alignment_weight > 0:
+            plain = student("plain", 0.0)
+        main = student("aligned" if config.alignment_weight > 0 else "plain", config.alignment_weight)
+        if out is not None:
+            write_run(out, main, plain=plain, overwrite=args.overwrite)
+    except Gbdt2nnError:
+        # a run that failed (diverged, bad rows) would fail again from its checkpoint: leave nothing behind.
+        # A kill or Ctrl-C keeps them, so that the same command resumes.
+        if checkpoints is not None:
+            shutil.rmtree(checkpoints, ignore_errors=True)
+        raise
+    if checkpoints is not None:
+        shutil.rmtree(checkpoints, ignore_errors=True)  # the run is complete: nothing left to resume
     if args.json:
         payload = dict(main.metrics)
         if plain is not None:

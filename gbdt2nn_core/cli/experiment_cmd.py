@@ -41,6 +41,7 @@ def add_parser(subparsers: Any) -> None:
     data.add_argument("--task", choices=["regression", "binary", "multiclass"], help="default: inferred from target")
     grid = parser.add_argument_group("what to run")
     grid.add_argument("--seeds", type=int, metavar="N", help="number of seeds, 0..N-1 (default: 5)")
+    grid.add_argument("--student", metavar="NAME", help="student architecture (default: gbdt2nn; e.g. mlp)")
     grid.add_argument(
         "--attributors", metavar="A,B", help="comma-separated attributors (default: every differentiable one)"
     )
@@ -97,6 +98,7 @@ def _settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]
         "target": args.target,
         "task": args.task,
         "seeds": args.seeds,
+        "student": args.student,
         "attributors": args.attributors,
         "losses": args.losses,
         "alignment_weight": args.alignment_weight,

@@ -17,18 +17,16 @@ or the encoded training-mean row ``z = 0``; with ``structure`` each row's attrib
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["BACKGROUND_ROWS", "add_parser", "attribution_table", "run"]
-
-#: At most this many --background rows are used (a random sample of larger files).
-BACKGROUND_ROWS = 256
+__all__ = ["add_parser", "attribution_table", "run"]
 
 
 def add_parser(subparsers: Any) -> None:
     """Register ``gbdt2nn explain`` on the CLI's subparsers."""
+    from gbdt2nn_core.cli.serving import add_io_arguments
+
     parser = subparsers.add_parser(
         "explain",
         help="per-row, per-column attributions of a distilled student (margin space)",
@@ -37,9 +35,7 @@ def add_parser(subparsers: Any) -> None:
             "attribution per row and input column (per class for multiclass), in margin space."
         ),
     )
-    parser.add_argument("--model", type=Path, required=True, help="run folder (student.safetensors + student.json)")
-    parser.add_argument("--data", type=Path, required=True, help="CSV (.csv, .csv.gz) or Parquet file of rows")
-    parser.add_argument("--out", type=Path, required=True, help="file to write: .csv, .csv.gz or .parquet")
+    add_io_arguments(parser)
     parser.add_argument("--attributor", help="attributor plugin (default: the run's, else structure)")
     parser.add_argument(
         "--attributor-option",
@@ -52,19 +48,7 @@ def add_parser(subparsers: Any) -> None:
         "--background", type=Path, help="rows to measure attributions against (default: the saved background)"
     )
     parser.add_argument("--layout", choices=["wide", "long"], default="wide", help="output layout (default: wide)")
-    parser.add_argument(
-        "--keep", action="append", default=[], metavar="COL", help="copy this input column to the output (repeatable)"
-    )
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     parser.set_defaults(func=run)
-
-
-def _run_config(folder: Path) -> dict[str, Any]:
-    try:
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return config if isinstance(config, dict) else {}
 
 
 def attribution_table(model: Any, values: Any, layout: str) -> Any:
@@ -93,28 +77,17 @@ def attribution_table(model: Any, values: Any, layout: str) -> Any:
 def run(args: argparse.Namespace) -> int:
     """Explain and write the table."""
     import numpy as np
-    import pandas as pd
     import torch
 
-    from gbdt2nn_core.cli._files import (
-        check_output_file,
-        keep_columns,
-        load_student,
-        note,
-        read_rows,
-        table_format,
-        write_table,
-    )
-    from gbdt2nn_core.cli.distill_cmd import _parse_options
+    from gbdt2nn_core.cli._files import keep_columns, read_rows
+    from gbdt2nn_core.cli.serving import open_run, parse_options, write_output
+    from gbdt2nn_core.pipeline import BACKGROUND_ROWS, background_index
     from gbdt2nn_core.registry import get_registry
 
-    check_output_file(args.out, overwrite=args.overwrite)
-    table_format(args.out)
-    model = load_student(args.model)
-    trained = _run_config(args.model)
-    name = args.attributor or trained.get("attributor") or "structure"
-    options = dict(trained.get("attributor_options") or {}) if name == trained.get("attributor") else {}
-    options.update(_parse_options(args.attributor_option, "--attributor-option"))
+    model, trained = open_run(args)
+    name = args.attributor or trained.attributor
+    options = dict(trained.attributor_options) if name == trained.attributor else {}
+    options.update(parse_options(args.attributor_option, "--attributor-option"))
     attributor = get_registry().attributor(name, **options)  # a misspelt name fails before reading data
     frame, notes = read_rows(args.data, model)
     names = list(model.encoder.schema.names)
@@ -129,22 +102,16 @@ def run(args: argparse.Namespace) -> int:
         background_frame, more = read_rows(args.background, model, flag="--background")
         notes += [f"--background {text}" for text in more]
         rows = model.encode(background_frame)
-        pick = np.random.default_rng(0).permutation(len(rows))[:BACKGROUND_ROWS]
-        background = rows[np.sort(pick)]
-    elif getattr(model, "background", None) is not None:
+        background = rows[background_index(len(rows), BACKGROUND_ROWS, trained.seed)]
+    elif model.background is not None:
         background = np.asarray(model.background, dtype=np.float32)
     else:
         background = np.zeros((1, z.shape[1]), dtype=np.float32)  # the encoded training-mean row
-    module = model.student.module.eval()
-    attributor.fit(module, torch.as_tensor(background, dtype=torch.float32))
+    attributor.fit(model.student.module.eval(), torch.as_tensor(background, dtype=torch.float32))
     values = model.student.attributions(z, attributor, model.encoder.aggregation())
     table = attribution_table(model, values, args.layout)
-    if args.keep:
-        if args.layout == "long":
-            kept = kept.iloc[table["row"].to_numpy()].reset_index(drop=True)
-        table = pd.concat([kept, table], axis=1)
-    write_table(table, args.out)
-    for text in notes:
-        note(text)
+    if args.layout == "long":
+        kept = kept.iloc[table["row"].to_numpy()].reset_index(drop=True)
+    write_output(table, kept, notes, args)
     print(f"wrote {name} attributions of {len(z):,} rows ({args.layout} layout, margin space) to {args.out}")
     return 0

@@ -8,7 +8,6 @@ regression), ``probability_<class>`` for each class of a classifier, and the mar
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 __all__ = ["add_parser", "output_columns", "predictions", "run"]
@@ -16,6 +15,8 @@ __all__ = ["add_parser", "output_columns", "predictions", "run"]
 
 def add_parser(subparsers: Any) -> None:
     """Register ``gbdt2nn predict`` on the CLI's subparsers."""
+    from gbdt2nn_core.cli.serving import add_io_arguments
+
     parser = subparsers.add_parser(
         "predict",
         help="predict with a distilled student (a run folder) for the rows of a CSV or Parquet file",
@@ -24,13 +25,7 @@ def add_parser(subparsers: Any) -> None:
             "use are ignored, categories not seen in training count as missing; both with a note on stderr."
         ),
     )
-    parser.add_argument("--model", type=Path, required=True, help="run folder (student.safetensors + student.json)")
-    parser.add_argument("--data", type=Path, required=True, help="CSV (.csv, .csv.gz) or Parquet file of rows")
-    parser.add_argument("--out", type=Path, required=True, help="file to write: .csv, .csv.gz or .parquet")
-    parser.add_argument(
-        "--keep", action="append", default=[], metavar="COL", help="copy this input column to the output (repeatable)"
-    )
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    add_io_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -74,28 +69,13 @@ def output_columns(model: Any) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     """Predict and write the table."""
-    import pandas as pd
+    from gbdt2nn_core.cli._files import keep_columns, read_rows
+    from gbdt2nn_core.cli.serving import open_run, write_output
 
-    from gbdt2nn_core.cli._files import (
-        check_output_file,
-        keep_columns,
-        load_student,
-        note,
-        read_rows,
-        table_format,
-        write_table,
-    )
-
-    check_output_file(args.out, overwrite=args.overwrite)
-    table_format(args.out)  # an unknown suffix fails before the work
-    model = load_student(args.model)
+    model, _ = open_run(args)
     frame, notes = read_rows(args.data, model)
     kept = keep_columns(frame, args.keep, output_columns(model))
     table = predictions(model, frame)
-    if args.keep:
-        table = pd.concat([kept, table], axis=1)
-    write_table(table, args.out)
-    for text in notes:
-        note(text)
+    write_output(table, kept, notes, args)
     print(f"wrote {len(table):,} predictions ({model.task}) to {args.out}")
     return 0

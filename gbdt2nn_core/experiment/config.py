@@ -42,20 +42,15 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import attrs
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
-
+from gbdt2nn_core.config_file import read_toml
 from gbdt2nn_core.errors import ConfigError
-from gbdt2nn_core.interfaces import TASKS, Task
+from gbdt2nn_core.pipeline.config import DistillConfig, RunSettings
 
 __all__ = ["EXPERIMENT_KEYS", "ExperimentConfig", "ImitationConfig", "read_experiment_file"]
 
@@ -169,11 +164,6 @@ def _check_non_negative(_: object, attribute: attrs.Attribute[float], value: flo
         raise ConfigError(setting=attribute.name, value=value, fix="use a finite number of at least 0")
 
 
-def _check_fraction(_: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
-        raise ConfigError(setting=attribute.name, value=value, fix="use a number in (0, 1]")
-
-
 def _check_count(smallest: int, *, optional: bool = False) -> Any:
     def check(_: object, attribute: attrs.Attribute[int | None], value: int | None) -> None:
         if value is None and optional:
@@ -182,16 +172,6 @@ def _check_count(smallest: int, *, optional: bool = False) -> Any:
             raise ConfigError(setting=attribute.name, value=value, fix=f"use a whole number of at least {smallest}")
 
     return check
-
-
-def _check_task(_: object, attribute: attrs.Attribute[str | None], value: str | None) -> None:
-    if value is not None and value not in TASKS:
-        raise ConfigError(setting=attribute.name, value=value, fix=f"use one of {', '.join(TASKS)} (or leave it out)")
-
-
-def _check_explanation(_: object, attribute: attrs.Attribute[str], value: str) -> None:
-    if value not in ("path-dependent", "interventional"):
-        raise ConfigError(setting=attribute.name, value=value, fix="use 'path-dependent' or 'interventional'")
 
 
 def _hidden(value: Any) -> tuple[int, ...]:
@@ -226,9 +206,11 @@ def _imitation(value: ImitationConfig | Mapping[str, Any] | None) -> ImitationCo
 
 
 @attrs.frozen(kw_only=True)
-class ExperimentConfig:
+class ExperimentConfig(RunSettings):
     """Everything an experiment needs besides the output folder. Components are plugin names.
 
+    The settings it shares with a distillation (teacher, student, test size, teacher explanations...) come from
+    :class:`~gbdt2nn_core.pipeline.config.RunSettings`; :meth:`distill_config` is one seed's pipeline config.
     ``attributors`` / ``losses`` of ``None`` mean every installed differentiable attributor / every installed
     alignment loss (resolved against the registry when the experiment starts).
     """
@@ -236,29 +218,23 @@ class ExperimentConfig:
     dataset: str | None = None
     data: str | None = None
     target: str | None = None
-    task: Task | None = attrs.field(default=None, validator=_check_task)
-    teacher: str = "lightgbm"
-    teacher_options: dict[str, Any] = attrs.field(factory=dict, converter=dict)
-    student: str = "gbdt2nn"
-    student_options: dict[str, Any] = attrs.field(factory=dict, converter=dict)
     seeds: tuple[int, ...] = attrs.field(default=(0, 1, 2, 3, 4), converter=_seeds)
     attributors: tuple[str, ...] | None = attrs.field(default=None, converter=_attributor_names)
     losses: tuple[str, ...] | None = attrs.field(default=None, converter=_loss_names)
     attributor_options: dict[str, dict[str, Any]] = attrs.field(factory=dict, converter=_attributor_options)
     loss_options: dict[str, dict[str, Any]] = attrs.field(factory=dict, converter=_loss_options)
+    #: λ of every joint configuration (> 0: λ = 0 is the plain configuration, which always runs).
     alignment_weight: float = attrs.field(default=1.0, validator=_check_weight)
     alignment_weights: dict[str, float] = attrs.field(factory=dict, converter=_weights)
-    alignment_fraction: float = attrs.field(default=1.0, validator=_check_fraction)
     independent: bool = True
     imitation: ImitationConfig = attrs.field(factory=ImitationConfig, converter=_imitation)
     monitor_rows: int = attrs.field(default=512, validator=_check_count(0))
     threads: int | None = attrs.field(default=None, validator=_check_count(1, optional=True))
-    test_size: float = attrs.field(default=0.2, validator=_check_fraction)
-    threshold_bins: int = attrs.field(default=64, validator=_check_count(0))
-    teacher_explanation: str = attrs.field(default="path-dependent", validator=_check_explanation)
-    background_rows: int = attrs.field(default=100, validator=_check_count(1))
-    #: Where teacher explanations are cached (default: ``cache/`` inside the experiment folder).
-    cache_dir: str | None = None
+
+    def distill_config(self, seed: int) -> DistillConfig:
+        """The pipeline settings of one seed (each configuration then sets the attributor, loss and λ)."""
+        shared = {field.name: getattr(self, field.name) for field in attrs.fields(RunSettings)}
+        return DistillConfig(**shared, seed=seed)
 
     def weight(self, loss: str) -> float:
         """λ of the joint configurations that use ``loss``."""
@@ -278,36 +254,4 @@ class ExperimentConfig:
 
 def read_experiment_file(path: str | Path) -> dict[str, dict[str, Any]]:
     """Parse and check an experiment file; unknown sections or keys are one-line errors listing the allowed ones."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(setting="--config", value=str(path), fix="pass the path of an existing TOML file")
-    try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigError(setting="--config", value=str(path), fix=f"fix the TOML syntax ({detail})") from exc
-    for section, content in document.items():
-        if section not in EXPERIMENT_KEYS:
-            raise ConfigError(
-                setting=f"[{section}] in {path.name}",
-                value=section,
-                fix=f"use the sections {', '.join(EXPERIMENT_KEYS)}",
-            )
-        if not isinstance(content, dict):
-            raise ConfigError(setting=f"{section} in {path.name}", value=content, fix=f"make [{section}] a table")
-        allowed = EXPERIMENT_KEYS[section]
-        if "*" in allowed:
-            continue
-        unknown = sorted(set(content) - allowed)
-        if unknown:
-            raise ConfigError(
-                setting=f"[{section}] {unknown[0]} in {path.name}",
-                value=content[unknown[0]],
-                fix=f"[{section}] takes {', '.join(sorted(allowed))}",
-            )
-        options = content.get("options", {})
-        if not isinstance(options, dict):
-            raise ConfigError(
-                setting=f"[{section}] options in {path.name}", value=options, fix="write options as a table"
-            )
-    return {section: dict(document.get(section, {})) for section in EXPERIMENT_KEYS}
+    return read_toml(path, EXPERIMENT_KEYS)

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from gbdt2nn_core.experiment.config import ImitationConfig
-from gbdt2nn_core.student._checkpoint import load_checkpoint, save_checkpoint
+from gbdt2nn_core.student.kit import load_checkpoint, restore_training_state, save_checkpoint, training_state
 
 __all__ = ["ExplanationNetwork"]
 
@@ -75,10 +75,7 @@ class ExplanationNetwork:
         first = 0
         self.history_ = []
         if resumed is not None:
-            module.load_state_dict(resumed["module"])
-            optimizer.load_state_dict(resumed["optimizer"])
-            generator.set_state(resumed["generator"])
-            torch.set_rng_state(resumed["torch_rng"])
+            restore_training_state(resumed, module, optimizer, generator)
             self.history_ = json.loads(resumed["history"])
             first = int(resumed["epochs_done"])
 
@@ -89,10 +86,7 @@ class ExplanationNetwork:
                     {
                         "fingerprint": fingerprint,
                         "epochs_done": done,
-                        "module": module.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "generator": generator.get_state(),
-                        "torch_rng": torch.get_rng_state(),
+                        **training_state(module, optimizer, generator),
                         "history": json.dumps(self.history_),
                     },
                 )

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from gbdt2nn_core.experiment.runner import IMITATION, INDEPENDENT, PLAIN
+from gbdt2nn_core.experiment.names import IMITATION, INDEPENDENT, PLAIN
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

@@ -31,14 +31,15 @@ import numpy as np
 import torch
 
 from gbdt2nn_core.data import load_bundled, read_table
-from gbdt2nn_core.distill import split_data
 from gbdt2nn_core.errors import DataError
 from gbdt2nn_core.experiment.config import ExperimentConfig
 from gbdt2nn_core.experiment.manifest import data_digest
-from gbdt2nn_core.experiment.runner import BACKGROUND_ROWS, IMITATION, _write_json, _write_npz, evaluate_student
-from gbdt2nn_core.metrics import fidelity, task_metrics
+from gbdt2nn_core.experiment.names import IMITATION
+from gbdt2nn_core.experiment.runner import write_npz
+from gbdt2nn_core.pipeline import BACKGROUND_ROWS, background_index, evaluate_rows, split_data
 from gbdt2nn_core.registry import Registry, get_registry
-from gbdt2nn_core.student._batchnorm import recalibrate_batchnorm
+from gbdt2nn_core.runfolder import write_json
+from gbdt2nn_core.student import recalibrate_batchnorm
 
 __all__ = ["recalibrate_batchnorm", "reevaluate"]
 
@@ -67,7 +68,7 @@ def reevaluate(out: Path | str, dest: Path | str | None = None, *, registry: Reg
     frame, target = _load_frame(manifest)
     batch_size = int(config.student_options.get("batch_size", 512))
     dest.mkdir(parents=True, exist_ok=True)
-    _write_json(dest / "manifest.json", {**manifest, "batchnorm": "recalibrated", "derived_from": str(out)})
+    write_json(dest / "manifest.json", {**manifest, "batchnorm": "recalibrated", "derived_from": str(out)})
     for seed in config.seeds:
         source = out / "runs" / str(seed)
         if not (source / "teacher" / "explanations.npz").is_file():
@@ -87,9 +88,11 @@ def reevaluate(out: Path | str, dest: Path | str | None = None, *, registry: Reg
             if metrics["configuration"]["kind"] == "independent":
                 if recalibrated_plain is None:
                     continue
-                metrics = {**metrics, "test": recalibrated_plain["test"], "fidelity": recalibrated_plain["fidelity"]}
+                plain_student = recalibrated_plain["student"]
+                student = {**metrics["student"], "test": plain_student["test"], "fidelity": plain_student["fidelity"]}
+                metrics = {**metrics, "student": student}
                 shutil.copy2(run / "attributions.npz", target_folder / "attributions.npz")
-                _write_json(target_folder / "metrics.json", metrics)
+                write_json(target_folder / "metrics.json", metrics)
                 continue
             model = load_model(run)
             z_train = model.encoder.transform(split.train_frame)
@@ -98,27 +101,37 @@ def reevaluate(out: Path | str, dest: Path | str | None = None, *, registry: Reg
             recalibrate_batchnorm(model.student.module, z_train, batch_size)
             model.student.module.eval()
             recalibrate_s = time.perf_counter() - started
-            background = z_train[np.random.default_rng(seed).permutation(len(z_train))[:BACKGROUND_ROWS]]
-            names = [k for k in metrics["agreement"] if k != IMITATION]
-            scores, arrays = evaluate_student(
-                model.student,
+            background = z_train[background_index(len(z_train), BACKGROUND_ROWS, seed)]
+            student = metrics["student"]
+            names = [k for k in student.get("agreement_by_attributor", {}) if k != IMITATION]
+            primary = student["alignment"]["attributor"]
+            explainer = registry.attributor(primary, **config.attributor_options.get(primary, {}))
+            explainer.fit(model.student.module, torch.as_tensor(background, dtype=torch.float32))
+            arrays: dict[str, np.ndarray] = {}
+            measured = evaluate_rows(
+                config=config.distill_config(seed),
+                task=model.task,
+                classes=model.target.classes,
+                y=split.y_test,
                 z=z_test,
                 aggregation=model.encoder.aggregation(),
+                teacher_margin=teacher_margin,
+                teacher_attributions=shap_test,
+                student=model.student,
+                attributor=explainer,
                 attributors={n: registry.attributor(n, **config.attributor_options.get(n, {})) for n in names},
                 background=background,
-                teacher_attributions=shap_test,
+                rows_train=len(split.y_train),
+                keep=arrays,
             )
-            task = metrics["task"]
             metrics = {
                 **metrics,
-                "test": task_metrics(task, split.y_test, arrays["margin"]),
-                "fidelity": fidelity(task, arrays["margin"], teacher_margin),
-                "agreement": scores,
+                "student": {**measured.student.to_json(), "alignment": student["alignment"], "name": student["name"]},
                 "timings": {**metrics["timings"], "recalibrate_s": round(recalibrate_s, 4)},
                 "batchnorm": "recalibrated",
             }
-            _write_npz(target_folder / "attributions.npz", **{k: v.astype(np.float32) for k, v in arrays.items()})
-            _write_json(target_folder / "metrics.json", metrics)
+            write_npz(target_folder / "attributions.npz", **{k: v.astype(np.float32) for k, v in arrays.items()})
+            write_json(target_folder / "metrics.json", metrics)
             if metrics["configuration"]["kind"] == "plain":
                 recalibrated_plain = metrics
     write_report(dest, collect_results(dest))

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from gbdt2nn_core.errors import DataError
-from gbdt2nn_core.experiment.runner import IMITATION, INDEPENDENT, PLAIN
+from gbdt2nn_core.experiment.names import IMITATION, INDEPENDENT, PLAIN
 from gbdt2nn_core.model_files import write_atomic
 
 __all__ = ["AGREEMENT_KEYS", "FORMAT", "PRIMARY_METRIC", "collect_results", "load_results", "method_label", "stat"]
@@ -52,6 +52,13 @@ def method_label(method_id: str) -> str:
 
 def _read(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+
+
+def _agreement(student: dict[str, Any], attributor: str) -> dict[str, float]:
+    """A run's agreement as measured by ``attributor`` (the :class:`~gbdt2nn_core.metrics.Metrics` JSON)."""
+    by_attributor: dict[str, dict[str, float]] = student.get("agreement_by_attributor") or {}
+    scores: dict[str, float] = by_attributor.get(attributor, student["agreement"])
+    return scores
 
 
 def collect_results(out: Path | str, *, write: bool = True) -> dict[str, Any]:
@@ -123,14 +130,15 @@ def collect_results(out: Path | str, *, write: bool = True) -> dict[str, Any]:
         done = [seed for seed in seeds if seed in by_seed]
         entry: dict[str, Any] = {"seeds": done}
         if done:
-            first = by_seed[done[0]]
-            entry["test"] = {k: stat([by_seed[s]["test"][k] for s in done]) for k in first["test"]}
-            entry["fidelity"] = {k: stat([by_seed[s]["fidelity"][k] for s in done]) for k in first["fidelity"]}
+            students = {s: by_seed[s]["student"] for s in done}
+            first = students[done[0]]
+            entry["test"] = {k: stat([students[s]["test"][k] for s in done]) for k in first["test"]}
+            entry["fidelity"] = {k: stat([students[s]["fidelity"][k] for s in done]) for k in first["fidelity"]}
             key = method["attributor"]
             entry["agreement"] = {
-                k: stat([by_seed[s]["agreement"][key][k] for s in done]) for k in first["agreement"][key]
+                k: stat([_agreement(students[s], key)[k] for s in done]) for k in _agreement(first, key)
             }
-            entry["timings"] = {k: stat([by_seed[s]["timings"][k] for s in done]) for k in first["timings"]}
+            entry["timings"] = {k: stat([by_seed[s]["timings"][k] for s in done]) for k in by_seed[done[0]]["timings"]}
         summary[method["id"]] = entry
 
     primary, larger_is_better = PRIMARY_METRIC.get(task or "binary", ("auc", True))
@@ -143,15 +151,14 @@ def collect_results(out: Path | str, *, write: bool = True) -> dict[str, Any]:
         if not both:
             continue
         attributor = method["attributor"]
+        joint = {s: joint_runs[s]["student"] for s in both}
+        plain = {s: plain_runs[s]["student"] for s in both}
         differences: dict[str, Any] = {
-            primary: stat([joint_runs[s]["test"][primary] - plain_runs[s]["test"][primary] for s in both])
+            primary: stat([joint[s]["test"][primary] - plain[s]["test"][primary] for s in both])
         }
         for key in AGREEMENT_KEYS:
             differences[key] = stat(
-                [
-                    joint_runs[s]["agreement"][attributor][key] - plain_runs[s]["agreement"][attributor][key]
-                    for s in both
-                ]
+                [_agreement(joint[s], attributor)[key] - _agreement(plain[s], attributor)[key] for s in both]
             )
         paired[method["id"]] = {"against": f"{PLAIN}/{attributor}", "seeds": both, "difference": differences}
 

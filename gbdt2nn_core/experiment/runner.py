@@ -34,20 +34,19 @@ import attrs
 import numpy as np
 import pandas as pd
 
-from gbdt2nn_core.alignment import Alignment
-from gbdt2nn_core.cache import ExplanationCache, frame_digest
-from gbdt2nn_core.distill import PreparedData, split_data
-from gbdt2nn_core.distill import fit_encoder as _fit_encoder
+from gbdt2nn_core.cache import ExplanationCache
 from gbdt2nn_core.errors import ConfigError, DataError
 from gbdt2nn_core.experiment.config import ExperimentConfig
 from gbdt2nn_core.experiment.imitation import ExplanationNetwork
 from gbdt2nn_core.experiment.manifest import build_manifest, data_digest
-from gbdt2nn_core.interfaces import Attributor, Teacher, TeacherExplainer, TreeShap
-from gbdt2nn_core.metrics import agreement, fidelity, task_metrics
+from gbdt2nn_core.experiment.names import IMITATION, INDEPENDENT, PLAIN
+from gbdt2nn_core.interfaces import Attributor, Student, Teacher
+from gbdt2nn_core.metrics import Metrics, StudentMetrics, agreement, task_metrics
 from gbdt2nn_core.model_files import write_atomic
+from gbdt2nn_core.pipeline import Pipeline, Prepared, check_explains
 from gbdt2nn_core.progress import NullProgress, Progress
 from gbdt2nn_core.registry import Registry, get_registry
-from gbdt2nn_core.student import GBDT2NNStudent
+from gbdt2nn_core.runfolder import write_json
 
 __all__ = [
     "INDEPENDENT",
@@ -55,17 +54,11 @@ __all__ = [
     "Configuration",
     "ExperimentRunner",
     "SeedContext",
-    "evaluate_student",
     "plan",
     "run_experiment",
+    "write_json",
+    "write_npz",
 ]
-
-PLAIN = "plain"
-INDEPENDENT = "independent"
-#: The key of the explanation network's attributions in ``metrics.json`` / ``attributions.npz``.
-IMITATION = "imitation"
-#: Encoded training rows an attributor sees as its background sample (as in ``distill``).
-BACKGROUND_ROWS = 256
 
 
 @attrs.frozen(kw_only=True)
@@ -86,21 +79,27 @@ def resolve_components(config: ExperimentConfig, registry: Registry) -> tuple[tu
     """The experiment's attributors and losses: the chosen ones, checked, or every installed one."""
     registry.spec("teacher", config.teacher)
     registry.spec("student", config.student)
-    if config.attributors is None:
+
+    def usable(name: str) -> Attributor:
+        return registry.attributor(name, **config.attributor_options.get(name, {}))
+
+    if config.attributors is None:  # every one that can train and explains this student
+        candidates = {name: usable(name) for name in registry.names("attributor")}
         attributors = tuple(
             name
-            for name in registry.names("attributor")
-            if registry.attributor(name, **config.attributor_options.get(name, {})).differentiable
+            for name, attributor in candidates.items()
+            if attributor.differentiable and (attributor.students is None or config.student in attributor.students)
         )
     else:
         for name in config.attributors:
             registry.spec("attributor", name)
-            if not registry.attributor(name, **config.attributor_options.get(name, {})).differentiable:
+            if not usable(name).differentiable:
                 raise ConfigError(
                     setting="attributors",
                     value=name,
                     fix="joint learning back-propagates through the attributor: choose a differentiable one",
                 )
+            check_explains(name, usable(name), config.student)
         attributors = config.attributors
     if config.losses is None:
         losses = registry.names("alignment loss")
@@ -149,65 +148,57 @@ def plan(config: ExperimentConfig, attributors: tuple[str, ...], losses: tuple[s
 
 
 class SeedContext:
-    """What every configuration of one seed shares: split, encoding, teacher, TreeSHAP, margins, leaves."""
+    """What every configuration of one seed shares: the pipeline's prepared split (teacher, TreeSHAP, margins...)."""
 
     def __init__(self, runner: ExperimentRunner, seed: int) -> None:
         config, registry = runner.config, runner.registry
         self.seed = seed
         folder = runner.out / "runs" / str(seed) / "teacher"
         folder.mkdir(parents=True, exist_ok=True)
-        split = split_data(runner.frame, runner.target, task=config.task, test_size=config.test_size, seed=seed)
+        cache = ExplanationCache(runner.cache_dir)
+        self.pipeline = Pipeline(config.distill_config(seed), registry, cache=cache)
+        split = self.pipeline.split(runner.frame, runner.target)
         model_path = folder / f"teacher{registry.teacher_suffix(config.teacher)}"
         record_path = folder / "teacher.json"
         stored = json.loads(record_path.read_text()) if record_path.is_file() and model_path.is_file() else None
-        started = time.perf_counter()
-        if stored is not None:
-            # the booster trained earlier in this experiment: same model, same TreeSHAP cache keys, same checkpoints
-            self.teacher: Teacher = registry.teacher(config.teacher, model=str(model_path))
-        else:
-            self.teacher = registry.teacher(config.teacher, **config.teacher_options)
-        self.teacher.fit(split.train_frame, split.y_train, task=split.task, seed=seed)
-        teacher_s = time.perf_counter() - started
+        # the booster trained earlier in this experiment: same model, same TreeSHAP cache keys, same checkpoints
+        saved = registry.teacher(config.teacher, model=str(model_path)) if stored is not None else None
+        self.prepared: Prepared = self.pipeline.prepare_split(split, saved)
+        self.teacher: Teacher = self.prepared.teacher
         if stored is None:
             self.teacher.save(model_path)
-        self.data = PreparedData.encode(split, _fit_encoder(split, self.teacher, config.threshold_bins))
-
-        started = time.perf_counter()
-        cache = ExplanationCache(runner.cache_dir)
-        self.shap_train = self._explain(runner, cache, self.data.train_frame)
-        self.shap_test = self._explain(runner, cache, self.data.test_frame)
-        treeshap_s = time.perf_counter() - started
-        self.teacher_margin_train = self.teacher.predict_margin(self.data.train_frame)
-        self.teacher_margin_test = self.teacher.predict_margin(self.data.test_frame)
-        self.leaves_train = self.teacher.leaf_indices(self.data.train_frame)
-        rng = np.random.default_rng(seed)
-        self.background = self.data.z_train[rng.permutation(len(self.data.z_train))[:BACKGROUND_ROWS]]
+        self.data = self.prepared.data
+        # both explanations now: every configuration needs the test rows', and joint ones the training rows'
+        self.shap_train = self.prepared.shap_train
+        self.shap_test = self.prepared.shap_test
+        self.background = self.prepared.background
         monitor = min(config.monitor_rows, len(self.data.z_test))
         self.monitor_index = np.sort(np.random.default_rng(seed + 1).permutation(len(self.data.z_test))[:monitor])
         self.features = [str(name) for name in split.train_frame.columns]
 
         if stored is None:
+            timings = self.prepared.timings
             self.record = {
                 "seed": seed,
                 "teacher": config.teacher,
                 "fingerprint": self.teacher.fingerprint(),
                 "rows": {"train": len(self.data.y_train), "test": len(self.data.y_test)},
                 "features": self.features,
-                "test": task_metrics(self.data.task, self.data.y_test, self.teacher_margin_test),
+                "test": task_metrics(self.data.task, self.data.y_test, self.prepared.teacher_margin_test),
                 "timings": {
-                    "teacher_s": round(teacher_s, 4),
-                    "treeshap_s": round(treeshap_s, 4),
+                    "teacher_s": round(timings["teacher_s"], 4),
+                    "treeshap_s": round(timings.get("treeshap_s", 0.0), 4),
                     "treeshap_cache_hits": cache.hits,
                 },
             }
-            _write_npz(
+            write_npz(
                 folder / "explanations.npz",
                 shap_test=self.shap_test.values.astype(np.float32),
                 expected_value=np.asarray(self.shap_test.expected_value),
-                teacher_margin=np.asarray(self.teacher_margin_test, dtype=np.float32),
+                teacher_margin=np.asarray(self.prepared.teacher_margin_test, dtype=np.float32),
                 y_test=np.asarray(self.data.y_test),
             )
-            _write_json(record_path, self.record)
+            write_json(record_path, self.record)
         else:
             self.record = stored
             if stored.get("fingerprint") != self.teacher.fingerprint():  # pragma: no cover - a tampered folder
@@ -215,26 +206,6 @@ class SeedContext:
                     problem=f"the saved teacher of seed {seed} does not match its record",
                     fix=f"delete {folder} and run again with --resume",
                 )
-
-    def _explain(self, runner: ExperimentRunner, cache: ExplanationCache, frame: pd.DataFrame) -> TreeShap:
-        config = runner.config
-        teacher = self.teacher
-        if config.teacher_explanation == "path-dependent":
-            return cache.get_or_compute(teacher, frame, "path-dependent", lambda: teacher.shap_values(frame))
-        if "shap" not in runner.registry.names("attributor"):
-            raise ConfigError(
-                setting="teacher_explanation",
-                value="interventional",
-                fix="install gbdt2nn-shap (interventional TreeSHAP), or use 'path-dependent'",
-            )
-        explainer = runner.registry.attributor("shap")
-        assert isinstance(explainer, TeacherExplainer)
-        train_frame = self.data.train_frame
-        background = train_frame.sample(min(config.background_rows, len(train_frame)), random_state=self.seed)
-        method = f"interventional-{frame_digest(background)[:16]}"  # the key distill uses: the cache is shared
-        return cache.get_or_compute(
-            teacher, frame, method, lambda: explainer.explain_teacher(teacher, frame, background)
-        )
 
 
 class ExperimentRunner:
@@ -308,7 +279,7 @@ class ExperimentRunner:
             },
             argv=self._argv,
         )
-        _write_json(manifest_path, manifest)
+        write_json(manifest_path, manifest)
         return manifest
 
     def _check_same_experiment(self, stored: dict[str, Any]) -> None:
@@ -377,66 +348,52 @@ class ExperimentRunner:
         checkpoint = folder / "checkpoint.pt"
         manifest = json.loads((self.out / "manifest.json").read_text())
         manifest["run"] = {"seed": ctx.seed, **configuration.to_json()}
-        _write_json(folder / "manifest.json", manifest)
+        write_json(folder / "manifest.json", manifest)
         self._log("start", seed=ctx.seed, run=configuration.name, checkpoint=checkpoint.is_file())
         self.echo(f"seed {ctx.seed}: {configuration.name}")
         if configuration.kind == "independent":
             metrics, attributions, history = self._train_independent(ctx, configuration, checkpoint)
         else:
             metrics, attributions, history = self._train_student(ctx, configuration, checkpoint, folder)
-        _write_npz(folder / "attributions.npz", **{k: v.astype(np.float32) for k, v in attributions.items()})
-        _write_json(folder / "history.json", history)
-        _write_json(folder / "metrics.json", metrics)  # last: its presence marks the configuration complete
+        write_npz(folder / "attributions.npz", **{k: v.astype(np.float32) for k, v in attributions.items()})
+        write_json(folder / "history.json", history)
+        write_json(folder / "metrics.json", metrics)  # last: its presence marks the configuration complete
         checkpoint.unlink(missing_ok=True)
         self._log("done", seed=ctx.seed, run=configuration.name, resumed_from_epoch=metrics["resumed_from_epoch"])
-        summary = ", ".join(f"{k} {v:.4f}" for k, v in next(iter(metrics["agreement"].values())).items() if k != "mse")
+        summary = ", ".join(f"{k} {v:.4f}" for k, v in metrics["student"]["agreement"].items() if k != "mse")
         self.echo(f"seed {ctx.seed}: {configuration.name} done in {metrics['timings']['train_s']:.1f} s · {summary}")
 
-    def _monitors(self, ctx: SeedContext, names: list[str]) -> dict[str, Attributor]:
-        """Fresh attributors for measuring agreement (never the training attributor: its state must not move)."""
-        return {name: self.registry.attributor(name, **self.config.attributor_options.get(name, {})) for name in names}
+    def _options(self, names: list[str]) -> dict[str, dict[str, Any]]:
+        return {name: dict(self.config.attributor_options.get(name, {})) for name in names}
 
     def _train_student(
         self, ctx: SeedContext, configuration: Configuration, checkpoint: Path, folder: Path
     ) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, Any]]:
-        import torch
-
         from gbdt2nn_core.persistence import DistilledModel, save_model
 
-        config, data = self.config, ctx.data
-        student = self.registry.student(config.student, seed=ctx.seed, **config.student_options)
-        if not isinstance(student, GBDT2NNStudent):
-            raise ConfigError(setting="student", value=config.student, fix="the experiment trains GBDT2NN students")
+        config, data, pipeline = self.config, ctx.data, ctx.pipeline
         aggregation = data.encoder.aggregation()
-        alignment = None
         explained_by = list(self.attributors) if configuration.kind == "plain" else [str(configuration.attributor)]
-        if configuration.kind == "joint":
-            name, loss = str(configuration.attributor), str(configuration.loss)
-            alignment = Alignment(
-                attributor=self.registry.attributor(name, **config.attributor_options.get(name, {})),
-                loss=self.registry.alignment_loss(loss, **config.loss_options.get(loss, {})),
-                teacher_attributions=ctx.shap_train.values,
-                weight=configuration.weight,
-                fraction=config.alignment_fraction,
-            )
-        monitors = self._monitors(ctx, explained_by) if len(ctx.monitor_index) else {}
-        background = torch.as_tensor(ctx.background, dtype=torch.float32)
+        attributor = explained_by[0]
+        loss = str(configuration.loss) if configuration.kind == "joint" else pipeline.config.alignment
+        # fresh attributors for measuring agreement (never the training attributor: its state must not move)
+        monitors = pipeline.attributors(self._options(explained_by)) if len(ctx.monitor_index) else {}
+        background = ctx.background
         z_monitor = data.z_test[ctx.monitor_index]
         y_monitor = data.y_test[ctx.monitor_index]
         shap_monitor = ctx.shap_test.values[ctx.monitor_index]
-        first_epoch: list[int] = []
 
-        def on_epoch_end(trained: GBDT2NNStudent, epoch: int) -> dict[str, float]:
+        def on_epoch_end(trained: Student, epoch: int) -> dict[str, float]:
+            import torch
+
             started = time.perf_counter()
-            if not first_epoch:
-                first_epoch.append(epoch)
             extra: dict[str, float] = {}
             if monitors:
                 margin = trained.predict_margin(z_monitor)
                 extra.update({f"val_{k}": v for k, v in task_metrics(data.task, y_monitor, margin).items()})
-                for name, attributor in monitors.items():
-                    attributor.fit(trained.module, background)
-                    values = trained.attributions(z_monitor, attributor, aggregation)
+                for name, monitor in monitors.items():
+                    monitor.fit(trained.module, torch.as_tensor(background, dtype=torch.float32))
+                    values = trained.attributions(z_monitor, monitor, aggregation)
                     scores = agreement(values, shap_monitor)
                     extra[f"spearman/{name}"] = scores["spearman"]
                     extra[f"cosine/{name}"] = scores["cosine"]
@@ -446,66 +403,49 @@ class ExperimentRunner:
             return extra
 
         started = time.perf_counter()
-        student.fit(
-            teacher=ctx.teacher,
-            leaves=ctx.leaves_train,
-            z=data.z_train,
-            y=data.y_train,
-            task=data.task,
-            teacher_margin=ctx.teacher_margin_train,
-            column_of=data.encoder.column_of,
-            aggregation=aggregation,
-            alignment=alignment,
-            progress=self.progress,
+        trained = pipeline.train(
+            ctx.prepared,
+            alignment_weight=configuration.weight if configuration.kind == "joint" else 0.0,
+            attributor=attributor,
+            attributor_options=config.attributor_options.get(attributor, {}),
+            alignment=loss,
+            alignment_options=config.loss_options.get(loss, {}),
             on_epoch_end=on_epoch_end,
             checkpoint=checkpoint,
         )
         wall = time.perf_counter() - started
-        epochs = student.history_
-        this_attempt = [r for r in epochs if first_epoch and r.epoch >= first_epoch[0]]
-        setup_s = wall - sum(r.seconds for r in this_attempt)
-        train_s = setup_s + sum(r.seconds - r.extra.get("monitor_s", 0.0) for r in epochs)
-        monitor_s = sum(r.extra.get("monitor_s", 0.0) for r in epochs)
+        epochs = trained.student.history["epochs"]
+        this_attempt = [r for r in epochs if r["epoch"] >= trained.first_epoch]
+        setup_s = wall - sum(r["seconds"] for r in this_attempt)
+        train_s = setup_s + sum(r["seconds"] - r["extra"].get("monitor_s", 0.0) for r in epochs)
+        monitor_s = sum(r["extra"].get("monitor_s", 0.0) for r in epochs)
 
+        arrays: dict[str, np.ndarray] = {}
         started = time.perf_counter()
-        scores, attributions = evaluate_student(
-            student,
-            z=data.z_test,
-            aggregation=aggregation,
-            attributors=self._monitors(ctx, explained_by),
-            background=ctx.background,
-            teacher_attributions=ctx.shap_test.values,
+        measured = pipeline.evaluate(
+            ctx.prepared, trained, attributors=pipeline.attributors(self._options(explained_by)), keep=arrays
         )
-        margin = attributions["margin"]
         evaluate_s = time.perf_counter() - started
         model = DistilledModel(
-            student=student,
+            student=trained.student,
             encoder=data.encoder,
             target=data.target,
             metadata={"teacher": config.teacher, "alignment_weight": configuration.weight, "run": configuration.name},
+            student_name=config.student,
         )
         save_model(folder, model)
-        metrics = {
-            "seed": ctx.seed,
-            "configuration": configuration.to_json(),
-            "task": data.task,
-            "test": task_metrics(data.task, data.y_test, margin),
-            "fidelity": fidelity(data.task, margin, ctx.teacher_margin_test),
-            "agreement": scores,
-            "epochs": len(epochs),
-            "resumed_from_epoch": first_epoch[0] if first_epoch else len(epochs),
-            "timings": {
-                "train_s": round(train_s, 4),
-                "monitor_s": round(monitor_s, 4),
-                "evaluate_s": round(evaluate_s, 4),
+        metrics = attrs.evolve(
+            measured,
+            timings={"train_s": train_s, "monitor_s": monitor_s, "evaluate_s": evaluate_s},
+            run={
+                "seed": ctx.seed,
+                "configuration": configuration.to_json(),
+                "epochs": len(epochs),
+                "resumed_from_epoch": trained.first_epoch,
             },
-        }
-        history = {
-            "kind": configuration.kind,
-            "leaf_embedding": list(student.leaf_history_),
-            "epochs": [attrs.asdict(record) for record in epochs],
-        }
-        return metrics, attributions, history
+        )
+        history = {"kind": configuration.kind, **trained.student.history}
+        return metrics.to_json(), arrays, history
 
     def _train_independent(
         self, ctx: SeedContext, configuration: Configuration, checkpoint: Path
@@ -546,23 +486,37 @@ class ExperimentRunner:
         started = time.perf_counter()
         values = network.predict(data.z_test)
         evaluate_s = time.perf_counter() - started
-        metrics = {
-            "seed": ctx.seed,
-            "configuration": configuration.to_json(),
-            "task": data.task,
+        scores = agreement(values, ctx.shap_test.values)
+        metrics = Metrics(
+            task=data.task,
+            rows_train=len(data.y_train),
+            rows_test=len(data.y_test),
+            teacher_name=self.config.teacher,
+            teacher_test=plain["teacher"]["test"],
             # the prediction is the plain student's: the explanation network cannot change it
-            "test": plain["test"],
-            "fidelity": plain["fidelity"],
-            "agreement": {IMITATION: agreement(values, ctx.shap_test.values)},
-            "epochs": len(network.history_),
-            "resumed_from_epoch": first_epoch[0] if first_epoch else len(network.history_),
-            "timings": {
-                "train_s": round(train_s, 4),
-                "monitor_s": round(sum(r.get("monitor_s", 0.0) for r in network.history_), 4),
-                "evaluate_s": round(evaluate_s, 4),
+            student=StudentMetrics(
+                name=IMITATION,
+                attributor=IMITATION,
+                loss="mse",
+                weight=0.0,
+                test=plain["student"]["test"],
+                fidelity=plain["student"]["fidelity"],
+                agreement=scores,
+                agreement_by_attributor={IMITATION: scores},
+            ),
+            timings={
+                "train_s": train_s,
+                "monitor_s": sum(r.get("monitor_s", 0.0) for r in network.history_),
+                "evaluate_s": evaluate_s,
                 "plain_train_s": plain["timings"]["train_s"],
             },
-        }
+            run={
+                "seed": ctx.seed,
+                "configuration": configuration.to_json(),
+                "epochs": len(network.history_),
+                "resumed_from_epoch": first_epoch[0] if first_epoch else len(network.history_),
+            },
+        ).to_json()
         history = {
             "kind": configuration.kind,
             "epochs": [
@@ -579,46 +533,7 @@ class ExperimentRunner:
         return metrics, {IMITATION: values}, history
 
 
-def evaluate_student(
-    student: GBDT2NNStudent,
-    *,
-    z: np.ndarray,
-    aggregation: np.ndarray,
-    attributors: dict[str, Attributor],
-    background: np.ndarray,
-    teacher_attributions: np.ndarray,
-) -> tuple[dict[str, dict[str, float]], dict[str, np.ndarray]]:
-    """Agreement with the teacher per attributor, and the arrays to keep (``margin`` and each attributor's values).
-
-    Every student is explained by fresh attributors fitted on one background sample per seed: the same protocol
-    for plain and joint students (a training attributor's own background sample is drawn differently).
-    """
-    import torch
-
-    margin = student.predict_margin(z)
-    arrays: dict[str, np.ndarray] = {"margin": np.asarray(margin)}
-    scores: dict[str, dict[str, float]] = {}
-    for name, attributor in attributors.items():
-        attributor.fit(student.module, torch.as_tensor(background, dtype=torch.float32))
-        values = student.attributions(z, attributor, aggregation)
-        arrays[name] = values
-        scores[name] = agreement(values, teacher_attributions)
-    return scores, arrays
-
-
-def _write_json(path: Path, payload: Any) -> None:
-    write_atomic(path, (json.dumps(payload, indent=2, default=_json_default) + "\n").encode("utf-8"))
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)
-
-
-def _write_npz(path: Path, **arrays: np.ndarray) -> None:
+def write_npz(path: Path, **arrays: np.ndarray) -> None:
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)  # type: ignore[arg-type]
     write_atomic(path, buffer.getvalue())

@@ -17,9 +17,36 @@ import torch
 from gbdt2nn_core.errors import ConfigError, ModelFileError
 from gbdt2nn_core.interfaces import TASKS
 
-__all__ = ["check_student_files", "check_student_weights"]
+__all__ = ["check_loaded_student", "check_saved_student", "check_student_files", "check_student_weights"]
 
 _FIX = "re-run the distillation"
+
+
+#: The built-in student whose files these checks know in detail; other students get the checks every student
+#: shares (a known task; finite weights once loaded).
+_GBDT2NN = "gbdt2nn"
+
+
+def check_saved_student(name: str, metadata: dict[str, Any], weights_path: Path) -> None:
+    """Check the student ``name``'s part of ``student.json`` (flat: task, classes, encoder, ``config`` = its
+    options, and its state description) against ``weights_path`` before anything is allocated."""
+    if name == _GBDT2NN:
+        check_student_files(metadata, weights_path)
+    elif metadata.get("task") not in TASKS:
+        raise ModelFileError(
+            path=str(weights_path.parent),
+            problem=f"the files do not fit together: student.json names an unknown task {metadata.get('task')!r} "
+            f"(one of {', '.join(TASKS)} expected)",
+            fix=_FIX,
+        )
+
+
+def check_loaded_student(name: str, module: torch.nn.Module, metadata: dict[str, Any], directory: Path) -> None:
+    """After loading: the weights are finite (and, for GBDT2NN, its index buffer is the declared one)."""
+    if name == _GBDT2NN:
+        check_student_weights(module, metadata, directory)
+    else:
+        _check_finite_weights(module, directory)
 
 
 def check_student_files(metadata: dict[str, Any], weights_path: Path) -> None:
@@ -74,11 +101,7 @@ def check_student_weights(module: torch.nn.Module, metadata: dict[str, Any], dir
     than the one ``student.json`` declares would feed the groups other columns than those it was built for.
     Called once the weights are loaded into ``module`` (after :func:`check_student_files`).
     """
-    for name, tensor in module.state_dict().items():
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise ModelFileError(
-                path=str(directory), problem=f"student.safetensors holds infinite or NaN values in {name}", fix=_FIX
-            )
+    _check_finite_weights(module, directory)
     declared = torch.as_tensor(metadata["architecture"]["group_input_index"])
     if not torch.equal(module.state_dict()["group_input_index"].cpu(), declared.to(torch.long)):
         raise ModelFileError(
@@ -87,6 +110,14 @@ def check_student_weights(module: torch.nn.Module, metadata: dict[str, Any], dir
             "student.json declares",
             fix=_FIX,
         )
+
+
+def _check_finite_weights(module: torch.nn.Module, directory: Path) -> None:
+    for name, tensor in module.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ModelFileError(
+                path=str(directory), problem=f"student.safetensors holds infinite or NaN values in {name}", fix=_FIX
+            )
 
 
 def _whole(value: Any, fail: Any, name: str) -> int:

@@ -11,7 +11,6 @@ with ``β_e = β_0 · max(β_floor, r^⌊e / d⌋)``, AdamW (lr 1e-3, weight dec
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
@@ -22,58 +21,40 @@ from typing import Any
 import attrs
 import numpy as np
 import torch
-from torch import nn
 
-from gbdt2nn_core.alignment import Alignment, column_attributions, frozen_batchnorm
-from gbdt2nn_core.errors import ConfigError, NotFittedError, TrainingError
-from gbdt2nn_core.interfaces import Attributor, Student, Task, Teacher
+from gbdt2nn_core.alignment import Alignment
+from gbdt2nn_core.errors import ConfigError, NotFittedError
+from gbdt2nn_core.interfaces import OnlineUpdate, Student, StudentInputs, Task, Teacher
 from gbdt2nn_core.progress import NullProgress, Progress
-from gbdt2nn_core.student._batchnorm import recalibrate_batchnorm, row_batches
-from gbdt2nn_core.student._checkpoint import load_checkpoint, save_checkpoint
 from gbdt2nn_core.student._grouping import group_trees, select_group_features
 from gbdt2nn_core.student._leaf_embedding import LeafEmbedding, fit_leaf_embedding, group_leaf_sums
+from gbdt2nn_core.student.kit import (
+    alignment_loss,
+    batch_size,
+    boolean,
+    check_finite_loss,
+    config_from_options,
+    load_checkpoint,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    recalibrate_batchnorm,
+    require_differentiable,
+    restore_training_state,
+    row_batches,
+    save_checkpoint,
+    soft_loss,
+    soft_targets,
+    target_scale,
+    task_loss,
+    training_fingerprint,
+    training_state,
+    unit_interval,
+)
 from gbdt2nn_core.student.module import GBDT2NNModule
 
 __all__ = ["EpochRecord", "GBDT2NNConfig", "GBDT2NNStudent"]
-
-
-def _positive_int(_: object, attribute: attrs.Attribute[int], value: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ConfigError(setting=attribute.name, value=value, fix="use a whole number of at least 1")
-
-
-def _non_negative_int(_: object, attribute: attrs.Attribute[int], value: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ConfigError(setting=attribute.name, value=value, fix="use a whole number of at least 0")
-
-
-def _positive_float(_: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-        raise ConfigError(setting=attribute.name, value=value, fix="use a finite number greater than 0")
-
-
-def _unit_interval(_: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
-        raise ConfigError(setting=attribute.name, value=value, fix="use a number between 0 and 1")
-
-
-def _non_negative_float(_: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-        raise ConfigError(setting=attribute.name, value=value, fix="use a finite number of at least 0")
-
-
-def _boolean(_: object, attribute: attrs.Attribute[bool], value: bool) -> None:
-    if not isinstance(value, bool):
-        raise ConfigError(setting=attribute.name, value=value, fix="use true or false")
-
-
-def _batch_size(_: object, attribute: attrs.Attribute[int], value: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 2:
-        raise ConfigError(
-            setting=attribute.name,
-            value=value,
-            fix="use a whole number of at least 2 (BatchNorm needs two rows per batch)",
-        )
 
 
 def _hidden(value: Any) -> tuple[int, ...]:
@@ -89,30 +70,30 @@ def _hidden(value: Any) -> tuple[int, ...]:
 class GBDT2NNConfig:
     """Settings of the GBDT2NN student; the defaults follow DeepGBM's code for mid-sized data."""
 
-    n_groups: int = attrs.field(default=10, validator=_positive_int)
-    features_per_group: int = attrs.field(default=64, validator=_positive_int)
-    embedding_dim: int = attrs.field(default=20, validator=_positive_int)
+    n_groups: int = attrs.field(default=10, validator=positive_int)
+    features_per_group: int = attrs.field(default=64, validator=positive_int)
+    embedding_dim: int = attrs.field(default=20, validator=positive_int)
     hidden: tuple[int, ...] = attrs.field(default=(100, 100, 100, 50), converter=_hidden)
-    leaf_epochs: int = attrs.field(default=2, validator=_positive_int)
-    leaf_dropout: float = attrs.field(default=0.5, validator=_unit_interval)
-    epochs: int = attrs.field(default=20, validator=_positive_int)
-    batch_size: int = attrs.field(default=512, validator=_batch_size)
-    lr: float = attrs.field(default=1e-3, validator=_positive_float)
-    weight_decay: float = attrs.field(default=1e-6, validator=_non_negative_float)
-    beta0: float = attrs.field(default=1.0, validator=_unit_interval)
-    beta_decay: float = attrs.field(default=0.7, validator=_unit_interval)
-    beta_step: int = attrs.field(default=2, validator=_positive_int)
-    beta_floor: float = attrs.field(default=0.3, validator=_unit_interval)
+    leaf_epochs: int = attrs.field(default=2, validator=positive_int)
+    leaf_dropout: float = attrs.field(default=0.5, validator=unit_interval)
+    epochs: int = attrs.field(default=20, validator=positive_int)
+    batch_size: int = attrs.field(default=512, validator=batch_size)
+    lr: float = attrs.field(default=1e-3, validator=positive_float)
+    weight_decay: float = attrs.field(default=1e-6, validator=non_negative_float)
+    beta0: float = attrs.field(default=1.0, validator=unit_interval)
+    beta_decay: float = attrs.field(default=0.7, validator=unit_interval)
+    beta_step: int = attrs.field(default=2, validator=positive_int)
+    beta_floor: float = attrs.field(default=0.3, validator=unit_interval)
     #: Share of the task loss that fits the teacher's margins (MSE, "logit matching") instead of the labels;
     #: 0 is DeepGBM's original, label-only loss.
-    teacher_weight: float = attrs.field(default=0.0, validator=_unit_interval)
+    teacher_weight: float = attrs.field(default=0.0, validator=unit_interval)
     #: After the last epoch, re-estimate the BatchNorm statistics on the training rows with the final weights (one
     #: forward pass). Training keeps exponential running averages of statistics while the weights move, and the
     #: alignment term (computed on running statistics, so that attributions are per row) tunes the weights to
     #: those moving averages: without this pass a joint student can predict much worse in eval mode than it trained
     #: (California housing, structure + mse, seed 0: test RMSE 0.651 against 0.489 after the pass).
-    recalibrate_batchnorm: bool = attrs.field(default=True, validator=_boolean)
-    seed: int = attrs.field(default=0, validator=_non_negative_int)
+    recalibrate_batchnorm: bool = attrs.field(default=True, validator=boolean)
+    seed: int = attrs.field(default=0, validator=non_negative_int)
 
     def beta(self, epoch: int) -> float:
         """The embedding-loss weight β of ``epoch`` (0-based)."""
@@ -140,14 +121,10 @@ class GBDT2NNStudent(Student):
     :class:`GBDT2NNConfig`.
     """
 
+    supports_online = True
+
     def __init__(self, **options: Any) -> None:
-        try:
-            self.config = GBDT2NNConfig(**options)
-        except TypeError as exc:
-            known = ", ".join(f.name for f in attrs.fields(GBDT2NNConfig))
-            raise ConfigError(
-                setting="student option", value=str(exc).split("'")[-2], fix=f"use one of {known}"
-            ) from exc
+        self.config = config_from_options(GBDT2NNConfig, options)
         self.module_: GBDT2NNModule | None = None
         self.history_: list[EpochRecord] = []
         self.leaf_history_: list[float] = []
@@ -184,52 +161,33 @@ class GBDT2NNStudent(Student):
             )
         return self.module_
 
-    def margin(self, z: torch.Tensor) -> torch.Tensor:
-        return self.module(z)  # type: ignore[no-any-return]
-
     # ------------------------------------------------------------------ training
-    def fit(
-        self,
-        *,
-        teacher: Teacher,
-        leaves: np.ndarray,
-        z: np.ndarray,
-        y: np.ndarray,
-        task: Task,
-        column_of: np.ndarray,
-        aggregation: np.ndarray,
-        teacher_margin: np.ndarray | None = None,
-        alignment: Alignment | None = None,
-        progress: Progress | None = None,
-        on_epoch_end: Callable[[GBDT2NNStudent, int], dict[str, float] | None] | None = None,
-        checkpoint: Path | None = None,
-    ) -> GBDT2NNStudent:
-        """Distil ``teacher`` into the network.
+    def fit(self, inputs: StudentInputs) -> GBDT2NNStudent:
+        """Distil ``inputs.teacher`` into the network.
 
-        ``leaves`` are the teacher's leaf indices of the training rows, ``z`` their encoded values, ``y`` the
-        training targets (floats for regression, class indices otherwise). ``column_of`` / ``aggregation``
-        describe the encoding (see :class:`~gbdt2nn_core.encoding.InputEncoder`). ``teacher_margin`` (the
-        teacher's margins of the training rows) is needed when ``teacher_weight > 0``. ``on_epoch_end(student,
-        epoch)`` may return metrics (validation loss, agreement...) to store in the epoch's record.
-
-        With ``checkpoint``, the state after the leaf embedding and after every epoch is saved there, and a
-        matching checkpoint found there is resumed: the result is the same as an uninterrupted run.
+        Uses the teacher's leaf indices of the training rows (``inputs.leaves``), their encoded values and
+        targets, and the encoding description; ``inputs.teacher_margin`` when ``teacher_weight > 0``.
+        ``inputs.on_epoch_end(student, epoch)`` may return metrics (validation loss, agreement...) to store in the
+        epoch's record. With ``inputs.checkpoint``, the state after the leaf embedding and after every epoch is
+        saved there, and a matching checkpoint found there is resumed: the result is the same as an uninterrupted
+        run.
         """
         # seed torch for this fit only: the caller's global random state is restored afterwards
         with torch.random.fork_rng(devices=[]):
             return self._fit(
-                teacher=teacher,
-                leaves=leaves,
-                z=z,
-                y=y,
-                task=task,
-                column_of=column_of,
-                aggregation=aggregation,
-                teacher_margin=teacher_margin,
-                alignment=alignment,
-                progress=progress or NullProgress(),
-                on_epoch_end=on_epoch_end,
-                checkpoint=checkpoint,
+                teacher=inputs.teacher,
+                leaves=inputs.leaves,
+                z=inputs.z,
+                y=inputs.y,
+                task=inputs.task,
+                column_of=inputs.column_of,
+                aggregation=inputs.aggregation,
+                teacher_margin=inputs.teacher_margin,
+                alignment=inputs.alignment,
+                background=inputs.background,
+                progress=inputs.progress or NullProgress(),
+                on_epoch_end=inputs.on_epoch_end,
+                checkpoint=inputs.checkpoint,
             )
 
     def _fit(
@@ -244,6 +202,7 @@ class GBDT2NNStudent(Student):
         aggregation: np.ndarray,
         teacher_margin: np.ndarray | None,
         alignment: Alignment | None,
+        background: np.ndarray,
         progress: Progress,
         on_epoch_end: Callable[[GBDT2NNStudent, int], dict[str, float] | None] | None,
         checkpoint: Path | None,
@@ -257,11 +216,11 @@ class GBDT2NNStudent(Student):
         module, groups = self._build(teacher, column_of)
         self.groups_ = groups
         ensemble = teacher.structure()
-        fingerprint = _fingerprint(cfg, teacher, z, y, alignment)
+        fingerprint = training_fingerprint(cfg, teacher, z, y, alignment)
         resumed = load_checkpoint(checkpoint, fingerprint) if checkpoint is not None else None
 
         # --- step 4: leaf embeddings, then frozen heads and embedding targets G_j(x)
-        scale = _target_scale(task, y)
+        scale = target_scale(task, y)
         leaf_sums = torch.as_tensor(group_leaf_sums(ensemble, leaves, groups) / scale, dtype=torch.float32)
         embedding = LeafEmbedding(ensemble, groups, cfg.embedding_dim, cfg.leaf_dropout, leaf_sums.mean(0).numpy())
         leaves_t = torch.as_tensor(leaves, dtype=torch.long)
@@ -283,7 +242,7 @@ class GBDT2NNStudent(Student):
                     generator=generator,
                     on_step=progress.advance,
                 )
-                _check_finite(torch.tensor(self.leaf_history_), "the leaf embedding loss", None, cfg, None)
+                check_finite_loss(torch.tensor(self.leaf_history_), "the leaf embedding loss", None, cfg.lr, None)
             with torch.no_grad():
                 targets = torch.cat([embedding.embed(leaves_t[i : i + 4096]) for i in range(0, n, 4096)])
                 module.head_weight.copy_(embedding.weight * scale)
@@ -295,18 +254,13 @@ class GBDT2NNStudent(Student):
         y_t = y_t.long() if task == "multiclass" else y_t.float()
         objective = _Objective(cfg, task, module, targets, y_t, teacher_margin, alignment, aggregation, scale)
         if alignment is not None:
-            # a generator of its own, so resuming at any epoch draws the same background sample
-            background_rows = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed + 1))[:256]
-            alignment.attributor.fit(module, z_t[background_rows])
+            alignment.attributor.fit(module, torch.as_tensor(background, dtype=torch.float32))
         optimizer = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.module_ = module
         self.history_ = []
         first_epoch = 0
         if resumed is not None:
-            module.load_state_dict(resumed["module"])
-            optimizer.load_state_dict(resumed["optimizer"])
-            generator.set_state(resumed["generator"])
-            torch.set_rng_state(resumed["torch_rng"])
+            restore_training_state(resumed, module, optimizer, generator)
             self.history_ = [EpochRecord(**record) for record in json.loads(resumed["history"])]
             first_epoch = int(resumed["epochs_done"])
 
@@ -318,12 +272,9 @@ class GBDT2NNStudent(Student):
                 {
                     "fingerprint": fingerprint,
                     "epochs_done": epochs_done,
-                    "module": module.state_dict(),
+                    **training_state(module, optimizer, generator),
                     "leaf_embedding": embedding.state_dict(),
                     "leaf_history": list(self.leaf_history_),
-                    "optimizer": optimizer.state_dict(),
-                    "generator": generator.get_state(),
-                    "torch_rng": torch.get_rng_state(),
                     "history": json.dumps([attrs.asdict(record) for record in self.history_]),
                 },
             )
@@ -378,11 +329,11 @@ class GBDT2NNStudent(Student):
         for b, rows in enumerate(row_batches(order, cfg.batch_size)):
             loss_task, loss_emb = objective.distillation(z[rows], rows)
             loss = (1.0 - beta) * loss_task + beta * loss_emb
-            _check_finite(loss, "the task and embedding loss", epoch, cfg, alignment)
+            check_finite_loss(loss, "the task and embedding loss", epoch, cfg.lr, alignment)
             if alignment is not None and carry[b]:
                 loss_align = objective.alignment(z[rows], rows)
                 loss = loss + alignment.weight * loss_align
-                _check_finite(loss, "the alignment loss", epoch, cfg, alignment)
+                check_finite_loss(loss, "the alignment loss", epoch, cfg.lr, alignment)
                 sums["align"] += float(loss_align.detach()) * len(rows)
                 sums["aligned_rows"] += len(rows)
             optimizer.zero_grad(set_to_none=True)
@@ -392,30 +343,67 @@ class GBDT2NNStudent(Student):
             sums["emb"] += float(loss_emb.detach()) * len(rows)
         return sums
 
-    # ------------------------------------------------------------------ inference
-    @torch.no_grad()
-    def predict_margin(self, z: np.ndarray, batch_size: int = 2048) -> np.ndarray:
-        """Margins of encoded rows, ``(n,)`` or ``(n, c)``.
+    # ------------------------------------------------------------------ the Student contract
+    @property
+    def n_outputs(self) -> int:
+        return int(self.module.n_outputs)
 
-        Rows go through in chunks of ``batch_size``: 2,048-row chunks stay in cache and ran 2.3× faster than
-        one 10,000-row pass in BENCHMARKS.md's inference measurement.
-        """
-        module = self.module.eval()
-        z_t = torch.as_tensor(z, dtype=torch.float32)
-        return torch.cat([module(z_t[i : i + batch_size]) for i in range(0, len(z_t), batch_size)]).numpy()
+    @property
+    def history(self) -> dict[str, Any]:
+        return {
+            "leaf_embedding": list(self.leaf_history_),
+            "epochs": [attrs.asdict(record) for record in self.history_],
+        }
 
-    def attributions(
-        self, z: np.ndarray, attributor: Attributor, aggregation: np.ndarray, batch_size: int = 2048
-    ) -> np.ndarray:
-        """Per-column attributions of encoded rows (eval mode): ``(n, d)`` or ``(n, c, d)``."""
-        module = self.module.eval()
-        z_t = torch.as_tensor(z, dtype=torch.float32)
-        aggregation_t = torch.as_tensor(aggregation, dtype=torch.float32)
-        chunks = []
-        for i in range(0, len(z_t), batch_size):
-            chunk = column_attributions(attributor, module, z_t[i : i + batch_size], aggregation_t)
-            chunks.append(chunk.detach())
-        return torch.cat(chunks).numpy()
+    def options(self) -> dict[str, Any]:
+        return attrs.asdict(self.config)
+
+    def state(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        module = self.module
+        description = {
+            "architecture": {
+                "group_input_index": module.group_input_index.tolist(),
+                "group_output": module.output_map.argmax(dim=1).tolist(),
+                "n_outputs": module.n_outputs,
+                "hidden": list(module.hidden_sizes),
+                "embedding_dim": module.embedding_dim,
+                "group_columns": self.group_columns_.tolist() if self.group_columns_ is not None else None,
+            }
+        }
+        tensors = {name: tensor.detach().contiguous() for name, tensor in module.state_dict().items()}
+        return description, tensors
+
+    def load_state(self, description: dict[str, Any], tensors: dict[str, torch.Tensor]) -> GBDT2NNStudent:
+        architecture = description["architecture"]
+        module = GBDT2NNModule(
+            group_input_index=torch.as_tensor(architecture["group_input_index"]),
+            group_output=torch.as_tensor(architecture["group_output"]),
+            n_outputs=int(architecture["n_outputs"]),
+            hidden=tuple(architecture["hidden"]),
+            embedding_dim=int(architecture["embedding_dim"]),
+        )
+        module.load_state_dict(tensors, strict=True)
+        self.module_ = module.eval()
+        if architecture.get("group_columns") is not None:
+            self.group_columns_ = np.asarray(architecture["group_columns"])
+        return self
+
+    def partial_fit(self, update: OnlineUpdate) -> list[dict[str, Any]]:
+        """DeepGBM's online update: the network trains end to end on new rows (see :mod:`gbdt2nn_core.online`)."""
+        from gbdt2nn_core.online import online_update
+
+        return online_update(
+            self.module,
+            update.z,
+            update.y,
+            task=update.task,
+            optimizer=update.optimizer,
+            epochs=update.epochs,
+            batch_size=self.config.batch_size,
+            generator=update.generator,
+            alignment=update.alignment,
+            aggregation=update.aggregation,
+        )
 
 
 class _Objective:
@@ -435,22 +423,17 @@ class _Objective:
     ) -> None:
         # ``y`` comes divided by ``scale``; margins, soft targets and attributions are divided by it here
         self.cfg, self.module, self.targets, self.y, self.scale = cfg, module, embedding_targets, y, scale
-        self.task_loss = _task_loss(task)
+        self.task_loss = task_loss(task)
         self.embedding_weight = module.head_weight.abs() / scale  # the heads hold the scale, the loss must not
         self.soft_targets: torch.Tensor | None = None
         if cfg.teacher_weight > 0:
             if teacher_margin is None:
                 raise ConfigError(setting="teacher_weight", value=cfg.teacher_weight, fix="pass teacher_margin to fit")
-            self.soft_targets = torch.tensor(_soft_targets(task, teacher_margin) / scale, dtype=torch.float32)
-            self.soft_loss = _soft_loss(task)
+            self.soft_targets = torch.tensor(soft_targets(task, teacher_margin) / scale, dtype=torch.float32)
+            self.soft_loss = soft_loss(task)
         self.alignment_spec = alignment
         if alignment is not None:
-            if not alignment.attributor.differentiable:
-                raise ConfigError(
-                    setting="attributor",
-                    value=type(alignment.attributor).__name__,
-                    fix="joint training needs a differentiable attributor (e.g. structure or gradient-x-input)",
-                )
+            require_differentiable(alignment)
             self.teacher_attributions = torch.tensor(alignment.teacher_attributions / scale, dtype=torch.float32)
             self.aggregation = torch.as_tensor(aggregation, dtype=torch.float32)
 
@@ -468,87 +451,6 @@ class _Objective:
     def alignment(self, z: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """``L_align`` between the student's per-column attributions and the teacher's, back-propagatable."""
         assert self.alignment_spec is not None
-        with frozen_batchnorm(self.module):
-            student = column_attributions(
-                self.alignment_spec.attributor, self.module, z, self.aggregation, create_graph=True
-            )
-        student = student / self.scale
-        teacher = self.teacher_attributions[rows]
-        return self.alignment_spec.loss(student.reshape(-1, student.shape[-1]), teacher.reshape(-1, teacher.shape[-1]))
-
-
-def _check_finite(
-    loss: torch.Tensor, which: str, epoch: int | None, cfg: GBDT2NNConfig, alignment: Alignment | None
-) -> None:
-    """Stop at the first non-finite loss, naming the setting to lower (training on would only spread the NaN)."""
-    if bool(torch.isfinite(loss).all()):
-        return
-    lr = f"the learning rate (--student-option lr, now {cfg.lr:g})"
-    if alignment is not None and (which == "the alignment loss" or alignment.weight > _LARGE_ALIGNMENT_WEIGHT):
-        fix = f"lower the alignment weight (--alignment-weight, now {alignment.weight:g}) or {lr}"
-    else:
-        fix = f"lower {lr}"
-    stage = "the leaf embedding" if epoch is None else f"epoch {epoch + 1} of the student training"
-    raise TrainingError(stage=stage, loss=which, fix=fix)
-
-
-#: An alignment weight above this is the likely cause when training diverges (the default is 1).
-_LARGE_ALIGNMENT_WEIGHT = 1e3
-
-
-def _fingerprint(
-    cfg: GBDT2NNConfig, teacher: Teacher, z: np.ndarray, y: np.ndarray, alignment: Alignment | None
-) -> str:
-    """Identifies a training setup, so a checkpoint is only resumed by the run that wrote it."""
-    digest = hashlib.sha256()
-    digest.update(json.dumps(attrs.asdict(cfg), sort_keys=True, default=str).encode())
-    digest.update(teacher.fingerprint().encode())
-    digest.update(np.ascontiguousarray(z).tobytes())
-    digest.update(np.ascontiguousarray(y).tobytes())
-    if alignment is not None:
-        loss_name = getattr(alignment.loss, "__qualname__", type(alignment.loss).__qualname__)
-        described = (type(alignment.attributor).__qualname__, loss_name, alignment.weight, alignment.fraction)
-        digest.update(repr(described).encode())
-        digest.update(np.ascontiguousarray(alignment.teacher_attributions).tobytes())
-    return digest.hexdigest()
-
-
-#: Regression targets whose root mean square exceeds this train in units of a power of two near it.
-_TARGET_SCALE_FROM = 2.0**10
-
-
-def _target_scale(task: Task, y: np.ndarray) -> float:
-    """The unit regression losses are computed in: 1, or for large targets a power of two near their size.
-
-    A target in the billions would make the squared errors overflow 32-bit floats and the first steps
-    of AdamW (about ``lr`` per weight) far too small to reach it. The network still outputs the target's own
-    units (the frozen heads are multiplied by the scale); only the losses are divided by it, exactly, being
-    a power of two. Targets of ordinary size are untouched (scale 1).
-    """
-    if task != "regression":
-        return 1.0
-    values = np.asarray(y, dtype=np.float64)
-    rms = float(np.sqrt(np.mean(values**2))) if values.size else 0.0
-    return 2.0 ** round(math.log2(rms)) if rms > _TARGET_SCALE_FROM else 1.0
-
-
-def _task_loss(task: Task) -> nn.Module:
-    if task == "regression":
-        return nn.MSELoss()
-    if task == "binary":
-        return nn.BCEWithLogitsLoss()
-    return nn.CrossEntropyLoss()
-
-
-def _soft_targets(task: Task, margin: np.ndarray) -> np.ndarray:
-    """The teacher's margins as regression targets (logit matching; per-row centred for softmax outputs)."""
-    if task == "multiclass":
-        centred: np.ndarray = margin - margin.mean(axis=1, keepdims=True)
-        return centred
-    return margin
-
-
-def _soft_loss(task: Task) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    if task == "multiclass":
-        return lambda prediction, target: nn.functional.mse_loss(prediction - prediction.mean(1, keepdim=True), target)
-    return nn.functional.mse_loss
+        return alignment_loss(
+            self.alignment_spec, self.module, z, self.aggregation, self.teacher_attributions[rows], scale=self.scale
+        )

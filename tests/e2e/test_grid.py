@@ -14,7 +14,6 @@ leaves this folder out, and the module skips itself unless ``GBDT2NN_E2E=1``.
 
 from __future__ import annotations
 
-import copy
 import functools
 import math
 import os
@@ -26,11 +25,9 @@ import pytest
 if not os.environ.get("GBDT2NN_E2E"):
     pytest.skip("the end-to-end grid runs in `nox -s e2e` (or with GBDT2NN_E2E=1)", allow_module_level=True)
 
-import attrs
-
 from gbdt2nn_core.data import load_bundled
-from gbdt2nn_core.distill import DistillConfig, DistillRun, _Components
-from gbdt2nn_core.progress import NullProgress
+from gbdt2nn_core.distill import DistillRun
+from gbdt2nn_core.pipeline import DistillConfig, Pipeline, Prepared
 from gbdt2nn_core.registry import Registry
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("single_thread_torch")]
@@ -43,6 +40,7 @@ MIN_GAIN = 0.05
 TEACHER_OPTIONS: dict[str, dict[str, Any]] = {
     "lightgbm": {"n_estimators": 20, "num_leaves": 15, "num_threads": 1},
     "xgboost": {"n_estimators": 20, "max_leaves": 15, "nthread": 1},
+    "catboost": {"n_estimators": 20, "depth": 4, "threads": 1},
 }
 DEFAULT_TEACHER_OPTIONS: dict[str, Any] = {"n_estimators": 20}
 STUDENT_OPTIONS: dict[str, Any] = {"epochs": 4, "n_groups": 4, "hidden": (32, 32), "batch_size": 256}
@@ -78,29 +76,34 @@ def components(tmp_path_factory: pytest.TempPathFactory) -> Any:
     cache = str(tmp_path_factory.mktemp("treeshap-cache"))
 
     @functools.cache
-    def teacher_parts(teacher: str) -> _Components:
+    def teacher_parts(teacher: str) -> tuple[Pipeline, Prepared]:
         config = DistillConfig(
             teacher=teacher,
             teacher_options=TEACHER_OPTIONS.get(teacher, DEFAULT_TEACHER_OPTIONS),
             student_options=STUDENT_OPTIONS,
             cache_dir=cache,
         )
-        return _Components(frame, dataset.target, config, registry=REGISTRY, progress=NullProgress())
+        pipeline = Pipeline(config, REGISTRY)
+        return pipeline, pipeline.prepare(frame, dataset.target)
 
     @functools.cache
-    def pair(teacher: str, attributor: str) -> tuple[_Components, DistillRun]:
-        parts = copy.copy(teacher_parts(teacher))
-        parts.config = attrs.evolve(
-            parts.config, attributor=attributor, attributor_options=ATTRIBUTOR_OPTIONS.get(attributor, {})
-        )
-        return parts, _finished(parts.train_student(0.0))
+    def pair(teacher: str, attributor: str) -> tuple[Pipeline, Prepared, DistillRun]:
+        pipeline, prepared = teacher_parts(teacher)
+        return pipeline, prepared, _run(pipeline, prepared, attributor, "mse", 0.0)
 
     return pair
 
 
-def _finished(run: DistillRun) -> DistillRun:
-    run.metrics["student"]["alignment"]["weight"] = run.config.alignment_weight
-    return run
+def _run(pipeline: Pipeline, prepared: Prepared, attributor: str, loss: str, weight: float) -> DistillRun:
+    trained = pipeline.train(
+        prepared,
+        alignment_weight=weight,
+        attributor=attributor,
+        attributor_options=ATTRIBUTOR_OPTIONS.get(attributor, {}),
+        alignment=loss,
+    )
+    metrics = pipeline.evaluate(prepared, trained)
+    return DistillRun(config=trained.config, prepared=prepared, trained=trained, record=metrics)
 
 
 def _check_metrics(run: DistillRun, weight: float) -> None:
@@ -129,12 +132,10 @@ def _check_metrics(run: DistillRun, weight: float) -> None:
 def test_alignment_improves_agreement_with_treeshap(
     components: Any, grid_report: list[dict[str, Any]], teacher: str, attributor: str, loss: str
 ) -> None:
-    parts, plain = components(teacher, attributor)
+    pipeline, prepared, plain = components(teacher, attributor)
     weight = LOSS_WEIGHT.get(loss, 1.0)
-    aligned_parts = copy.copy(parts)
-    aligned_parts.config = attrs.evolve(parts.config, alignment=loss)
     started = time.perf_counter()
-    aligned = _finished(aligned_parts.train_student(weight))
+    aligned = _run(pipeline, prepared, attributor, loss, weight)
     seconds = time.perf_counter() - started
 
     before, after = plain.metrics["student"], aligned.metrics["student"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import lightgbm as lgb
@@ -223,3 +224,68 @@ def test_lightgbm_spellings_of_options_are_accepted(california) -> None:
     assert len(dump["tree_info"]) == 3
     assert max(tree["num_leaves"] for tree in dump["tree_info"]) <= 4
     assert booster.params["min_data_in_leaf"] == 5
+
+
+# ---------------------------------------------------------------------------------------------- damaged trees
+def _with_tree_sizes(text: str) -> str:
+    """``text`` with its ``tree_sizes`` header recomputed, so that only the edited tree is wrong."""
+    start, end = text.find("\nTree=0\n") + 1, text.find("\nend of trees\n") + 1
+    blocks = re.split(r"(?=^Tree=\d+\n)", text[start:end], flags=re.MULTILINE)
+    sizes = " ".join(str(len(block.encode())) for block in blocks if block)
+    return re.sub(r"^tree_sizes=.*$", f"tree_sizes={sizes}", text, count=1, flags=re.MULTILINE)
+
+
+def _edit_tree(text: str, key: str, edit) -> str:
+    """Apply ``edit`` to the list of values of ``key`` in tree 1."""
+    start = text.find("\nTree=1\n")
+    line = re.compile(rf"^{key}=(.*)$", flags=re.MULTILINE).search(text, start)
+    assert line, key
+    values = edit(line.group(1).split(" "))
+    return _with_tree_sizes(text[: line.start(1)] + " ".join(values) + text[line.end(1) :])
+
+
+@pytest.mark.parametrize(
+    ("damage", "words"),
+    [
+        # The reported crash: feature indices past the last column, byte length unchanged (exit 134 before).
+        (
+            lambda t: re.sub(r"^split_feature=.*$", lambda m: re.sub(r"\d", "9", m.group(0)), t, flags=re.M),
+            "split_feature",
+        ),
+        (lambda t: _edit_tree(t, "split_feature", lambda v: ["-1", *v[1:]]), "split_feature[0] is -1"),
+        (lambda t: _edit_tree(t, "left_child", lambda v: ["4000", *v[1:]]), "left_child[0] is 4000"),
+        (lambda t: _edit_tree(t, "right_child", lambda v: ["-1000", *v[1:]]), "right_child[0] is -1000"),
+        (lambda t: _edit_tree(t, "left_child", lambda v: ["0", *v[1:]]), "reached twice"),
+        (lambda t: _edit_tree(t, "threshold", lambda v: v[:-1]), "threshold has"),
+        (lambda t: _edit_tree(t, "threshold", lambda v: ["nan", *v[1:]]), "threshold[0] is nan"),
+        (lambda t: _edit_tree(t, "leaf_value", lambda v: ["inf", *v[1:]]), "leaf_value[0] is inf"),
+        (lambda t: _edit_tree(t, "leaf_value", lambda v: [*v, "0.5"]), "leaf_value has"),
+        (lambda t: _edit_tree(t, "num_leaves", lambda v: ["2147483648"]), "num_leaves"),
+        (lambda t: _edit_tree(t, "decision_type", lambda v: ["12", *v[1:]]), "decision_type[0]"),
+        (lambda t: _edit_tree(t, "decision_type", lambda v: [v[0], "1", *v[2:]]), "categorical split 1"),
+        (lambda t: _edit_tree(t, "leaf_count", lambda v: ["0", *v[1:]]), "internal_count"),
+        (lambda t: t.replace("\nnum_class=1\n", "\nnum_class=3\n", 1), "num_class=3"),
+        (lambda t: t.replace("\nmax_feature_idx=13\n", "\nmax_feature_idx=99\n", 1), "feature_names lists 14"),
+    ],
+)
+def test_a_damaged_tree_is_a_one_line_error_naming_the_file(damage, words, saved, tmp_path) -> None:
+    _, text = saved
+    path = tmp_path / "damaged.txt"
+    path.write_text(damage(text))
+    with pytest.raises(ModelFileError) as caught:
+        make_teacher(model=path)
+    message = one_line(caught.value)
+    assert str(path) in message
+    assert words in message
+
+
+def test_inconsistent_categorical_sets_are_refused(adult, tmp_path) -> None:
+    X, y = adult
+    params = {"objective": "binary", "verbose": -1, "num_threads": 1, "min_data_per_group": 5, "cat_smooth": 1}
+    text = lgb.train(params, lgb.Dataset(X, y), 10).model_to_string()
+    assert "cat_boundaries=" in text
+    damaged = re.sub(r"^cat_boundaries=0 ", "cat_boundaries=1 ", text, count=1, flags=re.MULTILINE)
+    path = tmp_path / "damaged.txt"
+    path.write_text(_with_tree_sizes(damaged))
+    with pytest.raises(ModelFileError, match="cat_boundaries"):
+        make_teacher(model=path)

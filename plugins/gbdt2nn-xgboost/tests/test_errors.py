@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -179,3 +180,99 @@ def test_a_misspelt_option_is_an_error_with_a_suggestion(california) -> None:
     message = one_line(caught.value)
     assert (caught.value.setting, caught.value.value) == ("teacher option", "max_leave")
     assert "did you mean 'max_leaves'?" in message
+
+
+# ---------------------------------------------------------------------------------------------- damaged trees
+def _tree(document: dict, number: int = 1) -> dict:
+    return document["learner"]["gradient_booster"]["model"]["trees"][number]
+
+
+def _set(path: tuple, value):
+    """An edit of the parsed JSON model: ``value(old)`` stored at ``path`` below ``learner``."""
+
+    def edit(document: dict) -> None:
+        node = document["learner"]
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value(node[path[-1]])
+
+    return edit
+
+
+_MODEL = ("gradient_booster", "model")
+
+
+@pytest.mark.parametrize(
+    ("edit", "words"),
+    [
+        (lambda d: _tree(d)["split_indices"].__setitem__(0, 14), "split_indices holds values outside 0..13"),
+        (lambda d: _tree(d)["split_indices"].__setitem__(0, -1), "split_indices"),
+        (lambda d: _tree(d)["left_children"].__setitem__(0, 10**6), "left_children holds values outside"),
+        (lambda d: _tree(d)["right_children"].__setitem__(0, 0), "reached twice"),
+        (lambda d: _tree(d)["parents"].__setitem__(1, 5), "names node 5 as its parent"),
+        (lambda d: _tree(d)["base_weights"].pop(), "base_weights has"),
+        (lambda d: _tree(d)["split_conditions"].__setitem__(0, float("nan")), "split_conditions holds NaN"),
+        (lambda d: _tree(d)["tree_param"].__setitem__("num_nodes", "1000"), "left_children has"),
+        (lambda d: _tree(d)["categories_sizes"].__setitem__(0, 10**6), "categories"),
+        (_set((*_MODEL, "gbtree_model_param", "num_trees"), lambda old: "11"), "num_trees says 11 trees"),
+        (_set((*_MODEL, "tree_info"), lambda old: [*old[:-1], 3]), "tree_info holds values outside 0..0"),
+        (_set(("learner_model_param", "base_score"), lambda old: "[NaN]"), "base_score"),
+        (_set(("learner_model_param", "num_feature"), lambda old: "20"), "feature_names does not list"),
+        (_set(("learner_model_param", "num_class"), lambda old: "2147483647"), "outputs (num_class / num_target)"),
+        (lambda d: _tree(d)["sum_hessian"].__setitem__(0, 0.0), "sum_hessian"),
+        (lambda d: _tree(d)["split_conditions"].__setitem__(0, 1e39), "too large for XGBoost's float32"),
+        (
+            _set((*_MODEL, "cats", "enc"), lambda old: [{**e, "offsets": [5, *e["offsets"][1:]]} for e in old]),
+            "category offsets of column",
+        ),
+        (_set((*_MODEL, "cats", "sorted_idx"), lambda old: [7, *old[1:]]), "sorted_idx of column"),
+    ],
+)
+def test_a_damaged_json_tree_is_a_one_line_error_naming_the_file(edit, words, saved, tmp_path) -> None:
+    document = json.loads(saved["json"][1])
+    edit(document)
+    path = tmp_path / "damaged.json"
+    path.write_text(json.dumps(document))
+    with pytest.raises(ModelFileError) as caught:
+        make_teacher(model=path)
+    message = one_line(caught.value)
+    assert str(path) in message
+    assert words in message
+
+
+def _typed_array(data: bytes, key: bytes) -> tuple[int, str, int]:
+    """Offset, dtype and length of the first strongly typed array stored under ``key`` in UBJSON."""
+    at = data.find(key) + len(key)
+    assert data[at : at + 2] == b"[$"
+    assert data[at + 3 : at + 5] == b"#L"
+    dtype = {b"l": ">i4", b"d": ">f4", b"U": ">u1"}[data[at + 2 : at + 3]]
+    return at + 13, dtype, int(np.frombuffer(data[at + 5 : at + 13], ">i8")[0])
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "words"),
+    [
+        (b"split_indices", 99, "split_indices"),
+        (b"left_children", 10**6, "left_children"),
+        (b"split_conditions", np.inf, "split_conditions"),
+    ],
+)
+def test_a_damaged_ubjson_tree_is_a_one_line_error(key, value, words, saved, tmp_path) -> None:
+    data = saved["ubj"][1]
+    offset, dtype, length = _typed_array(data, key)
+    assert length > 0
+    element = np.array(value).astype(dtype).tobytes()
+    path = tmp_path / "damaged.ubj"
+    path.write_bytes(data[:offset] + element + data[offset + len(element) :])  # same length: only the value is wrong
+    with pytest.raises(ModelFileError) as caught:
+        make_teacher(model=path)
+    assert words in one_line(caught.value)
+
+
+def test_a_ubjson_count_past_the_end_is_refused_before_allocating(saved, tmp_path) -> None:
+    data = saved["ubj"][1]
+    at = data.find(b"split_conditions") + len(b"split_conditions")
+    path = tmp_path / "damaged.ubj"
+    path.write_bytes(data[: at + 5] + np.array(2**40, ">i8").tobytes() + data[at + 13 :])
+    with pytest.raises(ModelFileError, match="longer than the file"):
+        make_teacher(model=path)

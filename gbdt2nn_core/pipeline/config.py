@@ -1,0 +1,107 @@
+"""The settings of one distillation: :class:`DistillConfig`, the record every entry point builds.
+
+The CLI, the scikit-learn estimators and the experiment all describe a run with it; its validators are the
+only place where a setting is checked, and its defaults the only place where they are stated.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from gbdt2nn_core.errors import ConfigError
+from gbdt2nn_core.interfaces import TASKS, Task
+
+__all__ = [
+    "DistillConfig",
+    "RunSettings",
+    "check_bins",
+    "check_explanation",
+    "check_fraction",
+    "check_task",
+    "check_test_size",
+    "check_weight",
+]
+
+
+def check_weight(_: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+        raise ConfigError(setting=attribute.name, value=value, fix="use a finite number of at least 0 (0 = plain)")
+
+
+def check_fraction(_: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if not (isinstance(value, (int, float)) and 0 < value <= 1):
+        raise ConfigError(setting=attribute.name, value=value, fix="use a number in (0, 1]")
+
+
+def check_test_size(_: object, attribute: attrs.Attribute[float], value: float) -> None:
+    # 1 would leave no training rows, and train_test_split's own error would blame the classes
+    if isinstance(value, bool) or not (isinstance(value, (int, float)) and 0 < value < 1):
+        raise ConfigError(setting=attribute.name, value=value, fix="use a number between 0 and 1, e.g. 0.2")
+
+
+def check_task(_: object, attribute: attrs.Attribute[str | None], value: str | None) -> None:
+    if value is not None and value not in TASKS:
+        raise ConfigError(setting=attribute.name, value=value, fix=f"use one of {', '.join(TASKS)} (or leave it out)")
+
+
+def check_explanation(_: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if value not in ("path-dependent", "interventional"):
+        raise ConfigError(setting=attribute.name, value=value, fix="use 'path-dependent' or 'interventional'")
+
+
+def check_bins(_: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ConfigError(setting=attribute.name, value=value, fix="use a whole number of at least 0 (0 = no bins)")
+
+
+def _options(value: Mapping[str, Any] | None) -> dict[str, Any]:
+    return dict(value or {})
+
+
+@attrs.frozen(kw_only=True)
+class RunSettings:
+    """The settings that a distillation (:class:`DistillConfig`) and an experiment
+    (:class:`~gbdt2nn_core.experiment.ExperimentConfig`) share: defined, defaulted and checked here only."""
+
+    task: Task | None = attrs.field(default=None, validator=check_task)
+    teacher: str = "lightgbm"
+    teacher_options: dict[str, Any] = attrs.field(factory=dict, converter=_options)
+    student: str = "gbdt2nn"
+    student_options: dict[str, Any] = attrs.field(factory=dict, converter=_options)
+    #: Share of the training batches that carry the alignment term.
+    alignment_fraction: float = attrs.field(default=1.0, validator=check_fraction)
+    test_size: float = attrs.field(default=0.2, validator=check_test_size)
+    #: Teacher explanations to imitate: native ``"path-dependent"`` TreeSHAP, or ``"interventional"`` TreeSHAP
+    #: against a background sample of training rows (from an attributor with ``explain_teacher``, e.g. ``shap``).
+    teacher_explanation: str = attrs.field(default="path-dependent", validator=check_explanation)
+    #: Training rows in the interventional background sample.
+    background_rows: int = attrs.field(default=100, validator=check_bins)
+    #: Split thresholds of the teacher per numeric column that the student's encoding uses (0 = none).
+    threshold_bins: int = attrs.field(default=64, validator=check_bins)
+    #: Where teacher explanations are cached (a distillation: ``$GBDT2NN_CACHE_DIR`` or ``~/.cache/gbdt2nn``; an
+    #: experiment: ``cache/`` inside its folder).
+    cache_dir: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class DistillConfig(RunSettings):
+    """Everything a distillation run needs besides the data. Components are plugin names.
+
+    ``alignment_weight`` is λ in ``L = L_GBDT2NN + λ · L_align``; 0 gives plain distillation.
+    """
+
+    attributor: str = "structure"
+    attributor_options: dict[str, Any] = attrs.field(factory=dict, converter=_options)
+    alignment: str = "mse"
+    alignment_options: dict[str, Any] = attrs.field(factory=dict, converter=_options)
+    alignment_weight: float = attrs.field(default=1.0, validator=check_weight)
+    seed: int = 0
+    #: Set to ``False`` to recompute teacher explanations every time.
+    cache: bool = True
+
+    def to_json(self) -> dict[str, Any]:
+        return attrs.asdict(self)

@@ -1,0 +1,331 @@
+"""The one orchestrator: ``Pipeline(config).prepare(...)`` → ``train(...)`` → ``evaluate(...)``.
+
+Every entry point — ``gbdt2nn distill``, the scikit-learn estimators, ``gbdt2nn experiment`` — builds a
+:class:`~gbdt2nn_core.pipeline.DistillConfig` and calls this. Preparing (split, teacher, encoder, leaves, margins,
+the background sample) happens once; training and evaluating may then run for many settings of the alignment::
+
+    pipeline = Pipeline(DistillConfig(alignment_weight=1.0))
+    prepared = pipeline.prepare(frame, "income_gt_50k")
+    trained = pipeline.train(prepared)
+    metrics = pipeline.evaluate(prepared, trained)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+import numpy as np
+import pandas as pd
+
+from gbdt2nn_core.alignment import Alignment
+from gbdt2nn_core.cache import ExplanationCache
+from gbdt2nn_core.errors import ConfigError
+from gbdt2nn_core.interfaces import Attributor, Student, StudentInputs, Teacher, TreeShap
+from gbdt2nn_core.metrics import Metrics
+from gbdt2nn_core.pipeline.background import BACKGROUND_ROWS, background_index
+from gbdt2nn_core.pipeline.config import DistillConfig
+from gbdt2nn_core.pipeline.data import PreparedData, SplitData, encoder_for, split_data
+from gbdt2nn_core.pipeline.evaluate import evaluate_rows
+from gbdt2nn_core.pipeline.explanations import TeacherExplanations, explanation_cache
+from gbdt2nn_core.pipeline.seeding import seeded
+from gbdt2nn_core.progress import NullProgress, Progress
+from gbdt2nn_core.registry import Registry, get_registry
+
+__all__ = ["Pipeline", "Prepared", "Trained", "check_explains"]
+
+
+@attrs.define(kw_only=True, eq=False)
+class Prepared:
+    """What every student of one split shares: rows, encoding, teacher, its margins and leaves, backgrounds.
+
+    The teacher's explanations are computed on first use (only aligned students and evaluation need them; on
+    adult they are half the wall time of a plain run) and cached, in memory and on disk.
+    """
+
+    data: PreparedData
+    teacher: Teacher
+    leaves_train: np.ndarray = attrs.field(repr=False)
+    teacher_margin_train: np.ndarray = attrs.field(repr=False)
+    #: Encoded training rows that every attributor of this split measures against.
+    background: np.ndarray = attrs.field(repr=False)
+    #: Teacher-ready training rows that interventional TreeSHAP measures against.
+    teacher_background: pd.DataFrame = attrs.field(repr=False)
+    explanations: TeacherExplanations = attrs.field(repr=False)
+    progress: Progress = attrs.field(repr=False)
+    timings: dict[str, float] = attrs.field(factory=dict)
+    _cached: dict[str, Any] = attrs.field(factory=dict, repr=False)
+
+    def _explain(self, key: str, frame: pd.DataFrame, label: str) -> TreeShap:
+        if key not in self._cached:
+            started = time.perf_counter()
+            with self.progress.step(f"teacher TreeSHAP ({label})"):
+                self._cached[key] = self.explanations.explain(frame)
+            self.timings["treeshap_s"] = self.timings.get("treeshap_s", 0.0) + time.perf_counter() - started
+            self.timings["treeshap_cache_hits"] = float(self.explanations.cache.hits)
+        result: TreeShap = self._cached[key]
+        return result
+
+    @property
+    def shap_train(self) -> TreeShap:
+        """The teacher's explanations of the training rows (the alignment target)."""
+        return self._explain("train", self.data.train_frame, "training rows")
+
+    @property
+    def shap_test(self) -> TreeShap:
+        """The teacher's explanations of the test rows (what evaluation compares against)."""
+        return self._explain("test", self.data.test_frame, "test rows")
+
+    def student_inputs(
+        self,
+        *,
+        alignment: Alignment | None = None,
+        progress: Progress | None = None,
+        on_epoch_end: Callable[[Any, int], dict[str, float] | None] | None = None,
+        checkpoint: Path | None = None,
+    ) -> StudentInputs:
+        """What a student learns from on these training rows."""
+        data = self.data
+        return StudentInputs(
+            teacher=self.teacher,
+            z=data.z_train,
+            y=data.y_train,
+            task=data.task,
+            leaves=self.leaves_train,
+            teacher_margin=self.teacher_margin_train,
+            column_of=data.encoder.column_of,
+            aggregation=data.encoder.aggregation(),
+            background=self.background,
+            alignment=alignment,
+            progress=progress,
+            on_epoch_end=on_epoch_end,
+            checkpoint=checkpoint,
+        )
+
+    @property
+    def teacher_margin_test(self) -> np.ndarray:
+        if "margin_test" not in self._cached:
+            self._cached["margin_test"] = self.teacher.predict_margin(self.data.test_frame)
+        margin: np.ndarray = self._cached["margin_test"]
+        return margin
+
+
+@attrs.define(kw_only=True, eq=False)
+class Trained:
+    """A trained student, the attributor that explains it (fitted on the split's background) and its settings."""
+
+    config: DistillConfig
+    student: Student
+    attributor: Attributor
+    #: Wall time of ``student.fit``.
+    seconds: float
+    #: The first epoch this call trained (> 0 when it resumed from a checkpoint).
+    first_epoch: int = 0
+
+
+def check_explains(name: str, attributor: Attributor, student: str) -> None:
+    """Refuse an attributor that cannot explain the ``student`` (see :attr:`Attributor.students`)."""
+    if attributor.students is not None and student not in attributor.students:
+        raise ConfigError(
+            setting="attributor",
+            value=name,
+            fix=f"it explains {', '.join(attributor.students)} students only; for the {student!r} student choose "
+            "another attributor (e.g. gradient-x-input)",
+        )
+
+
+class Pipeline:
+    """Prepare once, then train and evaluate students, all with one config's components and one background policy."""
+
+    def __init__(
+        self,
+        config: DistillConfig | None = None,
+        registry: Registry | None = None,
+        *,
+        progress: Progress | None = None,
+        cache: ExplanationCache | None = None,
+    ) -> None:
+        self.config = config or DistillConfig()
+        self.registry = registry or get_registry()
+        self.progress = progress or NullProgress()
+        self.cache = cache if cache is not None else explanation_cache(self.config)
+
+    # ------------------------------------------------------------------ checks
+    def check(self) -> None:
+        """Resolve every component and its options now, so that a typo fails before minutes of training."""
+        config, registry = self.config, self.registry
+        registry.spec("teacher", config.teacher)
+        registry.student(config.student, seed=config.seed, **config.student_options)
+        attributor = registry.attributor(config.attributor, **config.attributor_options)
+        check_explains(config.attributor, attributor, config.student)
+        registry.alignment_loss(config.alignment, **config.alignment_options)
+
+    def teacher(self, teacher_model: Any = None) -> Teacher:
+        """The configured teacher, unfitted; ``teacher_model`` (a booster or model file) makes it wrap that model."""
+        options = dict(self.config.teacher_options)
+        if teacher_model is not None:
+            options["model"] = teacher_model
+        return self.registry.teacher(self.config.teacher, **options)
+
+    # ------------------------------------------------------------------ prepare
+    def split(self, frame: pd.DataFrame, target: str) -> SplitData:
+        """Check the rows and split them (stratified for classification) with the config's seed."""
+        config = self.config
+        return split_data(frame, target, task=config.task, test_size=config.test_size, seed=config.seed)
+
+    def prepare(self, frame: pd.DataFrame, target: str, teacher_model: Any = None) -> Prepared:
+        """Split ``frame``, fit (or wrap ``teacher_model``) the teacher, encode, and compute leaves and margins."""
+        started = time.perf_counter()
+        split = self.split(frame, target)
+        split_s = time.perf_counter() - started
+        prepared = self.prepare_split(split, teacher_model)
+        prepared.timings["prepare_s"] += split_s
+        return prepared
+
+    def prepare_split(self, split: SplitData, teacher: Teacher | Any = None) -> Prepared:
+        """:meth:`prepare` for rows already split; ``teacher`` is a :class:`Teacher` or a model to wrap."""
+        config, progress = self.config, self.progress
+        teacher_obj = teacher if isinstance(teacher, Teacher) else self.teacher(teacher)
+        started = time.perf_counter()
+        with progress.step(f"teacher ({config.teacher})"), seeded(config.seed):
+            teacher_obj.fit(split.train_frame, split.y_train, task=split.task, seed=config.seed)
+        teacher_s = time.perf_counter() - started
+        started = time.perf_counter()
+        encoder = encoder_for(split.train_frame, split.schema, teacher_obj, config.threshold_bins)
+        data = PreparedData.encode(split, encoder)
+        n = len(data.z_train)
+        background = data.z_train[background_index(n, BACKGROUND_ROWS, config.seed)]
+        teacher_background = split.train_frame.iloc[
+            background_index(n, config.background_rows, config.seed)
+        ].reset_index(drop=True)
+        leaves = teacher_obj.leaf_indices(data.train_frame)
+        margin = teacher_obj.predict_margin(data.train_frame)
+        prepare_s = time.perf_counter() - started
+        explanations = TeacherExplanations(
+            teacher_obj, config=config, registry=self.registry, background=teacher_background, cache=self.cache
+        )
+        return Prepared(
+            data=data,
+            teacher=teacher_obj,
+            leaves_train=leaves,
+            teacher_margin_train=margin,
+            background=background,
+            teacher_background=teacher_background,
+            explanations=explanations,
+            progress=progress,
+            timings={"prepare_s": prepare_s, "teacher_s": teacher_s},
+        )
+
+    # ------------------------------------------------------------------ train
+    def settings(self, **overrides: Any) -> DistillConfig:
+        """The config with some settings changed (the experiment trains several attributors and losses)."""
+        return attrs.evolve(self.config, **{k: v for k, v in overrides.items() if v is not None})
+
+    def train(
+        self,
+        prepared: Prepared,
+        *,
+        alignment_weight: float | None = None,
+        attributor: str | None = None,
+        attributor_options: Mapping[str, Any] | None = None,
+        alignment: str | None = None,
+        alignment_options: Mapping[str, Any] | None = None,
+        on_epoch_end: Callable[[Any, int], dict[str, float] | None] | None = None,
+        checkpoint: Path | None = None,
+    ) -> Trained:
+        """Train the configured student on the prepared rows; settings given here override the config's.
+
+        ``alignment_weight > 0`` adds ``λ · L_align`` towards the teacher's explanations of the training rows.
+        ``on_epoch_end(student, epoch)`` runs after every epoch (its result goes into the epoch's record);
+        ``checkpoint`` saves after every epoch and resumes a matching checkpoint found there.
+        """
+        config = self.settings(
+            alignment_weight=alignment_weight,
+            attributor=attributor,
+            attributor_options=attributor_options,
+            alignment=alignment,
+            alignment_options=alignment_options,
+        )
+        registry = self.registry
+        student = registry.student(config.student, seed=config.seed, **config.student_options)
+        explainer = registry.attributor(config.attributor, **config.attributor_options)
+        alignment_term = None
+        if config.alignment_weight > 0:
+            alignment_term = Alignment(
+                attributor=explainer,
+                loss=registry.alignment_loss(config.alignment, **config.alignment_options),
+                teacher_attributions=prepared.shap_train.values,
+                weight=config.alignment_weight,
+                fraction=config.alignment_fraction,
+            )
+        first_epoch: list[int] = []
+
+        def epoch_end(trained: Any, epoch: int) -> dict[str, float] | None:
+            if not first_epoch:
+                first_epoch.append(epoch)
+            return on_epoch_end(trained, epoch) if on_epoch_end is not None else None
+
+        inputs = prepared.student_inputs(
+            alignment=alignment_term, progress=self.progress, on_epoch_end=epoch_end, checkpoint=checkpoint
+        )
+        started = time.perf_counter()
+        with seeded(config.seed):
+            student.fit(inputs)
+        seconds = time.perf_counter() - started
+        import torch
+
+        explainer.fit(student.module, torch.as_tensor(prepared.background, dtype=torch.float32))
+        epochs = len(student.history["epochs"])
+        return Trained(
+            config=config,
+            student=student,
+            attributor=explainer,
+            seconds=seconds,
+            first_epoch=first_epoch[0] if first_epoch else epochs,
+        )
+
+    # ------------------------------------------------------------------ evaluate
+    def attributors(self, names: Mapping[str, Mapping[str, Any]]) -> dict[str, Attributor]:
+        """Fresh attributors by name (with their options), for measuring agreement beside the trained one."""
+        return {name: self.registry.attributor(name, **dict(options)) for name, options in names.items()}
+
+    def evaluate(
+        self,
+        prepared: Prepared,
+        trained: Trained,
+        *,
+        attributors: Mapping[str, Attributor] | None = None,
+        keep: dict[str, np.ndarray] | None = None,
+        timings: Mapping[str, float] | None = None,
+    ) -> Metrics:
+        """Teacher and student on the test rows: task metric, fidelity, agreement with the teacher's explanations.
+
+        ``attributors`` (fresh ones, fitted here on the split's background) are measured too, in
+        ``agreement_by_attributor``; ``keep`` receives the student's test margins (``"margin"``) and each
+        attributor's attributions, for callers that store them.
+        """
+        data = prepared.data
+        started = time.perf_counter()
+        with self.progress.step("evaluation"), seeded(trained.config.seed):
+            metrics = evaluate_rows(
+                config=trained.config,
+                task=data.task,
+                classes=data.target.classes,
+                y=data.y_test,
+                z=data.z_test,
+                aggregation=data.encoder.aggregation(),
+                teacher_margin=prepared.teacher_margin_test,
+                teacher_attributions=prepared.shap_test.values,
+                student=trained.student,
+                attributor=trained.attributor,
+                attributors=attributors or {},
+                background=prepared.background,
+                rows_train=len(data.y_train),
+                keep=keep,
+            )
+        evaluate_s = time.perf_counter() - started
+        all_timings = {**prepared.timings, "student_s": trained.seconds, "evaluate_s": evaluate_s, **(timings or {})}
+        return attrs.evolve(metrics, timings=all_timings)

@@ -1,0 +1,102 @@
+"""Rows for the pipeline: the train/test split, and the student's encoding of both sides."""
+
+from __future__ import annotations
+
+import attrs
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+from gbdt2nn_core.data import TabularSchema, TargetEncoder, infer_task, split_features_target, warn_if_few_test_rows
+from gbdt2nn_core.encoding import InputEncoder, teacher_thresholds
+from gbdt2nn_core.errors import DataError
+from gbdt2nn_core.interfaces import Task, Teacher
+
+__all__ = ["PreparedData", "SplitData", "encoder_for", "fit_encoder", "split_data"]
+
+
+@attrs.frozen(kw_only=True)
+class SplitData:
+    """A train/test split of teacher-ready frames and encoded targets."""
+
+    task: Task
+    schema: TabularSchema
+    target: TargetEncoder
+    train_frame: pd.DataFrame = attrs.field(eq=False, repr=False)
+    test_frame: pd.DataFrame = attrs.field(eq=False, repr=False)
+    y_train: np.ndarray = attrs.field(eq=False, repr=False)
+    y_test: np.ndarray = attrs.field(eq=False, repr=False)
+
+
+@attrs.frozen(kw_only=True)
+class PreparedData(SplitData):
+    """A split plus the student's encoding of both sides."""
+
+    encoder: InputEncoder
+    z_train: np.ndarray = attrs.field(eq=False, repr=False)
+    z_test: np.ndarray = attrs.field(eq=False, repr=False)
+
+    @classmethod
+    def encode(cls, split: SplitData, encoder: InputEncoder) -> PreparedData:
+        fields = {f.name: getattr(split, f.name) for f in attrs.fields(SplitData)}
+        return cls(
+            **fields,
+            encoder=encoder,
+            z_train=encoder.transform(split.train_frame),
+            z_test=encoder.transform(split.test_frame),
+        )
+
+
+def split_data(frame: pd.DataFrame, target: str, *, task: Task | None, test_size: float, seed: int) -> SplitData:
+    """Check the data, fix the schema and split it (stratified for classification)."""
+    features, y = split_features_target(frame, target)
+    task = task or infer_task(y)
+    target_encoder = TargetEncoder.fit(y, task)
+    schema = TabularSchema.infer(features)
+    teacher_frame = schema.to_frame(features)
+    y_encoded = target_encoder.transform(y)
+    if len(teacher_frame) < 10:
+        raise DataError(problem=f"only {len(teacher_frame)} rows", fix="distil from at least 10 rows")
+    stratify = y_encoded if task != "regression" else None
+    try:
+        train_index, test_index = train_test_split(
+            np.arange(len(teacher_frame)), test_size=test_size, random_state=seed, stratify=stratify
+        )
+    except ValueError as exc:
+        raise DataError(
+            problem=f"cannot split the data for testing: {exc}", fix="add rows for the rare classes"
+        ) from exc
+    warn_if_few_test_rows(len(test_index), len(teacher_frame))
+    return SplitData(
+        task=task,
+        schema=schema,
+        target=target_encoder,
+        train_frame=teacher_frame.iloc[train_index].reset_index(drop=True),
+        test_frame=teacher_frame.iloc[test_index].reset_index(drop=True),
+        y_train=y_encoded[train_index],
+        y_test=y_encoded[test_index],
+    )
+
+
+def fit_encoder(split: SplitData, teacher: Teacher | None, threshold_bins: int) -> InputEncoder:
+    """The student's input encoder for this split, using the teacher's thresholds when there is a teacher."""
+    return encoder_for(split.train_frame, split.schema, teacher, threshold_bins)
+
+
+def encoder_for(
+    frame: pd.DataFrame, schema: TabularSchema, teacher: Teacher | None, threshold_bins: int
+) -> InputEncoder:
+    """The student's input encoder fitted on teacher-ready training rows ``frame``.
+
+    With a fitted ``teacher`` and ``threshold_bins > 0``, numeric columns also get the one-hot of the interval
+    between the teacher's own split thresholds that a value falls in.
+    """
+    if teacher is None or threshold_bins == 0:
+        return InputEncoder.fit(frame, schema)
+    ensemble = teacher.structure()
+    return InputEncoder.fit(
+        frame,
+        schema,
+        thresholds=teacher_thresholds(ensemble, schema, threshold_bins),
+        split_rule=getattr(ensemble, "split_rule", "<="),
+    )

@@ -1,0 +1,72 @@
+"""Measuring a student against its teacher on some rows: the one place a :class:`~gbdt2nn_core.metrics.Metrics`
+record is built (the pipeline's test rows, or the rows given to an estimator's ``evaluate``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from gbdt2nn_core.interfaces import Attributor, Student, Task
+from gbdt2nn_core.metrics import Metrics, StudentMetrics, agreement, agreement_per_output, fidelity, task_metrics
+from gbdt2nn_core.pipeline.config import DistillConfig
+
+__all__ = ["evaluate_rows"]
+
+
+def evaluate_rows(
+    *,
+    config: DistillConfig,
+    task: Task,
+    classes: Sequence[Any],
+    y: np.ndarray,
+    z: np.ndarray,
+    aggregation: np.ndarray,
+    teacher_margin: np.ndarray,
+    teacher_attributions: np.ndarray,
+    student: Student,
+    attributor: Attributor,
+    attributors: Mapping[str, Attributor],
+    background: np.ndarray,
+    rows_train: int,
+    keep: dict[str, np.ndarray] | None = None,
+) -> Metrics:
+    """Task metric, fidelity and agreement of ``student`` (explained by the fitted ``attributor``) on ``(z, y)``.
+
+    Each of ``attributors`` is fitted on ``background`` first and measured in ``agreement_by_attributor``.
+    """
+    import torch
+
+    margin = np.asarray(student.predict_margin(z), dtype=np.float64)
+    values = student.attributions(z, attributor, aggregation)
+    by_attributor: dict[str, dict[str, float]] = {}
+    arrays: dict[str, np.ndarray] = {"margin": margin}
+    for name, other in attributors.items():
+        other.fit(student.module, torch.as_tensor(background, dtype=torch.float32))
+        arrays[name] = student.attributions(z, other, aggregation)
+        by_attributor[name] = agreement(arrays[name], teacher_attributions)
+    if keep is not None:
+        keep.update(arrays)
+    per_class = None
+    if task == "multiclass":
+        # the overall agreement averages over (row, class) pairs; this shows which classes lag
+        per_class = agreement_per_output(values, teacher_attributions, [str(c) for c in classes])
+    return Metrics(
+        task=task,
+        rows_train=rows_train,
+        rows_test=len(y),
+        teacher_name=config.teacher,
+        teacher_test=task_metrics(task, y, teacher_margin),
+        student=StudentMetrics(
+            name=config.student,
+            attributor=config.attributor,
+            loss=config.alignment,
+            weight=float(config.alignment_weight),
+            test=task_metrics(task, y, margin),
+            fidelity=fidelity(task, margin, teacher_margin),
+            agreement=agreement(values, teacher_attributions),
+            agreement_by_attributor=by_attributor,
+            agreement_per_class=per_class,
+        ),
+    )

@@ -1,0 +1,241 @@
+"""Training pieces that every student shares: task losses, logit matching, the alignment term of a batch,
+per-epoch checkpoints (:func:`save_checkpoint` / :func:`load_checkpoint`) and the final BatchNorm pass.
+
+A student plugin builds its training loop from these, so that "aligned" means the same thing for every
+architecture: ``λ · loss(column_attributions(student), teacher_attributions)`` with BatchNorm on running
+statistics (per-row attributions).
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import math
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+import attrs
+import numpy as np
+import torch
+from torch import nn
+
+from gbdt2nn_core.alignment import Alignment, column_attributions, frozen_batchnorm
+from gbdt2nn_core.errors import ConfigError, TrainingError
+from gbdt2nn_core.interfaces import Task, Teacher
+from gbdt2nn_core.student._batchnorm import recalibrate_batchnorm, row_batches
+from gbdt2nn_core.student._checkpoint import load_checkpoint, save_checkpoint
+
+__all__ = [
+    "alignment_loss",
+    "batch_size",
+    "boolean",
+    "check_finite_loss",
+    "config_from_options",
+    "load_checkpoint",
+    "non_negative_float",
+    "non_negative_int",
+    "positive_float",
+    "positive_int",
+    "recalibrate_batchnorm",
+    "require_differentiable",
+    "restore_training_state",
+    "row_batches",
+    "save_checkpoint",
+    "soft_loss",
+    "soft_targets",
+    "target_scale",
+    "task_loss",
+    "training_fingerprint",
+    "training_state",
+    "unit_interval",
+]
+
+
+Config = TypeVar("Config")
+
+
+def config_from_options(config_type: type[Config], options: Mapping[str, Any]) -> Config:
+    """A student's attrs config from its options; an unknown option is a :class:`ConfigError` that names the
+    closest known one ("did you mean") and lists them all."""
+    known = [field.name for field in attrs.fields(config_type)]  # type: ignore[arg-type]
+    for name in options:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ConfigError(setting="student option", value=name, fix=f"{hint}use one of {', '.join(known)}")
+    return config_type(**options)
+
+
+# attrs validators for student configs: a bad value is a ConfigError that names the setting.
+def positive_int(_: object, attribute: attrs.Attribute[int], value: int) -> None:
+    """attrs validator: a whole number ≥ 1 (``True`` is not a number here)."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(setting=attribute.name, value=value, fix="use a whole number of at least 1")
+
+
+def non_negative_int(_: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ConfigError(setting=attribute.name, value=value, fix="use a whole number of at least 0")
+
+
+def positive_float(_: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise ConfigError(setting=attribute.name, value=value, fix="use a finite number greater than 0")
+
+
+def unit_interval(_: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
+        raise ConfigError(setting=attribute.name, value=value, fix="use a number between 0 and 1")
+
+
+def non_negative_float(_: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+        raise ConfigError(setting=attribute.name, value=value, fix="use a finite number of at least 0")
+
+
+def boolean(_: object, attribute: attrs.Attribute[bool], value: bool) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(setting=attribute.name, value=value, fix="use true or false")
+
+
+def batch_size(_: object, attribute: attrs.Attribute[int], value: int) -> None:
+    """attrs validator: a batch size that can train (BatchNorm needs two rows per batch)."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 2:
+        raise ConfigError(
+            setting=attribute.name,
+            value=value,
+            fix="use a whole number of at least 2 (BatchNorm needs two rows per batch)",
+        )
+
+
+#: An alignment weight above this is the likely cause when training diverges (the default is 1).
+_LARGE_ALIGNMENT_WEIGHT = 1e3
+
+
+def check_finite_loss(
+    loss: torch.Tensor, which: str, epoch: int | None, lr: float, alignment: Alignment | None
+) -> None:
+    """Stop at the first non-finite loss with a :class:`TrainingError` naming the setting to lower (training on
+    would only spread the NaN). ``epoch`` is 0-based, ``None`` for a stage before the epochs."""
+    if bool(torch.isfinite(loss).all()):
+        return
+    rate = f"the learning rate (--student-option lr, now {lr:g})"
+    if alignment is not None and (which == "the alignment loss" or alignment.weight > _LARGE_ALIGNMENT_WEIGHT):
+        fix = f"lower the alignment weight (--alignment-weight, now {alignment.weight:g}) or {rate}"
+    else:
+        fix = f"lower {rate}"
+    stage = "the leaf embedding" if epoch is None else f"epoch {epoch + 1} of the student training"
+    raise TrainingError(stage=stage, loss=which, fix=fix)
+
+
+#: Regression targets whose root mean square exceeds this train in units of a power of two near it.
+_TARGET_SCALE_FROM = 2.0**10
+
+
+def target_scale(task: Task, y: np.ndarray) -> float:
+    """The unit regression losses are computed in: 1, or for large targets a power of two near their size.
+
+    A target in the billions would make the squared errors overflow 32-bit floats and the first steps
+    of AdamW (about ``lr`` per weight) far too small to reach it. The network still outputs the target's own
+    units; only the losses are divided by it, exactly, being a power of two. Targets of ordinary size are
+    untouched (scale 1).
+    """
+    if task != "regression":
+        return 1.0
+    values = np.asarray(y, dtype=np.float64)
+    rms = float(np.sqrt(np.mean(values**2))) if values.size else 0.0
+    return 2.0 ** round(math.log2(rms)) if rms > _TARGET_SCALE_FROM else 1.0
+
+
+def task_loss(task: Task) -> nn.Module:
+    """MSE (regression), BCE with logits (binary) or cross-entropy (multiclass) on margins."""
+    if task == "regression":
+        return nn.MSELoss()
+    if task == "binary":
+        return nn.BCEWithLogitsLoss()
+    return nn.CrossEntropyLoss()
+
+
+def soft_targets(task: Task, margin: np.ndarray) -> np.ndarray:
+    """The teacher's margins as regression targets (logit matching; per-row centred for softmax outputs)."""
+    if task == "multiclass":
+        centred: np.ndarray = margin - margin.mean(axis=1, keepdims=True)
+        return centred
+    return margin
+
+
+def soft_loss(task: Task) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The loss between a student's margins and :func:`soft_targets` (softmax outputs compared centred)."""
+    if task == "multiclass":
+        return lambda prediction, target: nn.functional.mse_loss(prediction - prediction.mean(1, keepdim=True), target)
+    return nn.functional.mse_loss
+
+
+def require_differentiable(alignment: Alignment) -> None:
+    """Joint training back-propagates through the attributor: refuse one that cannot (before any training)."""
+    if not alignment.attributor.differentiable:
+        raise ConfigError(
+            setting="attributor",
+            value=type(alignment.attributor).__name__,
+            fix="joint training needs a differentiable attributor (e.g. structure or gradient-x-input)",
+        )
+
+
+def alignment_loss(
+    alignment: Alignment,
+    module: nn.Module,
+    z: torch.Tensor,
+    aggregation: torch.Tensor,
+    teacher_attributions: torch.Tensor,
+    *,
+    scale: float = 1.0,
+) -> torch.Tensor:
+    """``L_align`` of a batch: the student's per-column attributions of ``z`` against the teacher's, differentiable.
+
+    ``teacher_attributions`` are the teacher's of the same rows, ``(n, d)`` or ``(n, k, d)``, in units of
+    ``scale`` (see :func:`target_scale`); the student's are divided by it here.
+    """
+    with frozen_batchnorm(module):
+        student = column_attributions(alignment.attributor, module, z, aggregation, create_graph=True) / scale
+    return alignment.loss(
+        student.reshape(-1, student.shape[-1]), teacher_attributions.reshape(-1, teacher_attributions.shape[-1])
+    )
+
+
+def training_fingerprint(
+    config: Any, teacher: Teacher, z: np.ndarray, y: np.ndarray, alignment: Alignment | None
+) -> str:
+    """Identifies a training setup (an attrs ``config``, the teacher, the rows, the alignment), so that a
+    checkpoint is only resumed by the run that wrote it."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps(attrs.asdict(config), sort_keys=True, default=str).encode())
+    digest.update(teacher.fingerprint().encode())
+    digest.update(np.ascontiguousarray(z).tobytes())
+    digest.update(np.ascontiguousarray(y).tobytes())
+    if alignment is not None:
+        loss_name = getattr(alignment.loss, "__qualname__", type(alignment.loss).__qualname__)
+        described = (type(alignment.attributor).__qualname__, loss_name, alignment.weight, alignment.fraction)
+        digest.update(repr(described).encode())
+        digest.update(np.ascontiguousarray(alignment.teacher_attributions).tobytes())
+    return digest.hexdigest()
+
+
+def training_state(module: nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator) -> dict[str, Any]:
+    """What a per-epoch checkpoint needs to continue exactly: weights, optimizer moments, both random streams."""
+    return {
+        "module": module.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "generator": generator.get_state(),
+        "torch_rng": torch.get_rng_state(),
+    }
+
+
+def restore_training_state(
+    state: Mapping[str, Any], module: nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator
+) -> None:
+    """Put :func:`training_state`'s content back."""
+    module.load_state_dict(state["module"])
+    optimizer.load_state_dict(state["optimizer"])
+    generator.set_state(state["generator"])
+    torch.set_rng_state(state["torch_rng"])

@@ -1,0 +1,238 @@
+"""The ``mlp`` student: one plain MLP from the encoded row to the margins, trained like GBDT2NN minus the trees.
+
+It sees exactly what GBDT2NN sees (the core's encoded, centred rows ``z``), learns from the labels and the
+teacher's margins (``teacher_weight`` mixes the two, as GBDT2NN's option of that name does), and is aligned
+with the teacher's explanations through the core's alignment term. What it lacks is the tree structure: no
+grouping, no per-group feature selection, no leaf embeddings. Comparing it with GBDT2NN at equal training
+budget shows what that structure is worth.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from typing import Any
+
+import attrs
+import numpy as np
+import torch
+from torch import nn
+
+from gbdt2nn_core.errors import ConfigError, NotFittedError
+from gbdt2nn_core.interfaces import Student, StudentInputs
+from gbdt2nn_core.progress import NullProgress
+from gbdt2nn_core.student.kit import (
+    alignment_loss,
+    batch_size,
+    boolean,
+    check_finite_loss,
+    config_from_options,
+    load_checkpoint,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    recalibrate_batchnorm,
+    require_differentiable,
+    restore_training_state,
+    row_batches,
+    save_checkpoint,
+    soft_loss,
+    soft_targets,
+    task_loss,
+    training_fingerprint,
+    training_state,
+    unit_interval,
+)
+
+__all__ = ["MLPConfig", "MLPModule", "MLPStudent"]
+
+
+def _dropout(_: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if isinstance(value, bool) or not (isinstance(value, (int, float)) and 0.0 <= value < 1.0):
+        raise ConfigError(setting=attribute.name, value=value, fix="use a number in [0, 1), e.g. 0.1")
+
+
+def _hidden(value: Any) -> tuple[int, ...]:
+    sizes = tuple(value) if isinstance(value, (list, tuple)) else (value,)
+    if not sizes or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in sizes):
+        raise ConfigError(setting="hidden", value=value, fix="give one or more positive layer widths, e.g. [256, 128]")
+    return sizes
+
+
+@attrs.frozen(kw_only=True)
+class MLPConfig:
+    """Settings of the MLP student. The defaults give it about GBDT2NN's default training budget."""
+
+    hidden: tuple[int, ...] = attrs.field(default=(256, 128, 64), converter=_hidden)
+    dropout: float = attrs.field(default=0.0, validator=_dropout)
+    batch_norm: bool = attrs.field(default=True, validator=boolean)
+    epochs: int = attrs.field(default=20, validator=positive_int)
+    batch_size: int = attrs.field(default=512, validator=batch_size)
+    lr: float = attrs.field(default=1e-3, validator=positive_float)
+    weight_decay: float = attrs.field(default=1e-6, validator=non_negative_float)
+    #: Share of the loss that fits the teacher's margins (logit matching) instead of the labels.
+    teacher_weight: float = attrs.field(default=0.5, validator=unit_interval)
+    #: Re-estimate BatchNorm statistics on the training rows after the last epoch (as GBDT2NN does).
+    recalibrate_batchnorm: bool = attrs.field(default=True, validator=boolean)
+    seed: int = attrs.field(default=0, validator=non_negative_int)
+
+
+class MLPModule(nn.Module):
+    """``z (n, D) → margins (n,)`` or ``(n, k)``: Linear → [BatchNorm] → ReLU → [Dropout] per hidden layer."""
+
+    def __init__(self, n_inputs: int, n_outputs: int, hidden: tuple[int, ...], *, dropout: float, batch_norm: bool):
+        super().__init__()
+        self.n_inputs, self.n_outputs = n_inputs, n_outputs
+        layers: list[nn.Module] = []
+        width = n_inputs
+        for size in hidden:
+            layers.append(nn.Linear(width, size))
+            if batch_norm:
+                layers.append(nn.BatchNorm1d(size))
+            layers.append(nn.ReLU())
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            width = size
+        layers.append(nn.Linear(width, n_outputs))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.layers(z)
+        return out[:, 0] if self.n_outputs == 1 else out
+
+
+class MLPStudent(Student):
+    """A plain MLP distilled from a teacher; options are the fields of :class:`MLPConfig`."""
+
+    def __init__(self, **options: Any) -> None:
+        self.config = config_from_options(MLPConfig, options)
+        self.module_: MLPModule | None = None
+        self.history_: list[dict[str, Any]] = []
+
+    # ------------------------------------------------------------------ the Student contract
+    @property
+    def module(self) -> MLPModule:
+        if self.module_ is None:
+            raise NotFittedError(component="MLPStudent", method="module", fix="call fit() first, or load a saved one")
+        return self.module_
+
+    @property
+    def n_outputs(self) -> int:
+        return self.module.n_outputs
+
+    @property
+    def history(self) -> dict[str, Any]:
+        return {"epochs": [dict(record) for record in self.history_]}
+
+    def options(self) -> dict[str, Any]:
+        return attrs.asdict(self.config)
+
+    def state(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        module = self.module
+        tensors = {name: tensor.detach().contiguous() for name, tensor in module.state_dict().items()}
+        return {"n_inputs": module.n_inputs, "n_outputs": module.n_outputs}, tensors
+
+    def load_state(self, description: dict[str, Any], tensors: dict[str, torch.Tensor]) -> MLPStudent:
+        module = self._new_module(int(description["n_inputs"]), int(description["n_outputs"]))
+        module.load_state_dict(tensors, strict=True)
+        self.module_ = module.eval()
+        return self
+
+    def _new_module(self, n_inputs: int, n_outputs: int) -> MLPModule:
+        cfg = self.config
+        return MLPModule(n_inputs, n_outputs, cfg.hidden, dropout=cfg.dropout, batch_norm=cfg.batch_norm)
+
+    # ------------------------------------------------------------------ training
+    def fit(self, inputs: StudentInputs) -> MLPStudent:
+        """Train on ``inputs``: labels and the teacher's margins, plus the alignment term when there is one."""
+        if len(inputs.z) < 2:
+            raise ConfigError(setting="training rows", value=len(inputs.z), fix="train on at least two rows")
+        # seed torch for this fit only: the caller's global random state is restored afterwards
+        with torch.random.fork_rng(devices=[]):
+            return self._fit(inputs)
+
+    def _fit(self, inputs: StudentInputs) -> MLPStudent:
+        cfg, task, alignment = self.config, inputs.task, inputs.alignment
+        progress = inputs.progress or NullProgress()
+        torch.manual_seed(cfg.seed)
+        generator = torch.Generator().manual_seed(cfg.seed)
+        margin = np.asarray(inputs.teacher_margin, dtype=np.float64)
+        module = self._new_module(inputs.z.shape[1], margin.shape[1] if margin.ndim == 2 else 1)
+        z = torch.as_tensor(inputs.z, dtype=torch.float32)
+        y = torch.tensor(np.asarray(inputs.y), dtype=torch.long if task == "multiclass" else torch.float32)
+        soft = torch.tensor(soft_targets(task, margin), dtype=torch.float32)
+        hard_loss, matching_loss = task_loss(task), soft_loss(task)
+        aggregation = torch.as_tensor(inputs.aggregation, dtype=torch.float32)
+        teacher_attributions = None
+        if alignment is not None:
+            require_differentiable(alignment)
+            teacher_attributions = torch.tensor(alignment.teacher_attributions, dtype=torch.float32)
+            alignment.attributor.fit(module, torch.as_tensor(inputs.background, dtype=torch.float32))
+        optimizer = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.module_, self.history_ = module, []
+        fingerprint = training_fingerprint(cfg, inputs.teacher, inputs.z, inputs.y, alignment)
+        first_epoch = 0
+        resumed = load_checkpoint(inputs.checkpoint, fingerprint) if inputs.checkpoint is not None else None
+        if resumed is not None:
+            restore_training_state(resumed, module, optimizer, generator)
+            self.history_ = json.loads(resumed["history"])
+            first_epoch = int(resumed["epochs_done"])
+
+        n = len(z)
+        batches = math.ceil(n / cfg.batch_size)
+        with progress.step("student training (mlp)", total=cfg.epochs):
+            progress.advance(first_epoch)
+            for epoch in range(first_epoch, cfg.epochs):
+                started = time.perf_counter()
+                module.train()
+                order = torch.randperm(n, generator=generator)
+                carry = torch.rand(batches, generator=generator) < (alignment.fraction if alignment else 0.0)
+                sums = {"task": 0.0, "align": 0.0, "aligned": 0.0, "rows": 0.0}
+                for b, rows in enumerate(row_batches(order, cfg.batch_size)):
+                    prediction = module(z[rows])
+                    loss_task = (1 - cfg.teacher_weight) * hard_loss(prediction, y[rows])
+                    if cfg.teacher_weight > 0:
+                        loss_task = loss_task + cfg.teacher_weight * matching_loss(prediction, soft[rows])
+                    loss = loss_task
+                    check_finite_loss(loss, "the task loss", epoch, cfg.lr, alignment)
+                    if alignment is not None and teacher_attributions is not None and carry[b]:
+                        loss_align = alignment_loss(alignment, module, z[rows], aggregation, teacher_attributions[rows])
+                        loss = loss + alignment.weight * loss_align
+                        check_finite_loss(loss, "the alignment loss", epoch, cfg.lr, alignment)
+                        sums["align"] += float(loss_align.detach()) * len(rows)
+                        sums["aligned"] += len(rows)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()  # type: ignore[no-untyped-call]
+                    optimizer.step()
+                    sums["task"] += float(loss_task.detach()) * len(rows)
+                    sums["rows"] += len(rows)
+                extra = None
+                if inputs.on_epoch_end is not None:
+                    module.eval()
+                    extra = inputs.on_epoch_end(self, epoch)
+                self.history_.append(
+                    {
+                        "epoch": epoch,
+                        "task_loss": sums["task"] / max(sums["rows"], 1.0),
+                        "alignment_loss": sums["align"] / sums["aligned"] if sums["aligned"] else None,
+                        "seconds": time.perf_counter() - started,
+                        "extra": dict(extra or {}),
+                    }
+                )
+                if inputs.checkpoint is not None:
+                    save_checkpoint(
+                        inputs.checkpoint,
+                        {
+                            "fingerprint": fingerprint,
+                            "epochs_done": epoch + 1,
+                            **training_state(module, optimizer, generator),
+                            "history": json.dumps(self.history_),
+                        },
+                    )
+                progress.advance(1)
+        if cfg.batch_norm and cfg.recalibrate_batchnorm:
+            recalibrate_batchnorm(module, z, cfg.batch_size)
+        module.eval()
+        return self
