@@ -111,7 +111,8 @@ class BoosterTeacher(Teacher, Generic[B]):
     (the library's exceptions that mean "cannot predict on this data"). It defines the abstract hooks
     :meth:`train`, :meth:`copy_model`, :meth:`load_model_file`, :meth:`describe`, :meth:`predict_raw`,
     :meth:`predict_leaves`, :meth:`predict_contribs`, :meth:`dump_structure` and :meth:`model_bytes`, and may
-    override :meth:`predict_contribs_threaded` (TreeSHAP on a set number of native threads), :meth:`known_params`, :meth:`models_accepted`, :meth:`normalise_name`, :meth:`name_columns` and
+    override :meth:`predict_contribs_threaded` (TreeSHAP on a set number of native threads),
+    :meth:`known_params`, :meth:`models_accepted`, :meth:`normalise_name`, :meth:`name_columns` and
     :meth:`error_message`. Every hook receives the booster explicitly; :attr:`n_outputs` is readable in the
     prediction and structure hooks.
     """

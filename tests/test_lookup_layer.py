@@ -19,6 +19,7 @@ import torch
 from gbdt2nn_core.data import Dataset, TabularSchema, TargetEncoder, split_features_target
 from gbdt2nn_core.encoding import InputEncoder, teacher_thresholds
 from gbdt2nn_core.errors import ConfigError
+from gbdt2nn_core.interfaces import StudentInputs
 from gbdt2nn_core.registry import Registry
 from gbdt2nn_core.student import GBDT2NNModule
 
@@ -46,14 +47,17 @@ def _student_on_adult(adult_dataset: Dataset, task: str) -> tuple[GBDT2NNModule,
     student: Any = Registry().student("gbdt2nn", seed=0, epochs=1, batch_size=128, n_groups=4, hidden=(16, 8))
     z = encoder.transform(X)
     student.fit(
-        teacher=teacher,
-        leaves=teacher.leaf_indices(X),
-        z=z,
-        y=y,
-        task=task,
-        teacher_margin=teacher.predict_margin(X),
-        column_of=encoder.column_of,
-        aggregation=encoder.aggregation(),
+        StudentInputs(
+            teacher=teacher,
+            leaves=teacher.leaf_indices(X),
+            z=z,
+            y=y,
+            task=task,  # type: ignore[arg-type]
+            teacher_margin=teacher.predict_margin(X),
+            column_of=encoder.column_of,
+            aggregation=encoder.aggregation(),
+            background=z[:100],
+        )
     )
     assert np.isnan(X["age"]).any()
     assert X.select_dtypes("category").isna().any().any()
