@@ -12,7 +12,11 @@ from bench_suites import (
     EXPLAIN_SHAP,
     FORWARD,
     FORWARD_API,
+    FORWARD_API_BEFORE,
+    FORWARD_BEFORE,
+    FRAME_LOOKUP,
     PLAIN_STEP,
+    SHAP_TODAY,
     TEACHER_NATIVE,
 )
 
@@ -112,6 +116,8 @@ def render(results: dict[str, Any]) -> str:
         out += section_train(results["train"], results["context"])
     if "infer" in results:
         out += section_infer(results["infer"])
+    if "treeshap" in results:
+        out += section_treeshap(results["treeshap"])
     if "e2e" in results:
         out += section_e2e(results["e2e"])
     if "gpu_serving" in results:
@@ -153,10 +159,29 @@ def headline(results: dict[str, Any]) -> list[str]:
             for name, stats in inf["ours_speed_vs"].items()
             if "hummingbird" in name
         ]
+        vs_teacher = inf.get("speed_vs_teacher", {})
+        rows += [
+            [f"inference, {label} ÷ teacher LightGBM predict", "speed", ratio(vs_teacher[name])]
+            for label, name in (
+                ("from the DataFrame (encoding included), before", FORWARD_API_BEFORE),
+                ("from the DataFrame (encoding included), `predict_margin`", FORWARD_API),
+                ("from the DataFrame, lookup inputs + `forward_lookup`", FRAME_LOOKUP),
+                ("one-batch forward alone, before", FORWARD_BEFORE),
+            )
+            if name in vs_teacher
+        ]
         rows += [
             [f"student forward FLOP/s ÷ {what}", "fraction", ratio(stats)]
             for what, stats in inf["flops_fraction"].items()
         ]
+    if "treeshap" in results:
+        ts = results["treeshap"]
+        rows += [
+            [f"TreeSHAP of the training rows: {name.removeprefix('ours: ')} ÷ one native call on 1 thread",
+             "speed", ratio(stats)]
+            for name, stats in ts["speed_vs_today"].items()
+            if name != SHAP_TODAY
+        ]  # fmt: skip
     if "e2e" in results:
         runs, ref = results["e2e"]["runs"], results["e2e"]["reference"]
         epoch = _epochs(runs["plain"])["median"]
@@ -253,6 +278,7 @@ def section_infer(inf: dict[str, Any]) -> list[str]:
         "",
         *table(["model", "median", "spread", "rows/s", "student forward speed ÷ it"], rows),
         "",
+        *_lookup_notes(inf),
         *notes,
         "",
         f"**FLOP/s.** The group MLP's einsums do {inf['macs_per_row']:,} multiply-accumulates per row "
@@ -266,6 +292,54 @@ def section_infer(inf: dict[str, Any]) -> list[str]:
         f"÷ large GEMM: {ratio(inf['flops_fraction']['a large square matmul'])}. The forward also lays out the first "
         "layer's weights over the encoded columns, adds biases and runs BatchNorm and ReLU, which the bare matmuls do "
         "not.",
+        "",
+    ]
+
+
+def _lookup_notes(inf: dict[str, Any]) -> list[str]:
+    """The inference path's speed against the teacher, and its agreement with the forward as trained."""
+    if "speed_vs_teacher" not in inf:
+        return []
+    rows = [[name, ratio(stats)] for name, stats in inf["speed_vs_teacher"].items()]
+    diffs = ", ".join(
+        f"{name.removeprefix('ours: ')} {value:.1e}" for name, value in inf["max_abs_diff_vs_before"].items()
+    )
+    return [
+        '"Before" is the forward as trained (dense first layer, then batch norm, ReLU, ... the head); "ours" is '
+        "the inference path (eval mode, no gradients: batch norm and the head folded into the linear maps, batched "
+        "matmuls with the bias fused in), and with the lookup first layer (`use_lookup`), read from `z` or straight "
+        "from the DataFrame (`InputEncoder.outside_blocks` + `active_slots`, then `forward_lookup`).",
+        "",
+        *table(["student", "speed ÷ teacher LightGBM predict (>1: student faster)"], rows),
+        "",
+        f"Largest margin difference from the forward as trained: {diffs}.",
+        "",
+    ]
+
+
+def section_treeshap(ts: dict[str, Any]) -> list[str]:
+    rows = [
+        [name, seconds(t["median"]), spread(t), rate(t["rows_per_s"]), ratio(ts["speed_vs_today"][name]),
+         f"{ts['max_abs_diff'][name]:.1e}" if name in ts["max_abs_diff"] else "—"]
+        for name, t in ts["timings"].items()
+    ]  # fmt: skip
+    progress = "; ".join(
+        f"{name.removeprefix('ours: ')}: {', '.join(f'{r:,}' for r in reports)}"
+        for name, reports in ts["progress_rows_per_s"].items()
+    )
+    return [
+        f"## 3b. Teacher TreeSHAP of the training rows ({ts['rows']:,} rows × {ts['columns']} columns)",
+        "",
+        "Path-dependent TreeSHAP of every training row, as an aligned run needs it: one native call on one thread "
+        "(what `shap_values` did before it took `threads`) vs `BoosterTeacher.shap_values(threads=t)` in chunks of "
+        f"{ts['chunk_rows']:,} rows, with LightGBM's `num_threads` set explicitly; {ts['usable_cores']} usable "
+        "cores. No warm-up round (a round is long; the cases are interleaved as everywhere else). The last column is "
+        "the largest difference from the single native call (values and expected value).",
+        "",
+        *table(["computation", "median", "spread", "rows/s", "speed ÷ one native call", "max abs diff"], rows),
+        "",
+        f"Values agree to 1e-6: **{'yes' if ts['agree_1e-6'] else 'NO'}**. Rows/s the progress callback reported "
+        f"after each chunk (last timed round): {progress}.",
         "",
     ]
 

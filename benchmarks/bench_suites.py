@@ -31,7 +31,7 @@ DEEPGBM_REFERENCE = {
     "teacher_auc": 0.9266,
     "setup": "100 trees x 64 leaves, 10 groups, batch 512, 20 epochs, stratified 80/20 split (random_state=0)",
 }
-SUITES = ("explain", "train", "infer", "e2e")
+SUITES = ("explain", "train", "infer", "treeshap", "e2e")
 
 
 # ------------------------------------------------------------------------------------------------------ sizes
@@ -51,6 +51,9 @@ SIZES: dict[str, dict[str, Any]] = {
         "epochs": 20,
         "gemm": 2048,
         "repeats": 5,
+        "shap_rows": None,  # TreeSHAP suite: every training row (39,073)
+        "shap_repeats": 3,  # a round costs about two minutes on one core
+        "shap_chunk_rows": 8192,
     },
     "quick": {
         "rows": 1_500,
@@ -67,6 +70,9 @@ SIZES: dict[str, dict[str, Any]] = {
         "epochs": 2,
         "gemm": 128,
         "repeats": 2,
+        "shap_rows": 300,
+        "shap_repeats": 1,
+        "shap_chunk_rows": 128,
     },
 }
 
@@ -79,6 +85,12 @@ EXPLAIN_SHAP = "shap.TreeExplainer(booster).shap_values"
 PLAIN_STEP = "plain (λ = 0)"
 FORWARD = "ours: GBDT2NN forward (eval, no grad)"
 FORWARD_API = "ours: encode the DataFrame + predict_margin"
+FORWARD_BEFORE = "before: GBDT2NN forward as trained (dense first layer, batch norm unfolded)"
+FORWARD_API_BEFORE = "before: encode the DataFrame + 2,048-row chunks of the forward as trained"
+FORWARD_LOOKUP = "ours: GBDT2NN forward, lookup first layer read from z"
+FORWARD_API_LOOKUP = "ours: encode the DataFrame + predict_margin, lookup first layer read from z"
+FRAME_LOOKUP = "ours: lookup inputs from the DataFrame + forward_lookup (no one-hot written)"
+SHAP_TODAY = "before: one native call, 1 thread (LightGBM predict(pred_contrib=True))"
 TEACHER_NATIVE = "teacher: LightGBM predict(raw_score=True)"
 TWIN_NATIVE = "twin teacher: LightGBM predict(raw_score=True)"
 MACHINE_BMM = "machine: torch.bmm at the group MLP's shapes"
@@ -126,7 +138,7 @@ class Context:
         self.teacher.fit(split.train_frame, split.y_train, task=split.task, seed=0)
         self.data = PreparedData.encode(split, fit_encoder(split, self.teacher, 64))
         self.task = split.task
-        self.shap_train = self.teacher.shap_values(self.data.train_frame)
+        self.shap_train = self.teacher.shap_values(self.data.train_frame, threads=threads)
         self.margin_train = self.teacher.predict_margin(self.data.train_frame)
         self.aggregation = self.data.encoder.aggregation()
         self.student = self.registry.student(
@@ -345,6 +357,33 @@ def bench_infer(ctx: Context) -> dict[str, Any]:
         with torch.no_grad():
             return module(z)
 
+    def as_trained(rows: Any) -> Any:
+        # the forward before the inference path: dense first layer, then batch norm, ReLU, ..., the head
+        with torch.no_grad():
+            return module.combine(module.group_outputs(module.embeddings(rows)))
+
+    def api_as_trained() -> object:
+        rows = torch.as_tensor(encoder.transform(frame), dtype=torch.float32)
+        return torch.cat([as_trained(rows[i : i + 2048]) for i in range(0, len(rows), 2048)])
+
+    looked_up = copy.deepcopy(student)
+    looked_up.module.use_lookup(encoder.onehot_blocks())
+    lookup_module = looked_up.module.eval()
+
+    def forward_lookup() -> object:
+        with torch.no_grad():
+            return lookup_module(z)
+
+    def from_frame() -> object:
+        # what predict_margin would run given the encoder's lookup inputs instead of z (same 2,048-row chunks)
+        with torch.no_grad():
+            chunks = []
+            for i in range(0, len(frame), 2048):
+                rows = frame.iloc[i : i + 2048]
+                other = torch.as_tensor(encoder.outside_blocks(rows))
+                chunks.append(lookup_module.forward_lookup(other, torch.as_tensor(encoder.active_slots(rows))))
+            return torch.cat(chunks)
+
     # hummingbird-ml compiles numeric splits only (LightGBM's categorical '0||5' splits make it fail), so it is
     # compared on a twin teacher of the same size trained on the category codes as numbers
     twin = ctx.registry.teacher("lightgbm", **ctx.teacher_options)
@@ -355,6 +394,11 @@ def bench_infer(ctx: Context) -> dict[str, Any]:
     cases: dict[str, Callable[[], object]] = {
         FORWARD: forward,
         FORWARD_API: lambda: student.predict_margin(encoder.transform(frame)),
+        FORWARD_BEFORE: lambda: as_trained(z),
+        FORWARD_API_BEFORE: api_as_trained,
+        FORWARD_LOOKUP: forward_lookup,
+        FORWARD_API_LOOKUP: lambda: looked_up.predict_margin(encoder.transform(frame)),
+        FRAME_LOOKUP: from_frame,
         TEACHER_NATIVE: lambda: booster.predict(frame, raw_score=True),
         TWIN_NATIVE: lambda: twin_booster.predict(codes, raw_score=True),
     }
@@ -379,12 +423,35 @@ def bench_infer(ctx: Context) -> dict[str, Any]:
     rate = {name: [flops[name] / t for t in samples[name]] for name in flops}
     with torch.no_grad():
         finite = bool(np.isfinite(module(z).numpy()).all())
+        reference = as_trained(z).numpy()
+        differences = {
+            name: float(np.abs(np.asarray(compute()) - reference).max())
+            for name, compute in (
+                (FORWARD, forward),
+                (FORWARD_LOOKUP, forward_lookup),
+                (FORWARD_API_LOOKUP, cases[FORWARD_API_LOOKUP]),
+                (FRAME_LOOKUP, from_frame),
+            )
+        }
     return {
         "rows": n,
         "macs_per_row": macs,
         "gemm_size": g,
         "timings": timing_table(samples, n),
         "ours_speed_vs": {name: paired_ratio(times, samples[FORWARD]) for name, times in samples.items()},
+        "speed_vs_teacher": {
+            name: paired_ratio(samples[TEACHER_NATIVE], samples[name])
+            for name in (
+                FORWARD_BEFORE,
+                FORWARD_API_BEFORE,
+                FORWARD,
+                FORWARD_API,
+                FORWARD_LOOKUP,
+                FORWARD_API_LOOKUP,
+                FRAME_LOOKUP,
+            )
+        },
+        "max_abs_diff_vs_before": differences,
         "flops_per_s": {name: summary(values) for name, values in rate.items()},
         "flops_fraction": {
             "bmm at the same shapes": paired_ratio(rate[FORWARD], rate[MACHINE_BMM]),
@@ -392,6 +459,61 @@ def bench_infer(ctx: Context) -> dict[str, Any]:
         },
         "hummingbird": compiled_teachers,
         "student_output_finite": finite,
+        "samples": samples,
+    }
+
+
+# ------------------------------------------------------------------------------------------------------ suite 4
+def shap_case(threads: int) -> str:
+    return f"ours: shap_values(threads={threads}), chunked"
+
+
+def bench_treeshap(ctx: Context) -> dict[str, Any]:
+    """The teacher's TreeSHAP of the training rows: one native single-threaded call vs ours on 1..all cores."""
+    import numpy as np
+
+    from gbdt2nn_core.booster_teacher import ShapProgress, available_cores
+
+    sizes, teacher = ctx.sizes, ctx.teacher
+    booster = teacher.native_model
+    frame = ctx.data.train_frame
+    if sizes["shap_rows"] is not None:
+        frame = frame.iloc[: sizes["shap_rows"]].reset_index(drop=True)
+    n, d = frame.shape
+    chunk = sizes["shap_chunk_rows"]
+    counts = sorted({1, min(2, available_cores()), available_cores()})
+    reports: dict[int, list[ShapProgress]] = {t: [] for t in counts}
+
+    def ours(threads: int) -> Callable[[], object]:
+        def run() -> object:
+            reports[threads].clear()
+            return teacher.shap_values(frame, threads=threads, chunk_rows=chunk, progress=reports[threads].append)
+
+        return run
+
+    cases: dict[str, Callable[[], object]] = {
+        SHAP_TODAY: lambda: booster.predict(frame, pred_contrib=True, num_threads=1),
+        **{shap_case(t): ours(t) for t in counts},
+    }
+    samples = measure(cases, repeats=sizes["shap_repeats"], warmup=0)
+    native = np.asarray(booster.predict(frame, pred_contrib=True, num_threads=1), dtype=np.float64)
+    differences = {}
+    for t in counts:
+        values = teacher.shap_values(frame, threads=t, chunk_rows=chunk)
+        differences[shap_case(t)] = max(
+            float(np.abs(values.values - native[:, :d]).max()),
+            float(np.abs(values.expected_value[0] - native[:, d]).max()),
+        )
+    return {
+        "rows": n,
+        "columns": d,
+        "chunk_rows": chunk,
+        "usable_cores": available_cores(),
+        "timings": timing_table(samples, n),
+        "speed_vs_today": {name: paired_ratio(samples[SHAP_TODAY], times) for name, times in samples.items()},
+        "progress_rows_per_s": {shap_case(t): [round(r.rows_per_second) for r in reports[t]] for t in counts},
+        "max_abs_diff": differences,
+        "agree_1e-6": all(value <= 1e-6 for value in differences.values()),
         "samples": samples,
     }
 

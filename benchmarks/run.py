@@ -3,7 +3,7 @@
     python benchmarks/run.py --out BENCHMARKS.md            # the full run (tens of minutes on two shared cores)
     python benchmarks/run.py --quick --out /tmp/bench.md    # a smoke run of every code path (seconds)
 
-Four suites, each written up as a section of the Markdown report (ratios first):
+Five suites, each written up as a section of the Markdown report (ratios first):
 
 1. ``explain``: teacher explanations (TreeSHAP) on adult: our path (the lightgbm teacher plugin's
    ``shap_values`` through :class:`gbdt2nn_core.data.cache.ExplanationCache`) vs LightGBM's native
@@ -12,10 +12,12 @@ Four suites, each written up as a section of the Markdown report (ratios first):
 2. ``train``: one student training step (batch 512), plain vs joint with each attributor;
 3. ``infer``: student inference on 10,000 rows vs the teacher's native predict vs hummingbird-ml's compiled
    teacher, and the student's achieved FLOP/s vs this machine's matmul FLOP/s;
-4. ``e2e``: the pipeline end to end on the whole adult table, plain and aligned, each in a fresh process: wall
+4. ``treeshap``: the teacher's TreeSHAP of all training rows, chunked on 1, 2... all cores (``shap_values(threads=)``)
+   vs one native single-threaded call, with the largest difference between their values;
+5. ``e2e``: the pipeline end to end on the whole adult table, plain and aligned, each in a fresh process: wall
    time and peak resident memory (RSS) of every phase, against DeepGBM's reference figures (quoted).
 
-A fifth section, serving on a GPU, comes from ``benchmarks/results/gpu-serving.json``, written by
+A sixth section, serving on a GPU, comes from ``benchmarks/results/gpu-serving.json``, written by
 ``benchmarks/gpu_serving.py`` on a CUDA machine (see its docstring); the report quotes it with its date.
 
 How the timings resist a noisy, shared machine: one process measures both sides of every ratio, the cases of a
@@ -47,7 +49,17 @@ if str(HERE) not in sys.path:  # the sibling modules, also when this file is loa
 
 from bench_measure import ROOT, configure_threads, machine  # noqa: E402
 from bench_report import render  # noqa: E402
-from bench_suites import SIZES, SUITES, Context, bench_e2e, bench_explain, bench_infer, bench_train, e2e_once  # noqa: E402
+from bench_suites import (  # noqa: E402
+    SIZES,
+    SUITES,
+    Context,
+    bench_e2e,
+    bench_explain,
+    bench_infer,
+    bench_train,
+    bench_treeshap,
+    e2e_once,
+)
 
 GPU_RECORD = HERE / "results" / "gpu-serving.json"
 
@@ -106,7 +118,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         _log("setting up: adult, teacher, TreeSHAP, a one-epoch student")
         ctx = Context(sizes, args.threads)
         results["context"] = ctx.describe()
-        for suite, bench in (("explain", bench_explain), ("train", bench_train), ("infer", bench_infer)):
+        benches = (
+            ("explain", bench_explain),
+            ("train", bench_train),
+            ("infer", bench_infer),
+            ("treeshap", bench_treeshap),
+        )
+        for suite, bench in benches:
             if suite in suites:
                 _log(f"suite {suite}")
                 results[suite] = bench(ctx)

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
+import attrs
 import numpy as np
 import pandas as pd
 
@@ -29,9 +30,40 @@ from gbdt2nn_core.data import TabularSchema
 from gbdt2nn_core.errors import DataError
 from gbdt2nn_core.host.interfaces import TreeEnsemble
 
-__all__ = ["InputEncoder", "check_rows_near_training", "teacher_thresholds"]
+__all__ = ["InputEncoder", "OneHotBlocks", "check_rows_near_training", "teacher_thresholds"]
 
 SplitRule = Literal["<=", "<"]
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class OneHotBlocks:
+    """Where the encoded matrix holds centred one-hot blocks (:meth:`InputEncoder.onehot_blocks`).
+
+    A block is a numeric column's interval one-hot or a categorical column's one-hot. An observed row has one
+    active slot ``a`` per block, encoded ``1 - centre[a]``, and every other slot ``s`` encoded ``-centre[s]``; a
+    missing (or unseen) value encodes the whole block as zeros. So ``z @ W`` over a block is ``W[a] - Σ_s
+    centre[s] W[s]`` (or 0): a row lookup, which :meth:`GBDT2NNModule.use_lookup` exploits.
+    """
+
+    #: Width ``D`` of the encoded matrix.
+    n_encoded: int
+    #: ``(B,)`` encoded position of each block's first slot, increasing.
+    starts: np.ndarray
+    #: ``(B,)`` number of slots of each block.
+    widths: np.ndarray
+    #: ``(S,)`` centring constant of every slot, blocks one after another (``S = widths.sum()``).
+    centres: np.ndarray
+
+    @property
+    def slot_positions(self) -> np.ndarray:
+        """``(S,)`` encoded position of every slot, in the order of :attr:`centres`."""
+        ranges = [np.arange(s, s + w) for s, w in zip(self.starts, self.widths, strict=True)]
+        return np.concatenate(ranges) if ranges else np.zeros(0, dtype=np.int64)
+
+    @property
+    def other_positions(self) -> np.ndarray:
+        """Encoded positions outside every block (scaled numbers, missing indicators), increasing."""
+        return np.setdiff1d(np.arange(self.n_encoded), self.slot_positions)
 
 
 class InputEncoder:
@@ -115,6 +147,66 @@ class InputEncoder:
         """Positions in the encoded matrix that belong to input column ``column``."""
         return np.flatnonzero(self.column_of == column)
 
+    def onehot_blocks(self) -> OneHotBlocks:
+        """The layout of the centred one-hot blocks in the encoded matrix (see :class:`OneHotBlocks`)."""
+        starts: list[int] = []
+        widths: list[int] = []
+        centres: list[float] = []
+        position = 0
+        for column in self.schema.columns:
+            entry = self._state[column.name]
+            if column.kind == "numeric":
+                bins = entry["bin_mean"] if entry.get("thresholds") else []
+                if bins:
+                    starts.append(position + 1)  # after the scaled value
+                    widths.append(len(bins))
+                    centres.extend(bins)
+            else:
+                starts.append(position)
+                widths.append(len(entry["frequencies"]))
+                centres.extend(entry["frequencies"])
+            position += self._block_width(column.name)
+        return OneHotBlocks(
+            n_encoded=self.n_encoded,
+            starts=np.asarray(starts, dtype=np.int64),
+            widths=np.asarray(widths, dtype=np.int64),
+            centres=np.asarray(centres, dtype=np.float64),
+        )
+
+    def active_slots(self, frame: pd.DataFrame) -> np.ndarray:
+        """``(n, B)`` int64: the active slot of each :meth:`onehot_blocks` block per row, ``-1`` where missing/unseen.
+
+        What :meth:`transform` one-hot encodes, without writing the one-hot blocks.
+        """
+        slots = []
+        for column in self.schema.columns:
+            entry = self._state[column.name]
+            series = frame[column.name]
+            if column.kind == "numeric":
+                if entry.get("thresholds"):
+                    values = series.to_numpy(dtype=np.float64)
+                    index = _interval_index(values, np.asarray(entry["thresholds"]), entry["split_rule"])
+                    slots.append(np.where(np.isnan(values), -1, index))
+            else:
+                codes = series.cat.codes.to_numpy()
+                slots.append(np.where(codes >= 0, codes, -1))
+        if not slots:
+            return np.zeros((len(frame), 0), dtype=np.int64)
+        return np.stack(slots, axis=1).astype(np.int64, copy=False)
+
+    def outside_blocks(self, frame: pd.DataFrame) -> np.ndarray:
+        """``(n, D - S)`` float32: the columns of :meth:`transform` at :attr:`OneHotBlocks.other_positions` (scaled
+        numbers and missing indicators), without writing the one-hot blocks."""
+        parts = []
+        for column in self.schema.columns:
+            if column.kind == "numeric":
+                values = frame[column.name].to_numpy(dtype=np.float64)
+                scaled, indicator = _scaled_and_indicator(self._state[column.name], values, np.isnan(values))
+                parts.extend([scaled] if indicator is None else [scaled, indicator])
+        if not parts:
+            return np.zeros((len(frame), 0), dtype=np.float32)
+        return np.stack(parts, axis=1).astype(np.float32)
+
     def transform(self, frame: pd.DataFrame) -> np.ndarray:
         """``(n, D)`` float32 encoded rows."""
         blocks = []
@@ -124,14 +216,14 @@ class InputEncoder:
             if column.kind == "numeric":
                 values = series.to_numpy(dtype=np.float64)
                 missing = np.isnan(values)
-                scaled = np.where(missing, 0.0, (values - entry["mean"]) / entry["std"])
+                scaled, indicator = _scaled_and_indicator(entry, values, missing)
                 blocks.append(scaled[:, None])
                 if entry.get("thresholds"):
                     bins = _interval_onehot(values, np.asarray(entry["thresholds"]), entry["split_rule"])
                     # missing rows stay at zero = the training mean, like missing categories
                     blocks.append(np.where(missing[:, None], 0.0, bins - np.asarray(entry["bin_mean"])))
-                if entry["missing_rate"] is not None:
-                    blocks.append((missing.astype(np.float64) - entry["missing_rate"])[:, None])
+                if indicator is not None:
+                    blocks.append(indicator[:, None])
             else:
                 frequencies = np.asarray(entry["frequencies"])
                 codes = series.cat.codes.to_numpy()
@@ -194,12 +286,26 @@ def _interval_onehot(values: np.ndarray, cuts: np.ndarray, split_rule: str) -> n
     With ``"<="`` a value equal to a cut belongs to the interval below it (LightGBM's ``x <= t`` goes left);
     with ``"<"`` to the interval above (XGBoost's ``x < t``). Missing values get an all-zero row.
     """
-    side: Literal["left", "right"] = "left" if split_rule == "<=" else "right"
-    index = np.searchsorted(cuts, values, side=side)
+    index = _interval_index(values, cuts, split_rule)
     onehot = np.zeros((len(values), len(cuts) + 1))
     observed = ~np.isnan(values)
     onehot[np.flatnonzero(observed), index[observed]] = 1.0
     return onehot
+
+
+def _scaled_and_indicator(
+    entry: Mapping[str, Any], values: np.ndarray, missing: np.ndarray
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """A numeric column's scaled value (0 where missing) and its centred missing indicator (if it has one)."""
+    scaled = np.where(missing, 0.0, (values - entry["mean"]) / entry["std"])
+    rate = entry["missing_rate"]
+    return scaled, None if rate is None else missing.astype(np.float64) - rate
+
+
+def _interval_index(values: np.ndarray, cuts: np.ndarray, split_rule: str) -> np.ndarray:
+    """The interval (``0..len(cuts)``) between sorted ``cuts`` of each value (meaningless for missing values)."""
+    side: Literal["left", "right"] = "left" if split_rule == "<=" else "right"
+    return np.searchsorted(cuts, values, side=side)
 
 
 def teacher_thresholds(ensemble: TreeEnsemble, schema: TabularSchema, max_bins: int) -> dict[str, np.ndarray]:

@@ -24,7 +24,8 @@ from __future__ import annotations
 import abc
 import hashlib
 import os
-from collections.abc import Collection, Mapping
+import time
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -37,9 +38,39 @@ from gbdt2nn_core.host.interfaces import Task, Teacher, TreeEnsemble, TreeShap
 from gbdt2nn_core.kit import teacher_checks as checks
 from gbdt2nn_core.model_files import write_atomic
 
-__all__ = ["BoosterFacts", "BoosterTeacher"]
+__all__ = ["DEFAULT_SHAP_CHUNK_ROWS", "BoosterFacts", "BoosterTeacher", "ShapProgress", "available_cores"]
 
 B = TypeVar("B")
+
+#: Rows per native TreeSHAP call: the library's working memory is bounded by one chunk, and a progress report
+#: follows each (at 100 trees x 64 leaves on adult, about a second per chunk on one thread).
+DEFAULT_SHAP_CHUNK_ROWS = 8192
+
+
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the system has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+@attrs.frozen(kw_only=True)
+class ShapProgress:
+    """How far :meth:`BoosterTeacher.shap_values` is, reported after every chunk of rows."""
+
+    #: Rows explained so far.
+    rows_done: int
+    #: Rows to explain in all.
+    rows_total: int
+    #: Seconds since the first chunk started.
+    seconds: float
+    #: Native threads each chunk runs on.
+    threads: int
+
+    @property
+    def rows_per_second(self) -> float:
+        """Throughput so far (``inf`` before any measurable time passed)."""
+        return self.rows_done / self.seconds if self.seconds > 0 else float("inf")
 
 
 @attrs.frozen(kw_only=True)
@@ -80,7 +111,8 @@ class BoosterTeacher(Teacher, Generic[B]):
     (the library's exceptions that mean "cannot predict on this data"). It defines the abstract hooks
     :meth:`train`, :meth:`copy_model`, :meth:`load_model_file`, :meth:`describe`, :meth:`predict_raw`,
     :meth:`predict_leaves`, :meth:`predict_contribs`, :meth:`dump_structure` and :meth:`model_bytes`, and may
-    override :meth:`known_params`, :meth:`models_accepted`, :meth:`normalise_name`, :meth:`name_columns` and
+    override :meth:`predict_contribs_threaded` (TreeSHAP on a set number of native threads),
+    :meth:`known_params`, :meth:`models_accepted`, :meth:`normalise_name`, :meth:`name_columns` and
     :meth:`error_message`. Every hook receives the booster explicitly; :attr:`n_outputs` is readable in the
     prediction and structure hooks.
     """
@@ -181,6 +213,14 @@ class BoosterTeacher(Teacher, Generic[B]):
     def model_bytes(self, booster: B, *, suffix: str = "") -> bytes:
         """The serialised model: what :meth:`save` writes to a file with ``suffix`` (lower case, e.g. ``".json"``),
         and, with ``suffix=""``, the canonical bytes the fingerprint hashes. Never a pickle."""
+
+    def predict_contribs_threaded(self, booster: B, X: pd.DataFrame, threads: int) -> np.ndarray:
+        """:meth:`predict_contribs` on exactly ``threads`` native threads (the library's own thread parameter).
+
+        Optional: the default calls :meth:`predict_contribs`, which runs on whatever the library chooses; backends
+        written before this hook keep working, but should override it so that the thread count is explicit.
+        """
+        return self.predict_contribs(booster, X)
 
     def known_params(self) -> Collection[str] | None:
         """Every training option name the library accepts, or ``None`` when it cannot list them (the backend
@@ -326,10 +366,13 @@ class BoosterTeacher(Teacher, Generic[B]):
         try:
             return np.asarray(hook(booster, frame))
         except self.native_errors as exc:
-            raise DataError(
-                problem=f"{self.library} cannot predict on X: {self.error_message(exc)}",
-                fix="pass data like the training data",
-            ) from None
+            raise self._cannot_predict(exc) from None
+
+    def _cannot_predict(self, exc: BaseException) -> DataError:
+        return DataError(
+            problem=f"{self.library} cannot predict on X: {self.error_message(exc)}",
+            fix="pass data like the training data",
+        )
 
     def predict_margin(self, X: pd.DataFrame) -> np.ndarray:
         """Raw scores: shape ``(n,)``, or ``(n, k)`` for ``k`` classes."""
@@ -342,11 +385,44 @@ class BoosterTeacher(Teacher, Generic[B]):
         leaves = self._native("leaf_indices", X, self.predict_leaves)
         return leaves.astype(np.int32, copy=False).reshape(len(X), self._facts_of("leaf_indices").n_trees)
 
-    def shap_values(self, X: pd.DataFrame) -> TreeShap:
-        """Path-dependent TreeSHAP from the library, in margin space."""
-        contrib = self._native("shap_values", X, self.predict_contribs).astype(np.float64, copy=False)
+    def shap_values(
+        self,
+        X: pd.DataFrame,
+        *,
+        threads: int | None = None,
+        chunk_rows: int = DEFAULT_SHAP_CHUNK_ROWS,
+        progress: Callable[[ShapProgress], None] | None = None,
+    ) -> TreeShap:
+        """Path-dependent TreeSHAP from the library, in margin space.
+
+        Rows go to the library ``chunk_rows`` at a time, each chunk on ``threads`` native threads (default: every
+        core this process may use, :func:`available_cores`); ``progress`` is called after each chunk. Each row's
+        values are computed on their own, so chunks and threads give the same values as one single-threaded call.
+        """
+        threads = available_cores() if threads is None else threads
+        for setting, value in (("threads", threads), ("chunk_rows", chunk_rows)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(setting=setting, value=value, fix="use a whole number ≥ 1")
+        booster = self._require("shap_values")
+        frame = self._check_input(X)
         k = self._facts_of("shap_values").n_outputs
-        contrib = contrib.reshape(len(X), k, -1)
+        n = len(frame)
+        contrib: np.ndarray | None = None
+        started = time.perf_counter()
+        for start in range(0, n, chunk_rows):
+            rows = frame.iloc[start : start + chunk_rows]
+            try:
+                chunk = np.asarray(self.predict_contribs_threaded(booster, rows, threads), dtype=np.float64)
+            except self.native_errors as exc:
+                raise self._cannot_predict(exc) from None
+            chunk = chunk.reshape(len(rows), k, -1)
+            if contrib is None:  # filled in place: no second copy of the result at the end
+                contrib = np.empty((n, k, chunk.shape[2]), dtype=np.float64)
+            contrib[start : start + len(rows)] = chunk
+            if progress is not None:
+                seconds = time.perf_counter() - started
+                progress(ShapProgress(rows_done=start + len(rows), rows_total=n, seconds=seconds, threads=threads))
+        assert contrib is not None  # the frame has rows (checked above)
         values = contrib[:, :, :-1]
         return TreeShap(
             values=values[:, 0, :] if k == 1 else values,

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from torch import nn
 
+from gbdt2nn_core.errors import ConfigError
 from gbdt2nn_core.student._layers import GroupMLP
+
+if TYPE_CHECKING:
+    from gbdt2nn_core.encoding import OneHotBlocks
 
 __all__ = ["GBDT2NNModule"]
 
@@ -16,6 +21,10 @@ __all__ = ["GBDT2NNModule"]
 #: an ``(n, k, W)`` tensor: about 1.3x faster on one CPU core, and on an H200 from 100k rows up, at adult's shapes,
 #: where ``D = W``; BENCHMARKS.md).
 DENSE_FIRST_LAYER_MAX_RATIO = 1.5
+
+#: How far an encoded one-hot value may be from ``onehot - centre`` and still be read as that one-hot (float32
+#: rounds ``1 - centre`` and ``-centre`` separately: about 1e-7 apart).
+LOOKUP_TOLERANCE = 1e-6
 
 
 class GBDT2NNModule(nn.Module):
@@ -34,6 +43,12 @@ class GBDT2NNModule(nn.Module):
         output_map: torch.Tensor
         head_weight: torch.Tensor
         head_bias: torch.Tensor
+        lookup_slot_columns: torch.Tensor
+        lookup_slot_block: torch.Tensor
+        lookup_block_slots: torch.Tensor
+        lookup_block_offsets: torch.Tensor
+        lookup_centres: torch.Tensor
+        lookup_other_columns: torch.Tensor
 
     def __init__(
         self,
@@ -63,6 +78,15 @@ class GBDT2NNModule(nn.Module):
         self.columns_distinct = all(len(row) == len(set(row)) for row in rows)
         self.largest_index_repeats = any(len(row) < width - 1 for row in rows)
         self.dense_max_ratio = float(DENSE_FIRST_LAYER_MAX_RATIO)  # an attribute: TorchScript reads no globals
+        self.lookup_tolerance = float(LOOKUP_TOLERANCE)
+        # the lookup first layer is off until use_lookup() tells the module the encoder's one-hot layout; its
+        # buffers are not persistent, so saved weights and their format do not change
+        self.lookup_enabled = False
+        self.lookup_n_encoded = 0
+        for name in ("lookup_slot_columns", "lookup_slot_block", "lookup_block_slots", "lookup_block_offsets"):
+            self.register_buffer(name, torch.zeros(0, dtype=torch.long), persistent=False)
+        self.register_buffer("lookup_other_columns", torch.zeros(0, dtype=torch.long), persistent=False)
+        self.register_buffer("lookup_centres", torch.zeros(0), persistent=False)
 
     @property
     def n_groups(self) -> int:
@@ -73,11 +97,86 @@ class GBDT2NNModule(nn.Module):
         padded = nn.functional.pad(z, (0, 1))
         return padded[:, self.group_input_index]
 
+    def use_lookup(self, blocks: OneHotBlocks | None) -> None:
+        """Compute the first layer as a row lookup over the encoder's one-hot ``blocks`` where that is exact.
+
+        ``blocks`` is :meth:`InputEncoder.onehot_blocks` of the encoder that makes this module's inputs; ``None``
+        turns the lookup off. With it on, :meth:`embeddings` (and so ``forward``) reads the active slot of every
+        block from ``z`` and sums rows of the first layer's weights instead of multiplying by the whole one-hot,
+        unless gradients with respect to ``z`` are being recorded (attributors: the dense form stays the
+        reference there) or ``z`` is not exactly an encoding (e.g. a point between a row and the baseline).
+        The lookup needs each group to list a column once; otherwise it stays off.
+        """
+        if blocks is None or not self.columns_distinct or len(blocks.widths) == 0:
+            self.lookup_enabled = False
+            return
+        device = self.group_input_index.device
+        widths = np.asarray(blocks.widths, dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(widths)[:-1]])
+        slot_block = np.repeat(np.arange(len(widths)), widths)
+        width = int(widths.max())
+        # (B, widest) slot numbers of each block; a short block repeats the pad slot S (one past the last)
+        block_slots = np.full((len(widths), width), int(widths.sum()), dtype=np.int64)
+        for b, (offset, size) in enumerate(zip(offsets, widths, strict=True)):
+            block_slots[b, :size] = np.arange(offset, offset + size)
+
+        def long(values: np.ndarray) -> torch.Tensor:
+            return torch.as_tensor(np.asarray(values, dtype=np.int64), device=device)
+
+        self.lookup_slot_columns = long(blocks.slot_positions)
+        self.lookup_slot_block = long(slot_block)
+        self.lookup_block_slots = long(block_slots)
+        self.lookup_block_offsets = long(offsets)
+        self.lookup_other_columns = long(blocks.other_positions)
+        self.lookup_centres = torch.as_tensor(np.asarray(blocks.centres), dtype=torch.float32, device=device)
+        self.lookup_n_encoded = int(blocks.n_encoded)
+        self.lookup_enabled = True
+
+    def lookup_slots(self, active: torch.Tensor) -> torch.Tensor:
+        """Slot numbers for :meth:`lookup_first_layer` from :meth:`InputEncoder.active_slots` (``(n, B)``, the slot
+        within each block, ``-1`` for a missing value)."""
+        slots_total = int(self.lookup_centres.shape[0])
+        return torch.where(active >= 0, active + self.lookup_block_offsets, torch.full_like(active, slots_total))
+
+    def forward_lookup(self, other: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+        """Margins from the encoder's lookup inputs, without the one-hot blocks ever being written.
+
+        ``other`` is :meth:`InputEncoder.outside_blocks` and ``active`` :meth:`InputEncoder.active_slots` of the
+        same rows (the encoder given to :meth:`use_lookup`); equal to ``forward(encoder.transform(rows))``.
+        """
+        if not self.lookup_enabled:
+            raise ConfigError(
+                setting="lookup", value="off", fix="call module.use_lookup(encoder.onehot_blocks()) first"
+            )
+        slots = self.lookup_slots(active)
+        if self._inference_applies():
+            first_weight, first_bias, rest = self._folded_layers()
+            return self._inference_margin(self.lookup_first_layer(other, slots, first_weight, first_bias), rest)
+        first = self.lookup_first_layer(other, slots)
+        return self.combine(self.group_outputs(self.mlp.after_first_linear(first)))
+
+    def first_layer(
+        self, z: torch.Tensor, first_weight: torch.Tensor | None = None, first_bias: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The first linear map of every group, ``(n, k, h)``, with the group MLP's weights or the ones given,
+        the cheapest exact way: the lookup (see :meth:`use_lookup`), one dense matmul, or the per-group gather."""
+        if first_weight is None or first_bias is None:
+            first_weight, first_bias = self.mlp.first_linear_parameters()
+        if not torch.jit.is_scripting() and self._lookup_applies(z):  # type: ignore[attr-defined]
+            slots = self.active_slots(z)
+            if slots is not None:
+                other = z.index_select(1, self.lookup_other_columns)
+                return self.lookup_first_layer(other, slots, first_weight, first_bias)
+        if self._dense_first_layer_applies(z):
+            n, columns = z.shape
+            groups, out = first_bias.shape
+            weight = self.dense_first_weight(columns, first_weight)
+            return (z @ weight).reshape(n, groups, out) + first_bias
+        return torch.einsum("nki,kio->nko", self.group_inputs(z), first_weight) + first_bias
+
     def embeddings(self, z: torch.Tensor) -> torch.Tensor:
         """``N_j(z[I_j])`` for every group: ``(n, k, embedding_dim)``."""
-        if self._dense_first_layer_applies(z):
-            return self.mlp.after_first_linear(self.dense_first_layer(z))  # type: ignore[no-any-return]
-        return self.mlp(self.group_inputs(z))  # type: ignore[no-any-return]
+        return self.mlp.after_first_linear(self.first_layer(z))  # type: ignore[no-any-return]
 
     def _dense_first_layer_applies(self, z: torch.Tensor) -> bool:
         width = self.group_input_index.shape[1]
@@ -86,23 +185,140 @@ class GBDT2NNModule(nn.Module):
         # a repeated largest index is the pad column only if it equals D
         return not self.largest_index_repeats or z.shape[1] == self.largest_index
 
+    def _lookup_applies(self, z: torch.Tensor) -> bool:
+        if not self.lookup_enabled or z.dim() != 2 or z.shape[1] != self.lookup_n_encoded:
+            return False
+        return not (torch.is_grad_enabled() and z.requires_grad)
+
+    @torch.jit.unused
+    def active_slots(self, z: torch.Tensor) -> torch.Tensor | None:
+        """``(n, B)`` slot numbers (into the lookup's ``S`` slots) active in each block of ``z``, ``S`` for an all-zero
+        block; ``None`` when some row of ``z`` is not exactly a one-hot-minus-centre encoding (use the dense form).
+        """
+        slots_total = int(self.lookup_centres.shape[0])
+        values = z.index_select(1, self.lookup_slot_columns)  # (n, S)
+        # the active slot is the only positive value of its block (1 - centre > 0; the others are -centre <= 0); a
+        # missing value has none (a centre of 1 encodes as zeros too, and its lookup row is zero)
+        hot = values > 0
+        rows, columns = hot.nonzero(as_tuple=True)
+        slots = torch.full(
+            (z.shape[0], self.lookup_block_offsets.shape[0]), slots_total, dtype=torch.long, device=z.device
+        )
+        slots = slots.index_put((rows, self.lookup_slot_block.index_select(0, columns)), columns)
+        filled = slots != slots_total
+        if int(filled.sum()) != int(rows.shape[0]):  # two positive values in one block: not an encoding
+            return None
+        observed = filled.index_select(1, self.lookup_slot_block)  # (n, S)
+        # what z would hold with these active slots: one-hot minus centre, or zeros for a missing value
+        expected = (hot.to(z.dtype) - self.lookup_centres.to(z.dtype)) * observed.to(z.dtype)
+        if not bool(((values - expected).abs() <= self.lookup_tolerance).all()):
+            return None
+        return slots
+
+    @torch.jit.unused
+    def lookup_first_layer(
+        self,
+        other: torch.Tensor,
+        slots: torch.Tensor,
+        first_weight: torch.Tensor | None = None,
+        first_bias: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The first linear map of every group from the encoded values outside the one-hot blocks (``other``,
+        ``(n, D - S)``) and the active slot of each block (``slots``, ``(n, B)``, ``S`` for a missing value).
+
+        Equal to :meth:`dense_first_layer` of the full encoding: a block contributes ``W[a] - Σ_s centre_s W[s]``
+        when slot ``a`` is active and nothing when the value is missing, so one table row per slot (and a zero row
+        for missing) summed by ``embedding_bag`` replaces the block's ``S_b × k·h`` multiply-accumulates.
+        """
+        if first_weight is None or first_bias is None:
+            first_weight, first_bias = self.mlp.first_linear_parameters()
+        groups, _, out = first_weight.shape
+        weight = self.dense_first_weight(self.lookup_n_encoded, first_weight)  # (D, k·h)
+        slot_weight = weight.index_select(0, self.lookup_slot_columns)  # (S, k·h)
+        centred = self.lookup_centres.to(weight.dtype).unsqueeze(1) * slot_weight
+        constant = torch.zeros(
+            self.lookup_block_offsets.shape[0], weight.shape[1], dtype=weight.dtype, device=weight.device
+        ).index_add(0, self.lookup_slot_block, centred)  # (B, k·h)
+        table = slot_weight - constant.index_select(0, self.lookup_slot_block)
+        table = torch.cat([table, table.new_zeros(1, table.shape[1])])  # row S: a missing value adds nothing
+        looked_up = nn.functional.embedding_bag(slots, table, mode="sum")  # (n, k·h)
+        other_weight = weight.index_select(0, self.lookup_other_columns)
+        # bias and the columns outside the blocks in one fused call, then added in place to the lookup
+        rest = torch.addmm(first_bias.reshape(1, -1), other.to(weight.dtype), other_weight)
+        return looked_up.add_(rest).reshape(-1, groups, out)
+
+    def dense_first_weight(self, columns: int, first_weight: torch.Tensor | None = None) -> torch.Tensor:
+        """``(D, k·h)`` with ``D = columns``: group ``j``'s first-layer weight row for slot ``i`` at encoded column
+        ``I_j[i]`` (block ``j`` of the output), zero where the group does not see a column."""
+        if first_weight is None:
+            first_weight, _ = self.mlp.first_linear_parameters()
+        groups, width, out = first_weight.shape
+        slots = torch.arange(width, device=first_weight.device).expand(groups, width)
+        # slot of encoded column c in group j, or `width` (a zero row appended below) where the group lacks c
+        slot_of = torch.full((groups, columns + 1), width, dtype=torch.long, device=first_weight.device)
+        slot_of = slot_of.scatter(1, self.group_input_index, slots)[:, :columns]
+        padded = torch.cat([first_weight, first_weight.new_zeros(groups, 1, out)], dim=1)
+        dense = padded.gather(1, slot_of.unsqueeze(-1).expand(groups, columns, out))  # (k, D, h)
+        return dense.permute(1, 0, 2).reshape(columns, groups * out)
+
     def dense_first_layer(self, z: torch.Tensor) -> torch.Tensor:
         """The first linear map of every group as one ``(n, D) @ (D, k·h)`` matmul: ``(n, k, h)``.
 
         Equal to ``mlp.hidden[0](group_inputs(z))``: group ``j``'s weight row for slot ``i`` moves to encoded column
         ``I_j[i]``; columns the group does not see get zero weights.
         """
-        first_weight, first_bias = self.mlp.first_linear_parameters()
+        _, first_bias = self.mlp.first_linear_parameters()
         n, columns = z.shape
-        groups, width, out = first_weight.shape
-        slots = torch.arange(width, device=z.device).expand(groups, width)
-        # slot of encoded column c in group j, or `width` (a zero row appended below) where the group lacks c
-        slot_of = torch.full((groups, columns + 1), width, dtype=torch.long, device=z.device)
-        slot_of = slot_of.scatter(1, self.group_input_index, slots)[:, :columns]
-        padded = torch.cat([first_weight, first_weight.new_zeros(groups, 1, out)], dim=1)
-        dense = padded.gather(1, slot_of.unsqueeze(-1).expand(groups, columns, out))  # (k, D, h)
-        weight = dense.permute(1, 0, 2).reshape(columns, groups * out)
-        return (z @ weight).reshape(n, groups, out) + first_bias
+        groups, out = first_bias.shape
+        return (z @ self.dense_first_weight(columns)).reshape(n, groups, out) + first_bias
+
+    # ------------------------------------------------------------------ inference (eval mode, no gradients)
+    def _inference_applies(self) -> bool:
+        if self.training or torch.is_grad_enabled():
+            return False
+        # batch norm folds into the linear maps only where it uses running statistics
+        for group_norm in self.mlp.norms:
+            norm = group_norm.norm
+            if norm.training or norm.running_mean is None:  # type: ignore[union-attr]
+                return False
+        return True
+
+    def _folded_layers(self) -> tuple[torch.Tensor, torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+        """The network at inference as plain group-linear maps: each hidden layer with its batch norm folded in
+        (``W·s``, ``(b - mean)·s + beta`` with ``s = gamma / sqrt(var + eps)``), then the last layer with the frozen
+        head folded in (``k`` maps to one output). Returns the first layer's ``(weight, bias)`` and the rest's."""
+        folded: list[tuple[torch.Tensor, torch.Tensor]] = []
+        # mypy reads submodule attributes as `Tensor | Module`; TorchScript accepts only one-code or bare ignores
+        for linear, group_norm in zip(self.mlp.hidden, self.mlp.norms, strict=False):
+            norm = group_norm.norm
+            weight, bias = linear.weight, linear.bias
+            groups, out = bias.shape  # type: ignore[misc]
+            mean, var = norm.running_mean, norm.running_var  # type: ignore[union-attr]
+            assert mean is not None
+            assert var is not None
+            scale = torch.rsqrt(var + norm.eps)  # type: ignore
+            shift = -mean * scale  # type: ignore[operator]
+            gamma, beta = norm.weight, norm.bias  # type: ignore[union-attr]
+            if gamma is not None and beta is not None:
+                shift = shift * gamma + beta  # type: ignore[operator]
+                scale = scale * gamma  # type: ignore[operator]
+            scale, shift = scale.reshape(groups, out), shift.reshape(groups, out)
+            folded.append((weight * scale.unsqueeze(1), bias * scale + shift))  # type: ignore[operator]
+        last = self.mlp.last
+        head = (last.weight * self.head_weight.unsqueeze(1)).sum(-1, keepdim=True)  # (k, i, 1)
+        head_bias = (last.bias * self.head_weight).sum(-1, keepdim=True) + self.head_bias.unsqueeze(1)  # (k, 1)
+        folded.append((head, head_bias))
+        return folded[0][0], folded[0][1], folded[1:]
+
+    def _inference_margin(self, first: torch.Tensor, rest: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """Margins from the folded first layer's output ``(n, k, h)``: batched matmuls in group-major layout, each
+        with its bias added in the same call (``baddbmm``) and ReLU in place; no batch norm, no head left."""
+        x = first.transpose(0, 1).contiguous().relu_()  # (k, n, h)
+        for weight, bias in rest[:-1]:
+            x = torch.baddbmm(bias.unsqueeze(1), x, weight).relu_()
+        weight, bias = rest[-1]
+        group_outputs = torch.baddbmm(bias.unsqueeze(1), x, weight).squeeze(-1).transpose(0, 1)  # (n, k)
+        return self.combine(group_outputs)
 
     def group_outputs(self, embeddings: torch.Tensor) -> torch.Tensor:
         """``y_j`` for every group: ``(n, k)``."""
@@ -114,4 +330,7 @@ class GBDT2NNModule(nn.Module):
         return margin[:, 0] if self.n_outputs == 1 else margin
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        if self._inference_applies():
+            first_weight, first_bias, rest = self._folded_layers()
+            return self._inference_margin(self.first_layer(z, first_weight, first_bias), rest)
         return self.combine(self.group_outputs(self.embeddings(z)))

@@ -180,6 +180,16 @@ class XGBoostTeacher(BoosterTeacher[xgb.Booster]):
     def predict_contribs(self, booster: xgb.Booster, X: pd.DataFrame) -> np.ndarray:
         return np.asarray(booster.predict(xgb.DMatrix(X, enable_categorical=True), pred_contribs=True))
 
+    def predict_contribs_threaded(self, booster: xgb.Booster, X: pd.DataFrame, threads: int) -> np.ndarray:
+        """``pred_contribs`` with XGBoost's ``nthread`` set for this call (the booster's own setting is restored)."""
+        previous = json.loads(booster.save_config())["learner"]["generic_param"].get("nthread", "0")
+        booster.set_param({"nthread": threads})
+        try:
+            matrix = xgb.DMatrix(X, enable_categorical=True, nthread=threads)
+            return np.asarray(booster.predict(matrix, pred_contribs=True))
+        finally:
+            booster.set_param({"nthread": previous})
+
     # ------------------------------------------------------------------ structure, saving
     def dump_structure(self, booster: xgb.Booster) -> TreeEnsemble:
         """Leaf values, split features and gains of every tree, from the JSON model (see :func:`.trees.ensemble`)."""

@@ -1,0 +1,195 @@
+"""The lookup first layer of the GBDT2NN module against the dense matmul it replaces.
+
+The reference is the module's training-time composition with the lookup off (``use_lookup(None)``): its first layer
+is ``z @ W`` over the whole encoding, then batch norm, ReLU, ..., the head, as in training. The inference path
+(eval mode, no gradients: batch norm and the head folded into the linear maps) and the lookup must both equal it.
+Students are trained for one epoch on adult rows (numeric intervals, categories, missing numbers and categories),
+binary and 3-class, so the weights are a real student's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from gbdt2nn_core.data import Dataset, TabularSchema, TargetEncoder, split_features_target
+from gbdt2nn_core.encoding import InputEncoder, teacher_thresholds
+from gbdt2nn_core.errors import ConfigError
+from gbdt2nn_core.interfaces import StudentInputs
+from gbdt2nn_core.registry import Registry
+from gbdt2nn_core.student import GBDT2NNModule
+
+pytestmark = pytest.mark.usefixtures("single_thread_torch")
+
+
+def _student_on_adult(adult_dataset: Dataset, task: str) -> tuple[GBDT2NNModule, InputEncoder, pd.DataFrame]:
+    frame = adult_dataset.frame.sample(600, random_state=3).reset_index(drop=True)
+    features, target = split_features_target(frame, adult_dataset.target)
+    rng = np.random.default_rng(0)
+    features["age"] = features["age"].astype(float).where(rng.random(len(features)) > 0.15)  # missing numbers
+    features["workclass"] = features["workclass"].where(rng.random(len(features)) > 0.15)  # missing categories
+    if task == "multiclass":
+        target = pd.Series(np.digitize(features["hours-per-week"], [35, 45]), name="hours")
+        features = features.drop(columns="hours-per-week")
+    schema = TabularSchema.infer(features)
+    X = schema.to_frame(features)
+    y = TargetEncoder.fit(target, task).transform(target)  # type: ignore[arg-type]
+    teacher = Registry().teacher("lightgbm", n_estimators=12, num_leaves=15, num_threads=1)
+    teacher.fit(X, y, task=task, seed=0)  # type: ignore[arg-type]
+    ensemble = teacher.structure()
+    encoder = InputEncoder.fit(
+        X, schema, thresholds=teacher_thresholds(ensemble, schema, 64), split_rule=ensemble.split_rule
+    )
+    student: Any = Registry().student("gbdt2nn", seed=0, epochs=1, batch_size=128, n_groups=4, hidden=(16, 8))
+    z = encoder.transform(X)
+    student.fit(
+        StudentInputs(
+            teacher=teacher,
+            leaves=teacher.leaf_indices(X),
+            z=z,
+            y=y,
+            task=task,  # type: ignore[arg-type]
+            teacher_margin=teacher.predict_margin(X),
+            column_of=encoder.column_of,
+            aggregation=encoder.aggregation(),
+            background=z[:100],
+        )
+    )
+    assert np.isnan(X["age"]).any()
+    assert X.select_dtypes("category").isna().any().any()
+    return student.module, encoder, X
+
+
+@pytest.fixture(scope="module", params=["binary", "multiclass"])
+def trained(request: pytest.FixtureRequest, adult_dataset: Dataset) -> tuple[GBDT2NNModule, InputEncoder, pd.DataFrame]:
+    return _student_on_adult(adult_dataset, request.param)
+
+
+def _dense_reference(module: GBDT2NNModule, z: torch.Tensor) -> torch.Tensor:
+    module.use_lookup(None)
+    first = module.dense_first_layer(z)
+    return module.combine(module.group_outputs(module.mlp.after_first_linear(first)))  # type: ignore[no-any-return]
+
+
+def test_eval_margins_equal_the_dense_matmul(trained: tuple[GBDT2NNModule, InputEncoder, pd.DataFrame]) -> None:
+    module, encoder, X = trained
+    z = torch.as_tensor(encoder.transform(X))
+    module.eval()
+    with torch.no_grad():
+        reference = _dense_reference(module, z)
+        module.use_lookup(encoder.onehot_blocks())
+        assert module.active_slots(z) is not None  # every row is read as an encoding: the lookup runs
+        looked_up = module(z)
+        module.use_lookup(None)
+        folded_only = module(z)  # the inference path without the lookup
+    assert looked_up.shape == reference.shape
+    torch.testing.assert_close(looked_up, reference, atol=1e-5, rtol=0)
+    torch.testing.assert_close(folded_only, reference, atol=1e-5, rtol=0)
+
+
+def test_margins_from_the_frame_equal_the_dense_matmul_of_the_encoding(
+    trained: tuple[GBDT2NNModule, InputEncoder, pd.DataFrame],
+) -> None:
+    module, encoder, X = trained
+    module.eval()
+    other = torch.as_tensor(encoder.outside_blocks(X))
+    active = torch.as_tensor(encoder.active_slots(X))
+    with torch.no_grad():
+        reference = _dense_reference(module, torch.as_tensor(encoder.transform(X)))
+        module.use_lookup(encoder.onehot_blocks())
+        from_frame = module.forward_lookup(other, active)
+    torch.testing.assert_close(from_frame, reference, atol=1e-5, rtol=0)
+    module.use_lookup(None)
+    with pytest.raises(ConfigError, match="use_lookup"):
+        module.forward_lookup(other, active)
+    module.use_lookup(encoder.onehot_blocks())
+    # with gradients recorded (no folding), the same margins
+    module.use_lookup(encoder.onehot_blocks())
+    torch.testing.assert_close(module.forward_lookup(other, active).detach(), reference, atol=1e-5, rtol=0)
+
+
+def test_active_slots_from_z_are_the_encoders_from_the_frame(
+    trained: tuple[GBDT2NNModule, InputEncoder, pd.DataFrame],
+) -> None:
+    module, encoder, X = trained
+    blocks = encoder.onehot_blocks()
+    module.use_lookup(blocks)
+    slots = module.active_slots(torch.as_tensor(encoder.transform(X)))
+    assert slots is not None
+    active = encoder.active_slots(X)
+    offsets = np.concatenate([[0], np.cumsum(blocks.widths)[:-1]])
+    expected = np.where(active >= 0, active + offsets, int(blocks.widths.sum()))
+    np.testing.assert_array_equal(slots.numpy(), expected)
+    assert (active < 0).any()  # missing values reach the zero row
+    # the frame path alone (no one-hot written) gives the dense first layer
+    other = torch.as_tensor(encoder.outside_blocks(X))
+    np.testing.assert_array_equal(other.numpy(), encoder.transform(X)[:, blocks.other_positions])
+    with torch.no_grad():
+        from_frame = module.lookup_first_layer(other, torch.as_tensor(expected))
+        dense = module.dense_first_layer(torch.as_tensor(encoder.transform(X)))
+    torch.testing.assert_close(from_frame, dense, atol=1e-5, rtol=0)
+
+
+def test_training_forward_uses_the_lookup_with_the_same_parameter_gradients(
+    trained: tuple[GBDT2NNModule, InputEncoder, pd.DataFrame],
+) -> None:
+    module, encoder, X = trained
+    z = torch.as_tensor(encoder.transform(X))[:256]
+    module.train()
+    state = {k: v.clone() for k, v in module.state_dict().items()}  # batch-norm statistics move in train mode
+
+    def loss_and_grads(lookup: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        module.load_state_dict(state)
+        module.use_lookup(encoder.onehot_blocks() if lookup else None)
+        module.zero_grad()
+        loss = (module(z) ** 2).sum()
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in module.parameters() if p.grad is not None]
+
+    dense_loss, dense_grads = loss_and_grads(lookup=False)
+    lookup_loss, lookup_grads = loss_and_grads(lookup=True)
+    assert module._lookup_applies(z)
+    torch.testing.assert_close(lookup_loss, dense_loss, rtol=1e-5, atol=1e-5)
+    assert len(lookup_grads) == len(dense_grads)
+    # float32 sums in another order; the first layer's bias gradient is zero up to rounding (batch norm removes
+    # it), so the tolerance is relative to the largest gradient
+    scale = max(float(g.abs().max()) for g in dense_grads)
+    for ours, reference in zip(lookup_grads, dense_grads, strict=True):
+        torch.testing.assert_close(ours, reference, rtol=1e-4, atol=1e-5 * scale)
+    module.eval()
+
+
+def test_gradients_with_respect_to_z_come_from_the_dense_form(
+    trained: tuple[GBDT2NNModule, InputEncoder, pd.DataFrame],
+) -> None:
+    module, encoder, X = trained
+    module.eval()
+
+    def input_gradient(lookup: bool) -> torch.Tensor:
+        module.use_lookup(encoder.onehot_blocks() if lookup else None)
+        z = torch.as_tensor(encoder.transform(X))[:64].requires_grad_(True)
+        (gradient,) = torch.autograd.grad(module(z).sum(), z)
+        return gradient
+
+    with_lookup = input_gradient(lookup=True)
+    torch.testing.assert_close(with_lookup, input_gradient(lookup=False), atol=0, rtol=0)
+    assert bool((with_lookup != 0).any())
+
+
+def test_points_that_are_not_encodings_take_the_dense_form(
+    trained: tuple[GBDT2NNModule, InputEncoder, pd.DataFrame],
+) -> None:
+    module, encoder, X = trained
+    module.eval()
+    scaled = 0.5 * torch.as_tensor(encoder.transform(X))  # a point on an integrated-gradients path
+    with torch.no_grad():
+        module.use_lookup(None)
+        reference = module(scaled)  # the same inference path, with the dense first layer
+        module.use_lookup(encoder.onehot_blocks())
+        assert module.active_slots(scaled) is None
+        ours = module(scaled)
+    torch.testing.assert_close(ours, reference, atol=0, rtol=0)
