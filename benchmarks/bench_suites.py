@@ -472,7 +472,7 @@ def bench_treeshap(ctx: Context) -> dict[str, Any]:
     """The teacher's TreeSHAP of the training rows: one native single-threaded call vs ours on 1..all cores."""
     import numpy as np
 
-    from gbdt2nn_core.booster_teacher import ShapProgress, available_cores
+    from gbdt2nn_core.kit.booster_teacher import ShapProgress, available_cores
 
     sizes, teacher = ctx.sizes, ctx.teacher
     booster = teacher.native_model

@@ -17,10 +17,10 @@ import pytest
 import torch
 
 from gbdt2nn_core.data import Dataset, TabularSchema, TargetEncoder, split_features_target
-from gbdt2nn_core.encoding import InputEncoder, teacher_thresholds
+from gbdt2nn_core.data.encoding import InputEncoder, teacher_thresholds
 from gbdt2nn_core.errors import ConfigError
-from gbdt2nn_core.interfaces import StudentInputs
-from gbdt2nn_core.registry import Registry
+from gbdt2nn_core.host.interfaces import StudentInputs
+from gbdt2nn_core.host.registry import Registry
 from gbdt2nn_core.student import GBDT2NNModule
 
 pytestmark = pytest.mark.usefixtures("single_thread_torch")

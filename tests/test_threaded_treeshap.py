@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gbdt2nn_core.booster_teacher import BoosterTeacher, ShapProgress, available_cores
 from gbdt2nn_core.data import Dataset, TabularSchema, TargetEncoder, split_features_target
 from gbdt2nn_core.errors import ConfigError
-from gbdt2nn_core.registry import Registry
+from gbdt2nn_core.host.registry import Registry
+from gbdt2nn_core.kit.booster_teacher import BoosterTeacher, ShapProgress, available_cores
 
 THREAD_OPTION = {"lightgbm": {"num_threads": 1}, "xgboost": {"nthread": 1}}
 

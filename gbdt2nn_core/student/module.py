@@ -12,7 +12,7 @@ from gbdt2nn_core.errors import ConfigError
 from gbdt2nn_core.student._layers import GroupMLP
 
 if TYPE_CHECKING:
-    from gbdt2nn_core.encoding import OneHotBlocks
+    from gbdt2nn_core.data.encoding import OneHotBlocks
 
 __all__ = ["GBDT2NNModule"]
 

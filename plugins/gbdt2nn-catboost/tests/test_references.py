@@ -285,9 +285,7 @@ def test_an_estimator_with_a_catboost_teacher_is_saved_and_served_by_the_cli(adu
     from gbdt2nn_core.cli import main
 
     raw, y = adult_raw
-    estimator = GBDT2NNClassifier(
-        epochs=1, alignment_weight=0.0, student_options={"n_groups": 2, "hidden": (8, 8)}
-    )
+    estimator = GBDT2NNClassifier(epochs=1, alignment_weight=0.0, student_options={"n_groups": 2, "hidden": (8, 8)})
     estimator.fit(raw, y, teacher=user_model(raw, y))
     assert type(estimator.teacher_).__name__ == "CatBoostTeacher"  # picked from the model's type
     estimator.save(str(tmp_path / "model"))
