@@ -11,13 +11,13 @@ import pytest
 import shap
 import xgboost
 
-import gbdt2nn_core
+import gbdt2nn_core.data
 from gbdt2nn_core.errors import DataError
 from gbdt2nn_shap import ExpectedGradients, interventional_tree_shap
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
-_DATASETS = Path(gbdt2nn_core.__file__).parent / "datasets"
+_DATASETS = Path(gbdt2nn_core.data.__file__).parent / "datasets"  # the bundled copies, read raw
 _CALIFORNIA = _DATASETS / "california_housing.csv.gz"
 _ADULT = _DATASETS / "adult.csv.gz"
 
