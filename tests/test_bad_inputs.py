@@ -15,6 +15,7 @@ In a message, ``…`` stands for text that comes from a library (a parser's erro
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 import shutil
@@ -378,7 +379,7 @@ _DROP = object()
 REL = "Issue 10: "
 
 
-HAS_ESTIMATOR = (ROOT / "gbdt2nn_core" / "estimator.py").is_file()
+HAS_ESTIMATOR = (ROOT / "gbdt2nn_core" / "pipeline" / "estimator.py").is_file()
 _ALL_ATTRIBUTORS = "gradient, gradient-x-input, integrated-gradients, shap, structure"
 _STUDENT_OPTIONS = (
     "n_groups, features_per_group, embedding_dim, hidden, leaf_epochs, leaf_dropout, epochs, batch_size, lr, "
@@ -1251,7 +1252,7 @@ CASES: list[Case] = [
         id="api-load-missing",
         where="API",
         bad='`load_model("nowhere")`',
-        call=lambda ctx: __import__("gbdt2nn_core.pipeline.persistence").persistence.load_model("nowhere"),
+        call=lambda ctx: importlib.import_module("gbdt2nn_core.pipeline.persistence").load_model("nowhere"),
         message="cannot load model from nowhere: student.json or student.safetensors is missing; pass a folder "
         "written by 'gbdt2nn distill'",
         fix="pass a run folder",
@@ -1312,7 +1313,7 @@ CASES: list[Case] = [
         id="api-export-folder",
         where="API",
         bad='`export_torchscript(model, "run")`: the path is a folder',
-        call=lambda ctx: __import__("gbdt2nn_core.pipeline.export").export.export_torchscript(ctx.model, "run"),
+        call=lambda ctx: importlib.import_module("gbdt2nn_core.pipeline.export").export_torchscript(ctx.model, "run"),
         message="'run' is a folder; pass a file path for the export, e.g. model.onnx",
         fix="a file path",
     ),
@@ -1320,7 +1321,7 @@ CASES: list[Case] = [
         id="api-export-tolerance",
         where="API",
         bad='`export_onnx(model, "m.onnx", tolerance=0)`',
-        call=lambda ctx: __import__("gbdt2nn_core.pipeline.export").export.export_onnx(
+        call=lambda ctx: importlib.import_module("gbdt2nn_core.pipeline.export").export_onnx(
             ctx.model, "m.onnx", tolerance=0
         ),
         message="invalid tolerance=0: use a positive number, e.g. 1e-4",
@@ -1330,7 +1331,7 @@ CASES: list[Case] = [
         id="api-export-rows-shape",
         where="API",
         bad='`export_torchscript(model, "m.pt", rows=np.zeros((3, 2)))`',
-        call=lambda ctx: __import__("gbdt2nn_core.pipeline.export").export.export_torchscript(
+        call=lambda ctx: importlib.import_module("gbdt2nn_core.pipeline.export").export_torchscript(
             ctx.model, "m.pt", rows=np.zeros((3, 2))
         ),
         message="expected a 2-D array with 14 columns, got shape (3, 2); pass rows with the same columns as the "
@@ -1772,8 +1773,8 @@ CASES += [
         bad="`model.predict_proba(frame)` with values that overflow the network",
         setup=_tiny_scale_run,
         call=lambda ctx: (
-            __import__("gbdt2nn_core.pipeline.persistence")
-            .persistence.load_model(ctx.workdir / "scalerun")
+            importlib.import_module("gbdt2nn_core.pipeline.persistence")
+            .load_model(ctx.workdir / "scalerun")
             .predict_proba(pd.read_csv(ctx.workdir / "scaled.csv").tail(-1))
         ),
         message="the student's margins are not finite for 1 row(s) (row(s) 2 of the data); their largest value is "
