@@ -161,6 +161,24 @@ def test_numpy_input_and_reordered_frames_give_the_same_predictions(fitted: GBDT
         fitted.decision_function(X_test.drop(columns=["age"]))
 
 
+def test_rows_far_outside_the_training_range_warn_in_one_line(fitted: GBDT2NNClassifier, adult_xy: Any) -> None:
+    """Hours in seconds: the student extrapolates where its teacher does not, and the API says so, like the CLI."""
+    import warnings
+
+    from gbdt2nn_core import Gbdt2nnWarning
+
+    X_test = adult_xy[2]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Gbdt2nnWarning)  # rows like the training rows: no warning
+        fitted.predict_proba(X_test)
+    seconds = X_test.assign(**{"hours-per-week": X_test["hours-per-week"] * 3600})
+    with pytest.warns(Gbdt2nnWarning) as caught:
+        fitted.predict_proba(seconds)
+    messages = [str(w.message) for w in caught]
+    assert any("far outside the training range" in m and "'hours-per-week'" in m for m in messages), messages
+    assert all("\n" not in m for m in messages)
+
+
 def test_evaluate_reports_teacher_and_student_like_a_cli_run(fitted: GBDT2NNClassifier, adult_xy: Any) -> None:
     _, _, X_test, y_test = adult_xy
     report = fitted.evaluate(X_test, y_test)

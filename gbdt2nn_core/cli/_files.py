@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from gbdt2nn_core.data.encoding import far_from_training_note
 from gbdt2nn_core.errors import DataError, ModelFileError
 
 if TYPE_CHECKING:
@@ -114,12 +115,9 @@ def read_rows(path: Path, model: DistilledModel, *, flag: str = "--data") -> tup
         strange = column.unseen(frame[column.name])
         if len(strange):
             unseen.append(f"{column.name!r} ({len(strange)} rows, e.g. {strange.iloc[0]!r})")
-    far = model.encoder.far_from_training(schema.to_frame(frame))
+    far = far_from_training_note(model.encoder, schema.to_frame(frame))
     if far:
-        notes.append(
-            f"{path.name}: values far outside the training range, where the student extrapolates and may disagree "
-            "with its teacher: " + "; ".join(f"{name!r} ({rows} rows)" for name, rows in far.items())
-        )
+        notes.append(f"{path.name}: {far}")
     if unseen:
         notes.append(
             f"{path.name}: categories not seen in training are treated as missing (the average category): "

@@ -30,7 +30,7 @@ from gbdt2nn_core.data import TabularSchema
 from gbdt2nn_core.errors import DataError
 from gbdt2nn_core.host.interfaces import TreeEnsemble
 
-__all__ = ["InputEncoder", "OneHotBlocks", "check_rows_near_training", "teacher_thresholds"]
+__all__ = ["InputEncoder", "OneHotBlocks", "check_rows_near_training", "far_from_training_note", "teacher_thresholds"]
 
 SplitRule = Literal["<=", "<"]
 
@@ -262,6 +262,21 @@ class InputEncoder:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> InputEncoder:
         return cls(TabularSchema.from_json(data["schema"]), data["state"])
+
+
+def far_from_training_note(encoder: InputEncoder, frame: pd.DataFrame) -> str | None:
+    """One line naming the columns of ``frame`` (teacher-ready) whose values lie far outside the training range.
+
+    There the student extrapolates (a column in metres instead of miles gave margins 100x the teacher's), so the
+    CLI prints it as a note and the estimators emit it as a warning; ``None`` when every row is near training.
+    """
+    far = encoder.far_from_training(frame)
+    if not far:
+        return None
+    return (
+        "values far outside the training range, where the student extrapolates and may disagree with its teacher: "
+        + "; ".join(f"{name!r} ({rows} rows)" for name, rows in far.items())
+    )
 
 
 def check_rows_near_training(encoder: InputEncoder, frame: pd.DataFrame) -> None:

@@ -41,7 +41,8 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.exceptions import NotFittedError as SklearnNotFittedError
 
 from gbdt2nn_core.data import TabularSchema, TargetEncoder, check_finite_margins
-from gbdt2nn_core.errors import ConfigError, DataError, Gbdt2nnError, ModelFileError
+from gbdt2nn_core.data.encoding import far_from_training_note
+from gbdt2nn_core.errors import ConfigError, DataError, Gbdt2nnError, ModelFileError, warn
 from gbdt2nn_core.host.interfaces import Attributor, OnlineUpdate, Task, Teacher
 from gbdt2nn_core.host.registry import Registry, get_registry
 from gbdt2nn_core.pipeline import DistillConfig, Pipeline, SplitData, TeacherExplanations, evaluate_rows, seeded
@@ -335,6 +336,9 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
     def _teacher_frame(self, X: object) -> pd.DataFrame:
         """Check ``X`` against the fitted schema and return the teacher-ready frame."""
         frame = self.encoder_.schema.to_frame(X if isinstance(X, (pd.DataFrame, np.ndarray)) else np.asarray(X))
+        far = far_from_training_note(self.encoder_, frame)
+        if far:
+            warn(f"X holds {far}")
         return _restore_categories(frame, self.teacher_categories_)
 
     def _encode(self, X: object) -> np.ndarray:
