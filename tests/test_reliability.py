@@ -344,6 +344,26 @@ def test_a_large_regression_target_trains_and_follows_its_teacher(
     assert margin_r2(1e20) > plain - 0.2
 
 
+def test_an_online_update_on_a_large_regression_target_trains_in_its_scaled_unit() -> None:
+    """Issue 10 (8), online: squared errors of a 1e20 target overflow float32, so the update used to stop at once."""
+    from gbdt2nn_core.student.kit import target_scale
+    from gbdt2nn_core.student.online import online_update
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(64, 5)).astype(np.float32)
+    y = (z @ rng.normal(size=5) + 3.0) * 1e20
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Linear(5, 1), torch.nn.Flatten(0))
+    with torch.no_grad():
+        before = module(torch.as_tensor(z)).numpy().astype(np.float64)
+    optimizer = torch.optim.SGD(module.parameters(), lr=0.0)  # no step: the reported loss is the starting one
+    records = online_update(module, z, y, task="regression", optimizer=optimizer, batch_size=64)
+    scale = target_scale("regression", y)
+    assert scale > 1e19
+    # the reference: numpy's mean squared error of the untouched module, in the same power-of-two unit
+    assert records[0]["task_loss"] == pytest.approx(np.mean(((before - y) / scale) ** 2), rel=1e-5)
+
+
 def test_a_last_one_row_batch_joins_the_batch_before_it() -> None:
     from gbdt2nn_core.student.batchnorm import row_batches
 

@@ -23,7 +23,7 @@ import torch
 from gbdt2nn_core.errors import ConfigError, DataError, TrainingError
 from gbdt2nn_core.host.interfaces import Task
 from gbdt2nn_core.kit.alignment import Alignment
-from gbdt2nn_core.student.kit import alignment_loss, row_batches, task_loss
+from gbdt2nn_core.student.kit import alignment_loss, row_batches, target_scale, task_loss
 
 __all__ = ["online_update"]
 
@@ -48,6 +48,8 @@ def online_update(
     one row joins the batch before it (BatchNorm needs two), so ``z`` must have at least two rows. With
     ``alignment`` (its ``teacher_attributions`` are the teacher's attributions of these rows) and the encoder's
     ``aggregation`` matrix, the loss is ``L_task + λ · L_align`` on the share ``alignment.fraction`` of batches.
+    Regression targets far from 1 are trained, and their ``task_loss`` reported, in the power-of-two unit of
+    :func:`~gbdt2nn_core.student.kit.target_scale`, as in the student's own training.
     """
     n = int(z.shape[0])
     if n < 2:
@@ -60,6 +62,8 @@ def online_update(
     z_t = torch.as_tensor(z, dtype=torch.float32)
     y_t = torch.as_tensor(y, dtype=torch.long if task == "multiclass" else torch.float32)
     loss_fn = task_loss(task)
+    # large regression targets: the loss in a power-of-two unit, as in training (exact; 1 for ordinary targets)
+    scale = target_scale(task, y)
     align_targets = aggregation_t = None
     if alignment is not None:
         if aggregation is None:
@@ -83,7 +87,10 @@ def online_update(
             seen = aligned = 0
             for b, rows in enumerate(row_batches(order, batch_size)):
                 zb = z_t[rows]
-                loss_task = loss_fn(module(zb), y_t[rows])
+                margin, target = module(zb), y_t[rows]
+                if scale != 1.0:  # only regression targets are scaled; class indices stay integers
+                    margin, target = margin / scale, target / scale
+                loss_task = loss_fn(margin, target)
                 loss = loss_task
                 if alignment is not None and carry[b]:
                     assert align_targets is not None
