@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from gbdt2nn_core.testing._alignment import check_alignment_loss
 from gbdt2nn_core.testing._attributor import check_attributor
-from gbdt2nn_core.testing._fuzz import FuzzReport, byte_mutations, fuzz_model_file
+from gbdt2nn_core.testing._fuzz import FuzzReport, byte_mutations, fuzz_model_file, list_mutation
 from gbdt2nn_core.testing._teacher import check_teacher
 
 __all__: list[str] = [
@@ -33,4 +33,5 @@ __all__: list[str] = [
     "check_attributor",
     "check_teacher",
     "fuzz_model_file",
+    "list_mutation",
 ]

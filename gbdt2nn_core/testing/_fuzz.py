@@ -1,4 +1,4 @@
-"""Fuzzing a teacher's model-file loader: :func:`fuzz_model_file` and :func:`byte_mutations`.
+"""Fuzzing a teacher's model-file loader: :func:`fuzz_model_file`, :func:`byte_mutations`, :func:`list_mutation`.
 
 Model files are untrusted input, and a tree library's native loader may abort the whole process on a damaged
 one (LightGBM: "double free or corruption"). So each mutant is loaded in a worker **subprocess**: a native
@@ -21,10 +21,13 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import attrs
 
-__all__ = ["FuzzReport", "byte_mutations", "fuzz_model_file"]
+__all__ = ["FuzzReport", "byte_mutations", "fuzz_model_file", "list_mutation"]
+
+V = TypeVar("V")
 
 #: Outcomes that keep the promise: a one-line gbdt2nn error, or a model whose predictions are all finite.
 GOOD_OUTCOMES = frozenset({"error", "ok"})
@@ -68,6 +71,30 @@ def byte_mutations(data: bytes, *, seed: int, count: int) -> Iterator[bytes]:
             for _ in range(rng.randint(1, 8)):
                 mutant[rng.randrange(len(mutant))] = rng.randrange(256)
             yield bytes(mutant)
+
+
+def list_mutation(
+    values: Sequence[V], rng: random.Random, *, ints: Sequence[V], floats: Sequence[V], repeats: Sequence[int]
+) -> list[V]:
+    """One format-aware mutation of a model file's array (tree sizes, child indices, thresholds...).
+
+    Replaces an entry by one of ``ints`` or ``floats`` (out-of-range indices, NaN, infinity, huge values), drops or
+    inserts one, or replaces the whole array by ``k`` copies of one of ``ints`` (``k`` from ``repeats``): the
+    lengths and values a loader must check before it trusts them.
+    """
+    mutant = list(values)
+    operation = rng.randrange(5)
+    if operation == 0 and mutant:
+        mutant[rng.randrange(len(mutant))] = rng.choice(ints)
+    elif operation == 1 and mutant:
+        mutant[rng.randrange(len(mutant))] = rng.choice(floats)
+    elif operation == 2 and mutant:
+        mutant.pop(rng.randrange(len(mutant)))
+    elif operation == 3:
+        mutant.insert(rng.randrange(len(mutant) + 1), rng.choice(ints))
+    else:
+        mutant = [rng.choice(ints)] * rng.choice(repeats)
+    return mutant
 
 
 def fuzz_model_file(

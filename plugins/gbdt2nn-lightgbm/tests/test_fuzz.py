@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from gbdt2nn_core.data import TabularSchema, load_bundled, split_features_target
-from gbdt2nn_core.testing import byte_mutations, fuzz_model_file
+from gbdt2nn_core.testing import byte_mutations, fuzz_model_file, list_mutation
 from gbdt2nn_lightgbm.plugin import make_teacher
 
 pytestmark = pytest.mark.slow
@@ -65,22 +65,6 @@ def _with_tree_sizes(text: str) -> str:
     return re.sub(r"^tree_sizes=.*$", f"tree_sizes={sizes}", text, count=1, flags=re.MULTILINE)
 
 
-def _mutate_values(values: list[str], rng: random.Random) -> list[str]:
-    values = list(values)
-    operation = rng.randrange(5)
-    if operation == 0 and values:
-        values[rng.randrange(len(values))] = rng.choice(_INTS)
-    elif operation == 1 and values:
-        values[rng.randrange(len(values))] = rng.choice(_FLOATS)
-    elif operation == 2 and values:
-        values.pop(rng.randrange(len(values)))
-    elif operation == 3:
-        values.insert(rng.randrange(len(values) + 1), rng.choice(_INTS))
-    else:
-        values = [rng.choice(_INTS)] * rng.choice((0, 1, 3, 50))
-    return values
-
-
 def structural_mutations(text: str, *, seed: int, count: int) -> Iterator[bytes]:
     """Mutants with one value list of one tree (or of the header) changed: ranges, counts, NaN/inf, garbage."""
     rng = random.Random(seed)
@@ -95,7 +79,7 @@ def structural_mutations(text: str, *, seed: int, count: int) -> Iterator[bytes]
         if key in ("max_feature_idx", "num_class", "num_tree_per_iteration") or rng.random() < 0.1:
             values = [rng.choice(_INTS)]
         else:
-            values = _mutate_values(values, rng)
+            values = list_mutation(values, rng, ints=_INTS, floats=_FLOATS, repeats=(0, 1, 3, 50))
         mutant[line] = f"{key}={' '.join(values)}"
         result = "\n".join(mutant)
         # Most mutants get a consistent size header, so that they reach LightGBM's own parser.

@@ -7,6 +7,7 @@ is caught as a signal instead of ending the test run.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import random
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 
 from gbdt2nn_core.data import TabularSchema, load_bundled, split_features_target
-from gbdt2nn_core.testing import byte_mutations, fuzz_model_file
+from gbdt2nn_core.testing import byte_mutations, fuzz_model_file, list_mutation
 from gbdt2nn_xgboost.plugin import make_teacher
 
 pytestmark = pytest.mark.slow
@@ -43,6 +44,7 @@ _TREE_KEYS = (
 )
 _INTS = (-7, -2, -1, 0, 13, 14, 15, 255, 1000, 2**31 - 1, 2**31, -(2**31))
 _FLOATS = (float("nan"), float("inf"), -float("inf"), 1e308, -1e308, 1e39)
+_mutated_list = functools.partial(list_mutation, ints=_INTS, floats=_FLOATS, repeats=(0, 1, 50))
 
 
 @pytest.fixture(scope="module")
@@ -59,22 +61,6 @@ def model_files(tmp_path_factory) -> dict[str, bytes]:
     trees = json.loads(files[".json"])["learner"]["gradient_booster"]["model"]["trees"]
     assert any(tree["categories_nodes"] for tree in trees), "the fixture model should have categorical splits"
     return files
-
-
-def _mutated_list(values: list[Any], rng: random.Random) -> list[Any]:
-    values = list(values)
-    operation = rng.randrange(5)
-    if operation == 0 and values:
-        values[rng.randrange(len(values))] = rng.choice(_INTS)
-    elif operation == 1 and values:
-        values[rng.randrange(len(values))] = rng.choice(_FLOATS)
-    elif operation == 2 and values:
-        values.pop(rng.randrange(len(values)))
-    elif operation == 3:
-        values.insert(rng.randrange(len(values) + 1), rng.choice(_INTS))
-    else:
-        values = [rng.choice(_INTS)] * rng.choice((0, 1, 50))
-    return values
 
 
 def _header_mutation(document: dict[str, Any], rng: random.Random) -> None:
