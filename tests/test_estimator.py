@@ -177,6 +177,9 @@ def test_rows_far_outside_the_training_range_warn_in_one_line(fitted: GBDT2NNCla
     messages = [str(w.message) for w in caught]
     assert any("far outside the training range" in m and "'hours-per-week'" in m for m in messages), messages
     assert all("\n" not in m for m in messages)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Gbdt2nnWarning)  # the teacher does not extrapolate: no warning for it
+        fitted.teacher_margin(seconds)
 
 
 def test_evaluate_reports_teacher_and_student_like_a_cli_run(fitted: GBDT2NNClassifier, adult_xy: Any) -> None:

@@ -336,10 +336,15 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
     def _teacher_frame(self, X: object) -> pd.DataFrame:
         """Check ``X`` against the fitted schema and return the teacher-ready frame."""
         frame = self.encoder_.schema.to_frame(X if isinstance(X, (pd.DataFrame, np.ndarray)) else np.asarray(X))
+        return _restore_categories(frame, self.teacher_categories_)
+
+    def _student_frame(self, X: object) -> pd.DataFrame:
+        """:meth:`_teacher_frame`, with a warning for rows where the student would extrapolate (not the teacher)."""
+        frame = self._teacher_frame(X)
         far = far_from_training_note(self.encoder_, frame)
         if far:
             warn(f"X holds {far}")
-        return _restore_categories(frame, self.teacher_categories_)
+        return frame
 
     def _encode(self, X: object) -> np.ndarray:
         return self.encoder_.transform(self._teacher_frame(X))
@@ -466,7 +471,7 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
     def predict_margin(self, X: Any) -> np.ndarray:
         """The student's raw scores: ``(n,)`` (regression, binary log-odds) or ``(n, k)`` (multiclass)."""
         self._check_fitted("predict_margin")
-        frame = self._teacher_frame(X)
+        frame = self._student_frame(X)
         margin = self.student_.predict_margin(self.encoder_.transform(frame)).astype(np.float64)
         check_finite_margins(margin, frame)
         return margin
@@ -509,7 +514,7 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
         """
         self._check_fitted("explain")
         method = method or self.config_.attributor
-        frame = self._teacher_frame(X)
+        frame = self._student_frame(X)
         if method == "teacher":
             values = self._teacher_shap(frame)
         else:
@@ -564,7 +569,7 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
         """
         self._check_fitted("evaluate")
         method = method or self.config_.attributor
-        frame = self._teacher_frame(X)
+        frame = self._student_frame(X)
         y_encoded = self.target_.transform(_check_target_array(y, len(frame)))
         metrics = evaluate_rows(
             config=attrs.evolve(self.config_, attributor=method),
@@ -598,7 +603,7 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
         from gbdt2nn_core.kit.alignment import Alignment
 
         self._config(self.config_.teacher, self.task_, self.seed_)  # re-check parameters changed since fit
-        frame = self._teacher_frame(X)
+        frame = self._student_frame(X)
         y_encoded = np.array(self.target_.transform(_check_target_array(y, len(frame))))
         z = self.encoder_.transform(frame)
         alignment = None
