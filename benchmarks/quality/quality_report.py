@@ -103,7 +103,7 @@ def render(records: Sequence[dict[str, Any]], meta: dict[str, Any]) -> str:
         f"Command: `{meta.get('command', '?')}` — {meta.get('date', '?')}, {len(seeds)} seed(s) {seeds}; "
         f"epochs: {meta.get('epochs') or 'the students’ default'}; rows: "
         f"{'at most ' + format(meta['sample_rows'], ',') if meta.get('sample_rows') else 'all'}; "
-        f"{meta.get('threads', '?')} thread(s).",
+        f"{meta.get('threads', '?')} thread(s) (TreeSHAP: {meta.get('treeshap_threads', '?')}).",
         "",
         "Test rows, mean ± std over seeds. Students are distilled with the pipeline's default settings; "
         "`aligned` uses the default λ, attributor and loss (`mlp` is explained by gradient-x-input). "

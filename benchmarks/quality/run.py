@@ -84,6 +84,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     from quality_report import render
 
     from gbdt2nn_core.errors import DataError
+    from gbdt2nn_core.kit.booster_teacher import available_cores
 
     if args.list:
         for card in CARDS.values():
@@ -118,6 +119,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         "epochs": args.epochs,
         "sample_rows": args.sample_rows,
         "threads": args.threads,
+        # the teacher's TreeSHAP runs on every core this process may use (issue 11's default); `taskset` pins it
+        "treeshap_threads": available_cores(),
         "seconds": round(time.perf_counter() - started, 1),
         "packages": {
             dist: package_version(dist)
