@@ -146,3 +146,7 @@ def test_the_runner_writes_one_row_per_model_with_the_documented_split(
     markdown = out.read_text(encoding="utf-8")
     assert f"| adult | binary | 320 / 80 | auc | {teacher_auc:.4f} |" in markdown
     assert "--sample-rows 400" in markdown
+    assert written["meta"]["finished"] is True
+    assert "Unfinished" not in markdown
+    with pytest.raises(SystemExit, match=r"unknown dataset\(s\) flight; choose among adult, california"):
+        runner.main(["--datasets", "flight", "--out", str(out), "--json", str(record)])

@@ -105,6 +105,7 @@ def render(records: Sequence[dict[str, Any]], meta: dict[str, Any]) -> str:
         f"{'at most ' + format(meta['sample_rows'], ',') if meta.get('sample_rows') else 'all'}; "
         f"{meta.get('threads', '?')} thread(s) (TreeSHAP: {meta.get('treeshap_threads', '?')}).",
         "",
+        *([] if meta.get("finished", True) else ["**Unfinished**: the run stopped or is still running.", ""]),
         "Test rows, mean ± std over seeds. Students are distilled with the pipeline's default settings; "
         "`aligned` uses the default λ, attributor and loss (`mlp` is explained by gradient-x-input). "
         "`spearman`: per-row rank agreement of the student's attributions with the teacher's TreeSHAP. "

@@ -96,8 +96,34 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         raise SystemExit(f"unknown dataset(s) {', '.join(unknown) or '(none given)'}; choose among {', '.join(CARDS)}")
     torch.set_num_threads(args.threads)
 
+    argv_text = " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    meta: dict[str, Any] = {
+        "command": f"python benchmarks/quality/run.py {argv_text}".strip(),
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "datasets": names,
+        "seeds": args.seeds,
+        "epochs": args.epochs,
+        "sample_rows": args.sample_rows,
+        "threads": args.threads,
+        # the teacher's TreeSHAP runs on every core this process may use (issue 11's default); `taskset` pins it
+        "treeshap_threads": available_cores(),
+        "packages": {
+            dist: package_version(dist)
+            for dist in sorted({c.distribution for c in CARDS.values() if c.distribution} | {"lightgbm", "torch"})
+        },
+        "cards": {name: vars_of(CARDS[name]) for name in names},
+    }
+    for path in (args.out, args.json):
+        path.parent.mkdir(parents=True, exist_ok=True)
     records: list[dict[str, Any]] = []
     started = time.perf_counter()
+
+    def write(finished: bool) -> None:
+        # after every seed, so that an interrupted run of hours keeps what it measured
+        meta.update(seconds=round(time.perf_counter() - started, 1), finished=finished)
+        args.json.write_text(json.dumps({"meta": meta, "records": records}, indent=1) + "\n", encoding="utf-8")
+        args.out.write_text(render(records, meta), encoding="utf-8")
+
     for name in names:
         try:
             dataset = sample(load(name), args.sample_rows)
@@ -109,29 +135,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
             for row in rows:
                 row["run_seconds"] = round(time.perf_counter() - run_started, 3)
             records += rows
+            write(finished=False)
             print(f"{name} seed {seed}: {rows[0]['rows_train']:,} training rows, {rows[-1]['run_seconds']:.1f} s")
-    argv_text = " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
-    meta = {
-        "command": f"python benchmarks/quality/run.py {argv_text}".strip(),
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "datasets": names,
-        "seeds": args.seeds,
-        "epochs": args.epochs,
-        "sample_rows": args.sample_rows,
-        "threads": args.threads,
-        # the teacher's TreeSHAP runs on every core this process may use (issue 11's default); `taskset` pins it
-        "treeshap_threads": available_cores(),
-        "seconds": round(time.perf_counter() - started, 1),
-        "packages": {
-            dist: package_version(dist)
-            for dist in sorted({c.distribution for c in CARDS.values() if c.distribution} | {"lightgbm", "torch"})
-        },
-        "cards": {name: vars_of(CARDS[name]) for name in names},
-    }
-    for path in (args.out, args.json):
-        path.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"meta": meta, "records": records}, indent=1) + "\n", encoding="utf-8")
-    args.out.write_text(render(records, meta), encoding="utf-8")
+    write(finished=True)
     print(f"wrote {args.out} and {args.json} ({meta['seconds']} s)")
     return records
 
