@@ -71,6 +71,12 @@ def add_parser(subparsers: Any) -> None:
     training.add_argument(
         "--compare", action="store_true", default=None, help="also train a plain (λ = 0) student (demo: always)"
     )
+    engine = parser.add_argument_group("engine (the teacher and its TreeSHAP on a cluster; see docs/scaling-out.md)")
+    engine.add_argument(
+        "--engine", choices=["local", "dask"], default="local", help="dask: needs pip install 'gbdt2nn-core[dask]'"
+    )
+    engine.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler (tcp://HOST:PORT); default: local")
+    engine.add_argument("--dask-workers", type=int, metavar="N", help="workers of the local Dask cluster (default: 2)")
     output = parser.add_argument_group("output")
     output.add_argument("--out", type=Path, help="run folder to write (required with --data)")
     output.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
@@ -133,9 +139,18 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     """Run the distillation described by the flags and the --config file."""
+    from gbdt2nn_core.pipeline.dask_engine import engine_client
+
+    with engine_client(args.engine, scheduler=args.scheduler, workers=args.dask_workers) as client:
+        return _run(args, client)
+
+
+def _run(args: argparse.Namespace, client: Any) -> int:
+    """:func:`run`, with ``client`` the Dask client of ``--engine dask`` (``None``: everything in this process)."""
     from gbdt2nn_core.data import load_bundled, read_table, split_features_target
     from gbdt2nn_core.host.registry import get_registry
     from gbdt2nn_core.pipeline import DistillConfig, Pipeline
+    from gbdt2nn_core.pipeline.dask_engine import prepare_on_dask, read_on_dask
     from gbdt2nn_core.pipeline.distill import run_student
     from gbdt2nn_core.pipeline.runfolder import check_destination, write_run
     from gbdt2nn_core.progress import RichProgress
@@ -168,7 +183,8 @@ def run(args: argparse.Namespace) -> int:
         title = f"bundled dataset '{dataset.name}' ({len(frame):,} rows, target {target})"
     else:
         assert data_path is not None
-        frame, target = read_table(data_path), settings["target"]
+        frame = read_table(data_path) if client is None else read_on_dask(client, data_path)
+        target = settings["target"]
         title = f"{data_path.name} ({len(frame):,} rows, target {target})"
     # a GBDT2NN_CACHE_DIR that cannot be a folder fails here (the pipeline opens its cache), and a misspelt name or
     # a refused option in check(), before anything is printed
@@ -187,7 +203,10 @@ def run(args: argparse.Namespace) -> int:
     progress = RichProgress()
     pipeline.progress = progress
     progress.console.print(f"[bold]gbdt2nn distill[/] · {title}")
-    prepared = pipeline.prepare_split(split, teacher)
+    if client is None:
+        prepared = pipeline.prepare_split(split, teacher)
+    else:  # the teacher trains (unless wrapped) and its TreeSHAP runs on the Dask cluster
+        prepared = prepare_on_dask(pipeline, split, client, teacher if teacher_model is not None else None)
     # with --out, every student checkpoints each epoch next to it: the same command after a kill resumes there
     checkpoints = out.with_name(f".{out.name}.checkpoints") if out is not None else None
 

@@ -112,6 +112,7 @@ class BoosterTeacher(Teacher, Generic[B]):
     :meth:`train`, :meth:`copy_model`, :meth:`load_model_file`, :meth:`describe`, :meth:`predict_raw`,
     :meth:`predict_leaves`, :meth:`predict_contribs`, :meth:`dump_structure` and :meth:`model_bytes`, and may
     override :meth:`predict_contribs_threaded` (TreeSHAP on a set number of native threads),
+    :meth:`train_distributed` (training on a Dask cluster with the library's own engine),
     :meth:`known_params`, :meth:`models_accepted`, :meth:`normalise_name`, :meth:`name_columns` and
     :meth:`error_message`. Every hook receives the booster explicitly; :attr:`n_outputs` is readable in the
     prediction and structure hooks.
@@ -222,6 +223,38 @@ class BoosterTeacher(Teacher, Generic[B]):
         """
         return self.predict_contribs(booster, X)
 
+    def train_distributed(
+        self,
+        client: Any,
+        X: Any,
+        labels: Any,
+        *,
+        task: Task,
+        n_outputs: int,
+        n_rounds: int,
+        seed: int,
+        params: dict[str, Any],
+    ) -> B:
+        """Optional: :meth:`train` on a Dask cluster, through the library's own distributed engine.
+
+        ``client`` is a ``distributed.Client``; ``X`` a ``dask.dataframe.DataFrame`` of checked rows and
+        ``labels`` a ``dask.dataframe.Series`` of float64 labels partitioned like it, both already on the
+        workers; the other arguments are :meth:`train`'s. Return a booster of the same type :meth:`train` returns
+        (a private copy), so that everything after the teacher works unchanged. The default refuses: a backend
+        without a distributed engine is still a complete teacher (see :meth:`trains_distributed`).
+        """
+        raise ConfigError(
+            setting="engine",
+            value="dask",
+            fix=f"the {self.library} teacher has no distributed training; use the local engine, "
+            "or a teacher that has one (lightgbm, xgboost)",
+        )
+
+    @classmethod
+    def trains_distributed(cls) -> bool:
+        """Whether this backend overrides :meth:`train_distributed` (can train on a Dask cluster)."""
+        return cls.train_distributed is not BoosterTeacher.train_distributed
+
     def known_params(self) -> Collection[str] | None:
         """Every training option name the library accepts, or ``None`` when it cannot list them (the backend
         must then refuse unknown ones itself, e.g. with :func:`~gbdt2nn_core.kit.teacher_checks.check_known_params`
@@ -293,6 +326,40 @@ class BoosterTeacher(Teacher, Generic[B]):
         self._task = task
         self._set_columns(tuple(X.columns))
         return self
+
+    def fit_distributed(
+        self, client: Any, X: pd.DataFrame, y: np.ndarray, *, task: Task, seed: int = 0, partitions: int
+    ) -> B:
+        """Train a booster on ``(X, y)`` on ``client``'s Dask cluster (:meth:`train_distributed`) and return it.
+
+        The same checks and options as :meth:`fit`; the rows go to the workers in ``partitions`` partitions of
+        consecutive rows. The teacher itself stays unfitted: wrap the returned booster (``factory(model=...)``)
+        to get the ordinary teacher, which :meth:`fit` then only checks. Needs ``pip install 'gbdt2nn-core[dask]'``.
+        """
+        if self._wrapped:
+            raise ConfigError(
+                setting="model", value=type(self).__name__, fix="a wrapped booster is not retrained; pass model=None"
+            )
+        if isinstance(partitions, bool) or not isinstance(partitions, int) or partitions < 1:
+            raise ConfigError(setting="partitions", value=partitions, fix="use a whole number ≥ 1")
+        task = checks.check_task(task)
+        X = checks.check_frame(X, forbidden=self.forbidden_characters, library=self.library)
+        params = dict(self._params)
+        n_classes = checks.pop_n_classes(params, self.aliases["num_class"], task=task)
+        labels, k = checks.check_target(y, n_rows=len(X), task=task, n_classes=n_classes)
+        checks.check_no_seed(params, self.aliases["seed"])
+        n_rounds = checks.pop_n_rounds(params, self.aliases["n_estimators"], int(self.default_params["n_estimators"]))
+        import dask.dataframe as dd  # the optional extra: imported only when a distributed fit is asked for
+
+        # Consecutive chunks of equal size, for the rows and their labels alike, so partition i of one matches
+        # partition i of the other.
+        chunk = -(-len(X) // partitions)
+        rows = dd.from_pandas(X.reset_index(drop=True), chunksize=chunk, sort=False)  # type: ignore[no-untyped-call]
+        targets = dd.from_pandas(pd.Series(labels, name="label"), chunksize=chunk, sort=False)  # type: ignore[no-untyped-call]
+        rows, targets = client.persist([rows, targets])
+        return self.train_distributed(
+            client, rows, targets, task=task, n_outputs=k, n_rounds=n_rounds, seed=seed, params=params
+        )
 
     def _check_wrapped(self, X: pd.DataFrame, y: object, task: Task) -> BoosterTeacher[B]:
         facts = self._facts_of("fit")

@@ -77,6 +77,35 @@ class XGBoostTeacher(BoosterTeacher[xgb.Booster]):
         # saved-and-loaded teacher has, so fingerprints agree.
         return load_booster(booster.save_raw("ubj"), where="(trained booster)")
 
+    def train_distributed(
+        self,
+        client: Any,
+        X: Any,
+        labels: Any,
+        *,
+        task: Task,
+        n_outputs: int,
+        n_rounds: int,
+        seed: int,
+        params: dict[str, Any],
+    ) -> xgb.Booster:
+        """``xgboost.dask.train`` (XGBoost's own distributed training) with the parameters :meth:`train` uses.
+
+        Unlike :meth:`train`, a parameter XGBoost does not use is not refused: its warning is raised on the
+        workers, where it cannot be caught.
+        """
+        import xgboost.dask as xgb_dask  # needs the dask extra; imported only for a distributed fit
+
+        train_params = training_params(params, task=task, k=n_outputs, seed=seed)
+        try:
+            dtrain = xgb_dask.DaskDMatrix(client, X, labels, enable_categorical=True)
+            output = xgb_dask.train(client, train_params, dtrain, num_boost_round=n_rounds)
+        except xgb.core.XGBoostError as exc:
+            raise ConfigError(
+                setting="params", value=self._params, fix=f"XGBoost refused them: {clean_message(exc)}"
+            ) from None
+        return load_booster(output["booster"].save_raw("ubj"), where="(trained booster)")
+
     def copy_model(self, model: object) -> xgb.Booster | None:
         """A private ``Booster`` from a booster or a fitted ``XGBModel`` (cut at its best iteration)."""
         if isinstance(model, xgb.XGBModel):
