@@ -141,12 +141,12 @@ def run(args: argparse.Namespace) -> int:
     """Run the distillation described by the flags and the --config file."""
     from gbdt2nn_core.pipeline.dask_engine import engine_client
 
-    with engine_client(args.engine, scheduler=args.scheduler, workers=args.dask_workers) as client:
-        return _run(args, client)
+    with engine_client(args.engine, scheduler=args.scheduler, workers=args.dask_workers) as engine:
+        return _run(args, engine)
 
 
-def _run(args: argparse.Namespace, client: Any) -> int:
-    """:func:`run`, with ``client`` the Dask client of ``--engine dask`` (``None``: everything in this process)."""
+def _run(args: argparse.Namespace, engine: Any) -> int:
+    """:func:`run`, with ``engine`` the Dask engine of ``--engine dask`` (``None``: everything in this process)."""
     from gbdt2nn_core.data import load_bundled, read_table, split_features_target
     from gbdt2nn_core.host.registry import get_registry
     from gbdt2nn_core.pipeline import DistillConfig, Pipeline
@@ -183,7 +183,7 @@ def _run(args: argparse.Namespace, client: Any) -> int:
         title = f"bundled dataset '{dataset.name}' ({len(frame):,} rows, target {target})"
     else:
         assert data_path is not None
-        frame = read_table(data_path) if client is None else read_on_dask(client, data_path)
+        frame = read_table(data_path) if engine is None else read_on_dask(engine, data_path)
         target = settings["target"]
         title = f"{data_path.name} ({len(frame):,} rows, target {target})"
     # a GBDT2NN_CACHE_DIR that cannot be a folder fails here (the pipeline opens its cache), and a misspelt name or
@@ -203,10 +203,11 @@ def _run(args: argparse.Namespace, client: Any) -> int:
     progress = RichProgress()
     pipeline.progress = progress
     progress.console.print(f"[bold]gbdt2nn distill[/] · {title}")
-    if client is None:
+    if engine is None:
         prepared = pipeline.prepare_split(split, teacher)
-    else:  # the teacher trains (unless wrapped) and its TreeSHAP runs on the Dask cluster
-        prepared = prepare_on_dask(pipeline, split, client, teacher if teacher_model is not None else None)
+    else:  # the teacher trains (unless wrapped) and its TreeSHAP runs on the Dask cluster, which then stops
+        prepared = prepare_on_dask(pipeline, split, engine.client, teacher if teacher_model is not None else None)
+        engine.close()
     # with --out, every student checkpoints each epoch next to it: the same command after a kill resumes there
     checkpoints = out.with_name(f".{out.name}.checkpoints") if out is not None else None
 

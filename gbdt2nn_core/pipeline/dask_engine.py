@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +39,7 @@ from gbdt2nn_core.pipeline.seeding import seeded
 
 __all__ = [
     "DASK_INSTALL",
+    "DaskEngine",
     "DaskExplanations",
     "DaskSettings",
     "dask_client",
@@ -66,8 +69,12 @@ class DaskSettings:
     n_workers: int = attrs.field(default=2, validator=_at_least_one)
     #: Threads of each local worker; each TreeSHAP task runs on this many native threads.
     threads_per_worker: int = attrs.field(default=1, validator=_at_least_one)
-    #: Seconds to wait for the scheduler before giving up.
-    connect_timeout_s: float = 10.0
+    #: Seconds to wait for the scheduler; ``None``: Dask's ``distributed.comm.timeouts.connect`` (30 s by default).
+    connect_timeout_s: float | None = None
+
+
+#: What a scheduler address looks like: ``[protocol://]host[:port]`` (``tcp://10.0.0.5:8786``, ``localhost:8786``).
+_ADDRESS = re.compile(r"([a-z][a-z0-9+]*://)?[^\s:/]+(:\d+)?/?")
 
 
 def require_dask() -> None:
@@ -75,10 +82,8 @@ def require_dask() -> None:
     try:
         import dask.dataframe  # noqa: F401
         import distributed  # noqa: F401
-    except ImportError as exc:
-        raise ConfigError(
-            setting="engine", value="dask", fix=f"Dask is not installed ({exc.name} is missing): {DASK_INSTALL}"
-        ) from None
+    except ImportError:
+        raise ConfigError(setting="engine", value="dask", fix=f"Dask is not installed; {DASK_INSTALL}") from None
 
 
 @contextlib.contextmanager
@@ -92,8 +97,15 @@ def dask_client(settings: DaskSettings) -> Iterator[Any]:
     from distributed import Client, LocalCluster
 
     if settings.scheduler is not None:
+        if not _ADDRESS.fullmatch(settings.scheduler):
+            raise ConfigError(
+                setting="scheduler",
+                value=settings.scheduler,
+                fix="not a scheduler address; pass the one a running `dask scheduler` prints (tcp://HOST:PORT)",
+            )
+        timeout = None if settings.connect_timeout_s is None else f"{settings.connect_timeout_s}s"
         try:
-            client = Client(settings.scheduler, timeout=f"{settings.connect_timeout_s}s")  # type: ignore[no-untyped-call]
+            client = Client(settings.scheduler, timeout=timeout)  # type: ignore[no-untyped-call]
         except (OSError, TimeoutError, ValueError, TypeError) as exc:
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise ConfigError(
@@ -110,12 +122,22 @@ def dask_client(settings: DaskSettings) -> Iterator[Any]:
             n_workers=settings.n_workers,
             threads_per_worker=settings.threads_per_worker,
             processes=True,
-            dashboard_address=None,
+            dashboard_address=":0",  # any free port: several clusters may run on one machine
             silence_logs=logging.ERROR,
         ) as cluster,
         Client(cluster) as client,  # type: ignore[no-untyped-call]
     ):
+        # The workers' native libraries print their progress (LightGBM's network set-up) to the stdout they
+        # share with this process, where `--json` output goes: they write to nothing instead.
+        client.run(_quiet_stdout)
         yield client
+
+
+def _quiet_stdout() -> None:
+    """Point this worker process's standard output (file descriptor 1) at the null device."""
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 1)
+    os.close(null)
 
 
 def _worker_threads(client: Any) -> tuple[int, int]:
@@ -152,7 +174,11 @@ def _lazy_frame(path: Path) -> Any:
 
 
 def read_on_dask(client: Any, path: str | Path) -> pd.DataFrame:
-    """Read ``path`` on the cluster's workers, partition by partition, and gather the rows here, in file order."""
+    """Read ``path`` on the cluster's workers, partition by partition, and gather the rows here, in file order.
+
+    ``client`` is a ``distributed.Client`` or a :class:`DaskEngine` (whose cluster then starts only once the path
+    is known to be readable).
+    """
     import dask
 
     path = Path(path)
@@ -160,6 +186,8 @@ def read_on_dask(client: Any, path: str | Path) -> pd.DataFrame:
     # pyarrow strings, and the rows would hash differently in the explanation cache).
     with dask.config.set({"dataframe.convert-string": False}):
         lazy = _lazy_frame(path)
+        if isinstance(client, DaskEngine):
+            client = client.client
         try:
             frame = client.compute(lazy).result()
         except (ValueError, OSError, EOFError, pd.errors.ParserError) as exc:
@@ -271,10 +299,37 @@ def prepare_on_dask(pipeline: Pipeline, split: SplitData, client: Any, teacher: 
 
 
 # ------------------------------------------------------------------------------------------------ the CLI's seam
+class DaskEngine:
+    """The Dask client of ``--engine dask``, connected when first asked for (:attr:`client`); :meth:`close` ends it.
+
+    A scheduler address is connected to at once (a bad one fails before any work); a local cluster starts on
+    first use, so that a mistake found earlier (a missing data file) does not wait for workers to start.
+    """
+
+    def __init__(self, settings: DaskSettings) -> None:
+        self.settings = settings
+        self._stack = contextlib.ExitStack()
+        self._client: Any = None
+        if settings.scheduler is not None:
+            self.client  # noqa: B018 - connect now
+
+    @property
+    def client(self) -> Any:
+        """The ``distributed.Client`` (connected, or its local cluster started, on first use)."""
+        if self._client is None:
+            self._client = self._stack.enter_context(dask_client(self.settings))
+        return self._client
+
+    def close(self) -> None:
+        """Close the client and shut down a local cluster this engine started."""
+        self._stack.close()
+        self._client = None
+
+
 @contextlib.contextmanager
 def engine_client(engine: str, *, scheduler: str | None = None, workers: int | None = None) -> Iterator[Any]:
-    """The Dask client ``--engine dask [--scheduler ADDRESS] [--dask-workers N]`` asks for; ``None`` for the local
-    engine. Opened before any work, so that a missing extra or a bad address fails first, in one line."""
+    """The :class:`DaskEngine` of ``--engine dask [--scheduler ADDRESS] [--dask-workers N]``; ``None`` for the local
+    engine. Checked before any work: a missing extra or a bad address fails first, in one line."""
     if engine == "local":
         for flag, value in (("--scheduler", scheduler), ("--dask-workers", workers)):
             if value is not None:
@@ -289,8 +344,10 @@ def engine_client(engine: str, *, scheduler: str | None = None, workers: int | N
             value=workers,
             fix="it sizes a local cluster; the cluster behind --scheduler has its own workers",
         )
-    settings = (
-        DaskSettings(scheduler=scheduler) if workers is None else DaskSettings(scheduler=scheduler, n_workers=workers)
-    )
-    with dask_client(settings) as client:
-        yield client
+    require_dask()
+    settings = DaskSettings(scheduler=scheduler, n_workers=2 if workers is None else workers)
+    dask_engine = DaskEngine(settings)
+    try:
+        yield dask_engine
+    finally:
+        dask_engine.close()

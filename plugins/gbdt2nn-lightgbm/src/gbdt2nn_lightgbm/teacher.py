@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import re
 import warnings
@@ -102,8 +104,9 @@ class LightGBMTeacher(BoosterTeacher[lgb.Booster]):
             client=client, n_estimators=n_rounds, **training_params(params, task=task, k=n_outputs, seed=seed)
         )
         try:
-            with warnings.catch_warnings():
-                # The scikit-learn wrapper always passes n_jobs; lightgbm.dask sets the threads from each worker.
+            # The scikit-learn wrapper always passes n_jobs (lightgbm.dask sets the threads from each worker), and
+            # lightgbm.dask prints its port search to stdout, where `gbdt2nn distill --json` writes.
+            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
                 warnings.filterwarnings("ignore", message="Parameter n_jobs will be ignored")
                 model.fit(X, labels, categorical_feature="auto")
         except lgb.basic.LightGBMError as exc:
