@@ -75,6 +75,8 @@ class Case:
     after_progress: bool = False
     #: A section of its own in the document (cases of one issue, kept together); ``""``: by kind, as above.
     heading: str = ""
+    #: A module of an optional extra the case needs (skipped without it), e.g. ``"distributed"``.
+    requires: str = ""
 
 
 # ------------------------------------------------------------------------------------------- file makers
@@ -1986,6 +1988,116 @@ CASES += [
     ),
 ]
 
+# ------------------------------------------------------------------------------------------- issue 13: Dask
+DASK = "The Dask engine (issue 13)"
+SECTION_INTROS[DASK] = (
+    "`gbdt2nn distill --engine dask` needs the optional extra (`pip install 'gbdt2nn-core[dask]'`); its settings are "
+    "checked before any worker starts."
+)
+_DASK_FIX = "pip install 'gbdt2nn-core[dask]'"
+
+
+def _no_dask(monkeypatch: pytest.MonkeyPatch) -> None:
+    for module in ("dask.dataframe", "distributed"):
+        monkeypatch.setitem(sys.modules, module, None)  # import -> ImportError, as without the extra
+
+
+def _short_connect_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    import dask
+    import distributed  # noqa: F401 - loads distributed's configuration defaults
+
+    monkeypatch.setitem(dask.config.config["distributed"]["comm"]["timeouts"], "connect", "1s")
+
+
+def _dask_settings(**values: Any) -> object:
+    from gbdt2nn_core.pipeline.dask_engine import DaskSettings
+
+    return DaskSettings(**values)
+
+
+CASES += [
+    Case(
+        id="dask-missing",
+        where="CLI",
+        heading=DASK,
+        bad="`--engine dask` without the dask extra installed",
+        patch=_no_dask,
+        argv=(*DISTILL, "--engine", "dask"),
+        message=E + f"invalid engine='dask': Dask is not installed; {_DASK_FIX}",
+        fix=f"`{_DASK_FIX}`",
+    ),
+    Case(
+        id="dask-scheduler-unreachable",
+        where="CLI",
+        heading=DASK,
+        requires="distributed",
+        bad="`--scheduler` names an address where no scheduler answers",
+        patch=_short_connect_timeout,
+        argv=(*DISTILL, "--engine", "dask", "--scheduler", "tcp://127.0.0.1:9"),
+        message=E + "invalid scheduler='tcp://127.0.0.1:9': no Dask scheduler answers there (…); pass the address a "
+        "running `dask scheduler` prints (tcp://HOST:PORT), or leave --scheduler out for a local cluster",
+        fix="start the scheduler, or fix the address",
+    ),
+    Case(
+        id="dask-scheduler-not-an-address",
+        where="CLI",
+        heading=DASK,
+        requires="distributed",
+        bad="`--scheduler` is not an address",
+        argv=(*DISTILL, "--engine", "dask", "--scheduler", "my laptop"),
+        message=E + "invalid scheduler='my laptop': not a scheduler address; pass the one a running `dask scheduler` "
+        "prints (tcp://HOST:PORT)",
+        fix="`tcp://HOST:PORT`",
+    ),
+    Case(
+        id="dask-data-missing",
+        where="CLI",
+        heading=DASK,
+        requires="distributed",
+        bad="`--engine dask --data` names a file that does not exist",
+        argv=("distill", "--engine", "dask", "--data", "nowhere.csv", "--target", TARGET, "--out", "out"),
+        message=E + "data file 'nowhere.csv' does not exist; check the path passed to --data",
+        fix="check the path (no worker was started)",
+    ),
+    Case(
+        id="dask-scheduler-without-engine",
+        where="CLI",
+        heading=DASK,
+        bad="`--scheduler` without `--engine dask`",
+        argv=(*DISTILL, "--scheduler", "tcp://127.0.0.1:8786"),
+        message=E + "invalid --scheduler='tcp://127.0.0.1:8786': it needs --engine dask",
+        fix="add `--engine dask`",
+    ),
+    Case(
+        id="dask-workers-with-scheduler",
+        where="CLI",
+        heading=DASK,
+        bad="`--dask-workers` together with `--scheduler`",
+        argv=(*DISTILL, "--engine", "dask", "--scheduler", "tcp://127.0.0.1:8786", "--dask-workers", "4"),
+        message=E + "invalid --dask-workers=4: it sizes a local cluster; the cluster behind --scheduler has its own "
+        "workers",
+        fix="drop one of them",
+    ),
+    Case(
+        id="dask-workers-zero",
+        where="CLI",
+        heading=DASK,
+        bad="`--dask-workers 0`",
+        argv=(*DISTILL, "--engine", "dask", "--dask-workers", "0"),
+        message=E + "invalid --dask-workers=0: use a whole number ≥ 1",
+        fix="at least 1",
+    ),
+    Case(
+        id="api-dask-settings-threads",
+        where="API",
+        heading=DASK,
+        bad="`DaskSettings(threads_per_worker=0)`",
+        call=lambda ctx: _dask_settings(threads_per_worker=0),
+        message="invalid threads_per_worker=0: use a whole number ≥ 1",
+        fix="at least 1",
+    ),
+]
+
 
 # ------------------------------------------------------------------------------------------- the runner
 def _matches(expected: str, actual: str) -> bool:
@@ -2048,6 +2160,8 @@ def _run_cli(argv: tuple[str, ...]) -> int:
 def test_bad_input(
     case: Case, workdir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    if case.requires:
+        pytest.importorskip(case.requires, reason=f"the case needs the optional {case.requires}")
     if case.setup is not None:
         case.setup(workdir)
     if case.patch is not None:

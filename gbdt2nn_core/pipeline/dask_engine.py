@@ -338,6 +338,8 @@ def engine_client(engine: str, *, scheduler: str | None = None, workers: int | N
         return
     if engine != "dask":
         raise ConfigError(setting="--engine", value=engine, fix="choose local or dask")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise ConfigError(setting="--dask-workers", value=workers, fix="use a whole number ≥ 1")
     if scheduler is not None and workers is not None:
         raise ConfigError(
             setting="--dask-workers",
