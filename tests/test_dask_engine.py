@@ -138,6 +138,37 @@ def test_a_cache_entry_written_on_dask_is_read_by_a_single_machine_run(
     assert later.cache.hits == 2
 
 
+def test_a_wrapped_booster_is_not_retrained_only_explained_on_the_cluster(
+    client: Any, rows: pd.DataFrame, tmp_path: Path
+) -> None:
+    """``--teacher-model``: the booster stays byte for byte the same; its TreeSHAP runs per partition."""
+    pytest.importorskip("gbdt2nn_lightgbm")
+    pipeline = Pipeline(DistillConfig(teacher="lightgbm", cache=False))
+    split = pipeline.split(rows, TARGET)
+    trained = get_registry().teacher("lightgbm", **TEACHERS["lightgbm"])
+    trained.fit(split.train_frame, split.y_train, task=split.task, seed=0)
+    wrapped = _reloaded(trained, "lightgbm", tmp_path)
+    prepared = prepare_on_dask(pipeline, split, client, wrapped)
+    assert prepared.teacher.fingerprint() == trained.fingerprint()
+    expected = trained.shap_values(split.test_frame, threads=1)
+    np.testing.assert_allclose(prepared.shap_test.values, expected.values, rtol=0, atol=1e-6)
+
+
+def test_a_backend_without_a_distributed_engine_refuses_in_one_line(rows: pd.DataFrame) -> None:
+    """The base hook (what a backend that does not override it inherits) is a ConfigError naming the library."""
+    pytest.importorskip("gbdt2nn_lightgbm")
+    from gbdt2nn_core.errors import ConfigError
+    from gbdt2nn_core.kit.booster_teacher import BoosterTeacher
+
+    teacher = get_registry().teacher("lightgbm")
+    assert type(teacher).trains_distributed()
+    assert not BoosterTeacher.trains_distributed()
+    with pytest.raises(ConfigError, match=r"^invalid engine='dask': the LightGBM teacher has no distributed training"):
+        BoosterTeacher.train_distributed(
+            teacher, None, None, None, task="binary", n_outputs=1, n_rounds=1, seed=0, params={}
+        )
+
+
 def test_treeshap_of_rows_cut_unevenly_comes_back_in_order(client: Any, rows: pd.DataFrame) -> None:
     """7 rows over 2 workers (partitions of 4 and 3), against the same teacher explained in this process."""
     pytest.importorskip("gbdt2nn_lightgbm")
