@@ -195,6 +195,9 @@ class GBDT2NNModule(nn.Module):
         """``(n, B)`` slot numbers (into the lookup's ``S`` slots) active in each block of ``z``, ``S`` for an all-zero
         block; ``None`` when some row of ``z`` is not exactly a one-hot-minus-centre encoding (use the dense form).
         """
+        # an exported graph (ONNX, a TorchScript trace) must hold for any input, and the lookup depends on z's values
+        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+            return None
         slots_total = int(self.lookup_centres.shape[0])
         values = z.index_select(1, self.lookup_slot_columns)  # (n, S)
         # the active slot is the only positive value of its block (1 - centre > 0; the others are -centre <= 0); a
