@@ -87,8 +87,8 @@ def render(results: dict[str, Any]) -> str:
         "# Benchmarks",
         "",
         f"Reproduce with one command from the repository root: **`{COMMAND}`** (add `--json FILE` for every raw "
-        "timing, `--quick` for a smoke run of every code path). Needs the core, the plugins and the core's `bench` "
-        "dependency group (hummingbird-ml, shap); see benchmarks/README.md.",
+        "timing, `--quick` for a smoke run of every code path). Needs the core, the plugins and "
+        "benchmarks/requirements.txt (hummingbird-ml) under benchmarks/constraints.txt; see benchmarks/README.md.",
         "",
     ]
     if meta["quick"]:

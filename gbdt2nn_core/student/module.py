@@ -196,7 +196,7 @@ class GBDT2NNModule(nn.Module):
         block; ``None`` when some row of ``z`` is not exactly a one-hot-minus-centre encoding (use the dense form).
         """
         # an exported graph (ONNX, a TorchScript trace) must hold for any input, and the lookup depends on z's values
-        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():  # type: ignore[attr-defined,no-untyped-call]
             return None
         slots_total = int(self.lookup_centres.shape[0])
         values = z.index_select(1, self.lookup_slot_columns)  # (n, S)
