@@ -274,3 +274,29 @@ def test_training_with_the_lookup_gives_the_same_gradients_and_weights(
     assert (first > 1e-5).mean() < 0.01
     rows = inputs.z[-300:]
     np.testing.assert_allclose(with_lookup.predict_margin(rows), dense.predict_margin(rows), atol=1e-5, rtol=1e-5)
+
+
+def test_serving_follows_weights_changed_after_a_prediction(
+    fitted_binary: GBDT2NNClassifier, test_rows: pd.DataFrame
+) -> None:
+    """The lookup tables and folded layers are reused between chunks and calls, never after the weights change."""
+    import torch
+
+    estimator = copy.deepcopy(fitted_binary)
+    frame = estimator._teacher_frame(_features(estimator, test_rows))
+    student, encoder = estimator.student_, estimator.encoder_
+    before = frame_margins(student, encoder, frame)
+    module = student.module
+    with torch.no_grad():
+        module.mlp.hidden[0].weight.mul_(0.5)  # the first layer: the lookup table
+        module.mlp.norms[1].norm.running_var.mul_(2.0)  # a folded batch norm
+    changed = frame_margins(student, encoder, frame)
+    assert np.abs(changed - before).max() > 1e-3
+    np.testing.assert_allclose(changed, _dense_margin(student, encoder, frame), atol=1e-5, rtol=1e-5)
+    estimator.partial_fit(_features(estimator, test_rows), test_rows["income_gt_50k"])  # an online update
+    np.testing.assert_allclose(
+        estimator.predict_margin(_features(estimator, test_rows)),
+        _dense_margin(estimator.student_, encoder, frame),
+        atol=1e-5,
+        rtol=1e-5,
+    )
