@@ -408,14 +408,15 @@ class GBDT2NNStudent(Student):
 
     def predict_margin_lookup(self, other: np.ndarray, active: np.ndarray, batch_size: int = 2048) -> np.ndarray:
         module = self.module.eval()
-        other_t = torch.as_tensor(other, dtype=torch.float32)
-        active_t = torch.as_tensor(active, dtype=torch.long)
+        device = module.group_input_index.device
+        other_t = torch.as_tensor(other, dtype=torch.float32, device=device)
+        active_t = torch.as_tensor(active, dtype=torch.long, device=device)
         with torch.no_grad():
             chunks = [
                 module.forward_lookup(other_t[i : i + batch_size], active_t[i : i + batch_size])
                 for i in range(0, max(len(other_t), 1), batch_size)
             ]
-        return torch.cat(chunks).numpy()
+        return torch.cat(chunks).cpu().numpy()
 
     def partial_fit(self, update: OnlineUpdate) -> list[dict[str, Any]]:
         """DeepGBM's online update: the network trains end to end on new rows (:mod:`gbdt2nn_core.student.online`)."""
