@@ -27,7 +27,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_measure import ROOT, configure_threads, machine, measure, summary
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:  # the sibling modules, also when this file is loaded by path (the smoke test)
+    sys.path.insert(0, str(HERE))
+
+from bench_measure import ROOT, configure_threads, machine, measure, summary  # noqa: E402
 
 TARGET = "income_gt_50k"
 

@@ -218,3 +218,27 @@ def test_cli_distill_on_dask_from_a_folder_of_parquet_files(
     assert printed["teacher"]["test"]["auc"] == metrics["teacher"]["test"]["auc"] > 0.8
     assert len(list((tmp_path / "cache").glob("treeshap-*.npz"))) == 2
     get_registry.cache_clear()
+
+
+def test_the_benchmark_script_runs_and_checks_its_values(tmp_path: Path) -> None:
+    """benchmarks/dask_treeshap.py on 300 rows, one round: every case's values agree with the 1-thread values."""
+    pytest.importorskip("gbdt2nn_lightgbm")
+    import importlib.util
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "dask_treeshap.py"
+    spec = importlib.util.spec_from_file_location("gbdt2nn_bench_dask_treeshap", script)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "dask.json"
+    assert module.main(["--rows", "300", "--repeats", "1", "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert record["rows"] == 300
+    assert set(record["cases"]) == {
+        "threaded, 1 thread",
+        "threaded, 2 threads",
+        "dask, 1 worker x 1 thread",
+        "dask, 2 workers x 1 thread",
+    }
+    assert all(case["max_abs_diff_vs_1_thread"] <= 1e-6 for case in record["cases"].values())
