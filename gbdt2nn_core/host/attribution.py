@@ -17,6 +17,16 @@ are here, so that an attributor plugin only writes its own method::
             attributions = grads * (z if grads.ndim == 2 else z.unsqueeze(1))
             return attributions if create_graph else attributions.detach()
 
+**The first-layer fast path.** A model whose first layer is linear in ``z`` can say so by offering
+:class:`FirstLayerModel` (GBDT2NN's module does): each input column's contribution ``H_c`` to the first layer's
+output ``h1 = Σ_c H_c + bias``, and the rest of the network ``F`` with ``f(z) = F(h1)``. By the chain rule the
+gradient × input of column ``c`` is then ``Σ_j ∂F/∂h1_j · H_cj``, and along a straight path ``h1`` moves on a
+straight line too, so integrated and expected gradients need only ``F`` at each point. An attributor that can use
+this offers :class:`ColumnAttributor`; :func:`column_attributions` takes that path when both sides offer it (and the
+aggregation maps each encoded value to at most one column), so a double backward for joint training never goes
+through the wide first layer. Otherwise it attributes the encoded values and sums each column's block: the
+reference path, which the fast paths are tested against.
+
 This module imports torch: import it from the module that defines the attributor, not from the plugin's entry
 point module (which must stay cheap to import).
 """
@@ -24,13 +34,23 @@ point module (which must stay cheap to import).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import torch
 
 from gbdt2nn_core.errors import DataError
 
-__all__ = ["MarginModel", "check_encoded_rows", "column_attributions", "input_gradients"]
+__all__ = [
+    "ColumnAttributor",
+    "FirstLayerModel",
+    "MarginModel",
+    "check_encoded_rows",
+    "column_attributions",
+    "column_of_encoded",
+    "contract_columns",
+    "input_gradients",
+    "output_gradients",
+]
 
 #: What attributors explain: a differentiable function from encoded rows ``(n, D)`` to margins ``(n,)`` or ``(n, k)``.
 MarginModel = Callable[[torch.Tensor], torch.Tensor]
@@ -76,7 +96,20 @@ def input_gradients(model: MarginModel, points: torch.Tensor, *, create_graph: b
     output that does not depend on its input through autograd.
     """
     with torch.enable_grad():
-        inputs = points.detach().requires_grad_(True)
+        return output_gradients(model, points.detach().requires_grad_(True), create_graph=create_graph)
+
+
+def output_gradients(model: MarginModel, inputs: torch.Tensor, *, create_graph: bool) -> torch.Tensor:
+    """``∂f/∂inputs`` for inputs ``(m, ...)`` that may depend on parameters: ``(m, ...)``, or ``(m, k, ...)``.
+
+    :func:`input_gradients` for a tensor that is not a leaf, e.g. the first layer's output ``h1`` of a
+    :class:`FirstLayerModel`: it stays attached to the parameters it was computed from, so with
+    ``create_graph=True`` the gradient is differentiable through them too. A tensor that requires no gradient
+    is differentiated as a leaf.
+    """
+    with torch.enable_grad():
+        if not inputs.requires_grad:
+            inputs = inputs.detach().requires_grad_(True)
         outputs = model(inputs)
         m = inputs.shape[0]
         if not isinstance(outputs, torch.Tensor) or outputs.ndim not in (1, 2) or outputs.shape[0] != m:
@@ -102,6 +135,56 @@ def input_gradients(model: MarginModel, points: torch.Tensor, *, create_graph: b
     return grads[0] if outputs.ndim == 1 else torch.stack(grads, dim=1)
 
 
+@runtime_checkable
+class FirstLayerModel(Protocol):
+    """Optional capability of a model whose first layer is linear in ``z``: ``f(z) = after_first_layer(h1)`` with
+    ``h1 = contributions.sum(dim=1) + bias`` for ``contributions, bias = column_first_layer(z, aggregation)``.
+
+    ``contributions`` is ``(n, d, *first)``: column ``c``'s share ``Σ_{s ∈ c} z_s W[s]`` of the first layer's output
+    (shape ``first``, e.g. ``(groups, hidden)``), for the ``(D, d)`` 0/1 ``aggregation`` whose rows each name at most
+    one column; ``bias`` is ``first``-shaped. ``after_first_layer`` maps ``(m, *first)`` to margins ``(m,)`` or
+    ``(m, k)`` in the model's current mode (BatchNorm as the caller left it).
+    """
+
+    def __call__(self, z: torch.Tensor, /) -> torch.Tensor: ...
+
+    def column_first_layer(self, z: torch.Tensor, aggregation: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def after_first_layer(self, first: torch.Tensor) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class ColumnAttributor(Protocol):
+    """Optional capability of an :class:`~gbdt2nn_core.host.interfaces.Attributor`: per-column attributions
+    ``(n, d)`` or ``(n, k, d)`` of a :class:`FirstLayerModel` straight from its first layer, equal to
+    ``attribute(model, z) @ aggregation`` (the structure attributor defines its column attribution there)."""
+
+    def attribute_columns(
+        self, model: FirstLayerModel, z: torch.Tensor, aggregation: torch.Tensor, *, create_graph: bool = False
+    ) -> torch.Tensor: ...
+
+
+def column_of_encoded(aggregation: torch.Tensor) -> torch.Tensor | None:
+    """``(D,)`` the column of every encoded value (``-1`` for none) when ``aggregation`` ``(D, d)`` is 0/1 with at most
+    one 1 per row, as the core's encoder makes it; ``None`` for any other matrix (only the reference path applies)."""
+    if aggregation.ndim != 2:
+        return None
+    ones = aggregation == 1
+    if not bool(((aggregation == 0) | ones).all()) or bool((ones.sum(dim=1) > 1).any()):
+        return None
+    return torch.where(ones.any(dim=1), ones.to(torch.int64).argmax(dim=1), -1)
+
+
+def contract_columns(first_gradient: torch.Tensor, contributions: torch.Tensor) -> torch.Tensor:
+    """``Σ_j ∂f/∂h1_j · H_cj``: gradients with respect to the first layer's output ``(n, *first)`` or
+    ``(n, k, *first)`` against column contributions ``(n, d, *first)``; gives ``(n, d)`` or ``(n, k, d)``."""
+    n, columns = contributions.shape[:2]
+    flat = contributions.reshape(n, columns, -1)
+    if first_gradient.ndim == contributions.ndim - 1:
+        return torch.einsum("nj,ncj->nc", first_gradient.reshape(n, -1), flat)
+    return torch.einsum("nkj,ncj->nkc", first_gradient.reshape(n, first_gradient.shape[1], -1), flat)
+
+
 class _Attributes(Protocol):
     """What :func:`column_attributions` needs of an :class:`~gbdt2nn_core.host.interfaces.Attributor`."""
 
@@ -116,6 +199,17 @@ def column_attributions(
     *,
     create_graph: bool = False,
 ) -> torch.Tensor:
-    """Attributions summed over each input column's encoded block: ``(n, d)`` or ``(n, c, d)``."""
+    """Attributions summed over each input column's encoded block: ``(n, d)`` or ``(n, c, d)``.
+
+    Through the attributor's first-layer fast path when the attributor offers :class:`ColumnAttributor`, the model
+    :class:`FirstLayerModel` and ``aggregation`` maps each encoded value to at most one column; otherwise the
+    encoded attributions times ``aggregation`` (the reference).
+    """
+    if (
+        isinstance(attributor, ColumnAttributor)
+        and isinstance(model, FirstLayerModel)
+        and column_of_encoded(aggregation) is not None
+    ):
+        return attributor.attribute_columns(model, z, aggregation, create_graph=create_graph)
     encoded = attributor.attribute(model, z, create_graph=create_graph)
     return encoded @ aggregation

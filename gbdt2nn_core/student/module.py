@@ -272,6 +272,103 @@ class GBDT2NNModule(nn.Module):
         groups, out = first_bias.shape
         return (z @ self.dense_first_weight(columns)).reshape(n, groups, out) + first_bias
 
+    # ------------------------------------------------------------------ first layer per input column (attributors)
+    @torch.jit.unused
+    def column_first_layer(self, z: torch.Tensor, aggregation: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each input column's share of the first linear map, ``(n, d, k, h)``, and its bias ``(k, h)``.
+
+        ``aggregation`` is the encoder's ``(D, d)`` 0/1 matrix (each encoded value in at most one column);
+        ``contributions.sum(dim=1) + bias`` equals :meth:`first_layer` of ``z``. This is the
+        :class:`~gbdt2nn_core.host.attribution.FirstLayerModel` capability that the attributors' fast paths use.
+        With the lookup on (:meth:`use_lookup`) and ``z`` an exact encoding, a one-hot block's share is one row of the
+        lookup table (no multiply-accumulates); otherwise each column's encoded values are multiplied by their
+        weight rows in one batched matmul over columns padded to the widest.
+        """
+        from gbdt2nn_core.host.attribution import column_of_encoded
+
+        column_of = column_of_encoded(aggregation)
+        if column_of is None or aggregation.shape[0] != z.shape[1]:
+            raise ConfigError(
+                setting="aggregation",
+                value=tuple(aggregation.shape),
+                fix=f"pass the encoder's ({z.shape[1]}, d) 0/1 aggregation matrix (each encoded value in one column)",
+            )
+        z = z.detach()
+        column_of = column_of.to(z.device)
+        first_weight, first_bias = self.mlp.first_linear_parameters()
+        groups, _, out = first_weight.shape
+        weight = self._summed_first_weight(z.shape[1], first_weight).to(z.dtype)  # (D, k·h)
+        columns = int(aggregation.shape[1])
+        contributions = None
+        if self.lookup_enabled and z.shape[1] == self.lookup_n_encoded:
+            contributions = self._lookup_column_first_layer(z, weight, column_of, columns)
+        if contributions is None:
+            contributions = self._padded_column_first_layer(z, weight, column_of, columns)
+        return contributions.reshape(z.shape[0], columns, groups, out), first_bias.to(z.dtype)
+
+    @torch.jit.unused
+    def after_first_layer(self, first: torch.Tensor) -> torch.Tensor:
+        """Margins from the first linear map's output ``(n, k, h)``: the rest of the network (layers 2..L, heads)."""
+        return self.combine(self.group_outputs(self.mlp.after_first_linear(first)))
+
+    @torch.jit.unused
+    def _summed_first_weight(self, columns: int, first_weight: torch.Tensor) -> torch.Tensor:
+        """``(D, k·h)`` like :meth:`dense_first_weight`, but a column a group lists twice gets the sum of its rows (the
+        per-group gather's meaning), so it holds for every grouping; the pad index ``D`` is dropped."""
+        groups, width, out = first_weight.shape
+        index = self.group_input_index.unsqueeze(-1).expand(groups, width, out)
+        summed = first_weight.new_zeros(groups, columns + 1, out).scatter_add(1, index, first_weight)
+        return summed[:, :columns].permute(1, 0, 2).reshape(columns, groups * out)
+
+    @torch.jit.unused
+    def _padded_column_first_layer(
+        self, z: torch.Tensor, weight: torch.Tensor, column_of: torch.Tensor, columns: int
+    ) -> torch.Tensor:
+        """``(n, d, k·h)`` as one ``bmm`` over columns, each column's encoded values padded to the widest column."""
+        encoded = z.shape[1]
+        sizes = torch.bincount(column_of[column_of >= 0], minlength=columns)
+        widest = max(int(sizes.max()) if sizes.numel() else 0, 1)
+        order = torch.argsort(torch.where(column_of >= 0, column_of, columns), stable=True)
+        order = order[: int(sizes.sum())]  # values in no column come last and are left out
+        starts = torch.cumsum(sizes, 0) - sizes
+        position = torch.arange(order.shape[0], device=z.device) - starts.repeat_interleave(sizes)
+        # (d, widest) encoded positions of each column; the pad position D holds a zero value and a zero weight row
+        slots = torch.full((columns, widest), encoded, dtype=torch.long, device=z.device)
+        slots[column_of[order], position] = order
+        values = nn.functional.pad(z, (0, 1))[:, slots]  # (n, d, widest)
+        rows = torch.cat([weight, weight.new_zeros(1, weight.shape[1])])[slots]  # (d, widest, k·h)
+        return torch.einsum("ncw,cwj->ncj", values, rows)
+
+    @torch.jit.unused
+    def _lookup_column_first_layer(
+        self, z: torch.Tensor, weight: torch.Tensor, column_of: torch.Tensor, columns: int
+    ) -> torch.Tensor | None:
+        """``(n, d, k·h)`` with every one-hot block's share read from the lookup table; ``None`` when ``z`` is not an
+        exact encoding or a block spans two columns (the padded matmul applies then)."""
+        block_columns = column_of.index_select(0, self.lookup_slot_columns)
+        block_column = block_columns.index_select(0, self.lookup_block_offsets)  # column of each block's first slot
+        spans = block_columns != block_column.index_select(0, self.lookup_slot_block)
+        if bool(spans.any()) or bool((block_column < 0).any()):
+            return None
+        slots = self.active_slots(z)
+        if slots is None:
+            return None
+        slot_weight = weight.index_select(0, self.lookup_slot_columns)  # (S, k·h)
+        centred = self.lookup_centres.to(weight.dtype).unsqueeze(1) * slot_weight
+        constant = torch.zeros(
+            self.lookup_block_offsets.shape[0], weight.shape[1], dtype=weight.dtype, device=weight.device
+        ).index_add(0, self.lookup_slot_block, centred)  # (B, k·h)
+        table = slot_weight - constant.index_select(0, self.lookup_slot_block)
+        table = torch.cat([table, table.new_zeros(1, table.shape[1])])  # row S: a missing value adds nothing
+        looked_up = nn.functional.embedding(slots, table)  # (n, B, k·h)
+        other = self.lookup_other_columns
+        other_share = z.index_select(1, other).unsqueeze(-1) * weight.index_select(0, other)  # (n, D - S, k·h)
+        other_column = column_of.index_select(0, other)
+        kept = other_column >= 0
+        result = z.new_zeros(z.shape[0], columns, weight.shape[1])
+        result = result.index_add(1, block_column, looked_up)
+        return result.index_add(1, other_column[kept], other_share[:, kept])
+
     # ------------------------------------------------------------------ inference (eval mode, no gradients)
     def _inference_applies(self) -> bool:
         if self.training or torch.is_grad_enabled():
