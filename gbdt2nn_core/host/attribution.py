@@ -47,6 +47,7 @@ __all__ = [
     "check_encoded_rows",
     "column_attributions",
     "column_of_encoded",
+    "column_products",
     "contract_columns",
     "input_gradients",
     "output_gradients",
@@ -173,6 +174,25 @@ def column_of_encoded(aggregation: torch.Tensor) -> torch.Tensor | None:
     if not bool(((aggregation == 0) | ones).all()) or bool((ones.sum(dim=1) > 1).any()):
         return None
     return torch.where(ones.any(dim=1), ones.to(torch.int64).argmax(dim=1), -1)
+
+
+def column_products(z: torch.Tensor, weight: torch.Tensor, column_of: torch.Tensor, columns: int) -> torch.Tensor:
+    """``(n, d, out)``: each column's share ``Σ_{s ∈ c} z_s weight[s]`` of ``z @ weight`` (``weight`` ``(D, out)``;
+    ``column_of`` from :func:`column_of_encoded`), as one batched matmul over the columns, each column's encoded
+    values padded to the widest column's (values in no column are left out)."""
+    encoded = z.shape[1]
+    column_of = column_of.to(z.device)
+    sizes = torch.bincount(column_of[column_of >= 0], minlength=columns)
+    widest = max(int(sizes.max()) if sizes.numel() else 0, 1)
+    order = torch.argsort(torch.where(column_of >= 0, column_of, columns), stable=True)[: int(sizes.sum())]
+    starts = torch.cumsum(sizes, 0) - sizes
+    position = torch.arange(order.shape[0], device=z.device) - starts.repeat_interleave(sizes)
+    # (d, widest) encoded positions of each column; the pad position D holds a zero value and a zero weight row
+    slots = torch.full((columns, widest), encoded, dtype=torch.long, device=z.device)
+    slots[column_of[order], position] = order
+    values = torch.nn.functional.pad(z, (0, 1))[:, slots]  # (n, d, widest)
+    rows = torch.cat([weight, weight.new_zeros(1, weight.shape[1])])[slots]  # (d, widest, out)
+    return torch.einsum("ncw,cwj->ncj", values, rows)
 
 
 def contract_columns(first_gradient: torch.Tensor, contributions: torch.Tensor) -> torch.Tensor:

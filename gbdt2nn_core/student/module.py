@@ -281,10 +281,9 @@ class GBDT2NNModule(nn.Module):
         ``contributions.sum(dim=1) + bias`` equals :meth:`first_layer` of ``z``. This is the
         :class:`~gbdt2nn_core.host.attribution.FirstLayerModel` capability that the attributors' fast paths use.
         With the lookup on (:meth:`use_lookup`) and ``z`` an exact encoding, a one-hot block's share is one row of the
-        lookup table (no multiply-accumulates); otherwise each column's encoded values are multiplied by their
-        weight rows in one batched matmul over columns padded to the widest.
+        lookup table (no multiply-accumulates); otherwise :func:`~gbdt2nn_core.host.attribution.column_products`.
         """
-        from gbdt2nn_core.host.attribution import column_of_encoded
+        from gbdt2nn_core.host.attribution import column_of_encoded, column_products
 
         column_of = column_of_encoded(aggregation)
         if column_of is None or aggregation.shape[0] != z.shape[1]:
@@ -303,7 +302,7 @@ class GBDT2NNModule(nn.Module):
         if self.lookup_enabled and z.shape[1] == self.lookup_n_encoded:
             contributions = self._lookup_column_first_layer(z, weight, column_of, columns)
         if contributions is None:
-            contributions = self._padded_column_first_layer(z, weight, column_of, columns)
+            contributions = column_products(z, weight, column_of, columns)
         return contributions.reshape(z.shape[0], columns, groups, out), first_bias.to(z.dtype)
 
     @torch.jit.unused
@@ -319,25 +318,6 @@ class GBDT2NNModule(nn.Module):
         index = self.group_input_index.unsqueeze(-1).expand(groups, width, out)
         summed = first_weight.new_zeros(groups, columns + 1, out).scatter_add(1, index, first_weight)
         return summed[:, :columns].permute(1, 0, 2).reshape(columns, groups * out)
-
-    @torch.jit.unused
-    def _padded_column_first_layer(
-        self, z: torch.Tensor, weight: torch.Tensor, column_of: torch.Tensor, columns: int
-    ) -> torch.Tensor:
-        """``(n, d, k·h)`` as one ``bmm`` over columns, each column's encoded values padded to the widest column."""
-        encoded = z.shape[1]
-        sizes = torch.bincount(column_of[column_of >= 0], minlength=columns)
-        widest = max(int(sizes.max()) if sizes.numel() else 0, 1)
-        order = torch.argsort(torch.where(column_of >= 0, column_of, columns), stable=True)
-        order = order[: int(sizes.sum())]  # values in no column come last and are left out
-        starts = torch.cumsum(sizes, 0) - sizes
-        position = torch.arange(order.shape[0], device=z.device) - starts.repeat_interleave(sizes)
-        # (d, widest) encoded positions of each column; the pad position D holds a zero value and a zero weight row
-        slots = torch.full((columns, widest), encoded, dtype=torch.long, device=z.device)
-        slots[column_of[order], position] = order
-        values = nn.functional.pad(z, (0, 1))[:, slots]  # (n, d, widest)
-        rows = torch.cat([weight, weight.new_zeros(1, weight.shape[1])])[slots]  # (d, widest, k·h)
-        return torch.einsum("ncw,cwj->ncj", values, rows)
 
     @torch.jit.unused
     def _lookup_column_first_layer(
