@@ -114,24 +114,35 @@ def _parameter_gradients(module: torch.nn.Module, loss: torch.Tensor) -> list[to
 # the capability
 # ----------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("lookup", [False, True], ids=["matmul", "lookup"])
-def test_column_first_layer_adds_up_to_the_first_layer(trained: Trained, lookup: bool) -> None:
+def test_column_first_layer_is_the_first_layer_and_contracts_per_column(trained: Trained, lookup: bool) -> None:
     module = trained.fresh(lookup=lookup)
     z = trained.z[:80]
-    contributions, bias = module.column_first_layer(z, trained.aggregation)
-    assert contributions.shape == (80, trained.encoder.n_columns, module.n_groups, module.hidden_sizes[0])
+    layer = module.column_first_layer(z, trained.aggregation)
+    assert (layer.slots is not None) == lookup  # type: ignore[attr-defined]
     # the lookup reads float32 centring constants, which z holds rounded from float64 ones: 1e-8 apart
     tolerance = 1e-7 if lookup else 1e-10
-    torch.testing.assert_close(contributions.sum(dim=1) + bias, module.dense_first_layer(z), atol=tolerance, rtol=0)
-    # each column's share is its own block times the weights, computed here from the dense weight matrix
-    weight = module.dense_first_weight(z.shape[1])
-    for column in range(trained.encoder.n_columns):
-        block = trained.encoder.encoded_indices(column)
-        expected = (z[:, block] @ weight[block]).reshape(80, module.n_groups, -1)
-        torch.testing.assert_close(contributions[:, column], expected, atol=tolerance, rtol=0)
+    torch.testing.assert_close(layer.first, module.dense_first_layer(z), atol=tolerance, rtol=0)
     with frozen_batchnorm(module):
-        torch.testing.assert_close(
-            module.after_first_layer(contributions.sum(dim=1) + bias), module(z), atol=1e-6, rtol=0
-        )
+        torch.testing.assert_close(module.after_first_layer(layer.first), module(z), atol=1e-6, rtol=0)
+    # each column's share of the first layer, from the dense weight matrix and the column's block of z
+    weight = module.dense_first_weight(z.shape[1])
+    shares = torch.stack(
+        [
+            z[:, block] @ weight[block]
+            for block in map(trained.encoder.encoded_indices, range(trained.encoder.n_columns))
+        ],
+        dim=1,
+    ).reshape(80, -1, module.n_groups, module.hidden_sizes[0])  # (n, d, k, h)
+    generator = torch.Generator().manual_seed(0)
+    gradient = torch.randn(80, 2, module.n_groups, module.hidden_sizes[0], generator=generator, dtype=torch.float64)
+    expected = torch.einsum("nojh,ncjh->noc", gradient, shares)
+    torch.testing.assert_close(layer.contract(gradient), expected, atol=1e-6, rtol=1e-7)
+    torch.testing.assert_close(layer.contract(gradient[:, 0]), expected[:, 0], atol=1e-6, rtol=1e-7)
+    rows = torch.tensor([3, 3, 0, 79])
+    picked = torch.einsum("ojh,rcjh->roc", gradient[0], shares[rows])
+    torch.testing.assert_close(layer.contract(gradient[:1].expand(4, -1, -1, -1), rows), picked, atol=1e-6, rtol=1e-7)
+    by_group = torch.einsum("njh,ncjh->njc", gradient[:, 0], shares)
+    torch.testing.assert_close(layer.contract_groups(gradient[:, 0]), by_group, atol=1e-6, rtol=1e-7)
 
 
 def test_column_first_layer_sums_a_column_that_a_group_lists_twice() -> None:
@@ -141,10 +152,8 @@ def test_column_first_layer_sums_a_column_that_a_group_lists_twice() -> None:
     ).double()
     z = torch.randn(7, 4, dtype=torch.float64)
     aggregation = torch.tensor([[1, 0], [1, 0], [0, 1], [0, 1]], dtype=torch.float64)
-    contributions, bias = module.column_first_layer(z, aggregation)
-    torch.testing.assert_close(
-        contributions.sum(dim=1) + bias, module.mlp.hidden[0](module.group_inputs(z)), atol=1e-12, rtol=0
-    )
+    layer = module.column_first_layer(z, aggregation)
+    torch.testing.assert_close(layer.first, module.mlp.hidden[0](module.group_inputs(z)), atol=1e-12, rtol=0)
 
 
 def test_a_bad_aggregation_is_a_one_line_config_error(trained: Trained) -> None:

@@ -18,8 +18,9 @@ are here, so that an attributor plugin only writes its own method::
             return attributions if create_graph else attributions.detach()
 
 **The first-layer fast path.** A model whose first layer is linear in ``z`` can say so by offering
-:class:`FirstLayerModel` (GBDT2NN's module does): each input column's contribution ``H_c`` to the first layer's
-output ``h1 = Σ_c H_c + bias``, and the rest of the network ``F`` with ``f(z) = F(h1)``. By the chain rule the
+:class:`FirstLayerModel` (GBDT2NN's module and the mlp student's do): its first layer's output ``h1 = Σ_c H_c +
+bias`` known per input column (``H_c``, column ``c``'s share), and the rest of the network ``F`` with
+``f(z) = F(h1)``. By the chain rule the
 gradient × input of column ``c`` is then ``Σ_j ∂F/∂h1_j · H_cj``, and along a straight path ``h1`` moves on a
 straight line too, so integrated and expected gradients need only ``F`` at each point. An attributor that can use
 this offers :class:`ColumnAttributor`; :func:`column_attributions` takes that path when both sides offer it (and the
@@ -38,17 +39,17 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
-from gbdt2nn_core.errors import DataError
+from gbdt2nn_core.errors import ConfigError, DataError
 
 __all__ = [
     "ColumnAttributor",
+    "FirstLayerColumns",
     "FirstLayerModel",
+    "LinearColumns",
     "MarginModel",
     "check_encoded_rows",
     "column_attributions",
     "column_of_encoded",
-    "column_products",
-    "contract_columns",
     "input_gradients",
     "output_gradients",
 ]
@@ -136,20 +137,34 @@ def output_gradients(model: MarginModel, inputs: torch.Tensor, *, create_graph: 
     return grads[0] if outputs.ndim == 1 else torch.stack(grads, dim=1)
 
 
+class FirstLayerColumns(Protocol):
+    """A batch's first linear layer, known per input column (what :meth:`FirstLayerModel.column_first_layer` returns).
+
+    ``first`` is the layer's output ``h1`` ``(n, *shape)``, bias included, differentiable in the parameters;
+    ``h1 = bias + Σ_c H_c`` with ``H_c = Σ_{s ∈ c} z_s W[s]`` column ``c``'s share. ``contract(gradient)`` returns
+    ``Σ_j gradient_j · H_cj`` for gradients ``(n, *shape)`` or ``(n, k, *shape)``: ``(n, d)`` or ``(n, k, d)``;
+    with ``rows`` ``(m,)`` the gradients ``(m, ...)`` are taken against the shares of rows ``rows`` of the batch.
+    """
+
+    @property
+    def first(self) -> torch.Tensor: ...
+
+    def contract(self, gradient: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor: ...
+
+
 @runtime_checkable
 class FirstLayerModel(Protocol):
     """Optional capability of a model whose first layer is linear in ``z``: ``f(z) = after_first_layer(h1)`` with
-    ``h1 = contributions.sum(dim=1) + bias`` for ``contributions, bias = column_first_layer(z, aggregation)``.
+    ``h1 = column_first_layer(z, aggregation).first`` (see :class:`FirstLayerColumns`).
 
-    ``contributions`` is ``(n, d, *first)``: column ``c``'s share ``Σ_{s ∈ c} z_s W[s]`` of the first layer's output
-    (shape ``first``, e.g. ``(groups, hidden)``), for the ``(D, d)`` 0/1 ``aggregation`` whose rows each name at most
-    one column; ``bias`` is ``first``-shaped. ``after_first_layer`` maps ``(m, *first)`` to margins ``(m,)`` or
-    ``(m, k)`` in the model's current mode (BatchNorm as the caller left it).
+    ``aggregation`` is the encoder's ``(D, d)`` 0/1 matrix whose rows each name at most one column.
+    ``after_first_layer`` maps ``(m, *shape)`` to margins ``(m,)`` or ``(m, k)`` in the model's current mode
+    (BatchNorm as the caller left it). :class:`LinearColumns` implements the batch side for any linear first layer.
     """
 
     def __call__(self, z: torch.Tensor, /) -> torch.Tensor: ...
 
-    def column_first_layer(self, z: torch.Tensor, aggregation: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+    def column_first_layer(self, z: torch.Tensor, aggregation: torch.Tensor) -> FirstLayerColumns: ...
 
     def after_first_layer(self, first: torch.Tensor) -> torch.Tensor: ...
 
@@ -165,6 +180,52 @@ class ColumnAttributor(Protocol):
     ) -> torch.Tensor: ...
 
 
+class LinearColumns:
+    """:class:`FirstLayerColumns` of ``h1 = z @ weight + bias`` (``weight`` ``(D, J)``, reshaped to ``shape``).
+
+    ``contract`` multiplies the gradients back through the weights once, ``(gradient @ weightᵀ) ⊙ z``, and sums each
+    column's encoded values: the column shares ``H_c`` themselves (``n × d × J`` values) are never written.
+    """
+
+    def __init__(
+        self,
+        z: torch.Tensor,
+        aggregation: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor,
+        shape: tuple[int, ...],
+    ) -> None:
+        if column_of_encoded(aggregation) is None or aggregation.shape[0] != z.shape[1]:
+            raise ConfigError(
+                setting="aggregation",
+                value=tuple(aggregation.shape),
+                fix=f"pass the encoder's ({z.shape[1]}, d) 0/1 aggregation matrix (each encoded value in one column)",
+            )
+        self.z, self.aggregation = z.detach(), aggregation.to(z.dtype)
+        self.weight, self.bias, self.shape = weight, bias, shape
+        self.first = self._first_layer()
+
+    def _first_layer(self) -> torch.Tensor:
+        """``h1`` of the batch; a subclass may compute it another exact way."""
+        return torch.addmm(self.bias.reshape(1, -1), self.z, self.weight).reshape(-1, *self.shape)
+
+    def contract(self, gradient: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        flat, outputs = self._flat(gradient)  # (m, k, J)
+        z = self.z if rows is None else self.z.index_select(0, rows)
+        encoded = (flat @ self.weight.t()) * z.unsqueeze(1)  # (m, k, D)
+        return self._unflat(encoded @ self.aggregation, outputs)
+
+    def _flat(self, gradient: torch.Tensor) -> tuple[torch.Tensor, bool]:
+        """``gradient`` as ``(m, k, J)`` and whether it had an output dimension ``k``."""
+        outputs = gradient.ndim == len(self.shape) + 2
+        m = gradient.shape[0]
+        return gradient.reshape(m, gradient.shape[1] if outputs else 1, -1), outputs
+
+    @staticmethod
+    def _unflat(result: torch.Tensor, outputs: bool) -> torch.Tensor:
+        return result if outputs else result[:, 0]
+
+
 def column_of_encoded(aggregation: torch.Tensor) -> torch.Tensor | None:
     """``(D,)`` the column of every encoded value (``-1`` for none) when ``aggregation`` ``(D, d)`` is 0/1 with at most
     one 1 per row, as the core's encoder makes it; ``None`` for any other matrix (only the reference path applies)."""
@@ -174,35 +235,6 @@ def column_of_encoded(aggregation: torch.Tensor) -> torch.Tensor | None:
     if not bool(((aggregation == 0) | ones).all()) or bool((ones.sum(dim=1) > 1).any()):
         return None
     return torch.where(ones.any(dim=1), ones.to(torch.int64).argmax(dim=1), -1)
-
-
-def column_products(z: torch.Tensor, weight: torch.Tensor, column_of: torch.Tensor, columns: int) -> torch.Tensor:
-    """``(n, d, out)``: each column's share ``Σ_{s ∈ c} z_s weight[s]`` of ``z @ weight`` (``weight`` ``(D, out)``;
-    ``column_of`` from :func:`column_of_encoded`), as one batched matmul over the columns, each column's encoded
-    values padded to the widest column's (values in no column are left out)."""
-    encoded = z.shape[1]
-    column_of = column_of.to(z.device)
-    sizes = torch.bincount(column_of[column_of >= 0], minlength=columns)
-    widest = max(int(sizes.max()) if sizes.numel() else 0, 1)
-    order = torch.argsort(torch.where(column_of >= 0, column_of, columns), stable=True)[: int(sizes.sum())]
-    starts = torch.cumsum(sizes, 0) - sizes
-    position = torch.arange(order.shape[0], device=z.device) - starts.repeat_interleave(sizes)
-    # (d, widest) encoded positions of each column; the pad position D holds a zero value and a zero weight row
-    slots = torch.full((columns, widest), encoded, dtype=torch.long, device=z.device)
-    slots[column_of[order], position] = order
-    values = torch.nn.functional.pad(z, (0, 1))[:, slots]  # (n, d, widest)
-    rows = torch.cat([weight, weight.new_zeros(1, weight.shape[1])])[slots]  # (d, widest, out)
-    return torch.einsum("ncw,cwj->ncj", values, rows)
-
-
-def contract_columns(first_gradient: torch.Tensor, contributions: torch.Tensor) -> torch.Tensor:
-    """``Σ_j ∂f/∂h1_j · H_cj``: gradients with respect to the first layer's output ``(n, *first)`` or
-    ``(n, k, *first)`` against column contributions ``(n, d, *first)``; gives ``(n, d)`` or ``(n, k, d)``."""
-    n, columns = contributions.shape[:2]
-    flat = contributions.reshape(n, columns, -1)
-    if first_gradient.ndim == contributions.ndim - 1:
-        return torch.einsum("nj,ncj->nc", first_gradient.reshape(n, -1), flat)
-    return torch.einsum("nkj,ncj->nkc", first_gradient.reshape(n, first_gradient.shape[1], -1), flat)
 
 
 class _Attributes(Protocol):

@@ -13,6 +13,7 @@ from gbdt2nn_core.student._layers import GroupMLP
 
 if TYPE_CHECKING:
     from gbdt2nn_core.data.encoding import OneHotBlocks
+    from gbdt2nn_core.student.columns import GroupColumns
 
 __all__ = ["GBDT2NNModule"]
 
@@ -274,36 +275,13 @@ class GBDT2NNModule(nn.Module):
 
     # ------------------------------------------------------------------ first layer per input column (attributors)
     @torch.jit.unused
-    def column_first_layer(self, z: torch.Tensor, aggregation: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each input column's share of the first linear map, ``(n, d, k, h)``, and its bias ``(k, h)``.
+    def column_first_layer(self, z: torch.Tensor, aggregation: torch.Tensor) -> GroupColumns:
+        """The first linear map of rows ``z`` known per input column (``aggregation``: the encoder's ``(D, d)`` 0/1
+        matrix): the :class:`~gbdt2nn_core.host.attribution.FirstLayerModel` capability that attributors' fast paths
+        use; see :class:`~gbdt2nn_core.student.columns.GroupColumns`."""
+        from gbdt2nn_core.student.columns import GroupColumns
 
-        ``aggregation`` is the encoder's ``(D, d)`` 0/1 matrix (each encoded value in at most one column);
-        ``contributions.sum(dim=1) + bias`` equals :meth:`first_layer` of ``z``. This is the
-        :class:`~gbdt2nn_core.host.attribution.FirstLayerModel` capability that the attributors' fast paths use.
-        With the lookup on (:meth:`use_lookup`) and ``z`` an exact encoding, a one-hot block's share is one row of the
-        lookup table (no multiply-accumulates); otherwise :func:`~gbdt2nn_core.host.attribution.column_products`.
-        """
-        from gbdt2nn_core.host.attribution import column_of_encoded, column_products
-
-        column_of = column_of_encoded(aggregation)
-        if column_of is None or aggregation.shape[0] != z.shape[1]:
-            raise ConfigError(
-                setting="aggregation",
-                value=tuple(aggregation.shape),
-                fix=f"pass the encoder's ({z.shape[1]}, d) 0/1 aggregation matrix (each encoded value in one column)",
-            )
-        z = z.detach()
-        column_of = column_of.to(z.device)
-        first_weight, first_bias = self.mlp.first_linear_parameters()
-        groups, _, out = first_weight.shape
-        weight = self._summed_first_weight(z.shape[1], first_weight).to(z.dtype)  # (D, k·h)
-        columns = int(aggregation.shape[1])
-        contributions = None
-        if self.lookup_enabled and z.shape[1] == self.lookup_n_encoded:
-            contributions = self._lookup_column_first_layer(z, weight, column_of, columns)
-        if contributions is None:
-            contributions = column_products(z, weight, column_of, columns)
-        return contributions.reshape(z.shape[0], columns, groups, out), first_bias.to(z.dtype)
+        return GroupColumns(self, z, aggregation)
 
     @torch.jit.unused
     def after_first_layer(self, first: torch.Tensor) -> torch.Tensor:
@@ -311,43 +289,28 @@ class GBDT2NNModule(nn.Module):
         return self.combine(self.group_outputs(self.mlp.after_first_linear(first)))
 
     @torch.jit.unused
-    def _summed_first_weight(self, columns: int, first_weight: torch.Tensor) -> torch.Tensor:
+    def summed_first_weight(self, columns: int, first_weight: torch.Tensor | None = None) -> torch.Tensor:
         """``(D, k·h)`` like :meth:`dense_first_weight`, but a column a group lists twice gets the sum of its rows (the
-        per-group gather's meaning), so it holds for every grouping; the pad index ``D`` is dropped."""
+        per-group gather's meaning), so ``z @ W`` is the first layer for every grouping; the pad index ``D`` drops."""
+        if first_weight is None:
+            first_weight, _ = self.mlp.first_linear_parameters()
         groups, width, out = first_weight.shape
         index = self.group_input_index.unsqueeze(-1).expand(groups, width, out)
         summed = first_weight.new_zeros(groups, columns + 1, out).scatter_add(1, index, first_weight)
         return summed[:, :columns].permute(1, 0, 2).reshape(columns, groups * out)
 
     @torch.jit.unused
-    def _lookup_column_first_layer(
-        self, z: torch.Tensor, weight: torch.Tensor, column_of: torch.Tensor, columns: int
-    ) -> torch.Tensor | None:
-        """``(n, d, k·h)`` with every one-hot block's share read from the lookup table; ``None`` when ``z`` is not an
-        exact encoding or a block spans two columns (the padded matmul applies then)."""
-        block_columns = column_of.index_select(0, self.lookup_slot_columns)
-        block_column = block_columns.index_select(0, self.lookup_block_offsets)  # column of each block's first slot
-        spans = block_columns != block_column.index_select(0, self.lookup_slot_block)
-        if bool(spans.any()) or bool((block_column < 0).any()):
-            return None
-        slots = self.active_slots(z)
-        if slots is None:
-            return None
+    def lookup_table(self, weight: torch.Tensor) -> torch.Tensor:
+        """``(S + 1, k·h)``: what each one-hot slot adds to the first layer when it is active, ``W[a] − Σ_s centre_s
+        W[s]`` over its block, from the dense weight ``(D, k·h)``; row ``S`` (a missing value) adds nothing. Needs
+        :meth:`use_lookup`."""
         slot_weight = weight.index_select(0, self.lookup_slot_columns)  # (S, k·h)
         centred = self.lookup_centres.to(weight.dtype).unsqueeze(1) * slot_weight
         constant = torch.zeros(
             self.lookup_block_offsets.shape[0], weight.shape[1], dtype=weight.dtype, device=weight.device
         ).index_add(0, self.lookup_slot_block, centred)  # (B, k·h)
         table = slot_weight - constant.index_select(0, self.lookup_slot_block)
-        table = torch.cat([table, table.new_zeros(1, table.shape[1])])  # row S: a missing value adds nothing
-        looked_up = nn.functional.embedding(slots, table)  # (n, B, k·h)
-        other = self.lookup_other_columns
-        other_share = z.index_select(1, other).unsqueeze(-1) * weight.index_select(0, other)  # (n, D - S, k·h)
-        other_column = column_of.index_select(0, other)
-        kept = other_column >= 0
-        result = z.new_zeros(z.shape[0], columns, weight.shape[1])
-        result = result.index_add(1, block_column, looked_up)
-        return result.index_add(1, other_column[kept], other_share[:, kept])
+        return torch.cat([table, table.new_zeros(1, table.shape[1])])
 
     # ------------------------------------------------------------------ inference (eval mode, no gradients)
     def _inference_applies(self) -> bool:

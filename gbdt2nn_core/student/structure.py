@@ -110,14 +110,14 @@ class StructureAttributor(Attributor):
             )
         expected = self._expected_group_outputs(module, z)
         with torch.enable_grad():
-            contributions, bias = module.column_first_layer(z, aggregation)  # (n, d, k, h)
-            first = contributions.sum(dim=1) + bias
+            layer = module.column_first_layer(z, aggregation)
+            first = layer.first  # (n, k, h)
             if not first.requires_grad:
                 first = first.detach().requires_grad_(True)
             outputs = module.group_outputs(module.mlp.after_first_linear(first))  # (n, k)
             # group j depends only on first[:, j, :], so one backward yields every group's own gradient
             (gradient,) = torch.autograd.grad(outputs.sum(), first, create_graph=create_graph)
-            first_order = torch.einsum("nkh,nckh->nkc", gradient, contributions)
+            first_order = layer.contract_groups(gradient)  # (n, k, d)
         # the columns each group sees: those of its encoded inputs (index D is the pad)
         index = module.group_input_index
         real = index < z.shape[1]

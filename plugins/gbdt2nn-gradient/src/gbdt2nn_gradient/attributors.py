@@ -8,7 +8,6 @@ from gbdt2nn_core.host.attribution import (
     FirstLayerModel,
     MarginModel,
     check_encoded_rows,
-    contract_columns,
     input_gradients,
     output_gradients,
 )
@@ -67,10 +66,9 @@ class GradientXInput(Attributor):
         """``attribute(model, z) @ aggregation`` through the model's first layer: ``(n, d)`` or ``(n, k, d)``."""
         z = check_encoded_rows(z)
         with torch.enable_grad():
-            contributions, bias = model.column_first_layer(z, aggregation)
-            first = contributions.sum(dim=1) + bias
-            grads = output_gradients(model.after_first_layer, first, create_graph=create_graph)
-            attributions = contract_columns(grads, contributions)
+            layer = model.column_first_layer(z, aggregation)
+            grads = output_gradients(model.after_first_layer, layer.first, create_graph=create_graph)
+            attributions = layer.contract(grads)
         return attributions if create_graph else attributions.detach()
 
     def __repr__(self) -> str:

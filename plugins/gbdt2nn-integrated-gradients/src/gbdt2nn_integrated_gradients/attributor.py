@@ -11,7 +11,6 @@ from gbdt2nn_core.host.attribution import (
     FirstLayerModel,
     MarginModel,
     check_encoded_rows,
-    contract_columns,
     input_gradients,
     output_gradients,
 )
@@ -133,16 +132,13 @@ class IntegratedGradients(Attributor):
         alphas = torch.as_tensor(self._alphas, dtype=z.dtype, device=z.device)
         weights = torch.as_tensor(self._weights, dtype=z.dtype, device=z.device)
         chunk = self.steps if self.internal_batch_size is None else max(1, self.internal_batch_size // max(n, 1))
+        # one shared baseline row goes through the first layer once
+        shared = self.baseline == "zero" or (self._baseline is not None and self._baseline.shape[0] == 1)
         with torch.enable_grad():
-            contributions, bias = model.column_first_layer(z, aggregation)
-            if self.baseline == "zero":
-                delta, start = contributions, bias.expand(n, *bias.shape)  # the zero row contributes nothing
-            else:
-                # one shared baseline row is put through the first layer once
-                shared = self._baseline is not None and self._baseline.shape[0] == 1
-                base, _ = model.column_first_layer(baseline[:1] if shared else baseline, aggregation)
-                delta, start = contributions - base, base.sum(dim=1) + bias
-            step = delta.sum(dim=1)  # h1(z) − h1(b): (n, *first)
+            layer = model.column_first_layer(z, aggregation)
+            base = model.column_first_layer(baseline[:1] if shared else baseline, aggregation)
+            start = base.first  # h1(b): (1 or n, *first)
+            step = layer.first - start  # h1(z) − h1(b): (n, *first)
             total: torch.Tensor | None = None
             for first in range(0, self.steps, chunk):
                 a, w = alphas[first : first + chunk], weights[first : first + chunk]
@@ -153,7 +149,10 @@ class IntegratedGradients(Attributor):
                 weighted = torch.einsum("s,sn...->n...", w, grads)
                 total = weighted if total is None else total + weighted
             assert total is not None  # steps >= 1
-            attributions = contract_columns(total, delta)
+            attributions = layer.contract(total)
+            if self.baseline != "zero":  # the zero row has no share in any column
+                rows = torch.zeros(n, dtype=torch.long, device=z.device) if shared else None
+                attributions = attributions - base.contract(total, rows)
         return attributions if create_graph else attributions.detach()
 
     def completeness_gap(self, model: MarginModel, z: torch.Tensor, attributions: torch.Tensor) -> torch.Tensor:

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from gbdt2nn_core.errors import ConfigError, NotFittedError
+from gbdt2nn_core.host.attribution import LinearColumns
 from gbdt2nn_core.host.interfaces import Student, StudentInputs
 from gbdt2nn_core.progress import NullProgress
 from gbdt2nn_core.student.kit import (
@@ -102,22 +103,14 @@ class MLPModule(nn.Module):
         out: torch.Tensor = self.layers(z)
         return out[:, 0] if self.n_outputs == 1 else out
 
-    def column_first_layer(self, z: torch.Tensor, aggregation: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each input column's share of the first linear map, ``(n, d, hidden[0])``, and its bias: the
+    def column_first_layer(self, z: torch.Tensor, aggregation: torch.Tensor) -> LinearColumns:
+        """The first linear map of rows ``z`` known per input column: the
         :class:`~gbdt2nn_core.host.attribution.FirstLayerModel` capability that attributors' fast paths use."""
-        from gbdt2nn_core.host.attribution import column_of_encoded, column_products
-
-        column_of = column_of_encoded(aggregation)
-        if column_of is None or aggregation.shape[0] != z.shape[1]:
-            raise ConfigError(
-                setting="aggregation",
-                value=tuple(aggregation.shape),
-                fix=f"pass the encoder's ({z.shape[1]}, d) 0/1 aggregation matrix (each encoded value in one column)",
-            )
         first = self.layers[0]
         assert isinstance(first, nn.Linear)  # __init__ always starts with one
-        weight = first.weight.to(z.dtype).t()  # (D, hidden[0])
-        return column_products(z.detach(), weight, column_of, int(aggregation.shape[1])), first.bias.to(z.dtype)
+        return LinearColumns(
+            z, aggregation, first.weight.to(z.dtype).t(), first.bias.to(z.dtype), (first.out_features,)
+        )
 
     def after_first_layer(self, first: torch.Tensor) -> torch.Tensor:
         """Margins from the first linear map's output ``(n, hidden[0])``: the layers after it."""

@@ -11,7 +11,6 @@ from gbdt2nn_core.host.attribution import (
     FirstLayerModel,
     MarginModel,
     check_encoded_rows,
-    contract_columns,
     input_gradients,
     output_gradients,
 )
@@ -104,13 +103,12 @@ class ExpectedGradients(Attributor):
         used, picked = torch.unique(picks, return_inverse=True)
         chunk = self._chunk(n)
         with torch.enable_grad():
-            contributions, bias = model.column_first_layer(z, aggregation)
-            background, _ = model.column_first_layer(self._background[used].to(z.dtype), aggregation)
-            first_z = contributions.sum(dim=1) + bias  # (n, *first)
-            first_b = background.sum(dim=1) + bias  # (used, *first)
+            layer = model.column_first_layer(z, aggregation)
+            background = model.column_first_layer(self._background[used].to(z.dtype), aggregation)
+            first_z, first_b = layer.first, background.first  # (n, *first), (used, *first)
             alphas = alphas.to(dtype=z.dtype, device=z.device).reshape(self.samples, n, *([1] * (first_z.ndim - 1)))
-            at_row: torch.Tensor | None = None  # Σ over draws of ∂f/∂h1, against the row's own contributions
-            at_baselines: torch.Tensor | None = None  # Σ over draws of ∂f/∂h1 · (the drawn baseline's contributions)
+            at_row: torch.Tensor | None = None  # Σ over draws of ∂f/∂h1, against the row's own shares
+            at_baselines: torch.Tensor | None = None  # Σ over draws of ∂f/∂h1 against the drawn baseline's shares
             for start in range(0, self.samples, chunk):
                 stop = min(start + chunk, self.samples)
                 index = picked[start:stop].to(z.device)  # (s, n)
@@ -120,13 +118,13 @@ class ExpectedGradients(Attributor):
                     model.after_first_layer, points.reshape(-1, *first_z.shape[1:]), create_graph=create_graph
                 )
                 row_part = grads.reshape(stop - start, n, *grads.shape[1:]).sum(dim=0)
-                base_part = contract_columns(grads, background[index.reshape(-1)])
+                base_part = background.contract(grads, index.reshape(-1))
                 base_part = base_part.reshape(stop - start, n, *base_part.shape[1:]).sum(dim=0)
                 at_row = row_part if at_row is None else at_row + row_part
                 at_baselines = base_part if at_baselines is None else at_baselines + base_part
             assert at_row is not None  # samples >= 1
             assert at_baselines is not None
-            attributions = (contract_columns(at_row, contributions) - at_baselines) / self.samples
+            attributions = (layer.contract(at_row) - at_baselines) / self.samples
         return attributions if create_graph else attributions.detach()
 
     def _draw(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
