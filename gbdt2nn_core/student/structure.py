@@ -114,7 +114,7 @@ class StructureAttributor(Attributor):
             first = layer.first  # (n, k, h)
             if not first.requires_grad:
                 first = first.detach().requires_grad_(True)
-            outputs = module.group_outputs(module.mlp.after_first_linear(first))  # (n, k)
+            outputs = module.group_outputs_after_first_layer(first)  # (n, k)
             # group j depends only on first[:, j, :], so one backward yields every group's own gradient
             (gradient,) = torch.autograd.grad(outputs.sum(), first, create_graph=create_graph)
             first_order = layer.contract_groups(gradient)  # (n, k, d)

@@ -146,7 +146,8 @@ class IntegratedGradients(Attributor):
                 points = (start.unsqueeze(0) + path * step.unsqueeze(0)).reshape(-1, *step.shape[1:])
                 grads = output_gradients(model.after_first_layer, points, create_graph=create_graph)
                 grads = grads.reshape(len(a), n, *grads.shape[1:])
-                weighted = torch.einsum("s,sn...->n...", w, grads)
+                # a broadcast product: einsum makes this a matmul with an inner size of 1, 3x slower backwards
+                weighted = (grads * w.reshape(-1, *([1] * (grads.ndim - 1)))).sum(dim=0)
                 total = weighted if total is None else total + weighted
             assert total is not None  # steps >= 1
             attributions = layer.contract(total)
