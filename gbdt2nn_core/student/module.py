@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from gbdt2nn_core.errors import ConfigError
-from gbdt2nn_core.student._layers import GroupMLP
+from gbdt2nn_core.student._layers import GroupBatchNorm, GroupLinear, GroupMLP
 
 if TYPE_CHECKING:
     from gbdt2nn_core.data.encoding import OneHotBlocks
@@ -303,9 +303,11 @@ class GBDT2NNModule(nn.Module):
         scale, shift = affine[0]
         x = torch.relu(first * scale + shift).transpose(0, 1)  # (k, n, h)
         for linear, (scale, shift) in zip(list(self.mlp.hidden)[1:], affine[1:], strict=True):
-            weight, bias = linear.weight, linear.bias
-            x = torch.relu(torch.baddbmm((bias * scale + shift).unsqueeze(1), x, weight * scale.unsqueeze(1)))
+            assert isinstance(linear, GroupLinear)
+            weight = linear.weight * scale.unsqueeze(1)
+            x = torch.relu(torch.baddbmm((linear.bias * scale + shift).unsqueeze(1), x, weight))
         last = self.mlp.last
+        assert isinstance(last, GroupLinear)
         head = (last.weight * self.head_weight.unsqueeze(1)).sum(-1, keepdim=True)  # (k, i, 1)
         head_bias = (last.bias * self.head_weight).sum(-1, keepdim=True) + self.head_bias.unsqueeze(1)  # (k, 1)
         return torch.baddbmm(head_bias.unsqueeze(1), x, head).squeeze(-1).transpose(0, 1)
@@ -315,11 +317,13 @@ class GBDT2NNModule(nn.Module):
         """Every BatchNorm as ``x * scale + shift`` (``(k, h)`` each) when all use running statistics; else ``None``."""
         affine = []
         for group_norm in self.mlp.norms:
+            assert isinstance(group_norm, GroupBatchNorm)
             norm = group_norm.norm
-            if norm.training or norm.running_mean is None or norm.running_var is None:
+            mean, var = norm.running_mean, norm.running_var
+            if norm.training or mean is None or var is None:
                 return None
-            scale = torch.rsqrt(norm.running_var + norm.eps)
-            shift = -norm.running_mean * scale
+            scale = torch.rsqrt(var + norm.eps)
+            shift = -mean * scale
             if norm.weight is not None and norm.bias is not None:
                 shift = shift * norm.weight + norm.bias
                 scale = scale * norm.weight
