@@ -19,13 +19,13 @@ are here, so that an attributor plugin only writes its own method::
 
 **The first-layer fast path.** A model whose first layer is linear in ``z`` can say so by offering
 :class:`FirstLayerModel` (GBDT2NN's module and the mlp student's do): its first layer's output ``h1 = Σ_c H_c +
-bias`` known per input column (``H_c``, column ``c``'s share), and the rest of the network ``F`` with
-``f(z) = F(h1)``. By the chain rule the
-gradient × input of column ``c`` is then ``Σ_j ∂F/∂h1_j · H_cj``, and along a straight path ``h1`` moves on a
-straight line too, so integrated and expected gradients need only ``F`` at each point. An attributor that can use
-this offers :class:`ColumnAttributor`; :func:`column_attributions` takes that path when both sides offer it (and the
-aggregation maps each encoded value to at most one column), so a double backward for joint training never goes
-through the wide first layer. Otherwise it attributes the encoded values and sums each column's block: the
+bias`` known per input column (``H_c``, column ``c``'s share), and the rest of the network ``F`` with ``f(z) =
+F(h1)``. By the chain rule the gradient × input of column ``c`` is ``Σ_j ∂F/∂h1_j · H_cj``, and along a straight
+path ``h1`` moves on a straight line too, so integrated and expected gradients need ``F`` alone at each path
+point. An attributor that can use this offers :class:`ColumnAttributor`; :func:`column_attributions` takes that
+path when both sides offer it (and the aggregation maps each encoded value to at most one column), so joint
+training's double backward runs through the wide first layer once per row instead of once per path point, and
+never differentiates it twice. Otherwise it attributes the encoded values and sums each column's block: the
 reference path, which the fast paths are tested against.
 
 This module imports torch: import it from the module that defines the attributor, not from the plugin's entry
