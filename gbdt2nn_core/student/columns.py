@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch
-from torch import nn
 
 from gbdt2nn_core.host.attribution import LinearColumns
 
@@ -46,10 +45,8 @@ class GroupColumns(LinearColumns):
     def _first_layer(self) -> torch.Tensor:
         if self.slots is None:
             return super()._first_layer()
-        other = self.module.lookup_other_columns
-        looked_up = nn.functional.embedding_bag(self.slots, self.module.lookup_table(self.weight), mode="sum")
-        first = torch.addmm(self.bias.reshape(1, -1), self.z.index_select(1, other), self.weight.index_select(0, other))
-        return (first + looked_up).reshape(-1, *self.shape)
+        other = self.z.index_select(1, self.module.lookup_other_columns)
+        return self.module.lookup_first_layer(other, self.slots)
 
     def contract_groups(self, gradient: torch.Tensor) -> torch.Tensor:
         """``(n, k, d)``: group ``j``'s gradient ``(n, k, h)`` (with respect to its own first-layer output) against
