@@ -227,7 +227,9 @@ def shap_values_on_dask(client: Any, teacher: Teacher, frame: pd.DataFrame, *, t
     threads = worker_threads if threads is None else threads
     chunk = max(1, -(-len(frame) // workers))
     partitions = dd.from_pandas(frame.reset_index(drop=True), chunksize=chunk, sort=False)  # type: ignore[no-untyped-call]
-    remote_teacher = client.scatter(teacher, broadcast=True)  # shipped once, not once per partition
+    # Shipped once, not once per partition. A key of its own (hash=False): with a content hash, a later call on the
+    # same booster would reuse the key of an earlier call's future, whose release can then drop the data mid-call.
+    remote_teacher = client.scatter(teacher, broadcast=True, hash=False)
     tasks = [delayed(_explain_partition)(part, remote_teacher, threads) for part in partitions.to_delayed()]
     results = client.compute(tasks, sync=True)
     values = np.concatenate([v for v, _ in results], axis=0)
