@@ -192,3 +192,38 @@ def test_resuming_a_subset_aligned_run_gives_the_uninterrupted_result(adult_run:
         _fit(adult_run, _alignment(adult_run, other), checkpoint=path).predict_margin(z_test), fresh
     )
     assert not np.array_equal(fresh, reference)
+
+
+def test_every_entry_point_passes_the_schedule_on(
+    adult_dataset: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, single_thread_torch: None
+) -> None:
+    import json
+
+    from gbdt2nn_core import GBDT2NNClassifier
+    from gbdt2nn_core.cli import main
+    from gbdt2nn_core.experiment import ExperimentConfig
+
+    monkeypatch.setenv("GBDT2NN_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    adult_dataset.frame.sample(400, random_state=0).to_csv("small.csv", index=False)
+    teacher = ["--teacher-option", "n_estimators=5", "--teacher-option", "num_threads=1"]
+    student = ["--student-option", "n_groups=2", "--student-option", "hidden=[8]", "--epochs", "1"]
+    schedule = ["--alignment-rows", "0.3", "--alignment-fraction", "0.5"]
+    code = main(["distill", "--data", "small.csv", "--target", TARGET, "--out", "run", *teacher, *student, *schedule])
+    assert code == 0
+    recorded = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (recorded["alignment_rows"], recorded["alignment_fraction"]) == (0.3, 0.5)
+
+    frame = pd.read_csv("small.csv")
+    estimator = GBDT2NNClassifier(
+        teacher_options={"n_estimators": 5, "num_threads": 1},
+        student_options={"n_groups": 2, "hidden": [8]},
+        epochs=1,
+        alignment_rows=0.3,
+        alignment_fraction=0.5,
+        cache_dir=str(tmp_path / "cache"),
+    )
+    assert estimator.get_params()["alignment_rows"] == 0.3
+    estimator.fit(frame.drop(columns=TARGET), frame[TARGET])
+    assert (estimator.config_.alignment_rows, estimator.config_.alignment_fraction) == (0.3, 0.5)
+    assert ExperimentConfig(dataset="adult", alignment_rows=0.3).distill_config(0).alignment_rows == 0.3
