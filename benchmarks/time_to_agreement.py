@@ -234,8 +234,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", help="comma-separated schedule names to run (plain always runs)")
     args = parser.parse_args(argv)
     configure_threads(1)
-    if hasattr(os, "sched_setaffinity"):  # TreeSHAP uses every core it may run on: give it one
-        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    cores = os.sched_getaffinity(0) if hasattr(os, "sched_setaffinity") else None
+    if cores is not None:  # TreeSHAP uses every core it may run on: give it one
+        os.sched_setaffinity(0, {min(cores)})
+    try:
+        return _run(args)
+    finally:
+        if cores is not None:
+            os.sched_setaffinity(0, cores)
+
+
+def _run(args: argparse.Namespace) -> int:
     schedules = dict(SCHEDULES)
     if args.only:
         wanted = {"plain", *args.only.split(",")}
