@@ -66,7 +66,7 @@ def add_parser(subparsers: Any) -> None:
         type=float,
         metavar="SHARE",
         help="share of the training rows that carry the alignment term, a seeded random subset whose teacher "
-        "TreeSHAP alone is computed; 1 = all (default: 1)",
+        "TreeSHAP alone is computed; 1 = all (default: 0.1)",
     )
     training.add_argument(
         "--alignment-fraction",

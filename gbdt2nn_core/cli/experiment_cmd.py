@@ -51,7 +51,7 @@ def add_parser(subparsers: Any) -> None:
         "--alignment-rows",
         type=float,
         metavar="SHARE",
-        help="share of the training rows that carry the alignment term (default: 1)",
+        help="share of the training rows that carry the alignment term (default: 0.1)",
     )
     grid.add_argument(
         "--alignment-fraction",

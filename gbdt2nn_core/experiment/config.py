@@ -21,7 +21,7 @@ one-line errors that list the allowed ones. Example (``gbdt2nn experiment --conf
     alignment_weight = 1.0           # λ of every joint configuration
     alignment_weights = { rank = 0.5 }   # λ per loss, overriding alignment_weight
     alignment_fraction = 1.0         # share of batches that carry the alignment term
-    alignment_rows = 1.0             # share of training rows that carry it (only theirs get TreeSHAP)
+    alignment_rows = 0.1             # share of training rows that carry it (only theirs get TreeSHAP)
     independent = true               # also run independent imitation (an explanation network)
     monitor_rows = 512               # test rows on which agreement is measured after every epoch
     threads = 1                      # torch threads (default: torch's choice)

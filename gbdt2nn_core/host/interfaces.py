@@ -234,7 +234,7 @@ class Alignment:
         ):
             raise ConfigError(
                 setting="Alignment.rows",
-                value=f"{rows.shape} {rows.dtype}",
+                value=rows.shape,
                 fix="give the sorted, distinct training-row positions of teacher_attributions, one per row",
             )
 

@@ -76,7 +76,7 @@ class RunSettings:
     alignment_fraction: float = attrs.field(default=1.0, validator=check_fraction)
     #: Share of the training rows that carry the alignment term: a random subset drawn with the seed, the only
     #: rows whose teacher TreeSHAP is computed (1 = every training row).
-    alignment_rows: float = attrs.field(default=1.0, validator=check_fraction)
+    alignment_rows: float = attrs.field(default=0.1, validator=check_fraction)
     test_size: float = attrs.field(default=0.2, validator=check_test_size)
     #: Teacher explanations to imitate: native ``"path-dependent"`` TreeSHAP, or ``"interventional"`` TreeSHAP
     #: against a background sample of training rows (from an attributor with ``explain_teacher``, e.g. ``shap``).

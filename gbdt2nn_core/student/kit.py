@@ -218,7 +218,7 @@ class AlignmentTargets:
         if len(aligned) != len(self.attributions) or (len(aligned) and aligned[-1] >= n_rows):
             raise ConfigError(
                 setting="Alignment.rows",
-                value=f"{len(aligned)} rows up to position {aligned[-1] if len(aligned) else None}",
+                value=aligned.shape,
                 fix=f"give one teacher attribution per aligned row, at positions below {n_rows} (the training rows)",
             )
         # every row aligned: the batch is used as it is (no gather), which keeps the arithmetic of a full alignment
