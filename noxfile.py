@@ -59,7 +59,10 @@ nox.options.reuse_venv = "no"
 
 
 #: Dependency groups installed into the base environment.
-GROUPS = ("test", "lint", "bench")  # bench: so the benchmark smoke test runs and cannot rot
+GROUPS = ("test", "lint")
+#: The benchmark's own requirements and pins (hummingbird-ml pins onnx<=1.16.1): installed in the `bench` session only.
+BENCH_REQUIREMENTS = ROOT / "benchmarks" / "requirements.txt"
+BENCH_CONSTRAINTS = ROOT / "benchmarks" / "constraints.txt"
 
 
 class Distribution:
@@ -373,6 +376,22 @@ def example(session: nox.Session) -> None:
     _install(session, CORE_DIST, teacher, *EXAMPLES.values())
     _check_report(session, {d.dist: d for d in (teacher, *EXAMPLES.values())})
     _pytest(session, *(str(d.tests.relative_to(ROOT)) for d in EXAMPLES.values()), EXAMPLE_TEST)
+
+
+@nox.session(requires=[BASE], tags=["bench"])
+def bench(session: nox.Session) -> None:
+    """The benchmark harness with its own pins (benchmarks/constraints.txt): its smoke test, or run.py's arguments.
+
+    hummingbird-ml (the compiled-teacher comparison) and the old onnx it pins go into this session only, in front of
+    the base environment. ``nox -s bench`` runs tests/test_benchmarks_smoke.py; ``nox -s bench -- --suites infer
+    --repeats 5 --out BENCHMARKS.md`` runs benchmarks/run.py with those arguments.
+    """
+    _install(session, CORE_DIST, *PLUGINS.values())
+    session.install("--no-deps", "-c", str(BENCH_CONSTRAINTS), "-r", str(BENCH_REQUIREMENTS))
+    if session.posargs:
+        session.run("python", "benchmarks/run.py", *session.posargs, env=TEST_ENV)
+    else:
+        _pytest(session, "tests/test_benchmarks_smoke.py")
 
 
 nox.options.sessions = [

@@ -15,6 +15,7 @@ from bench_suites import (
     FORWARD_API_BEFORE,
     FORWARD_BEFORE,
     FRAME_LOOKUP,
+    FRAME_PREDICT,
     PLAIN_STEP,
     SHAP_TODAY,
     TEACHER_NATIVE,
@@ -87,8 +88,8 @@ def render(results: dict[str, Any]) -> str:
         "# Benchmarks",
         "",
         f"Reproduce with one command from the repository root: **`{COMMAND}`** (add `--json FILE` for every raw "
-        "timing, `--quick` for a smoke run of every code path). Needs the core, the plugins and the core's `bench` "
-        "dependency group (hummingbird-ml, shap); see benchmarks/README.md.",
+        "timing, `--quick` for a smoke run of every code path). Needs the core, the plugins and "
+        "benchmarks/requirements.txt (hummingbird-ml) under benchmarks/constraints.txt; see benchmarks/README.md.",
         "",
     ]
     if meta["quick"]:
@@ -166,9 +167,15 @@ def headline(results: dict[str, Any]) -> list[str]:
                 ("from the DataFrame (encoding included), before", FORWARD_API_BEFORE),
                 ("from the DataFrame (encoding included), `predict_margin`", FORWARD_API),
                 ("from the DataFrame, lookup inputs + `forward_lookup`", FRAME_LOOKUP),
+                ("from the DataFrame via the lookup, `frame_margins` (every predict path)", FRAME_PREDICT),
                 ("one-batch forward alone, before", FORWARD_BEFORE),
             )
             if name in vs_teacher
+        ]
+        rows += [
+            [f"inference, {label} ÷ {case.split(': ', 1)[1]}", "speed", ratio(by_student[name])]
+            for case, by_student in inf.get("speed_vs_hummingbird", {}).items()
+            for label, name in (("from the DataFrame via the lookup (`frame_margins`)", FRAME_PREDICT),)
         ]
         rows += [
             [f"student forward FLOP/s ÷ {what}", "fraction", ratio(stats)]
@@ -304,6 +311,20 @@ def _lookup_notes(inf: dict[str, Any]) -> list[str]:
     diffs = ", ".join(
         f"{name.removeprefix('ours: ')} {value:.1e}" for name, value in inf["max_abs_diff_vs_before"].items()
     )
+    versus = inf.get("speed_vs_hummingbird", {})
+    students = list(next(iter(versus.values()), {}))
+    hummingbird = [[name, *(ratio(by_student[name]) for by_student in versus.values())] for name in students]
+    hummingbird_table = (
+        [
+            "Against hummingbird-ml's torch-compiled twin teacher (which reads its rows as category codes; the "
+            "student's side includes encoding the DataFrame where the row says so):",
+            "",
+            *table(["student", *(f"speed ÷ {case.split(', ', 1)[-1]}" for case in versus)], hummingbird),
+            "",
+        ]
+        if versus
+        else []
+    )
     return [
         '"Before" is the forward as trained (dense first layer, then batch norm, ReLU, ... the head); "ours" is '
         "the inference path (eval mode, no gradients: batch norm and the head folded into the linear maps, batched "
@@ -314,6 +335,7 @@ def _lookup_notes(inf: dict[str, Any]) -> list[str]:
         "",
         f"Largest margin difference from the forward as trained: {diffs}.",
         "",
+        *hummingbird_table,
     ]
 
 

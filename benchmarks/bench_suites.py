@@ -90,6 +90,8 @@ FORWARD_API_BEFORE = "before: encode the DataFrame + 2,048-row chunks of the for
 FORWARD_LOOKUP = "ours: GBDT2NN forward, lookup first layer read from z"
 FORWARD_API_LOOKUP = "ours: encode the DataFrame + predict_margin, lookup first layer read from z"
 FRAME_LOOKUP = "ours: lookup inputs from the DataFrame + forward_lookup (no one-hot written)"
+FRAME_PREDICT = "ours: predict from the DataFrame via the lookup (frame_margins, what every predict path runs)"
+FRAME_PREDICT_DENSE = "ours: predict from the DataFrame, dense encoding per chunk (frame_margins, no lookup)"
 SHAP_TODAY = "before: one native call, 1 thread (LightGBM predict(pred_contrib=True))"
 TEACHER_NATIVE = "teacher: LightGBM predict(raw_score=True)"
 TWIN_NATIVE = "twin teacher: LightGBM predict(raw_score=True)"
@@ -374,6 +376,13 @@ def bench_infer(ctx: Context) -> dict[str, Any]:
         with torch.no_grad():
             return lookup_module(z)
 
+    from gbdt2nn_core.pipeline.margins import enable_lookup, frame_margins
+
+    served = copy.deepcopy(student)  # as a fitted or loaded student is: the lookup enabled through the Student API
+    assert enable_lookup(served, encoder)
+    dense_served = copy.deepcopy(student)
+    dense_served.use_lookup(None)
+
     def from_frame() -> object:
         # what predict_margin would run given the encoder's lookup inputs instead of z (same 2,048-row chunks)
         with torch.no_grad():
@@ -399,6 +408,8 @@ def bench_infer(ctx: Context) -> dict[str, Any]:
         FORWARD_LOOKUP: forward_lookup,
         FORWARD_API_LOOKUP: lambda: looked_up.predict_margin(encoder.transform(frame)),
         FRAME_LOOKUP: from_frame,
+        FRAME_PREDICT: lambda: frame_margins(served, encoder, frame),
+        FRAME_PREDICT_DENSE: lambda: frame_margins(dense_served, encoder, frame),
         TEACHER_NATIVE: lambda: booster.predict(frame, raw_score=True),
         TWIN_NATIVE: lambda: twin_booster.predict(codes, raw_score=True),
     }
@@ -431,6 +442,8 @@ def bench_infer(ctx: Context) -> dict[str, Any]:
                 (FORWARD_LOOKUP, forward_lookup),
                 (FORWARD_API_LOOKUP, cases[FORWARD_API_LOOKUP]),
                 (FRAME_LOOKUP, from_frame),
+                (FRAME_PREDICT, cases[FRAME_PREDICT]),
+                (FRAME_PREDICT_DENSE, cases[FRAME_PREDICT_DENSE]),
             )
         }
     return {
@@ -449,7 +462,18 @@ def bench_infer(ctx: Context) -> dict[str, Any]:
                 FORWARD_LOOKUP,
                 FORWARD_API_LOOKUP,
                 FRAME_LOOKUP,
+                FRAME_PREDICT_DENSE,
+                FRAME_PREDICT,
             )
+        },
+        # hummingbird compiles the twin teacher and takes its rows as codes: the student's side includes its encoding
+        "speed_vs_hummingbird": {
+            entry["case"]: {
+                name: paired_ratio(samples[entry["case"]], samples[name])
+                for name in (FORWARD, FRAME_PREDICT_DENSE, FRAME_PREDICT)
+            }
+            for entry in compiled_teachers.values()
+            if "case" in entry
         },
         "max_abs_diff_vs_before": differences,
         "flops_per_s": {name: summary(values) for name, values in rate.items()},

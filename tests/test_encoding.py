@@ -244,3 +244,19 @@ def test_teacher_is_constant_within_encoded_intervals(adult_teacher: TeacherOnRo
     coarse = _snap_to_interval_minimum(X, teacher_thresholds(teacher.structure(), schema, max_bins=1))
     change = np.abs(teacher.predict_margin(coarse) - teacher.predict_margin(X))
     assert change.max() > 1e-3
+
+
+def test_encoding_in_chunks_equals_one_batch(mixed_frame: pd.DataFrame, monkeypatch: pytest.MonkeyPatch) -> None:
+    """transform writes chunk after chunk into its result (memory bounded by the chunk): same rows as one pass."""
+    from gbdt2nn_core.data import encoding
+
+    schema = TabularSchema.infer(mixed_frame)
+    train = schema.to_frame(mixed_frame)
+    encoder = InputEncoder.fit(train, schema, thresholds={"income": [40.0, 55.0], "age": [30.0]})
+    whole = encoder.transform(train)
+    assert whole.dtype == np.float32
+    monkeypatch.setattr(encoding, "TRANSFORM_CHUNK", 7)
+    chunked = encoder.transform(train)
+    assert chunked.dtype == np.float32
+    np.testing.assert_array_equal(chunked, whole)
+    np.testing.assert_array_equal(encoder.transform(train.iloc[:0]), whole[:0])

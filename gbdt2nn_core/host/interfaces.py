@@ -363,6 +363,36 @@ class Student(abc.ABC):
             chunks = [module(z_t[i : i + batch_size]) for i in range(0, len(z_t), batch_size)]
         return torch.cat(chunks).numpy() if chunks else module(z_t).detach().numpy()
 
+    # ---- optional capability: margins from the encoder's lookup inputs, without the dense one-hot
+    def use_lookup(self, blocks: Any) -> bool:
+        """Optional: take rows as lookup inputs of the encoder whose one-hot layout is ``blocks``.
+
+        ``blocks`` is :meth:`InputEncoder.onehot_blocks() <gbdt2nn_core.data.encoding.InputEncoder.onehot_blocks>`
+        of the encoder that makes this student's inputs (``None`` turns it off). The pipeline calls it before
+        :meth:`fit` and after :meth:`load_state`. A student that can use the layout (the core's GBDT2NN computes
+        its first layer as a row lookup, exactly) keeps it, also for the networks it builds later, and returns
+        ``True``; then :meth:`predict_margin_lookup` serves rows and :attr:`lookup_enabled` is true. The default
+        returns ``False``: the pipeline gives the student dense encoded rows (:meth:`predict_margin`).
+        """
+        return False
+
+    @property
+    def lookup_enabled(self) -> bool:
+        """Whether :meth:`predict_margin_lookup` can serve rows now (see :meth:`use_lookup`)."""
+        return False
+
+    def predict_margin_lookup(self, other: np.ndarray, active: np.ndarray, batch_size: int = 2048) -> np.ndarray:
+        """Margins (eval mode) of rows given as :meth:`InputEncoder.outside_blocks` (``other``, float32) and
+        :meth:`InputEncoder.active_slots` (``active``, int64); equal to ``predict_margin(encoder.transform(rows))``
+        to float tolerance. Only where :attr:`lookup_enabled`."""
+        from gbdt2nn_core.errors import ConfigError
+
+        raise ConfigError(
+            setting="lookup",
+            value="off",
+            fix="call student.use_lookup(encoder.onehot_blocks()) first, or use predict_margin on encoded rows",
+        )
+
     def attributions(
         self, z: np.ndarray, attributor: Attributor, aggregation: np.ndarray, batch_size: int = 2048
     ) -> np.ndarray:

@@ -32,6 +32,7 @@ from gbdt2nn_core.pipeline.config import DistillConfig
 from gbdt2nn_core.pipeline.data import PreparedData, SplitData, encoder_for, split_data
 from gbdt2nn_core.pipeline.evaluate import evaluate_rows
 from gbdt2nn_core.pipeline.explanations import TeacherExplanations, explanation_cache
+from gbdt2nn_core.pipeline.margins import enable_lookup
 from gbdt2nn_core.pipeline.metrics import Metrics
 from gbdt2nn_core.pipeline.seeding import seeded
 from gbdt2nn_core.progress import NullProgress, Progress
@@ -271,6 +272,7 @@ class Pipeline:
         )
         registry = self.registry
         student = registry.student(config.student, seed=config.seed, **config.student_options)
+        enable_lookup(student, prepared.data.encoder)  # the lookup first layer in training's forward and serving
         explainer = registry.attributor(config.attributor, **config.attributor_options)
         alignment_term = None
         if config.alignment_weight > 0:

