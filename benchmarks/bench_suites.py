@@ -83,6 +83,11 @@ EXPLAIN_CACHED = "ours: cached second run"
 EXPLAIN_NATIVE = "LightGBM predict(pred_contrib=True)"
 EXPLAIN_SHAP = "shap.TreeExplainer(booster).shap_values"
 PLAIN_STEP = "plain (λ = 0)"
+PLAIN_LOOKUP_STEP = "plain (λ = 0), lookup first layer"
+#: Suffixes of the joint-step labels: the dense autograd path (before issue 11), and the default first-layer path
+#: with the module's lookup first layer on (the plain step then uses it too: compare with PLAIN_LOOKUP_STEP).
+DENSE_SUFFIX = ", dense path (before)"
+LOOKUP_SUFFIX = ", lookup first layer"
 FORWARD = "ours: GBDT2NN forward (eval, no grad)"
 FORWARD_API = "ours: encode the DataFrame + predict_margin"
 FORWARD_BEFORE = "before: GBDT2NN forward as trained (dense first layer, batch norm unfolded)"
@@ -107,6 +112,10 @@ ATTRIBUTORS: dict[str, tuple[str, Callable[[dict[str, Any]], dict[str, Any]]]] =
     "integrated gradients": ("integrated-gradients", lambda s: {"steps": s["ig_steps"]}),
     "expected gradients (shap)": ("shap", lambda s: {"samples": s["eg_samples"]}),
 }
+
+
+#: Attributors that have a first-layer column path (saliency stays dense).
+COLUMN_PATH = ("structure", "gradient-x-input", "integrated-gradients", "shap")
 
 
 def timing_table(samples: dict[str, list[float]], rows: int) -> dict[str, dict[str, float]]:
@@ -260,9 +269,31 @@ def _never_compute() -> Any:
 
 
 # ------------------------------------------------------------------------------------------------------ suite 2
-def training_step(ctx: Context, attributor: str | None, options: dict[str, Any]) -> Callable[[], object]:
+def dense_path(attributor: Any) -> Any:
+    """``attributor`` without its first-layer column path: ``column_attributions`` then takes the dense path."""
+    from gbdt2nn_core.host.interfaces import Attributor
+
+    class DensePath(Attributor):
+        differentiable = attributor.differentiable
+        reference = attributor.reference
+
+        def fit(self, model: Any, background: Any) -> Any:
+            attributor.fit(model, background)
+            return self
+
+        def attribute(self, model: Any, z: Any, *, create_graph: bool = False) -> Any:
+            return attributor.attribute(model, z, create_graph=create_graph)
+
+    return DensePath()
+
+
+def training_step(
+    ctx: Context, attributor: str | None, options: dict[str, Any], *, dense: bool = False, lookup: bool = False
+) -> Callable[[], object]:
     """``steps`` batches of the real epoch loop (``GBDT2NNStudent._train_epoch``), on a private copy of the student.
 
+    ``dense`` hides the attributor's first-layer column path (the joint step as before issue 11); ``lookup`` turns
+    the module's lookup first layer on (its training forward and the column path read one-hot blocks as table rows).
     ``_train_epoch`` and ``_Objective`` are private; the smoke test runs this so that a change to them breaks it.
     """
     import torch
@@ -273,6 +304,7 @@ def training_step(ctx: Context, attributor: str | None, options: dict[str, Any])
     sizes = ctx.sizes
     student = copy.deepcopy(ctx.student)
     module, cfg = student.module, student.config
+    module.use_lookup(ctx.data.encoder.onehot_blocks() if lookup else None)
     rows = sizes["batch"] * sizes["steps"]
     z = torch.as_tensor(ctx.data.z_train[:rows], dtype=torch.float32)
     y = torch.as_tensor(ctx.data.y_train[:rows], dtype=torch.float32)
@@ -281,8 +313,9 @@ def training_step(ctx: Context, attributor: str | None, options: dict[str, Any])
         targets = module.eval().embeddings(z).detach()
     alignment = None
     if attributor is not None:
+        chosen = ctx.registry.attributor(attributor, **options)
         alignment = Alignment(
-            attributor=ctx.registry.attributor(attributor, **options),
+            attributor=dense_path(chosen) if dense else chosen,
             loss=ctx.registry.alignment_loss("mse"),
             teacher_attributions=ctx.shap_train.values[:rows],
             weight=1.0,
@@ -296,11 +329,16 @@ def training_step(ctx: Context, attributor: str | None, options: dict[str, Any])
 
 
 def bench_train(ctx: Context) -> dict[str, Any]:
-    """Median time of one training step: plain, and joint with each attributor."""
+    """Median time of one training step: plain, and joint with each attributor (dense path, first-layer path, and
+    first-layer path with the lookup first layer)."""
     sizes = ctx.sizes
-    cases = {PLAIN_STEP: training_step(ctx, None, {})}
+    cases = {PLAIN_STEP: training_step(ctx, None, {}), PLAIN_LOOKUP_STEP: training_step(ctx, None, {}, lookup=True)}
     for label, (name, options) in ATTRIBUTORS.items():
+        if name in COLUMN_PATH:
+            cases[f"joint: {label}{DENSE_SUFFIX}"] = training_step(ctx, name, options(sizes), dense=True)
         cases[f"joint: {label}"] = training_step(ctx, name, options(sizes))
+        if name in COLUMN_PATH:
+            cases[f"joint: {label}{LOOKUP_SUFFIX}"] = training_step(ctx, name, options(sizes), lookup=True)
     samples = measure(cases, repeats=sizes["repeats"])
     per_step = {name: [t / sizes["steps"] for t in times] for name, times in samples.items()}
     return {
@@ -310,6 +348,11 @@ def bench_train(ctx: Context) -> dict[str, Any]:
         "eg_samples": sizes["eg_samples"],
         "timings": timing_table(per_step, sizes["batch"]),
         "ratio_to_plain": {name: paired_ratio(times, per_step[PLAIN_STEP]) for name, times in per_step.items()},
+        "ratio_to_lookup_plain": {
+            name: paired_ratio(times, per_step[PLAIN_LOOKUP_STEP])
+            for name, times in per_step.items()
+            if name.startswith("joint: ") and name.endswith(LOOKUP_SUFFIX)
+        },
         "samples": per_step,
     }
 

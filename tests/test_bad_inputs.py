@@ -1883,7 +1883,9 @@ CASES += [
         heading=SERVING,
         bad="`export --data` with a column in another unit (was: the parity check blamed the exporter)",
         setup=_write("seconds.csv", lambda f: f.assign(**{"hours-per-week": f["hours-per-week"] * 3600})),
-        argv=(*EXPORT, "--data", "seconds.csv"),
+        # ONNX: TorchScript may run the very kernels of the eager forward, and then agrees to the last bit however
+        # large the margins (it did for the student trained since issue 11); ONNX Runtime's kernels round otherwise
+        argv=("export", "--model", "run", "--out", "model.onnx", "--data", "seconds.csv"),
         message=E + "the rows hold values far outside the training range in 'hours-per-week' (200 rows), where the "
         "student's margins are too large to compare; check those columns' units, or check on rows like the "
         "training data",

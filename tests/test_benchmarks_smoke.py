@@ -77,12 +77,18 @@ def test_every_attributor_trains_a_joint_step(quick_run: tuple[dict[str, Any], s
     results, _ = quick_run
     ratios = results["train"]["ratio_to_plain"]
     assert ratios["plain (λ = 0)"]["median"] == pytest.approx(1.0)
-    assert {name.removeprefix("joint: ") for name in ratios if name.startswith("joint")} == {
+    assert "plain (λ = 0), lookup first layer" in ratios
+    with_column_path = {
         "structure (core default)",
-        "gradient (saliency)",
         "gradient-x-input",
         "integrated gradients",
         "expected gradients (shap)",
+    }
+    variants = {", dense path (before)", "", ", lookup first layer"}
+    expected = {f"{name}{variant}" for name in with_column_path for variant in variants} | {"gradient (saliency)"}
+    assert {name.removeprefix("joint: ") for name in ratios if name.startswith("joint")} == expected
+    assert set(results["train"]["ratio_to_lookup_plain"]) == {
+        f"joint: {name}, lookup first layer" for name in with_column_path
     }
 
 

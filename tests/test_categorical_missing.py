@@ -23,6 +23,7 @@ import pytest
 import torch
 
 from gbdt2nn_core import DataError, GBDT2NNClassifier
+from gbdt2nn_core.host.attribution import column_attributions
 
 pytestmark = pytest.mark.usefixtures("single_thread_torch")
 
@@ -144,12 +145,16 @@ def test_attributions_are_per_column_and_line_up_with_per_column_treeshap(fitted
     teacher = fitted.explain(X_test, "teacher", as_frame=True)
     assert list(student.columns) == list(teacher.columns) == list(X_test.columns)
     assert student.shape == teacher.shape == (len(X_test), 5)
-    # a categorical column's value is the sum of the student's attributions over its encoded block
+    # a categorical column's value is the attribution of its whole encoded block: structure shares each group's
+    # residual between columns (docs/attributions.md), so it is column_attributions of the module, and it adds up
+    # to what the per-encoded-value attribution adds up to (f(x) − E[f])
     z = torch.as_tensor(fitted._encode(X_test))
-    encoded = fitted.attributor_.attribute(fitted.student_.module, z).numpy()
-    for column in range(5):
-        block = fitted.encoder_.encoded_indices(column)
-        np.testing.assert_allclose(student.iloc[:, column], encoded[:, block].sum(axis=1), rtol=1e-5, atol=1e-6)
+    module = fitted.student_.module
+    aggregation = torch.as_tensor(fitted.encoder_.aggregation(), dtype=z.dtype)
+    columns = column_attributions(fitted.attributor_, module, z, aggregation).numpy()
+    np.testing.assert_allclose(student.to_numpy(), columns, rtol=1e-5, atol=1e-6)
+    encoded = fitted.attributor_.attribute(module, z).numpy()
+    np.testing.assert_allclose(student.to_numpy().sum(axis=1), encoded.sum(axis=1), rtol=1e-5, atol=1e-5)
     assert len(fitted.encoder_.encoded_indices(1)) == 3  # color: one slot per category
     # the columns that drive the teacher (a, color) drive the student too
     teacher_rank = teacher.abs().mean().sort_values(ascending=False).index[:2]

@@ -10,10 +10,11 @@ import torch
 from torch import nn
 
 from gbdt2nn_core.errors import ConfigError
-from gbdt2nn_core.student._layers import GroupMLP
+from gbdt2nn_core.student._layers import GroupBatchNorm, GroupLinear, GroupMLP
 
 if TYPE_CHECKING:
     from gbdt2nn_core.data.encoding import OneHotBlocks
+    from gbdt2nn_core.student.columns import GroupColumns
 
 __all__ = ["GBDT2NNModule"]
 
@@ -314,6 +315,74 @@ class GBDT2NNModule(nn.Module):
         n, columns = z.shape
         groups, out = first_bias.shape
         return (z @ self.dense_first_weight(columns)).reshape(n, groups, out) + first_bias
+
+    # ------------------------------------------------------------------ first layer per input column (attributors)
+    @torch.jit.unused
+    def column_first_layer(self, z: torch.Tensor, aggregation: torch.Tensor) -> GroupColumns:
+        """The first linear map of rows ``z`` known per input column (``aggregation``: the encoder's ``(D, d)`` 0/1
+        matrix): the :class:`~gbdt2nn_core.host.attribution.FirstLayerModel` capability that attributors' fast paths
+        use; see :class:`~gbdt2nn_core.student.columns.GroupColumns`."""
+        from gbdt2nn_core.student.columns import GroupColumns
+
+        return GroupColumns(self, z, aggregation)
+
+    @torch.jit.unused
+    def after_first_layer(self, first: torch.Tensor) -> torch.Tensor:
+        """Margins from the first linear map's output ``(n, k, h)``: the rest of the network (layers 2..L, heads)."""
+        return self.combine(self.group_outputs_after_first_layer(first))
+
+    @torch.jit.unused
+    def group_outputs_after_first_layer(self, first: torch.Tensor) -> torch.Tensor:
+        """``y_j`` for every group, ``(n, k)``, from the first linear map's output ``(n, k, h)``.
+
+        With every BatchNorm on its running statistics (attribution, and alignment's frozen BatchNorm) each one is an
+        affine map per channel, folded into the next linear map; the layers then run group-major, one ``baddbmm``
+        each, with the frozen head folded into the last: the same values (to rounding) for a fraction of the
+        element-wise work, which a double backward through 16 integrated-gradient steps multiplies.
+        """
+        affine = self._frozen_norm_affine()
+        if affine is None:
+            return self.group_outputs(self.mlp.after_first_linear(first))
+        scale, shift = affine[0]
+        x = torch.relu(first * scale + shift).transpose(0, 1)  # (k, n, h)
+        for linear, (scale, shift) in zip(list(self.mlp.hidden)[1:], affine[1:], strict=True):
+            assert isinstance(linear, GroupLinear)
+            weight = linear.weight * scale.unsqueeze(1)
+            x = torch.relu(torch.baddbmm((linear.bias * scale + shift).unsqueeze(1), x, weight))
+        last = self.mlp.last
+        assert isinstance(last, GroupLinear)
+        head = (last.weight * self.head_weight.unsqueeze(1)).sum(-1, keepdim=True)  # (k, i, 1)
+        head_bias = (last.bias * self.head_weight).sum(-1, keepdim=True) + self.head_bias.unsqueeze(1)  # (k, 1)
+        return torch.baddbmm(head_bias.unsqueeze(1), x, head).squeeze(-1).transpose(0, 1)
+
+    @torch.jit.unused
+    def _frozen_norm_affine(self) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+        """Every BatchNorm as ``x * scale + shift`` (``(k, h)`` each) when all use running statistics; else ``None``."""
+        affine = []
+        for group_norm in self.mlp.norms:
+            assert isinstance(group_norm, GroupBatchNorm)
+            norm = group_norm.norm
+            mean, var = norm.running_mean, norm.running_var
+            if norm.training or mean is None or var is None:
+                return None
+            scale = torch.rsqrt(var + norm.eps)
+            shift = -mean * scale
+            if norm.weight is not None and norm.bias is not None:
+                shift = shift * norm.weight + norm.bias
+                scale = scale * norm.weight
+            affine.append((scale.reshape(self.n_groups, -1), shift.reshape(self.n_groups, -1)))
+        return affine
+
+    @torch.jit.unused
+    def summed_first_weight(self, columns: int, first_weight: torch.Tensor | None = None) -> torch.Tensor:
+        """``(D, k·h)`` like :meth:`dense_first_weight`, but a column a group lists twice gets the sum of its rows (the
+        per-group gather's meaning), so ``z @ W`` is the first layer for every grouping; the pad index ``D`` drops."""
+        if first_weight is None:
+            first_weight, _ = self.mlp.first_linear_parameters()
+        groups, width, out = first_weight.shape
+        index = self.group_input_index.unsqueeze(-1).expand(groups, width, out)
+        summed = first_weight.new_zeros(groups, columns + 1, out).scatter_add(1, index, first_weight)
+        return summed[:, :columns].permute(1, 0, 2).reshape(columns, groups * out)
 
     # ------------------------------------------------------------------ inference (eval mode, no gradients)
     def _inference_applies(self) -> bool:

@@ -7,11 +7,21 @@ columns only, and the per-column attributions are summed over groups. Like TreeS
 - the attributions add up exactly to ``f(x) − E[f]`` (``E`` over a background sample of training rows);
 - a column that no group selected — a feature no tree of the teacher splits on — gets exactly 0.
 
-Within a group, the deviation is split by gradient × input (first-order share of each encoded input, measured
-from the training mean ``z = 0``) and the part that first order misses — the group's curvature plus the gap
-between ``y_j(mean row)`` and ``E[y_j]`` — is spread over the group's inputs in proportion to the size of
-their first-order shares (equally when all are zero). One forward and one backward pass serve every group at
-once, so it costs about as much as gradient × input and can be back-propagated through for joint training.
+Within a group, the deviation is split by gradient × input (first-order share of each input, measured from the
+training mean ``z = 0``) and the part that first order misses — the group's curvature plus the gap between
+``y_j(mean row)`` and ``E[y_j]`` — is spread over the group's inputs in proportion to the size of their
+first-order shares (equally over the inputs the group sees when all are zero). One forward and one backward
+pass serve every group at once, so it costs about as much as gradient × input and can be back-propagated
+through for joint training.
+
+**Which inputs share the residual.** Per input *column* (what the core reports and aligns:
+:func:`~gbdt2nn_core.host.attribution.column_attributions`), the inputs are the columns: column ``c``'s
+first-order share in group ``j`` is its gradient × input summed over its encoded values, ``Σ_{s ∈ c} z_s
+∂y_j/∂z_s``, and the residual is spread in proportion to ``|that sum|`` (:meth:`StructureAttributor.attribute_columns`,
+computed from the first layer's output, as gradient × input's fast path is). :meth:`StructureAttributor.attribute`
+gives the same definition with every encoded value as its own input, so its values summed over a column's block
+differ from the column attribution by how the residual is shared (both add up to ``f(x) − E[f]``; up to 0.1.0 the
+column attribution was that sum, sharing by ``|z_s ∂y_j/∂z_s|`` per encoded value).
 """
 
 from __future__ import annotations
@@ -22,7 +32,7 @@ from typing import ClassVar
 import torch
 
 from gbdt2nn_core.errors import ConfigError
-from gbdt2nn_core.host.attribution import check_encoded_rows
+from gbdt2nn_core.host.attribution import check_encoded_rows, column_of_encoded
 from gbdt2nn_core.host.interfaces import Attributor, Reference
 from gbdt2nn_core.student.module import GBDT2NNModule
 
@@ -51,43 +61,99 @@ class StructureAttributor(Attributor):
     def attribute(
         self, model: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor, *, create_graph: bool = False
     ) -> torch.Tensor:
+        """Attributions of every encoded value of ``z`` ``(n, D)`` (each its own input): ``(n, D)`` or ``(n, k, D)``."""
+        module = self._gbdt2nn(model)
+        z = check_encoded_rows(z)
+        expected = self._expected_group_outputs(module, z)
+        with torch.enable_grad():
+            inputs = module.group_inputs(z)
+            if not inputs.requires_grad:
+                inputs = inputs.detach().requires_grad_(True)
+            outputs = module.group_outputs(module.mlp(inputs))  # (n, k)
+            # group j depends only on inputs[:, j, :], so one backward yields every group's own gradient
+            (gradient,) = torch.autograd.grad(outputs.sum(), inputs, create_graph=create_graph)
+        first_order = gradient * inputs  # (n, k, W)
+        pad = module.group_input_index == z.shape[1]  # padded slots carry no column
+        per_group = _spread_residual(first_order, outputs - expected, ~pad)  # (n, k, W), sums to y_j − E[y_j]
+
+        # back to encoded columns, one slice per output (groups belong to exactly one output)
+        n, k, width = per_group.shape
+        index = module.group_input_index.clamp_max(z.shape[1] - 1)
+        outputs_of_group = module.output_map.argmax(dim=1)  # (k,)
+        result = z.new_zeros(n, module.n_outputs, z.shape[1])
+        flat_target = (outputs_of_group[:, None] * z.shape[1] + index).reshape(-1)  # (k * W,)
+        values = per_group.masked_fill(pad, 0.0).reshape(n, k * width)
+        result = result.reshape(n, -1).index_add(1, flat_target, values).reshape(n, module.n_outputs, z.shape[1])
+        if not create_graph:
+            result = result.detach()
+        return result[:, 0] if module.n_outputs == 1 else result
+
+    def attribute_columns(
+        self,
+        model: Callable[[torch.Tensor], torch.Tensor],
+        z: torch.Tensor,
+        aggregation: torch.Tensor,
+        *,
+        create_graph: bool = False,
+    ) -> torch.Tensor:
+        """Attributions of the input columns of ``z`` (``aggregation``: the encoder's ``(D, d)`` 0/1 matrix), each
+        column one input (see the module docs): ``(n, d)`` or ``(n, k, d)``. Reads the network's first layer per
+        column, so the double backward of joint training never runs through it."""
+        module = self._gbdt2nn(model)
+        z = check_encoded_rows(z)
+        column_of = column_of_encoded(aggregation)
+        if column_of is None:
+            raise ConfigError(
+                setting="aggregation",
+                value=tuple(aggregation.shape),
+                fix="pass the encoder's 0/1 aggregation matrix (each encoded value in at most one column)",
+            )
+        expected = self._expected_group_outputs(module, z)
+        with torch.enable_grad():
+            layer = module.column_first_layer(z, aggregation)
+            first = layer.first  # (n, k, h)
+            if not first.requires_grad:
+                first = first.detach().requires_grad_(True)
+            outputs = module.group_outputs_after_first_layer(first)  # (n, k)
+            # group j depends only on first[:, j, :], so one backward yields every group's own gradient
+            (gradient,) = torch.autograd.grad(outputs.sum(), first, create_graph=create_graph)
+            first_order = layer.contract_groups(gradient)  # (n, k, d)
+        # the columns each group sees: those of its encoded inputs (index D is the pad)
+        index = module.group_input_index
+        real = index < z.shape[1]
+        columns_seen = column_of.to(index.device)[index.clamp_max(z.shape[1] - 1)]
+        sees = torch.zeros(module.n_groups, aggregation.shape[1] + 1, dtype=torch.bool, device=index.device)
+        sees = sees.scatter(1, torch.where(real & (columns_seen >= 0), columns_seen, aggregation.shape[1]), True)
+        per_group = _spread_residual(first_order, outputs - expected, sees[:, :-1])  # (n, k, d)
+        result = torch.einsum("nkc,ko->noc", per_group, module.output_map.to(per_group.dtype))
+        if not create_graph:
+            result = result.detach()
+        return result[:, 0] if module.n_outputs == 1 else result
+
+    def _gbdt2nn(self, model: Callable[[torch.Tensor], torch.Tensor]) -> GBDT2NNModule:
         if not isinstance(model, GBDT2NNModule):
             raise ConfigError(
                 setting="attributor",
                 value="structure",
                 fix="the structure attributor explains GBDT2NN students only; choose another attributor",
             )
-        z = check_encoded_rows(z)
+        return model
+
+    def _expected_group_outputs(self, model: GBDT2NNModule, z: torch.Tensor) -> torch.Tensor:
+        """``E[y_j]`` over the background, ``(k,)``, of the current model (per call: the model changes in training)."""
         background = self._background if self._background is not None else torch.zeros_like(z[:1])
         with torch.no_grad():
-            # the current model's average group outputs (recomputed per call: the model changes while training)
-            expected = model.group_outputs(model.embeddings(background.to(z.dtype))).mean(dim=0)
+            return model.group_outputs(model.embeddings(background.to(z.dtype))).mean(dim=0)
 
-        with torch.enable_grad():
-            inputs = model.group_inputs(z)
-            if not inputs.requires_grad:
-                inputs = inputs.detach().requires_grad_(True)
-            outputs = model.group_outputs(model.mlp(inputs))  # (n, k)
-            # group j depends only on inputs[:, j, :], so one backward yields every group's own gradient
-            (gradient,) = torch.autograd.grad(outputs.sum(), inputs, create_graph=create_graph)
-        first_order = gradient * inputs  # (n, k, W)
-        pad = model.group_input_index == z.shape[1]  # padded slots carry no column
-        first_order = first_order.masked_fill(pad, 0.0)
-        residual = (outputs - expected) - first_order.sum(dim=-1)  # (n, k)
-        size = first_order.abs()
-        total = size.sum(dim=-1, keepdim=True)
-        uniform = (~pad).to(z.dtype) / (~pad).sum(dim=-1, keepdim=True).clamp_min(1).to(z.dtype)
-        share = torch.where(total > 1e-12, size / total.clamp_min(1e-12), uniform.expand_as(size))
-        per_group = first_order + residual.unsqueeze(-1) * share  # (n, k, W), sums to y_j − E[y_j]
 
-        # back to encoded columns, one slice per output (groups belong to exactly one output)
-        n, k, width = per_group.shape
-        index = model.group_input_index.clamp_max(z.shape[1] - 1)
-        outputs_of_group = model.output_map.argmax(dim=1)  # (k,)
-        result = z.new_zeros(n, model.n_outputs, z.shape[1])
-        flat_target = (outputs_of_group[:, None] * z.shape[1] + index).reshape(-1)  # (k * W,)
-        values = per_group.masked_fill(pad, 0.0).reshape(n, k * width)
-        result = result.reshape(n, -1).index_add(1, flat_target, values).reshape(n, model.n_outputs, z.shape[1])
-        if not create_graph:
-            result = result.detach()
-        return result[:, 0] if model.n_outputs == 1 else result
+def _spread_residual(first_order: torch.Tensor, deviation: torch.Tensor, sees: torch.Tensor) -> torch.Tensor:
+    """Each group's first-order shares ``(n, k, m)`` of its ``m`` inputs plus what they miss of its ``deviation``
+    ``(n, k)``, spread in proportion to their size (equally over the inputs the group ``sees`` ``(k, m)`` when all
+    are zero): ``(n, k, m)``, summing to ``deviation``; 0 for inputs a group does not see."""
+    first_order = first_order.masked_fill(~sees, 0.0)
+    residual = deviation - first_order.sum(dim=-1)  # (n, k)
+    size = first_order.abs()
+    total = size.sum(dim=-1, keepdim=True)
+    uniform = sees.to(first_order.dtype) / sees.sum(dim=-1, keepdim=True).clamp_min(1).to(first_order.dtype)
+    share = torch.where(total > 1e-12, size / total.clamp_min(1e-12), uniform.expand_as(size))
+    return first_order + residual.unsqueeze(-1) * share

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from gbdt2nn_core.testing._alignment import check_alignment_loss
 from gbdt2nn_core.testing._attributor import check_attributor
+from gbdt2nn_core.testing._column_path import check_column_path
 from gbdt2nn_core.testing._fuzz import FuzzReport, byte_mutations, fuzz_model_file, list_mutation
 from gbdt2nn_core.testing._teacher import check_teacher
 
@@ -31,6 +32,7 @@ __all__: list[str] = [
     "byte_mutations",
     "check_alignment_loss",
     "check_attributor",
+    "check_column_path",
     "check_teacher",
     "fuzz_model_file",
     "list_mutation",

@@ -126,3 +126,13 @@ def test_rejects_bad_rows_in_one_line():
 def test_plugin_module_does_not_import_torch():
     code = "import sys, gbdt2nn_gradient.plugin; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("options", [{}])
+def test_column_path_equals_the_dense_path(options: dict[str, object]) -> None:
+    """The first-layer column path: same values and alignment gradients as the dense path (the conformance kit)."""
+    from gbdt2nn_core.testing import check_column_path
+    from gbdt2nn_gradient.plugin import gbdt2nn_register_attributors as register
+
+    (spec,) = [spec for spec in register() if spec.name == "gradient-x-input"]
+    check_column_path(spec, options=options)

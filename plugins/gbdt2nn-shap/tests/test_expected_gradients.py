@@ -152,3 +152,13 @@ def test_plugin_module_does_not_import_torch_or_shap():
         "assert not {'torch', 'shap'} & set(sys.modules), 'heavy import in the plugin module'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("options", [{}, {"samples": 5, "internal_batch_size": 30}])
+def test_column_path_equals_the_dense_path(options: dict[str, object]) -> None:
+    """The first-layer column path: same values and alignment gradients as the dense path (the conformance kit)."""
+    from gbdt2nn_core.testing import check_column_path
+    from gbdt2nn_shap.plugin import gbdt2nn_register_attributors as register
+
+    (spec,) = [spec for spec in register() if spec.name == "shap"]
+    check_column_path(spec, options=options)

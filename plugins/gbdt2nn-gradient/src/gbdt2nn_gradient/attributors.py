@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import torch
 
-from gbdt2nn_core.host.attribution import MarginModel, check_encoded_rows, input_gradients
+from gbdt2nn_core.host.attribution import (
+    FirstLayerModel,
+    MarginModel,
+    check_encoded_rows,
+    input_gradients,
+    output_gradients,
+)
 from gbdt2nn_core.host.interfaces import Attributor
 
 __all__ = ["Gradient", "GradientXInput"]
@@ -36,6 +42,11 @@ class GradientXInput(Attributor):
     Because ``z`` is centred (``z = 0`` is the training mean), this is the first-order Taylor estimate of
     ``f(z) − f(0)`` split over features: exact for a linear model, and the ``steps = 1`` limit of integrated
     gradients from the zero baseline.
+
+    Per column, for a model whose first layer is linear (:class:`~gbdt2nn_core.host.attribution.FirstLayerModel`),
+    :meth:`attribute_columns` computes the same sums by the chain rule from the first layer's output:
+    ``Σ_{s ∈ c} z_s ∂f/∂z_s = Σ_j ∂f/∂h1_j · H_cj``, so joint training never differentiates twice through
+    the first layer.
     """
 
     differentiable = True
@@ -47,6 +58,17 @@ class GradientXInput(Attributor):
         with torch.enable_grad():
             grads = input_gradients(model, z, create_graph=create_graph)
             attributions = grads * (z if grads.ndim == 2 else z.unsqueeze(1))
+        return attributions if create_graph else attributions.detach()
+
+    def attribute_columns(
+        self, model: FirstLayerModel, z: torch.Tensor, aggregation: torch.Tensor, *, create_graph: bool = False
+    ) -> torch.Tensor:
+        """``attribute(model, z) @ aggregation`` through the model's first layer: ``(n, d)`` or ``(n, k, d)``."""
+        z = check_encoded_rows(z)
+        with torch.enable_grad():
+            layer = model.column_first_layer(z, aggregation)
+            grads = output_gradients(model.after_first_layer, layer.first, create_graph=create_graph)
+            attributions = layer.contract(grads)
         return attributions if create_graph else attributions.detach()
 
     def __repr__(self) -> str:

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from gbdt2nn_core.errors import ConfigError, NotFittedError
+from gbdt2nn_core.host.attribution import LinearColumns
 from gbdt2nn_core.host.interfaces import Student, StudentInputs
 from gbdt2nn_core.progress import NullProgress
 from gbdt2nn_core.student.kit import (
@@ -100,6 +101,20 @@ class MLPModule(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         out: torch.Tensor = self.layers(z)
+        return out[:, 0] if self.n_outputs == 1 else out
+
+    def column_first_layer(self, z: torch.Tensor, aggregation: torch.Tensor) -> LinearColumns:
+        """The first linear map of rows ``z`` known per input column: the
+        :class:`~gbdt2nn_core.host.attribution.FirstLayerModel` capability that attributors' fast paths use."""
+        first = self.layers[0]
+        assert isinstance(first, nn.Linear)  # __init__ always starts with one
+        return LinearColumns(
+            z, aggregation, first.weight.to(z.dtype).t(), first.bias.to(z.dtype), (first.out_features,)
+        )
+
+    def after_first_layer(self, first: torch.Tensor) -> torch.Tensor:
+        """Margins from the first linear map's output ``(n, hidden[0])``: the layers after it."""
+        out: torch.Tensor = self.layers[1:](first)
         return out[:, 0] if self.n_outputs == 1 else out
 
 

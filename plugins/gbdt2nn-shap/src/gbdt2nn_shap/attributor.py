@@ -7,7 +7,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from gbdt2nn_core.errors import ConfigError, DataError
-from gbdt2nn_core.host.attribution import MarginModel, check_encoded_rows, input_gradients
+from gbdt2nn_core.host.attribution import (
+    FirstLayerModel,
+    MarginModel,
+    check_encoded_rows,
+    input_gradients,
+    output_gradients,
+)
 from gbdt2nn_core.host.interfaces import Attributor, TreeShap
 
 if TYPE_CHECKING:
@@ -25,6 +31,11 @@ class ExpectedGradients(Attributor):
     That is integrated gradients averaged over baselines from the data, an unbiased estimate of SHAP values
     whose rows sum to ``f(z) − E[f]`` in expectation: the match for interventional TreeSHAP on the same
     background (see :meth:`explain_teacher`).
+
+    Per column, for a model whose first layer is linear (:class:`~gbdt2nn_core.host.attribution.FirstLayerModel`),
+    :meth:`attribute_columns` gives the same values from the same draws: each draw's point is
+    ``h1(b) + α(h1(z) − h1(b))`` in the first layer's output, and column ``c`` gets ``ΔH_c · ∂f/∂h1`` there, with
+    ``ΔH_c`` its share of ``h1(z) − h1(b)``. The first layer runs once per row and background row.
 
     Parameters
     ----------
@@ -61,19 +72,13 @@ class ExpectedGradients(Attributor):
 
     def attribute(self, model: MarginModel, z: torch.Tensor, *, create_graph: bool = False) -> torch.Tensor:
         """Expected gradients of rows ``z`` ``(n, D)``: ``(n, D)``, or ``(n, k, D)`` for ``k`` outputs."""
-        if self._background is None:
-            raise DataError(
-                problem="shap (expected gradients) needs a background sample", fix="call fit(model, background) first"
-            )
-        z = check_encoded_rows(z, n_features=self._background.shape[1])
+        z, picks, alphas = self._draw(z)
         n, width = z.shape
-        # Draw on the CPU generator so that results do not depend on the device.
-        picks = torch.randint(self._background.shape[0], (self.samples, n), generator=self._generator)
-        alphas = torch.rand((self.samples, n, 1), generator=self._generator, dtype=torch.float64)
+        assert self._background is not None  # _draw checked it
         baselines = self._background[picks].to(dtype=z.dtype, device=z.device)  # (samples, n, D)
         deltas = z.unsqueeze(0) - baselines
         points = baselines + alphas.to(dtype=z.dtype, device=z.device) * deltas
-        chunk = self.samples if self.internal_batch_size is None else max(1, self.internal_batch_size // max(n, 1))
+        chunk = self._chunk(n)
         with torch.enable_grad():
             total: torch.Tensor | None = None
             for start in range(0, self.samples, chunk):
@@ -86,6 +91,60 @@ class ExpectedGradients(Attributor):
             assert total is not None  # samples >= 1
             attributions = total / self.samples
         return attributions if create_graph else attributions.detach()
+
+    def attribute_columns(
+        self, model: FirstLayerModel, z: torch.Tensor, aggregation: torch.Tensor, *, create_graph: bool = False
+    ) -> torch.Tensor:
+        """``attribute(model, z) @ aggregation`` through the model's first layer, from the same draws."""
+        z, picks, alphas = self._draw(z)
+        n = z.shape[0]
+        assert self._background is not None  # _draw checked it
+        # only the background rows some draw picked go through the first layer
+        used, picked = torch.unique(picks, return_inverse=True)
+        chunk = self._chunk(n)
+        with torch.enable_grad():
+            layer = model.column_first_layer(z, aggregation)
+            background = model.column_first_layer(self._background[used].to(z.dtype), aggregation)
+            first_z, first_b = layer.first, background.first  # (n, *first), (used, *first)
+            alphas = alphas.to(dtype=z.dtype, device=z.device).reshape(self.samples, n, *([1] * (first_z.ndim - 1)))
+            at_row: torch.Tensor | None = None  # Σ over draws of ∂f/∂h1, against the row's own shares
+            at_baselines: torch.Tensor | None = None  # Σ over draws of ∂f/∂h1 against the drawn baseline's shares
+            for start in range(0, self.samples, chunk):
+                stop = min(start + chunk, self.samples)
+                index = picked[start:stop].to(z.device)  # (s, n)
+                base = first_b[index]  # (s, n, *first)
+                points = base + alphas[start:stop] * (first_z.unsqueeze(0) - base)
+                grads = output_gradients(
+                    model.after_first_layer, points.reshape(-1, *first_z.shape[1:]), create_graph=create_graph
+                )
+                row_part = grads.reshape(stop - start, n, *grads.shape[1:]).sum(dim=0)
+                base_part = background.contract(grads, index.reshape(-1))
+                base_part = base_part.reshape(stop - start, n, *base_part.shape[1:]).sum(dim=0)
+                at_row = row_part if at_row is None else at_row + row_part
+                at_baselines = base_part if at_baselines is None else at_baselines + base_part
+            assert at_row is not None  # samples >= 1
+            assert at_baselines is not None
+            attributions = (layer.contract(at_row) - at_baselines) / self.samples
+        return attributions if create_graph else attributions.detach()
+
+    def _draw(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Check ``z``; draw baselines and path points: ``z``, ``picks (samples, n)``, ``alphas (samples, n, 1)``.
+
+        Both paths draw here, in the same order, so that they consume the random stream alike."""
+        if self._background is None:
+            raise DataError(
+                problem="shap (expected gradients) needs a background sample", fix="call fit(model, background) first"
+            )
+        z = check_encoded_rows(z, n_features=self._background.shape[1])
+        n = z.shape[0]
+        # Draw on the CPU generator so that results do not depend on the device.
+        picks = torch.randint(self._background.shape[0], (self.samples, n), generator=self._generator)
+        alphas = torch.rand((self.samples, n, 1), generator=self._generator, dtype=torch.float64)
+        return z, picks, alphas
+
+    def _chunk(self, n: int) -> int:
+        """Draws per forward pass."""
+        return self.samples if self.internal_batch_size is None else max(1, self.internal_batch_size // max(n, 1))
 
     def explain_teacher(
         self, teacher: Any, X: pd.DataFrame | np.ndarray, background: pd.DataFrame | np.ndarray
