@@ -25,6 +25,7 @@ Every section and key is optional; command-line flags override the file. Example
     loss = "rank"
     weight = 1.0                     # λ; 0 = plain distillation
     fraction = 1.0                   # share of batches that carry the alignment term
+    rows = 0.1                       # share of training rows that carry it (only theirs get TreeSHAP)
     options = { temperature = 1.0 }
 
     [run]
@@ -58,7 +59,7 @@ ALLOWED_KEYS: dict[str, frozenset[str]] = {
     "teacher": frozenset({"name", "model", "options"}),
     "student": frozenset({"name", "options"}),
     "attributor": frozenset({"name", "options"}),
-    "alignment": frozenset({"loss", "weight", "fraction", "options"}),
+    "alignment": frozenset({"loss", "weight", "fraction", "rows", "options"}),
     "run": frozenset(
         {
             "seed",

@@ -36,8 +36,14 @@ INTERFACES: dict[str, type] = {
     "alignment loss": interfaces.AlignmentLoss,  # type: ignore[type-abstract]
 }
 SPEC_TYPES: list[type[specs.ComponentSpec]] = [specs.ComponentSpec, *(spec for _, spec in KINDS.values())]
-#: The records a teacher hands to the core, documented after the interfaces.
-EXCHANGED: list[type] = [interfaces.Tree, interfaces.TreeEnsemble, interfaces.TreeShap]
+#: The records a teacher hands to the core and the core hands to a student, documented after the interfaces.
+EXCHANGED: list[type] = [
+    interfaces.Tree,
+    interfaces.TreeEnsemble,
+    interfaces.TreeShap,
+    interfaces.StudentInputs,
+    interfaces.Alignment,
+]
 
 #: The plugin-author kit's base class for teachers and its record, documented after the interfaces.
 KIT: list[type] = [booster_teacher.BoosterTeacher, booster_teacher.BoosterFacts]

@@ -225,6 +225,14 @@ def _config(**values: Any) -> object:
     return DistillConfig(**values)
 
 
+def _alignment(**fields: Any) -> object:
+    from gbdt2nn_core.host.registry import get_registry
+    from gbdt2nn_core.kit.alignment import Alignment
+
+    registry = get_registry()
+    return Alignment(attributor=registry.attributor("structure"), loss=registry.alignment_loss("mse"), **fields)
+
+
 def _student(**options: Any) -> object:
     from gbdt2nn_core.student import GBDT2NNStudent
 
@@ -616,6 +624,30 @@ CASES: list[Case] = [
         argv=(*DISTILL, "--alignment-weight", "nan"),
         message=E + "invalid alignment_weight=nan: use a finite number of at least 0 (0 = plain)",
         fix="a finite λ ≥ 0",
+    ),
+    Case(
+        id="alignment-rows-zero",
+        where="CLI",
+        bad="no aligned rows: `--alignment-rows 0`",
+        argv=(*DISTILL, "--alignment-rows", "0"),
+        message=E + "invalid alignment_rows=0.0: use a number in (0, 1]",
+        fix="a share of the training rows in (0, 1] (1 = all)",
+    ),
+    Case(
+        id="alignment-rows-count",
+        where="CLI",
+        bad="a row count instead of a share: `--alignment-rows 5000`",
+        argv=(*DISTILL, "--alignment-rows", "5000"),
+        message=E + "invalid alignment_rows=5000.0: use a number in (0, 1]",
+        fix="the share of training rows, e.g. 0.1 for a tenth",
+    ),
+    Case(
+        id="alignment-fraction-above-one",
+        where="CLI",
+        bad="`--alignment-fraction 2`",
+        argv=(*DISTILL, "--alignment-fraction", "2"),
+        message=E + "invalid alignment_fraction=2.0: use a number in (0, 1]",
+        fix="a share of the batches in (0, 1]",
     ),
     Case(
         id="test-size-above-one",
@@ -1176,6 +1208,23 @@ CASES: list[Case] = [
         call=lambda ctx: _config(alignment_weight=-1.0),
         message="invalid alignment_weight=-1.0: use a finite number of at least 0 (0 = plain)",
         fix="λ ≥ 0",
+    ),
+    Case(
+        id="api-alignment-rows-bool",
+        where="API",
+        bad="`DistillConfig(alignment_rows=True)`",
+        call=lambda ctx: _config(alignment_rows=True),
+        message="invalid alignment_rows=True: use a number in (0, 1]",
+        fix="a share of the training rows in (0, 1]",
+    ),
+    Case(
+        id="api-alignment-rows-mismatch",
+        where="API",
+        bad="`Alignment(rows=...)` with fewer positions than `teacher_attributions` rows",
+        call=lambda ctx: _alignment(rows=np.arange(3), teacher_attributions=np.zeros((4, 2))),
+        message="invalid Alignment.rows=(3,): give the sorted, distinct training-row positions of "
+        "teacher_attributions, one per row",
+        fix="one sorted, distinct training-row position per attribution row",
     ),
     Case(
         id="api-test-size-zero",

@@ -270,7 +270,8 @@ def test_interventional_teacher_treeshap_explains_against_the_background(
     y = california_small.pop("MedHouseVal")
     X, X_test = california_small[:400], california_small[400:]
     params = {**SMALL, "epochs": 1, "teacher_explanation": "interventional", "background_rows": 30}
-    est = GBDT2NNRegressor(**params).fit(X, y[:400])
+    # every training row aligned, so that the alignment target covers all of X (the default aligns a share)
+    est = GBDT2NNRegressor(**params, alignment_rows=1.0).fit(X, y[:400])
     assert len(est.teacher_background_) == 30
     values = est.explain(X_test[:10], "teacher")
     background_margin = est.teacher_margin(est.teacher_background_).mean()
@@ -297,7 +298,9 @@ def test_training_and_explaining_use_the_same_interventional_background(
     y = california_small.pop("MedHouseVal")
     X = california_small[:400]
     params = {**SMALL, "epochs": 1, "teacher_explanation": "interventional", "background_rows": 30}
-    est = GBDT2NNRegressor(**params).fit(X, y[:400])  # cache off (SMALL): every explanation is computed here
+    # every training row aligned, so that the alignment target covers all of X (the default aligns a share);
+    # cache off (SMALL): every explanation is computed here
+    est = GBDT2NNRegressor(**params, alignment_rows=1.0).fit(X, y[:400])
     assert len(calls) == 1  # the alignment target: the training rows
     trained_rows, trained_background, target = calls[0]
     assert len(trained_rows) == 400

@@ -184,9 +184,10 @@ def test_experiment_trains_every_configuration_per_seed(
 
 
 def test_teacher_and_treeshap_are_computed_once_per_seed(small_experiment: Path) -> None:
-    # one booster per seed, and one cache entry per (seed, train or test rows): shared by every configuration
+    # one booster per seed, and one cache entry per (seed, rows): the test rows, the aligned share of the training
+    # rows (joint students) and every training row (the independent imitation), shared by every configuration
     assert len(list(small_experiment.glob("runs/*/teacher/teacher.txt"))) == 2
-    assert len(list((small_experiment / "cache").glob("treeshap-*.npz"))) == 4
+    assert len(list((small_experiment / "cache").glob("treeshap-*.npz"))) == 6
     starts = [e for e in _events(small_experiment) if e["event"] == "start"]
     assert len(starts) == 6
     record = json.loads((small_experiment / "runs/0/teacher/teacher.json").read_text())

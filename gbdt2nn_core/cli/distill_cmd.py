@@ -61,6 +61,19 @@ def add_parser(subparsers: Any) -> None:
         )
     training = parser.add_argument_group("training")
     training.add_argument("--alignment-weight", type=float, help="λ of the alignment term; 0 = plain (default: 1)")
+    training.add_argument(
+        "--alignment-rows",
+        type=float,
+        metavar="SHARE",
+        help="share of the training rows that carry the alignment term, a seeded random subset whose teacher "
+        "TreeSHAP alone is computed; 1 = all (default: 0.1)",
+    )
+    training.add_argument(
+        "--alignment-fraction",
+        type=float,
+        metavar="SHARE",
+        help="share of the training batches that carry the alignment term (default: 1)",
+    )
     training.add_argument("--epochs", type=int, default=None, help="student training epochs (default: 20)")
     training.add_argument("--seed", type=int, default=None, help="random seed (default: 0)")
     training.add_argument(
@@ -112,7 +125,8 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         "attributor": pick(args.attributor, file["attributor"], "name"),
         "alignment": pick(args.alignment, file["alignment"], "loss"),
         "alignment_weight": pick(args.alignment_weight, file["alignment"], "weight"),
-        "alignment_fraction": file["alignment"].get("fraction"),
+        "alignment_fraction": pick(args.alignment_fraction, file["alignment"], "fraction"),
+        "alignment_rows": pick(args.alignment_rows, file["alignment"], "rows"),
         "seed": pick(args.seed, run_section, "seed"),
         "teacher_explanation": pick(args.teacher_explanation, run_section, "teacher_explanation"),
     }

@@ -47,6 +47,18 @@ def add_parser(subparsers: Any) -> None:
     )
     grid.add_argument("--losses", metavar="X,Y", help="comma-separated alignment losses (default: every installed one)")
     grid.add_argument("--alignment-weight", type=float, metavar="λ", help="λ of the joint configurations (default: 1)")
+    grid.add_argument(
+        "--alignment-rows",
+        type=float,
+        metavar="SHARE",
+        help="share of the training rows that carry the alignment term (default: 0.1)",
+    )
+    grid.add_argument(
+        "--alignment-fraction",
+        type=float,
+        metavar="SHARE",
+        help="share of the training batches that carry the alignment term (default: 1)",
+    )
     grid.add_argument("--epochs", type=int, metavar="N", help="student training epochs (default: the student's, 20)")
     grid.add_argument("--no-independent", action="store_true", help="skip independent imitation")
     grid.add_argument("--threads", type=int, metavar="N", help="torch threads (default: torch's choice)")
@@ -102,6 +114,8 @@ def _settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]
         "attributors": args.attributors,
         "losses": args.losses,
         "alignment_weight": args.alignment_weight,
+        "alignment_rows": args.alignment_rows,
+        "alignment_fraction": args.alignment_fraction,
         "threads": args.threads,
     }
     config.update({k: v for k, v in flags.items() if v is not None})

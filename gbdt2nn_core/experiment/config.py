@@ -20,7 +20,8 @@ one-line errors that list the allowed ones. Example (``gbdt2nn experiment --conf
     losses = ["mse", "cosine", "rank"]                                          # default: every installed one
     alignment_weight = 1.0           # λ of every joint configuration
     alignment_weights = { rank = 0.5 }   # λ per loss, overriding alignment_weight
-    alignment_fraction = 1.0
+    alignment_fraction = 1.0         # share of batches that carry the alignment term
+    alignment_rows = 0.1             # share of training rows that carry it (only theirs get TreeSHAP)
     independent = true               # also run independent imitation (an explanation network)
     monitor_rows = 512               # test rows on which agreement is measured after every epoch
     threads = 1                      # torch threads (default: torch's choice)
@@ -67,6 +68,7 @@ EXPERIMENT_KEYS: dict[str, frozenset[str]] = {
             "alignment_weight",
             "alignment_weights",
             "alignment_fraction",
+            "alignment_rows",
             "independent",
             "monitor_rows",
             "threads",

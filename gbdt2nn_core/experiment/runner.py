@@ -168,8 +168,8 @@ class SeedContext:
         if stored is None:
             self.teacher.save(model_path)
         self.data = self.prepared.data
-        # both explanations now: every configuration needs the test rows', and joint ones the training rows'
-        self.shap_train = self.prepared.shap_train
+        # the test rows' explanations now (every configuration is judged on them); the training rows' are
+        # explained when a configuration needs them (only the aligned rows for a joint student)
         self.shap_test = self.prepared.shap_test
         self.background = self.prepared.background
         monitor = min(config.monitor_rows, len(self.data.z_test))
@@ -478,7 +478,7 @@ class ExperimentRunner:
             return extra
 
         started = time.perf_counter()
-        network.fit(data.z_train, ctx.shap_train.values, on_epoch_end=on_epoch_end, checkpoint=checkpoint)
+        network.fit(data.z_train, ctx.prepared.shap_train.values, on_epoch_end=on_epoch_end, checkpoint=checkpoint)
         wall = time.perf_counter() - started
         this_attempt = [r for r in network.history_ if first_epoch and r["epoch"] >= first_epoch[0]]
         setup_s = wall - sum(r["seconds"] for r in this_attempt)

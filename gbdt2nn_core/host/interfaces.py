@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_chec
 import attrs
 import numpy as np
 
+from gbdt2nn_core.errors import ConfigError
+
 if TYPE_CHECKING:
     import pandas as pd
     import torch
@@ -204,8 +206,12 @@ class Teacher(abc.ABC):
 class Alignment:
     """``λ · loss(column_attributions(student), teacher_attributions)``, added to the distillation loss.
 
-    ``teacher_attributions`` holds one row per training row: ``(n, d)``, or ``(n, c, d)`` for ``c`` outputs.
-    ``fraction`` is the share of batches that carry the term (the rest train on the distillation loss only).
+    ``teacher_attributions`` holds the teacher's attributions of the aligned training rows: ``(m, d)``, or
+    ``(m, c, d)`` for ``c`` outputs. ``rows`` are the positions of those ``m`` rows among the training rows
+    (sorted, distinct); ``None`` means every training row, in order (``m = n``). A batch's term is the loss over
+    its rows that are among ``rows`` (a batch with none carries no term): only the aligned rows need the
+    teacher's TreeSHAP. ``fraction`` is the share of batches that carry the term (the rest train on the
+    distillation loss only).
     """
 
     attributor: Attributor
@@ -213,6 +219,28 @@ class Alignment:
     teacher_attributions: np.ndarray = attrs.field(eq=False, repr=False)
     weight: float = 1.0
     fraction: float = 1.0
+    rows: np.ndarray | None = attrs.field(default=None, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        if self.rows is None:
+            return
+        rows = np.asarray(self.rows)
+        if (
+            rows.ndim != 1
+            or rows.dtype.kind not in "iu"
+            or len(rows) != len(self.teacher_attributions)
+            or (len(rows) and rows[0] < 0)
+            or np.any(np.diff(rows) <= 0)
+        ):
+            raise ConfigError(
+                setting="Alignment.rows",
+                value=rows.shape,
+                fix="give the sorted, distinct training-row positions of teacher_attributions, one per row",
+            )
+
+    def training_rows(self, n_rows: int) -> np.ndarray:
+        """The positions of the aligned rows among ``n_rows`` training rows (all of them when ``rows`` is ``None``)."""
+        return np.arange(n_rows) if self.rows is None else np.asarray(self.rows, dtype=np.int64)
 
 
 @attrs.frozen(kw_only=True)
@@ -282,7 +310,12 @@ class Student(abc.ABC):
 
     @abc.abstractmethod
     def fit(self, inputs: StudentInputs) -> Student:
-        """Distil the teacher into the network from ``inputs``; aligned when ``inputs.alignment`` is set."""
+        """Distil the teacher into the network from ``inputs``; aligned when ``inputs.alignment`` is set.
+
+        An aligned batch adds ``λ ·`` the alignment loss over its rows among ``alignment.rows`` (a share
+        ``alignment.fraction`` of batches, none without such rows): ``gbdt2nn_core.student.kit.AlignmentTargets``
+        computes that term from a batch's training-row positions.
+        """
 
     @property
     @abc.abstractmethod

@@ -33,7 +33,7 @@ def check_weight(_: object, attribute: attrs.Attribute[float], value: float) -> 
 
 
 def check_fraction(_: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if not (isinstance(value, (int, float)) and 0 < value <= 1):
+    if isinstance(value, bool) or not (isinstance(value, (int, float)) and 0 < value <= 1):
         raise ConfigError(setting=attribute.name, value=value, fix="use a number in (0, 1]")
 
 
@@ -74,6 +74,9 @@ class RunSettings:
     student_options: dict[str, Any] = attrs.field(factory=dict, converter=_options)
     #: Share of the training batches that carry the alignment term.
     alignment_fraction: float = attrs.field(default=1.0, validator=check_fraction)
+    #: Share of the training rows that carry the alignment term: a random subset drawn with the seed, the only
+    #: rows whose teacher TreeSHAP is computed (1 = every training row).
+    alignment_rows: float = attrs.field(default=0.1, validator=check_fraction)
     test_size: float = attrs.field(default=0.2, validator=check_test_size)
     #: Teacher explanations to imitate: native ``"path-dependent"`` TreeSHAP, or ``"interventional"`` TreeSHAP
     #: against a background sample of training rows (from an attributor with ``explain_teacher``, e.g. ``shap``).

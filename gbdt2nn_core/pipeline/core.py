@@ -12,6 +12,7 @@ the background sample) happens once; training and evaluating may then run for ma
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -74,6 +75,19 @@ class Prepared:
     def shap_train(self) -> TreeShap:
         """The teacher's explanations of the training rows (the alignment target)."""
         return self._explain("train", self.data.train_frame, "training rows")
+
+    def aligned_explanations(self, share: float, seed: int) -> tuple[np.ndarray | None, TreeShap]:
+        """The aligned training rows and the teacher's explanations of them (the alignment target): a share
+        ``share`` of the training rows drawn with ``seed`` (by the background policy's sampler), or ``None`` and
+        :attr:`shap_train` when that is every row. Only these rows are explained; the cache keys them by content,
+        so a subset and the full set never share an entry."""
+        n = len(self.data.y_train)
+        count = math.ceil(share * n)
+        if count >= n:
+            return None, self.shap_train
+        rows = background_index(n, count, seed)
+        frame = self.data.train_frame.iloc[rows].reset_index(drop=True)
+        return rows, self._explain(f"train-{count}-{seed}", frame, f"{count} aligned training rows")
 
     @property
     def shap_test(self) -> TreeShap:
@@ -235,12 +249,15 @@ class Pipeline:
         attributor_options: Mapping[str, Any] | None = None,
         alignment: str | None = None,
         alignment_options: Mapping[str, Any] | None = None,
+        alignment_rows: float | None = None,
+        alignment_fraction: float | None = None,
         on_epoch_end: Callable[[Any, int], dict[str, float] | None] | None = None,
         checkpoint: Path | None = None,
     ) -> Trained:
         """Train the configured student on the prepared rows; settings given here override the config's.
 
-        ``alignment_weight > 0`` adds ``λ · L_align`` towards the teacher's explanations of the training rows.
+        ``alignment_weight > 0`` adds ``λ · L_align`` towards the teacher's explanations of the aligned training
+        rows (a share ``alignment_rows`` of them, on a share ``alignment_fraction`` of the batches).
         ``on_epoch_end(student, epoch)`` runs after every epoch (its result goes into the epoch's record);
         ``checkpoint`` saves after every epoch and resumes a matching checkpoint found there.
         """
@@ -250,6 +267,8 @@ class Pipeline:
             attributor_options=attributor_options,
             alignment=alignment,
             alignment_options=alignment_options,
+            alignment_rows=alignment_rows,
+            alignment_fraction=alignment_fraction,
         )
         registry = self.registry
         student = registry.student(config.student, seed=config.seed, **config.student_options)
@@ -257,12 +276,14 @@ class Pipeline:
         explainer = registry.attributor(config.attributor, **config.attributor_options)
         alignment_term = None
         if config.alignment_weight > 0:
+            rows, target = prepared.aligned_explanations(config.alignment_rows, config.seed)
             alignment_term = Alignment(
                 attributor=explainer,
                 loss=registry.alignment_loss(config.alignment, **config.alignment_options),
-                teacher_attributions=prepared.shap_train.values,
+                teacher_attributions=target.values,
                 weight=config.alignment_weight,
                 fraction=config.alignment_fraction,
+                rows=rows,
             )
         first_epoch: list[int] = []
 

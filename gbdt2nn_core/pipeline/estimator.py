@@ -193,6 +193,7 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
         alignment_options: dict[str, Any] | None = None,
         alignment_weight: float = _DEFAULTS.alignment_weight,
         alignment_fraction: float = _DEFAULTS.alignment_fraction,
+        alignment_rows: float = _DEFAULTS.alignment_rows,
         epochs: int = 20,
         teacher_explanation: str = _DEFAULTS.teacher_explanation,
         background_rows: int = _DEFAULTS.background_rows,
@@ -213,6 +214,7 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
         self.alignment_options = alignment_options
         self.alignment_weight = alignment_weight
         self.alignment_fraction = alignment_fraction
+        self.alignment_rows = alignment_rows
         self.epochs = epochs
         self.teacher_explanation = teacher_explanation
         self.background_rows = background_rows
@@ -293,6 +295,7 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
             alignment_options=self.alignment_options,
             alignment_weight=self.alignment_weight,
             alignment_fraction=self.alignment_fraction,
+            alignment_rows=self.alignment_rows,
             teacher_explanation=self.teacher_explanation,
             background_rows=self.background_rows,
             threshold_bins=self.threshold_bins,
@@ -778,9 +781,10 @@ class GBDT2NNRegressor(RegressorMixin, _GBDT2NNBase):  # type: ignore[misc]
         ``lr``...), except ``epochs`` and ``seed``, which are parameters of their own.
     attributor, attributor_options:
         How the student explains itself while it learns to explain like the teacher (default ``"structure"``).
-    alignment, alignment_options, alignment_weight, alignment_fraction:
-        The alignment loss (``"mse"``, ``"cosine"``, ``"rank"``), λ (0 = plain distillation) and the share of
-        batches that carry it.
+    alignment, alignment_options, alignment_weight, alignment_fraction, alignment_rows:
+        The alignment loss (``"mse"``, ``"cosine"``, ``"rank"``), λ (0 = plain distillation), the share of
+        batches that carry it and the share of training rows it covers (a seeded random subset: only those rows'
+        teacher TreeSHAP is computed). ``partial_fit`` aligns every row it is given attributions for.
     epochs:
         Training epochs of the student.
     teacher_explanation, background_rows:

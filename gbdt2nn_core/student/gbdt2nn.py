@@ -29,7 +29,7 @@ from gbdt2nn_core.progress import NullProgress, Progress
 from gbdt2nn_core.student._grouping import group_trees, select_group_features
 from gbdt2nn_core.student._leaf_embedding import LeafEmbedding, fit_leaf_embedding, group_leaf_sums
 from gbdt2nn_core.student.kit import (
-    alignment_loss,
+    AlignmentTargets,
     batch_size,
     boolean,
     check_finite_loss,
@@ -322,7 +322,11 @@ class GBDT2NNStudent(Student):
         generator: torch.Generator,
         alignment: Alignment | None,
     ) -> dict[str, float]:
-        """One pass over the rows in a seeded random order; returns summed losses."""
+        """One pass over the rows in a seeded random order; returns summed losses.
+
+        A share ``alignment.fraction`` of the batches (drawn with ``generator``) carries the alignment term, over
+        the batch's rows among ``alignment.rows``.
+        """
         cfg, module = self.config, self.module
         beta = cfg.beta(epoch)
         module.train()
@@ -335,12 +339,13 @@ class GBDT2NNStudent(Student):
             loss_task, loss_emb = objective.distillation(z[rows], rows)
             loss = (1.0 - beta) * loss_task + beta * loss_emb
             check_finite_loss(loss, "the task and embedding loss", epoch, cfg.lr, alignment)
-            if alignment is not None and carry[b]:
-                loss_align = objective.alignment(z[rows], rows)
+            aligned = objective.alignment(z[rows], rows) if alignment is not None and carry[b] else None
+            if alignment is not None and aligned is not None:
+                loss_align, aligned_rows = aligned
                 loss = loss + alignment.weight * loss_align
                 check_finite_loss(loss, "the alignment loss", epoch, cfg.lr, alignment)
-                sums["align"] += float(loss_align.detach()) * len(rows)
-                sums["aligned_rows"] += len(rows)
+                sums["align"] += float(loss_align.detach()) * aligned_rows
+                sums["aligned_rows"] += aligned_rows
             optimizer.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]  # torch's Tensor.backward is unannotated
             optimizer.step()
@@ -461,11 +466,10 @@ class _Objective:
                 raise ConfigError(setting="teacher_weight", value=cfg.teacher_weight, fix="pass teacher_margin to fit")
             self.soft_targets = torch.tensor(soft_targets(task, teacher_margin) / scale, dtype=torch.float32)
             self.soft_loss = soft_loss(task)
-        self.alignment_spec = alignment
         if alignment is not None:
             require_differentiable(alignment)
-            self.teacher_attributions = torch.tensor(alignment.teacher_attributions / scale, dtype=torch.float32)
-            self.aggregation = torch.as_tensor(aggregation, dtype=torch.float32)
+            aggregation_t = torch.as_tensor(aggregation, dtype=torch.float32)
+            self.alignment_targets = AlignmentTargets(alignment, len(y), aggregation_t, scale=scale)
 
     def distillation(self, z: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``L_task`` (labels, optionally mixed with the teacher's margins) and the |w|-weighted embedding loss."""
@@ -478,9 +482,7 @@ class _Objective:
         loss_embedding = (((embeddings - self.targets[rows]) ** 2) * self.embedding_weight).sum(dim=(1, 2)).mean()
         return loss_task, loss_embedding
 
-    def alignment(self, z: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        """``L_align`` between the student's per-column attributions and the teacher's, back-propagatable."""
-        assert self.alignment_spec is not None
-        return alignment_loss(
-            self.alignment_spec, self.module, z, self.aggregation, self.teacher_attributions[rows], scale=self.scale
-        )
+    def alignment(self, z: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, int] | None:
+        """``L_align`` between the student's per-column attributions and the teacher's over the batch's aligned
+        rows (back-propagatable), and how many rows that is; ``None`` when the batch has no aligned row."""
+        return self.alignment_targets.batch_loss(self.module, z, rows)

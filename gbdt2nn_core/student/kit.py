@@ -27,6 +27,7 @@ from gbdt2nn_core.student.batchnorm import recalibrate_batchnorm, row_batches
 from gbdt2nn_core.student.checkpoint import load_checkpoint, save_checkpoint
 
 __all__ = [
+    "AlignmentTargets",
     "alignment_loss",
     "batch_size",
     "boolean",
@@ -203,6 +204,44 @@ def alignment_loss(
     )
 
 
+class AlignmentTargets:
+    """The alignment term of a batch, over the batch's aligned rows (:attr:`Alignment.rows`).
+
+    Holds the teacher's attributions of the aligned training rows, looked up by training-row position, so that a
+    student's loop asks for the term of a batch by the batch's training-row positions (:meth:`batch_loss`).
+    """
+
+    def __init__(self, alignment: Alignment, n_rows: int, aggregation: torch.Tensor, *, scale: float = 1.0) -> None:
+        self.alignment, self.aggregation, self.scale = alignment, aggregation, scale
+        self.attributions = torch.tensor(alignment.teacher_attributions / scale, dtype=torch.float32)
+        aligned = alignment.training_rows(n_rows)
+        if len(aligned) != len(self.attributions) or (len(aligned) and aligned[-1] >= n_rows):
+            raise ConfigError(
+                setting="Alignment.rows",
+                value=aligned.shape,
+                fix=f"give one teacher attribution per aligned row, at positions below {n_rows} (the training rows)",
+            )
+        # every row aligned: the batch is used as it is (no gather), which keeps the arithmetic of a full alignment
+        self.every_row = len(aligned) == n_rows
+        position = np.full(n_rows, -1, dtype=np.int64)
+        position[aligned] = np.arange(len(aligned))
+        self.position = torch.as_tensor(position)
+
+    def batch_loss(self, module: nn.Module, z: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, int] | None:
+        """``(L_align, m)``: the term over the ``m`` aligned rows of the batch of training rows ``rows`` (encoded
+        as ``z``, one row each), back-propagatable; ``None`` when no row of the batch is aligned."""
+        if self.every_row:
+            teacher = self.attributions[rows]
+        else:
+            positions = self.position[rows]
+            which = torch.nonzero(positions >= 0).squeeze(1)
+            if len(which) == 0:
+                return None
+            z, teacher = z[which], self.attributions[positions[which]]
+        loss = alignment_loss(self.alignment, module, z, self.aggregation, teacher, scale=self.scale)
+        return loss, len(z)
+
+
 def training_fingerprint(
     config: Any, teacher: Teacher, z: np.ndarray, y: np.ndarray, alignment: Alignment | None
 ) -> str:
@@ -218,6 +257,8 @@ def training_fingerprint(
         described = (type(alignment.attributor).__qualname__, loss_name, alignment.weight, alignment.fraction)
         digest.update(repr(described).encode())
         digest.update(np.ascontiguousarray(alignment.teacher_attributions).tobytes())
+        if alignment.rows is not None:
+            digest.update(b"rows:" + np.ascontiguousarray(alignment.rows, dtype=np.int64).tobytes())
     return digest.hexdigest()
 
 

@@ -24,7 +24,7 @@ from gbdt2nn_core.host.attribution import LinearColumns
 from gbdt2nn_core.host.interfaces import Student, StudentInputs
 from gbdt2nn_core.progress import NullProgress
 from gbdt2nn_core.student.kit import (
-    alignment_loss,
+    AlignmentTargets,
     batch_size,
     boolean,
     check_finite_loss,
@@ -180,10 +180,10 @@ class MLPStudent(Student):
         soft = torch.tensor(soft_targets(task, margin), dtype=torch.float32)
         hard_loss, matching_loss = task_loss(task), soft_loss(task)
         aggregation = torch.as_tensor(inputs.aggregation, dtype=torch.float32)
-        teacher_attributions = None
+        targets = None
         if alignment is not None:
             require_differentiable(alignment)
-            teacher_attributions = torch.tensor(alignment.teacher_attributions, dtype=torch.float32)
+            targets = AlignmentTargets(alignment, len(z), aggregation)
             alignment.attributor.fit(module, torch.as_tensor(inputs.background, dtype=torch.float32))
         optimizer = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.module_, self.history_ = module, []
@@ -212,12 +212,13 @@ class MLPStudent(Student):
                         loss_task = loss_task + cfg.teacher_weight * matching_loss(prediction, soft[rows])
                     loss = loss_task
                     check_finite_loss(loss, "the task loss", epoch, cfg.lr, alignment)
-                    if alignment is not None and teacher_attributions is not None and carry[b]:
-                        loss_align = alignment_loss(alignment, module, z[rows], aggregation, teacher_attributions[rows])
+                    aligned = targets.batch_loss(module, z[rows], rows) if targets is not None and carry[b] else None
+                    if alignment is not None and aligned is not None:
+                        loss_align, aligned_rows = aligned
                         loss = loss + alignment.weight * loss_align
                         check_finite_loss(loss, "the alignment loss", epoch, cfg.lr, alignment)
-                        sums["align"] += float(loss_align.detach()) * len(rows)
-                        sums["aligned"] += len(rows)
+                        sums["align"] += float(loss_align.detach()) * aligned_rows
+                        sums["aligned"] += aligned_rows
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()  # type: ignore[no-untyped-call]
                     optimizer.step()

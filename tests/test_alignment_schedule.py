@@ -1,0 +1,229 @@
+"""The alignment schedule: only a seeded share of the training rows is explained and aligned (``alignment_rows``).
+
+References: the teacher's own TreeSHAP of every training row (a subset's values are its rows), a hand
+computation of a batch's term from per-row attributions, and the training-row positions that the loss receives
+(encoded into the teacher attributions, so the loss itself reports which rows it saw).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from gbdt2nn_core.host.interfaces import StudentInputs
+from gbdt2nn_core.host.registry import get_registry
+from gbdt2nn_core.kit.alignment import Alignment
+from gbdt2nn_core.pipeline import Pipeline
+from gbdt2nn_core.pipeline.distill import DistillConfig, DistillRun
+from gbdt2nn_core.student import GBDT2NNStudent
+from gbdt2nn_core.student.kit import AlignmentTargets
+
+TARGET = "income_gt_50k"
+
+
+def _spy_on_shap_values(teacher: Any, monkeypatch: pytest.MonkeyPatch) -> list[pd.DataFrame]:
+    """Record every frame the teacher is asked to explain."""
+    asked: list[pd.DataFrame] = []
+    original = teacher.shap_values
+
+    def spy(frame: pd.DataFrame, **options: Any) -> Any:
+        asked.append(frame.copy())
+        return original(frame, **options)
+
+    monkeypatch.setattr(teacher, "shap_values", spy)
+    return asked
+
+
+def test_only_the_aligned_rows_are_explained(
+    adult_small: pd.DataFrame, small_config: Callable[..., DistillConfig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pipeline = Pipeline(small_config(alignment_rows=0.25))
+    prepared = pipeline.prepare(adult_small, TARGET)
+    asked = _spy_on_shap_values(prepared.teacher, monkeypatch)
+    trained = pipeline.train(prepared)
+
+    n = len(prepared.data.y_train)
+    assert [len(frame) for frame in asked] == [math.ceil(0.25 * n)]
+    rows, target = prepared.aligned_explanations(0.25, 0)  # what training used, from memory: nothing more asked
+    assert len(asked) == 1
+    assert rows is not None
+    assert len(np.unique(rows)) == len(rows) == len(asked[0])
+    pd.testing.assert_frame_equal(asked[0], prepared.data.train_frame.iloc[rows].reset_index(drop=True))
+    # the subset's explanations are the full set's at those rows (the teacher's own TreeSHAP of every row)
+    everything = prepared.teacher.shap_values(prepared.data.train_frame)
+    np.testing.assert_allclose(target.values, everything.values[rows], rtol=0, atol=1e-9)
+    assert trained.config.alignment_rows == 0.25
+
+
+def test_a_subset_and_the_full_set_never_share_a_cache_entry(
+    adult_small: pd.DataFrame, small_config: Callable[..., DistillConfig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    subset = Pipeline(small_config(alignment_rows=0.5))
+    subset.train(subset.prepare(adult_small, TARGET))
+    full = Pipeline(small_config(alignment_rows=1.0))  # same cache folder, same teacher
+    prepared = full.prepare(adult_small, TARGET)
+    asked = _spy_on_shap_values(prepared.teacher, monkeypatch)
+    full.train(prepared)
+    assert [len(frame) for frame in asked] == [len(prepared.data.y_train)]
+    again = Pipeline(small_config(alignment_rows=0.5))
+    prepared = again.prepare(adult_small, TARGET)
+    asked = _spy_on_shap_values(prepared.teacher, monkeypatch)
+    again.train(prepared)
+    assert asked == []  # the subset's own entry, from disk
+
+
+def _alignment(run: DistillRun, rows: np.ndarray | None, **fields: Any) -> Alignment:
+    registry = get_registry()
+    values = run.prepared.shap_train.values
+    return Alignment(
+        attributor=registry.attributor("structure"),
+        loss=registry.alignment_loss("mse"),
+        teacher_attributions=values if rows is None else values[rows],
+        rows=rows,
+        **fields,
+    )
+
+
+def test_the_term_of_a_batch_is_the_loss_over_its_aligned_rows_only(adult_run: DistillRun) -> None:
+    module = copy.deepcopy(adult_run.student.module).train()
+    z = adult_run.data.z_train
+    n = len(z)
+    subset = np.arange(0, n, 3)
+    alignment = _alignment(adult_run, subset)
+    aggregation = torch.as_tensor(adult_run.data.encoder.aggregation(), dtype=torch.float32)
+    alignment.attributor.fit(module, torch.as_tensor(adult_run.prepared.background, dtype=torch.float32))
+    targets = AlignmentTargets(alignment, n, aggregation)
+    batch = torch.tensor([7, 3, 12, 5, 9, 1, 0, 4, 10])
+    loss, count = targets.batch_loss(module, torch.as_tensor(z[batch.numpy()], dtype=torch.float32), batch)
+
+    # by hand: every batch row's own attributions (eval mode: per row), then the mean over the subset's rows
+    module.eval()
+    per_row = adult_run.student.attributions(z[batch.numpy()], alignment.attributor, aggregation.numpy())
+    teacher = adult_run.prepared.shap_train.values
+    kept = [i for i, row in enumerate(batch.tolist()) if row % 3 == 0]
+    expected = np.mean((per_row[kept] - teacher[batch.numpy()[kept]]) ** 2)
+    assert count == len(kept) == 4
+    assert float(loss.detach()) == pytest.approx(expected, rel=1e-5)
+    assert targets.batch_loss(module, torch.zeros(2, z.shape[1]), torch.tensor([1, 2])) is None  # none aligned
+
+
+class _PositionRecorder:
+    """An alignment loss that records which training rows it was given (their position is in column 0)."""
+
+    def __init__(self) -> None:
+        self.seen: list[int] = []
+
+    def __call__(self, student_attr: torch.Tensor, teacher_attr: torch.Tensor) -> torch.Tensor:
+        self.seen += [round(float(value)) for value in teacher_attr[:, 0]]
+        return (student_attr * 0).sum()
+
+
+@pytest.mark.parametrize("student_name", ["gbdt2nn", "mlp"])
+def test_each_student_aligns_every_subset_row_once_per_epoch_and_no_other(
+    adult_run: DistillRun, student_name: str
+) -> None:
+    registry = get_registry()
+    n = len(adult_run.data.z_train)
+    subset = np.sort(np.random.default_rng(5).permutation(n)[: n // 7])
+    encoded_positions = np.zeros((len(subset), adult_run.prepared.shap_train.values.shape[1]))
+    encoded_positions[:, 0] = subset
+    recorder = _PositionRecorder()
+    alignment = Alignment(
+        attributor=registry.attributor("gradient-x-input"),
+        loss=recorder,
+        teacher_attributions=encoded_positions,
+        rows=subset,
+    )
+    student = registry.student(student_name, seed=0, epochs=2, batch_size=128)
+    student.fit(adult_run.prepared.student_inputs(alignment=alignment))
+    assert sorted(recorder.seen) == sorted([*subset.tolist(), *subset.tolist()])
+
+
+def _fit(
+    run: DistillRun, alignment: Alignment | None, *, checkpoint: Path | None = None, stop_after: int | None = None
+) -> GBDT2NNStudent:
+    student = GBDT2NNStudent(epochs=3, n_groups=3, hidden=(16, 8), batch_size=256, seed=1)
+
+    def interrupt(_student: GBDT2NNStudent, epoch: int) -> None:
+        if stop_after is not None and epoch == stop_after:
+            raise KeyboardInterrupt
+
+    inputs: StudentInputs = run.prepared.student_inputs(
+        alignment=alignment, on_epoch_end=interrupt, checkpoint=checkpoint
+    )
+    return student.fit(inputs)
+
+
+def _weights(student: GBDT2NNStudent) -> dict[str, np.ndarray]:
+    return {name: tensor.numpy() for name, tensor in student.state()[1].items()}
+
+
+def test_a_subset_of_every_row_trains_exactly_as_the_full_alignment(adult_run: DistillRun) -> None:
+    n = len(adult_run.data.z_train)
+    full = _weights(_fit(adult_run, _alignment(adult_run, None)))
+    every_row = _weights(_fit(adult_run, _alignment(adult_run, np.arange(n))))
+    assert full.keys() == every_row.keys()
+    for name in full:
+        np.testing.assert_array_equal(every_row[name], full[name], err_msg=name)
+
+
+def test_resuming_a_subset_aligned_run_gives_the_uninterrupted_result(adult_run: DistillRun, tmp_path: Path) -> None:
+    n = len(adult_run.data.z_train)
+    subset = np.arange(1, n, 4)
+    z_test = adult_run.data.z_test
+    reference = _fit(adult_run, _alignment(adult_run, subset)).predict_margin(z_test)
+    path = tmp_path / "student.ckpt"
+    with pytest.raises(KeyboardInterrupt):
+        _fit(adult_run, _alignment(adult_run, subset), checkpoint=path, stop_after=1)
+    resumed = _fit(adult_run, _alignment(adult_run, subset), checkpoint=path)
+    np.testing.assert_array_equal(resumed.predict_margin(z_test), reference)
+    # the finished checkpoint of this subset is not resumed by a run on another subset
+    other = np.arange(2, n, 4)
+    fresh = _fit(adult_run, _alignment(adult_run, other)).predict_margin(z_test)
+    np.testing.assert_array_equal(
+        _fit(adult_run, _alignment(adult_run, other), checkpoint=path).predict_margin(z_test), fresh
+    )
+    assert not np.array_equal(fresh, reference)
+
+
+def test_every_entry_point_passes_the_schedule_on(
+    adult_dataset: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, single_thread_torch: None
+) -> None:
+    import json
+
+    from gbdt2nn_core import GBDT2NNClassifier
+    from gbdt2nn_core.cli import main
+    from gbdt2nn_core.experiment import ExperimentConfig
+
+    monkeypatch.setenv("GBDT2NN_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    adult_dataset.frame.sample(400, random_state=0).to_csv("small.csv", index=False)
+    teacher = ["--teacher-option", "n_estimators=5", "--teacher-option", "num_threads=1"]
+    student = ["--student-option", "n_groups=2", "--student-option", "hidden=[8]", "--epochs", "1"]
+    schedule = ["--alignment-rows", "0.3", "--alignment-fraction", "0.5"]
+    code = main(["distill", "--data", "small.csv", "--target", TARGET, "--out", "run", *teacher, *student, *schedule])
+    assert code == 0
+    recorded = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (recorded["alignment_rows"], recorded["alignment_fraction"]) == (0.3, 0.5)
+
+    frame = pd.read_csv("small.csv")
+    estimator = GBDT2NNClassifier(
+        teacher_options={"n_estimators": 5, "num_threads": 1},
+        student_options={"n_groups": 2, "hidden": [8]},
+        epochs=1,
+        alignment_rows=0.3,
+        alignment_fraction=0.5,
+        cache_dir=str(tmp_path / "cache"),
+    )
+    assert estimator.get_params()["alignment_rows"] == 0.3
+    estimator.fit(frame.drop(columns=TARGET), frame[TARGET])
+    assert (estimator.config_.alignment_rows, estimator.config_.alignment_fraction) == (0.3, 0.5)
+    assert ExperimentConfig(dataset="adult", alignment_rows=0.3).distill_config(0).alignment_rows == 0.3
