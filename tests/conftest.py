@@ -12,6 +12,7 @@ os.environ.setdefault("GBDT2NN_STRICT_PLUGINS", "1")
 # Everything here is sized for two shared cores: a few hundred to 2,000 rows, <= 20 trees, <= 3 epochs.
 # ---------------------------------------------------------------------------------------------------------------
 
+import functools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -178,3 +179,63 @@ def small_experiment(experiment_csv: Path, tmp_path_factory: pytest.TempPathFact
     frame = read_table(experiment_csv)
     run_experiment(config, out, frame=frame, target="income_gt_50k", data_source=str(experiment_csv))
     return out
+
+
+# ---- a small GBDT2NN student on adult, shared by the fast-path tests (lookup first layer, column attributions)
+
+def small_student_on_adult(
+    adult_dataset: Dataset, task: str, *, rows: int, seed: int, missing: float, trees: int
+) -> tuple[Any, Any, pd.DataFrame, np.ndarray]:
+    """A one-epoch GBDT2NN student (4 groups, hidden 16-8) of a small LightGBM teacher on ``rows`` adult rows,
+    ``missing`` of ``age`` and ``workclass`` blanked; ``task="multiclass"`` predicts 3 bands of hours per week.
+    Returns the fitted student, its encoder, the teacher's frame and the encoded rows."""
+    import numpy as np
+    import pandas as pd
+
+    from gbdt2nn_core.data import TabularSchema, TargetEncoder, split_features_target
+    from gbdt2nn_core.data.encoding import InputEncoder, teacher_thresholds
+    from gbdt2nn_core.host.interfaces import StudentInputs
+    from gbdt2nn_core.host.registry import Registry
+
+    frame = adult_dataset.frame.sample(rows, random_state=seed).reset_index(drop=True)
+    features, target = split_features_target(frame, adult_dataset.target)
+    rng = np.random.default_rng(seed)
+    features["age"] = features["age"].astype(float).where(rng.random(len(features)) > missing)  # missing numbers
+    features["workclass"] = features["workclass"].where(rng.random(len(features)) > missing)  # missing categories
+    if task == "multiclass":
+        target = pd.Series(np.digitize(features["hours-per-week"], [35, 45]), name="hours")
+        features = features.drop(columns="hours-per-week")
+    schema = TabularSchema.infer(features)
+    X = schema.to_frame(features)
+    y = TargetEncoder.fit(target, task).transform(target)  # type: ignore[arg-type]
+    teacher = Registry().teacher("lightgbm", n_estimators=trees, num_leaves=15, num_threads=1)
+    teacher.fit(X, y, task=task, seed=0)  # type: ignore[arg-type]
+    ensemble = teacher.structure()
+    encoder = InputEncoder.fit(
+        X, schema, thresholds=teacher_thresholds(ensemble, schema, 64), split_rule=ensemble.split_rule
+    )
+    student: Any = Registry().student("gbdt2nn", seed=0, epochs=1, batch_size=128, n_groups=4, hidden=(16, 8))
+    z = encoder.transform(X)
+    student.fit(
+        StudentInputs(
+            teacher=teacher,
+            leaves=teacher.leaf_indices(X),
+            z=z,
+            y=y,
+            task=task,  # type: ignore[arg-type]
+            teacher_margin=teacher.predict_margin(X),
+            column_of=encoder.column_of,
+            aggregation=encoder.aggregation(),
+            background=z[:100],
+        )
+    )
+    assert np.isnan(X["age"]).any()
+    assert X["workclass"].isna().any()
+    return student, encoder, X, z
+
+
+@pytest.fixture(scope="session")
+def small_adult_student(adult_dataset: Dataset) -> Callable[..., tuple[Any, Any, pd.DataFrame, np.ndarray]]:
+    """``small_adult_student(task, rows=, seed=, missing=, trees=)``: :func:`small_student_on_adult` on the bundled
+    adult data."""
+    return functools.partial(small_student_on_adult, adult_dataset)

@@ -15,15 +15,12 @@ import copy
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
-from gbdt2nn_core.data import Dataset, TabularSchema, TargetEncoder, split_features_target
-from gbdt2nn_core.data.encoding import InputEncoder, teacher_thresholds
+from gbdt2nn_core.data.encoding import InputEncoder
 from gbdt2nn_core.errors import ConfigError
 from gbdt2nn_core.host.attribution import ColumnAttributor, FirstLayerModel, column_attributions
-from gbdt2nn_core.host.interfaces import StudentInputs
 from gbdt2nn_core.host.registry import Registry
 from gbdt2nn_core.kit.alignment import frozen_batchnorm
 from gbdt2nn_core.student import GBDT2NNModule
@@ -56,47 +53,14 @@ class Trained:
         return module
 
 
-def _student_on_adult(adult_dataset: Dataset, task: str) -> Trained:
-    frame = adult_dataset.frame.sample(500, random_state=5).reset_index(drop=True)
-    features, target = split_features_target(frame, adult_dataset.target)
-    rng = np.random.default_rng(1)
-    features["age"] = features["age"].astype(float).where(rng.random(len(features)) > 0.2)  # missing numbers
-    features["workclass"] = features["workclass"].where(rng.random(len(features)) > 0.2)  # missing categories
-    if task == "multiclass":
-        target = pd.Series(np.digitize(features["hours-per-week"], [35, 45]), name="hours")
-        features = features.drop(columns="hours-per-week")
-    schema = TabularSchema.infer(features)
-    X = schema.to_frame(features)
-    y = TargetEncoder.fit(target, task).transform(target)  # type: ignore[arg-type]
-    teacher = Registry().teacher("lightgbm", n_estimators=10, num_leaves=15, num_threads=1)
-    teacher.fit(X, y, task=task, seed=0)  # type: ignore[arg-type]
-    ensemble = teacher.structure()
-    encoder = InputEncoder.fit(
-        X, schema, thresholds=teacher_thresholds(ensemble, schema, 64), split_rule=ensemble.split_rule
-    )
-    student: Any = Registry().student("gbdt2nn", seed=0, epochs=1, batch_size=128, n_groups=4, hidden=(16, 8))
-    z = encoder.transform(X)
-    student.fit(
-        StudentInputs(
-            teacher=teacher,
-            leaves=teacher.leaf_indices(X),
-            z=z,
-            y=y,
-            task=task,  # type: ignore[arg-type]
-            teacher_margin=teacher.predict_margin(X),
-            column_of=encoder.column_of,
-            aggregation=encoder.aggregation(),
-            background=z[:100],
-        )
-    )
-    assert np.isnan(X["age"]).any()
-    assert X["workclass"].isna().any()
+def _student_on_adult(small_adult_student: Any, task: str) -> Trained:
+    student, encoder, _, z = small_adult_student(task, rows=500, seed=5, missing=0.2, trees=10)
     return Trained(student.module, encoder, z)
 
 
 @pytest.fixture(scope="module", params=["binary", "multiclass"])
-def trained(request: pytest.FixtureRequest, adult_dataset: Dataset) -> Trained:
-    return _student_on_adult(adult_dataset, request.param)
+def trained(request: pytest.FixtureRequest, small_adult_student: Any) -> Trained:
+    return _student_on_adult(small_adult_student, request.param)
 
 
 def _attributor(name: str, options: dict[str, Any], module: GBDT2NNModule, background: torch.Tensor) -> Any:

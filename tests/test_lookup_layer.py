@@ -16,57 +16,24 @@ import pandas as pd
 import pytest
 import torch
 
-from gbdt2nn_core.data import Dataset, TabularSchema, TargetEncoder, split_features_target
-from gbdt2nn_core.data.encoding import InputEncoder, teacher_thresholds
+from gbdt2nn_core.data.encoding import InputEncoder
 from gbdt2nn_core.errors import ConfigError
-from gbdt2nn_core.host.interfaces import StudentInputs
-from gbdt2nn_core.host.registry import Registry
 from gbdt2nn_core.student import GBDT2NNModule
 
 pytestmark = pytest.mark.usefixtures("single_thread_torch")
 
 
-def _student_on_adult(adult_dataset: Dataset, task: str) -> tuple[GBDT2NNModule, InputEncoder, pd.DataFrame]:
-    frame = adult_dataset.frame.sample(600, random_state=3).reset_index(drop=True)
-    features, target = split_features_target(frame, adult_dataset.target)
-    rng = np.random.default_rng(0)
-    features["age"] = features["age"].astype(float).where(rng.random(len(features)) > 0.15)  # missing numbers
-    features["workclass"] = features["workclass"].where(rng.random(len(features)) > 0.15)  # missing categories
-    if task == "multiclass":
-        target = pd.Series(np.digitize(features["hours-per-week"], [35, 45]), name="hours")
-        features = features.drop(columns="hours-per-week")
-    schema = TabularSchema.infer(features)
-    X = schema.to_frame(features)
-    y = TargetEncoder.fit(target, task).transform(target)  # type: ignore[arg-type]
-    teacher = Registry().teacher("lightgbm", n_estimators=12, num_leaves=15, num_threads=1)
-    teacher.fit(X, y, task=task, seed=0)  # type: ignore[arg-type]
-    ensemble = teacher.structure()
-    encoder = InputEncoder.fit(
-        X, schema, thresholds=teacher_thresholds(ensemble, schema, 64), split_rule=ensemble.split_rule
-    )
-    student: Any = Registry().student("gbdt2nn", seed=0, epochs=1, batch_size=128, n_groups=4, hidden=(16, 8))
-    z = encoder.transform(X)
-    student.fit(
-        StudentInputs(
-            teacher=teacher,
-            leaves=teacher.leaf_indices(X),
-            z=z,
-            y=y,
-            task=task,  # type: ignore[arg-type]
-            teacher_margin=teacher.predict_margin(X),
-            column_of=encoder.column_of,
-            aggregation=encoder.aggregation(),
-            background=z[:100],
-        )
-    )
-    assert np.isnan(X["age"]).any()
+def _student_on_adult(small_adult_student: Any, task: str) -> tuple[GBDT2NNModule, InputEncoder, pd.DataFrame]:
+    student, encoder, X, _ = small_adult_student(task, rows=600, seed=3, missing=0.15, trees=12)
     assert X.select_dtypes("category").isna().any().any()
     return student.module, encoder, X
 
 
 @pytest.fixture(scope="module", params=["binary", "multiclass"])
-def trained(request: pytest.FixtureRequest, adult_dataset: Dataset) -> tuple[GBDT2NNModule, InputEncoder, pd.DataFrame]:
-    return _student_on_adult(adult_dataset, request.param)
+def trained(
+    request: pytest.FixtureRequest, small_adult_student: Any
+) -> tuple[GBDT2NNModule, InputEncoder, pd.DataFrame]:
+    return _student_on_adult(small_adult_student, request.param)
 
 
 def _dense_reference(module: GBDT2NNModule, z: torch.Tensor) -> torch.Tensor:
