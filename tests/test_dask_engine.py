@@ -121,7 +121,7 @@ def test_a_cache_entry_written_on_dask_is_read_by_a_single_machine_run(
     pipeline = Pipeline(config)
     split = pipeline.split(rows, TARGET)
     on_dask = prepare_on_dask(pipeline, split, client)
-    assert len(list(cache_dir.glob("treeshap-*.npz"))) == 2  # training and test rows
+    assert len(list(cache_dir.glob("treeshap-*.npz"))) == 2  # the aligned training rows and the test rows
 
     # Later, without Dask: the same rows and the saved booster (--teacher-model), in a fresh pipeline.
     path = tmp_path / "teacher.txt"
@@ -133,7 +133,11 @@ def test_a_cache_entry_written_on_dask_is_read_by_a_single_machine_run(
         raise AssertionError("the single-machine run recomputed TreeSHAP instead of reading the Dask values")
 
     monkeypatch.setattr(type(prepared.teacher), "shap_values", recompute)
-    np.testing.assert_array_equal(prepared.shap_train.values, on_dask.shap_train.values)
+    aligned = (config.alignment_rows, config.seed)
+    rows_later, later_values = prepared.aligned_explanations(*aligned)
+    rows_dask, dask_values = on_dask.aligned_explanations(*aligned)
+    np.testing.assert_array_equal(rows_later, rows_dask)  # type: ignore[arg-type]
+    np.testing.assert_array_equal(later_values.values, dask_values.values)
     np.testing.assert_array_equal(prepared.shap_test.values, on_dask.shap_test.values)
     assert later.cache.hits == 2
 

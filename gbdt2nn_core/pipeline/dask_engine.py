@@ -265,8 +265,8 @@ def prepare_on_dask(pipeline: Pipeline, split: SplitData, client: Any, teacher: 
     ``teacher`` is an already wrapped booster (``--teacher-model``): it is not retrained, only its TreeSHAP runs on
     the cluster. Otherwise the configured teacher trains through its backend's distributed engine, and the booster
     it returns is wrapped as the ordinary teacher (same booster type, same fingerprint as its saved file). The
-    TreeSHAP values the run needs (test rows; training rows too when the student aligns) are computed before this
-    returns, while the cluster is up.
+    TreeSHAP values the run needs (test rows; the aligned training rows too when the student aligns) are computed
+    before this returns, while the cluster is up.
     """
     config, registry = pipeline.config, pipeline.registry
     teacher_s = None
@@ -294,7 +294,8 @@ def prepare_on_dask(pipeline: Pipeline, split: SplitData, client: Any, teacher: 
     try:
         prepared.shap_test  # noqa: B018 - computed now, while the cluster is up; kept by `prepared`
         if config.alignment_weight > 0:
-            prepared.shap_train  # noqa: B018
+            # the rows training will align (the same draw as Pipeline.train's), not every training row
+            prepared.aligned_explanations(config.alignment_rows, config.seed)
     finally:
         prepared.explanations = local  # anything asked later runs here, with the cluster gone
     return prepared
