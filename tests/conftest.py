@@ -183,6 +183,7 @@ def small_experiment(experiment_csv: Path, tmp_path_factory: pytest.TempPathFact
 
 # ---- a small GBDT2NN student on adult, shared by the fast-path tests (lookup first layer, column attributions)
 
+
 def small_student_on_adult(
     adult_dataset: Dataset, task: str, *, rows: int, seed: int, missing: float, trees: int
 ) -> tuple[Any, Any, pd.DataFrame, np.ndarray]:
