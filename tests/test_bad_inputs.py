@@ -392,7 +392,8 @@ REL = "Issue 10: "
 HAS_ESTIMATOR = (ROOT / "gbdt2nn_core" / "pipeline" / "estimator.py").is_file()
 _ALL_ATTRIBUTORS = "gradient, gradient-x-input, integrated-gradients, shap, structure"
 _STUDENT_OPTIONS = (
-    "n_groups, features_per_group, embedding_dim, hidden, leaf_epochs, leaf_dropout, epochs, batch_size, lr, "
+    "n_groups, features_per_group, embedding_dim, hidden, leaf_epochs, leaf_dropout, epochs, early_stopping, "
+    "patience, batch_size, lr, "
     "weight_decay, beta0, beta_decay, beta_step, beta_floor, teacher_weight, recalibrate_batchnorm, seed"
 )
 _RUN_FOLDER = "pass a run folder written by 'gbdt2nn distill' (it holds student.safetensors and student.json)"
@@ -640,6 +641,22 @@ CASES: list[Case] = [
         argv=(*DISTILL, "--alignment-rows", "5000"),
         message=E + "invalid alignment_rows=5000.0: use a number in (0, 1]",
         fix="the share of training rows, e.g. 0.1 for a tenth",
+    ),
+    Case(
+        id="validation-fraction-count",
+        where="CLI",
+        bad="a row count instead of a share: `--validation-fraction 500`",
+        argv=(*DISTILL, "--validation-fraction", "500"),
+        message=E + "invalid validation_fraction=500.0: use a number in [0, 0.5), e.g. 0.1 (0 = none)",
+        fix="the share of training rows the student holds out, e.g. 0.1",
+    ),
+    Case(
+        id="student-patience-zero",
+        where="CLI",
+        bad="`--student-option patience=0`",
+        argv=(*DISTILL, "--student-option", "patience=0"),
+        message=E + "invalid patience=0: use a whole number of at least 1",
+        fix="wait at least one epoch without improvement (or early_stopping=false)",
     ),
     Case(
         id="alignment-fraction-above-one",
@@ -1218,6 +1235,14 @@ CASES: list[Case] = [
         fix="a share of the training rows in (0, 1]",
     ),
     Case(
+        id="api-validation-fraction-too-large",
+        where="API",
+        bad="`DistillConfig(validation_fraction=0.6)`",
+        call=lambda ctx: _config(validation_fraction=0.6),
+        message="invalid validation_fraction=0.6: use a number in [0, 0.5), e.g. 0.1 (0 = none)",
+        fix="hold out less than half of the training rows (0 = no early stopping data)",
+    ),
+    Case(
         id="api-alignment-rows-mismatch",
         where="API",
         bad="`Alignment(rows=...)` with fewer positions than `teacher_attributions` rows",
@@ -1416,6 +1441,16 @@ if HAS_ESTIMATOR:
             ),
             message="the target has 1 missing value(s); drop those rows first",
             fix="drop the unlabelled rows",
+        ),
+        Case(
+            id="estimator-patience-zero",
+            where="API",
+            bad="`GBDT2NNClassifier(n_iter_no_change=0).fit(X, y)`",
+            call=lambda ctx: _classifier(n_iter_no_change=0).fit(
+                _rows(ctx.workdir).drop(columns=[TARGET]), _rows(ctx.workdir)[TARGET]
+            ),
+            message="invalid n_iter_no_change=0: use a whole number of at least 1",
+            fix="wait at least one epoch without improvement",
         ),
         Case(
             id="estimator-not-fitted",
