@@ -393,7 +393,7 @@ HAS_ESTIMATOR = (ROOT / "gbdt2nn_core" / "pipeline" / "estimator.py").is_file()
 _ALL_ATTRIBUTORS = "gradient, gradient-x-input, integrated-gradients, shap, structure"
 _STUDENT_OPTIONS = (
     "n_groups, features_per_group, embedding_dim, hidden, leaf_epochs, leaf_dropout, epochs, early_stopping, "
-    "patience, batch_size, lr, "
+    "patience, calibrate, batch_size, lr, "
     "weight_decay, beta0, beta_decay, beta_step, beta_floor, teacher_weight, recalibrate_batchnorm, seed"
 )
 _RUN_FOLDER = "pass a run folder written by 'gbdt2nn distill' (it holds student.safetensors and student.json)"
@@ -797,7 +797,7 @@ CASES: list[Case] = [
         setup=_text("run.toml", "[run]\nepochs = 3\n"),
         argv=(*DISTILL, "--config", "run.toml"),
         message=E + "invalid run.toml [run] key='epochs': [run] takes background_rows, cache, cache_dir, compare, "
-        "out, seed, teacher_explanation, test_size, threshold_bins",
+        "out, seed, teacher_explanation, test_size, threshold_bins, validation_fraction",
         fix="use a listed key, or `--epochs`",
     ),
     Case(
@@ -1014,6 +1014,16 @@ CASES: list[Case] = [
         message=E + "cannot load model from run: the files do not fit together: student.json declares … of shape … "
         "but student.safetensors holds …; re-run the distillation",
         fix="keep the two files of one run together",
+    ),
+    Case(
+        id="student-json-temperature",
+        where="CLI",
+        bad="a `student.json` whose calibration temperature is not a number > 0",
+        setup=_edit_student_json(lambda m: m["student_state"]["calibration"].update(temperature=-1)),
+        argv=PREDICT,
+        message=E + "cannot load model from student.json: student_state.calibration.temperature is -1, not a "
+        "number > 0; save the model again with this version",
+        fix="re-run the distillation (the file was edited or damaged)",
     ),
     # ---------------------------------------------------------------- rows for a saved student
     Case(

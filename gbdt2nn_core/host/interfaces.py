@@ -322,6 +322,10 @@ class Student(abc.ABC):
 
     #: Whether :meth:`partial_fit` can update the fitted network on new rows.
     supports_online: ClassVar[bool] = False
+    #: Temperature that a classifier's margins are divided by before the sigmoid / softmax of its probabilities
+    #: (fitted on the validation rows, saved in :meth:`state`; see :mod:`gbdt2nn_core.student.calibration`).
+    #: 1 = uncalibrated. Margins, alignment and explanations never use it.
+    temperature: float = 1.0
 
     @abc.abstractmethod
     def fit(self, inputs: StudentInputs) -> Student:

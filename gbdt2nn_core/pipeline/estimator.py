@@ -36,7 +36,6 @@ import attrs
 import numpy as np
 import pandas as pd
 import torch
-from scipy.special import expit, softmax
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.exceptions import NotFittedError as SklearnNotFittedError
 
@@ -51,6 +50,7 @@ from gbdt2nn_core.pipeline.metrics import agreement, agreement_per_output
 from gbdt2nn_core.pipeline.persistence import DistilledModel
 from gbdt2nn_core.pipeline.runfolder import RunFolder, RunParts, read_folder, write_folder
 from gbdt2nn_core.progress import NullProgress, Progress
+from gbdt2nn_core.student.calibration import probabilities
 
 __all__ = ["EstimatorNotFittedError", "GBDT2NNClassifier", "GBDT2NNRegressor", "load_estimator"]
 
@@ -909,13 +909,10 @@ class GBDT2NNClassifier(ClassifierMixin, _GBDT2NNBase):  # type: ignore[misc]
         return self.predict_margin(X)
 
     def predict_proba(self, X: Any) -> np.ndarray:
-        """Class probabilities ``(n, k)``, columns in ``classes_`` order."""
+        """Class probabilities ``(n, k)``, columns in ``classes_`` order, calibrated by the student's temperature
+        (fitted on its validation rows; ``calibrate=False`` in ``student_options`` leaves it at 1)."""
         self._check_fitted("predict_proba")
-        margin = self.predict_margin(X)
-        if margin.ndim == 1:
-            positive = expit(margin)
-            return np.asarray(np.stack([1.0 - positive, positive], axis=1))
-        return np.asarray(softmax(margin, axis=1))
+        return probabilities(self.predict_margin(X), self.student_.temperature)
 
     def predict(self, X: Any) -> np.ndarray:
         """The most probable class label of each row."""

@@ -28,6 +28,7 @@ from gbdt2nn_core.kit.alignment import Alignment
 from gbdt2nn_core.progress import NullProgress, Progress
 from gbdt2nn_core.student._grouping import group_trees, select_group_features
 from gbdt2nn_core.student._leaf_embedding import LeafEmbedding, fit_leaf_embedding, group_leaf_sums
+from gbdt2nn_core.student.calibration import saved_temperature, temperature_state
 from gbdt2nn_core.student.kit import (
     AlignmentTargets,
     EarlyStopping,
@@ -53,6 +54,7 @@ from gbdt2nn_core.student.kit import (
     training_state,
     unit_interval,
     validation_loss,
+    validation_temperature,
 )
 from gbdt2nn_core.student.module import GBDT2NNModule
 
@@ -88,6 +90,9 @@ class GBDT2NNConfig:
     #: last weights (the validation loss is still recorded).
     early_stopping: bool = attrs.field(default=True, validator=boolean)
     patience: int = attrs.field(default=3, validator=positive_int)
+    #: Fit a temperature on the validation rows after training (classification), so that probabilities are as
+    #: confident as they are right; margins stay uncalibrated.
+    calibrate: bool = attrs.field(default=True, validator=boolean)
     batch_size: int = attrs.field(default=512, validator=batch_size)
     lr: float = attrs.field(default=1e-3, validator=positive_float)
     weight_decay: float = attrs.field(default=1e-6, validator=non_negative_float)
@@ -336,6 +341,8 @@ class GBDT2NNStudent(Student):
             with progress.step("BatchNorm statistics"):
                 recalibrate_batchnorm(module, z_t, cfg.batch_size)
         module.eval()
+        self.temperature = validation_temperature(task, module, validation) if cfg.calibrate else 1.0
+        self.stopping_["temperature"] = self.temperature
         return self
 
     def _train_epoch(
@@ -404,7 +411,8 @@ class GBDT2NNStudent(Student):
                 "hidden": list(module.hidden_sizes),
                 "embedding_dim": module.embedding_dim,
                 "group_columns": self.group_columns_.tolist() if self.group_columns_ is not None else None,
-            }
+            },
+            "calibration": temperature_state(self.temperature),
         }
         tensors = {name: tensor.detach().contiguous() for name, tensor in module.state_dict().items()}
         return description, tensors
@@ -421,6 +429,7 @@ class GBDT2NNStudent(Student):
         module.load_state_dict(tensors, strict=True)
         module.use_lookup(self.lookup_blocks_)
         self.module_ = module.eval()
+        self.temperature = saved_temperature(description)
         if architecture.get("group_columns") is not None:
             self.group_columns_ = np.asarray(architecture["group_columns"])
         return self

@@ -24,6 +24,7 @@ from gbdt2nn_core.errors import ConfigError, TrainingError
 from gbdt2nn_core.host.interfaces import Task, Teacher, ValidationRows
 from gbdt2nn_core.kit.alignment import Alignment, column_attributions, frozen_batchnorm
 from gbdt2nn_core.student.batchnorm import recalibrate_batchnorm, row_batches
+from gbdt2nn_core.student.calibration import fit_temperature
 from gbdt2nn_core.student.checkpoint import load_checkpoint, save_checkpoint
 
 __all__ = [
@@ -52,6 +53,7 @@ __all__ = [
     "training_state",
     "unit_interval",
     "validation_loss",
+    "validation_temperature",
 ]
 
 
@@ -369,3 +371,15 @@ class EarlyStopping:
         """Put :meth:`checkpoint`'s content back."""
         self.best_epoch, self.best_loss = state["best_epoch"], float(state["best_loss"])
         self.best_state, self.epochs_run = state["best_state"], int(state["epochs_run"])
+
+
+def validation_temperature(task: Task, module: nn.Module, validation: ValidationRows | None) -> float:
+    """Temperature scaling of a trained classifier, fitted on its validation rows (1 for regression or without
+    validation rows); see :mod:`gbdt2nn_core.student.calibration`."""
+    if task == "regression" or validation is None:
+        return 1.0
+    module.eval()
+    z = torch.as_tensor(validation.z, dtype=torch.float32)
+    with torch.no_grad():
+        margin = torch.cat([module(z[start : start + 4096]) for start in range(0, len(z), 4096)])
+    return fit_temperature(task, margin.double().numpy(), np.asarray(validation.y))

@@ -23,6 +23,7 @@ from gbdt2nn_core.errors import ConfigError, NotFittedError
 from gbdt2nn_core.host.attribution import LinearColumns
 from gbdt2nn_core.host.interfaces import Student, StudentInputs
 from gbdt2nn_core.progress import NullProgress
+from gbdt2nn_core.student.calibration import saved_temperature, temperature_state
 from gbdt2nn_core.student.kit import (
     AlignmentTargets,
     EarlyStopping,
@@ -47,6 +48,7 @@ from gbdt2nn_core.student.kit import (
     training_state,
     unit_interval,
     validation_loss,
+    validation_temperature,
 )
 
 __all__ = ["MLPConfig", "MLPModule", "MLPStudent"]
@@ -77,6 +79,9 @@ class MLPConfig:
     #: best epoch's weights (as GBDT2NN does; :class:`~gbdt2nn_core.student.kit.EarlyStopping`).
     early_stopping: bool = attrs.field(default=True, validator=boolean)
     patience: int = attrs.field(default=3, validator=positive_int)
+    #: Fit a temperature on the validation rows after training (classification), so that probabilities are as
+    #: confident as they are right; margins stay uncalibrated.
+    calibrate: bool = attrs.field(default=True, validator=boolean)
     batch_size: int = attrs.field(default=512, validator=batch_size)
     lr: float = attrs.field(default=1e-3, validator=positive_float)
     weight_decay: float = attrs.field(default=1e-6, validator=non_negative_float)
@@ -155,12 +160,18 @@ class MLPStudent(Student):
     def state(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         module = self.module
         tensors = {name: tensor.detach().contiguous() for name, tensor in module.state_dict().items()}
-        return {"n_inputs": module.n_inputs, "n_outputs": module.n_outputs}, tensors
+        description = {
+            "n_inputs": module.n_inputs,
+            "n_outputs": module.n_outputs,
+            "calibration": temperature_state(self.temperature),
+        }
+        return description, tensors
 
     def load_state(self, description: dict[str, Any], tensors: dict[str, torch.Tensor]) -> MLPStudent:
         module = self._new_module(int(description["n_inputs"]), int(description["n_outputs"]))
         module.load_state_dict(tensors, strict=True)
         self.module_ = module.eval()
+        self.temperature = saved_temperature(description)
         return self
 
     def _new_module(self, n_inputs: int, n_outputs: int) -> MLPModule:
@@ -274,4 +285,6 @@ class MLPStudent(Student):
         if cfg.batch_norm and cfg.recalibrate_batchnorm:
             recalibrate_batchnorm(module, z, cfg.batch_size)
         module.eval()
+        self.temperature = validation_temperature(task, module, validation) if cfg.calibrate else 1.0
+        self.stopping_["temperature"] = self.temperature
         return self
