@@ -159,3 +159,22 @@ def test_the_run_folder_records_every_choice(adult_run: DistillRun, tmp_path: Pa
     assert stopping["validation_rows"] == len(adult_run.prepared.validation.validation)
     assert stopping["best_epoch"] == int(np.argmin([e["validation_loss"] for e in history["epochs"]]))
     assert history["validation_split"] == {"validation_rows": 160, "fit_rows": 1440, "validation_split": "stratified"}
+
+
+def test_patience_counts_from_the_end_of_the_beta_warm_up() -> None:
+    from torch import nn
+
+    from gbdt2nn_core.student import GBDT2NNConfig
+    from gbdt2nn_core.student.kit import EarlyStopping
+
+    # by hand: β = 1, 1, 0.7, 0.7, 0.49, 0.49, 0.343, 0.343, then the floor 0.3 from epoch 8 on
+    assert GBDT2NNConfig().beta_warmup() == 8
+    assert GBDT2NNConfig(beta0=0.0).beta_warmup() == 0
+    stopper = EarlyStopping(enabled=True, patience=2, budget=20, warmup=8)
+    module = nn.Linear(1, 1)
+    losses = [1.0] + [2.0] * 20  # the best is epoch 0, never beaten
+    stops = []
+    for epoch, loss in enumerate(losses):
+        stopper.update(epoch, loss, module)
+        stops.append(stopper.should_stop())
+    assert stops.index(True) == 9  # epochs 8 and 9 without improvement after the warm-up: stop after epoch 9

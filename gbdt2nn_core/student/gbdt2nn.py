@@ -115,6 +115,12 @@ class GBDT2NNConfig:
         """The embedding-loss weight β of ``epoch`` (0-based)."""
         return self.beta0 * max(self.beta_floor, self.beta_decay ** (epoch // self.beta_step))
 
+    def beta_warmup(self) -> int:
+        """The first epoch from which β no longer changes within the budget: early stopping's warm-up (while the
+        task loss still gains weight, a flat validation loss is no reason to stop)."""
+        betas = [self.beta(epoch) for epoch in range(self.epochs)]
+        return next(e for e in range(self.epochs) if all(b == betas[e] for b in betas[e:]))
+
 
 @attrs.frozen(kw_only=True)
 class EpochRecord:
@@ -281,7 +287,9 @@ class GBDT2NNStudent(Student):
         optimizer = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.module_ = module
         self.history_ = []
-        stopper = EarlyStopping(enabled=cfg.early_stopping, patience=cfg.patience, budget=cfg.epochs)
+        stopper = EarlyStopping(
+            enabled=cfg.early_stopping, patience=cfg.patience, budget=cfg.epochs, warmup=cfg.beta_warmup()
+        )
         monitor = _validation_monitor(task, module, validation, scale)
         first_epoch = 0
         if resumed is not None:

@@ -317,8 +317,11 @@ class EarlyStopping:
     validation loss; without validation rows (``loss None``) nothing is monitored and the budget is trained.
     """
 
-    def __init__(self, *, enabled: bool, patience: int, budget: int) -> None:
-        self.enabled, self.patience, self.budget = enabled, patience, budget
+    def __init__(self, *, enabled: bool, patience: int, budget: int, warmup: int = 0) -> None:
+        # ``warmup``: epochs in which the loss itself still changes (GBDT2NN's β schedule moves weight from the
+        # embedding loss to the task loss); the patience counts from the end of the warm-up at the earliest, so
+        # that a flat validation loss while the task loss is still starved does not stop training
+        self.enabled, self.patience, self.budget, self.warmup = enabled, patience, budget, warmup
         self.best_epoch: int | None = None
         self.best_loss = math.inf
         self.best_state: dict[str, torch.Tensor] | None = None
@@ -332,8 +335,11 @@ class EarlyStopping:
             self.best_state = {name: tensor.detach().clone() for name, tensor in module.state_dict().items()}
 
     def should_stop(self) -> bool:
-        """Whether ``patience`` epochs have passed since the best one (only when enabled and monitoring)."""
-        return self.enabled and self.best_epoch is not None and self.epochs_run - 1 - self.best_epoch >= self.patience
+        """Whether ``patience`` epochs have passed since the best one and the warm-up (only when enabled and
+        monitoring)."""
+        if not self.enabled or self.best_epoch is None:
+            return False
+        return self.epochs_run - 1 - max(self.best_epoch, self.warmup - 1) >= self.patience
 
     def finish(self, module: nn.Module) -> dict[str, Any]:
         """Restore the best epoch's weights (when enabled) and describe the outcome for the history."""
@@ -350,6 +356,7 @@ class EarlyStopping:
         return {
             "early_stopping": self.enabled,
             "patience": self.patience,
+            "warmup": self.warmup,
             "budget": self.budget,
             "epochs_run": self.epochs_run,
             "best_epoch": self.best_epoch,
