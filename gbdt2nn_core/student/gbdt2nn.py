@@ -290,7 +290,8 @@ class GBDT2NNStudent(Student):
         stopper = EarlyStopping(
             enabled=cfg.early_stopping, patience=cfg.patience, budget=cfg.epochs, warmup=cfg.beta_warmup()
         )
-        monitor = _validation_monitor(task, module, validation, scale)
+        served_statistics = z_t if cfg.recalibrate_batchnorm else None
+        monitor = _validation_monitor(task, module, validation, scale, served_statistics, cfg.batch_size)
         first_epoch = 0
         if resumed is not None:
             restore_training_state(resumed, module, optimizer, generator)
@@ -485,15 +486,23 @@ class GBDT2NNStudent(Student):
 
 
 def _validation_monitor(
-    task: Task, module: torch.nn.Module, validation: ValidationRows | None, scale: float
+    task: Task,
+    module: torch.nn.Module,
+    validation: ValidationRows | None,
+    scale: float,
+    batchnorm_rows: torch.Tensor | None,
+    batch_size: int,
 ) -> Callable[[], float | None]:
-    """The validation task loss after an epoch, or ``None`` without validation rows."""
+    """The validation task loss after an epoch (of the network as served: see :func:`validation_loss`), or ``None``
+    without validation rows."""
     if validation is None:
         return lambda: None
     z = torch.as_tensor(validation.z, dtype=torch.float32)
     y = torch.tensor(np.asarray(validation.y) / scale if task == "regression" else np.asarray(validation.y))
     y = y.long() if task == "multiclass" else y.float()
-    return lambda: validation_loss(task, module, z, y, scale=scale)
+    return lambda: validation_loss(
+        task, module, z, y, scale=scale, batchnorm_rows=batchnorm_rows, batch_size=batch_size
+    )
 
 
 class _Objective:

@@ -294,9 +294,34 @@ def restore_training_state(
     torch.set_rng_state(state["torch_rng"])
 
 
-def validation_loss(task: Task, module: nn.Module, z: torch.Tensor, y: torch.Tensor, *, scale: float = 1.0) -> float:
+def validation_loss(
+    task: Task,
+    module: nn.Module,
+    z: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    scale: float = 1.0,
+    batchnorm_rows: torch.Tensor | None = None,
+    batch_size: int = 512,
+) -> float:
     """The task loss (labels only: never the embedding or alignment term) of ``module`` on validation rows, in eval
-    mode; ``y`` and the margins are divided by ``scale`` as in training (see :func:`target_scale`)."""
+    mode; ``y`` and the margins are divided by ``scale`` as in training (see :func:`target_scale`).
+
+    With ``batchnorm_rows`` (the training rows), the loss is that of the network as it will be served: BatchNorm
+    statistics re-estimated on those rows first (:func:`recalibrate_batchnorm`, as after the last epoch), then put
+    back, so that training goes on unchanged. Without it a joint student's lagging running statistics make the
+    loss misleading (California, structure + mse: the best epoch came out as epoch 2 of 20).
+    """
+    if batchnorm_rows is not None:
+        saved = {name: buffer.clone() for name, buffer in module.named_buffers()}
+        try:
+            with torch.random.fork_rng(devices=[]):
+                recalibrate_batchnorm(module, batchnorm_rows, batch_size)
+            return validation_loss(task, module, z, y, scale=scale)
+        finally:
+            with torch.no_grad():
+                for name, buffer in module.named_buffers():
+                    buffer.copy_(saved[name])
     was_training = module.training
     module.eval()
     loss = task_loss(task)

@@ -251,7 +251,12 @@ class MLPStudent(Student):
                     optimizer.step()
                     sums["task"] += float(loss_task.detach()) * len(rows)
                     sums["rows"] += len(rows)
-                held_out = validation_loss(task, module, z_valid, y_valid) if validation is not None else None
+                held_out = None
+                if validation is not None:
+                    served_statistics = z if cfg.batch_norm and cfg.recalibrate_batchnorm else None
+                    held_out = validation_loss(
+                        task, module, z_valid, y_valid, batchnorm_rows=served_statistics, batch_size=cfg.batch_size
+                    )
                 stopper.update(epoch, held_out, module)
                 extra = None
                 if inputs.on_epoch_end is not None:
