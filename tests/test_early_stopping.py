@@ -178,3 +178,13 @@ def test_patience_counts_from_the_end_of_the_beta_warm_up() -> None:
         stopper.update(epoch, loss, module)
         stops.append(stopper.should_stop())
     assert stops.index(True) == 9  # epochs 8 and 9 without improvement after the warm-up: stop after epoch 9
+
+
+def test_the_monitored_loss_is_that_of_the_served_network(adult_run: DistillRun) -> None:
+    # with the final BatchNorm pass on: each epoch's loss is measured with statistics re-estimated on the training
+    # rows, so the restored best epoch, after that pass, scores exactly its recorded loss
+    student = _fit(adult_run, recalibrate_batchnorm=True)
+    losses = [record.validation_loss for record in student.history_]
+    best = student.history["stopping"]["best_epoch"]
+    assert best == int(np.argmin(losses))
+    assert _validation_log_loss(adult_run, student) == pytest.approx(losses[best], rel=1e-4)
