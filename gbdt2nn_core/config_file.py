@@ -31,6 +31,7 @@ Every section and key is optional; command-line flags override the file. Example
     [run]
     seed = 0
     test_size = 0.2
+    validation_fraction = 0.1        # training rows the student holds out to stop early (0 = none)
     threshold_bins = 64
     teacher_explanation = "path-dependent"   # or "interventional"
     out = "runs/churn"
@@ -64,6 +65,7 @@ ALLOWED_KEYS: dict[str, frozenset[str]] = {
         {
             "seed",
             "test_size",
+            "validation_fraction",
             "threshold_bins",
             "teacher_explanation",
             "background_rows",

@@ -50,16 +50,17 @@ def test_only_the_aligned_rows_are_explained(
     asked = _spy_on_shap_values(prepared.teacher, monkeypatch)
     trained = pipeline.train(prepared)
 
-    n = len(prepared.data.y_train)
+    fit = prepared.validation.fit  # the share is of the rows the student fits on (not its validation rows)
+    n = len(fit)
     assert [len(frame) for frame in asked] == [math.ceil(0.25 * n)]
     rows, target = prepared.aligned_explanations(0.25, 0)  # what training used, from memory: nothing more asked
     assert len(asked) == 1
     assert rows is not None
     assert len(np.unique(rows)) == len(rows) == len(asked[0])
-    pd.testing.assert_frame_equal(asked[0], prepared.data.train_frame.iloc[rows].reset_index(drop=True))
+    pd.testing.assert_frame_equal(asked[0], prepared.data.train_frame.iloc[fit[rows]].reset_index(drop=True))
     # the subset's explanations are the full set's at those rows (the teacher's own TreeSHAP of every row)
     everything = prepared.teacher.shap_values(prepared.data.train_frame)
-    np.testing.assert_allclose(target.values, everything.values[rows], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(target.values, everything.values[fit[rows]], rtol=0, atol=1e-9)
     assert trained.config.alignment_rows == 0.25
 
 
@@ -72,7 +73,7 @@ def test_a_subset_and_the_full_set_never_share_a_cache_entry(
     prepared = full.prepare(adult_small, TARGET)
     asked = _spy_on_shap_values(prepared.teacher, monkeypatch)
     full.train(prepared)
-    assert [len(frame) for frame in asked] == [len(prepared.data.y_train)]
+    assert [len(frame) for frame in asked] == [len(prepared.validation.fit)]
     again = Pipeline(small_config(alignment_rows=0.5))
     prepared = again.prepare(adult_small, TARGET)
     asked = _spy_on_shap_values(prepared.teacher, monkeypatch)
@@ -82,7 +83,7 @@ def test_a_subset_and_the_full_set_never_share_a_cache_entry(
 
 def _alignment(run: DistillRun, rows: np.ndarray | None, **fields: Any) -> Alignment:
     registry = get_registry()
-    values = run.prepared.shap_train.values
+    values = run.prepared.shap_train.values[run.prepared.validation.fit]  # by position among the fitting rows
     return Alignment(
         attributor=registry.attributor("structure"),
         loss=registry.alignment_loss("mse"),
@@ -94,7 +95,7 @@ def _alignment(run: DistillRun, rows: np.ndarray | None, **fields: Any) -> Align
 
 def test_the_term_of_a_batch_is_the_loss_over_its_aligned_rows_only(adult_run: DistillRun) -> None:
     module = copy.deepcopy(adult_run.student.module).train()
-    z = adult_run.data.z_train
+    z = adult_run.data.z_train[adult_run.prepared.validation.fit]  # the rows the student fits on
     n = len(z)
     subset = np.arange(0, n, 3)
     alignment = _alignment(adult_run, subset)
@@ -107,7 +108,7 @@ def test_the_term_of_a_batch_is_the_loss_over_its_aligned_rows_only(adult_run: D
     # by hand: every batch row's own attributions (eval mode: per row), then the mean over the subset's rows
     module.eval()
     per_row = adult_run.student.attributions(z[batch.numpy()], alignment.attributor, aggregation.numpy())
-    teacher = adult_run.prepared.shap_train.values
+    teacher = adult_run.prepared.shap_train.values[adult_run.prepared.validation.fit]
     kept = [i for i, row in enumerate(batch.tolist()) if row % 3 == 0]
     expected = np.mean((per_row[kept] - teacher[batch.numpy()[kept]]) ** 2)
     assert count == len(kept) == 4
@@ -131,7 +132,7 @@ def test_each_student_aligns_every_subset_row_once_per_epoch_and_no_other(
     adult_run: DistillRun, student_name: str
 ) -> None:
     registry = get_registry()
-    n = len(adult_run.data.z_train)
+    n = len(adult_run.prepared.validation.fit)
     subset = np.sort(np.random.default_rng(5).permutation(n)[: n // 7])
     encoded_positions = np.zeros((len(subset), adult_run.prepared.shap_train.values.shape[1]))
     encoded_positions[:, 0] = subset
@@ -167,7 +168,7 @@ def _weights(student: GBDT2NNStudent) -> dict[str, np.ndarray]:
 
 
 def test_a_subset_of_every_row_trains_exactly_as_the_full_alignment(adult_run: DistillRun) -> None:
-    n = len(adult_run.data.z_train)
+    n = len(adult_run.prepared.validation.fit)
     full = _weights(_fit(adult_run, _alignment(adult_run, None)))
     every_row = _weights(_fit(adult_run, _alignment(adult_run, np.arange(n))))
     assert full.keys() == every_row.keys()
@@ -176,7 +177,7 @@ def test_a_subset_of_every_row_trains_exactly_as_the_full_alignment(adult_run: D
 
 
 def test_resuming_a_subset_aligned_run_gives_the_uninterrupted_result(adult_run: DistillRun, tmp_path: Path) -> None:
-    n = len(adult_run.data.z_train)
+    n = len(adult_run.prepared.validation.fit)
     subset = np.arange(1, n, 4)
     z_test = adult_run.data.z_test
     reference = _fit(adult_run, _alignment(adult_run, subset)).predict_margin(z_test)

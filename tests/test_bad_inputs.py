@@ -392,7 +392,8 @@ REL = "Issue 10: "
 HAS_ESTIMATOR = (ROOT / "gbdt2nn_core" / "pipeline" / "estimator.py").is_file()
 _ALL_ATTRIBUTORS = "gradient, gradient-x-input, integrated-gradients, shap, structure"
 _STUDENT_OPTIONS = (
-    "n_groups, features_per_group, embedding_dim, hidden, leaf_epochs, leaf_dropout, epochs, batch_size, lr, "
+    "n_groups, features_per_group, embedding_dim, hidden, leaf_epochs, leaf_dropout, epochs, early_stopping, "
+    "patience, calibrate, batch_size, lr, "
     "weight_decay, beta0, beta_decay, beta_step, beta_floor, teacher_weight, recalibrate_batchnorm, seed"
 )
 _RUN_FOLDER = "pass a run folder written by 'gbdt2nn distill' (it holds student.safetensors and student.json)"
@@ -642,6 +643,22 @@ CASES: list[Case] = [
         fix="the share of training rows, e.g. 0.1 for a tenth",
     ),
     Case(
+        id="validation-fraction-count",
+        where="CLI",
+        bad="a row count instead of a share: `--validation-fraction 500`",
+        argv=(*DISTILL, "--validation-fraction", "500"),
+        message=E + "invalid validation_fraction=500.0: use a number in [0, 0.5), e.g. 0.1 (0 = none)",
+        fix="the share of training rows the student holds out, e.g. 0.1",
+    ),
+    Case(
+        id="student-patience-zero",
+        where="CLI",
+        bad="`--student-option patience=0`",
+        argv=(*DISTILL, "--student-option", "patience=0"),
+        message=E + "invalid patience=0: use a whole number of at least 1",
+        fix="wait at least one epoch without improvement (or early_stopping=false)",
+    ),
+    Case(
         id="alignment-fraction-above-one",
         where="CLI",
         bad="`--alignment-fraction 2`",
@@ -780,7 +797,7 @@ CASES: list[Case] = [
         setup=_text("run.toml", "[run]\nepochs = 3\n"),
         argv=(*DISTILL, "--config", "run.toml"),
         message=E + "invalid run.toml [run] key='epochs': [run] takes background_rows, cache, cache_dir, compare, "
-        "out, seed, teacher_explanation, test_size, threshold_bins",
+        "out, seed, teacher_explanation, test_size, threshold_bins, validation_fraction",
         fix="use a listed key, or `--epochs`",
     ),
     Case(
@@ -997,6 +1014,16 @@ CASES: list[Case] = [
         message=E + "cannot load model from run: the files do not fit together: student.json declares … of shape … "
         "but student.safetensors holds …; re-run the distillation",
         fix="keep the two files of one run together",
+    ),
+    Case(
+        id="student-json-temperature",
+        where="CLI",
+        bad="a `student.json` whose calibration temperature is not a number > 0",
+        setup=_edit_student_json(lambda m: m["student_state"]["calibration"].update(temperature=-1)),
+        argv=PREDICT,
+        message=E + "cannot load model from student.json: student_state.calibration.temperature is -1, not a "
+        "number > 0; save the model again with this version",
+        fix="re-run the distillation (the file was edited or damaged)",
     ),
     # ---------------------------------------------------------------- rows for a saved student
     Case(
@@ -1218,6 +1245,14 @@ CASES: list[Case] = [
         fix="a share of the training rows in (0, 1]",
     ),
     Case(
+        id="api-validation-fraction-too-large",
+        where="API",
+        bad="`DistillConfig(validation_fraction=0.6)`",
+        call=lambda ctx: _config(validation_fraction=0.6),
+        message="invalid validation_fraction=0.6: use a number in [0, 0.5), e.g. 0.1 (0 = none)",
+        fix="hold out less than half of the training rows (0 = no early stopping data)",
+    ),
+    Case(
         id="api-alignment-rows-mismatch",
         where="API",
         bad="`Alignment(rows=...)` with fewer positions than `teacher_attributions` rows",
@@ -1416,6 +1451,16 @@ if HAS_ESTIMATOR:
             ),
             message="the target has 1 missing value(s); drop those rows first",
             fix="drop the unlabelled rows",
+        ),
+        Case(
+            id="estimator-patience-zero",
+            where="API",
+            bad="`GBDT2NNClassifier(n_iter_no_change=0).fit(X, y)`",
+            call=lambda ctx: _classifier(n_iter_no_change=0).fit(
+                _rows(ctx.workdir).drop(columns=[TARGET]), _rows(ctx.workdir)[TARGET]
+            ),
+            message="invalid n_iter_no_change=0: use a whole number of at least 1",
+            fix="wait at least one epoch without improvement",
         ),
         Case(
             id="estimator-not-fitted",

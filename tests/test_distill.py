@@ -261,14 +261,14 @@ def test_batchnorm_statistics_are_those_of_the_final_weights_on_the_training_row
         attributor="structure",
         alignment="mse",
         alignment_weight=1.0,
-        student_options={"epochs": 3, "batch_size": 200, "recalibrate_batchnorm": recalibrate},
+        student_options={"epochs": 3, "batch_size": 240, "recalibrate_batchnorm": recalibrate},
     )
     run = distill(california_small, "MedHouseVal", config)
-    module, z = run.student.module, run.data.z_train
-    assert len(z) % 200 == 0  # 800 rows: whole batches, so the statistics are exact batch averages
+    module, z = run.student.module, run.data.z_train[run.prepared.validation.fit]  # the rows the student fits on
+    assert len(z) % 240 == 0  # 720 rows (800 less 10 % held out): whole batches, so exact batch averages
     with torch.no_grad():
         first = module.mlp.hidden[0](module.group_inputs(torch.as_tensor(z))).numpy().astype(np.float64)
-    batches = first.reshape(len(z) // 200, 200, -1)  # (batches, rows, k · h) in training-row order
+    batches = first.reshape(len(z) // 240, 240, -1)  # (batches, rows, k · h) in training-row order
     mean = batches.mean(axis=1).mean(axis=0)
     var = batches.var(axis=1, ddof=1).mean(axis=0)  # BatchNorm keeps the unbiased batch variance
     norm = module.mlp.norms[0].norm

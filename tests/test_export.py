@@ -239,11 +239,16 @@ def test_export_leaves_the_model_as_it_was(binary: DistilledModel, tmp_path: Pat
 def test_the_exported_graph_is_what_a_server_runs_end_to_end(
     binary: DistilledModel, adult_rows: pd.DataFrame, tmp_path: Path
 ) -> None:
-    """Raw rows -> DistilledModel.encode -> onnxruntime -> sigmoid gives the student's probabilities."""
+    """Raw rows -> DistilledModel.encode -> onnxruntime -> sigmoid(margin / temperature) gives the student's
+    (calibrated) probabilities; the temperature is the one the export records."""
     export_onnx(binary, tmp_path / "m.onnx", rows=adult_rows)
     raw = adult_rows.drop(columns=[TARGET]).head(300)
     margin = _onnx_margins(tmp_path / "m.onnx", binary.encode(raw))
-    np.testing.assert_allclose(1 / (1 + np.exp(-margin)), binary.predict_proba(raw)[:, 1], atol=1e-5)
+    proto = onnx.load(str(tmp_path / "m.onnx"))
+    record = json.loads({p.key: p.value for p in proto.metadata_props}[METADATA_KEY])
+    temperature = record["output"]["temperature"]
+    assert temperature == binary.student.temperature
+    np.testing.assert_allclose(1 / (1 + np.exp(-margin / temperature)), binary.predict_proba(raw)[:, 1], atol=1e-5)
 
 
 # ------------------------------------------------------------------------------------------- the command

@@ -73,7 +73,10 @@ def test_loaded_model_predicts_labels_and_probabilities(saved: Path, raw_rows: p
     margin = loaded.predict_margin(raw_rows)
     probability = loaded.predict_proba(raw_rows)
     assert probability.shape == (300, 2)
-    np.testing.assert_allclose(probability[:, 1], 1 / (1 + np.exp(-margin.astype(np.float64))), rtol=1e-6)
+    # calibrated: the margins divided by the temperature saved in student.json
+    temperature = json.loads((Path(saved) / "student.json").read_text())["student_state"]["calibration"]["temperature"]
+    assert temperature > 0
+    np.testing.assert_allclose(probability[:, 1], 1 / (1 + np.exp(-margin.astype(np.float64) / temperature)), rtol=1e-6)
     np.testing.assert_allclose(probability.sum(axis=1), 1.0, rtol=1e-6)
     labels = loaded.predict(raw_rows)
     assert set(labels.tolist()) <= {0, 1}

@@ -74,7 +74,17 @@ def add_parser(subparsers: Any) -> None:
         metavar="SHARE",
         help="share of the training batches that carry the alignment term (default: 1)",
     )
-    training.add_argument("--epochs", type=int, default=None, help="student training epochs (default: 20)")
+    training.add_argument(
+        "--epochs", type=int, default=None, help="the student's budget of training epochs (default: 20)"
+    )
+    training.add_argument(
+        "--validation-fraction",
+        type=float,
+        metavar="SHARE",
+        help="share of the training rows the student holds out to stop early on and pick its best epoch; the "
+        "teacher trains on all; 0 = none (default: 0.1). Early stopping itself: --student-option "
+        "early_stopping=false / patience=N",
+    )
     training.add_argument("--seed", type=int, default=None, help="random seed (default: 0)")
     training.add_argument(
         "--teacher-explanation",
@@ -128,6 +138,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         "alignment_fraction": pick(args.alignment_fraction, file["alignment"], "fraction"),
         "alignment_rows": pick(args.alignment_rows, file["alignment"], "rows"),
         "seed": pick(args.seed, run_section, "seed"),
+        "validation_fraction": pick(args.validation_fraction, run_section, "validation_fraction"),
         "teacher_explanation": pick(args.teacher_explanation, run_section, "teacher_explanation"),
     }
     config: dict[str, Any] = {k: v for k, v in given.items() if v is not None}

@@ -34,6 +34,8 @@ def predictions(model: Any, frame: Any) -> Any:
     import numpy as np
     import pandas as pd
 
+    from gbdt2nn_core.student.calibration import probabilities
+
     margin = model.predict_margin(frame)
     columns: dict[str, Any] = {}
     if model.task == "regression":
@@ -41,12 +43,8 @@ def predictions(model: Any, frame: Any) -> Any:
         columns["margin"] = margin
     else:
         classes = list(model.target.classes)
-        if model.task == "binary":
-            positive = 1.0 / (1.0 + np.exp(-margin.astype(np.float64)))
-            probability = np.stack([1.0 - positive, positive], axis=1)
-        else:
-            shifted = np.exp(margin.astype(np.float64) - margin.max(axis=1, keepdims=True))
-            probability = shifted / shifted.sum(axis=1, keepdims=True)
+        # calibrated by the student's temperature; the margin column stays the network's own (TreeSHAP units)
+        probability = probabilities(margin, model.student.temperature)
         columns["prediction"] = pd.Series(np.asarray(classes, dtype=object)[probability.argmax(axis=1)]).infer_objects()
         for index, label in enumerate(classes):
             columns[f"probability_{label}"] = probability[:, index]

@@ -48,6 +48,7 @@ __all__ = [
     "Tree",
     "TreeEnsemble",
     "TreeShap",
+    "ValidationRows",
 ]
 
 Task = Literal["regression", "binary", "multiclass"]
@@ -274,6 +275,20 @@ class StudentInputs:
     on_epoch_end: Callable[[Any, int], dict[str, float] | None] | None = attrs.field(default=None, repr=False)
     #: Where to save a per-epoch checkpoint and resume a matching one from (``None``: no checkpoints).
     checkpoint: Path | None = None
+    #: Rows held out of ``z``/``y`` (by the pipeline, from the training rows) that early stopping monitors the task
+    #: loss on; ``None``: no validation rows, the student trains its whole epoch budget.
+    validation: ValidationRows | None = attrs.field(default=None, repr=False)
+
+
+@attrs.frozen(kw_only=True)
+class ValidationRows:
+    """Training rows a student does not train on: it measures its task loss on them to stop early (see
+    :class:`~gbdt2nn_core.student.kit.EarlyStopping`)."""
+
+    #: Encoded, centred rows ``(m, D)``, encoded like :attr:`StudentInputs.z`.
+    z: np.ndarray = attrs.field(eq=False, repr=False)
+    #: Their targets, like :attr:`StudentInputs.y`.
+    y: np.ndarray = attrs.field(eq=False, repr=False)
 
 
 @attrs.frozen(kw_only=True)
@@ -307,6 +322,10 @@ class Student(abc.ABC):
 
     #: Whether :meth:`partial_fit` can update the fitted network on new rows.
     supports_online: ClassVar[bool] = False
+    #: Temperature that a classifier's margins are divided by before the sigmoid / softmax of its probabilities
+    #: (fitted on the validation rows, saved in :meth:`state`; see :mod:`gbdt2nn_core.student.calibration`).
+    #: 1 = uncalibrated. Margins, alignment and explanations never use it.
+    temperature: float = 1.0
 
     @abc.abstractmethod
     def fit(self, inputs: StudentInputs) -> Student:

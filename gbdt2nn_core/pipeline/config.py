@@ -23,6 +23,7 @@ __all__ = [
     "check_fraction",
     "check_task",
     "check_test_size",
+    "check_validation_fraction",
     "check_weight",
 ]
 
@@ -41,6 +42,11 @@ def check_test_size(_: object, attribute: attrs.Attribute[float], value: float) 
     # 1 would leave no training rows, and train_test_split's own error would blame the classes
     if isinstance(value, bool) or not (isinstance(value, (int, float)) and 0 < value < 1):
         raise ConfigError(setting=attribute.name, value=value, fix="use a number between 0 and 1, e.g. 0.2")
+
+
+def check_validation_fraction(_: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if isinstance(value, bool) or not (isinstance(value, (int, float)) and 0 <= value < 0.5):
+        raise ConfigError(setting=attribute.name, value=value, fix="use a number in [0, 0.5), e.g. 0.1 (0 = none)")
 
 
 def check_task(_: object, attribute: attrs.Attribute[str | None], value: str | None) -> None:
@@ -78,6 +84,9 @@ class RunSettings:
     #: rows whose teacher TreeSHAP is computed (1 = every training row).
     alignment_rows: float = attrs.field(default=0.1, validator=check_fraction)
     test_size: float = attrs.field(default=0.2, validator=check_test_size)
+    #: Share of the training rows the student holds out (seeded, stratified for classification) to stop early on
+    #: and to pick its best epoch; the teacher still trains on every training row (0 = none).
+    validation_fraction: float = attrs.field(default=0.1, validator=check_validation_fraction)
     #: Teacher explanations to imitate: native ``"path-dependent"`` TreeSHAP, or ``"interventional"`` TreeSHAP
     #: against a background sample of training rows (from an attributor with ``explain_teacher``, e.g. ``shap``).
     teacher_explanation: str = attrs.field(default="path-dependent", validator=check_explanation)

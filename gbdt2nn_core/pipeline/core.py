@@ -24,12 +24,19 @@ import pandas as pd
 
 from gbdt2nn_core.data.cache import ExplanationCache
 from gbdt2nn_core.errors import ConfigError
-from gbdt2nn_core.host.interfaces import Attributor, Student, StudentInputs, Teacher, TreeShap
+from gbdt2nn_core.host.interfaces import Attributor, Student, StudentInputs, Teacher, TreeShap, ValidationRows
 from gbdt2nn_core.host.registry import Registry, get_registry
 from gbdt2nn_core.kit.alignment import Alignment
 from gbdt2nn_core.pipeline.background import BACKGROUND_ROWS, background_index
 from gbdt2nn_core.pipeline.config import DistillConfig
-from gbdt2nn_core.pipeline.data import PreparedData, SplitData, encoder_for, split_data
+from gbdt2nn_core.pipeline.data import (
+    PreparedData,
+    SplitData,
+    ValidationSplit,
+    encoder_for,
+    split_data,
+    validation_split,
+)
 from gbdt2nn_core.pipeline.evaluate import evaluate_rows
 from gbdt2nn_core.pipeline.explanations import TeacherExplanations, explanation_cache
 from gbdt2nn_core.pipeline.margins import enable_lookup
@@ -58,6 +65,8 @@ class Prepared:
     teacher_background: pd.DataFrame = attrs.field(repr=False)
     explanations: TeacherExplanations = attrs.field(repr=False)
     progress: Progress = attrs.field(repr=False)
+    #: The training rows the student fits on and those it holds out for early stopping (the teacher used all).
+    validation: ValidationSplit = attrs.field(repr=False)
     timings: dict[str, float] = attrs.field(factory=dict)
     _cached: dict[str, Any] = attrs.field(factory=dict, repr=False)
 
@@ -77,16 +86,20 @@ class Prepared:
         return self._explain("train", self.data.train_frame, "training rows")
 
     def aligned_explanations(self, share: float, seed: int) -> tuple[np.ndarray | None, TreeShap]:
-        """The aligned training rows and the teacher's explanations of them (the alignment target): a share
-        ``share`` of the training rows drawn with ``seed`` (by the background policy's sampler), or ``None`` and
-        :attr:`shap_train` when that is every row. Only these rows are explained; the cache keys them by content,
-        so a subset and the full set never share an entry."""
-        n = len(self.data.y_train)
+        """The aligned rows and the teacher's explanations of them (the alignment target): a share ``share`` of the
+        student's fitting rows (:attr:`validation`'s ``fit``) drawn with ``seed`` (by the background policy's
+        sampler), as positions among those rows, or ``None`` when that is every one of them. Only these rows are
+        explained; the cache keys them by content, so a subset and the full set never share an entry."""
+        fit = self.validation.fit
+        n = len(fit)
         count = math.ceil(share * n)
         if count >= n:
-            return None, self.shap_train
+            if n == len(self.data.y_train):
+                return None, self.shap_train
+            frame = self.data.train_frame.iloc[fit].reset_index(drop=True)
+            return None, self._explain(f"fit-{n}-{seed}", frame, f"{n} fitting training rows")
         rows = background_index(n, count, seed)
-        frame = self.data.train_frame.iloc[rows].reset_index(drop=True)
+        frame = self.data.train_frame.iloc[fit[rows]].reset_index(drop=True)
         return rows, self._explain(f"train-{count}-{seed}", frame, f"{count} aligned training rows")
 
     @property
@@ -102,15 +115,18 @@ class Prepared:
         on_epoch_end: Callable[[Any, int], dict[str, float] | None] | None = None,
         checkpoint: Path | None = None,
     ) -> StudentInputs:
-        """What a student learns from on these training rows."""
-        data = self.data
+        """What a student learns from on these training rows: the fitting rows, and the held-out ones as
+        :attr:`StudentInputs.validation` (see :attr:`validation`)."""
+        data, fit, held_out = self.data, self.validation.fit, self.validation.validation
+        every_row = len(fit) == len(data.y_train)
+        validation = None if every_row else ValidationRows(z=data.z_train[held_out], y=data.y_train[held_out])
         return StudentInputs(
             teacher=self.teacher,
-            z=data.z_train,
-            y=data.y_train,
+            z=data.z_train if every_row else data.z_train[fit],
+            y=data.y_train if every_row else data.y_train[fit],
             task=data.task,
-            leaves=self.leaves_train,
-            teacher_margin=self.teacher_margin_train,
+            leaves=self.leaves_train if every_row else self.leaves_train[fit],
+            teacher_margin=self.teacher_margin_train if every_row else self.teacher_margin_train[fit],
             column_of=data.encoder.column_of,
             aggregation=data.encoder.aggregation(),
             background=self.background,
@@ -118,6 +134,7 @@ class Prepared:
             progress=progress,
             on_epoch_end=on_epoch_end,
             checkpoint=checkpoint,
+            validation=validation,
         )
 
     @property
@@ -233,6 +250,9 @@ class Pipeline:
             explanations=explanations,
             progress=progress,
             timings={"prepare_s": prepare_s, "teacher_s": teacher_s},
+            validation=validation_split(
+                data.y_train, task=data.task, fraction=config.validation_fraction, seed=config.seed
+            ),
         )
 
     # ------------------------------------------------------------------ train

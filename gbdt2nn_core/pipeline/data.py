@@ -12,7 +12,15 @@ from gbdt2nn_core.data.encoding import InputEncoder, teacher_thresholds
 from gbdt2nn_core.errors import DataError
 from gbdt2nn_core.host.interfaces import Task, Teacher
 
-__all__ = ["PreparedData", "SplitData", "encoder_for", "fit_encoder", "split_data"]
+__all__ = [
+    "PreparedData",
+    "SplitData",
+    "ValidationSplit",
+    "encoder_for",
+    "fit_encoder",
+    "split_data",
+    "validation_split",
+]
 
 
 @attrs.frozen(kw_only=True)
@@ -76,6 +84,48 @@ def split_data(frame: pd.DataFrame, target: str, *, task: Task | None, test_size
         y_train=y_encoded[train_index],
         y_test=y_encoded[test_index],
     )
+
+
+#: Fewer held-out rows than this measure no loss worth stopping on: the student then trains its whole budget.
+MIN_VALIDATION_ROWS = 20
+
+
+@attrs.frozen(kw_only=True)
+class ValidationSplit:
+    """Positions in the training rows that the student fits on and that it validates on (empty: none), and why."""
+
+    fit: np.ndarray = attrs.field(eq=False, repr=False)
+    validation: np.ndarray = attrs.field(eq=False, repr=False)
+    #: What was done, for the run's record ("stratified", "random", or why there are no validation rows).
+    note: str
+
+    def describe(self) -> dict[str, object]:
+        return {"validation_rows": len(self.validation), "fit_rows": len(self.fit), "validation_split": self.note}
+
+
+def validation_split(y: np.ndarray, *, task: Task, fraction: float, seed: int) -> ValidationSplit:
+    """Hold a seeded share ``fraction`` of the training rows out for the student (stratified for classification).
+
+    Falls back to a random split when a class is too rare to stratify, and to no validation rows (the whole
+    budget is trained) when the share would be under :data:`MIN_VALIDATION_ROWS` rows or leave fewer fitting rows.
+    """
+    n = len(y)
+    everything = np.arange(n)
+    if fraction == 0:
+        return ValidationSplit(fit=everything, validation=everything[:0], note="off (validation_fraction 0)")
+    held_out = round(fraction * n)
+    if held_out < MIN_VALIDATION_ROWS or n - held_out < MIN_VALIDATION_ROWS:
+        note = f"none: {n} training rows are too few to hold out {MIN_VALIDATION_ROWS} (whole budget trained)"
+        return ValidationSplit(fit=everything, validation=everything[:0], note=note)
+    note = "random"
+    if task != "regression" and np.bincount(np.asarray(y, dtype=np.int64)).min(initial=n) >= 2:
+        try:
+            fit, validation = train_test_split(everything, test_size=held_out, random_state=seed, stratify=y)
+            return ValidationSplit(fit=np.sort(fit), validation=np.sort(validation), note="stratified")
+        except ValueError:  # too few rows per class for the held-out count: a random split instead
+            note = "random (classes too rare to stratify)"
+    fit, validation = train_test_split(everything, test_size=held_out, random_state=seed)
+    return ValidationSplit(fit=np.sort(fit), validation=np.sort(validation), note=note)
 
 
 def fit_encoder(split: SplitData, teacher: Teacher | None, threshold_bins: int) -> InputEncoder:

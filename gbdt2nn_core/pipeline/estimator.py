@@ -36,7 +36,6 @@ import attrs
 import numpy as np
 import pandas as pd
 import torch
-from scipy.special import expit, softmax
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.exceptions import NotFittedError as SklearnNotFittedError
 
@@ -51,6 +50,7 @@ from gbdt2nn_core.pipeline.metrics import agreement, agreement_per_output
 from gbdt2nn_core.pipeline.persistence import DistilledModel
 from gbdt2nn_core.pipeline.runfolder import RunFolder, RunParts, read_folder, write_folder
 from gbdt2nn_core.progress import NullProgress, Progress
+from gbdt2nn_core.student.calibration import probabilities
 
 __all__ = ["EstimatorNotFittedError", "GBDT2NNClassifier", "GBDT2NNRegressor", "load_estimator"]
 
@@ -195,6 +195,9 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
         alignment_fraction: float = _DEFAULTS.alignment_fraction,
         alignment_rows: float = _DEFAULTS.alignment_rows,
         epochs: int = 20,
+        validation_fraction: float = _DEFAULTS.validation_fraction,
+        early_stopping: bool = True,
+        n_iter_no_change: int = 3,
         teacher_explanation: str = _DEFAULTS.teacher_explanation,
         background_rows: int = _DEFAULTS.background_rows,
         threshold_bins: int = _DEFAULTS.threshold_bins,
@@ -216,6 +219,9 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
         self.alignment_fraction = alignment_fraction
         self.alignment_rows = alignment_rows
         self.epochs = epochs
+        self.validation_fraction = validation_fraction
+        self.early_stopping = early_stopping
+        self.n_iter_no_change = n_iter_no_change
         self.teacher_explanation = teacher_explanation
         self.background_rows = background_rows
         self.threshold_bins = threshold_bins
@@ -262,14 +268,22 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
     def _config(self, teacher_name: str, task: Task | None, seed: int) -> DistillConfig:
         """The pipeline settings these parameters stand for; every parameter is checked here."""
         student_options = dict(self.student_options or {})
-        for key in ("epochs", "seed"):
+        own = {
+            "epochs": "epochs",
+            "seed": "random_state",
+            "early_stopping": "early_stopping",
+            "patience": "n_iter_no_change",
+        }
+        for key, parameter in own.items():
             if key in student_options:
                 raise ConfigError(
                     setting=f"student_options[{key!r}]",
                     value=student_options[key],
-                    fix="set the estimator's " + ("epochs=..." if key == "epochs" else "random_state=...") + " instead",
+                    fix=f"set the estimator's {parameter}=... instead",
                 )
         student_options["epochs"] = self.epochs
+        student_options["early_stopping"] = self.early_stopping
+        student_options["patience"] = self.n_iter_no_change
         for name in ("online_epochs",):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -296,6 +310,7 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
             alignment_weight=self.alignment_weight,
             alignment_fraction=self.alignment_fraction,
             alignment_rows=self.alignment_rows,
+            validation_fraction=self.validation_fraction,
             teacher_explanation=self.teacher_explanation,
             background_rows=self.background_rows,
             threshold_bins=self.threshold_bins,
@@ -379,6 +394,8 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
         try:
             Pipeline(config, registry).check()
         except ConfigError as exc:
+            if exc.setting == "patience":  # the estimator's name for the student's option
+                raise ConfigError(setting="n_iter_no_change", value=exc.value, fix=exc.fix) from None
             if exc.setting != "student option":
                 raise
             # the parameter the user set is student_options: name it
@@ -778,7 +795,8 @@ class GBDT2NNRegressor(RegressorMixin, _GBDT2NNBase):  # type: ignore[misc]
         with a booster given to ``fit``.
     student_options:
         Fields of :class:`~gbdt2nn_core.student.GBDT2NNConfig` (``n_groups``, ``hidden``, ``batch_size``,
-        ``lr``...), except ``epochs`` and ``seed``, which are parameters of their own.
+        ``lr``...), except ``epochs``, ``seed``, ``early_stopping`` and ``patience``, which are parameters of
+        their own.
     attributor, attributor_options:
         How the student explains itself while it learns to explain like the teacher (default ``"structure"``).
     alignment, alignment_options, alignment_weight, alignment_fraction, alignment_rows:
@@ -786,7 +804,11 @@ class GBDT2NNRegressor(RegressorMixin, _GBDT2NNBase):  # type: ignore[misc]
         batches that carry it and the share of training rows it covers (a seeded random subset: only those rows'
         teacher TreeSHAP is computed). ``partial_fit`` aligns every row it is given attributions for.
     epochs:
-        Training epochs of the student.
+        The student's budget of training epochs (early stopping usually ends training sooner).
+    validation_fraction, early_stopping, n_iter_no_change:
+        The share of the training rows the student holds out (seeded, stratified for classification; 0 = none;
+        the teacher trains on every row), whether it stops once the task loss on them has not improved for
+        ``n_iter_no_change`` epochs, restoring the best epoch's weights (as scikit-learn's ``MLPClassifier``).
     teacher_explanation, background_rows:
         The teacher's TreeSHAP to imitate: ``"path-dependent"`` (native) or ``"interventional"`` against a
         background of ``background_rows`` training rows (needs the ``shap`` plugin).
@@ -887,13 +909,10 @@ class GBDT2NNClassifier(ClassifierMixin, _GBDT2NNBase):  # type: ignore[misc]
         return self.predict_margin(X)
 
     def predict_proba(self, X: Any) -> np.ndarray:
-        """Class probabilities ``(n, k)``, columns in ``classes_`` order."""
+        """Class probabilities ``(n, k)``, columns in ``classes_`` order, calibrated by the student's temperature
+        (fitted on its validation rows; ``calibrate=False`` in ``student_options`` leaves it at 1)."""
         self._check_fitted("predict_proba")
-        margin = self.predict_margin(X)
-        if margin.ndim == 1:
-            positive = expit(margin)
-            return np.asarray(np.stack([1.0 - positive, positive], axis=1))
-        return np.asarray(softmax(margin, axis=1))
+        return probabilities(self.predict_margin(X), self.student_.temperature)
 
     def predict(self, X: Any) -> np.ndarray:
         """The most probable class label of each row."""

@@ -74,7 +74,8 @@ def evaluate_rows(
             attributor=config.attributor,
             loss=config.alignment,
             weight=float(config.alignment_weight),
-            test=task_metrics(task, y, margin),
+            # calibrated probabilities (the temperature keeps AUC and accuracy); fidelity compares raw margins
+            test=task_metrics(task, y, margin / student.temperature),
             fidelity=fidelity(task, margin, teacher_margin),
             agreement=agreement(values, teacher_attributions),
             agreement_by_attributor=by_attributor,

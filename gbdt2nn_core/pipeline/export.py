@@ -2,8 +2,9 @@
 
 What the exported graph computes: the GBDT2NN network alone, from **encoded rows** ``z`` (input ``"z"``,
 float32, shape ``(n, D)``; any batch size ``n``) to **margins** (output ``"margin"``, raw scores: shape ``(n,)``
-for regression and binary models, ``(n, c)`` for a ``c``-class model). Apply a sigmoid (binary) or a softmax
-(multiclass) for probabilities, as :meth:`DistilledModel.predict_proba
+for regression and binary models, ``(n, c)`` for a ``c``-class model). Divide them by the recorded
+``output.temperature`` (the student's calibration) and apply a sigmoid (binary) or a softmax (multiclass) for
+probabilities, as :meth:`DistilledModel.predict_proba
 <gbdt2nn_core.pipeline.persistence.DistilledModel.predict_proba>` does.
 
 Raw rows (strings, categories, missing values) become ``z`` through the student's input encoder:
@@ -315,9 +316,10 @@ def _record(model: DistilledModel, n_inputs: int) -> dict[str, Any]:
             "shape": ["n"] if n_outputs == 1 else ["n", n_outputs],
             "how": {
                 "regression": "the prediction",
-                "binary": "logit of the second class: sigmoid(margin) is its probability",
-                "multiclass": "one logit per class: softmax(margin) gives the probabilities",
+                "binary": "logit of the second class: sigmoid(margin / temperature) is its probability",
+                "multiclass": "one logit per class: softmax(margin / temperature) gives the probabilities",
             }[model.task],
+            "temperature": model.student.temperature,
         },
         "columns": list(model.encoder.schema.names),
         "encoder": model.encoder.to_json(),

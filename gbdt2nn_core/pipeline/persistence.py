@@ -29,6 +29,7 @@ from gbdt2nn_core.errors import ModelFileError, PluginLoadError, UnknownComponen
 from gbdt2nn_core.host.interfaces import Student, Task
 from gbdt2nn_core.host.registry import Registry, get_registry
 from gbdt2nn_core.pipeline.margins import enable_lookup, frame_margins
+from gbdt2nn_core.student.calibration import probabilities
 from gbdt2nn_core.student.file_checks import check_loaded_student, check_saved_student
 
 __all__ = ["BACKGROUND", "FORMAT_VERSION", "DistilledModel", "load_model", "save_model"]
@@ -75,15 +76,10 @@ class DistilledModel:
         return margin
 
     def predict_proba(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
-        margin = self.predict_margin(X)
-        if self.task == "binary":
-            positive = 1.0 / (1.0 + np.exp(-margin))
-            return np.stack([1 - positive, positive], axis=1)
-        if self.task == "multiclass":
-            shifted = np.exp(margin - margin.max(axis=1, keepdims=True))
-            proba: np.ndarray = shifted / shifted.sum(axis=1, keepdims=True)
-            return proba
-        raise AttributeError("predict_proba is only available for classification students")
+        """Calibrated class probabilities ``(n, k)`` (the student's temperature applied to its margins)."""
+        if self.task == "regression":
+            raise AttributeError("predict_proba is only available for classification students")
+        return probabilities(self.predict_margin(X), self.student.temperature)
 
     def predict(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
         if self.task == "regression":

@@ -138,7 +138,7 @@ def parts_of(run: DistillRun) -> RunParts:
         model=model,
         config=run.config,
         metrics=run.metrics,
-        history=run.student.history,
+        history={**run.student.history, "validation_split": run.prepared.validation.describe()},
         teacher_background=run.prepared.teacher_background,
     )
 

@@ -23,13 +23,15 @@ import numpy as np
 import torch
 
 from gbdt2nn_core.errors import ConfigError, NotFittedError
-from gbdt2nn_core.host.interfaces import OnlineUpdate, Student, StudentInputs, Task, Teacher
+from gbdt2nn_core.host.interfaces import OnlineUpdate, Student, StudentInputs, Task, Teacher, ValidationRows
 from gbdt2nn_core.kit.alignment import Alignment
 from gbdt2nn_core.progress import NullProgress, Progress
 from gbdt2nn_core.student._grouping import group_trees, select_group_features
 from gbdt2nn_core.student._leaf_embedding import LeafEmbedding, fit_leaf_embedding, group_leaf_sums
+from gbdt2nn_core.student.calibration import saved_temperature, temperature_state
 from gbdt2nn_core.student.kit import (
     AlignmentTargets,
+    EarlyStopping,
     batch_size,
     boolean,
     check_finite_loss,
@@ -51,6 +53,8 @@ from gbdt2nn_core.student.kit import (
     training_fingerprint,
     training_state,
     unit_interval,
+    validation_loss,
+    validation_temperature,
 )
 from gbdt2nn_core.student.module import GBDT2NNModule
 
@@ -79,7 +83,16 @@ class GBDT2NNConfig:
     hidden: tuple[int, ...] = attrs.field(default=(100, 100, 100, 50), converter=_hidden)
     leaf_epochs: int = attrs.field(default=2, validator=positive_int)
     leaf_dropout: float = attrs.field(default=0.5, validator=unit_interval)
+    #: The epoch budget: training stops earlier when ``early_stopping`` sees no progress (see ``patience``).
     epochs: int = attrs.field(default=20, validator=positive_int)
+    #: Stop when the task loss on the validation rows (:attr:`StudentInputs.validation`) has not improved for
+    #: ``patience`` epochs, and restore the best epoch's weights; ``False`` trains the whole budget and keeps the
+    #: last weights (the validation loss is still recorded).
+    early_stopping: bool = attrs.field(default=True, validator=boolean)
+    patience: int = attrs.field(default=3, validator=positive_int)
+    #: Fit a temperature on the validation rows after training (classification), so that probabilities are as
+    #: confident as they are right; margins stay uncalibrated.
+    calibrate: bool = attrs.field(default=True, validator=boolean)
     batch_size: int = attrs.field(default=512, validator=batch_size)
     lr: float = attrs.field(default=1e-3, validator=positive_float)
     weight_decay: float = attrs.field(default=1e-6, validator=non_negative_float)
@@ -102,6 +115,12 @@ class GBDT2NNConfig:
         """The embedding-loss weight β of ``epoch`` (0-based)."""
         return self.beta0 * max(self.beta_floor, self.beta_decay ** (epoch // self.beta_step))
 
+    def beta_warmup(self) -> int:
+        """The first epoch from which β no longer changes within the budget: early stopping's warm-up (while the
+        task loss still gains weight, a flat validation loss is no reason to stop)."""
+        betas = [self.beta(epoch) for epoch in range(self.epochs)]
+        return next(e for e in range(self.epochs) if all(b == betas[e] for b in betas[e:]))
+
 
 @attrs.frozen(kw_only=True)
 class EpochRecord:
@@ -113,6 +132,8 @@ class EpochRecord:
     embedding_loss: float
     alignment_loss: float | None
     seconds: float
+    #: The task loss on the validation rows after this epoch (``None`` without validation rows).
+    validation_loss: float | None = None
     #: Whatever the ``on_epoch_end`` callback measured (e.g. validation metrics, agreement).
     extra: dict[str, float] = attrs.field(factory=dict)
 
@@ -131,6 +152,7 @@ class GBDT2NNStudent(Student):
         self.module_: GBDT2NNModule | None = None
         self.history_: list[EpochRecord] = []
         self.leaf_history_: list[float] = []
+        self.stopping_: dict[str, Any] = {}
         self.group_columns_: np.ndarray | None = None
         self.groups_: list[np.ndarray] = []
         self.lookup_blocks_: OneHotBlocks | None = None  # see use_lookup
@@ -193,6 +215,7 @@ class GBDT2NNStudent(Student):
                 progress=inputs.progress or NullProgress(),
                 on_epoch_end=inputs.on_epoch_end,
                 checkpoint=inputs.checkpoint,
+                validation=inputs.validation,
             )
 
     def _fit(
@@ -211,6 +234,7 @@ class GBDT2NNStudent(Student):
         progress: Progress,
         on_epoch_end: Callable[[GBDT2NNStudent, int], dict[str, float] | None] | None,
         checkpoint: Path | None,
+        validation: ValidationRows | None = None,
     ) -> GBDT2NNStudent:
         cfg = self.config
         n = z.shape[0]
@@ -221,7 +245,7 @@ class GBDT2NNStudent(Student):
         module, groups = self._build(teacher, column_of)
         self.groups_ = groups
         ensemble = teacher.structure()
-        fingerprint = training_fingerprint(cfg, teacher, z, y, alignment)
+        fingerprint = training_fingerprint(cfg, teacher, z, y, alignment, validation)
         resumed = load_checkpoint(checkpoint, fingerprint) if checkpoint is not None else None
 
         # --- step 4: leaf embeddings, then frozen heads and embedding targets G_j(x)
@@ -263,11 +287,17 @@ class GBDT2NNStudent(Student):
         optimizer = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.module_ = module
         self.history_ = []
+        stopper = EarlyStopping(
+            enabled=cfg.early_stopping, patience=cfg.patience, budget=cfg.epochs, warmup=cfg.beta_warmup()
+        )
+        served_statistics = z_t if cfg.recalibrate_batchnorm else None
+        monitor = _validation_monitor(task, module, validation, scale, served_statistics, cfg.batch_size)
         first_epoch = 0
         if resumed is not None:
             restore_training_state(resumed, module, optimizer, generator)
             self.history_ = [EpochRecord(**record) for record in json.loads(resumed["history"])]
             first_epoch = int(resumed["epochs_done"])
+            stopper.resume(resumed["early_stopping"])
 
         def save(epochs_done: int) -> None:
             if checkpoint is None:
@@ -281,6 +311,7 @@ class GBDT2NNStudent(Student):
                     "leaf_embedding": embedding.state_dict(),
                     "leaf_history": list(self.leaf_history_),
                     "history": json.dumps([attrs.asdict(record) for record in self.history_]),
+                    "early_stopping": stopper.checkpoint(),
                 },
             )
 
@@ -289,8 +320,12 @@ class GBDT2NNStudent(Student):
         with progress.step("student training", total=cfg.epochs):
             progress.advance(first_epoch)
             for epoch in range(first_epoch, cfg.epochs):
+                if stopper.should_stop():
+                    break
                 started = time.perf_counter()
                 sums = self._train_epoch(epoch, z_t, objective, optimizer, generator, alignment)
+                held_out = monitor()
+                stopper.update(epoch, held_out, module)
                 extra = None
                 if on_epoch_end is not None:
                     module.eval()
@@ -303,14 +338,20 @@ class GBDT2NNStudent(Student):
                     embedding_loss=sums["emb"] / n,
                     alignment_loss=sums["align"] / sums["aligned_rows"] if sums["aligned_rows"] else None,
                     seconds=time.perf_counter() - started,
+                    validation_loss=held_out,
                 )
                 self.history_.append(record)
                 save(epoch + 1)
                 progress.advance(1, loss=record.task_loss)
+        self.stopping_ = stopper.finish(module)
+        if validation is not None:
+            self.stopping_["validation_rows"] = len(validation.y)
         if cfg.recalibrate_batchnorm:
             with progress.step("BatchNorm statistics"):
                 recalibrate_batchnorm(module, z_t, cfg.batch_size)
         module.eval()
+        self.temperature = validation_temperature(task, module, validation) if cfg.calibrate else 1.0
+        self.stopping_["temperature"] = self.temperature
         return self
 
     def _train_epoch(
@@ -363,6 +404,7 @@ class GBDT2NNStudent(Student):
         return {
             "leaf_embedding": list(self.leaf_history_),
             "epochs": [attrs.asdict(record) for record in self.history_],
+            "stopping": dict(self.stopping_),
         }
 
     def options(self) -> dict[str, Any]:
@@ -378,7 +420,8 @@ class GBDT2NNStudent(Student):
                 "hidden": list(module.hidden_sizes),
                 "embedding_dim": module.embedding_dim,
                 "group_columns": self.group_columns_.tolist() if self.group_columns_ is not None else None,
-            }
+            },
+            "calibration": temperature_state(self.temperature),
         }
         tensors = {name: tensor.detach().contiguous() for name, tensor in module.state_dict().items()}
         return description, tensors
@@ -395,6 +438,7 @@ class GBDT2NNStudent(Student):
         module.load_state_dict(tensors, strict=True)
         module.use_lookup(self.lookup_blocks_)
         self.module_ = module.eval()
+        self.temperature = saved_temperature(description)
         if architecture.get("group_columns") is not None:
             self.group_columns_ = np.asarray(architecture["group_columns"])
         return self
@@ -439,6 +483,26 @@ class GBDT2NNStudent(Student):
             alignment=update.alignment,
             aggregation=update.aggregation,
         )
+
+
+def _validation_monitor(
+    task: Task,
+    module: torch.nn.Module,
+    validation: ValidationRows | None,
+    scale: float,
+    batchnorm_rows: torch.Tensor | None,
+    batch_size: int,
+) -> Callable[[], float | None]:
+    """The validation task loss after an epoch (of the network as served: see :func:`validation_loss`), or ``None``
+    without validation rows."""
+    if validation is None:
+        return lambda: None
+    z = torch.as_tensor(validation.z, dtype=torch.float32)
+    y = torch.tensor(np.asarray(validation.y) / scale if task == "regression" else np.asarray(validation.y))
+    y = y.long() if task == "multiclass" else y.float()
+    return lambda: validation_loss(
+        task, module, z, y, scale=scale, batchnorm_rows=batchnorm_rows, batch_size=batch_size
+    )
 
 
 class _Objective:

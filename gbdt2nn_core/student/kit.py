@@ -21,13 +21,15 @@ import torch
 from torch import nn
 
 from gbdt2nn_core.errors import ConfigError, TrainingError
-from gbdt2nn_core.host.interfaces import Task, Teacher
+from gbdt2nn_core.host.interfaces import Task, Teacher, ValidationRows
 from gbdt2nn_core.kit.alignment import Alignment, column_attributions, frozen_batchnorm
 from gbdt2nn_core.student.batchnorm import recalibrate_batchnorm, row_batches
+from gbdt2nn_core.student.calibration import fit_temperature
 from gbdt2nn_core.student.checkpoint import load_checkpoint, save_checkpoint
 
 __all__ = [
     "AlignmentTargets",
+    "EarlyStopping",
     "alignment_loss",
     "batch_size",
     "boolean",
@@ -50,6 +52,8 @@ __all__ = [
     "training_fingerprint",
     "training_state",
     "unit_interval",
+    "validation_loss",
+    "validation_temperature",
 ]
 
 
@@ -243,10 +247,15 @@ class AlignmentTargets:
 
 
 def training_fingerprint(
-    config: Any, teacher: Teacher, z: np.ndarray, y: np.ndarray, alignment: Alignment | None
+    config: Any,
+    teacher: Teacher,
+    z: np.ndarray,
+    y: np.ndarray,
+    alignment: Alignment | None,
+    validation: ValidationRows | None = None,
 ) -> str:
-    """Identifies a training setup (an attrs ``config``, the teacher, the rows, the alignment), so that a
-    checkpoint is only resumed by the run that wrote it."""
+    """Identifies a training setup (an attrs ``config``, the teacher, the rows, the alignment, the validation
+    rows), so that a checkpoint is only resumed by the run that wrote it."""
     digest = hashlib.sha256()
     digest.update(json.dumps(attrs.asdict(config), sort_keys=True, default=str).encode())
     digest.update(teacher.fingerprint().encode())
@@ -259,6 +268,9 @@ def training_fingerprint(
         digest.update(np.ascontiguousarray(alignment.teacher_attributions).tobytes())
         if alignment.rows is not None:
             digest.update(b"rows:" + np.ascontiguousarray(alignment.rows, dtype=np.int64).tobytes())
+    if validation is not None:
+        digest.update(b"validation:" + np.ascontiguousarray(validation.z).tobytes())
+        digest.update(np.ascontiguousarray(validation.y).tobytes())
     return digest.hexdigest()
 
 
@@ -280,3 +292,126 @@ def restore_training_state(
     optimizer.load_state_dict(state["optimizer"])
     generator.set_state(state["generator"])
     torch.set_rng_state(state["torch_rng"])
+
+
+def validation_loss(
+    task: Task,
+    module: nn.Module,
+    z: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    scale: float = 1.0,
+    batchnorm_rows: torch.Tensor | None = None,
+    batch_size: int = 512,
+) -> float:
+    """The task loss (labels only: never the embedding or alignment term) of ``module`` on validation rows, in eval
+    mode; ``y`` and the margins are divided by ``scale`` as in training (see :func:`target_scale`).
+
+    With ``batchnorm_rows`` (the training rows), the loss is that of the network as it will be served: BatchNorm
+    statistics re-estimated on those rows first (:func:`recalibrate_batchnorm`, as after the last epoch), then put
+    back, so that training goes on unchanged. Without it a joint student's lagging running statistics make the
+    loss misleading (California, structure + mse: the best epoch came out as epoch 2 of 20).
+    """
+    if batchnorm_rows is not None:
+        saved = {name: buffer.clone() for name, buffer in module.named_buffers()}
+        try:
+            with torch.random.fork_rng(devices=[]):
+                recalibrate_batchnorm(module, batchnorm_rows, batch_size)
+            return validation_loss(task, module, z, y, scale=scale)
+        finally:
+            with torch.no_grad():
+                for name, buffer in module.named_buffers():
+                    buffer.copy_(saved[name])
+    was_training = module.training
+    module.eval()
+    loss = task_loss(task)
+    total = 0.0
+    with torch.no_grad():
+        for start in range(0, len(z), 4096):
+            margin = module(z[start : start + 4096]) / scale
+            total += float(loss(margin, y[start : start + 4096])) * len(margin)
+    module.train(was_training)
+    return total / max(len(z), 1)
+
+
+class EarlyStopping:
+    """Stop when the validation task loss has not improved for ``patience`` epochs; keep the best epoch's weights.
+
+    Every student's loop calls :meth:`update` after an epoch and :meth:`should_stop`, then :meth:`finish` once,
+    which puts the best weights back (before the BatchNorm pass). The best epoch is the first one with the lowest
+    validation loss; without validation rows (``loss None``) nothing is monitored and the budget is trained.
+    """
+
+    def __init__(self, *, enabled: bool, patience: int, budget: int, warmup: int = 0) -> None:
+        # ``warmup``: epochs in which the loss itself still changes (GBDT2NN's β schedule moves weight from the
+        # embedding loss to the task loss); the patience counts from the end of the warm-up at the earliest, so
+        # that a flat validation loss while the task loss is still starved does not stop training
+        self.enabled, self.patience, self.budget, self.warmup = enabled, patience, budget, warmup
+        self.best_epoch: int | None = None
+        self.best_loss = math.inf
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.epochs_run = 0
+
+    def update(self, epoch: int, loss: float | None, module: nn.Module) -> None:
+        """Record ``epoch`` (0-based) and its validation ``loss``; copy the weights when it is the best so far."""
+        self.epochs_run = epoch + 1
+        if loss is not None and loss < self.best_loss:
+            self.best_epoch, self.best_loss = epoch, loss
+            self.best_state = {name: tensor.detach().clone() for name, tensor in module.state_dict().items()}
+
+    def should_stop(self) -> bool:
+        """Whether ``patience`` epochs have passed since the best one and the warm-up (only when enabled and
+        monitoring)."""
+        if not self.enabled or self.best_epoch is None:
+            return False
+        return self.epochs_run - 1 - max(self.best_epoch, self.warmup - 1) >= self.patience
+
+    def finish(self, module: nn.Module) -> dict[str, Any]:
+        """Restore the best epoch's weights (when enabled) and describe the outcome for the history."""
+        restored = self.enabled and self.best_state is not None
+        if restored:
+            assert self.best_state is not None
+            module.load_state_dict(self.best_state)
+        if self.best_epoch is None:
+            reason = "no validation rows: trained the whole budget"
+        elif self.enabled and self.epochs_run < self.budget:
+            reason = f"no improvement of the validation loss for {self.patience} epochs"
+        else:
+            reason = "epoch budget reached"
+        return {
+            "early_stopping": self.enabled,
+            "patience": self.patience,
+            "warmup": self.warmup,
+            "budget": self.budget,
+            "epochs_run": self.epochs_run,
+            "best_epoch": self.best_epoch,
+            "best_validation_loss": None if self.best_epoch is None else self.best_loss,
+            "restored_best": restored,
+            "stopped": reason,
+        }
+
+    def checkpoint(self) -> dict[str, Any]:
+        """What a per-epoch checkpoint needs to continue early stopping exactly."""
+        return {
+            "best_epoch": self.best_epoch,
+            "best_loss": self.best_loss,
+            "best_state": self.best_state,
+            "epochs_run": self.epochs_run,
+        }
+
+    def resume(self, state: Mapping[str, Any]) -> None:
+        """Put :meth:`checkpoint`'s content back."""
+        self.best_epoch, self.best_loss = state["best_epoch"], float(state["best_loss"])
+        self.best_state, self.epochs_run = state["best_state"], int(state["epochs_run"])
+
+
+def validation_temperature(task: Task, module: nn.Module, validation: ValidationRows | None) -> float:
+    """Temperature scaling of a trained classifier, fitted on its validation rows (1 for regression or without
+    validation rows); see :mod:`gbdt2nn_core.student.calibration`."""
+    if task == "regression" or validation is None:
+        return 1.0
+    module.eval()
+    z = torch.as_tensor(validation.z, dtype=torch.float32)
+    with torch.no_grad():
+        margin = torch.cat([module(z[start : start + 4096]) for start in range(0, len(z), 4096)])
+    return fit_temperature(task, margin.double().numpy(), np.asarray(validation.y))

@@ -23,8 +23,10 @@ from gbdt2nn_core.errors import ConfigError, NotFittedError
 from gbdt2nn_core.host.attribution import LinearColumns
 from gbdt2nn_core.host.interfaces import Student, StudentInputs
 from gbdt2nn_core.progress import NullProgress
+from gbdt2nn_core.student.calibration import saved_temperature, temperature_state
 from gbdt2nn_core.student.kit import (
     AlignmentTargets,
+    EarlyStopping,
     batch_size,
     boolean,
     check_finite_loss,
@@ -45,6 +47,8 @@ from gbdt2nn_core.student.kit import (
     training_fingerprint,
     training_state,
     unit_interval,
+    validation_loss,
+    validation_temperature,
 )
 
 __all__ = ["MLPConfig", "MLPModule", "MLPStudent"]
@@ -69,7 +73,15 @@ class MLPConfig:
     hidden: tuple[int, ...] = attrs.field(default=(256, 128, 64), converter=_hidden)
     dropout: float = attrs.field(default=0.0, validator=_dropout)
     batch_norm: bool = attrs.field(default=True, validator=boolean)
+    #: The epoch budget: training stops earlier when ``early_stopping`` sees no progress (see ``patience``).
     epochs: int = attrs.field(default=20, validator=positive_int)
+    #: Stop when the task loss on the validation rows has not improved for ``patience`` epochs and restore the
+    #: best epoch's weights (as GBDT2NN does; :class:`~gbdt2nn_core.student.kit.EarlyStopping`).
+    early_stopping: bool = attrs.field(default=True, validator=boolean)
+    patience: int = attrs.field(default=3, validator=positive_int)
+    #: Fit a temperature on the validation rows after training (classification), so that probabilities are as
+    #: confident as they are right; margins stay uncalibrated.
+    calibrate: bool = attrs.field(default=True, validator=boolean)
     batch_size: int = attrs.field(default=512, validator=batch_size)
     lr: float = attrs.field(default=1e-3, validator=positive_float)
     weight_decay: float = attrs.field(default=1e-6, validator=non_negative_float)
@@ -125,6 +137,7 @@ class MLPStudent(Student):
         self.config = config_from_options(MLPConfig, options)
         self.module_: MLPModule | None = None
         self.history_: list[dict[str, Any]] = []
+        self.stopping_: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ the Student contract
     @property
@@ -139,7 +152,7 @@ class MLPStudent(Student):
 
     @property
     def history(self) -> dict[str, Any]:
-        return {"epochs": [dict(record) for record in self.history_]}
+        return {"epochs": [dict(record) for record in self.history_], "stopping": dict(self.stopping_)}
 
     def options(self) -> dict[str, Any]:
         return attrs.asdict(self.config)
@@ -147,12 +160,18 @@ class MLPStudent(Student):
     def state(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         module = self.module
         tensors = {name: tensor.detach().contiguous() for name, tensor in module.state_dict().items()}
-        return {"n_inputs": module.n_inputs, "n_outputs": module.n_outputs}, tensors
+        description = {
+            "n_inputs": module.n_inputs,
+            "n_outputs": module.n_outputs,
+            "calibration": temperature_state(self.temperature),
+        }
+        return description, tensors
 
     def load_state(self, description: dict[str, Any], tensors: dict[str, torch.Tensor]) -> MLPStudent:
         module = self._new_module(int(description["n_inputs"]), int(description["n_outputs"]))
         module.load_state_dict(tensors, strict=True)
         self.module_ = module.eval()
+        self.temperature = saved_temperature(description)
         return self
 
     def _new_module(self, n_inputs: int, n_outputs: int) -> MLPModule:
@@ -187,19 +206,27 @@ class MLPStudent(Student):
             alignment.attributor.fit(module, torch.as_tensor(inputs.background, dtype=torch.float32))
         optimizer = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.module_, self.history_ = module, []
-        fingerprint = training_fingerprint(cfg, inputs.teacher, inputs.z, inputs.y, alignment)
+        validation = inputs.validation
+        fingerprint = training_fingerprint(cfg, inputs.teacher, inputs.z, inputs.y, alignment, validation)
+        stopper = EarlyStopping(enabled=cfg.early_stopping, patience=cfg.patience, budget=cfg.epochs)
         first_epoch = 0
         resumed = load_checkpoint(inputs.checkpoint, fingerprint) if inputs.checkpoint is not None else None
         if resumed is not None:
             restore_training_state(resumed, module, optimizer, generator)
             self.history_ = json.loads(resumed["history"])
             first_epoch = int(resumed["epochs_done"])
+            stopper.resume(resumed["early_stopping"])
+        if validation is not None:
+            z_valid = torch.as_tensor(validation.z, dtype=torch.float32)
+            y_valid = torch.tensor(np.asarray(validation.y), dtype=y.dtype)
 
         n = len(z)
         batches = math.ceil(n / cfg.batch_size)
         with progress.step("student training (mlp)", total=cfg.epochs):
             progress.advance(first_epoch)
             for epoch in range(first_epoch, cfg.epochs):
+                if stopper.should_stop():
+                    break
                 started = time.perf_counter()
                 module.train()
                 order = torch.randperm(n, generator=generator)
@@ -224,6 +251,13 @@ class MLPStudent(Student):
                     optimizer.step()
                     sums["task"] += float(loss_task.detach()) * len(rows)
                     sums["rows"] += len(rows)
+                held_out = None
+                if validation is not None:
+                    served_statistics = z if cfg.batch_norm and cfg.recalibrate_batchnorm else None
+                    held_out = validation_loss(
+                        task, module, z_valid, y_valid, batchnorm_rows=served_statistics, batch_size=cfg.batch_size
+                    )
+                stopper.update(epoch, held_out, module)
                 extra = None
                 if inputs.on_epoch_end is not None:
                     module.eval()
@@ -232,6 +266,7 @@ class MLPStudent(Student):
                     {
                         "epoch": epoch,
                         "task_loss": sums["task"] / max(sums["rows"], 1.0),
+                        "validation_loss": held_out,
                         "alignment_loss": sums["align"] / sums["aligned"] if sums["aligned"] else None,
                         "seconds": time.perf_counter() - started,
                         "extra": dict(extra or {}),
@@ -245,10 +280,16 @@ class MLPStudent(Student):
                             "epochs_done": epoch + 1,
                             **training_state(module, optimizer, generator),
                             "history": json.dumps(self.history_),
+                            "early_stopping": stopper.checkpoint(),
                         },
                     )
                 progress.advance(1)
+        self.stopping_ = stopper.finish(module)
+        if validation is not None:
+            self.stopping_["validation_rows"] = len(validation.y)
         if cfg.batch_norm and cfg.recalibrate_batchnorm:
             recalibrate_batchnorm(module, z, cfg.batch_size)
         module.eval()
+        self.temperature = validation_temperature(task, module, validation) if cfg.calibrate else 1.0
+        self.stopping_["temperature"] = self.temperature
         return self

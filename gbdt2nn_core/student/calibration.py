@@ -1,0 +1,86 @@
+"""Temperature scaling: one scalar ``T > 0`` that divides a classifier's margins before the sigmoid / softmax.
+
+Fitted on the student's validation rows after training (Guo et al., 2017), it fixes over- or under-confident
+probabilities without changing any decision: ``margin / T`` keeps the sign and the arg-max of the margins, so
+accuracy and AUC are unchanged. Only probabilities use it; margins, alignment and explanations stay in the
+teacher's TreeSHAP units (uncalibrated).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+from scipy.special import expit, log_expit, log_softmax, softmax
+
+from gbdt2nn_core.errors import ModelFileError
+from gbdt2nn_core.host.interfaces import Task
+
+__all__ = [
+    "TEMPERATURE_RANGE",
+    "fit_temperature",
+    "negative_log_likelihood",
+    "probabilities",
+    "saved_temperature",
+    "temperature_state",
+]
+
+#: The temperatures searched: far wider than any calibration a distilled student needs.
+TEMPERATURE_RANGE = (0.05, 20.0)
+
+
+def negative_log_likelihood(margin: np.ndarray, y: np.ndarray, temperature: float = 1.0) -> float:
+    """Mean log-loss of class indices ``y`` under margins ``(n,)`` (binary) or ``(n, k)`` divided by ``temperature``."""
+    scaled = np.asarray(margin, dtype=np.float64) / temperature
+    labels = np.asarray(y, dtype=np.int64)
+    if scaled.ndim == 1:
+        return float(-np.mean(np.where(labels == 1, log_expit(scaled), log_expit(-scaled))))
+    return float(-np.mean(log_softmax(scaled, axis=1)[np.arange(len(labels)), labels]))
+
+
+def fit_temperature(task: Task, margin: np.ndarray, y: np.ndarray) -> float:
+    """The temperature that minimises the validation log-loss (bounded 1-D search over ``log T``); 1 for
+    regression or without rows."""
+    if task == "regression" or len(y) == 0:
+        return 1.0
+    low, high = (math.log(bound) for bound in TEMPERATURE_RANGE)
+    result = minimize_scalar(
+        lambda log_t: negative_log_likelihood(margin, y, math.exp(log_t)),
+        bounds=(low, high),
+        method="bounded",
+        options={"xatol": 1e-4},
+    )
+    best = math.exp(float(result.x))
+    # never worse than uncalibrated on the rows it was fitted on (the search is bounded and approximate)
+    return best if negative_log_likelihood(margin, y, best) < negative_log_likelihood(margin, y) else 1.0
+
+
+def probabilities(margin: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Class probabilities ``(n, k)`` from margins ``(n,)`` (binary: the positive class's log-odds) or ``(n, k)``."""
+    scaled = np.asarray(margin, dtype=np.float64) / temperature
+    if scaled.ndim == 1:
+        positive = expit(scaled)
+        return np.stack([1.0 - positive, positive], axis=1)
+    return np.asarray(softmax(scaled, axis=1))
+
+
+def temperature_state(temperature: float) -> dict[str, float]:
+    """The calibration entry of a student's saved description (JSON)."""
+    return {"temperature": float(temperature)}
+
+
+def saved_temperature(description: dict[str, object]) -> float:
+    """The temperature of a saved student description (1 when it has none: saved before calibration existed);
+    a value that is not a finite number > 0 is a :class:`ModelFileError` (the file is untrusted)."""
+    calibration = description.get("calibration")
+    if calibration is None:
+        return 1.0
+    value = calibration.get("temperature") if isinstance(calibration, dict) else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+        raise ModelFileError(
+            path="student.json",
+            problem=f"student_state.calibration.temperature is {value!r}, not a number > 0",
+            fix="save the model again with this version",
+        )
+    return float(value)
