@@ -32,6 +32,7 @@ from gbdt2nn_core.student.calibration import saved_temperature, temperature_stat
 from gbdt2nn_core.student.kit import (
     AlignmentTargets,
     EarlyStopping,
+    TargetScaling,
     batch_size,
     boolean,
     check_finite_loss,
@@ -48,7 +49,7 @@ from gbdt2nn_core.student.kit import (
     save_checkpoint,
     soft_loss,
     soft_targets,
-    target_scale,
+    target_scaling,
     task_loss,
     training_fingerprint,
     training_state,
@@ -100,6 +101,11 @@ class GBDT2NNConfig:
     beta_decay: float = attrs.field(default=0.7, validator=unit_interval)
     beta_step: int = attrs.field(default=2, validator=positive_int)
     beta_floor: float = attrs.field(default=0.3, validator=unit_interval)
+    #: Train regression targets standardised, ``(y - mean) / std`` of the training rows (the network's heads map
+    #: back to the target's units); ``False`` trains in the target's own units (very large targets are still
+    #: divided by a power of two near their size, so that squared errors stay finite). See
+    #: :func:`~gbdt2nn_core.student.kit.target_scaling`.
+    standardize_targets: bool = attrs.field(default=True, validator=boolean)
     #: Share of the task loss that fits the teacher's margins (MSE, "logit matching") instead of the labels;
     #: 0 is DeepGBM's original, label-only loss.
     teacher_weight: float = attrs.field(default=0.0, validator=unit_interval)
@@ -153,6 +159,8 @@ class GBDT2NNStudent(Student):
         self.history_: list[EpochRecord] = []
         self.leaf_history_: list[float] = []
         self.stopping_: dict[str, Any] = {}
+        #: What the student chose for itself and why (``history["choices"]``, the run folder's config.json).
+        self.choices_: dict[str, Any] = {}
         self.group_columns_: np.ndarray | None = None
         self.groups_: list[np.ndarray] = []
         self.lookup_blocks_: OneHotBlocks | None = None  # see use_lookup
@@ -249,7 +257,9 @@ class GBDT2NNStudent(Student):
         resumed = load_checkpoint(checkpoint, fingerprint) if checkpoint is not None else None
 
         # --- step 4: leaf embeddings, then frozen heads and embedding targets G_j(x)
-        scale = target_scale(task, y)
+        scaling = target_scaling(task, y, standardize=cfg.standardize_targets)
+        self.choices_ = {"targets": scaling.describe()}
+        scale = scaling.scale
         leaf_sums = torch.as_tensor(group_leaf_sums(ensemble, leaves, groups) / scale, dtype=torch.float32)
         embedding = LeafEmbedding(ensemble, groups, cfg.embedding_dim, cfg.leaf_dropout, leaf_sums.mean(0).numpy())
         leaves_t = torch.as_tensor(leaves, dtype=torch.long)
@@ -279,9 +289,8 @@ class GBDT2NNStudent(Student):
 
         # --- steps 5-6 (+ alignment): train the group networks
         z_t = torch.as_tensor(z, dtype=torch.float32)
-        y_t = torch.tensor(np.asarray(y) / scale if task == "regression" else np.asarray(y))
-        y_t = y_t.long() if task == "multiclass" else y_t.float()
-        objective = _Objective(cfg, task, module, targets, y_t, teacher_margin, alignment, aggregation, scale)
+        y_t = scaling.targets(task, y)
+        objective = _Objective(cfg, task, module, targets, y_t, teacher_margin, alignment, aggregation, scaling)
         if alignment is not None:
             alignment.attributor.fit(module, torch.as_tensor(background, dtype=torch.float32))
         optimizer = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -291,7 +300,7 @@ class GBDT2NNStudent(Student):
             enabled=cfg.early_stopping, patience=cfg.patience, budget=cfg.epochs, warmup=cfg.beta_warmup()
         )
         served_statistics = z_t if cfg.recalibrate_batchnorm else None
-        monitor = _validation_monitor(task, module, validation, scale, served_statistics, cfg.batch_size)
+        monitor = _validation_monitor(task, module, validation, scaling, served_statistics, cfg.batch_size)
         first_epoch = 0
         if resumed is not None:
             restore_training_state(resumed, module, optimizer, generator)
@@ -405,6 +414,7 @@ class GBDT2NNStudent(Student):
             "leaf_embedding": list(self.leaf_history_),
             "epochs": [attrs.asdict(record) for record in self.history_],
             "stopping": dict(self.stopping_),
+            "choices": dict(self.choices_),
         }
 
     def options(self) -> dict[str, Any]:
@@ -489,7 +499,7 @@ def _validation_monitor(
     task: Task,
     module: torch.nn.Module,
     validation: ValidationRows | None,
-    scale: float,
+    scaling: TargetScaling,
     batchnorm_rows: torch.Tensor | None,
     batch_size: int,
 ) -> Callable[[], float | None]:
@@ -498,10 +508,9 @@ def _validation_monitor(
     if validation is None:
         return lambda: None
     z = torch.as_tensor(validation.z, dtype=torch.float32)
-    y = torch.tensor(np.asarray(validation.y) / scale if task == "regression" else np.asarray(validation.y))
-    y = y.long() if task == "multiclass" else y.float()
+    y = scaling.targets(task, validation.y)
     return lambda: validation_loss(
-        task, module, z, y, scale=scale, batchnorm_rows=batchnorm_rows, batch_size=batch_size
+        task, module, z, y, scaling=scaling, batchnorm_rows=batchnorm_rows, batch_size=batch_size
     )
 
 
@@ -518,17 +527,19 @@ class _Objective:
         teacher_margin: np.ndarray | None,
         alignment: Alignment | None,
         aggregation: np.ndarray,
-        scale: float = 1.0,
+        scaling: TargetScaling,
     ) -> None:
-        # ``y`` comes divided by ``scale``; margins, soft targets and attributions are divided by it here
-        self.cfg, self.module, self.targets, self.y, self.scale = cfg, module, embedding_targets, y, scale
+        # ``y`` comes in training units; margins and soft targets are put in them here, attributions divided by the
+        # scale (they are differences of margins)
+        self.cfg, self.module, self.targets, self.y, self.scaling = cfg, module, embedding_targets, y, scaling
+        scale = scaling.scale
         self.task_loss = task_loss(task)
         self.embedding_weight = module.head_weight.abs() / scale  # the heads hold the scale, the loss must not
         self.soft_targets: torch.Tensor | None = None
         if cfg.teacher_weight > 0:
             if teacher_margin is None:
                 raise ConfigError(setting="teacher_weight", value=cfg.teacher_weight, fix="pass teacher_margin to fit")
-            self.soft_targets = torch.tensor(soft_targets(task, teacher_margin) / scale, dtype=torch.float32)
+            self.soft_targets = scaling.margins(soft_targets(task, teacher_margin))
             self.soft_loss = soft_loss(task)
         if alignment is not None:
             require_differentiable(alignment)
@@ -538,7 +549,7 @@ class _Objective:
     def distillation(self, z: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``L_task`` (labels, optionally mixed with the teacher's margins) and the |w|-weighted embedding loss."""
         embeddings = self.module.embeddings(z)
-        prediction = self.module.combine(self.module.group_outputs(embeddings)) / self.scale
+        prediction = self.scaling.apply(self.module.combine(self.module.group_outputs(embeddings)))
         loss_task = self.task_loss(prediction, self.y[rows])
         if self.soft_targets is not None:
             weight = self.cfg.teacher_weight

@@ -1,0 +1,127 @@
+"""Regression targets in a scale the network trains well on (issue 12, item 2): standardised targets, for both
+students, independent of the target's unit."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import sklearn.metrics as skm
+import torch
+
+from gbdt2nn_core.pipeline.distill import DistillConfig, DistillRun, distill
+from gbdt2nn_core.student.kit import TargetScaling, target_scaling, validation_loss
+
+pytestmark = pytest.mark.usefixtures("single_thread_torch")
+
+#: The mlp student as small as conftest's GBDT2NN one.
+SMALL_MLP: dict[str, Any] = {"epochs": 5, "hidden": (16, 16), "batch_size": 64}
+
+
+def test_standardised_targets_are_the_training_rows_mean_and_standard_deviation() -> None:
+    y = np.array([1000.0, 1010.0, 1020.0, 1050.0])
+    scaling = target_scaling("regression", y, standardize=True)
+    # by hand: mean 1020, population standard deviation sqrt((400 + 100 + 0 + 900) / 4)
+    assert scaling.offset == pytest.approx(1020.0)
+    assert scaling.scale == pytest.approx(np.sqrt(350.0))
+    np.testing.assert_allclose(scaling.targets("regression", y).numpy(), (y - 1020.0) / np.sqrt(350.0), rtol=1e-6)
+    assert scaling.describe()["why"].startswith("standardised")
+    # classes are never scaled
+    assert target_scaling("binary", np.array([0.0, 1.0]), standardize=True) == TargetScaling()
+    # off: the target's own units (ordinary size), or the power-of-two overflow guard (large)
+    assert target_scaling("regression", y, standardize=False).scale == 1.0
+    assert target_scaling("regression", y * 1e20, standardize=False).scale == 2.0 ** round(
+        np.log2(np.sqrt(np.mean((y * 1e20) ** 2)))
+    )
+    constant = target_scaling("regression", np.full(5, 7.0), standardize=True)
+    assert (constant.offset, constant.scale) == (7.0, 1.0)
+
+
+def test_the_validation_loss_is_the_mse_in_standardised_units() -> None:
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(50, 3)).astype(np.float32)
+    y = rng.normal(loc=500.0, scale=40.0, size=50)
+    module = torch.nn.Sequential(torch.nn.Linear(3, 1), torch.nn.Flatten(0))
+    with torch.no_grad():
+        margin = module(torch.as_tensor(z)).numpy().astype(np.float64)
+    scaling = target_scaling("regression", y, standardize=True)
+    loss = validation_loss("regression", module, torch.as_tensor(z), scaling.targets("regression", y), scaling=scaling)
+    # the reference: scikit-learn's MSE in the target's units, divided by the variance of the targets
+    assert loss == pytest.approx(skm.mean_squared_error(y, margin) / np.var(y), rel=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------ unit invariance
+def _scaled(frame: pd.DataFrame, factor: float) -> pd.DataFrame:
+    scaled = frame.copy()
+    scaled["MedHouseVal"] = scaled["MedHouseVal"] * factor
+    return scaled
+
+
+@pytest.fixture(scope="module")
+def california_frame() -> pd.DataFrame:
+    from gbdt2nn_core.data import load_bundled
+
+    return load_bundled("california").frame.sample(1200, random_state=0).reset_index(drop=True)
+
+
+@pytest.mark.parametrize("student", ["gbdt2nn", "mlp"])
+def test_a_target_in_other_units_gives_the_same_predictions_in_those_units(
+    student: str,
+    california_frame: pd.DataFrame,
+    small_config: Callable[..., DistillConfig],
+    tmp_path: Path,
+) -> None:
+    from gbdt2nn_core.pipeline.runfolder import read_folder, write_run
+
+    options = {} if student == "gbdt2nn" else {"student": student, "attributor": "gradient-x-input"}
+    # a schedule with task loss from the first epoch, so that two epochs learn the target
+    student_options = {
+        "student_options": {"beta0": 0.5, "epochs": 5, "batch_size": 64} if student == "gbdt2nn" else SMALL_MLP
+    }
+
+    def run(factor: float) -> DistillRun:
+        config = small_config(task="regression", alignment_weight=1.0, **options, **student_options)
+        if student == "mlp":  # small_config merges the GBDT2NN student's settings; the mlp has its own
+            config = DistillConfig(**{**config.to_json(), "student_options": SMALL_MLP})
+        return distill(_scaled(california_frame, factor), "MedHouseVal", config)
+
+    unit, thousand = run(1.0), run(1000.0)
+    # the teacher is unit-free (LightGBM's L2 splits and leaf values scale with the target): the premise
+    np.testing.assert_allclose(
+        thousand.teacher.predict_margin(thousand.data.test_frame),
+        1000 * unit.teacher.predict_margin(unit.data.test_frame),
+        rtol=1e-4,
+        atol=1e-2,
+    )
+    predicted = unit.student.predict_margin(unit.data.z_test)
+    predicted_1000 = thousand.student.predict_margin(thousand.data.z_test)
+    # equal up to float32 rounding, which a few hundred AdamW steps amplify to about 0.5 % of the spread
+    np.testing.assert_allclose(predicted_1000 / 1000, predicted, atol=0.02 * float(np.std(predicted)))
+    truth, truth_1000 = unit.data.y_test, thousand.data.y_test
+    np.testing.assert_allclose(truth_1000, 1000 * truth)
+    assert skm.r2_score(truth_1000, predicted_1000) == pytest.approx(skm.r2_score(truth, predicted), abs=2e-3)
+    assert skm.r2_score(truth, predicted) > 0.3  # it learned something: the comparison is not between two failures
+    # the choice is recorded with its reason, in the run folder's config.json, and a reload predicts identically
+    out = write_run(tmp_path / "run", thousand)
+    recorded = json.loads((out / "config.json").read_text())["student_choices"]["targets"]
+    assert recorded["scale"] == pytest.approx(np.std(thousand.data.y_train[thousand.prepared.validation.fit]))
+    assert recorded["why"].startswith("standardised")
+    reloaded = read_folder(out, with_teacher=False).model
+    np.testing.assert_array_equal(reloaded.predict_margin(thousand.data.test_frame), predicted_1000)
+
+
+def test_switched_off_the_student_trains_in_the_targets_own_units(
+    california_frame: pd.DataFrame, small_config: Callable[..., DistillConfig]
+) -> None:
+    config = small_config(task="regression", alignment_weight=0.0, student_options={"standardize_targets": False})
+    run = distill(california_frame, "MedHouseVal", config)
+    assert run.student.history["choices"]["targets"] == {
+        "offset": 0.0,
+        "scale": 1.0,
+        "why": "standardize_targets off: the target's own units",
+    }
