@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import attrs
 import numpy as np
 import pandas as pd
 import pytest
@@ -125,3 +126,45 @@ def test_switched_off_the_student_trains_in_the_targets_own_units(
         "scale": 1.0,
         "why": "standardize_targets off: the target's own units",
     }
+
+
+# ------------------------------------------------------------------------------------------------ λ and its cap
+def test_the_alignment_weight_is_capped_at_a_multiple_of_the_task_loss() -> None:
+    from gbdt2nn_core.student.kit import AlignmentWeight
+
+    weight = AlignmentWeight(1.0, cap=1.0)
+    # by hand: the first batch starts the moving averages (task 1, alignment 4): λ = min(1, 1 * 1 / 4)
+    assert weight.weight(torch.tensor(1.0), torch.tensor(4.0)) == pytest.approx(0.25)
+    # then alignment 4 + 0.05 * (0.5 - 4) = 3.825, task 1 + 0.05 * (3 - 1) = 1.1: λ = 1.1 / 3.825
+    assert weight.weight(torch.tensor(3.0), torch.tensor(0.5)) == pytest.approx(1.1 / 3.825)
+    assert weight.epoch_mean() == pytest.approx((0.25 + 1.1 / 3.825) / 2)
+    # a small alignment loss leaves the configured weight alone
+    small = AlignmentWeight(2.0, cap=1.0)
+    assert small.weight(torch.tensor(1.0), torch.tensor(0.1)) == 2.0
+    # off: the configured weight whatever the losses
+    off = AlignmentWeight(1.0, cap=0.0)
+    assert off.weight(torch.tensor(1.0), torch.tensor(100.0)) == 1.0
+    assert off.describe()["why"].startswith("alignment_cap off")
+    assert weight.describe()["mean_used"] == pytest.approx((0.25 + 1.1 / 3.825) / 2)
+
+
+@pytest.mark.parametrize("student", ["gbdt2nn", "mlp"])
+def test_the_weight_actually_used_is_recorded_per_epoch_and_in_the_choices(
+    student: str, adult_small: pd.DataFrame, small_config: Callable[..., DistillConfig]
+) -> None:
+    options = {} if student == "gbdt2nn" else {"student": "mlp", "attributor": "gradient-x-input"}
+    config = small_config(task="binary", alignment_weight=1000.0, **options)
+    if student == "mlp":
+        config = DistillConfig(**{**config.to_json(), "student_options": {**SMALL_MLP, "epochs": 2}})
+    run = distill(adult_small, "income_gt_50k", config)
+    used = [epoch["alignment_weight"] for epoch in run.student.history["epochs"]]
+    choice = run.student.history["choices"]["alignment_weight"]
+    assert choice["configured"] == 1000.0
+    assert choice["cap"] == 1.0
+    # λ = 1000 makes the alignment term dwarf the task loss: the cap brings it down on every epoch
+    assert all(0 < weight < 1000.0 for weight in used)
+    assert choice["mean_used"] == pytest.approx(np.mean(used))
+    # the plain student records none
+    plain = distill(adult_small, "income_gt_50k", attrs.evolve(config, alignment_weight=0.0))
+    assert "alignment_weight" not in plain.student.history["choices"]
+    assert all(epoch["alignment_weight"] is None for epoch in plain.student.history["epochs"])

@@ -43,6 +43,8 @@ def _student_row(model: str, run: Any) -> dict[str, Any]:
         "agreement": student["agreement"],
         "seconds": round(float(run.timings["student_s"]), 3),
         "epochs": len(run.student.history.get("epochs", [])),
+        # what the student resolved for itself: λ actually used (after its cap), the targets' scale
+        "choices": run.student.history.get("choices", {}),
     }
 
 

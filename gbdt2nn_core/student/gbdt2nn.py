@@ -31,6 +31,7 @@ from gbdt2nn_core.student._leaf_embedding import LeafEmbedding, fit_leaf_embeddi
 from gbdt2nn_core.student.calibration import saved_temperature, temperature_state
 from gbdt2nn_core.student.kit import (
     AlignmentTargets,
+    AlignmentWeight,
     EarlyStopping,
     TargetScaling,
     batch_size,
@@ -106,6 +107,9 @@ class GBDT2NNConfig:
     #: divided by a power of two near their size, so that squared errors stay finite). See
     #: :func:`~gbdt2nn_core.student.kit.target_scaling`.
     standardize_targets: bool = attrs.field(default=True, validator=boolean)
+    #: Cap λ (the alignment weight) on each aligned batch so that the alignment term is at most this multiple of the
+    #: task and embedding loss (moving averages; :class:`~gbdt2nn_core.student.kit.AlignmentWeight`); 0 = off.
+    alignment_cap: float = attrs.field(default=1.0, validator=non_negative_float)
     #: Share of the task loss that fits the teacher's margins (MSE, "logit matching") instead of the labels;
     #: 0 is DeepGBM's original, label-only loss.
     teacher_weight: float = attrs.field(default=0.0, validator=unit_interval)
@@ -138,6 +142,8 @@ class EpochRecord:
     embedding_loss: float
     alignment_loss: float | None
     seconds: float
+    #: The mean λ of the epoch's aligned batches (after :attr:`GBDT2NNConfig.alignment_cap`); ``None`` when plain.
+    alignment_weight: float | None = None
     #: The task loss on the validation rows after this epoch (``None`` without validation rows).
     validation_loss: float | None = None
     #: Whatever the ``on_epoch_end`` callback measured (e.g. validation metrics, agreement).
@@ -294,6 +300,7 @@ class GBDT2NNStudent(Student):
         if alignment is not None:
             alignment.attributor.fit(module, torch.as_tensor(background, dtype=torch.float32))
         optimizer = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        weight = AlignmentWeight(alignment.weight, cfg.alignment_cap) if alignment is not None else None
         self.module_ = module
         self.history_ = []
         stopper = EarlyStopping(
@@ -307,6 +314,8 @@ class GBDT2NNStudent(Student):
             self.history_ = [EpochRecord(**record) for record in json.loads(resumed["history"])]
             first_epoch = int(resumed["epochs_done"])
             stopper.resume(resumed["early_stopping"])
+            if weight is not None:
+                weight.resume(resumed["alignment_weight"])
 
         def save(epochs_done: int) -> None:
             if checkpoint is None:
@@ -321,6 +330,7 @@ class GBDT2NNStudent(Student):
                     "leaf_history": list(self.leaf_history_),
                     "history": json.dumps([attrs.asdict(record) for record in self.history_]),
                     "early_stopping": stopper.checkpoint(),
+                    "alignment_weight": weight.checkpoint() if weight is not None else None,
                 },
             )
 
@@ -332,7 +342,7 @@ class GBDT2NNStudent(Student):
                 if stopper.should_stop():
                     break
                 started = time.perf_counter()
-                sums = self._train_epoch(epoch, z_t, objective, optimizer, generator, alignment)
+                sums = self._train_epoch(epoch, z_t, objective, optimizer, generator, alignment, weight)
                 held_out = monitor()
                 stopper.update(epoch, held_out, module)
                 extra = None
@@ -348,11 +358,14 @@ class GBDT2NNStudent(Student):
                     alignment_loss=sums["align"] / sums["aligned_rows"] if sums["aligned_rows"] else None,
                     seconds=time.perf_counter() - started,
                     validation_loss=held_out,
+                    alignment_weight=weight.epoch_mean() if weight is not None else None,
                 )
                 self.history_.append(record)
                 save(epoch + 1)
                 progress.advance(1, loss=record.task_loss)
         self.stopping_ = stopper.finish(module)
+        if weight is not None:
+            self.choices_["alignment_weight"] = weight.describe()
         if validation is not None:
             self.stopping_["validation_rows"] = len(validation.y)
         if cfg.recalibrate_batchnorm:
@@ -371,6 +384,7 @@ class GBDT2NNStudent(Student):
         optimizer: torch.optim.Optimizer,
         generator: torch.Generator,
         alignment: Alignment | None,
+        weight: AlignmentWeight | None = None,
     ) -> dict[str, float]:
         """One pass over the rows in a seeded random order; returns summed losses.
 
@@ -390,9 +404,9 @@ class GBDT2NNStudent(Student):
             loss = (1.0 - beta) * loss_task + beta * loss_emb
             check_finite_loss(loss, "the task and embedding loss", epoch, cfg.lr, alignment)
             aligned = objective.alignment(z[rows], rows) if alignment is not None and carry[b] else None
-            if alignment is not None and aligned is not None:
+            if alignment is not None and weight is not None and aligned is not None:
                 loss_align, aligned_rows = aligned
-                loss = loss + alignment.weight * loss_align
+                loss = loss + weight.weight(loss, loss_align) * loss_align
                 check_finite_loss(loss, "the alignment loss", epoch, cfg.lr, alignment)
                 sums["align"] += float(loss_align.detach()) * aligned_rows
                 sums["aligned_rows"] += aligned_rows

@@ -29,6 +29,7 @@ from gbdt2nn_core.student.checkpoint import load_checkpoint, save_checkpoint
 
 __all__ = [
     "AlignmentTargets",
+    "AlignmentWeight",
     "EarlyStopping",
     "TargetScaling",
     "alignment_loss",
@@ -309,6 +310,66 @@ class AlignmentTargets:
             z, teacher = z[which], self.attributions[positions[which]]
         loss = alignment_loss(self.alignment, module, z, self.aggregation, teacher, scale=self.scale)
         return loss, len(z)
+
+
+class AlignmentWeight:
+    """λ of each aligned batch: the configured weight, capped so that the alignment term stays at most ``cap``
+    times the rest of the loss (task, plus GBDT2NN's embedding term), so that alignment never outweighs the task.
+
+    The two losses are tracked as exponential moving averages of their batch values (detached, in training units,
+    from the first aligned batch on), so the cap follows training without a second backward pass; ``cap = 0``
+    turns it off (λ as configured). Every student's loop asks :meth:`weight` once per aligned batch and reports
+    the mean λ of each epoch (:meth:`epoch_mean`); :meth:`describe` is the resolved choice for the run's record.
+    """
+
+    #: Weight of the newest batch in the moving averages (about the last 20 batches count).
+    SMOOTHING = 0.05
+
+    def __init__(self, weight: float, cap: float) -> None:
+        self.configured, self.cap = weight, cap
+        self.task: float | None = None
+        self.alignment: float | None = None
+        self.used: list[float] = []  # this epoch's λ per aligned batch
+        self.epochs: list[float] = []  # mean λ of every finished epoch
+
+    def weight(self, rest_loss: torch.Tensor, alignment_loss: torch.Tensor) -> float:
+        """λ for a batch whose non-alignment loss is ``rest_loss`` and alignment loss ``alignment_loss``."""
+        rest, aligned = float(rest_loss.detach()), float(alignment_loss.detach())
+        if self.task is None or self.alignment is None:
+            self.task, self.alignment = rest, aligned
+        else:
+            self.task += self.SMOOTHING * (rest - self.task)
+            self.alignment += self.SMOOTHING * (aligned - self.alignment)
+        weight = self.configured
+        if self.cap > 0 and self.alignment > 0 and math.isfinite(self.alignment):
+            weight = min(weight, self.cap * self.task / self.alignment)
+        self.used.append(weight)
+        return weight
+
+    def epoch_mean(self) -> float | None:
+        """The mean λ of the epoch's aligned batches (``None`` without any); starts the next epoch's record."""
+        mean = sum(self.used) / len(self.used) if self.used else None
+        if mean is not None:
+            self.epochs.append(mean)
+        self.used = []
+        return mean
+
+    def describe(self) -> dict[str, Any]:
+        """The resolved choice: the configured λ, the cap and the λ actually used (mean over the epochs)."""
+        used = sum(self.epochs) / len(self.epochs) if self.epochs else None
+        if self.cap <= 0:
+            why = "alignment_cap off: the configured weight on every aligned batch"
+        else:
+            why = f"capped so that the alignment term is at most {self.cap:g}x the task loss (moving averages)"
+        return {"configured": self.configured, "cap": self.cap, "mean_used": used, "why": why}
+
+    def checkpoint(self) -> dict[str, Any]:
+        """What a per-epoch checkpoint needs to continue exactly."""
+        return {"task": self.task, "alignment": self.alignment, "epochs": list(self.epochs)}
+
+    def resume(self, state: Mapping[str, Any]) -> None:
+        """Put :meth:`checkpoint`'s content back."""
+        self.task, self.alignment, self.epochs = state["task"], state["alignment"], list(state["epochs"])
 
 
 def training_fingerprint(

@@ -26,6 +26,7 @@ from gbdt2nn_core.progress import NullProgress
 from gbdt2nn_core.student.calibration import saved_temperature, temperature_state
 from gbdt2nn_core.student.kit import (
     AlignmentTargets,
+    AlignmentWeight,
     EarlyStopping,
     TargetScaling,
     batch_size,
@@ -91,6 +92,9 @@ class MLPConfig:
     #: to the target's units (``False``: the target's own units; see
     #: :func:`~gbdt2nn_core.student.kit.target_scaling`).
     standardize_targets: bool = attrs.field(default=True, validator=boolean)
+    #: Cap λ on each aligned batch so that the alignment term is at most this multiple of the task loss (as
+    #: GBDT2NN's option of that name; :class:`~gbdt2nn_core.student.kit.AlignmentWeight`); 0 = off.
+    alignment_cap: float = attrs.field(default=1.0, validator=non_negative_float)
     #: Share of the loss that fits the teacher's margins (logit matching) instead of the labels.
     teacher_weight: float = attrs.field(default=0.5, validator=unit_interval)
     #: Re-estimate BatchNorm statistics on the training rows after the last epoch (as GBDT2NN does).
@@ -231,6 +235,7 @@ class MLPStudent(Student):
         hard_loss, matching_loss = task_loss(task), soft_loss(task)
         aggregation = torch.as_tensor(inputs.aggregation, dtype=torch.float32)
         targets = None
+        weight = AlignmentWeight(alignment.weight, cfg.alignment_cap) if alignment is not None else None
         if alignment is not None:
             require_differentiable(alignment)
             targets = AlignmentTargets(alignment, len(z), aggregation, scale=scaling.scale)
@@ -247,6 +252,8 @@ class MLPStudent(Student):
             self.history_ = json.loads(resumed["history"])
             first_epoch = int(resumed["epochs_done"])
             stopper.resume(resumed["early_stopping"])
+            if weight is not None:
+                weight.resume(resumed["alignment_weight"])
         if validation is not None:
             z_valid = torch.as_tensor(validation.z, dtype=torch.float32)
             y_valid = scaling.targets(task, validation.y)
@@ -271,9 +278,9 @@ class MLPStudent(Student):
                     loss = loss_task
                     check_finite_loss(loss, "the task loss", epoch, cfg.lr, alignment)
                     aligned = targets.batch_loss(module, z[rows], rows) if targets is not None and carry[b] else None
-                    if alignment is not None and aligned is not None:
+                    if alignment is not None and weight is not None and aligned is not None:
                         loss_align, aligned_rows = aligned
-                        loss = loss + alignment.weight * loss_align
+                        loss = loss + weight.weight(loss, loss_align) * loss_align
                         check_finite_loss(loss, "the alignment loss", epoch, cfg.lr, alignment)
                         sums["align"] += float(loss_align.detach()) * aligned_rows
                         sums["aligned"] += aligned_rows
@@ -306,6 +313,7 @@ class MLPStudent(Student):
                         "validation_loss": held_out,
                         "alignment_loss": sums["align"] / sums["aligned"] if sums["aligned"] else None,
                         "seconds": time.perf_counter() - started,
+                        "alignment_weight": weight.epoch_mean() if weight is not None else None,
                         "extra": dict(extra or {}),
                     }
                 )
@@ -318,10 +326,13 @@ class MLPStudent(Student):
                             **training_state(module, optimizer, generator),
                             "history": json.dumps(self.history_),
                             "early_stopping": stopper.checkpoint(),
+                            "alignment_weight": weight.checkpoint() if weight is not None else None,
                         },
                     )
                 progress.advance(1)
         self.stopping_ = stopper.finish(module)
+        if weight is not None:
+            self.choices_["alignment_weight"] = weight.describe()
         if validation is not None:
             self.stopping_["validation_rows"] = len(validation.y)
         if cfg.batch_norm and cfg.recalibrate_batchnorm:
