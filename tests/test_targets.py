@@ -1,5 +1,6 @@
-"""Regression targets in a scale the network trains well on (issue 12, item 2): standardised targets, for both
-students, independent of the target's unit."""
+"""A student that fits itself (issue 12, item 2): regression targets in a scale the network trains well on
+(standardised, for both students, independent of the target's unit), a β schedule that does not starve the task
+loss, and λ capped so that alignment never outweighs the task."""
 
 from __future__ import annotations
 
@@ -168,3 +169,29 @@ def test_the_weight_actually_used_is_recorded_per_epoch_and_in_the_choices(
     plain = distill(adult_small, "income_gt_50k", attrs.evolve(config, alignment_weight=0.0))
     assert "alignment_weight" not in plain.student.history["choices"]
     assert all(epoch["alignment_weight"] is None for epoch in plain.student.history["epochs"])
+
+
+# ------------------------------------------------------------------------------------------------ the β schedule
+def test_the_default_beta_schedule_trains_the_task_loss_from_the_first_epoch() -> None:
+    from gbdt2nn_core.student import GBDT2NNConfig
+
+    # by hand: β_e = 0.2 · max(0.3, 0.7^⌊e / 2⌋)
+    expected = [0.2, 0.2, 0.14, 0.14, 0.098, 0.098, 0.0686, 0.0686, 0.06, 0.06, 0.06]
+    config = GBDT2NNConfig()
+    assert [config.beta(epoch) for epoch in range(11)] == pytest.approx(expected)
+    assert config.beta_warmup() == 8  # constant from epoch 8: early stopping's patience counts from there
+    # DeepGBM's own schedule stays one setting away: no task loss in epochs 0 and 1
+    deepgbm = GBDT2NNConfig(beta0=1.0)
+    assert [deepgbm.beta(epoch) for epoch in range(3)] == pytest.approx([1.0, 1.0, 0.7])
+
+
+def test_a_short_run_learns_the_target(
+    california_frame: pd.DataFrame, small_config: Callable[..., DistillConfig]
+) -> None:
+    # two epochs: DeepGBM's schedule has trained no task loss yet, the default has
+    def r2(beta0: float) -> float:
+        config = small_config(task="regression", alignment_weight=0.0, student_options={"beta0": beta0, "epochs": 2})
+        run = distill(california_frame, "MedHouseVal", config)
+        return float(skm.r2_score(run.data.y_test, run.student.predict_margin(run.data.z_test)))
+
+    assert r2(0.2) > r2(1.0) + 0.1

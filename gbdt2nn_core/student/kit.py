@@ -360,7 +360,7 @@ class AlignmentWeight:
         if self.cap <= 0:
             why = "alignment_cap off: the configured weight on every aligned batch"
         else:
-            why = f"capped so that the alignment term is at most {self.cap:g}x the task loss (moving averages)"
+            why = f"capped at {self.cap:g}x the rest of the loss (task and embedding terms; moving averages)"
         return {"configured": self.configured, "cap": self.cap, "mean_used": used, "why": why}
 
     def checkpoint(self) -> dict[str, Any]:
