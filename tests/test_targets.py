@@ -192,6 +192,10 @@ def test_a_short_run_learns_the_target(
     def r2(beta0: float) -> float:
         config = small_config(task="regression", alignment_weight=0.0, student_options={"beta0": beta0, "epochs": 2})
         run = distill(california_frame, "MedHouseVal", config)
+        # the resolved schedule is recorded: β of every epoch of the budget (by hand: beta0 in epochs 0 and 1)
+        recorded = run.student.history["choices"]["beta"]
+        assert recorded["per_epoch"] == pytest.approx([beta0, beta0])
+        assert recorded["warmup"] == 0  # constant within a 2-epoch budget
         return float(skm.r2_score(run.data.y_test, run.student.predict_margin(run.data.z_test)))
 
     assert r2(0.2) > r2(1.0) + 0.1

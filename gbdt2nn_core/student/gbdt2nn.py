@@ -268,7 +268,7 @@ class GBDT2NNStudent(Student):
 
         # --- step 4: leaf embeddings, then frozen heads and embedding targets G_j(x)
         scaling = target_scaling(task, y, standardize=cfg.standardize_targets)
-        self.choices_ = {"targets": scaling.describe()}
+        self.choices_ = {"targets": scaling.describe(), "beta": _beta_choice(cfg)}
         scale = scaling.scale
         leaf_sums = torch.as_tensor(group_leaf_sums(ensemble, leaves, groups) / scale, dtype=torch.float32)
         embedding = LeafEmbedding(ensemble, groups, cfg.embedding_dim, cfg.leaf_dropout, leaf_sums.mean(0).numpy())
@@ -511,6 +511,14 @@ class GBDT2NNStudent(Student):
             alignment=update.alignment,
             aggregation=update.aggregation,
         )
+
+
+def _beta_choice(cfg: GBDT2NNConfig) -> dict[str, Any]:
+    """The β schedule as resolved for the run's record: β of each epoch of the budget, the warm-up, and why."""
+    deepgbm = cfg.beta0 == 1.0
+    why = "DeepGBM's schedule: no task loss while beta is 1" if deepgbm else "task loss from the first epoch"
+    per_epoch = [cfg.beta(epoch) for epoch in range(cfg.epochs)]
+    return {"per_epoch": per_epoch, "warmup": cfg.beta_warmup(), "why": why}
 
 
 def _validation_monitor(
