@@ -393,9 +393,11 @@ class GBDT2NNStudent(Student):
         """One pass over the rows in a seeded random order; returns summed losses.
 
         A share ``alignment.fraction`` of the batches (drawn with ``generator``) carries the alignment term, over
-        the batch's rows among ``alignment.rows``.
+        the batch's rows among ``alignment.rows``, weighted by ``weight`` (a fresh one for this epoch if not given).
         """
         cfg, module = self.config, self.module
+        if alignment is not None and weight is None:
+            weight = AlignmentWeight(alignment.weight, cfg.alignment_cap)
         beta = cfg.beta(epoch)
         module.train()
         n = z.shape[0]
