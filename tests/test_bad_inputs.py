@@ -1778,8 +1778,9 @@ CASES += [
         after_progress=True,
         where="CLI",
         heading=TRAINING,
-        bad="`--alignment-weight 1e308` (was: NaN metrics, internal error)",
-        argv=(*DISTILL, *ONE_EPOCH, "--alignment-weight", "1e308"),
+        bad="`--alignment-weight 1e308` with the cap off (`--student-option alignment_cap=0`; the default cap keeps λ "
+        "within the task loss) (was: NaN metrics, internal error)",
+        argv=(*DISTILL, *ONE_EPOCH, "--alignment-weight", "1e308", "--student-option", "alignment_cap=0"),
         message=E + _DIVERGED + "epoch 1 of the student training: … became infinite or NaN; lower the alignment "
         "weight (--alignment-weight, now 1e+308) or the learning rate (--student-option lr, now 0.001)",
         fix="a smaller `--alignment-weight`",

@@ -115,6 +115,23 @@ def test_a_target_in_other_units_gives_the_same_predictions_in_those_units(
     assert recorded["why"].startswith("standardised")
     reloaded = read_folder(out, with_teacher=False).model
     np.testing.assert_array_equal(reloaded.predict_margin(thousand.data.test_frame), predicted_1000)
+    if student == "gbdt2nn":  # online updates (GBDT2NN only) train in the same units, also after a reload
+        updated, updated_1000 = _updated(unit.student, unit), _updated(reloaded.student, thousand)
+        assert not np.allclose(updated, predicted, atol=1e-3 * float(np.std(predicted)))  # the update moved it
+        np.testing.assert_allclose(updated_1000 / 1000, updated, atol=0.02 * float(np.std(updated)))
+
+
+def _updated(student: Any, run: DistillRun) -> np.ndarray:
+    """``student``'s test margins after one online pass over ``run``'s test rows, with SGD (whose steps, unlike
+    Adam's, grow with the loss's unit: the pass tells whether the loss was computed in training units)."""
+    from gbdt2nn_core.host.interfaces import OnlineUpdate
+
+    optimizer = torch.optim.SGD(student.module.parameters(), lr=0.05)
+    generator = torch.Generator().manual_seed(0)
+    student.partial_fit(
+        OnlineUpdate(z=run.data.z_test, y=run.data.y_test, task="regression", optimizer=optimizer, generator=generator)
+    )
+    return np.asarray(student.predict_margin(run.data.z_test))
 
 
 def test_switched_off_the_student_trains_in_the_targets_own_units(

@@ -171,6 +171,8 @@ class GBDT2NNStudent(Student):
         self.stopping_: dict[str, Any] = {}
         #: What the student chose for itself and why (``history["choices"]``, the run folder's config.json).
         self.choices_: dict[str, Any] = {}
+        #: The training units of regression targets (saved with the state: online updates train in them too).
+        self.target_scaling_: TargetScaling | None = None
         self.group_columns_: np.ndarray | None = None
         self.groups_: list[np.ndarray] = []
         self.lookup_blocks_: OneHotBlocks | None = None  # see use_lookup
@@ -268,6 +270,7 @@ class GBDT2NNStudent(Student):
 
         # --- step 4: leaf embeddings, then frozen heads and embedding targets G_j(x)
         scaling = target_scaling(task, y, standardize=cfg.standardize_targets)
+        self.target_scaling_ = scaling
         self.choices_ = {"targets": scaling.describe(), "beta": _beta_choice(cfg)}
         scale = scaling.scale
         leaf_sums = torch.as_tensor(group_leaf_sums(ensemble, leaves, groups) / scale, dtype=torch.float32)
@@ -453,6 +456,11 @@ class GBDT2NNStudent(Student):
             },
             "calibration": temperature_state(self.temperature),
         }
+        if self.target_scaling_ is not None:
+            description["target_scaling"] = {
+                "offset": self.target_scaling_.offset,
+                "scale": self.target_scaling_.scale,
+            }
         tensors = {name: tensor.detach().contiguous() for name, tensor in module.state_dict().items()}
         return description, tensors
 
@@ -469,6 +477,12 @@ class GBDT2NNStudent(Student):
         module.use_lookup(self.lookup_blocks_)
         self.module_ = module.eval()
         self.temperature = saved_temperature(description)
+        units = description.get("target_scaling")  # absent from students saved before it was recorded
+        if isinstance(units, dict):
+            offset, scale = float(units["offset"]), float(units["scale"])
+            if not (math.isfinite(offset) and math.isfinite(scale) and scale > 0):
+                raise ValueError(f"target_scaling must be finite with a positive scale, not {units}")
+            self.target_scaling_ = TargetScaling(offset=offset, scale=scale)
         if architecture.get("group_columns") is not None:
             self.group_columns_ = np.asarray(architecture["group_columns"])
         return self
@@ -512,6 +526,7 @@ class GBDT2NNStudent(Student):
             generator=update.generator,
             alignment=update.alignment,
             aggregation=update.aggregation,
+            scaling=self.target_scaling_,
         )
 
 
