@@ -26,6 +26,7 @@ Every section and key is optional; command-line flags override the file. Example
     weight = 1.0                     # λ; 0 = plain distillation
     fraction = 1.0                   # share of batches that carry the alignment term
     rows = 0.1                       # share of training rows that carry it (only theirs get TreeSHAP)
+    min_rows = 3000                  # but at least this many (every row of a smaller set; 0 = no floor)
     options = { temperature = 1.0 }
 
     [run]
@@ -60,7 +61,7 @@ ALLOWED_KEYS: dict[str, frozenset[str]] = {
     "teacher": frozenset({"name", "model", "options"}),
     "student": frozenset({"name", "options"}),
     "attributor": frozenset({"name", "options"}),
-    "alignment": frozenset({"loss", "weight", "fraction", "rows", "options"}),
+    "alignment": frozenset({"loss", "weight", "fraction", "rows", "min_rows", "options"}),
     "run": frozenset(
         {
             "seed",

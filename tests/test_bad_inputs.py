@@ -643,6 +643,22 @@ CASES: list[Case] = [
         fix="the share of training rows, e.g. 0.1 for a tenth",
     ),
     Case(
+        id="alignment-min-rows-negative",
+        where="CLI",
+        bad="a negative floor of aligned rows: `--alignment-min-rows -1`",
+        argv=(*DISTILL, "--alignment-min-rows", "-1"),
+        message=E + "invalid alignment_min_rows=-1: use a whole number of rows of at least 0 (0 = no floor)",
+        fix="a number of rows, e.g. 3000 (0 = no floor)",
+    ),
+    Case(
+        id="alignment-min-rows-share",
+        where="CLI",
+        bad="a share instead of a row count: `--alignment-min-rows 0.5`",
+        argv=(*DISTILL, "--alignment-min-rows", "0.5"),
+        message=E + "argument --alignment-min-rows: invalid int value: '0.5' (see 'gbdt2nn distill --help')",
+        fix="a whole number of rows (the share is `--alignment-rows`)",
+    ),
+    Case(
         id="validation-fraction-count",
         where="CLI",
         bad="a row count instead of a share: `--validation-fraction 500`",
@@ -1243,6 +1259,14 @@ CASES: list[Case] = [
         call=lambda ctx: _config(alignment_rows=True),
         message="invalid alignment_rows=True: use a number in (0, 1]",
         fix="a share of the training rows in (0, 1]",
+    ),
+    Case(
+        id="api-alignment-min-rows-float",
+        where="API",
+        bad="`DistillConfig(alignment_min_rows=2000.0)`",
+        call=lambda ctx: _config(alignment_min_rows=2000.0),
+        message="invalid alignment_min_rows=2000.0: use a whole number of rows of at least 0 (0 = no floor)",
+        fix="a whole number of rows (0 = no floor)",
     ),
     Case(
         id="api-validation-fraction-too-large",

@@ -69,6 +69,13 @@ def add_parser(subparsers: Any) -> None:
         "TreeSHAP alone is computed; 1 = all (default: 0.1)",
     )
     training.add_argument(
+        "--alignment-min-rows",
+        type=int,
+        metavar="N",
+        help="but at least this many aligned training rows (all of them when there are fewer); 0 = no floor "
+        "(default: 3000)",
+    )
+    training.add_argument(
         "--alignment-fraction",
         type=float,
         metavar="SHARE",
@@ -137,6 +144,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         "alignment_weight": pick(args.alignment_weight, file["alignment"], "weight"),
         "alignment_fraction": pick(args.alignment_fraction, file["alignment"], "fraction"),
         "alignment_rows": pick(args.alignment_rows, file["alignment"], "rows"),
+        "alignment_min_rows": pick(args.alignment_min_rows, file["alignment"], "min_rows"),
         "seed": pick(args.seed, run_section, "seed"),
         "validation_fraction": pick(args.validation_fraction, run_section, "validation_fraction"),
         "teacher_explanation": pick(args.teacher_explanation, run_section, "teacher_explanation"),

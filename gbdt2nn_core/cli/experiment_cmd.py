@@ -54,6 +54,13 @@ def add_parser(subparsers: Any) -> None:
         help="share of the training rows that carry the alignment term (default: 0.1)",
     )
     grid.add_argument(
+        "--alignment-min-rows",
+        type=int,
+        metavar="N",
+        help="but at least this many aligned training rows (all of them when there are fewer); 0 = no floor "
+        "(default: 3000)",
+    )
+    grid.add_argument(
         "--alignment-fraction",
         type=float,
         metavar="SHARE",
@@ -115,6 +122,7 @@ def _settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]
         "losses": args.losses,
         "alignment_weight": args.alignment_weight,
         "alignment_rows": args.alignment_rows,
+        "alignment_min_rows": args.alignment_min_rows,
         "alignment_fraction": args.alignment_fraction,
         "threads": args.threads,
     }

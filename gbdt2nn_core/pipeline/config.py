@@ -21,6 +21,7 @@ __all__ = [
     "check_bins",
     "check_explanation",
     "check_fraction",
+    "check_min_rows",
     "check_task",
     "check_test_size",
     "check_validation_fraction",
@@ -47,6 +48,13 @@ def check_test_size(_: object, attribute: attrs.Attribute[float], value: float) 
 def check_validation_fraction(_: object, attribute: attrs.Attribute[float], value: float) -> None:
     if isinstance(value, bool) or not (isinstance(value, (int, float)) and 0 <= value < 0.5):
         raise ConfigError(setting=attribute.name, value=value, fix="use a number in [0, 0.5), e.g. 0.1 (0 = none)")
+
+
+def check_min_rows(_: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ConfigError(
+            setting=attribute.name, value=value, fix="use a whole number of rows of at least 0 (0 = no floor)"
+        )
 
 
 def check_task(_: object, attribute: attrs.Attribute[str | None], value: str | None) -> None:
@@ -83,6 +91,9 @@ class RunSettings:
     #: Share of the training rows that carry the alignment term: a random subset drawn with the seed, the only
     #: rows whose teacher TreeSHAP is computed (1 = every training row).
     alignment_rows: float = attrs.field(default=0.1, validator=check_fraction)
+    #: The fewest training rows that carry it when ``alignment_rows`` gives fewer (capped at the training rows the
+    #: student fits on; 0 = no floor): a tenth of a small training set is too few to learn the explanations from.
+    alignment_min_rows: int = attrs.field(default=3000, validator=check_min_rows)
     test_size: float = attrs.field(default=0.2, validator=check_test_size)
     #: Share of the training rows the student holds out (seeded, stratified for classification) to stop early on
     #: and to pick its best epoch; the teacher still trains on every training row (0 = none).

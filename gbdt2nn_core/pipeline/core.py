@@ -85,14 +85,15 @@ class Prepared:
         """The teacher's explanations of the training rows (the alignment target)."""
         return self._explain("train", self.data.train_frame, "training rows")
 
-    def aligned_explanations(self, share: float, seed: int) -> tuple[np.ndarray | None, TreeShap]:
+    def aligned_explanations(self, share: float, seed: int, *, min_rows: int) -> tuple[np.ndarray | None, TreeShap]:
         """The aligned rows and the teacher's explanations of them (the alignment target): a share ``share`` of the
-        student's fitting rows (:attr:`validation`'s ``fit``) drawn with ``seed`` (by the background policy's
-        sampler), as positions among those rows, or ``None`` when that is every one of them. Only these rows are
-        explained; the cache keys them by content, so a subset and the full set never share an entry."""
+        student's fitting rows (:attr:`validation`'s ``fit``), but at least ``min_rows`` of them (all when there are
+        fewer), drawn with ``seed`` (by the background policy's sampler), as positions among those rows, or
+        ``None`` when that is every one of them. Only these rows are explained; the cache keys them by content, so
+        a subset and the full set never share an entry."""
         fit = self.validation.fit
         n = len(fit)
-        count = math.ceil(share * n)
+        count = max(math.ceil(share * n), min_rows)
         if count >= n:
             if n == len(self.data.y_train):
                 return None, self.shap_train
@@ -270,6 +271,7 @@ class Pipeline:
         alignment: str | None = None,
         alignment_options: Mapping[str, Any] | None = None,
         alignment_rows: float | None = None,
+        alignment_min_rows: int | None = None,
         alignment_fraction: float | None = None,
         on_epoch_end: Callable[[Any, int], dict[str, float] | None] | None = None,
         checkpoint: Path | None = None,
@@ -277,7 +279,8 @@ class Pipeline:
         """Train the configured student on the prepared rows; settings given here override the config's.
 
         ``alignment_weight > 0`` adds ``λ · L_align`` towards the teacher's explanations of the aligned training
-        rows (a share ``alignment_rows`` of them, on a share ``alignment_fraction`` of the batches).
+        rows (a share ``alignment_rows`` of them but at least ``alignment_min_rows``, on a share
+        ``alignment_fraction`` of the batches).
         ``on_epoch_end(student, epoch)`` runs after every epoch (its result goes into the epoch's record);
         ``checkpoint`` saves after every epoch and resumes a matching checkpoint found there.
         """
@@ -288,6 +291,7 @@ class Pipeline:
             alignment=alignment,
             alignment_options=alignment_options,
             alignment_rows=alignment_rows,
+            alignment_min_rows=alignment_min_rows,
             alignment_fraction=alignment_fraction,
         )
         registry = self.registry
@@ -296,7 +300,9 @@ class Pipeline:
         explainer = registry.attributor(config.attributor, **config.attributor_options)
         alignment_term = None
         if config.alignment_weight > 0:
-            rows, target = prepared.aligned_explanations(config.alignment_rows, config.seed)
+            rows, target = prepared.aligned_explanations(
+                config.alignment_rows, config.seed, min_rows=config.alignment_min_rows
+            )
             alignment_term = Alignment(
                 attributor=explainer,
                 loss=registry.alignment_loss(config.alignment, **config.alignment_options),

@@ -194,6 +194,7 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
         alignment_weight: float = _DEFAULTS.alignment_weight,
         alignment_fraction: float = _DEFAULTS.alignment_fraction,
         alignment_rows: float = _DEFAULTS.alignment_rows,
+        alignment_min_rows: int = _DEFAULTS.alignment_min_rows,
         epochs: int = 20,
         validation_fraction: float = _DEFAULTS.validation_fraction,
         early_stopping: bool = True,
@@ -218,6 +219,7 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
         self.alignment_weight = alignment_weight
         self.alignment_fraction = alignment_fraction
         self.alignment_rows = alignment_rows
+        self.alignment_min_rows = alignment_min_rows
         self.epochs = epochs
         self.validation_fraction = validation_fraction
         self.early_stopping = early_stopping
@@ -310,6 +312,7 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
             alignment_weight=self.alignment_weight,
             alignment_fraction=self.alignment_fraction,
             alignment_rows=self.alignment_rows,
+            alignment_min_rows=self.alignment_min_rows,
             validation_fraction=self.validation_fraction,
             teacher_explanation=self.teacher_explanation,
             background_rows=self.background_rows,
@@ -799,10 +802,11 @@ class GBDT2NNRegressor(RegressorMixin, _GBDT2NNBase):  # type: ignore[misc]
         their own.
     attributor, attributor_options:
         How the student explains itself while it learns to explain like the teacher (default ``"structure"``).
-    alignment, alignment_options, alignment_weight, alignment_fraction, alignment_rows:
+    alignment, alignment_options, alignment_weight, alignment_fraction, alignment_rows, alignment_min_rows:
         The alignment loss (``"mse"``, ``"cosine"``, ``"rank"``), λ (0 = plain distillation), the share of
         batches that carry it and the share of training rows it covers (a seeded random subset: only those rows'
-        teacher TreeSHAP is computed). ``partial_fit`` aligns every row it is given attributions for.
+        teacher TreeSHAP is computed), but at least ``alignment_min_rows`` rows (every row of a smaller training
+        set; 0 = no floor). ``partial_fit`` aligns every row it is given attributions for.
     epochs:
         The student's budget of training epochs (early stopping usually ends training sooner).
     validation_fraction, early_stopping, n_iter_no_change:
