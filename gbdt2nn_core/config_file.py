@@ -31,6 +31,7 @@ Every section and key is optional; command-line flags override the file. Example
 
     [run]
     seed = 0
+    threads = 2                      # torch, teacher and TreeSHAP threads (default: every core)
     test_size = 0.2
     validation_fraction = 0.1        # training rows the student holds out to stop early (0 = none)
     threshold_bins = 64
@@ -65,6 +66,7 @@ ALLOWED_KEYS: dict[str, frozenset[str]] = {
     "run": frozenset(
         {
             "seed",
+            "threads",
             "test_size",
             "validation_fraction",
             "threshold_bins",

@@ -659,6 +659,14 @@ CASES: list[Case] = [
         fix="a whole number of rows (the share is `--alignment-rows`)",
     ),
     Case(
+        id="threads-zero",
+        where="CLI",
+        bad="`--threads 0`",
+        argv=(*DISTILL, "--threads", "0"),
+        message=E + "invalid threads=0: use a whole number of at least 1",
+        fix="`--threads 1` or more (default: every core)",
+    ),
+    Case(
         id="validation-fraction-count",
         where="CLI",
         bad="a row count instead of a share: `--validation-fraction 500`",

@@ -94,6 +94,13 @@ def add_parser(subparsers: Any) -> None:
     )
     training.add_argument("--seed", type=int, default=None, help="random seed (default: 0)")
     training.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="threads of torch, the teacher's training and its TreeSHAP, recorded in config.json (default: every "
+        "core this process may use)",
+    )
+    training.add_argument(
         "--teacher-explanation",
         choices=["path-dependent", "interventional"],
         help="teacher TreeSHAP: native path-dependent (default) or interventional (needs the shap plugin)",
@@ -146,6 +153,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         "alignment_rows": pick(args.alignment_rows, file["alignment"], "rows"),
         "alignment_min_rows": pick(args.alignment_min_rows, file["alignment"], "min_rows"),
         "seed": pick(args.seed, run_section, "seed"),
+        "threads": pick(args.threads, run_section, "threads"),
         "validation_fraction": pick(args.validation_fraction, run_section, "validation_fraction"),
         "teacher_explanation": pick(args.teacher_explanation, run_section, "teacher_explanation"),
     }
@@ -172,16 +180,25 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     """Run the distillation described by the flags and the --config file."""
+    import torch
+
     from gbdt2nn_core.pipeline.dask_engine import engine_client
 
-    with engine_client(args.engine, scheduler=args.scheduler, workers=args.dask_workers) as engine:
-        return _run(args, engine)
+    previous_threads = torch.get_num_threads()  # put back: main() may be called inside a larger program
+    try:
+        with engine_client(args.engine, scheduler=args.scheduler, workers=args.dask_workers) as engine:
+            return _run(args, engine)
+    finally:
+        torch.set_num_threads(previous_threads)
 
 
 def _run(args: argparse.Namespace, engine: Any) -> int:
     """:func:`run`, with ``engine`` the Dask engine of ``--engine dask`` (``None``: everything in this process)."""
+    import torch
+
     from gbdt2nn_core.data import load_bundled, read_table, split_features_target
     from gbdt2nn_core.host.registry import get_registry
+    from gbdt2nn_core.kit.booster_teacher import available_cores
     from gbdt2nn_core.pipeline import DistillConfig, Pipeline
     from gbdt2nn_core.pipeline.dask_engine import prepare_on_dask, read_on_dask
     from gbdt2nn_core.pipeline.distill import run_student
@@ -200,6 +217,9 @@ def _run(args: argparse.Namespace, engine: Any) -> int:
         if out is None:
             raise DataError(problem="--data needs --out", fix="name a run folder to write with --out DIR")
     config = DistillConfig(**settings["config"])
+    threads = config.threads if config.threads is not None else available_cores()
+    config = attrs.evolve(config, threads=threads)  # explicit, so that config.json says what the run used
+    torch.set_num_threads(threads)
     if out is not None:
         check_destination(out, overwrite=args.overwrite)  # before minutes of training
     teacher_model = settings["teacher_model"]

@@ -68,7 +68,12 @@ def add_parser(subparsers: Any) -> None:
     )
     grid.add_argument("--epochs", type=int, metavar="N", help="student training epochs (default: the student's, 20)")
     grid.add_argument("--no-independent", action="store_true", help="skip independent imitation")
-    grid.add_argument("--threads", type=int, metavar="N", help="torch threads (default: torch's choice)")
+    grid.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="threads of torch, the teacher's training and its TreeSHAP (default: each library's choice)",
+    )
     output = parser.add_argument_group("output")
     output.add_argument(
         "--out", type=Path, metavar="DIR", help="experiment folder (default: runs/experiment-<dataset>)"

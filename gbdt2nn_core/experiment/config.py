@@ -25,7 +25,7 @@ one-line errors that list the allowed ones. Example (``gbdt2nn experiment --conf
     alignment_min_rows = 3000        # but at least this many (every row of a smaller set; 0 = no floor)
     independent = true               # also run independent imitation (an explanation network)
     monitor_rows = 512               # test rows on which agreement is measured after every epoch
-    threads = 1                      # torch threads (default: torch's choice)
+    threads = 1                      # torch, teacher and TreeSHAP threads (default: each library's choice)
     out = "runs/experiment-adult"
 
     [attributor_options]
@@ -233,7 +233,6 @@ class ExperimentConfig(RunSettings):
     independent: bool = True
     imitation: ImitationConfig = attrs.field(factory=ImitationConfig, converter=_imitation)
     monitor_rows: int = attrs.field(default=512, validator=_check_count(0))
-    threads: int | None = attrs.field(default=None, validator=_check_count(1, optional=True))
 
     def distill_config(self, seed: int) -> DistillConfig:
         """The pipeline settings of one seed (each configuration then sets the attributor, loss and λ)."""

@@ -132,9 +132,13 @@ class BoosterTeacher(Teacher, Generic[B]):
     }
     #: Exceptions of the library that mean it cannot predict on the given data (turned into a ``DataError``).
     native_errors: ClassVar[tuple[type[BaseException], ...]] = (ValueError,)
+    #: The library's training option for its native threads, then its other spellings (empty: :meth:`use_threads`
+    #: sets only the TreeSHAP threads).
+    thread_options: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, model: object = None, **params: Any) -> None:
         self._params = dict(params)
+        self._native_threads: int | None = None
         self._wrapped = model is not None
         self._booster: B | None = None
         self._facts: BoosterFacts | None = None
@@ -160,6 +164,16 @@ class BoosterTeacher(Teacher, Generic[B]):
         facts = self._facts
         state = "unfitted" if facts is None else f"{facts.n_trees} trees, task={self._task!r}"
         return f"{type(self).__name__}({state})"
+
+    def use_threads(self, threads: int) -> BoosterTeacher[B]:
+        """Run on ``threads`` native threads: training (the library's option :attr:`thread_options`, unless the
+        user's options already set it: theirs wins) and :meth:`shap_values` when it is not given ``threads``."""
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ConfigError(setting="threads", value=threads, fix="use a whole number ≥ 1")
+        self._native_threads = threads
+        if self.thread_options and not self._wrapped and not any(name in self._params for name in self.thread_options):
+            self._params[self.thread_options[0]] = threads
+        return self
 
     # ------------------------------------------------------------------ hooks a backend fills in
     @abc.abstractmethod
@@ -462,11 +476,13 @@ class BoosterTeacher(Teacher, Generic[B]):
     ) -> TreeShap:
         """Path-dependent TreeSHAP from the library, in margin space.
 
-        Rows go to the library ``chunk_rows`` at a time, each chunk on ``threads`` native threads (default: every
-        core this process may use, :func:`available_cores`); ``progress`` is called after each chunk. Each row's
-        values are computed on their own, so chunks and threads give the same values as one single-threaded call.
+        Rows go to the library ``chunk_rows`` at a time, each chunk on ``threads`` native threads (default: those
+        of :meth:`use_threads`, else every core this process may use, :func:`available_cores`); ``progress`` is
+        called after each chunk. Each row's values are computed on their own, so chunks and threads give the same
+        values as one single-threaded call.
         """
-        threads = available_cores() if threads is None else threads
+        if threads is None:
+            threads = self._native_threads if self._native_threads is not None else available_cores()
         for setting, value in (("threads", threads), ("chunk_rows", chunk_rows)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(setting=setting, value=value, fix="use a whole number ≥ 1")

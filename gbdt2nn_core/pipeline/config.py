@@ -24,6 +24,7 @@ __all__ = [
     "check_min_rows",
     "check_task",
     "check_test_size",
+    "check_threads",
     "check_validation_fraction",
     "check_weight",
 ]
@@ -55,6 +56,11 @@ def check_min_rows(_: object, attribute: attrs.Attribute[int], value: int) -> No
         raise ConfigError(
             setting=attribute.name, value=value, fix="use a whole number of rows of at least 0 (0 = no floor)"
         )
+
+
+def check_threads(_: object, attribute: attrs.Attribute[int | None], value: int | None) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ConfigError(setting=attribute.name, value=value, fix="use a whole number of at least 1")
 
 
 def check_task(_: object, attribute: attrs.Attribute[str | None], value: str | None) -> None:
@@ -105,6 +111,10 @@ class RunSettings:
     background_rows: int = attrs.field(default=100, validator=check_bins)
     #: Split thresholds of the teacher per numeric column that the student's encoding uses (0 = none).
     threshold_bins: int = attrs.field(default=64, validator=check_bins)
+    #: Native threads of the teacher's training and TreeSHAP (a booster teacher's :meth:`use_threads`); ``gbdt2nn
+    #: distill --threads`` also pins torch's to it and records the number it used (default there: every core this
+    #: process may use). ``None``: each library's own default (TreeSHAP: every core).
+    threads: int | None = attrs.field(default=None, validator=check_threads)
     #: Where teacher explanations are cached (a distillation: ``$GBDT2NN_CACHE_DIR`` or ``~/.cache/gbdt2nn``; an
     #: experiment: ``cache/`` inside its folder).
     cache_dir: str | None = None

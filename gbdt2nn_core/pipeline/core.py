@@ -27,6 +27,7 @@ from gbdt2nn_core.errors import ConfigError
 from gbdt2nn_core.host.interfaces import Attributor, Student, StudentInputs, Teacher, TreeShap, ValidationRows
 from gbdt2nn_core.host.registry import Registry, get_registry
 from gbdt2nn_core.kit.alignment import Alignment
+from gbdt2nn_core.kit.booster_teacher import BoosterTeacher
 from gbdt2nn_core.pipeline.background import BACKGROUND_ROWS, background_index
 from gbdt2nn_core.pipeline.config import DistillConfig
 from gbdt2nn_core.pipeline.data import (
@@ -202,7 +203,10 @@ class Pipeline:
         options = dict(self.config.teacher_options)
         if teacher_model is not None:
             options["model"] = teacher_model
-        return self.registry.teacher(self.config.teacher, **options)
+        teacher = self.registry.teacher(self.config.teacher, **options)
+        if self.config.threads is not None and isinstance(teacher, BoosterTeacher):
+            teacher.use_threads(self.config.threads)
+        return teacher
 
     # ------------------------------------------------------------------ prepare
     def split(self, frame: pd.DataFrame, target: str) -> SplitData:

@@ -44,6 +44,7 @@ class XGBoostTeacher(BoosterTeacher[xgb.Booster]):
     default_params = DEFAULT_PARAMS
     aliases = ALIASES
     native_errors = (xgb.core.XGBoostError, ValueError)
+    thread_options = ("nthread", "n_jobs", "num_threads")
 
     def __init__(self, model: object = None, **params: Any) -> None:
         self._node_to_leaf: np.ndarray | None = None
