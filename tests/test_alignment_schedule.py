@@ -163,6 +163,29 @@ def test_the_term_of_a_batch_is_the_loss_over_its_aligned_rows_only(adult_run: D
     assert targets.batch_loss(module, torch.zeros(2, z.shape[1]), torch.tensor([1, 2])) is None  # none aligned
 
 
+def test_a_batch_without_aligned_rows_builds_no_attribution_graph(adult_run: DistillRun) -> None:
+    # the term is skipped before the attributor runs: no forward, no double backward for such a batch
+    module = copy.deepcopy(adult_run.student.module).train()
+    n = len(adult_run.prepared.validation.fit)
+    alignment = _alignment(adult_run, np.arange(0, n, 3))
+    calls: list[int] = []
+    attribute_columns = alignment.attributor.attribute_columns  # type: ignore[attr-defined]
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return attribute_columns(*args, **kwargs)
+
+    alignment.attributor.attribute_columns = counted  # type: ignore[attr-defined]
+    alignment.attributor.fit(module, torch.as_tensor(adult_run.prepared.background, dtype=torch.float32))
+    aggregation = torch.as_tensor(adult_run.data.encoder.aggregation(), dtype=torch.float32)
+    targets = AlignmentTargets(alignment, n, aggregation)
+    z = torch.as_tensor(adult_run.data.z_train[adult_run.prepared.validation.fit][:6], dtype=torch.float32)
+    assert targets.batch_loss(module, z[[1, 2, 4, 5]], torch.tensor([1, 2, 4, 5])) is None
+    assert calls == []
+    assert targets.batch_loss(module, z[[1, 3]], torch.tensor([1, 3])) is not None
+    assert calls == [1]
+
+
 class _PositionRecorder:
     """An alignment loss that records which training rows it was given (their position is in column 0)."""
 
