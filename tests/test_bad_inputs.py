@@ -394,7 +394,8 @@ _ALL_ATTRIBUTORS = "gradient, gradient-x-input, integrated-gradients, shap, stru
 _STUDENT_OPTIONS = (
     "n_groups, features_per_group, embedding_dim, hidden, leaf_epochs, leaf_dropout, epochs, early_stopping, "
     "patience, calibrate, batch_size, lr, "
-    "weight_decay, beta0, beta_decay, beta_step, beta_floor, teacher_weight, recalibrate_batchnorm, seed"
+    "weight_decay, beta0, beta_decay, beta_step, beta_floor, standardize_targets, alignment_cap, teacher_weight, "
+    "recalibrate_batchnorm, seed"
 )
 _RUN_FOLDER = "pass a run folder written by 'gbdt2nn distill' (it holds student.safetensors and student.json)"
 _LGB_FIX = "save the model again (Booster.save_model or teacher.save), or pass model=None to train a new one"
@@ -681,6 +682,22 @@ CASES: list[Case] = [
         argv=(*DISTILL, "--student-option", "patience=0"),
         message=E + "invalid patience=0: use a whole number of at least 1",
         fix="wait at least one epoch without improvement (or early_stopping=false)",
+    ),
+    Case(
+        id="student-standardize-targets-word",
+        where="CLI",
+        bad="`--student-option standardize_targets=yes`",
+        argv=(*DISTILL, "--student-option", "standardize_targets=yes"),
+        message=E + "invalid standardize_targets='yes': use true or false",
+        fix="`standardize_targets=true` (the default) or `false` (train in the target's own units)",
+    ),
+    Case(
+        id="student-alignment-cap-negative",
+        where="CLI",
+        bad="`--student-option alignment_cap=-1`",
+        argv=(*DISTILL, "--student-option", "alignment_cap=-1"),
+        message=E + "invalid alignment_cap=-1: use a finite number of at least 0",
+        fix="a multiple of the task loss, e.g. 1 (the default), or 0 for no cap",
     ),
     Case(
         id="alignment-fraction-above-one",

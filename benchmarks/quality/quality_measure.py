@@ -43,18 +43,29 @@ def _student_row(model: str, run: Any) -> dict[str, Any]:
         "agreement": student["agreement"],
         "seconds": round(float(run.timings["student_s"]), 3),
         "epochs": len(run.student.history.get("epochs", [])),
+        # what the student resolved for itself: λ actually used (after its cap), the targets' scale
+        "choices": run.student.history.get("choices", {}),
     }
 
 
-def measure(dataset: Dataset, *, seed: int, threads: int, epochs: int | None, mlp: bool = True) -> list[dict[str, Any]]:
+def measure(
+    dataset: Dataset,
+    *,
+    seed: int,
+    threads: int,
+    epochs: int | None,
+    mlp: bool = True,
+    student_options: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
     """Teacher and students of ``dataset`` with ``seed``: one record per model (task metrics, fidelity, agreement,
-    seconds). ``threads`` is LightGBM's thread count; ``epochs`` overrides the students' default when given."""
-    student_options = {} if epochs is None else {"epochs": epochs}
+    seconds). ``threads`` is LightGBM's thread count; ``epochs`` overrides the students' default when given;
+    ``student_options`` are GBDT2NN settings (the mlp student keeps its defaults)."""
+    epoch_budget = {} if epochs is None else {"epochs": epochs}
     config = DistillConfig(
         task=dataset.task,
         seed=seed,
         teacher_options={"num_threads": threads},
-        student_options=student_options,
+        student_options={**(student_options or {}), **epoch_budget},
         # every run computes its teacher's TreeSHAP, so that its time is measured, not a cache hit
         cache=False,
     )
@@ -66,7 +77,8 @@ def measure(dataset: Dataset, *, seed: int, threads: int, epochs: int | None, ml
         "gbdt2nn · aligned": run_student(pipeline, prepared, config.alignment_weight),
     }
     if mlp and "mlp" in get_registry().names("student"):
-        mlp_pipeline = Pipeline(attrs.evolve(config, student="mlp", attributor=MLP_ATTRIBUTOR))
+        mlp_config = attrs.evolve(config, student="mlp", attributor=MLP_ATTRIBUTOR, student_options=epoch_budget)
+        mlp_pipeline = Pipeline(mlp_config)
         mlp_pipeline.check()
         students["mlp · plain"] = run_student(mlp_pipeline, prepared, 0.0)
         students["mlp · aligned"] = run_student(mlp_pipeline, prepared, config.alignment_weight)

@@ -69,6 +69,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=_positive, default=None, help="students' epochs (default: their own)")
     parser.add_argument("--threads", type=_positive, default=1, help="threads for LightGBM, torch, BLAS (default 1)")
     parser.add_argument("--no-mlp", action="store_true", help="skip the mlp student")
+    parser.add_argument(
+        "--student-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a GBDT2NN student setting, e.g. beta0=0.5 (repeatable; to compare schedules)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "quality.md", help="Markdown report to write")
     parser.add_argument("--json", type=Path, default=RESULTS / "quality.json", help="every record, as JSON")
     parser.add_argument("--list", action="store_true", help="list the datasets and their cards, run nothing")
@@ -83,6 +90,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     from quality_measure import measure, sample
     from quality_report import render
 
+    from gbdt2nn_core.cli.serving import parse_options
     from gbdt2nn_core.errors import DataError
     from gbdt2nn_core.kit.booster_teacher import available_cores
 
@@ -103,6 +111,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         "datasets": names,
         "seeds": args.seeds,
         "epochs": args.epochs,
+        "student_options": parse_options(args.student_option, "--student-option"),
         "sample_rows": args.sample_rows,
         "threads": args.threads,
         # the teacher's TreeSHAP runs on every core this process may use (issue 11's default); `taskset` pins it
@@ -131,7 +140,14 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
             raise SystemExit(f"{name}: {error}") from None
         for seed in args.seeds:
             run_started = time.perf_counter()
-            rows = measure(dataset, seed=seed, threads=args.threads, epochs=args.epochs, mlp=not args.no_mlp)
+            rows = measure(
+                dataset,
+                seed=seed,
+                threads=args.threads,
+                epochs=args.epochs,
+                mlp=not args.no_mlp,
+                student_options=meta["student_options"],
+            )
             for row in rows:
                 row["run_seconds"] = round(time.perf_counter() - run_started, 3)
             records += rows

@@ -97,7 +97,9 @@ def _write_student(directory: Path, parts: RunParts, teacher_file: str | None) -
     if parts.teacher_background is not None:
         metadata["teacher_background"] = _jsonable_rows(parts.teacher_background)
     save_model(directory, attrs.evolve(parts.model, metadata=metadata))
-    write_json(directory / CONFIG, parts.config.to_json())
+    # the settings as given, and what the student resolved for itself from the data (targets' scale, β, λ...) and why
+    choices = parts.history.get("choices", {})
+    write_json(directory / CONFIG, {**parts.config.to_json(), "student_choices": choices})
     if parts.metrics is not None:
         write_json(directory / METRICS, parts.metrics)
     write_json(directory / HISTORY, parts.history)

@@ -29,7 +29,9 @@ from gbdt2nn_core.student.checkpoint import load_checkpoint, save_checkpoint
 
 __all__ = [
     "AlignmentTargets",
+    "AlignmentWeight",
     "EarlyStopping",
+    "TargetScaling",
     "alignment_loss",
     "batch_size",
     "boolean",
@@ -48,6 +50,7 @@ __all__ = [
     "soft_loss",
     "soft_targets",
     "target_scale",
+    "target_scaling",
     "task_loss",
     "training_fingerprint",
     "training_state",
@@ -153,6 +156,68 @@ def target_scale(task: Task, y: np.ndarray) -> float:
     return 2.0 ** round(math.log2(rms)) if rms > _TARGET_SCALE_FROM else 1.0
 
 
+@attrs.frozen(kw_only=True)
+class TargetScaling:
+    """The units a student trains regression targets in: ``(value - offset) / scale``.
+
+    Losses on targets and margins (labels, the teacher's margins, validation) are computed in these units, and
+    attributions (differences of margins, so without the offset) are divided by ``scale`` on both sides of the
+    alignment term. The network itself predicts in the target's own units: its output layer maps back. Classes
+    are never scaled (offset 0, scale 1).
+    """
+
+    offset: float = 0.0
+    scale: float = 1.0
+    #: Why these values: recorded with the student's choices (``history["choices"]``, the run folder's config).
+    reason: str = "classification: margins are trained as they are"
+
+    def apply(self, values: torch.Tensor) -> torch.Tensor:
+        """The network's margins (in the target's units) in training units."""
+        if self.offset == 0.0 and self.scale == 1.0:
+            return values
+        return (values - self.offset) / self.scale
+
+    def targets(self, task: Task, y: np.ndarray) -> torch.Tensor:
+        """Labels as a student trains on them: class indices (multiclass), 0/1 floats (binary), or regression
+        targets in training units (scaled in float64 first, so that a large mean costs no precision)."""
+        if task == "multiclass":
+            return torch.tensor(np.asarray(y), dtype=torch.long)
+        return self.margins(y) if task == "regression" else torch.tensor(np.asarray(y), dtype=torch.float32)
+
+    def margins(self, values: np.ndarray) -> torch.Tensor:
+        """Margins given as numbers (e.g. the teacher's, as soft targets) in training units, float32 (scaled in
+        float64 first)."""
+        return torch.tensor((np.asarray(values, dtype=np.float64) - self.offset) / self.scale, dtype=torch.float32)
+
+    def describe(self) -> dict[str, Any]:
+        """The resolved values, JSON-ready."""
+        return {"offset": self.offset, "scale": self.scale, "why": self.reason}
+
+
+def target_scaling(task: Task, y: np.ndarray, *, standardize: bool) -> TargetScaling:
+    """How a student trains on ``y``: standardised regression targets (mean 0, standard deviation 1 over the
+    training rows) when ``standardize``, else only the overflow guard of :func:`target_scale`.
+
+    Standardising makes training independent of the target's unit (a price in cents trains as the same price in
+    dollars: the same initial steps of AdamW, the same balance between task, embedding and alignment losses).
+    """
+    if task != "regression":
+        return TargetScaling()
+    values = np.asarray(y, dtype=np.float64)
+    if not standardize:
+        scale = target_scale(task, values)
+        reason = "standardize_targets off: the target's own units" + (
+            f", losses divided by {scale:g} (a large target)" if scale != 1.0 else ""
+        )
+        return TargetScaling(scale=scale, reason=reason)
+    mean = float(values.mean()) if values.size else 0.0
+    std = float(values.std()) if values.size else 0.0
+    if not (math.isfinite(std) and std > 0):
+        # a constant target: any unit fits it; keep the offset so that the loss starts at the constant
+        return TargetScaling(offset=mean, reason="standardised: constant training target, scale kept at 1")
+    return TargetScaling(offset=mean, scale=std, reason="standardised: (y - mean) / std of the training targets")
+
+
 def task_loss(task: Task) -> nn.Module:
     """MSE (regression), BCE with logits (binary) or cross-entropy (multiclass) on margins."""
     if task == "regression":
@@ -199,7 +264,8 @@ def alignment_loss(
     """``L_align`` of a batch: the student's per-column attributions of ``z`` against the teacher's, differentiable.
 
     ``teacher_attributions`` are the teacher's of the same rows, ``(n, d)`` or ``(n, k, d)``, in units of
-    ``scale`` (see :func:`target_scale`); the student's are divided by it here.
+    ``scale`` (:attr:`TargetScaling.scale`: attributions are differences of margins, so no offset); the student's
+    are divided by it here, so that both sides are compared in the same training units.
     """
     with frozen_batchnorm(module):
         student = column_attributions(alignment.attributor, module, z, aggregation, create_graph=True) / scale
@@ -244,6 +310,66 @@ class AlignmentTargets:
             z, teacher = z[which], self.attributions[positions[which]]
         loss = alignment_loss(self.alignment, module, z, self.aggregation, teacher, scale=self.scale)
         return loss, len(z)
+
+
+class AlignmentWeight:
+    """λ of each aligned batch: the configured weight, capped so that the alignment term stays at most ``cap``
+    times the rest of the loss (task, plus GBDT2NN's embedding term), so that alignment never outweighs the task.
+
+    The two losses are tracked as exponential moving averages of their batch values (detached, in training units,
+    from the first aligned batch on), so the cap follows training without a second backward pass; ``cap = 0``
+    turns it off (λ as configured). Every student's loop asks :meth:`weight` once per aligned batch and reports
+    the mean λ of each epoch (:meth:`epoch_mean`); :meth:`describe` is the resolved choice for the run's record.
+    """
+
+    #: Weight of the newest batch in the moving averages (about the last 20 batches count).
+    SMOOTHING = 0.05
+
+    def __init__(self, weight: float, cap: float) -> None:
+        self.configured, self.cap = weight, cap
+        self.task: float | None = None
+        self.alignment: float | None = None
+        self.used: list[float] = []  # this epoch's λ per aligned batch
+        self.epochs: list[float] = []  # mean λ of every finished epoch
+
+    def weight(self, rest_loss: torch.Tensor, alignment_loss: torch.Tensor) -> float:
+        """λ for a batch whose non-alignment loss is ``rest_loss`` and alignment loss ``alignment_loss``."""
+        rest, aligned = float(rest_loss.detach()), float(alignment_loss.detach())
+        if self.task is None or self.alignment is None:
+            self.task, self.alignment = rest, aligned
+        else:
+            self.task += self.SMOOTHING * (rest - self.task)
+            self.alignment += self.SMOOTHING * (aligned - self.alignment)
+        weight = self.configured
+        if self.cap > 0 and self.alignment > 0 and math.isfinite(self.alignment):
+            weight = min(weight, self.cap * self.task / self.alignment)
+        self.used.append(weight)
+        return weight
+
+    def epoch_mean(self) -> float | None:
+        """The mean λ of the epoch's aligned batches (``None`` without any); starts the next epoch's record."""
+        mean = sum(self.used) / len(self.used) if self.used else None
+        if mean is not None:
+            self.epochs.append(mean)
+        self.used = []
+        return mean
+
+    def describe(self) -> dict[str, Any]:
+        """The resolved choice: the configured λ, the cap and the λ actually used (mean over the epochs)."""
+        used = sum(self.epochs) / len(self.epochs) if self.epochs else None
+        if self.cap <= 0:
+            why = "alignment_cap off: the configured weight on every aligned batch"
+        else:
+            why = f"capped at {self.cap:g}x the rest of the loss (task and embedding terms; moving averages)"
+        return {"configured": self.configured, "cap": self.cap, "mean_used": used, "why": why}
+
+    def checkpoint(self) -> dict[str, Any]:
+        """What a per-epoch checkpoint needs to continue exactly."""
+        return {"task": self.task, "alignment": self.alignment, "epochs": list(self.epochs)}
+
+    def resume(self, state: Mapping[str, Any]) -> None:
+        """Put :meth:`checkpoint`'s content back."""
+        self.task, self.alignment, self.epochs = state["task"], state["alignment"], list(state["epochs"])
 
 
 def training_fingerprint(
@@ -300,12 +426,13 @@ def validation_loss(
     z: torch.Tensor,
     y: torch.Tensor,
     *,
-    scale: float = 1.0,
+    scaling: TargetScaling | None = None,
     batchnorm_rows: torch.Tensor | None = None,
     batch_size: int = 512,
 ) -> float:
     """The task loss (labels only: never the embedding or alignment term) of ``module`` on validation rows, in eval
-    mode; ``y`` and the margins are divided by ``scale`` as in training (see :func:`target_scale`).
+    mode; ``y`` is in training units (:meth:`TargetScaling.targets`) and the margins are put in them by
+    ``scaling``, as in training.
 
     With ``batchnorm_rows`` (the training rows), the loss is that of the network as it will be served: BatchNorm
     statistics re-estimated on those rows first (:func:`recalibrate_batchnorm`, as after the last epoch), then put
@@ -317,7 +444,7 @@ def validation_loss(
         try:
             with torch.random.fork_rng(devices=[]):
                 recalibrate_batchnorm(module, batchnorm_rows, batch_size)
-            return validation_loss(task, module, z, y, scale=scale)
+            return validation_loss(task, module, z, y, scaling=scaling)
         finally:
             with torch.no_grad():
                 for name, buffer in module.named_buffers():
@@ -325,10 +452,11 @@ def validation_loss(
     was_training = module.training
     module.eval()
     loss = task_loss(task)
+    scaling = scaling or TargetScaling()
     total = 0.0
     with torch.no_grad():
         for start in range(0, len(z), 4096):
-            margin = module(z[start : start + 4096]) / scale
+            margin = scaling.apply(module(z[start : start + 4096]))
             total += float(loss(margin, y[start : start + 4096])) * len(margin)
     module.train(was_training)
     return total / max(len(z), 1)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import numpy as np
@@ -26,7 +26,9 @@ from gbdt2nn_core.progress import NullProgress
 from gbdt2nn_core.student.calibration import saved_temperature, temperature_state
 from gbdt2nn_core.student.kit import (
     AlignmentTargets,
+    AlignmentWeight,
     EarlyStopping,
+    TargetScaling,
     batch_size,
     boolean,
     check_finite_loss,
@@ -43,6 +45,7 @@ from gbdt2nn_core.student.kit import (
     save_checkpoint,
     soft_loss,
     soft_targets,
+    target_scaling,
     task_loss,
     training_fingerprint,
     training_state,
@@ -85,6 +88,13 @@ class MLPConfig:
     batch_size: int = attrs.field(default=512, validator=batch_size)
     lr: float = attrs.field(default=1e-3, validator=positive_float)
     weight_decay: float = attrs.field(default=1e-6, validator=non_negative_float)
+    #: Train regression targets standardised, ``(y - mean) / std`` of the training rows; the output layer maps back
+    #: to the target's units (``False``: the target's own units; see
+    #: :func:`~gbdt2nn_core.student.kit.target_scaling`).
+    standardize_targets: bool = attrs.field(default=True, validator=boolean)
+    #: Cap λ on each aligned batch so that the alignment term is at most this multiple of the task loss (as
+    #: GBDT2NN's option of that name; :class:`~gbdt2nn_core.student.kit.AlignmentWeight`); 0 = off.
+    alignment_cap: float = attrs.field(default=1.0, validator=non_negative_float)
     #: Share of the loss that fits the teacher's margins (logit matching) instead of the labels.
     teacher_weight: float = attrs.field(default=0.5, validator=unit_interval)
     #: Re-estimate BatchNorm statistics on the training rows after the last epoch (as GBDT2NN does).
@@ -93,10 +103,18 @@ class MLPConfig:
 
 
 class MLPModule(nn.Module):
-    """``z (n, D) → margins (n,)`` or ``(n, k)``: Linear → [BatchNorm] → ReLU → [Dropout] per hidden layer."""
+    """``z (n, D) → margins (n,)`` or ``(n, k)``: Linear → [BatchNorm] → ReLU → [Dropout] per hidden layer, then a
+    linear output layer whose values are mapped to the target's units (``output · output_scale + output_offset``:
+    the training units of :class:`~gbdt2nn_core.student.kit.TargetScaling` back to the target's)."""
+
+    if TYPE_CHECKING:  # the buffers registered in __init__, typed for mypy
+        output_scale: torch.Tensor
+        output_offset: torch.Tensor
 
     def __init__(self, n_inputs: int, n_outputs: int, hidden: tuple[int, ...], *, dropout: float, batch_norm: bool):
         super().__init__()
+        self.register_buffer("output_scale", torch.tensor(1.0))
+        self.register_buffer("output_offset", torch.tensor(0.0))
         self.n_inputs, self.n_outputs = n_inputs, n_outputs
         layers: list[nn.Module] = []
         width = n_inputs
@@ -111,8 +129,14 @@ class MLPModule(nn.Module):
         layers.append(nn.Linear(width, n_outputs))
         self.layers = nn.Sequential(*layers)
 
+    def map_back(self, scaling: TargetScaling) -> None:
+        """Make the output layer map training units back to the target's units."""
+        with torch.no_grad():
+            self.output_scale.fill_(scaling.scale)
+            self.output_offset.fill_(scaling.offset)
+
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.layers(z)
+        out: torch.Tensor = self.layers(z) * self.output_scale + self.output_offset
         return out[:, 0] if self.n_outputs == 1 else out
 
     def column_first_layer(self, z: torch.Tensor, aggregation: torch.Tensor) -> LinearColumns:
@@ -126,7 +150,7 @@ class MLPModule(nn.Module):
 
     def after_first_layer(self, first: torch.Tensor) -> torch.Tensor:
         """Margins from the first linear map's output ``(n, hidden[0])``: the layers after it."""
-        out: torch.Tensor = self.layers[1:](first)
+        out: torch.Tensor = self.layers[1:](first) * self.output_scale + self.output_offset
         return out[:, 0] if self.n_outputs == 1 else out
 
 
@@ -138,6 +162,8 @@ class MLPStudent(Student):
         self.module_: MLPModule | None = None
         self.history_: list[dict[str, Any]] = []
         self.stopping_: dict[str, Any] = {}
+        #: What the student chose for itself and why (``history["choices"]``, the run folder's config.json).
+        self.choices_: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ the Student contract
     @property
@@ -152,7 +178,11 @@ class MLPStudent(Student):
 
     @property
     def history(self) -> dict[str, Any]:
-        return {"epochs": [dict(record) for record in self.history_], "stopping": dict(self.stopping_)}
+        return {
+            "epochs": [dict(record) for record in self.history_],
+            "stopping": dict(self.stopping_),
+            "choices": dict(self.choices_),
+        }
 
     def options(self) -> dict[str, Any]:
         return attrs.asdict(self.config)
@@ -169,7 +199,9 @@ class MLPStudent(Student):
 
     def load_state(self, description: dict[str, Any], tensors: dict[str, torch.Tensor]) -> MLPStudent:
         module = self._new_module(int(description["n_inputs"]), int(description["n_outputs"]))
-        module.load_state_dict(tensors, strict=True)
+        # a student saved before the output mapping existed predicted in the target's units directly
+        unmapped = {"output_scale": torch.tensor(1.0), "output_offset": torch.tensor(0.0)}
+        module.load_state_dict({**unmapped, **tensors}, strict=True)
         self.module_ = module.eval()
         self.temperature = saved_temperature(description)
         return self
@@ -194,15 +226,19 @@ class MLPStudent(Student):
         generator = torch.Generator().manual_seed(cfg.seed)
         margin = np.asarray(inputs.teacher_margin, dtype=np.float64)
         module = self._new_module(inputs.z.shape[1], margin.shape[1] if margin.ndim == 2 else 1)
+        scaling = target_scaling(task, inputs.y, standardize=cfg.standardize_targets)
+        module.map_back(scaling)
+        self.choices_ = {"targets": scaling.describe()}
         z = torch.as_tensor(inputs.z, dtype=torch.float32)
-        y = torch.tensor(np.asarray(inputs.y), dtype=torch.long if task == "multiclass" else torch.float32)
-        soft = torch.tensor(soft_targets(task, margin), dtype=torch.float32)
+        y = scaling.targets(task, inputs.y)
+        soft = scaling.margins(soft_targets(task, margin))
         hard_loss, matching_loss = task_loss(task), soft_loss(task)
         aggregation = torch.as_tensor(inputs.aggregation, dtype=torch.float32)
         targets = None
+        weight = AlignmentWeight(alignment.weight, cfg.alignment_cap) if alignment is not None else None
         if alignment is not None:
             require_differentiable(alignment)
-            targets = AlignmentTargets(alignment, len(z), aggregation)
+            targets = AlignmentTargets(alignment, len(z), aggregation, scale=scaling.scale)
             alignment.attributor.fit(module, torch.as_tensor(inputs.background, dtype=torch.float32))
         optimizer = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.module_, self.history_ = module, []
@@ -216,9 +252,11 @@ class MLPStudent(Student):
             self.history_ = json.loads(resumed["history"])
             first_epoch = int(resumed["epochs_done"])
             stopper.resume(resumed["early_stopping"])
+            if weight is not None:
+                weight.resume(resumed["alignment_weight"])
         if validation is not None:
             z_valid = torch.as_tensor(validation.z, dtype=torch.float32)
-            y_valid = torch.tensor(np.asarray(validation.y), dtype=y.dtype)
+            y_valid = scaling.targets(task, validation.y)
 
         n = len(z)
         batches = math.ceil(n / cfg.batch_size)
@@ -233,16 +271,16 @@ class MLPStudent(Student):
                 carry = torch.rand(batches, generator=generator) < (alignment.fraction if alignment else 0.0)
                 sums = {"task": 0.0, "align": 0.0, "aligned": 0.0, "rows": 0.0}
                 for b, rows in enumerate(row_batches(order, cfg.batch_size)):
-                    prediction = module(z[rows])
+                    prediction = scaling.apply(module(z[rows]))
                     loss_task = (1 - cfg.teacher_weight) * hard_loss(prediction, y[rows])
                     if cfg.teacher_weight > 0:
                         loss_task = loss_task + cfg.teacher_weight * matching_loss(prediction, soft[rows])
                     loss = loss_task
                     check_finite_loss(loss, "the task loss", epoch, cfg.lr, alignment)
                     aligned = targets.batch_loss(module, z[rows], rows) if targets is not None and carry[b] else None
-                    if alignment is not None and aligned is not None:
+                    if alignment is not None and weight is not None and aligned is not None:
                         loss_align, aligned_rows = aligned
-                        loss = loss + alignment.weight * loss_align
+                        loss = loss + weight.weight(loss, loss_align) * loss_align
                         check_finite_loss(loss, "the alignment loss", epoch, cfg.lr, alignment)
                         sums["align"] += float(loss_align.detach()) * aligned_rows
                         sums["aligned"] += aligned_rows
@@ -255,7 +293,13 @@ class MLPStudent(Student):
                 if validation is not None:
                     served_statistics = z if cfg.batch_norm and cfg.recalibrate_batchnorm else None
                     held_out = validation_loss(
-                        task, module, z_valid, y_valid, batchnorm_rows=served_statistics, batch_size=cfg.batch_size
+                        task,
+                        module,
+                        z_valid,
+                        y_valid,
+                        scaling=scaling,
+                        batchnorm_rows=served_statistics,
+                        batch_size=cfg.batch_size,
                     )
                 stopper.update(epoch, held_out, module)
                 extra = None
@@ -269,6 +313,7 @@ class MLPStudent(Student):
                         "validation_loss": held_out,
                         "alignment_loss": sums["align"] / sums["aligned"] if sums["aligned"] else None,
                         "seconds": time.perf_counter() - started,
+                        "alignment_weight": weight.epoch_mean() if weight is not None else None,
                         "extra": dict(extra or {}),
                     }
                 )
@@ -281,10 +326,13 @@ class MLPStudent(Student):
                             **training_state(module, optimizer, generator),
                             "history": json.dumps(self.history_),
                             "early_stopping": stopper.checkpoint(),
+                            "alignment_weight": weight.checkpoint() if weight is not None else None,
                         },
                     )
                 progress.advance(1)
         self.stopping_ = stopper.finish(module)
+        if weight is not None:
+            self.choices_["alignment_weight"] = weight.describe()
         if validation is not None:
             self.stopping_["validation_rows"] = len(validation.y)
         if cfg.batch_norm and cfg.recalibrate_batchnorm:

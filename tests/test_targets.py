@@ -1,0 +1,201 @@
+"""A student that fits itself (issue 12, item 2): regression targets in a scale the network trains well on
+(standardised, for both students, independent of the target's unit), a β schedule that does not starve the task
+loss, and λ capped so that alignment never outweighs the task."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import attrs
+import numpy as np
+import pandas as pd
+import pytest
+import sklearn.metrics as skm
+import torch
+
+from gbdt2nn_core.pipeline.distill import DistillConfig, DistillRun, distill
+from gbdt2nn_core.student.kit import TargetScaling, target_scaling, validation_loss
+
+pytestmark = pytest.mark.usefixtures("single_thread_torch")
+
+#: The mlp student as small as conftest's GBDT2NN one.
+SMALL_MLP: dict[str, Any] = {"epochs": 5, "hidden": (16, 16), "batch_size": 64}
+
+
+def test_standardised_targets_are_the_training_rows_mean_and_standard_deviation() -> None:
+    y = np.array([1000.0, 1010.0, 1020.0, 1050.0])
+    scaling = target_scaling("regression", y, standardize=True)
+    # by hand: mean 1020, population standard deviation sqrt((400 + 100 + 0 + 900) / 4)
+    assert scaling.offset == pytest.approx(1020.0)
+    assert scaling.scale == pytest.approx(np.sqrt(350.0))
+    np.testing.assert_allclose(scaling.targets("regression", y).numpy(), (y - 1020.0) / np.sqrt(350.0), rtol=1e-6)
+    assert scaling.describe()["why"].startswith("standardised")
+    # classes are never scaled
+    assert target_scaling("binary", np.array([0.0, 1.0]), standardize=True) == TargetScaling()
+    # off: the target's own units (ordinary size), or the power-of-two overflow guard (large)
+    assert target_scaling("regression", y, standardize=False).scale == 1.0
+    assert target_scaling("regression", y * 1e20, standardize=False).scale == 2.0 ** round(
+        np.log2(np.sqrt(np.mean((y * 1e20) ** 2)))
+    )
+    constant = target_scaling("regression", np.full(5, 7.0), standardize=True)
+    assert (constant.offset, constant.scale) == (7.0, 1.0)
+
+
+def test_the_validation_loss_is_the_mse_in_standardised_units() -> None:
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(50, 3)).astype(np.float32)
+    y = rng.normal(loc=500.0, scale=40.0, size=50)
+    module = torch.nn.Sequential(torch.nn.Linear(3, 1), torch.nn.Flatten(0))
+    with torch.no_grad():
+        margin = module(torch.as_tensor(z)).numpy().astype(np.float64)
+    scaling = target_scaling("regression", y, standardize=True)
+    loss = validation_loss("regression", module, torch.as_tensor(z), scaling.targets("regression", y), scaling=scaling)
+    # the reference: scikit-learn's MSE in the target's units, divided by the variance of the targets
+    assert loss == pytest.approx(skm.mean_squared_error(y, margin) / np.var(y), rel=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------ unit invariance
+def _scaled(frame: pd.DataFrame, factor: float) -> pd.DataFrame:
+    scaled = frame.copy()
+    scaled["MedHouseVal"] = scaled["MedHouseVal"] * factor
+    return scaled
+
+
+@pytest.fixture(scope="module")
+def california_frame() -> pd.DataFrame:
+    from gbdt2nn_core.data import load_bundled
+
+    return load_bundled("california").frame.sample(1200, random_state=0).reset_index(drop=True)
+
+
+@pytest.mark.parametrize("student", ["gbdt2nn", "mlp"])
+def test_a_target_in_other_units_gives_the_same_predictions_in_those_units(
+    student: str,
+    california_frame: pd.DataFrame,
+    small_config: Callable[..., DistillConfig],
+    tmp_path: Path,
+) -> None:
+    from gbdt2nn_core.pipeline.runfolder import read_folder, write_run
+
+    options = {} if student == "gbdt2nn" else {"student": student, "attributor": "gradient-x-input"}
+    # a schedule with task loss from the first epoch, so that two epochs learn the target
+    student_options = {
+        "student_options": {"beta0": 0.5, "epochs": 5, "batch_size": 64} if student == "gbdt2nn" else SMALL_MLP
+    }
+
+    def run(factor: float) -> DistillRun:
+        config = small_config(task="regression", alignment_weight=1.0, **options, **student_options)
+        if student == "mlp":  # small_config merges the GBDT2NN student's settings; the mlp has its own
+            config = DistillConfig(**{**config.to_json(), "student_options": SMALL_MLP})
+        return distill(_scaled(california_frame, factor), "MedHouseVal", config)
+
+    unit, thousand = run(1.0), run(1000.0)
+    # the teacher is unit-free (LightGBM's L2 splits and leaf values scale with the target): the premise
+    np.testing.assert_allclose(
+        thousand.teacher.predict_margin(thousand.data.test_frame),
+        1000 * unit.teacher.predict_margin(unit.data.test_frame),
+        rtol=1e-4,
+        atol=1e-2,
+    )
+    predicted = unit.student.predict_margin(unit.data.z_test)
+    predicted_1000 = thousand.student.predict_margin(thousand.data.z_test)
+    # equal up to float32 rounding, which a few hundred AdamW steps amplify to about 0.5 % of the spread
+    np.testing.assert_allclose(predicted_1000 / 1000, predicted, atol=0.02 * float(np.std(predicted)))
+    truth, truth_1000 = unit.data.y_test, thousand.data.y_test
+    np.testing.assert_allclose(truth_1000, 1000 * truth)
+    assert skm.r2_score(truth_1000, predicted_1000) == pytest.approx(skm.r2_score(truth, predicted), abs=2e-3)
+    assert skm.r2_score(truth, predicted) > 0.3  # it learned something: the comparison is not between two failures
+    # the choice is recorded with its reason, in the run folder's config.json, and a reload predicts identically
+    out = write_run(tmp_path / "run", thousand)
+    recorded = json.loads((out / "config.json").read_text())["student_choices"]["targets"]
+    assert recorded["scale"] == pytest.approx(np.std(thousand.data.y_train[thousand.prepared.validation.fit]))
+    assert recorded["why"].startswith("standardised")
+    reloaded = read_folder(out, with_teacher=False).model
+    np.testing.assert_array_equal(reloaded.predict_margin(thousand.data.test_frame), predicted_1000)
+
+
+def test_switched_off_the_student_trains_in_the_targets_own_units(
+    california_frame: pd.DataFrame, small_config: Callable[..., DistillConfig]
+) -> None:
+    config = small_config(task="regression", alignment_weight=0.0, student_options={"standardize_targets": False})
+    run = distill(california_frame, "MedHouseVal", config)
+    assert run.student.history["choices"]["targets"] == {
+        "offset": 0.0,
+        "scale": 1.0,
+        "why": "standardize_targets off: the target's own units",
+    }
+
+
+# ------------------------------------------------------------------------------------------------ λ and its cap
+def test_the_alignment_weight_is_capped_at_a_multiple_of_the_task_loss() -> None:
+    from gbdt2nn_core.student.kit import AlignmentWeight
+
+    weight = AlignmentWeight(1.0, cap=1.0)
+    # by hand: the first batch starts the moving averages (task 1, alignment 4): λ = min(1, 1 * 1 / 4)
+    assert weight.weight(torch.tensor(1.0), torch.tensor(4.0)) == pytest.approx(0.25)
+    # then alignment 4 + 0.05 * (0.5 - 4) = 3.825, task 1 + 0.05 * (3 - 1) = 1.1: λ = 1.1 / 3.825
+    assert weight.weight(torch.tensor(3.0), torch.tensor(0.5)) == pytest.approx(1.1 / 3.825)
+    assert weight.epoch_mean() == pytest.approx((0.25 + 1.1 / 3.825) / 2)
+    # a small alignment loss leaves the configured weight alone
+    small = AlignmentWeight(2.0, cap=1.0)
+    assert small.weight(torch.tensor(1.0), torch.tensor(0.1)) == 2.0
+    # off: the configured weight whatever the losses
+    off = AlignmentWeight(1.0, cap=0.0)
+    assert off.weight(torch.tensor(1.0), torch.tensor(100.0)) == 1.0
+    assert off.describe()["why"].startswith("alignment_cap off")
+    assert weight.describe()["mean_used"] == pytest.approx((0.25 + 1.1 / 3.825) / 2)
+
+
+@pytest.mark.parametrize("student", ["gbdt2nn", "mlp"])
+def test_the_weight_actually_used_is_recorded_per_epoch_and_in_the_choices(
+    student: str, adult_small: pd.DataFrame, small_config: Callable[..., DistillConfig]
+) -> None:
+    options = {} if student == "gbdt2nn" else {"student": "mlp", "attributor": "gradient-x-input"}
+    config = small_config(task="binary", alignment_weight=1000.0, **options)
+    if student == "mlp":
+        config = DistillConfig(**{**config.to_json(), "student_options": {**SMALL_MLP, "epochs": 2}})
+    run = distill(adult_small, "income_gt_50k", config)
+    used = [epoch["alignment_weight"] for epoch in run.student.history["epochs"]]
+    choice = run.student.history["choices"]["alignment_weight"]
+    assert choice["configured"] == 1000.0
+    assert choice["cap"] == 1.0
+    # λ = 1000 makes the alignment term dwarf the task loss: the cap brings it down on every epoch
+    assert all(0 < weight < 1000.0 for weight in used)
+    assert choice["mean_used"] == pytest.approx(np.mean(used))
+    # the plain student records none
+    plain = distill(adult_small, "income_gt_50k", attrs.evolve(config, alignment_weight=0.0))
+    assert "alignment_weight" not in plain.student.history["choices"]
+    assert all(epoch["alignment_weight"] is None for epoch in plain.student.history["epochs"])
+
+
+# ------------------------------------------------------------------------------------------------ the β schedule
+def test_the_default_beta_schedule_trains_the_task_loss_from_the_first_epoch() -> None:
+    from gbdt2nn_core.student import GBDT2NNConfig
+
+    # by hand: β_e = 0.2 · max(0.3, 0.7^⌊e / 2⌋)
+    expected = [0.2, 0.2, 0.14, 0.14, 0.098, 0.098, 0.0686, 0.0686, 0.06, 0.06, 0.06]
+    config = GBDT2NNConfig()
+    assert [config.beta(epoch) for epoch in range(11)] == pytest.approx(expected)
+    assert config.beta_warmup() == 8  # constant from epoch 8: early stopping's patience counts from there
+    # DeepGBM's own schedule stays one setting away: no task loss in epochs 0 and 1
+    deepgbm = GBDT2NNConfig(beta0=1.0)
+    assert [deepgbm.beta(epoch) for epoch in range(3)] == pytest.approx([1.0, 1.0, 0.7])
+
+
+def test_a_short_run_learns_the_target(
+    california_frame: pd.DataFrame, small_config: Callable[..., DistillConfig]
+) -> None:
+    # two epochs: DeepGBM's schedule has trained no task loss yet, the default has
+    def r2(beta0: float) -> float:
+        config = small_config(task="regression", alignment_weight=0.0, student_options={"beta0": beta0, "epochs": 2})
+        run = distill(california_frame, "MedHouseVal", config)
+        # the resolved schedule is recorded: β of every epoch of the budget (by hand: beta0 in epochs 0 and 1)
+        recorded = run.student.history["choices"]["beta"]
+        assert recorded["per_epoch"] == pytest.approx([beta0, beta0])
+        assert recorded["warmup"] == 0  # constant within a 2-epoch budget
+        return float(skm.r2_score(run.data.y_test, run.student.predict_margin(run.data.z_test)))
+
+    assert r2(0.2) > r2(1.0) + 0.1
