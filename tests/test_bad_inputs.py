@@ -696,7 +696,7 @@ CASES: list[Case] = [
     Case(
         id="merge-categories-not-boolean",
         where="CLI",
-        bad="`merge_categories = \"yes\"` in the `--config` file",
+        bad='`merge_categories = "yes"` in the `--config` file',
         setup=_text("run.toml", '[run]\nmerge_categories = "yes"\n'),
         argv=(*DISTILL, "--config", "run.toml"),
         message=E + "invalid merge_categories='yes': use true or false",

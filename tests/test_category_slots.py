@@ -70,6 +70,7 @@ def test_categories_sharing_a_slot_are_the_same_to_the_teacher(
             on_slot = shop[moved["shop"].cat.codes.to_numpy()] == slot
             moved.loc[on_slot, "shop"] = categories[other]
             np.testing.assert_allclose(teacher.predict_margin(moved), margin, rtol=0, atol=1e-9)
+
     # and categories of different slots are told apart on some rows (else they would be one slot)
     def margin_as(category: str) -> np.ndarray:
         return teacher.predict_margin(rows.assign(shop=pd.Categorical([category] * len(rows), categories=categories)))
