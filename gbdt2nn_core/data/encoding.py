@@ -138,7 +138,9 @@ class InputEncoder:
                 entry: dict[str, Any] = {}
                 if column.name in category_slots:
                     slot_of = np.asarray(category_slots[column.name], dtype=np.int64)
-                    counts = np.bincount(slot_of, weights=counts, minlength=int(slot_of.max(initial=-1)) + 1)
+                    counts = np.bincount(slot_of, weights=counts, minlength=int(slot_of.max(initial=-1)) + 1).astype(
+                        np.float64
+                    )
                     entry["slot_of"] = slot_of.tolist()
                 entry["frequencies"] = (counts / max(int((codes >= 0).sum()), 1)).tolist()
                 state[column.name] = entry
