@@ -35,6 +35,7 @@ Every section and key is optional; command-line flags override the file. Example
     test_size = 0.2
     validation_fraction = 0.1        # training rows the student holds out to stop early (0 = none)
     threshold_bins = 64
+    merge_categories = true          # categories the teacher never tells apart share a one-hot slot
     teacher_explanation = "path-dependent"   # or "interventional"
     out = "runs/churn"
     compare = true                   # also train a plain (λ = 0) student
@@ -70,6 +71,7 @@ ALLOWED_KEYS: dict[str, frozenset[str]] = {
             "test_size",
             "validation_fraction",
             "threshold_bins",
+            "merge_categories",
             "teacher_explanation",
             "background_rows",
             "out",

@@ -735,6 +735,15 @@ CASES: list[Case] = [
         fix="0 or more",
     ),
     Case(
+        id="merge-categories-not-boolean",
+        where="CLI",
+        bad='`merge_categories = "yes"` in the `--config` file',
+        setup=_text("run.toml", '[run]\nmerge_categories = "yes"\n'),
+        argv=(*DISTILL, "--config", "run.toml"),
+        message=E + "invalid merge_categories='yes': use true or false",
+        fix="true or false",
+    ),
+    Case(
         id="n-groups-zero",
         where="CLI",
         bad="`--student-option n_groups=0`",
@@ -838,7 +847,7 @@ CASES: list[Case] = [
         setup=_text("run.toml", "[run]\nepochs = 3\n"),
         argv=(*DISTILL, "--config", "run.toml"),
         message=E + "invalid run.toml [run] key='epochs': [run] takes background_rows, cache, cache_dir, compare, "
-        "out, seed, teacher_explanation, test_size, threshold_bins, validation_fraction",
+        "merge_categories, out, seed, teacher_explanation, test_size, threshold_bins, validation_fraction",
         fix="use a listed key, or `--epochs`",
     ),
     Case(

@@ -77,6 +77,7 @@ EXPERIMENT_KEYS: dict[str, frozenset[str]] = {
             "out",
             "test_size",
             "threshold_bins",
+            "merge_categories",
             "teacher_explanation",
             "background_rows",
             "cache_dir",

@@ -74,6 +74,11 @@ def _int64_array(value: Any) -> np.ndarray:
     return array
 
 
+def _category_sets(value: Iterable[Iterable[int]]) -> tuple[frozenset[int], ...]:
+    """Per internal node, the category codes its split lists (any iterables of ints) as frozensets."""
+    return tuple(frozenset(int(code) for code in codes) for codes in value)
+
+
 def _as_trees(trees: Iterable[Tree]) -> tuple[Tree, ...]:
     """Any iterable of trees (a list, a generator) as the tuple that :class:`TreeEnsemble` keeps."""
     return tuple(trees)
@@ -93,6 +98,11 @@ class Tree:
     #: Threshold of each internal node's numeric split (NaN for categorical splits); see
     #: :attr:`TreeEnsemble.split_rule`. Empty when the backend does not report thresholds.
     split_thresholds: np.ndarray = attrs.field(converter=_float64_array, eq=False, factory=lambda: np.zeros(0))
+    #: Per internal node, the category codes (the column's ``cat.codes`` in the teacher-ready frame) that its
+    #: categorical split lists — the set sent one way, whichever way the backend names; empty for numeric
+    #: splits. An empty tuple when the backend does not report category sets. Categories that no split tells
+    #: apart are one category to the teacher (see :func:`gbdt2nn_core.data.encoding.teacher_category_slots`).
+    split_categories: tuple[frozenset[int], ...] = attrs.field(converter=_category_sets, eq=False, factory=tuple)
     #: Which margin output this tree adds to (its class in a multiclass model; 0 otherwise).
     output: int = 0
 

@@ -19,6 +19,7 @@ __all__ = [
     "DistillConfig",
     "RunSettings",
     "check_bins",
+    "check_boolean",
     "check_explanation",
     "check_fraction",
     "check_min_rows",
@@ -73,6 +74,11 @@ def check_explanation(_: object, attribute: attrs.Attribute[str], value: str) ->
         raise ConfigError(setting=attribute.name, value=value, fix="use 'path-dependent' or 'interventional'")
 
 
+def check_boolean(_: object, attribute: attrs.Attribute[bool], value: bool) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(setting=attribute.name, value=value, fix="use true or false")
+
+
 def check_bins(_: object, attribute: attrs.Attribute[int], value: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise ConfigError(setting=attribute.name, value=value, fix="use a whole number of at least 0 (0 = no bins)")
@@ -115,6 +121,9 @@ class RunSettings:
     #: distill --threads`` also pins torch's to it and records the number it used (default there: every core this
     #: process may use). ``None``: each library's own default (TreeSHAP: every core).
     threads: int | None = attrs.field(default=None, validator=check_threads)
+    #: Categories of a column that no split of the teacher tells apart share one slot of the student's one-hot
+    #: encoding (when the teacher's backend reports its category sets); ``False`` keeps one slot per category.
+    merge_categories: bool = attrs.field(default=True, validator=check_boolean)
     #: Where teacher explanations are cached (a distillation: ``$GBDT2NN_CACHE_DIR`` or ``~/.cache/gbdt2nn``; an
     #: experiment: ``cache/`` inside its folder).
     cache_dir: str | None = None

@@ -232,7 +232,9 @@ class Pipeline:
             teacher_obj.fit(split.train_frame, split.y_train, task=split.task, seed=config.seed)
         teacher_s = time.perf_counter() - started
         started = time.perf_counter()
-        encoder = encoder_for(split.train_frame, split.schema, teacher_obj, config.threshold_bins)
+        encoder = encoder_for(
+            split.train_frame, split.schema, teacher_obj, config.threshold_bins, config.merge_categories
+        )
         data = PreparedData.encode(split, encoder)
         n = len(data.z_train)
         background = data.z_train[background_index(n, BACKGROUND_ROWS, config.seed)]

@@ -202,6 +202,7 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
         teacher_explanation: str = _DEFAULTS.teacher_explanation,
         background_rows: int = _DEFAULTS.background_rows,
         threshold_bins: int = _DEFAULTS.threshold_bins,
+        merge_categories: bool = _DEFAULTS.merge_categories,
         online_epochs: int = 1,
         online_lr: float | None = None,
         random_state: int | np.random.RandomState | None = 0,
@@ -227,6 +228,7 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
         self.teacher_explanation = teacher_explanation
         self.background_rows = background_rows
         self.threshold_bins = threshold_bins
+        self.merge_categories = merge_categories
         self.online_epochs = online_epochs
         self.online_lr = online_lr
         self.random_state = random_state
@@ -317,6 +319,7 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
             teacher_explanation=self.teacher_explanation,
             background_rows=self.background_rows,
             threshold_bins=self.threshold_bins,
+            merge_categories=self.merge_categories,
             seed=seed,
             cache_dir=cache_dir,
             cache=cache,
@@ -818,6 +821,9 @@ class GBDT2NNRegressor(RegressorMixin, _GBDT2NNBase):  # type: ignore[misc]
         background of ``background_rows`` training rows (needs the ``shap`` plugin).
     threshold_bins:
         Teacher split thresholds per numeric column that the student's input encoding uses (0 = none).
+    merge_categories:
+        Whether categories that no split of the teacher tells apart share one slot of the student's one-hot
+        encoding (fewer, better-estimated weights for high-cardinality columns; ``False``: a slot per category).
     online_epochs, online_lr:
         Passes over each batch and learning rate (default: the student's) of :meth:`partial_fit`.
     random_state:
