@@ -13,6 +13,7 @@ from typing import Any
 import attrs
 
 from gbdt2nn_core.errors import ConfigError
+from gbdt2nn_core.host.device import check_device
 from gbdt2nn_core.host.interfaces import TASKS, Task
 
 __all__ = [
@@ -94,6 +95,9 @@ class RunSettings:
     background_rows: int = attrs.field(default=100, validator=check_bins)
     #: Split thresholds of the teacher per numeric column that the student's encoding uses (0 = none).
     threshold_bins: int = attrs.field(default=64, validator=check_bins)
+    #: Where everything after the teacher runs: ``"auto"`` (the first CUDA device when there is one, else the CPU),
+    #: ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (see :mod:`gbdt2nn_core.host.device`); XGBoost's TreeSHAP runs there too.
+    device: str = attrs.field(default="auto", converter=check_device)
     #: Where teacher explanations are cached (a distillation: ``$GBDT2NN_CACHE_DIR`` or ``~/.cache/gbdt2nn``; an
     #: experiment: ``cache/`` inside its folder).
     cache_dir: str | None = None

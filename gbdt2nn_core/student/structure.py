@@ -143,7 +143,7 @@ class StructureAttributor(Attributor):
         """``E[y_j]`` over the background, ``(k,)``, of the current model (per call: the model changes in training)."""
         background = self._background if self._background is not None else torch.zeros_like(z[:1])
         with torch.no_grad():
-            return model.group_outputs(model.embeddings(background.to(z.dtype))).mean(dim=0)
+            return model.group_outputs(model.embeddings(background.to(dtype=z.dtype, device=z.device))).mean(dim=0)
 
 
 def _spread_residual(first_order: torch.Tensor, deviation: torch.Tensor, sees: torch.Tensor) -> torch.Tensor:

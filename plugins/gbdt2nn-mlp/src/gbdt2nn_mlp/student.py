@@ -21,6 +21,7 @@ from torch import nn
 
 from gbdt2nn_core.errors import ConfigError, NotFittedError
 from gbdt2nn_core.host.attribution import LinearColumns
+from gbdt2nn_core.host.device import rows_on
 from gbdt2nn_core.host.interfaces import Student, StudentInputs
 from gbdt2nn_core.progress import NullProgress
 from gbdt2nn_core.student.calibration import saved_temperature, temperature_state
@@ -159,7 +160,7 @@ class MLPStudent(Student):
 
     def state(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         module = self.module
-        tensors = {name: tensor.detach().contiguous() for name, tensor in module.state_dict().items()}
+        tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in module.state_dict().items()}
         description = {
             "n_inputs": module.n_inputs,
             "n_outputs": module.n_outputs,
@@ -193,17 +194,19 @@ class MLPStudent(Student):
         torch.manual_seed(cfg.seed)
         generator = torch.Generator().manual_seed(cfg.seed)
         margin = np.asarray(inputs.teacher_margin, dtype=np.float64)
-        module = self._new_module(inputs.z.shape[1], margin.shape[1] if margin.ndim == 2 else 1)
-        z = torch.as_tensor(inputs.z, dtype=torch.float32)
-        y = torch.tensor(np.asarray(inputs.y), dtype=torch.long if task == "multiclass" else torch.float32)
-        soft = torch.tensor(soft_targets(task, margin), dtype=torch.float32)
+        # the network and every matrix a step reads live on the run's device, copied there whole, once
+        device = torch.device(inputs.device)
+        module = self._new_module(inputs.z.shape[1], margin.shape[1] if margin.ndim == 2 else 1).to(device)
+        z = rows_on(inputs.z, device, torch.float32)
+        y = rows_on(np.asarray(inputs.y), device, torch.long if task == "multiclass" else torch.float32)
+        soft = rows_on(soft_targets(task, margin), device, torch.float32)
         hard_loss, matching_loss = task_loss(task), soft_loss(task)
-        aggregation = torch.as_tensor(inputs.aggregation, dtype=torch.float32)
+        aggregation = rows_on(inputs.aggregation, device, torch.float32)
         targets = None
         if alignment is not None:
             require_differentiable(alignment)
             targets = AlignmentTargets(alignment, len(z), aggregation)
-            alignment.attributor.fit(module, torch.as_tensor(inputs.background, dtype=torch.float32))
+            alignment.attributor.fit(module, rows_on(inputs.background, device, torch.float32))
         optimizer = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.module_, self.history_ = module, []
         validation = inputs.validation
@@ -217,8 +220,8 @@ class MLPStudent(Student):
             first_epoch = int(resumed["epochs_done"])
             stopper.resume(resumed["early_stopping"])
         if validation is not None:
-            z_valid = torch.as_tensor(validation.z, dtype=torch.float32)
-            y_valid = torch.tensor(np.asarray(validation.y), dtype=y.dtype)
+            z_valid = rows_on(validation.z, device, torch.float32)
+            y_valid = rows_on(np.asarray(validation.y), device, y.dtype)
 
         n = len(z)
         batches = math.ceil(n / cfg.batch_size)
@@ -229,7 +232,7 @@ class MLPStudent(Student):
                     break
                 started = time.perf_counter()
                 module.train()
-                order = torch.randperm(n, generator=generator)
+                order = torch.randperm(n, generator=generator).to(device)  # CPU draw: the same order everywhere
                 carry = torch.rand(batches, generator=generator) < (alignment.fraction if alignment else 0.0)
                 sums = {"task": 0.0, "align": 0.0, "aligned": 0.0, "rows": 0.0}
                 for b, rows in enumerate(row_batches(order, cfg.batch_size)):
