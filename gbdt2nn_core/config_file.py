@@ -73,6 +73,7 @@ ALLOWED_KEYS: dict[str, frozenset[str]] = {
             "compare",
             "cache_dir",
             "cache",
+            "device",
         }
     ),
 }

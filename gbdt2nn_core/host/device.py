@@ -99,10 +99,10 @@ def module_device(module: torch.nn.Module) -> torch.device:
     """Where a network's weights are (its first parameter or buffer; the CPU for one with neither)."""
     import torch
 
-    for tensor in module.parameters():
-        return tensor.device
-    for tensor in module.buffers():
-        return tensor.device
+    for parameter in module.parameters():
+        return parameter.device
+    for buffer in module.buffers():
+        return buffer.device
     return torch.device("cpu")
 
 

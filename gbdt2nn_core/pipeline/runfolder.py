@@ -68,6 +68,9 @@ class RunParts:
     #: Teacher-ready training rows that interventional TreeSHAP measured against (kept so that a loaded model
     #: explains its teacher exactly as training did).
     teacher_background: pd.DataFrame | None = attrs.field(default=None, eq=False)
+    #: The device the student trained on (``config.device`` resolved, e.g. ``"cuda:0"``), recorded in config.json
+    #: as ``resolved_device`` beside the requested ``device``.
+    device: str | None = None
 
 
 def _jsonable_rows(frame: pd.DataFrame) -> dict[str, list[Any]]:
@@ -97,7 +100,8 @@ def _write_student(directory: Path, parts: RunParts, teacher_file: str | None) -
     if parts.teacher_background is not None:
         metadata["teacher_background"] = _jsonable_rows(parts.teacher_background)
     save_model(directory, attrs.evolve(parts.model, metadata=metadata))
-    write_json(directory / CONFIG, parts.config.to_json())
+    resolved = {} if parts.device is None else {"resolved_device": parts.device}
+    write_json(directory / CONFIG, {**parts.config.to_json(), **resolved})
     if parts.metrics is not None:
         write_json(directory / METRICS, parts.metrics)
     write_json(directory / HISTORY, parts.history)
@@ -140,6 +144,7 @@ def parts_of(run: DistillRun) -> RunParts:
         metrics=run.metrics,
         history={**run.student.history, "validation_split": run.prepared.validation.describe()},
         teacher_background=run.prepared.teacher_background,
+        device=run.trained.device,
     )
 
 
