@@ -19,10 +19,11 @@ import difflib
 import re
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from gbdt2nn_core.errors import ConfigError
 
 if TYPE_CHECKING:
-    import numpy as np
     import torch
 
 __all__ = [
@@ -120,6 +121,8 @@ def rows_on(values: np.ndarray | torch.Tensor, device: torch.device, dtype: Any 
     """
     import torch
 
+    if isinstance(values, np.ndarray) and not values.flags.writeable:  # torch cannot share a read-only array
+        values = values.copy()
     tensor = torch.as_tensor(values, dtype=dtype)
     if device.type == "cpu" or tensor.device == device:
         return tensor.to(device)
