@@ -2253,7 +2253,7 @@ CASES += [
         id="api-device-unknown-name",
         where="API",
         heading=DEVICE,
-        bad="`DistillConfig(device=\"tpu\")` (also the estimators' `device=`)",
+        bad='`DistillConfig(device="tpu")` (also the estimators\' `device=`)',
         call=lambda ctx: _distill_config(device="tpu"),
         message="invalid device='tpu': did you mean 'cpu'? use one of auto, cpu, cuda, cuda:N",
         fix="`cpu`, `cuda[:N]` or `auto`",
