@@ -2250,6 +2250,16 @@ CASES += [
         fix="`cuda`",
     ),
     Case(
+        id="device-predict-without-gpu",
+        where="CLI",
+        heading=DEVICE,
+        bad="`gbdt2nn predict --device cuda` (or `explain`) on a machine without a CUDA GPU",
+        patch=_no_gpu,
+        argv=(*PREDICT, "--device", "cuda"),
+        message=E + "invalid device='cuda': this machine has no CUDA GPU that PyTorch can use; " + _DEVICE_FIX,
+        fix="leave `--device` out (the CPU)",
+    ),
+    Case(
         id="api-device-unknown-name",
         where="API",
         heading=DEVICE,

@@ -323,3 +323,43 @@ def test_estimator_params_round_trip_with_device(adult_tiny: pd.DataFrame) -> No
     assert fitted.device_ == str(resolve_device("auto"))
     fitted.partial_fit(X.iloc[:64], y.iloc[:64])  # online update on the estimator's device
     assert module_device(fitted.student_.module) == resolve_device("auto")
+
+
+def test_predict_and_explain_run_on_the_device_asked_for(
+    adult_run: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``gbdt2nn predict/explain --device``: the same table on ``auto`` (the GPU where there is one) as on the CPU,
+    and the network is moved there (``Student.move_to``)."""
+    from gbdt2nn_core.cli import main
+    from gbdt2nn_core.host.interfaces import Student
+    from gbdt2nn_core.pipeline.runfolder import write_run
+
+    write_run(tmp_path / "run", adult_run)
+    adult_run.data.test_frame.iloc[:100].to_csv(tmp_path / "rows.csv", index=False)
+    moved: list[str] = []
+    move_to = Student.move_to
+
+    def spied(self: Student, device: Any) -> Student:
+        moved.append(str(device))
+        return move_to(self, device)
+
+    monkeypatch.setattr(Student, "move_to", spied)
+    tables = {}
+    for command in ("predict", "explain"):
+        for device in ("cpu", "auto"):
+            out = tmp_path / f"{command}-{device}.csv"
+            argv = [command, "--model", str(tmp_path / "run"), "--data", str(tmp_path / "rows.csv"), "--out", str(out)]
+            assert main([*argv, "--device", device]) == 0
+            tables[command, device] = pd.read_csv(out)
+        pd.testing.assert_frame_equal(tables[command, "cpu"], tables[command, "auto"], atol=1e-5)
+    assert moved == ([str(resolve_device("auto"))] * 2 if resolve_device("auto").type != "cpu" else [])
+
+
+def test_experiment_settings_carry_the_device_and_resume_anywhere() -> None:
+    from gbdt2nn_core.experiment.config import ExperimentConfig
+
+    on_gpu, on_cpu = ExperimentConfig(device="cuda:1"), ExperimentConfig(device="cpu")
+    assert on_gpu.distill_config(3).device == "cuda:1"
+    assert on_gpu.digest() == on_cpu.digest()  # the device changes where, not what: a run resumes on any machine
+    with pytest.raises(ConfigError, match="did you mean 'cuda'"):
+        ExperimentConfig(device="gpu")
