@@ -98,6 +98,15 @@ def test_config_and_estimators_check_the_spelling() -> None:
         GBDT2NNClassifier(device="gpu").fit(np.zeros((4, 2)), [0, 1, 0, 1])
 
 
+def test_seeded_fits_fork_the_random_state_of_their_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gbdt2nn_core.host.device import rng_devices
+
+    _gpus(monkeypatch, 2)
+    assert rng_devices("cpu") == []
+    assert rng_devices(torch.device("cuda", 1)) == [1]
+    assert rng_devices("cuda") == [0]
+
+
 def test_inference_chunks_are_large_on_an_accelerator() -> None:
     assert inference_chunk_rows(torch.device("cpu"), 2048) == 2048
     assert inference_chunk_rows(torch.device("cuda", 0), 2048) >= 65_536

@@ -33,6 +33,7 @@ __all__ = [
     "inference_chunk_rows",
     "module_device",
     "resolve_device",
+    "rng_devices",
     "rows_on",
 ]
 
@@ -105,6 +106,17 @@ def module_device(module: torch.nn.Module) -> torch.device:
     for buffer in module.buffers():
         return buffer.device
     return torch.device("cpu")
+
+
+def rng_devices(device: torch.device | str) -> list[int]:
+    """The CUDA devices whose random state ``torch.random.fork_rng(devices=...)`` must fork for work on ``device``
+    (none on the CPU), so that a seeded fit leaves the caller's random streams as they were on a GPU too."""
+    import torch
+
+    device = torch.device(device)
+    if device.type != "cuda":
+        return []
+    return [device.index if device.index is not None else torch.cuda.current_device()]
 
 
 def inference_chunk_rows(device: torch.device, batch_size: int) -> int:

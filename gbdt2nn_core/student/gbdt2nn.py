@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from gbdt2nn_core.errors import ConfigError, NotFittedError
-from gbdt2nn_core.host.device import inference_chunk_rows, module_device, rows_on
+from gbdt2nn_core.host.device import inference_chunk_rows, module_device, rng_devices, rows_on
 from gbdt2nn_core.host.interfaces import OnlineUpdate, Student, StudentInputs, Task, Teacher, ValidationRows
 from gbdt2nn_core.kit.alignment import Alignment
 from gbdt2nn_core.progress import NullProgress, Progress
@@ -203,7 +203,7 @@ class GBDT2NNStudent(Student):
         run.
         """
         # seed torch for this fit only: the caller's global random state is restored afterwards
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=rng_devices(inputs.device)):
             return self._fit(
                 teacher=inputs.teacher,
                 leaves=inputs.leaves,

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from gbdt2nn_core.errors import ConfigError, TrainingError
-from gbdt2nn_core.host.device import module_device, rows_on
+from gbdt2nn_core.host.device import module_device, rng_devices, rows_on
 from gbdt2nn_core.host.interfaces import Task, Teacher, ValidationRows
 from gbdt2nn_core.kit.alignment import Alignment, column_attributions, frozen_batchnorm
 from gbdt2nn_core.student.batchnorm import recalibrate_batchnorm, row_batches
@@ -318,7 +318,7 @@ def validation_loss(
     if batchnorm_rows is not None:
         saved = {name: buffer.clone() for name, buffer in module.named_buffers()}
         try:
-            with torch.random.fork_rng(devices=[]):
+            with torch.random.fork_rng(devices=rng_devices(module_device(module))):
                 recalibrate_batchnorm(module, batchnorm_rows, batch_size)
             return validation_loss(task, module, z, y, scale=scale)
         finally:

@@ -21,7 +21,7 @@ from torch import nn
 
 from gbdt2nn_core.errors import ConfigError, NotFittedError
 from gbdt2nn_core.host.attribution import LinearColumns
-from gbdt2nn_core.host.device import rows_on
+from gbdt2nn_core.host.device import rng_devices, rows_on
 from gbdt2nn_core.host.interfaces import Student, StudentInputs
 from gbdt2nn_core.progress import NullProgress
 from gbdt2nn_core.student.calibration import saved_temperature, temperature_state
@@ -185,7 +185,7 @@ class MLPStudent(Student):
         if len(inputs.z) < 2:
             raise ConfigError(setting="training rows", value=len(inputs.z), fix="train on at least two rows")
         # seed torch for this fit only: the caller's global random state is restored afterwards
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=rng_devices(inputs.device)):
             return self._fit(inputs)
 
     def _fit(self, inputs: StudentInputs) -> MLPStudent:
