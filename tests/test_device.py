@@ -372,3 +372,16 @@ def test_experiment_settings_carry_the_device_and_resume_anywhere() -> None:
     assert on_gpu.digest() == on_cpu.digest()  # the device changes where, not what: a run resumes on any machine
     with pytest.raises(ConfigError, match="did you mean 'cuda'"):
         ExperimentConfig(device="gpu")
+
+
+def test_the_run_file_and_the_flag_set_the_device(tmp_path: Path) -> None:
+    from gbdt2nn_core.cli import build_parser
+    from gbdt2nn_core.cli.distill_cmd import _settings
+
+    run_file = tmp_path / "run.toml"
+    run_file.write_text('[run]\ndevice = "cpu"\n', encoding="utf-8")
+    parser = build_parser()
+    assert _settings(parser.parse_args(["distill", "--config", str(run_file)]))["config"]["device"] == "cpu"
+    flagged = parser.parse_args(["distill", "--config", str(run_file), "--device", "cuda:1"])
+    assert _settings(flagged)["config"]["device"] == "cuda:1"  # the flag wins
+    assert "device" not in _settings(parser.parse_args(["distill"]))["config"]  # DistillConfig's default: auto
