@@ -116,7 +116,7 @@ class Prepared:
         progress: Progress | None = None,
         on_epoch_end: Callable[[Any, int], dict[str, float] | None] | None = None,
         checkpoint: Path | None = None,
-        device: Any = "cpu",
+        device: torch.device | str = "cpu",
     ) -> StudentInputs:
         """What a student learns from on these training rows: the fitting rows, and the held-out ones as
         :attr:`StudentInputs.validation` (see :attr:`validation`)."""
