@@ -3,7 +3,7 @@
 Issue 13's goal: on a GPU machine, the whole aligned distillation (teacher, its TreeSHAP, student, evaluation) in at
 most 3× the time the teacher alone takes to train on all CPU threads. ::
 
-    # on a CUDA machine (about 4-6 minutes on an H200 with 16 cores)
+    # on a CUDA machine (estimated 4-6 minutes on an H200 with 16 cores; not yet measured)
     python benchmarks/gpu_scale.py --device cuda --json "$OUT/gpu-scale.json"
     # the smoke test (tests/test_gpu_scale_smoke.py): every code path, on the CPU, in seconds
     python benchmarks/gpu_scale.py --rows 5000 --device cpu --epochs 1 --trees 10 --leaves 15 --threads 1 \
