@@ -278,13 +278,18 @@ def training_fingerprint(
 
 
 def training_state(module: nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator) -> dict[str, Any]:
-    """What a per-epoch checkpoint needs to continue exactly: weights, optimizer moments, both random streams."""
-    return {
+    """What a per-epoch checkpoint needs to continue exactly: weights, optimizer moments, both random streams (and
+    the GPU's, for a module on one: its dropout draws there)."""
+    state = {
         "module": module.state_dict(),
         "optimizer": optimizer.state_dict(),
         "generator": generator.get_state(),
         "torch_rng": torch.get_rng_state(),
     }
+    device = module_device(module)
+    if device.type == "cuda":
+        state["cuda_rng"] = torch.cuda.get_rng_state(device)
+    return state
 
 
 def restore_training_state(
@@ -295,6 +300,9 @@ def restore_training_state(
     optimizer.load_state_dict(state["optimizer"])
     generator.set_state(state["generator"])
     torch.set_rng_state(state["torch_rng"])
+    device = module_device(module)
+    if device.type == "cuda" and "cuda_rng" in state:  # written on a GPU, resumed on one
+        torch.cuda.set_rng_state(state["cuda_rng"], device)
 
 
 def validation_loss(
