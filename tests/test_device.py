@@ -122,6 +122,17 @@ def test_rows_on_the_cpu_are_the_same_values_without_a_copy() -> None:
     )
 
 
+def test_rows_that_do_not_fit_on_the_gpu_are_a_one_line_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Refused before any copy (no GPU needed: the free memory is simulated), rather than CUDA's out-of-memory error
+    half-way through training."""
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (1_000_000, 80 * 2**30))
+    with pytest.raises(ConfigError) as raised:
+        rows_on(np.zeros((1000, 250), dtype=np.float32), torch.device("cuda", 0))  # 1 MB of rows, 1 MB free
+    assert raised.value.setting == "device"
+    assert "more than half of its free" in str(raised.value)
+    assert "use --device cpu" in str(raised.value)
+
+
 # ------------------------------------------------------------------------------------------------ before the teacher
 def test_a_missing_gpu_stops_fit_before_the_teacher_trains(
     monkeypatch: pytest.MonkeyPatch, adult_tiny: pd.DataFrame
