@@ -847,7 +847,8 @@ CASES: list[Case] = [
         setup=_text("run.toml", "[run]\nepochs = 3\n"),
         argv=(*DISTILL, "--config", "run.toml"),
         message=E + "invalid run.toml [run] key='epochs': [run] takes background_rows, cache, cache_dir, compare, "
-        "merge_categories, out, seed, teacher_explanation, test_size, threads, threshold_bins, validation_fraction",
+        "device, merge_categories, out, seed, teacher_explanation, test_size, threads, threshold_bins, "
+        "validation_fraction",
         fix="use a listed key, or `--epochs`",
     ),
     Case(
@@ -2249,6 +2250,82 @@ CASES += [
         call=lambda ctx: _dask_settings(threads_per_worker=0),
         message="invalid threads_per_worker=0: use a whole number ≥ 1",
         fix="at least 1",
+    ),
+]
+
+
+# ------------------------------------------------------------------------------------------- devices (issue 13)
+DEVICE = "Devices (issue 13)"
+_DEVICE_FIX = "use --device cpu or auto (auto: the first CUDA device when there is one, else the CPU)"
+
+
+def _no_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
+def _two_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+
+
+def _distill_config(**values: Any) -> object:
+    from gbdt2nn_core.pipeline import DistillConfig
+
+    return DistillConfig(**values)
+
+
+CASES += [
+    Case(
+        id="device-cuda-without-gpu",
+        where="CLI",
+        heading=DEVICE,
+        bad="`--device cuda` on a machine without a CUDA GPU (checked before the teacher trains)",
+        patch=_no_gpu,
+        argv=(*DISTILL, "--device", "cuda"),
+        message=E + "invalid device='cuda': this machine has no CUDA GPU that PyTorch can use; " + _DEVICE_FIX,
+        fix="`--device cpu`, or `auto` (the GPU when there is one)",
+    ),
+    Case(
+        id="device-beyond-count",
+        where="CLI",
+        heading=DEVICE,
+        bad="`--device cuda:3` on a machine with two GPUs",
+        patch=_two_gpus,
+        argv=(*DISTILL, "--device", "cuda:3"),
+        message=E + "invalid device='cuda:3': this machine has 2 CUDA devices (cuda:0 to cuda:1); " + _DEVICE_FIX,
+        fix="a device number below the count, `cpu` or `auto`",
+    ),
+    Case(
+        id="device-unknown-name",
+        where="CLI",
+        heading=DEVICE,
+        bad="`--device gpu` (not a device name)",
+        argv=(*DISTILL, "--device", "gpu"),
+        message=E + "invalid device='gpu': did you mean 'cuda'? use one of auto, cpu, cuda, cuda:N",
+        fix="`cuda`",
+    ),
+    Case(
+        id="device-predict-without-gpu",
+        where="CLI",
+        heading=DEVICE,
+        bad="`gbdt2nn predict --device cuda` (or `explain`) on a machine without a CUDA GPU",
+        patch=_no_gpu,
+        argv=(*PREDICT, "--device", "cuda"),
+        message=E + "invalid device='cuda': this machine has no CUDA GPU that PyTorch can use; " + _DEVICE_FIX,
+        fix="leave `--device` out (the CPU)",
+    ),
+    Case(
+        id="api-device-unknown-name",
+        where="API",
+        heading=DEVICE,
+        bad='`DistillConfig(device="tpu")` (also the estimators\' `device=`)',
+        call=lambda ctx: _distill_config(device="tpu"),
+        message="invalid device='tpu': did you mean 'cpu'? use one of auto, cpu, cuda, cuda:N",
+        fix="`cpu`, `cuda[:N]` or `auto`",
     ),
 ]
 

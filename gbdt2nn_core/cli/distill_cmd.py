@@ -101,6 +101,12 @@ def add_parser(subparsers: Any) -> None:
         "core this process may use)",
     )
     training.add_argument(
+        "--device",
+        metavar="DEVICE",
+        help="where everything after the teacher runs (student, its TreeSHAP targets on XGBoost): auto (a CUDA GPU "
+        "when there is one), cpu, cuda or cuda:N (default: auto)",
+    )
+    training.add_argument(
         "--teacher-explanation",
         choices=["path-dependent", "interventional"],
         help="teacher TreeSHAP: native path-dependent (default) or interventional (needs the shap plugin)",
@@ -156,6 +162,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         "threads": pick(args.threads, run_section, "threads"),
         "validation_fraction": pick(args.validation_fraction, run_section, "validation_fraction"),
         "teacher_explanation": pick(args.teacher_explanation, run_section, "teacher_explanation"),
+        "device": pick(args.device, run_section, "device"),
     }
     config: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
     config.update(

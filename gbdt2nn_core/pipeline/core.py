@@ -21,9 +21,11 @@ from typing import Any
 import attrs
 import numpy as np
 import pandas as pd
+import torch
 
 from gbdt2nn_core.data.cache import ExplanationCache
 from gbdt2nn_core.errors import ConfigError
+from gbdt2nn_core.host.device import module_device, resolve_device, rows_on
 from gbdt2nn_core.host.interfaces import Attributor, Student, StudentInputs, Teacher, TreeShap, ValidationRows
 from gbdt2nn_core.host.registry import Registry, get_registry
 from gbdt2nn_core.kit.alignment import Alignment
@@ -116,6 +118,7 @@ class Prepared:
         progress: Progress | None = None,
         on_epoch_end: Callable[[Any, int], dict[str, float] | None] | None = None,
         checkpoint: Path | None = None,
+        device: torch.device | str = "cpu",
     ) -> StudentInputs:
         """What a student learns from on these training rows: the fitting rows, and the held-out ones as
         :attr:`StudentInputs.validation` (see :attr:`validation`)."""
@@ -137,6 +140,7 @@ class Prepared:
             on_epoch_end=on_epoch_end,
             checkpoint=checkpoint,
             validation=validation,
+            device=device,
         )
 
     @property
@@ -158,6 +162,8 @@ class Trained:
     seconds: float
     #: The first epoch this call trained (> 0 when it resumed from a checkpoint).
     first_epoch: int = 0
+    #: The device the student trained on (``config.device`` resolved on this machine, e.g. ``"cuda:0"``).
+    device: str = "cpu"
 
 
 def check_explains(name: str, attributor: Attributor, student: str) -> None:
@@ -188,9 +194,15 @@ class Pipeline:
         self.cache = cache if cache is not None else explanation_cache(self.config)
 
     # ------------------------------------------------------------------ checks
+    def device(self) -> torch.device:
+        """``config.device`` on this machine (:func:`~gbdt2nn_core.host.device.resolve_device`): a CUDA device it
+        lacks is a :class:`ConfigError`."""
+        return resolve_device(self.config.device)
+
     def check(self) -> None:
         """Resolve every component and its options now, so that a typo fails before minutes of training."""
         config, registry = self.config, self.registry
+        self.device()
         registry.spec("teacher", config.teacher)
         registry.student(config.student, seed=config.seed, **config.student_options)
         attributor = registry.attributor(config.attributor, **config.attributor_options)
@@ -227,6 +239,7 @@ class Pipeline:
         """:meth:`prepare` for rows already split; ``teacher`` is a :class:`Teacher` or a model to wrap."""
         config, progress = self.config, self.progress
         teacher_obj = teacher if isinstance(teacher, Teacher) else self.teacher(teacher)
+        device = self.device()  # a missing GPU is an error before the teacher trains
         started = time.perf_counter()
         with progress.step(f"teacher ({config.teacher})"), seeded(config.seed):
             teacher_obj.fit(split.train_frame, split.y_train, task=split.task, seed=config.seed)
@@ -245,7 +258,12 @@ class Pipeline:
         margin = teacher_obj.predict_margin(data.train_frame)
         prepare_s = time.perf_counter() - started
         explanations = TeacherExplanations(
-            teacher_obj, config=config, registry=self.registry, background=teacher_background, cache=self.cache
+            teacher_obj,
+            config=config,
+            registry=self.registry,
+            background=teacher_background,
+            cache=self.cache,
+            device=device,
         )
         return Prepared(
             data=data,
@@ -324,16 +342,19 @@ class Pipeline:
                 first_epoch.append(epoch)
             return on_epoch_end(trained, epoch) if on_epoch_end is not None else None
 
+        device = resolve_device(config.device)
         inputs = prepared.student_inputs(
-            alignment=alignment_term, progress=self.progress, on_epoch_end=epoch_end, checkpoint=checkpoint
+            alignment=alignment_term,
+            progress=self.progress,
+            on_epoch_end=epoch_end,
+            checkpoint=checkpoint,
+            device=device,
         )
         started = time.perf_counter()
         with seeded(config.seed):
             student.fit(inputs)
         seconds = time.perf_counter() - started
-        import torch
-
-        explainer.fit(student.module, torch.as_tensor(prepared.background, dtype=torch.float32))
+        explainer.fit(student.module, rows_on(prepared.background, module_device(student.module), torch.float32))
         epochs = len(student.history["epochs"])
         return Trained(
             config=config,
@@ -341,6 +362,7 @@ class Pipeline:
             attributor=explainer,
             seconds=seconds,
             first_epoch=first_epoch[0] if first_epoch else epochs,
+            device=str(device),
         )
 
     # ------------------------------------------------------------------ evaluate

@@ -68,6 +68,9 @@ class RunParts:
     #: Teacher-ready training rows that interventional TreeSHAP measured against (kept so that a loaded model
     #: explains its teacher exactly as training did).
     teacher_background: pd.DataFrame | None = attrs.field(default=None, eq=False)
+    #: The device the student trained on (``config.device`` resolved, e.g. ``"cuda:0"``), recorded in config.json
+    #: as ``resolved_device`` beside the requested ``device``.
+    device: str | None = None
 
 
 def _jsonable_rows(frame: pd.DataFrame) -> dict[str, list[Any]]:
@@ -97,9 +100,11 @@ def _write_student(directory: Path, parts: RunParts, teacher_file: str | None) -
     if parts.teacher_background is not None:
         metadata["teacher_background"] = _jsonable_rows(parts.teacher_background)
     save_model(directory, attrs.evolve(parts.model, metadata=metadata))
-    # the settings as given, and what the student resolved for itself from the data (targets' scale, β, λ...) and why
+    # the settings as given, where they ran, and what the student resolved for itself from the data (targets' scale,
+    # β, λ...) and why
     choices = parts.history.get("choices", {})
-    write_json(directory / CONFIG, {**parts.config.to_json(), "student_choices": choices})
+    resolved = {} if parts.device is None else {"resolved_device": parts.device}
+    write_json(directory / CONFIG, {**parts.config.to_json(), **resolved, "student_choices": choices})
     if parts.metrics is not None:
         write_json(directory / METRICS, parts.metrics)
     write_json(directory / HISTORY, parts.history)
@@ -142,6 +147,7 @@ def parts_of(run: DistillRun) -> RunParts:
         metrics=run.metrics,
         history={**run.student.history, "validation_split": run.prepared.validation.describe()},
         teacher_background=run.prepared.teacher_background,
+        device=run.trained.device,
     )
 
 

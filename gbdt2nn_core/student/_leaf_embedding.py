@@ -87,7 +87,7 @@ def fit_leaf_embedding(
     history = []
     module.train()
     for _ in range(epochs):
-        order = torch.randperm(leaves.shape[0], generator=generator)
+        order = torch.randperm(leaves.shape[0], generator=generator).to(leaves.device)  # CPU draw, one copy
         total, count = 0.0, 0
         for rows in row_batches(order, batch_size):
             prediction = module(leaves[rows])

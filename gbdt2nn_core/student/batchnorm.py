@@ -6,6 +6,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from gbdt2nn_core.host.device import module_device, rows_on
+
 __all__ = ["recalibrate_batchnorm", "row_batches"]
 
 
@@ -36,7 +38,7 @@ def recalibrate_batchnorm(module: nn.Module, z: np.ndarray | torch.Tensor, batch
         norm.reset_running_stats()
         norm.momentum = None
     module.train()
-    rows = torch.as_tensor(z, dtype=torch.float32)
+    rows = rows_on(z, module_device(module), torch.float32)  # on the module's device, copied there once
     try:
         for start in range(0, len(rows), batch_size):
             if len(rows[start : start + batch_size]) > 1:

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from gbdt2nn_core.errors import ConfigError, NotFittedError
+from gbdt2nn_core.host.device import inference_chunk_rows, module_device, rng_devices, rows_on
 from gbdt2nn_core.host.interfaces import OnlineUpdate, Student, StudentInputs, Task, Teacher, ValidationRows
 from gbdt2nn_core.kit.alignment import Alignment
 from gbdt2nn_core.progress import NullProgress, Progress
@@ -176,7 +177,9 @@ class GBDT2NNStudent(Student):
         self.lookup_blocks_: OneHotBlocks | None = None  # see use_lookup
 
     # ------------------------------------------------------------------ building
-    def _build(self, teacher: Teacher, column_of: np.ndarray) -> tuple[GBDT2NNModule, list[np.ndarray]]:
+    def _build(
+        self, teacher: Teacher, column_of: np.ndarray, device: torch.device
+    ) -> tuple[GBDT2NNModule, list[np.ndarray]]:
         ensemble = teacher.structure()
         groups, group_output = group_trees(ensemble, self.config.n_groups, self.config.seed)
         columns = select_group_features(ensemble, groups, self.config.features_per_group)
@@ -193,8 +196,8 @@ class GBDT2NNStudent(Student):
             n_outputs=ensemble.n_outputs,
             hidden=self.config.hidden,
             embedding_dim=self.config.embedding_dim,
-        )
-        module.use_lookup(self.lookup_blocks_)
+        ).to(device)
+        module.use_lookup(self.lookup_blocks_)  # after the move: the lookup tables are made on the module's device
         self.group_columns_ = columns
         return module, groups
 
@@ -218,7 +221,7 @@ class GBDT2NNStudent(Student):
         run.
         """
         # seed torch for this fit only: the caller's global random state is restored afterwards
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=rng_devices(inputs.device)):
             return self._fit(
                 teacher=inputs.teacher,
                 leaves=inputs.leaves,
@@ -234,6 +237,7 @@ class GBDT2NNStudent(Student):
                 on_epoch_end=inputs.on_epoch_end,
                 checkpoint=inputs.checkpoint,
                 validation=inputs.validation,
+                device=torch.device(inputs.device),
             )
 
     def _fit(
@@ -253,14 +257,17 @@ class GBDT2NNStudent(Student):
         on_epoch_end: Callable[[GBDT2NNStudent, int], dict[str, float] | None] | None,
         checkpoint: Path | None,
         validation: ValidationRows | None = None,
+        device: torch.device | None = None,
     ) -> GBDT2NNStudent:
         cfg = self.config
+        # everything below lives on ``device``: the matrices are copied there whole, once (see host/device.py)
+        device = device or torch.device("cpu")
         n = z.shape[0]
         if n < 2:
             raise ConfigError(setting="training rows", value=n, fix="train on at least two rows")
         torch.manual_seed(cfg.seed)
         generator = torch.Generator().manual_seed(cfg.seed)
-        module, groups = self._build(teacher, column_of)
+        module, groups = self._build(teacher, column_of, device)
         self.groups_ = groups
         ensemble = teacher.structure()
         fingerprint = training_fingerprint(cfg, teacher, z, y, alignment, validation)
@@ -270,9 +277,10 @@ class GBDT2NNStudent(Student):
         scaling = target_scaling(task, y, standardize=cfg.standardize_targets)
         self.choices_ = {"targets": scaling.describe(), "beta": _beta_choice(cfg)}
         scale = scaling.scale
-        leaf_sums = torch.as_tensor(group_leaf_sums(ensemble, leaves, groups) / scale, dtype=torch.float32)
-        embedding = LeafEmbedding(ensemble, groups, cfg.embedding_dim, cfg.leaf_dropout, leaf_sums.mean(0).numpy())
-        leaves_t = torch.as_tensor(leaves, dtype=torch.long)
+        leaf_sums = rows_on(group_leaf_sums(ensemble, leaves, groups) / scale, device, torch.float32)
+        bias = leaf_sums.mean(0).cpu().numpy()
+        embedding = LeafEmbedding(ensemble, groups, cfg.embedding_dim, cfg.leaf_dropout, bias).to(device)
+        leaves_t = rows_on(leaves, device, torch.long)
         steps = math.ceil(n / cfg.batch_size) * cfg.leaf_epochs
         with progress.step("leaf embedding", total=steps):
             if resumed is not None:
@@ -298,11 +306,11 @@ class GBDT2NNStudent(Student):
                 module.head_bias.copy_(embedding.bias * scale)
 
         # --- steps 5-6 (+ alignment): train the group networks
-        z_t = torch.as_tensor(z, dtype=torch.float32)
-        y_t = scaling.targets(task, y)
+        z_t = rows_on(z, device, torch.float32)
+        y_t = rows_on(scaling.targets(task, y), device)
         objective = _Objective(cfg, task, module, targets, y_t, teacher_margin, alignment, aggregation, scaling)
         if alignment is not None:
-            alignment.attributor.fit(module, torch.as_tensor(background, dtype=torch.float32))
+            alignment.attributor.fit(module, rows_on(background, device, torch.float32))
         optimizer = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         weight = AlignmentWeight(alignment.weight, cfg.alignment_cap) if alignment is not None else None
         self.module_ = module
@@ -399,7 +407,8 @@ class GBDT2NNStudent(Student):
         beta = cfg.beta(epoch)
         module.train()
         n = z.shape[0]
-        order = torch.randperm(n, generator=generator)
+        # drawn on the CPU generator (the same order on every device), moved once per epoch
+        order = torch.randperm(n, generator=generator).to(z.device)
         batches = math.ceil(n / cfg.batch_size)
         carry = torch.rand(batches, generator=generator) < (alignment.fraction if alignment else 0.0)
         sums = {"task": 0.0, "emb": 0.0, "align": 0.0, "aligned_rows": 0.0}
@@ -454,7 +463,7 @@ class GBDT2NNStudent(Student):
             },
             "calibration": temperature_state(self.temperature),
         }
-        tensors = {name: tensor.detach().contiguous() for name, tensor in module.state_dict().items()}
+        tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in module.state_dict().items()}
         return description, tensors
 
     def load_state(self, description: dict[str, Any], tensors: dict[str, torch.Tensor]) -> GBDT2NNStudent:
@@ -489,14 +498,21 @@ class GBDT2NNStudent(Student):
     def predict_margin_lookup(self, other: np.ndarray, active: np.ndarray, batch_size: int = 2048) -> np.ndarray:
         module = self.module.eval()
         device = module.group_input_index.device
-        other_t = torch.as_tensor(other, dtype=torch.float32, device=device)
-        active_t = torch.as_tensor(active, dtype=torch.long, device=device)
+        chunk = inference_chunk_rows(device, batch_size)
+        other_t = torch.as_tensor(other, dtype=torch.float32)
+        active_t = torch.as_tensor(active, dtype=torch.long)
         with torch.no_grad():
             chunks = [
-                module.forward_lookup(other_t[i : i + batch_size], active_t[i : i + batch_size])
-                for i in range(0, max(len(other_t), 1), batch_size)
+                module.forward_lookup(other_t[i : i + chunk].to(device), active_t[i : i + chunk].to(device)).cpu()
+                for i in range(0, max(len(other_t), 1), chunk)
             ]
-        return torch.cat(chunks).cpu().numpy()
+        return torch.cat(chunks).numpy()
+
+    def move_to(self, device: torch.device | str) -> GBDT2NNStudent:
+        """:meth:`Student.move_to`, with the lookup first layer's tables made again on the new device."""
+        super().move_to(device)
+        self.module.use_lookup(self.lookup_blocks_)
+        return self
 
     def partial_fit(self, update: OnlineUpdate) -> list[dict[str, Any]]:
         """DeepGBM's online update: the network trains end to end on new rows (:mod:`gbdt2nn_core.student.online`)."""
@@ -536,8 +552,9 @@ def _validation_monitor(
     without validation rows."""
     if validation is None:
         return lambda: None
-    z = torch.as_tensor(validation.z, dtype=torch.float32)
-    y = scaling.targets(task, validation.y)
+    device = module_device(module)
+    z = rows_on(validation.z, device, torch.float32)
+    y = rows_on(scaling.targets(task, validation.y), device)
     return lambda: validation_loss(
         task, module, z, y, scaling=scaling, batchnorm_rows=batchnorm_rows, batch_size=batch_size
     )
@@ -568,11 +585,11 @@ class _Objective:
         if cfg.teacher_weight > 0:
             if teacher_margin is None:
                 raise ConfigError(setting="teacher_weight", value=cfg.teacher_weight, fix="pass teacher_margin to fit")
-            self.soft_targets = scaling.margins(soft_targets(task, teacher_margin))
+            self.soft_targets = rows_on(scaling.margins(soft_targets(task, teacher_margin)), y.device, torch.float32)
             self.soft_loss = soft_loss(task)
         if alignment is not None:
             require_differentiable(alignment)
-            aggregation_t = torch.as_tensor(aggregation, dtype=torch.float32)
+            aggregation_t = rows_on(aggregation, y.device, torch.float32)
             self.alignment_targets = AlignmentTargets(alignment, len(y), aggregation_t, scale=scale)
 
     def distillation(self, z: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

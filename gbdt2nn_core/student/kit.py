@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from gbdt2nn_core.errors import ConfigError, TrainingError
+from gbdt2nn_core.host.device import module_device, rng_devices, rows_on
 from gbdt2nn_core.host.interfaces import Task, Teacher, ValidationRows
 from gbdt2nn_core.kit.alignment import Alignment, column_attributions, frozen_batchnorm
 from gbdt2nn_core.student.batchnorm import recalibrate_batchnorm, row_batches
@@ -282,8 +283,10 @@ class AlignmentTargets:
     """
 
     def __init__(self, alignment: Alignment, n_rows: int, aggregation: torch.Tensor, *, scale: float = 1.0) -> None:
+        # every tensor lives where ``aggregation`` does (the training device), copied there once
         self.alignment, self.aggregation, self.scale = alignment, aggregation, scale
-        self.attributions = torch.tensor(alignment.teacher_attributions / scale, dtype=torch.float32)
+        device = aggregation.device
+        self.attributions = rows_on(alignment.teacher_attributions / scale, device, torch.float32)
         aligned = alignment.training_rows(n_rows)
         if len(aligned) != len(self.attributions) or (len(aligned) and aligned[-1] >= n_rows):
             raise ConfigError(
@@ -295,7 +298,7 @@ class AlignmentTargets:
         self.every_row = len(aligned) == n_rows
         position = np.full(n_rows, -1, dtype=np.int64)
         position[aligned] = np.arange(len(aligned))
-        self.position = torch.as_tensor(position)
+        self.position = rows_on(position, device)
 
     def batch_loss(self, module: nn.Module, z: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, int] | None:
         """``(L_align, m)``: the term over the ``m`` aligned rows of the batch of training rows ``rows`` (encoded
@@ -401,13 +404,18 @@ def training_fingerprint(
 
 
 def training_state(module: nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator) -> dict[str, Any]:
-    """What a per-epoch checkpoint needs to continue exactly: weights, optimizer moments, both random streams."""
-    return {
+    """What a per-epoch checkpoint needs to continue exactly: weights, optimizer moments, both random streams (and
+    the GPU's, for a module on one: its dropout draws there)."""
+    state = {
         "module": module.state_dict(),
         "optimizer": optimizer.state_dict(),
         "generator": generator.get_state(),
         "torch_rng": torch.get_rng_state(),
     }
+    device = module_device(module)
+    if device.type == "cuda":
+        state["cuda_rng"] = torch.cuda.get_rng_state(device)
+    return state
 
 
 def restore_training_state(
@@ -418,6 +426,9 @@ def restore_training_state(
     optimizer.load_state_dict(state["optimizer"])
     generator.set_state(state["generator"])
     torch.set_rng_state(state["torch_rng"])
+    device = module_device(module)
+    if device.type == "cuda" and "cuda_rng" in state:  # written on a GPU, resumed on one
+        torch.cuda.set_rng_state(state["cuda_rng"], device)
 
 
 def validation_loss(
@@ -442,7 +453,7 @@ def validation_loss(
     if batchnorm_rows is not None:
         saved = {name: buffer.clone() for name, buffer in module.named_buffers()}
         try:
-            with torch.random.fork_rng(devices=[]):
+            with torch.random.fork_rng(devices=rng_devices(module_device(module))):
                 recalibrate_batchnorm(module, batchnorm_rows, batch_size)
             return validation_loss(task, module, z, y, scaling=scaling)
         finally:
@@ -539,7 +550,7 @@ def validation_temperature(task: Task, module: nn.Module, validation: Validation
     if task == "regression" or validation is None:
         return 1.0
     module.eval()
-    z = torch.as_tensor(validation.z, dtype=torch.float32)
+    z = rows_on(validation.z, module_device(module), torch.float32)
     with torch.no_grad():
         margin = torch.cat([module(z[start : start + 4096]) for start in range(0, len(z), 4096)])
-    return fit_temperature(task, margin.double().numpy(), np.asarray(validation.y))
+    return fit_temperature(task, margin.double().cpu().numpy(), np.asarray(validation.y))
