@@ -41,7 +41,7 @@ from gbdt2nn_core.pipeline.evaluate import evaluate_rows
 from gbdt2nn_core.pipeline.explanations import TeacherExplanations, explanation_cache
 from gbdt2nn_core.pipeline.margins import enable_lookup
 from gbdt2nn_core.pipeline.metrics import Metrics
-from gbdt2nn_core.pipeline.processes import shard_of, shared_teacher
+from gbdt2nn_core.pipeline.processes import check_data_parallel, shard_of, shared_teacher
 from gbdt2nn_core.pipeline.seeding import seeded
 from gbdt2nn_core.progress import NullProgress, Progress
 from gbdt2nn_core.student.distributed import world
@@ -218,7 +218,8 @@ class Pipeline:
         """Resolve every component and its options now, so that a typo fails before minutes of training."""
         config, registry = self.config, self.registry
         registry.spec("teacher", config.teacher)
-        registry.student(config.student, seed=config.seed, **config.student_options)
+        student = registry.student(config.student, seed=config.seed, **config.student_options)
+        check_data_parallel(student, config.student, world().size)
         attributor = registry.attributor(config.attributor, **config.attributor_options)
         check_explains(config.attributor, attributor, config.student)
         if config.alignment_weight > 0:  # a plain distillation needs no alignment-loss plugin installed
@@ -329,6 +330,7 @@ class Pipeline:
         )
         registry = self.registry
         student = registry.student(config.student, seed=config.seed, **config.student_options)
+        check_data_parallel(student, config.student, world().size)
         enable_lookup(student, prepared.data.encoder)  # the lookup first layer in training's forward and serving
         explainer = registry.attributor(config.attributor, **config.attributor_options)
         alignment_term = None

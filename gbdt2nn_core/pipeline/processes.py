@@ -1,7 +1,7 @@
 """Several processes training one student: the process group, who trains the teacher, and each process's shard.
 
-``gbdt2nn distill --nproc N`` starts N copies of the command through torch's elastic launcher
-(:func:`launch`); ``torchrun ... -m gbdt2nn_core.cli distill ...`` starts them on several machines. Either way
+``gbdt2nn distill --nproc N`` starts N copies of the command on this machine through torch's elastic launcher;
+``torchrun`` starts them on several machines (docs/scaling-out.md has the commands). Either way
 every copy finds ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT`` in its environment
 and joins the process group in :func:`process_group` (gloo on CPU; NCCL when the student trains on CUDA,
 ``cuda:{LOCAL_RANK}``). Then:
@@ -19,24 +19,31 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 
 from gbdt2nn_core.errors import ConfigError
-from gbdt2nn_core.host.interfaces import Teacher
+from gbdt2nn_core.host.interfaces import Student, Teacher
 from gbdt2nn_core.student.distributed import World, broadcast_bytes, shard_rows, world
 
-__all__ = ["backend_for", "launch", "launched", "process_group", "shard_of", "shared_teacher"]
+__all__ = [
+    "backend_for",
+    "check_data_parallel",
+    "launched",
+    "process_group",
+    "shard_of",
+    "shared_teacher",
+]
 
-#: The variables torchrun (and :func:`launch`) set in every process.
+#: The variables torchrun (and ``--nproc``) set in every process.
 _LAUNCH_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 
 def launched() -> bool:
-    """Whether this process was started by torchrun or :func:`launch` (its environment names a process group)."""
+    """Whether this process was started by torchrun or ``--nproc`` (its environment names a process group)."""
     return all(name in os.environ for name in _LAUNCH_VARIABLES)
 
 
@@ -64,6 +71,16 @@ def process_group(device: str = "cpu", timeout: timedelta = timedelta(minutes=30
         yield world()
     finally:
         dist.destroy_process_group()
+
+
+def check_data_parallel(student: Student, name: str, nproc: int) -> None:
+    """Refuse to train ``student`` (registered as ``name``) on ``nproc`` > 1 processes when it cannot."""
+    if nproc > 1 and not student.supports_data_parallel:
+        raise ConfigError(
+            setting="--nproc",
+            value=nproc,
+            fix=f"the {name!r} student trains in one process only; use the gbdt2nn student or leave --nproc out",
+        )
 
 
 def shard_of(n_rows: int) -> np.ndarray | None:
@@ -98,37 +115,3 @@ def shared_teacher(train: Callable[[], Teacher], wrap: Callable[[str], Teacher],
         path = Path(folder) / f"teacher{suffix}"
         path.write_bytes(payload)
         return wrap(str(path))
-
-
-def launch(nproc: int, argv: Sequence[str]) -> int:
-    """Run ``python -m gbdt2nn_core.cli *argv`` in ``nproc`` processes on this machine through torch's elastic
-    launcher (``torch.distributed.launcher.api.elastic_launch``, what ``torchrun --standalone`` uses); returns the
-    exit code of the group: 0, or the first failed process's code (its one-line error is already on stderr)."""
-    import logging
-    import sys
-    import uuid
-
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
-
-    if not isinstance(nproc, int) or nproc < 1:
-        raise ConfigError(setting="--nproc", value=nproc, fix="use a whole number of processes ≥ 1")
-    config = LaunchConfig(
-        min_nodes=1,
-        max_nodes=1,
-        nproc_per_node=nproc,
-        run_id=str(uuid.uuid4()),
-        rdzv_backend="c10d",
-        rdzv_endpoint="localhost:0",  # a free port, as torchrun --standalone
-        max_restarts=0,  # a failed distillation fails again: report it instead (a rerun resumes from checkpoints)
-        monitor_interval=0.2,
-    )
-    # the launcher logs every start and, on a failure, a multi-line report; the failed process printed its line
-    for name in ("torch.distributed.elastic", "torch.distributed.launcher"):
-        logging.getLogger(name).setLevel(logging.CRITICAL)
-    try:
-        elastic_launch(config, sys.executable)("-m", "gbdt2nn_core.cli", *argv)
-    except ChildFailedError as failure:
-        codes = [info.exitcode for info in failure.failures.values()]
-        return next((code for code in codes if code > 0), 1)
-    return 0

@@ -107,17 +107,14 @@ def shard_batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
     """``order`` (this process's shard, shuffled) cut into as many batches as every other process cuts its own.
 
     The count is that of the largest shard in batches of ``batch_size`` rows (every process runs a collective per
-    batch, so the counts must agree); the batches of a shard differ in size by at most one row. With one process
-    this is :func:`~gbdt2nn_core.student.batchnorm.row_batches`.
+    batch, so the counts must agree); the batches of a shard differ in size by at most one row. (One process
+    trains on :func:`~gbdt2nn_core.student.batchnorm.row_batches`.)
     """
-    from gbdt2nn_core.student.batchnorm import row_batches
-
-    if not world().distributed:
-        return row_batches(order, batch_size)
-    import torch.distributed as dist
-
     largest = torch.tensor([len(order)], dtype=torch.int64)
-    dist.all_reduce(largest, op=dist.ReduceOp.MAX)
+    if world().distributed:
+        import torch.distributed as dist
+
+        dist.all_reduce(largest, op=dist.ReduceOp.MAX)
     steps = max(1, math.ceil(int(largest.item()) / batch_size))
     return list(torch.tensor_split(order, steps))
 
@@ -199,6 +196,11 @@ class _SumOverProcesses(torch.autograd.Function):
         return summed
 
 
+def _sum_over_processes(values: torch.Tensor) -> torch.Tensor:
+    summed: torch.Tensor = _SumOverProcesses.apply(values)  # type: ignore[no-untyped-call]  # torch leaves it untyped
+    return summed
+
+
 class _GlobalBatchNorm(nn.BatchNorm1d):
     """``BatchNorm1d`` whose training-mode moments are those of the global batch (every process's rows).
 
@@ -211,10 +213,10 @@ class _GlobalBatchNorm(nn.BatchNorm1d):
             return super().forward(input)
         # two passes (sums, then centred squares), as BatchNorm itself computes the variance: no cancellation
         count_local = torch.tensor([float(input.shape[0])], dtype=input.dtype)
-        sums = _SumOverProcesses.apply(torch.cat([input.sum(0), count_local]))
+        sums = _sum_over_processes(torch.cat([input.sum(0), count_local]))
         count = sums[-1]
         mean = sums[:-1] / count
-        var = _SumOverProcesses.apply(((input - mean) ** 2).sum(0)) / count
+        var = _sum_over_processes(((input - mean) ** 2).sum(0)) / count
         with torch.no_grad():
             self._track(mean.detach(), var.detach(), float(count))
         normed = (input - mean) * torch.rsqrt(var + self.eps)

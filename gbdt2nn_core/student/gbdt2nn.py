@@ -156,6 +156,7 @@ class GBDT2NNStudent(Student):
     """
 
     supports_online = True
+    supports_data_parallel = True
 
     def __init__(self, **options: Any) -> None:
         self.config = config_from_options(GBDT2NNConfig, options)
