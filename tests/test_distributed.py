@@ -175,3 +175,59 @@ def test_a_share_of_aligned_rows_is_split_between_the_processes(tmp_path: Path) 
     for name, tensor in rank0["state"].items():
         torch.testing.assert_close(rank1["state"][name], tensor, atol=0, rtol=0, msg=name)
     assert rank0["history"][0]["alignment_loss"] > 0
+
+
+def _resume_worker(rank: int, world_size: int, port: int, folder: str) -> None:
+    """Two epochs with a checkpoint (rank 0 keeps a copy of the one after the first epoch), then the same training
+    again from that copy, as a rerun after an interruption: the weights of both, and the files each rank wrote."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        adult = load_bundled("adult")
+        config = _config(batch_size=40, alignment_rows=0.1)
+        config = attrs.evolve(config, student_options={**config.student_options, "epochs": 2})
+        pipeline = Pipeline(config)
+        prepared = pipeline.prepare(adult.frame.iloc[:ROWS].reset_index(drop=True), adult.target)
+        # a path per rank: a rank other than 0 must neither write its path nor need it to resume
+        checkpoint = Path(folder) / f"checkpoints-rank{rank}" / "student.pt"
+        interrupted = Path(folder) / "after-epoch-1.pt"
+
+        def keep_first_epoch(_student: Any, epoch: int) -> None:
+            if epoch == 1 and rank == 0:  # the file now holds the state after epoch 1 of 2
+                interrupted.write_bytes(checkpoint.read_bytes())
+
+        first = pipeline.train(prepared, checkpoint=checkpoint, on_epoch_end=keep_first_epoch)
+        torch.distributed.barrier()
+        if rank == 0:
+            checkpoint.write_bytes(interrupted.read_bytes())
+        torch.distributed.barrier()
+        resumed = pipeline.train(prepared, checkpoint=checkpoint)
+        torch.save(
+            {
+                "first": first.student.module.state_dict(),
+                "resumed": resumed.student.module.state_dict(),
+                "resumed_from": resumed.first_epoch,
+                "files": sorted(
+                    str(path.relative_to(folder))
+                    for path in Path(folder).rglob("*")
+                    if not path.name.startswith("resume-")  # the results of this test, written in any order
+                ),
+            },
+            Path(folder) / f"resume-rank{rank}.pt",
+        )
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_an_interrupted_run_resumes_from_rank_zeros_checkpoint(tmp_path: Path) -> None:
+    """Rank 0 alone writes the checkpoint and reads it back; every process resumes from it and ends with the weights
+    of the uninterrupted run."""
+    mp.spawn(_resume_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    rank0, rank1 = (torch.load(tmp_path / f"resume-rank{rank}.pt", weights_only=True) for rank in range(2))
+    assert rank0["resumed_from"] == rank1["resumed_from"] == 1
+    for result in (rank0, rank1):
+        for name, tensor in result["first"].items():
+            torch.testing.assert_close(result["resumed"][name], tensor, atol=1e-6, rtol=1e-6, msg=name)
+    # the only files: rank 0's checkpoint and the test's copy of it
+    assert rank0["files"] == rank1["files"] == ["after-epoch-1.pt", "checkpoints-rank0", "checkpoints-rank0/student.pt"]
