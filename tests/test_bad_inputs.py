@@ -2258,6 +2258,17 @@ CASES += [
         fix="leave `--nproc` out: torchrun's `--nproc-per-node` says how many",
     ),
     Case(
+        id="experiment-under-torchrun",
+        where="CLI",
+        heading=NPROC,
+        bad="`gbdt2nn experiment` started by torchrun",
+        patch=_under_torchrun,
+        argv=("experiment", "--out", "exp"),
+        message=E + "gbdt2nn experiment runs in one process, not under torchrun; run it without torchrun (gbdt2nn "
+        "distill --nproc / torchrun train one student on several processes)",
+        fix="run it without torchrun",
+    ),
+    Case(
         id="nproc-data-missing",
         where="CLI",
         heading=NPROC,
