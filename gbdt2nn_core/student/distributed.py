@@ -80,15 +80,24 @@ def shard_rows(n_rows: int, rank: int, size: int) -> np.ndarray:
     return np.arange(rank, n_rows, size, dtype=np.int64)
 
 
+def _collective_device() -> torch.device:
+    """Where the tensors of a collective live: NCCL reduces CUDA tensors only, gloo CPU ones."""
+    import torch.distributed as dist
+
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
     """The sum of ``values`` over every process (not differentiable); ``values`` itself with one process."""
     if not world().distributed:
         return values
     import torch.distributed as dist
 
-    summed = values.detach().clone()
+    summed = values.detach().to(_collective_device(), copy=True)
     dist.all_reduce(summed)
-    return summed
+    return summed.to(values.device)
 
 
 def global_mean_var(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -114,6 +123,7 @@ def shard_batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
     if world().distributed:
         import torch.distributed as dist
 
+        largest = largest.to(_collective_device())
         dist.all_reduce(largest, op=dist.ReduceOp.MAX)
     steps = max(1, math.ceil(int(largest.item()) / batch_size))
     return list(torch.tensor_split(order, steps))
@@ -141,14 +151,15 @@ def broadcast_bytes(payload: bytes | None, *, source: int = 0) -> bytes:
     """``payload`` of process ``source``, on every process (a raw byte tensor: nothing is pickled)."""
     import torch.distributed as dist
 
-    size = torch.tensor([len(payload) if payload is not None else 0], dtype=torch.int64)
+    device = _collective_device()
+    size = torch.tensor([len(payload) if payload is not None else 0], dtype=torch.int64, device=device)
     dist.broadcast(size, source)
-    buffer = torch.zeros(int(size.item()), dtype=torch.uint8)
+    buffer = torch.zeros(int(size.item()), dtype=torch.uint8, device=device)
     if dist.get_rank() == source:
         assert payload is not None
-        buffer = torch.frombuffer(bytearray(payload), dtype=torch.uint8)
+        buffer = torch.frombuffer(bytearray(payload), dtype=torch.uint8).to(device)
     dist.broadcast(buffer, source)
-    return buffer.numpy().tobytes()
+    return buffer.cpu().numpy().tobytes()
 
 
 def broadcast_state(state: dict[str, Any] | None, *, source: int = 0) -> dict[str, Any] | None:
@@ -212,7 +223,7 @@ class _GlobalBatchNorm(nn.BatchNorm1d):
         if not self.training:
             return super().forward(input)
         # two passes (sums, then centred squares), as BatchNorm itself computes the variance: no cancellation
-        count_local = torch.tensor([float(input.shape[0])], dtype=input.dtype)
+        count_local = torch.tensor([float(input.shape[0])], dtype=input.dtype, device=input.device)
         sums = _sum_over_processes(torch.cat([input.sum(0), count_local]))
         count = sums[-1]
         mean = sums[:-1] / count
