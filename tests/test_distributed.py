@@ -231,3 +231,50 @@ def test_an_interrupted_run_resumes_from_rank_zeros_checkpoint(tmp_path: Path) -
             torch.testing.assert_close(result["resumed"][name], tensor, atol=1e-6, rtol=1e-6, msg=name)
     # the only files: rank 0's checkpoint and the test's copy of it
     assert rank0["files"] == rank1["files"] == ["after-epoch-1.pt", "checkpoints-rank0", "checkpoints-rank0/student.pt"]
+
+
+def test_every_attributor_differentiates_inputs_never_parameters(adult_run: Any) -> None:
+    """DistributedDataParallel syncs gradients in the one backward of the joint loss: an alignment term that took
+    ``torch.autograd.grad`` with respect to parameters, or ran a backward of its own, would bypass it (torch issues
+    #47562, #63812). Every installed differentiable attributor's training path is checked."""
+    import copy
+
+    from gbdt2nn_core.host.registry import get_registry
+    from gbdt2nn_core.kit.alignment import Alignment
+    from gbdt2nn_core.student.kit import alignment_loss
+
+    registry = get_registry()
+    module = copy.deepcopy(adult_run.student.module).train()
+    parameters = {id(parameter) for parameter in module.parameters()}
+    z = torch.as_tensor(adult_run.data.z_test[:64], dtype=torch.float32)
+    aggregation = torch.as_tensor(adult_run.data.encoder.aggregation(), dtype=torch.float32)
+    background = torch.as_tensor(adult_run.prepared.background, dtype=torch.float32)
+    original_grad, original_backward = torch.autograd.grad, torch.Tensor.backward
+    checked = []
+    for name in registry.names("attributor"):
+        attributor = registry.attributor(name)
+        if not attributor.differentiable or (attributor.students is not None and "gbdt2nn" not in attributor.students):
+            continue
+        attributor.fit(module, background)
+        differentiated: list[int] = []
+
+        def grad(outputs: Any, inputs: Any, *args: Any, **kwargs: Any) -> Any:
+            targets = [inputs] if isinstance(inputs, torch.Tensor) else list(inputs)
+            differentiated.extend(id(target) for target in targets)  # noqa: B023 - used within this iteration
+            return original_grad(outputs, inputs, *args, **kwargs)
+
+        def backward(*args: Any, **kwargs: Any) -> None:
+            raise AssertionError(f"{name} runs a backward of its own")  # noqa: B023
+
+        alignment = Alignment(
+            attributor=attributor, loss=torch.nn.functional.mse_loss, teacher_attributions=np.zeros(1)
+        )
+        with mock.patch.object(torch.autograd, "grad", grad), mock.patch.object(torch.Tensor, "backward", backward):
+            loss = alignment_loss(alignment, module, z, aggregation, torch.zeros(64, aggregation.shape[1]))
+        assert differentiated, name
+        assert not parameters & set(differentiated), f"{name} differentiates with respect to parameters"
+        original_backward(loss)  # and the term back-propagates to the parameters, in the one backward
+        assert module.mlp.hidden[0].weight.grad is not None
+        module.zero_grad(set_to_none=True)
+        checked.append(name)
+    assert "structure" in checked
