@@ -259,6 +259,11 @@ class GBDT2NNStudent(Student):
         torch.manual_seed(cfg.seed)
         generator = torch.Generator().manual_seed(cfg.seed)
         module, groups = self._build(teacher, column_of)
+        if not processes.leader:
+            # the networks start from rank 0's weights (DistributedDataParallel broadcasts them), and rank 0 draws as
+            # one process would; every other process draws its own dropout masks, so that rows at the same position
+            # of two shards do not share one
+            torch.manual_seed(cfg.seed + processes.rank)
         self.groups_ = groups
         ensemble = teacher.structure()
         fingerprint = training_fingerprint(cfg, teacher, z, y, alignment, validation, world_size=processes.size)
