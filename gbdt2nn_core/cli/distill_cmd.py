@@ -258,6 +258,8 @@ def _run_in_process_group(args: argparse.Namespace) -> int:
         if leader or os.environ.get("GBDT2NN_DEBUG"):
             raise
         return 2  # every process meets the same mistake: rank 0 alone says it (GBDT2NN_DEBUG=1 shows each one's)
+    except KeyboardInterrupt:
+        return 130  # Ctrl-C reaches every process: the launcher (or torchrun) says it once
 
 
 def _run(args: argparse.Namespace, engine: Any) -> int:

@@ -21,6 +21,7 @@ def launch(nproc: int, argv: Sequence[str]) -> int:
     import sys
     import uuid
 
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -36,13 +37,17 @@ def launch(nproc: int, argv: Sequence[str]) -> int:
         max_restarts=0,  # a failed distillation fails again: report it instead (a rerun resumes from checkpoints)
         monitor_interval=0.2,
     )
-    # the launcher logs every start and, on a failure, a multi-line report; the failed process printed its line
-    for name in ("torch.distributed.elastic", "torch.distributed.launcher"):
-        logging.getLogger(name).setLevel(logging.CRITICAL)
+    # the launcher logs every start and, on a failure or Ctrl-C, a multi-line report; the failed process printed its
+    # line. Its modules set their loggers' levels themselves, so each one is quietened (they are imported by now)
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith(("torch.distributed.elastic", "torch.distributed.launcher")):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
         # this package's command line, in new interpreters (python -m gbdt2nn_core.cli); nothing is imported here
         elastic_launch(config, sys.executable)("-m", str(__package__), *argv)
     except ChildFailedError as failure:
         codes = [info.exitcode for info in failure.failures.values()]
         return next((code for code in codes if code > 0), 1)
+    except SignalException as signal:  # Ctrl-C or a kill: the launcher stopped the processes; a rerun resumes
+        raise KeyboardInterrupt from signal
     return 0
