@@ -278,3 +278,46 @@ def test_every_attributor_differentiates_inputs_never_parameters(adult_run: Any)
         module.zero_grad(set_to_none=True)
         checked.append(name)
     assert "structure" in checked
+
+
+def test_a_shard_without_aligned_rows_gets_an_empty_target_and_a_zero_term(adult_run: Any) -> None:
+    """A process whose shard holds none of the aligned rows explains nothing, and in a batch that carries the term
+    elsewhere computes it as zero through the same graph (so that every process runs the same backward)."""
+    import copy
+
+    from gbdt2nn_core.kit.alignment import Alignment
+    from gbdt2nn_core.student.kit import AlignmentTargets
+
+    prepared = adult_run.prepared
+    n = len(prepared.validation.fit)
+    everything, _ = prepared.aligned_explanations(0.01, 0)  # the aligned rows of one process
+    assert everything is not None
+    outside = np.setdiff1d(np.arange(n), everything)[:50]  # a shard of other rows
+    rows, target = prepared.aligned_explanations(0.01, 0, outside)
+    d = prepared.data.encoder.aggregation().shape[1]
+    assert rows is not None
+    assert len(rows) == 0
+    assert target.values.shape == (0, d)
+    inside = everything[:3]
+    rows, target = prepared.aligned_explanations(0.01, 0, np.sort(np.concatenate([inside, outside])))
+    assert rows is not None
+    assert len(rows) == 3
+    expected = prepared.explanations.explain(prepared.data.train_frame.iloc[prepared.validation.fit[inside]])
+    np.testing.assert_allclose(target.values, expected.values)  # the shard's aligned rows' own TreeSHAP
+
+    module = copy.deepcopy(adult_run.student.module).train()
+    attributor = adult_run.attributor
+    alignment = Alignment(
+        attributor=attributor,
+        loss=torch.nn.functional.mse_loss,
+        teacher_attributions=np.zeros((0, d)),
+        rows=np.zeros(0, dtype=np.int64),
+    )
+    aggregation = torch.as_tensor(prepared.data.encoder.aggregation(), dtype=torch.float32)
+    targets = AlignmentTargets(alignment, 50, aggregation)
+    z = torch.as_tensor(prepared.data.z_train[:50], dtype=torch.float32)
+    assert targets.batch_loss(module, z, torch.arange(50)) is None
+    term = targets.empty_loss(module, z)
+    assert float(term.detach()) == 0.0
+    term.backward()  # type: ignore[no-untyped-call]
+    assert module.mlp.hidden[0].weight.grad is not None

@@ -257,7 +257,7 @@ class AlignmentTargets:
         by their order): when another process's batch carries the term, this one computes it on its first row and
         multiplies it by zero.
         """
-        teacher = torch.zeros_like(self.attributions[:1])
+        teacher = torch.zeros((1, *self.attributions.shape[1:]))  # the shape of one row's, even with none
         return 0.0 * alignment_loss(self.alignment, module, z[:1], self.aggregation, teacher, scale=self.scale)
 
 
