@@ -2278,6 +2278,26 @@ def _distill_config(**values: Any) -> object:
     return DistillConfig(**values)
 
 
+# ------------------------------------------------------------------------------------------- issue 13: --nproc
+NPROC = "Several processes: `--nproc` and torchrun (issue 13)"
+SECTION_INTROS[NPROC] = (
+    "`gbdt2nn distill --nproc N` checks its settings before it starts any process, so that a mistake is one line "
+    "and nothing is written; see [scaling-out.md](scaling-out.md)."
+)
+
+
+def _under_torchrun(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The environment torchrun gives each process it starts."""
+    for name, value in {
+        "RANK": "0",
+        "WORLD_SIZE": "2",
+        "LOCAL_RANK": "0",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": "29500",
+    }.items():
+        monkeypatch.setenv(name, value)
+
+
 CASES += [
     Case(
         id="device-cuda-without-gpu",
@@ -2326,6 +2346,67 @@ CASES += [
         call=lambda ctx: _distill_config(device="tpu"),
         message="invalid device='tpu': did you mean 'cpu'? use one of auto, cpu, cuda, cuda:N",
         fix="`cpu`, `cuda[:N]` or `auto`",
+    ),
+    Case(
+        id="nproc-zero",
+        where="CLI",
+        heading=NPROC,
+        bad="`--nproc 0`",
+        argv=(*DISTILL, "--nproc", "0"),
+        message=E + "invalid --nproc=0: use a whole number of processes ≥ 1",
+        fix="at least 1 (1 trains in this process)",
+    ),
+    Case(
+        id="nproc-with-dask",
+        where="CLI",
+        heading=NPROC,
+        bad="`--nproc 2` with `--engine dask`",
+        argv=(*DISTILL, "--engine", "dask", "--nproc", "2"),
+        message=E + "invalid --nproc=2: the Dask engine prepares the teacher in one process; use --engine dask or "
+        "--nproc, not both",
+        fix="drop one of them",
+    ),
+    Case(
+        id="nproc-student-one-process",
+        where="CLI",
+        heading=NPROC,
+        requires="gbdt2nn_mlp",
+        bad="`--nproc 2` with a student that trains in one process only (`--student mlp`)",
+        argv=(*DISTILL, "--student", "mlp", "--attributor", "gradient-x-input", "--nproc", "2"),
+        message=E + "invalid --nproc=2: the 'mlp' student trains in one process only; use the gbdt2nn student or "
+        "leave --nproc out",
+        fix="the gbdt2nn student, or one process",
+    ),
+    Case(
+        id="nproc-under-torchrun",
+        where="CLI",
+        heading=NPROC,
+        bad="`--nproc 2` in a command that torchrun starts",
+        patch=_under_torchrun,
+        argv=(*DISTILL, "--nproc", "2"),
+        message=E + "invalid --nproc=2: this command already runs under torchrun, which starts the processes; leave "
+        "--nproc out",
+        fix="leave `--nproc` out: torchrun's `--nproc-per-node` says how many",
+    ),
+    Case(
+        id="experiment-under-torchrun",
+        where="CLI",
+        heading=NPROC,
+        bad="`gbdt2nn experiment` started by torchrun",
+        patch=_under_torchrun,
+        argv=("experiment", "--out", "exp"),
+        message=E + "gbdt2nn experiment runs in one process, not under torchrun; run it without torchrun (gbdt2nn "
+        "distill --nproc / torchrun train one student on several processes)",
+        fix="run it without torchrun",
+    ),
+    Case(
+        id="nproc-data-missing",
+        where="CLI",
+        heading=NPROC,
+        bad="`--nproc 2 --data` names a file that does not exist",
+        argv=("distill", "--data", "nowhere.csv", "--target", TARGET, "--out", "out", "--nproc", "2"),
+        message=E + "data file 'nowhere.csv' does not exist; check the path passed to --data",
+        fix="check the path (no process was started)",
     ),
 ]
 

@@ -155,8 +155,14 @@ def run(args: argparse.Namespace) -> int:
     from gbdt2nn_core.data import load_bundled, read_table, split_features_target
     from gbdt2nn_core.experiment.config import ExperimentConfig
     from gbdt2nn_core.host.device import resolve_device
+    from gbdt2nn_core.pipeline.processes import launched
     from gbdt2nn_core.progress import RichProgress
 
+    if launched():  # N copies would each train every run and write the same folder
+        raise DataError(
+            problem="gbdt2nn experiment runs in one process, not under torchrun",
+            fix="run it without torchrun (gbdt2nn distill --nproc / torchrun train one student on several processes)",
+        )
     config_kwargs, other = _settings(args)
     if config_kwargs.get("data") is not None and config_kwargs.get("dataset") is not None:
         raise DataError(problem="both data.path (--data) and dataset (--dataset) were given", fix="pass only one")

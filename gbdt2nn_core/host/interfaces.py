@@ -341,6 +341,9 @@ class Student(abc.ABC):
 
     #: Whether :meth:`partial_fit` can update the fitted network on new rows.
     supports_online: ClassVar[bool] = False
+    #: Whether :meth:`fit` trains data-parallel when several processes run it (``gbdt2nn distill --nproc``,
+    #: torchrun; see :mod:`gbdt2nn_core.student.distributed`): each process then gets its own shard of the rows.
+    supports_data_parallel: ClassVar[bool] = False
     #: Temperature that a classifier's margins are divided by before the sigmoid / softmax of its probabilities
     #: (fitted on the validation rows, saved in :meth:`state`; see :mod:`gbdt2nn_core.student.calibration`).
     #: 1 = uncalibrated. Margins, alignment and explanations never use it.

@@ -30,6 +30,16 @@ from gbdt2nn_core.progress import NullProgress, Progress
 from gbdt2nn_core.student._grouping import group_trees, select_group_features
 from gbdt2nn_core.student._leaf_embedding import LeafEmbedding, fit_leaf_embedding, group_leaf_sums
 from gbdt2nn_core.student.calibration import saved_temperature, temperature_state
+from gbdt2nn_core.student.distributed import (
+    all_reduce_sum,
+    broadcast_state,
+    data_parallel,
+    global_mean_var,
+    global_share,
+    shard_batches,
+    synchronised_batchnorm,
+    world,
+)
 from gbdt2nn_core.student.kit import (
     AlignmentTargets,
     AlignmentWeight,
@@ -163,6 +173,7 @@ class GBDT2NNStudent(Student):
     """
 
     supports_online = True
+    supports_data_parallel = True
 
     def __init__(self, **options: Any) -> None:
         self.config = config_from_options(GBDT2NNConfig, options)
@@ -262,24 +273,37 @@ class GBDT2NNStudent(Student):
         cfg = self.config
         # everything below lives on ``device``: the matrices are copied there whole, once (see host/device.py)
         device = device or torch.device("cpu")
+        # with several processes (see gbdt2nn_core.student.distributed) the rows are this process's shard; dataset
+        # statistics, losses and BatchNorm moments are taken over every shard, and only rank 0 writes checkpoints
+        processes = world()
         n = z.shape[0]
-        if n < 2:
-            raise ConfigError(setting="training rows", value=n, fix="train on at least two rows")
+        n_all = int(all_reduce_sum(torch.tensor([n])).item()) if processes.distributed else n
+        if n_all < 2 * processes.size:
+            fix = "train on at least two rows" + (" per process (--nproc)" if processes.distributed else "")
+            raise ConfigError(setting="training rows", value=n_all, fix=fix)
         torch.manual_seed(cfg.seed)
         generator = torch.Generator().manual_seed(cfg.seed)
         module, groups = self._build(teacher, column_of, device)
+        if not processes.leader:
+            # the networks start from rank 0's weights (DistributedDataParallel broadcasts them), and rank 0 draws as
+            # one process would; every other process draws its own dropout masks, so that rows at the same position
+            # of two shards do not share one
+            torch.manual_seed(cfg.seed + processes.rank)
         self.groups_ = groups
         ensemble = teacher.structure()
-        fingerprint = training_fingerprint(cfg, teacher, z, y, alignment, validation)
-        resumed = load_checkpoint(checkpoint, fingerprint) if checkpoint is not None else None
+        fingerprint = training_fingerprint(cfg, teacher, z, y, alignment, validation, world_size=processes.size)
+        resumed = load_checkpoint(checkpoint, fingerprint) if checkpoint is not None and processes.leader else None
+        if processes.distributed:  # rank 0's checkpoint (or none) on every process, so that all resume alike
+            resumed = broadcast_state(resumed)
 
         # --- step 4: leaf embeddings, then frozen heads and embedding targets G_j(x)
-        scaling = target_scaling(task, y, standardize=cfg.standardize_targets)
+        scaling = target_scaling(task, y, standardize=cfg.standardize_targets)  # over every shard's rows
         self.choices_ = {"targets": scaling.describe(), "beta": _beta_choice(cfg)}
         scale = scaling.scale
         leaf_sums = rows_on(group_leaf_sums(ensemble, leaves, groups) / scale, device, torch.float32)
-        bias = leaf_sums.mean(0).cpu().numpy()
-        embedding = LeafEmbedding(ensemble, groups, cfg.embedding_dim, cfg.leaf_dropout, bias).to(device)
+        leaf_mean = global_mean_var(leaf_sums)[0] if processes.distributed else leaf_sums.mean(0)
+        embedding = LeafEmbedding(ensemble, groups, cfg.embedding_dim, cfg.leaf_dropout, leaf_mean.cpu().numpy())
+        embedding = embedding.to(device)
         leaves_t = rows_on(leaves, device, torch.long)
         steps = math.ceil(n / cfg.batch_size) * cfg.leaf_epochs
         with progress.step("leaf embedding", total=steps):
@@ -330,7 +354,7 @@ class GBDT2NNStudent(Student):
                 weight.resume(resumed["alignment_weight"])
 
         def save(epochs_done: int) -> None:
-            if checkpoint is None:
+            if checkpoint is None or not processes.leader:
                 return
             save_checkpoint(
                 checkpoint,
@@ -348,13 +372,20 @@ class GBDT2NNStudent(Student):
 
         if resumed is None:
             save(0)
-        with progress.step("student training", total=cfg.epochs):
+        # one DistributedDataParallel over the joint loss (built after a resume: it broadcasts rank 0's weights)
+        parallel = data_parallel(_JointStep(objective)) if processes.distributed else None
+        with progress.step("student training", total=cfg.epochs), synchronised_batchnorm(module):
             progress.advance(first_epoch)
             for epoch in range(first_epoch, cfg.epochs):
                 if stopper.should_stop():
                     break
                 started = time.perf_counter()
-                sums = self._train_epoch(epoch, z_t, objective, optimizer, generator, alignment, weight)
+                if parallel is None:
+                    sums = self._train_epoch(epoch, z_t, objective, optimizer, generator, alignment, weight)
+                else:
+                    sums = self._train_epoch_parallel(
+                        epoch, z_t, parallel, optimizer, generator, alignment, n_all, weight
+                    )
                 held_out = monitor()
                 stopper.update(epoch, held_out, module)
                 extra = None
@@ -365,8 +396,8 @@ class GBDT2NNStudent(Student):
                     extra=dict(extra or {}),
                     epoch=epoch,
                     beta=cfg.beta(epoch),
-                    task_loss=sums["task"] / n,
-                    embedding_loss=sums["emb"] / n,
+                    task_loss=sums["task"] / n_all,
+                    embedding_loss=sums["emb"] / n_all,
                     alignment_loss=sums["align"] / sums["aligned_rows"] if sums["aligned_rows"] else None,
                     seconds=time.perf_counter() - started,
                     validation_loss=held_out,
@@ -432,6 +463,61 @@ class GBDT2NNStudent(Student):
             sums["task"] += float(loss_task.detach()) * len(rows)
             sums["emb"] += float(loss_emb.detach()) * len(rows)
         return sums
+
+    def _train_epoch_parallel(
+        self,
+        epoch: int,
+        z: torch.Tensor,
+        parallel: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        generator: torch.Generator,
+        alignment: Alignment | None,
+        n_all: int,
+        weight: AlignmentWeight | None = None,
+    ) -> dict[str, float]:
+        """:meth:`_train_epoch` on this process's shard, the joint loss under ``DistributedDataParallel``; returns
+        the losses summed over every process's rows.
+
+        Each step's loss is this process's share of the global batch's (see
+        :func:`~gbdt2nn_core.student.distributed.global_share`) and goes through **one** backward, which
+        all-reduces the gradients once. The shared generator draws the same numbers on every process: which
+        batches carry the alignment term is the same everywhere, and λ (capped by ``weight``) comes from the global
+        batch's losses, so it is the same everywhere too.
+        """
+        cfg = self.config
+        beta = cfg.beta(epoch)
+        parallel.train()
+        n = z.shape[0]
+        order = torch.randperm(n_all, generator=generator)
+        order = order[order < n]  # this shard's rows in a random order; the generator stays in step everywhere
+        batches = shard_batches(order, cfg.batch_size)
+        carry = torch.rand(len(batches), generator=generator) < (alignment.fraction if alignment else 0.0)
+        sums = torch.zeros(4, dtype=torch.float64)  # task, embedding, alignment, aligned rows
+        for b, rows in enumerate(batches):
+            loss_task, loss_emb, loss_align, aligned_rows = parallel(z[rows], rows, bool(carry[b]))
+            align_finite = loss_align is None or bool(torch.isfinite(loss_align))
+            finite = (bool(torch.isfinite(loss_task + loss_emb)), align_finite)
+            share, aligned_share, (main_ok, align_ok) = global_share(len(rows), aligned_rows, finite)
+            if not main_ok:  # on every process at once: a process that stopped alone would leave the others waiting
+                check_finite_loss(torch.tensor(math.nan), "the task and embedding loss", epoch, cfg.lr, alignment)
+            loss = share * ((1.0 - beta) * loss_task + beta * loss_emb)
+            if alignment is not None and loss_align is not None:
+                if not align_ok:
+                    check_finite_loss(torch.tensor(math.nan), "the alignment loss", epoch, cfg.lr, alignment)
+                rest = (1.0 - beta) * loss_task + beta * loss_emb
+                lam = (
+                    alignment.weight
+                    if weight is None
+                    else _global_weight(weight, rest, share, loss_align, aligned_share)
+                )
+                loss = loss + lam * aligned_share * loss_align
+                sums[2:] += torch.tensor([float(loss_align.detach()) * aligned_rows, aligned_rows])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()  # type: ignore[no-untyped-call]  # torch's Tensor.backward is unannotated
+            optimizer.step()
+            sums[:2] += torch.tensor([float(loss_task.detach()), float(loss_emb.detach())]) * len(rows)
+        total = all_reduce_sum(sums)
+        return dict(zip(("task", "emb", "align", "aligned_rows"), total.tolist(), strict=True))
 
     # ------------------------------------------------------------------ the Student contract
     @property
@@ -587,6 +673,7 @@ class _Objective:
                 raise ConfigError(setting="teacher_weight", value=cfg.teacher_weight, fix="pass teacher_margin to fit")
             self.soft_targets = rows_on(scaling.margins(soft_targets(task, teacher_margin)), y.device, torch.float32)
             self.soft_loss = soft_loss(task)
+        self.alignment_targets: AlignmentTargets | None = None
         if alignment is not None:
             require_differentiable(alignment)
             aggregation_t = rows_on(aggregation, y.device, torch.float32)
@@ -606,4 +693,43 @@ class _Objective:
     def alignment(self, z: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, int] | None:
         """``L_align`` between the student's per-column attributions and the teacher's over the batch's aligned
         rows (back-propagatable), and how many rows that is; ``None`` when the batch has no aligned row."""
+        assert self.alignment_targets is not None
         return self.alignment_targets.batch_loss(self.module, z, rows)
+
+
+class _JointStep(torch.nn.Module):
+    """The joint loss's parts for a batch as a module's forward, so that ``DistributedDataParallel`` wraps one
+    forward per step (its gradient all-reduce fires in the backward of what the forward returns).
+
+    The attributions inside are gradients with respect to inputs (``create_graph=True``), never parameters. A batch
+    that carries the alignment term computes it on every process, as zero where the process's rows have no
+    aligned row (:meth:`AlignmentTargets.empty_loss`), so that every process runs the same backward graph.
+    """
+
+    def __init__(self, objective: _Objective) -> None:
+        super().__init__()
+        self.module = objective.module  # a submodule: its parameters are the ones DistributedDataParallel syncs
+        self.objective = objective
+
+    def forward(
+        self, z: torch.Tensor, rows: torch.Tensor, carry: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, int]:
+        """``(L_task, L_embedding, L_align or None, aligned rows)`` of the batch ``z`` (training rows ``rows``)."""
+        objective = self.objective
+        loss_task, loss_emb = objective.distillation(z, rows)
+        if not carry or objective.alignment_targets is None:
+            return loss_task, loss_emb, None, 0
+        aligned = objective.alignment(z, rows)
+        if aligned is None:
+            return loss_task, loss_emb, objective.alignment_targets.empty_loss(self.module, z), 0
+        return loss_task, loss_emb, aligned[0], aligned[1]
+
+
+def _global_weight(
+    weight: AlignmentWeight, rest: torch.Tensor, share: float, loss_align: torch.Tensor, aligned_share: float
+) -> float:
+    """λ of a data-parallel step, from the global batch's losses (each process's loss weighted by its share), so
+    that every process uses the same λ."""
+    local = torch.tensor([float(rest.detach()) * share, float(loss_align.detach()) * aligned_share])
+    rest_global, align_global = all_reduce_sum(local.double()).tolist()
+    return weight.weight(torch.tensor(rest_global), torch.tensor(align_global))

@@ -27,6 +27,7 @@ from gbdt2nn_core.kit.alignment import Alignment, column_attributions, frozen_ba
 from gbdt2nn_core.student.batchnorm import recalibrate_batchnorm, row_batches
 from gbdt2nn_core.student.calibration import fit_temperature
 from gbdt2nn_core.student.checkpoint import load_checkpoint, save_checkpoint
+from gbdt2nn_core.student.distributed import all_reduce_sum, world
 
 __all__ = [
     "AlignmentTargets",
@@ -153,6 +154,10 @@ def target_scale(task: Task, y: np.ndarray) -> float:
     if task != "regression":
         return 1.0
     values = np.asarray(y, dtype=np.float64)
+    if world().distributed:  # y is this process's shard: the scale of every shard's rows
+        summed = all_reduce_sum(torch.tensor([float(np.sum(values**2)), float(values.size)], dtype=torch.float64))
+        rms = math.sqrt(float(summed[0]) / float(summed[1])) if float(summed[1]) else 0.0
+        return 2.0 ** round(math.log2(rms)) if rms > _TARGET_SCALE_FROM else 1.0
     rms = float(np.sqrt(np.mean(values**2))) if values.size else 0.0
     return 2.0 ** round(math.log2(rms)) if rms > _TARGET_SCALE_FROM else 1.0
 
@@ -211,8 +216,14 @@ def target_scaling(task: Task, y: np.ndarray, *, standardize: bool) -> TargetSca
             f", losses divided by {scale:g} (a large target)" if scale != 1.0 else ""
         )
         return TargetScaling(scale=scale, reason=reason)
-    mean = float(values.mean()) if values.size else 0.0
-    std = float(values.std()) if values.size else 0.0
+    if world().distributed:  # y is this process's shard: the mean and spread of every shard's rows
+        moments = torch.tensor([values.sum(), (values**2).sum(), float(values.size)], dtype=torch.float64)
+        total, squares, count = all_reduce_sum(moments).tolist()
+        mean = total / count if count else 0.0
+        std = math.sqrt(max(squares / count - mean**2, 0.0)) if count else 0.0
+    else:
+        mean = float(values.mean()) if values.size else 0.0
+        std = float(values.std()) if values.size else 0.0
     if not (math.isfinite(std) and std > 0):
         # a constant target: any unit fits it; keep the offset so that the loss starts at the constant
         return TargetScaling(offset=mean, reason="standardised: constant training target, scale kept at 1")
@@ -314,6 +325,16 @@ class AlignmentTargets:
         loss = alignment_loss(self.alignment, module, z, self.aggregation, teacher, scale=self.scale)
         return loss, len(z)
 
+    def empty_loss(self, module: nn.Module, z: torch.Tensor) -> torch.Tensor:
+        """A term of value 0 for a batch without aligned rows, through the same graph as :meth:`batch_loss`.
+
+        Under ``DistributedDataParallel`` every process must run the same backward graph (collectives are matched
+        by their order): when another process's batch carries the term, this one computes it on its first row and
+        multiplies it by zero.
+        """
+        teacher = torch.zeros((1, *self.attributions.shape[1:]))  # the shape of one row's, even with none
+        return 0.0 * alignment_loss(self.alignment, module, z[:1], self.aggregation, teacher, scale=self.scale)
+
 
 class AlignmentWeight:
     """λ of each aligned batch: the configured weight, capped so that the alignment term stays at most ``cap``
@@ -382,10 +403,14 @@ def training_fingerprint(
     y: np.ndarray,
     alignment: Alignment | None,
     validation: ValidationRows | None = None,
+    *,
+    world_size: int = 1,
 ) -> str:
     """Identifies a training setup (an attrs ``config``, the teacher, the rows, the alignment, the validation
-    rows), so that a checkpoint is only resumed by the run that wrote it."""
+    rows, the number of processes), so that a checkpoint is only resumed by the run that wrote it."""
     digest = hashlib.sha256()
+    if world_size > 1:  # the rows are then rank 0's shard: the same shard of another split is another run
+        digest.update(f"world_size:{world_size}".encode())
     digest.update(json.dumps(attrs.asdict(config), sort_keys=True, default=str).encode())
     digest.update(teacher.fingerprint().encode())
     digest.update(np.ascontiguousarray(z).tobytes())
@@ -470,7 +495,12 @@ def validation_loss(
             margin = scaling.apply(module(z[start : start + 4096]))
             total += float(loss(margin, y[start : start + 4096])) * len(margin)
     module.train(was_training)
-    return total / max(len(z), 1)
+    loss_value = total / max(len(z), 1)
+    if world().distributed:
+        # every process holds the same validation rows and weights; the mean makes the value (and early stopping's
+        # decision) bit-identical everywhere, which a process stopping alone would turn into a deadlock
+        loss_value = float(all_reduce_sum(torch.tensor([loss_value], dtype=torch.float64))[0]) / world().size
+    return loss_value
 
 
 class EarlyStopping:
