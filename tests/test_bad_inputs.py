@@ -1450,7 +1450,7 @@ CASES: list[Case] = [
         where="API",
         bad="one encoded row as a 1-D tensor",
         call=lambda ctx: _attribute(ctx, __import__("torch").as_tensor(ctx.model.encode(_rows(ctx.workdir)))[0]),
-        message="z has shape (153,), expected (rows, features); pass one 2-D tensor of encoded rows (use z[None] "
+        message="z has shape (76,), expected (rows, features); pass one 2-D tensor of encoded rows (use z[None] "
         "for a single row)",
         fix="`z[None]`",
     ),
@@ -1820,8 +1820,9 @@ CASES += [
         after_progress=True,
         where="CLI",
         heading=TRAINING,
-        bad="`--alignment-weight 1e308` (was: NaN metrics, internal error)",
-        argv=(*DISTILL, *ONE_EPOCH, "--alignment-weight", "1e308"),
+        bad="`--alignment-weight 1e308` with the cap on λ off (`--student-option alignment_cap=0`; was: NaN metrics, "
+        "internal error; with the cap on, λ is capped and training goes on)",
+        argv=(*DISTILL, *ONE_EPOCH, "--alignment-weight", "1e308", "--student-option", "alignment_cap=0"),
         message=E + _DIVERGED + "epoch 1 of the student training: … became infinite or NaN; lower the alignment "
         "weight (--alignment-weight, now 1e+308) or the learning rate (--student-option lr, now 0.001)",
         fix="a smaller `--alignment-weight`",
@@ -2099,7 +2100,7 @@ _TAMPERINGS: list[tuple[str, str, dict[str, Any], str]] = [
         "group-index-range",
         "`group_input_index` beyond the encoder's columns",
         {"architecture__group_input_index": [[10**6]] * 4},
-        "has a group_input_index that reads encoded column 1000000 of the encoder's 153",
+        "has a group_input_index that reads encoded column 1000000 of the encoder's 76",
     ),
     (
         "config-batch-size",
