@@ -46,6 +46,7 @@ def _config(batch_size: int, alignment_rows: float = 1.0) -> DistillConfig:
         validation_fraction=0.0,  # every training row is a fitting row: one step covers them all
         alignment_weight=1.0,
         alignment_rows=alignment_rows,
+        alignment_min_rows=0,  # the share alone: these tests split a share of the rows between processes
         cache=False,
     )
 
@@ -71,7 +72,9 @@ def _train(batch_size: int, alignment_rows: float = 1.0, sgd: bool = False) -> d
     with mock.patch.object(torch.optim, "AdamW", _sgd) if sgd else contextlib.nullcontext():
         trained = pipeline.train(prepared)
     module = trained.student.module
-    initial = GBDT2NNStudent(seed=0, **config.student_options)._build(prepared.teacher, prepared.data.encoder.column_of)
+    initial = GBDT2NNStudent(seed=0, **config.student_options)._build(
+        prepared.teacher, prepared.data.encoder.column_of, torch.device("cpu")
+    )
     shard = shard_of(len(prepared.validation.fit))
     return {
         "state": {name: tensor.detach().clone() for name, tensor in module.state_dict().items()},
@@ -290,16 +293,16 @@ def test_a_shard_without_aligned_rows_gets_an_empty_target_and_a_zero_term(adult
 
     prepared = adult_run.prepared
     n = len(prepared.validation.fit)
-    everything, _ = prepared.aligned_explanations(0.01, 0)  # the aligned rows of one process
+    everything, _ = prepared.aligned_explanations(0.01, 0, min_rows=0)  # the aligned rows of one process
     assert everything is not None
     outside = np.setdiff1d(np.arange(n), everything)[:50]  # a shard of other rows
-    rows, target = prepared.aligned_explanations(0.01, 0, outside)
+    rows, target = prepared.aligned_explanations(0.01, 0, min_rows=0, shard=outside)
     d = prepared.data.encoder.aggregation().shape[1]
     assert rows is not None
     assert len(rows) == 0
     assert target.values.shape == (0, d)
     inside = everything[:3]
-    rows, target = prepared.aligned_explanations(0.01, 0, np.sort(np.concatenate([inside, outside])))
+    rows, target = prepared.aligned_explanations(0.01, 0, min_rows=0, shard=np.sort(np.concatenate([inside, outside])))
     assert rows is not None
     assert len(rows) == 3
     expected = prepared.explanations.explain(prepared.data.train_frame.iloc[prepared.validation.fit[inside]])
