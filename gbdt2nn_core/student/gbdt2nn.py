@@ -447,10 +447,11 @@ class GBDT2NNStudent(Student):
             # the step's forward passes (the batch, the background expectation, the aligned rows) share the tensors
             # made from the first layer's weights, which change only at optimizer.step()
             with module.sharing_first_layer():
-                loss_task, loss_emb = objective.distillation(z[rows], rows)
+                z_batch = z[rows]
+                loss_task, loss_emb = objective.distillation(z_batch, rows)
                 loss = (1.0 - beta) * loss_task + beta * loss_emb
                 check_finite_loss(loss, "the task and embedding loss", epoch, cfg.lr, alignment)
-                aligned = objective.alignment(z[rows], rows) if alignment is not None and carry[b] else None
+                aligned = objective.alignment(z_batch, rows) if alignment is not None and carry[b] else None
             if alignment is not None and weight is not None and aligned is not None:
                 loss_align, aligned_rows = aligned
                 loss = loss + weight.weight(loss, loss_align) * loss_align
