@@ -80,7 +80,14 @@ def _student_starting_at(start: int) -> type:
 
     class LateAlignmentStudent(GBDT2NNStudent):
         def _train_epoch(
-            self, epoch: int, z: Any, objective: Any, optimizer: Any, generator: Any, alignment: Any, weight: Any = None
+            self,
+            epoch: int,
+            z: Any,
+            objective: Any,
+            optimizer: Any,
+            generator: Any,
+            alignment: Any,
+            weight: Any = None,
         ) -> Any:
             return super()._train_epoch(
                 epoch, z, objective, optimizer, generator, alignment if epoch >= start else None, weight
@@ -129,7 +136,8 @@ def measure(*, quick: bool, epochs: int, schedules: dict[str, tuple[float, float
         print(f"--- {name}", file=sys.stderr, flush=True)
         watch.lap()
         if weight > 0:
-            aligned_rows, target = prepared.aligned_explanations(rows, config.seed)
+            # each schedule is a share of the rows, measured as such (no floor: adult's shares are above it anyway)
+            aligned_rows, target = prepared.aligned_explanations(rows, config.seed, min_rows=0)
             treeshap_cost.setdefault(rows, watch.lap())
         treeshap = treeshap_cost[rows] if weight > 0 else {"cpu_s": 0.0, "wall_s": 0.0}
         curve: list[dict[str, float]] = []
@@ -157,6 +165,7 @@ def measure(*, quick: bool, epochs: int, schedules: dict[str, tuple[float, float
                 prepared,
                 alignment_weight=weight,
                 alignment_rows=rows,
+                alignment_min_rows=0,
                 alignment_fraction=fraction,
                 on_epoch_end=on_epoch_end,
             )

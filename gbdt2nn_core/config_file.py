@@ -26,13 +26,16 @@ Every section and key is optional; command-line flags override the file. Example
     weight = 1.0                     # λ; 0 = plain distillation
     fraction = 1.0                   # share of batches that carry the alignment term
     rows = 0.1                       # share of training rows that carry it (only theirs get TreeSHAP)
+    min_rows = 3000                  # but at least this many (every row of a smaller set; 0 = no floor)
     options = { temperature = 1.0 }
 
     [run]
     seed = 0
+    threads = 2                      # torch, teacher and TreeSHAP threads (default: every core)
     test_size = 0.2
     validation_fraction = 0.1        # training rows the student holds out to stop early (0 = none)
     threshold_bins = 64
+    merge_categories = true          # categories the teacher never tells apart share a one-hot slot
     teacher_explanation = "path-dependent"   # or "interventional"
     out = "runs/churn"
     compare = true                   # also train a plain (λ = 0) student
@@ -60,19 +63,22 @@ ALLOWED_KEYS: dict[str, frozenset[str]] = {
     "teacher": frozenset({"name", "model", "options"}),
     "student": frozenset({"name", "options"}),
     "attributor": frozenset({"name", "options"}),
-    "alignment": frozenset({"loss", "weight", "fraction", "rows", "options"}),
+    "alignment": frozenset({"loss", "weight", "fraction", "rows", "min_rows", "options"}),
     "run": frozenset(
         {
             "seed",
+            "threads",
             "test_size",
             "validation_fraction",
             "threshold_bins",
+            "merge_categories",
             "teacher_explanation",
             "background_rows",
             "out",
             "compare",
             "cache_dir",
             "cache",
+            "device",
         }
     ),
 }

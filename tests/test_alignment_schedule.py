@@ -1,4 +1,5 @@
-"""The alignment schedule: only a seeded share of the training rows is explained and aligned (``alignment_rows``).
+"""The alignment schedule: only a seeded share of the training rows is explained and aligned (``alignment_rows``),
+but at least ``alignment_min_rows`` of them (every row of a smaller set).
 
 References: the teacher's own TreeSHAP of every training row (a subset's values are its rows), a hand
 computation of a batch's term from per-row attributions, and the training-row positions that the loss receives
@@ -45,7 +46,7 @@ def _spy_on_shap_values(teacher: Any, monkeypatch: pytest.MonkeyPatch) -> list[p
 def test_only_the_aligned_rows_are_explained(
     adult_small: pd.DataFrame, small_config: Callable[..., DistillConfig], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pipeline = Pipeline(small_config(alignment_rows=0.25))
+    pipeline = Pipeline(small_config(alignment_rows=0.25, alignment_min_rows=0))
     prepared = pipeline.prepare(adult_small, TARGET)
     asked = _spy_on_shap_values(prepared.teacher, monkeypatch)
     trained = pipeline.train(prepared)
@@ -53,7 +54,8 @@ def test_only_the_aligned_rows_are_explained(
     fit = prepared.validation.fit  # the share is of the rows the student fits on (not its validation rows)
     n = len(fit)
     assert [len(frame) for frame in asked] == [math.ceil(0.25 * n)]
-    rows, target = prepared.aligned_explanations(0.25, 0)  # what training used, from memory: nothing more asked
+    # what training used, from memory: nothing more asked
+    rows, target = prepared.aligned_explanations(0.25, 0, min_rows=0)
     assert len(asked) == 1
     assert rows is not None
     assert len(np.unique(rows)) == len(rows) == len(asked[0])
@@ -64,17 +66,62 @@ def test_only_the_aligned_rows_are_explained(
     assert trained.config.alignment_rows == 0.25
 
 
+def test_a_floor_raises_the_aligned_rows_to_at_least_that_many(
+    adult_small: pd.DataFrame, small_config: Callable[..., DistillConfig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pipeline = Pipeline(small_config(alignment_rows=0.1, alignment_min_rows=500))
+    prepared = pipeline.prepare(adult_small, TARGET)
+    asked = _spy_on_shap_values(prepared.teacher, monkeypatch)
+    trained = pipeline.train(prepared)
+
+    fit = prepared.validation.fit
+    assert math.ceil(0.1 * len(fit)) < 500 < len(fit)  # the share alone would give fewer rows
+    assert [len(frame) for frame in asked] == [500]
+    rows, target = prepared.aligned_explanations(0.1, 0, min_rows=500)
+    assert rows is not None
+    assert len(np.unique(rows)) == len(rows) == 500
+    assert rows.max() < len(fit)
+    pd.testing.assert_frame_equal(asked[0], prepared.data.train_frame.iloc[fit[rows]].reset_index(drop=True))
+    everything = prepared.teacher.shap_values(prepared.data.train_frame)
+    np.testing.assert_allclose(target.values, everything.values[fit[rows]], rtol=0, atol=1e-9)
+    assert trained.config.alignment_min_rows == 500
+    # a share that already gives more rows than the floor is unchanged by it
+    share_rows, _ = prepared.aligned_explanations(0.5, 0, min_rows=500)
+    assert share_rows is not None
+    assert len(share_rows) == math.ceil(0.5 * len(fit))
+
+
+def test_a_floor_above_the_training_rows_aligns_every_row(
+    adult_small: pd.DataFrame, small_config: Callable[..., DistillConfig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pipeline = Pipeline(small_config(alignment_rows=0.1, alignment_min_rows=10**6))
+    prepared = pipeline.prepare(adult_small, TARGET)
+    asked = _spy_on_shap_values(prepared.teacher, monkeypatch)
+    pipeline.train(prepared)
+
+    fit = prepared.validation.fit
+    assert [len(frame) for frame in asked] == [len(fit)]  # capped at the rows the student fits on
+    pd.testing.assert_frame_equal(asked[0], prepared.data.train_frame.iloc[fit].reset_index(drop=True))
+    rows, target = prepared.aligned_explanations(0.1, 0, min_rows=10**6)
+    assert rows is None  # every fitting row: the batch is used as it is
+    everything = prepared.teacher.shap_values(prepared.data.train_frame)
+    np.testing.assert_allclose(target.values, everything.values[fit], rtol=0, atol=1e-9)
+    # the default floor does the same on a set this small (fewer fitting rows than the 3,000 it asks for)
+    assert DistillConfig().alignment_min_rows == 3000 > len(fit)
+    assert prepared.aligned_explanations(0.1, 0, min_rows=DistillConfig().alignment_min_rows)[0] is None
+
+
 def test_a_subset_and_the_full_set_never_share_a_cache_entry(
     adult_small: pd.DataFrame, small_config: Callable[..., DistillConfig], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    subset = Pipeline(small_config(alignment_rows=0.5))
+    subset = Pipeline(small_config(alignment_rows=0.5, alignment_min_rows=0))
     subset.train(subset.prepare(adult_small, TARGET))
     full = Pipeline(small_config(alignment_rows=1.0))  # same cache folder, same teacher
     prepared = full.prepare(adult_small, TARGET)
     asked = _spy_on_shap_values(prepared.teacher, monkeypatch)
     full.train(prepared)
     assert [len(frame) for frame in asked] == [len(prepared.validation.fit)]
-    again = Pipeline(small_config(alignment_rows=0.5))
+    again = Pipeline(small_config(alignment_rows=0.5, alignment_min_rows=0))
     prepared = again.prepare(adult_small, TARGET)
     asked = _spy_on_shap_values(prepared.teacher, monkeypatch)
     again.train(prepared)
@@ -114,6 +161,29 @@ def test_the_term_of_a_batch_is_the_loss_over_its_aligned_rows_only(adult_run: D
     assert count == len(kept) == 4
     assert float(loss.detach()) == pytest.approx(expected, rel=1e-5)
     assert targets.batch_loss(module, torch.zeros(2, z.shape[1]), torch.tensor([1, 2])) is None  # none aligned
+
+
+def test_a_batch_without_aligned_rows_builds_no_attribution_graph(adult_run: DistillRun) -> None:
+    # the term is skipped before the attributor runs: no forward, no double backward for such a batch
+    module = copy.deepcopy(adult_run.student.module).train()
+    n = len(adult_run.prepared.validation.fit)
+    alignment = _alignment(adult_run, np.arange(0, n, 3))
+    calls: list[int] = []
+    attribute_columns = alignment.attributor.attribute_columns  # type: ignore[attr-defined]
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return attribute_columns(*args, **kwargs)
+
+    alignment.attributor.attribute_columns = counted  # type: ignore[attr-defined]
+    alignment.attributor.fit(module, torch.as_tensor(adult_run.prepared.background, dtype=torch.float32))
+    aggregation = torch.as_tensor(adult_run.data.encoder.aggregation(), dtype=torch.float32)
+    targets = AlignmentTargets(alignment, n, aggregation)
+    z = torch.as_tensor(adult_run.data.z_train[adult_run.prepared.validation.fit][:6], dtype=torch.float32)
+    assert targets.batch_loss(module, z[[1, 2, 4, 5]], torch.tensor([1, 2, 4, 5])) is None
+    assert calls == []
+    assert targets.batch_loss(module, z[[1, 3]], torch.tensor([1, 3])) is not None
+    assert calls == [1]
 
 
 class _PositionRecorder:
@@ -209,11 +279,19 @@ def test_every_entry_point_passes_the_schedule_on(
     adult_dataset.frame.sample(400, random_state=0).to_csv("small.csv", index=False)
     teacher = ["--teacher-option", "n_estimators=5", "--teacher-option", "num_threads=1"]
     student = ["--student-option", "n_groups=2", "--student-option", "hidden=[8]", "--epochs", "1"]
-    schedule = ["--alignment-rows", "0.3", "--alignment-fraction", "0.5"]
+    schedule = ["--alignment-rows", "0.3", "--alignment-fraction", "0.5", "--alignment-min-rows", "40"]
     code = main(["distill", "--data", "small.csv", "--target", TARGET, "--out", "run", *teacher, *student, *schedule])
     assert code == 0
     recorded = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert (recorded["alignment_rows"], recorded["alignment_fraction"]) == (0.3, 0.5)
+    schedule_recorded = [recorded[f"alignment_{key}"] for key in ("rows", "fraction", "min_rows")]
+    assert schedule_recorded == [0.3, 0.5, 40]
+    # the run file's [alignment] min_rows, and a flag over it
+    Path("run.toml").write_text("[alignment]\nmin_rows = 0\n")
+    argv = ["distill", "--data", "small.csv", "--target", TARGET, *teacher, *student, "--config", "run.toml"]
+    assert main([*argv, "--out", "from-file"]) == 0
+    assert json.loads((tmp_path / "from-file" / "config.json").read_text())["alignment_min_rows"] == 0
+    assert main([*argv, "--out", "flag-wins", "--alignment-min-rows", "7"]) == 0
+    assert json.loads((tmp_path / "flag-wins" / "config.json").read_text())["alignment_min_rows"] == 7
 
     frame = pd.read_csv("small.csv")
     estimator = GBDT2NNClassifier(
@@ -221,10 +299,13 @@ def test_every_entry_point_passes_the_schedule_on(
         student_options={"n_groups": 2, "hidden": [8]},
         epochs=1,
         alignment_rows=0.3,
+        alignment_min_rows=40,
         alignment_fraction=0.5,
         cache_dir=str(tmp_path / "cache"),
     )
-    assert estimator.get_params()["alignment_rows"] == 0.3
+    assert (estimator.get_params()["alignment_rows"], estimator.get_params()["alignment_min_rows"]) == (0.3, 40)
     estimator.fit(frame.drop(columns=TARGET), frame[TARGET])
-    assert (estimator.config_.alignment_rows, estimator.config_.alignment_fraction) == (0.3, 0.5)
-    assert ExperimentConfig(dataset="adult", alignment_rows=0.3).distill_config(0).alignment_rows == 0.3
+    config = estimator.config_
+    assert (config.alignment_rows, config.alignment_fraction, config.alignment_min_rows) == (0.3, 0.5, 40)
+    experiment = ExperimentConfig(dataset="adult", alignment_rows=0.3, alignment_min_rows=40).distill_config(0)
+    assert (experiment.alignment_rows, experiment.alignment_min_rows) == (0.3, 40)

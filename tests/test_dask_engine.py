@@ -134,8 +134,8 @@ def test_a_cache_entry_written_on_dask_is_read_by_a_single_machine_run(
 
     monkeypatch.setattr(type(prepared.teacher), "shap_values", recompute)
     aligned = (config.alignment_rows, config.seed)
-    rows_later, later_values = prepared.aligned_explanations(*aligned)
-    rows_dask, dask_values = on_dask.aligned_explanations(*aligned)
+    rows_later, later_values = prepared.aligned_explanations(*aligned, min_rows=config.alignment_min_rows)
+    rows_dask, dask_values = on_dask.aligned_explanations(*aligned, min_rows=config.alignment_min_rows)
     np.testing.assert_array_equal(rows_later, rows_dask)  # type: ignore[arg-type]
     np.testing.assert_array_equal(later_values.values, dask_values.values)
     np.testing.assert_array_equal(prepared.shap_test.values, on_dask.shap_test.values)

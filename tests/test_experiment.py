@@ -147,12 +147,16 @@ def test_cli_flags_override_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyP
     from gbdt2nn_core.cli.experiment_cmd import _settings
 
     path = tmp_path / "experiment.toml"
-    path.write_text('[data]\ndataset = "adult"\n[student]\noptions = { epochs = 5 }\n[experiment]\nseeds = 4\n')
-    args = build_parser().parse_args(
-        ["experiment", "--config", str(path), "--seeds", "2", "--epochs", "3", "--dataset", "california"]
+    path.write_text(
+        '[data]\ndataset = "adult"\n[student]\noptions = { epochs = 5 }\n[experiment]\nseeds = 4\n'
+        "alignment_min_rows = 300\n"
     )
+    assert _settings(build_parser().parse_args(["experiment", "--config", str(path)]))[0]["alignment_min_rows"] == 300
+    flags = ["--seeds", "2", "--epochs", "3", "--dataset", "california", "--alignment-min-rows", "0"]
+    args = build_parser().parse_args(["experiment", "--config", str(path), *flags])
     config, other = _settings(args)
     assert config["seeds"] == 2
+    assert ExperimentConfig(**config).distill_config(0).alignment_min_rows == 0
     assert config["student_options"] == {"epochs": 3}
     assert config["dataset"] == "california"
     assert other["out"] is None

@@ -11,6 +11,7 @@ frozen on its running statistics, as alignment does; float64, so that 1e-5 measu
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from typing import Any
 
@@ -279,6 +280,66 @@ def test_structure_alignment_gradient_equals_the_references(trained: Trained, lo
         )
     for f, r in zip(fast_grads, reference_grads, strict=True):
         torch.testing.assert_close(f, r, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["structure", "gradient-x-input"])
+def test_a_training_step_sharing_the_first_layer_has_the_reference_loss_and_gradients(
+    trained: Trained, name: str
+) -> None:
+    # one joint step's forward passes: the batch in training mode (the lookup forward), then the aligned rows'
+    # attributions with BatchNorm frozen; inside sharing_first_layer they reuse one set of lookup tables and
+    # first-layer weights. Reference: each step on a fresh copy, no sharing, the attributions by the dense path
+    # (structure: autograd through every group's gathered inputs; gradient x input: its encoded attributions)
+    batch, aligned, background = trained.z[:64], trained.z[:20], trained.z[200:328]
+    options = {"background_rows": 128} if name == "structure" else {}
+
+    def step(shared: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        module = trained.fresh(lookup=True)
+        attributor = _attributor(name, options, module, background)
+        with module.sharing_first_layer() if shared else contextlib.nullcontext():
+            plain = module(batch).square().mean()
+            with frozen_batchnorm(module):
+                if not shared:
+                    attributions = (
+                        _structure_reference(module, aligned, trained.aggregation, background)
+                        if name == "structure"
+                        else attributor.attribute(module, aligned, create_graph=True) @ trained.aggregation
+                    )
+                else:
+                    attributions = column_attributions(
+                        attributor, module, aligned, trained.aggregation, create_graph=True
+                    )
+        target = torch.randn(attributions.shape, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+        loss = plain + (attributions - target).square().mean()
+        return loss.detach(), _parameter_gradients(module, loss)
+
+    shared_loss, shared_grads = step(shared=True)
+    reference_loss, reference_grads = step(shared=False)
+    torch.testing.assert_close(shared_loss, reference_loss, atol=1e-8, rtol=1e-8)
+    assert any(g.abs().max() > 0 for g in reference_grads)
+    for f, r in zip(shared_grads, reference_grads, strict=True):
+        torch.testing.assert_close(f, r, atol=1e-5, rtol=1e-5)
+
+
+def test_sharing_the_first_layer_builds_its_tables_once_per_step(trained: Trained) -> None:
+    module = trained.fresh(lookup=True)
+    built: list[int] = []
+    original = module.lookup_tables
+
+    def counting(*args: Any) -> Any:
+        built.append(1)
+        return original(*args)
+
+    module.lookup_tables = counting  # type: ignore[method-assign]
+    attributor = _attributor("structure", {"background_rows": 64}, module, trained.z[200:264])
+    with module.sharing_first_layer():
+        module(trained.z[:64]).sum()
+        with frozen_batchnorm(module):
+            column_attributions(attributor, module, trained.z[:8], trained.aggregation, create_graph=True)
+    assert len(built) == 1  # the batch, the background expectation and the aligned rows: one set of tables
+    module(trained.z[:64])
+    module(trained.z[:64])
+    assert len(built) == 3  # outside the block nothing is kept: every forward builds its own
 
 
 def _small_module(n_outputs: int) -> GBDT2NNModule:

@@ -22,9 +22,10 @@ one-line errors that list the allowed ones. Example (``gbdt2nn experiment --conf
     alignment_weights = { rank = 0.5 }   # λ per loss, overriding alignment_weight
     alignment_fraction = 1.0         # share of batches that carry the alignment term
     alignment_rows = 0.1             # share of training rows that carry it (only theirs get TreeSHAP)
+    alignment_min_rows = 3000        # but at least this many (every row of a smaller set; 0 = no floor)
     independent = true               # also run independent imitation (an explanation network)
     monitor_rows = 512               # test rows on which agreement is measured after every epoch
-    threads = 1                      # torch threads (default: torch's choice)
+    threads = 1                      # torch, teacher and TreeSHAP threads (default: each library's choice)
     out = "runs/experiment-adult"
 
     [attributor_options]
@@ -69,15 +70,18 @@ EXPERIMENT_KEYS: dict[str, frozenset[str]] = {
             "alignment_weights",
             "alignment_fraction",
             "alignment_rows",
+            "alignment_min_rows",
             "independent",
             "monitor_rows",
             "threads",
             "out",
             "test_size",
             "threshold_bins",
+            "merge_categories",
             "teacher_explanation",
             "background_rows",
             "cache_dir",
+            "device",
         }
     ),
     "attributor_options": frozenset({"*"}),
@@ -231,7 +235,6 @@ class ExperimentConfig(RunSettings):
     independent: bool = True
     imitation: ImitationConfig = attrs.field(factory=ImitationConfig, converter=_imitation)
     monitor_rows: int = attrs.field(default=512, validator=_check_count(0))
-    threads: int | None = attrs.field(default=None, validator=_check_count(1, optional=True))
 
     def distill_config(self, seed: int) -> DistillConfig:
         """The pipeline settings of one seed (each configuration then sets the attributor, loss and λ)."""
@@ -247,10 +250,12 @@ class ExperimentConfig(RunSettings):
         return settings
 
     def digest(self) -> str:
-        """A hash of every setting that changes results (not the cache folder, nor the thread count)."""
+        """A hash of every setting that changes results (not the cache folder, the thread count or the device: an
+        experiment may resume on another machine)."""
         settings = self.to_json()
         settings.pop("cache_dir", None)
         settings.pop("threads", None)
+        settings.pop("device", None)
         return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
 
 

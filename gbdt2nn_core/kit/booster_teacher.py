@@ -38,13 +38,23 @@ from gbdt2nn_core.host.interfaces import Task, Teacher, TreeEnsemble, TreeShap
 from gbdt2nn_core.kit import teacher_checks as checks
 from gbdt2nn_core.model_files import write_atomic
 
-__all__ = ["DEFAULT_SHAP_CHUNK_ROWS", "BoosterFacts", "BoosterTeacher", "ShapProgress", "available_cores"]
+__all__ = [
+    "DEFAULT_SHAP_CHUNK_ROWS",
+    "DEVICE_SHAP_CHUNK_ROWS",
+    "BoosterFacts",
+    "BoosterTeacher",
+    "ShapProgress",
+    "available_cores",
+]
 
 B = TypeVar("B")
 
 #: Rows per native TreeSHAP call: the library's working memory is bounded by one chunk, and a progress report
 #: follows each (at 100 trees x 64 leaves on adult, about a second per chunk on one thread).
 DEFAULT_SHAP_CHUNK_ROWS = 8192
+#: Rows per TreeSHAP call on a GPU (:meth:`BoosterTeacher.predict_contribs_cuda`): a GPU needs many rows at once to
+#: be busy, and the result of 262,144 rows × 100 columns is 100 MB of float32.
+DEVICE_SHAP_CHUNK_ROWS = 262_144
 
 
 def available_cores() -> int:
@@ -132,9 +142,13 @@ class BoosterTeacher(Teacher, Generic[B]):
     }
     #: Exceptions of the library that mean it cannot predict on the given data (turned into a ``DataError``).
     native_errors: ClassVar[tuple[type[BaseException], ...]] = (ValueError,)
+    #: The library's training option for its native threads, then its other spellings (empty: :meth:`use_threads`
+    #: sets only the TreeSHAP threads).
+    thread_options: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, model: object = None, **params: Any) -> None:
         self._params = dict(params)
+        self._native_threads: int | None = None
         self._wrapped = model is not None
         self._booster: B | None = None
         self._facts: BoosterFacts | None = None
@@ -160,6 +174,16 @@ class BoosterTeacher(Teacher, Generic[B]):
         facts = self._facts
         state = "unfitted" if facts is None else f"{facts.n_trees} trees, task={self._task!r}"
         return f"{type(self).__name__}({state})"
+
+    def use_threads(self, threads: int) -> BoosterTeacher[B]:
+        """Run on ``threads`` native threads: training (the library's option :attr:`thread_options`, unless the
+        user's options already set it: theirs wins) and :meth:`shap_values` when it is not given ``threads``."""
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ConfigError(setting="threads", value=threads, fix="use a whole number ≥ 1")
+        self._native_threads = threads
+        if self.thread_options and not self._wrapped and not any(name in self._params for name in self.thread_options):
+            self._params[self.thread_options[0]] = threads
+        return self
 
     # ------------------------------------------------------------------ hooks a backend fills in
     @abc.abstractmethod
@@ -222,6 +246,19 @@ class BoosterTeacher(Teacher, Generic[B]):
         written before this hook keep working, but should override it so that the thread count is explicit.
         """
         return self.predict_contribs(booster, X)
+
+    def predict_contribs_cuda(self, booster: B, X: pd.DataFrame, device: str) -> np.ndarray:
+        """Optional: :meth:`predict_contribs` computed on the CUDA device ``device`` (``"cuda:0"``), e.g. XGBoost's
+        GPUTreeShap. The default refuses; a backend that overrides it gets its TreeSHAP on the GPU whenever the run's
+        device is a CUDA device (:meth:`shap_values_on`, :meth:`treeshap_on_cuda`)."""
+        raise ConfigError(
+            setting="device", value=device, fix=f"the {self.library} teacher computes TreeSHAP on the CPU only"
+        )
+
+    @classmethod
+    def treeshap_on_cuda(cls) -> bool:
+        """Whether this backend overrides :meth:`predict_contribs_cuda` (computes TreeSHAP on a CUDA device)."""
+        return cls.predict_contribs_cuda is not BoosterTeacher.predict_contribs_cuda
 
     def train_distributed(
         self,
@@ -462,14 +499,42 @@ class BoosterTeacher(Teacher, Generic[B]):
     ) -> TreeShap:
         """Path-dependent TreeSHAP from the library, in margin space.
 
-        Rows go to the library ``chunk_rows`` at a time, each chunk on ``threads`` native threads (default: every
-        core this process may use, :func:`available_cores`); ``progress`` is called after each chunk. Each row's
-        values are computed on their own, so chunks and threads give the same values as one single-threaded call.
+        Rows go to the library ``chunk_rows`` at a time, each chunk on ``threads`` native threads (default: those
+        of :meth:`use_threads`, else every core this process may use, :func:`available_cores`); ``progress`` is
+        called after each chunk. Each row's values are computed on their own, so chunks and threads give the same
+        values as one single-threaded call.
         """
-        threads = available_cores() if threads is None else threads
+        if threads is None:
+            threads = self._native_threads if self._native_threads is not None else available_cores()
         for setting, value in (("threads", threads), ("chunk_rows", chunk_rows)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(setting=setting, value=value, fix="use a whole number ≥ 1")
+        return self._chunked_shap(
+            X,
+            lambda booster, rows: self.predict_contribs_threaded(booster, rows, threads),
+            chunk_rows,
+            progress,
+            threads,
+        )
+
+    def shap_values_on(self, X: pd.DataFrame, device: str) -> TreeShap:
+        """:meth:`shap_values` on a CUDA ``device`` when the backend has :meth:`predict_contribs_cuda` (in chunks of
+        :data:`DEVICE_SHAP_CHUNK_ROWS` rows), on every CPU core otherwise."""
+        if not (str(device).startswith("cuda") and self.treeshap_on_cuda()):
+            return self.shap_values(X)
+        return self._chunked_shap(
+            X, lambda booster, rows: self.predict_contribs_cuda(booster, rows, str(device)), DEVICE_SHAP_CHUNK_ROWS
+        )
+
+    def _chunked_shap(
+        self,
+        X: pd.DataFrame,
+        contribs: Callable[[B, pd.DataFrame], np.ndarray],
+        chunk_rows: int,
+        progress: Callable[[ShapProgress], None] | None = None,
+        threads: int = 1,
+    ) -> TreeShap:
+        """TreeSHAP of ``X`` from ``contribs(booster, rows)``, ``chunk_rows`` rows at a time."""
         booster = self._require("shap_values")
         frame = self._check_input(X)
         k = self._facts_of("shap_values").n_outputs
@@ -479,7 +544,7 @@ class BoosterTeacher(Teacher, Generic[B]):
         for start in range(0, n, chunk_rows):
             rows = frame.iloc[start : start + chunk_rows]
             try:
-                chunk = np.asarray(self.predict_contribs_threaded(booster, rows, threads), dtype=np.float64)
+                chunk = np.asarray(contribs(booster, rows), dtype=np.float64)
             except self.native_errors as exc:
                 raise self._cannot_predict(exc) from None
             chunk = chunk.reshape(len(rows), k, -1)

@@ -13,16 +13,20 @@ from typing import Any
 import attrs
 
 from gbdt2nn_core.errors import ConfigError
+from gbdt2nn_core.host.device import check_device
 from gbdt2nn_core.host.interfaces import TASKS, Task
 
 __all__ = [
     "DistillConfig",
     "RunSettings",
     "check_bins",
+    "check_boolean",
     "check_explanation",
     "check_fraction",
+    "check_min_rows",
     "check_task",
     "check_test_size",
+    "check_threads",
     "check_validation_fraction",
     "check_weight",
 ]
@@ -49,6 +53,18 @@ def check_validation_fraction(_: object, attribute: attrs.Attribute[float], valu
         raise ConfigError(setting=attribute.name, value=value, fix="use a number in [0, 0.5), e.g. 0.1 (0 = none)")
 
 
+def check_min_rows(_: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ConfigError(
+            setting=attribute.name, value=value, fix="use a whole number of rows of at least 0 (0 = no floor)"
+        )
+
+
+def check_threads(_: object, attribute: attrs.Attribute[int | None], value: int | None) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ConfigError(setting=attribute.name, value=value, fix="use a whole number of at least 1")
+
+
 def check_task(_: object, attribute: attrs.Attribute[str | None], value: str | None) -> None:
     if value is not None and value not in TASKS:
         raise ConfigError(setting=attribute.name, value=value, fix=f"use one of {', '.join(TASKS)} (or leave it out)")
@@ -57,6 +73,11 @@ def check_task(_: object, attribute: attrs.Attribute[str | None], value: str | N
 def check_explanation(_: object, attribute: attrs.Attribute[str], value: str) -> None:
     if value not in ("path-dependent", "interventional"):
         raise ConfigError(setting=attribute.name, value=value, fix="use 'path-dependent' or 'interventional'")
+
+
+def check_boolean(_: object, attribute: attrs.Attribute[bool], value: bool) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(setting=attribute.name, value=value, fix="use true or false")
 
 
 def check_bins(_: object, attribute: attrs.Attribute[int], value: int) -> None:
@@ -83,6 +104,9 @@ class RunSettings:
     #: Share of the training rows that carry the alignment term: a random subset drawn with the seed, the only
     #: rows whose teacher TreeSHAP is computed (1 = every training row).
     alignment_rows: float = attrs.field(default=0.1, validator=check_fraction)
+    #: The fewest training rows that carry it when ``alignment_rows`` gives fewer (capped at the training rows the
+    #: student fits on; 0 = no floor): a tenth of a small training set is too few to learn the explanations from.
+    alignment_min_rows: int = attrs.field(default=3000, validator=check_min_rows)
     test_size: float = attrs.field(default=0.2, validator=check_test_size)
     #: Share of the training rows the student holds out (seeded, stratified for classification) to stop early on
     #: and to pick its best epoch; the teacher still trains on every training row (0 = none).
@@ -94,6 +118,16 @@ class RunSettings:
     background_rows: int = attrs.field(default=100, validator=check_bins)
     #: Split thresholds of the teacher per numeric column that the student's encoding uses (0 = none).
     threshold_bins: int = attrs.field(default=64, validator=check_bins)
+    #: Native threads of the teacher's training and TreeSHAP (a booster teacher's :meth:`use_threads`); ``gbdt2nn
+    #: distill --threads`` also pins torch's to it and records the number it used (default there: every core this
+    #: process may use). ``None``: each library's own default (TreeSHAP: every core).
+    threads: int | None = attrs.field(default=None, validator=check_threads)
+    #: Categories of a column that no split of the teacher tells apart share one slot of the student's one-hot
+    #: encoding (when the teacher's backend reports its category sets); ``False`` keeps one slot per category.
+    merge_categories: bool = attrs.field(default=True, validator=check_boolean)
+    #: Where everything after the teacher runs: ``"auto"`` (the first CUDA device when there is one, else the CPU),
+    #: ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (see :mod:`gbdt2nn_core.host.device`); XGBoost's TreeSHAP runs there too.
+    device: str = attrs.field(default="auto", converter=check_device)
     #: Where teacher explanations are cached (a distillation: ``$GBDT2NN_CACHE_DIR`` or ``~/.cache/gbdt2nn``; an
     #: experiment: ``cache/`` inside its folder).
     cache_dir: str | None = None

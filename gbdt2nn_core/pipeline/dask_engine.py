@@ -295,7 +295,7 @@ def prepare_on_dask(pipeline: Pipeline, split: SplitData, client: Any, teacher: 
         prepared.shap_test  # noqa: B018 - computed now, while the cluster is up; kept by `prepared`
         if config.alignment_weight > 0:
             # the rows training will align (the same draw as Pipeline.train's), not every training row
-            prepared.aligned_explanations(config.alignment_rows, config.seed)
+            prepared.aligned_explanations(config.alignment_rows, config.seed, min_rows=config.alignment_min_rows)
     finally:
         prepared.explanations = local  # anything asked later runs here, with the cluster gone
     return prepared

@@ -8,7 +8,7 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from gbdt2nn_core.data import TabularSchema, TargetEncoder, infer_task, split_features_target, warn_if_few_test_rows
-from gbdt2nn_core.data.encoding import InputEncoder, teacher_thresholds
+from gbdt2nn_core.data.encoding import InputEncoder, teacher_category_slots, teacher_thresholds
 from gbdt2nn_core.errors import DataError
 from gbdt2nn_core.host.interfaces import Task, Teacher
 
@@ -128,20 +128,27 @@ def validation_split(y: np.ndarray, *, task: Task, fraction: float, seed: int) -
     return ValidationSplit(fit=np.sort(fit), validation=np.sort(validation), note=note)
 
 
-def fit_encoder(split: SplitData, teacher: Teacher | None, threshold_bins: int) -> InputEncoder:
-    """The student's input encoder for this split, using the teacher's thresholds when there is a teacher."""
-    return encoder_for(split.train_frame, split.schema, teacher, threshold_bins)
+def fit_encoder(
+    split: SplitData, teacher: Teacher | None, threshold_bins: int, merge_categories: bool = True
+) -> InputEncoder:
+    """The student's input encoder for this split, using the teacher's splits when there is a teacher."""
+    return encoder_for(split.train_frame, split.schema, teacher, threshold_bins, merge_categories)
 
 
 def encoder_for(
-    frame: pd.DataFrame, schema: TabularSchema, teacher: Teacher | None, threshold_bins: int
+    frame: pd.DataFrame,
+    schema: TabularSchema,
+    teacher: Teacher | None,
+    threshold_bins: int,
+    merge_categories: bool = True,
 ) -> InputEncoder:
     """The student's input encoder fitted on teacher-ready training rows ``frame``.
 
     With a fitted ``teacher`` and ``threshold_bins > 0``, numeric columns also get the one-hot of the interval
-    between the teacher's own split thresholds that a value falls in.
+    between the teacher's own split thresholds that a value falls in; with ``merge_categories``, categories that
+    no split of the teacher tells apart share one one-hot slot (when the backend reports its category sets).
     """
-    if teacher is None or threshold_bins == 0:
+    if teacher is None or (threshold_bins == 0 and not merge_categories):
         return InputEncoder.fit(frame, schema)
     ensemble = teacher.structure()
     return InputEncoder.fit(
@@ -149,4 +156,5 @@ def encoder_for(
         schema,
         thresholds=teacher_thresholds(ensemble, schema, threshold_bins),
         split_rule=getattr(ensemble, "split_rule", "<="),
+        category_slots=teacher_category_slots(ensemble, schema) if merge_categories else None,
     )

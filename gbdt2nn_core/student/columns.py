@@ -34,7 +34,7 @@ class GroupColumns(LinearColumns):
     def __init__(self, module: GBDT2NNModule, z: torch.Tensor, aggregation: torch.Tensor) -> None:
         first_weight, first_bias = module.mlp.first_linear_parameters()
         groups, _, hidden = first_weight.shape
-        weight = module.summed_first_weight(z.shape[1], first_weight).to(z.dtype)
+        weight = module.summed_first_weight(z.shape[1]).to(z.dtype)  # shared within a training step
         self.module = module
         #: the active one-hot slots of the batch where the lookup applies (``None``: the dense matmul)
         self.slots = None

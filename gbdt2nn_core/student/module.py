@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import weakref
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -21,6 +23,12 @@ __all__ = ["GBDT2NNModule"]
 #: module -> (key, lookup tables, folded layers) of :meth:`GBDT2NNModule._serving_weights`; outside the module so
 #: that TorchScript, deepcopy and state dicts never see it.
 _SERVING_CACHE: weakref.WeakKeyDictionary[GBDT2NNModule, Any] = weakref.WeakKeyDictionary()
+
+#: module -> {what: (tensor, built with autograd on)} of :meth:`GBDT2NNModule.sharing_first_layer`: tensors made from
+#: the first layer's weights, shared by the forward passes of one training step.
+_STEP_CACHE: weakref.WeakKeyDictionary[GBDT2NNModule, dict[Any, tuple[torch.Tensor, bool]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 #: The first layer runs as one dense matmul over all encoded columns when the encoded width ``D`` is at most this
 #: multiple of the group width ``W`` (it does ``D / W`` times the work of the per-group gather, but skips copying
@@ -168,12 +176,15 @@ class GBDT2NNModule(nn.Module):
     ) -> torch.Tensor:
         """The first linear map of every group, ``(n, k, h)``, with the group MLP's weights or the ones given,
         the cheapest exact way: the lookup (see :meth:`use_lookup`), one dense matmul, or the per-group gather."""
+        own = first_weight is None or first_bias is None
         if first_weight is None or first_bias is None:
             first_weight, first_bias = self.mlp.first_linear_parameters()
         if not torch.jit.is_scripting() and self._lookup_applies(z):  # type: ignore[attr-defined]
             slots = self.active_slots(z)
             if slots is not None:
                 other = z.index_select(1, self.lookup_other_columns)
+                if own:  # the module's own weights: the step's shared tables, if any (see sharing_first_layer)
+                    return self.lookup_first_layer(other, slots)
                 return self.lookup_first_layer(other, slots, first_weight, first_bias)
         if self._dense_first_layer_applies(z):
             n, columns = z.shape
@@ -225,6 +236,38 @@ class GBDT2NNModule(nn.Module):
         if not bool(((values - expected).abs() <= self.lookup_tolerance).all()):
             return None
         return slots
+
+    @torch.jit.unused
+    @contextlib.contextmanager
+    def sharing_first_layer(self) -> Iterator[None]:
+        """Within the block, what is made from the first layer's weights — the lookup tables, the ``(D, k·h)``
+        weight — is made once and shared by every forward pass: a training step's forward of its batch, the
+        structure attributor's background expectation and the aligned rows' attributions each built them again
+        (with autograd, so their backward ran more than once too). The same tensors, so the same values and
+        gradients; the parameters must not change inside the block (a training step enters it for its forward
+        passes, before ``optimizer.step()``).
+        """
+        _STEP_CACHE[self] = {}
+        try:
+            yield
+        finally:
+            _STEP_CACHE.pop(self, None)
+
+    @torch.jit.unused
+    def _shared(self, key: Any, make: Callable[[], Any]) -> Any:
+        """``make()``, or inside :meth:`sharing_first_layer` what it made before for ``key`` (made again where autograd
+        is on and the earlier one was made without it, so that gradients reach the weights)."""
+        cache = _STEP_CACHE.get(self)
+        if cache is None:
+            return make()
+        recording = torch.is_grad_enabled()
+        if key in cache:
+            value, with_graph = cache[key]
+            if with_graph or not recording:
+                return value
+        value = make()
+        cache[key] = (value, recording)
+        return value
 
     @torch.jit.unused
     def _serving_weights(
@@ -283,8 +326,9 @@ class GBDT2NNModule(nn.Module):
         """
         if tables is None:
             if first_weight is None or first_bias is None:
-                first_weight, first_bias = self.mlp.first_linear_parameters()
-            tables = self.lookup_tables(first_weight, first_bias)
+                tables = self._shared("lookup_tables", lambda: self.lookup_tables(*self.mlp.first_linear_parameters()))
+            else:
+                tables = self.lookup_tables(first_weight, first_bias)
         table, other_weight, bias = tables
         looked_up = nn.functional.embedding_bag(slots, table, mode="sum")  # (n, k·h)
         # bias and the columns outside the blocks in one fused call, then added in place to the lookup
@@ -378,7 +422,11 @@ class GBDT2NNModule(nn.Module):
         """``(D, k·h)`` like :meth:`dense_first_weight`, but a column a group lists twice gets the sum of its rows (the
         per-group gather's meaning), so ``z @ W`` is the first layer for every grouping; the pad index ``D`` drops."""
         if first_weight is None:
-            first_weight, _ = self.mlp.first_linear_parameters()
+            own, _ = self.mlp.first_linear_parameters()
+            shared: torch.Tensor = self._shared(
+                ("summed_first_weight", columns), lambda: self.summed_first_weight(columns, own)
+            )
+            return shared
         groups, width, out = first_weight.shape
         index = self.group_input_index.unsqueeze(-1).expand(groups, width, out)
         summed = first_weight.new_zeros(groups, columns + 1, out).scatter_add(1, index, first_weight)

@@ -143,7 +143,10 @@ class StructureAttributor(Attributor):
         """``E[y_j]`` over the background, ``(k,)``, of the current model (per call: the model changes in training)."""
         background = self._background if self._background is not None else torch.zeros_like(z[:1])
         with torch.no_grad():
-            return model.group_outputs(model.embeddings(background.to(z.dtype))).mean(dim=0)
+            # through the cheapest exact forward: the lookup first layer (no input gradients are needed here) and,
+            # with BatchNorm frozen as in alignment, the folded layers
+            first = model.first_layer(background.to(dtype=z.dtype, device=z.device))
+            return model.group_outputs_after_first_layer(first).mean(dim=0)
 
 
 def _spread_residual(first_order: torch.Tensor, deviation: torch.Tensor, sees: torch.Tensor) -> torch.Tensor:

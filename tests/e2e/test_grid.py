@@ -82,10 +82,9 @@ def components(tmp_path_factory: pytest.TempPathFactory) -> Any:
             teacher_options=TEACHER_OPTIONS.get(teacher, DEFAULT_TEACHER_OPTIONS),
             student_options=STUDENT_OPTIONS,
             cache_dir=cache,
-            # every training row aligned: this grid asks whether alignment works for each component, on 2,400
-            # training rows and 4 epochs; the default tenth (240 rows) is too few here (catboost x gradient x cosine
-            # fell to AUC 0.78), the small-data side of the fast schedule that issue 11 still has open (RESULTS.md)
-            alignment_rows=1.0,
+            # the default schedule: on 2,400 training rows the floor of aligned rows (alignment_min_rows, 3,000)
+            # aligns every row the student fits on (the rows the former alignment_rows=1.0 override gave); the
+            # tenth alone (about 220 rows) was too few here (catboost x gradient x cosine fell to AUC 0.78)
         )
         pipeline = Pipeline(config, REGISTRY)
         return pipeline, pipeline.prepare(frame, dataset.target)

@@ -58,6 +58,7 @@ class LightGBMTeacher(BoosterTeacher[lgb.Booster]):
     default_params = DEFAULT_PARAMS
     aliases = ALIASES
     native_errors = (lgb.basic.LightGBMError, ValueError)
+    thread_options = ("num_threads", "num_thread", "nthread", "nthreads", "n_jobs")
 
     # ------------------------------------------------------------------ training / wrapping
     def train(

@@ -29,6 +29,7 @@ def tree(info: dict[str, Any], *, output: int) -> Tree:
     split_features = np.empty(n_leaves - 1, dtype=np.int64)
     split_gains = np.empty(n_leaves - 1)
     split_thresholds = np.full(n_leaves - 1, np.nan)  # NaN marks a categorical split
+    split_categories: list[tuple[int, ...]] = [()] * (n_leaves - 1)
     stack = [info["tree_structure"]]
     while stack:  # iterative: a leaf-wise tree can be deeper than Python's recursion limit
         node = stack.pop()
@@ -38,6 +39,8 @@ def tree(info: dict[str, Any], *, output: int) -> Tree:
             split_gains[split] = node["split_gain"]
             if node.get("decision_type") == "<=":
                 split_thresholds[split] = float(node["threshold"])
+            elif node.get("decision_type") == "==":  # the category codes sent left, as "1||5||7"
+                split_categories[split] = tuple(int(code) for code in str(node["threshold"]).split("||"))
             stack.extend((node["left_child"], node["right_child"]))
         else:
             leaf_values[node.get("leaf_index", 0)] = node["leaf_value"]
@@ -46,5 +49,6 @@ def tree(info: dict[str, Any], *, output: int) -> Tree:
         split_features=split_features,
         split_gains=split_gains,
         split_thresholds=split_thresholds,
+        split_categories=split_categories,
         output=output,
     )

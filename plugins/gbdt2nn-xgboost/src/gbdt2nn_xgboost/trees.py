@@ -65,14 +65,30 @@ def _tree(tree: dict[str, Any], *, output: int, weight: float) -> tuple[Tree, np
     # For a split, split_conditions holds its threshold (``x < t`` goes left); categorical splits get NaN.
     thresholds = np.asarray(tree["split_conditions"], dtype=np.float64)[is_split]
     split_type = np.asarray(tree.get("split_type", np.zeros(len(left))), dtype=np.int64)[is_split]
+    category_sets = _category_sets(tree)
     parsed = Tree(
         leaf_values=values,
         split_features=split_index[is_split],
         split_gains=np.asarray(tree["loss_changes"], dtype=np.float64)[is_split],
         split_thresholds=np.where(split_type == 0, thresholds, np.nan),
+        split_categories=[category_sets.get(int(node), ()) for node in np.flatnonzero(is_split)],
         output=output,
     )
     return parsed, table
+
+
+def _category_sets(tree: dict[str, Any]) -> dict[int, tuple[int, ...]]:
+    """Node id -> the category codes its categorical split lists (those sent right), from the JSON model."""
+    codes = [int(code) for code in tree.get("categories", [])]
+    return {
+        int(node): tuple(codes[int(start) : int(start) + int(size)])
+        for node, start, size in zip(
+            tree.get("categories_nodes", []),
+            tree.get("categories_segments", []),
+            tree.get("categories_sizes", []),
+            strict=True,
+        )
+    }
 
 
 def _base_margin(booster: xgb.Booster, first: list[Tree], tables: np.ndarray, k: int) -> np.ndarray:
