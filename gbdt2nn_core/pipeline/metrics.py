@@ -78,7 +78,8 @@ def explained_outputs(task: Task, teacher_margin: np.ndarray) -> np.ndarray | No
     """
     if task != "multiclass":
         return None
-    return np.asarray(teacher_margin).argmax(axis=1)
+    explained: np.ndarray = np.asarray(teacher_margin).argmax(axis=1)
+    return explained
 
 
 def agreement(
