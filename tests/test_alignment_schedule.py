@@ -236,8 +236,7 @@ def test_each_student_aligns_every_subset_row_once_per_epoch_and_no_other(
         rows=subset,
     )
     # the positions must reach the loss as they are: no unit of the teacher's attribution size
-    units = {"alignment_in_teacher_units": False} if student_name == "gbdt2nn" else {}
-    student = registry.student(student_name, seed=0, epochs=2, batch_size=128, **units)
+    student = registry.student(student_name, seed=0, epochs=2, batch_size=128, alignment_in_teacher_units=False)
     student.fit(adult_run.prepared.student_inputs(alignment=alignment))
     assert sorted(recorder.seen) == sorted([*subset.tolist(), *subset.tolist()])
 
