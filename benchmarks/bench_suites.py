@@ -300,6 +300,7 @@ def training_step(
 
     from gbdt2nn_core.kit.alignment import Alignment
     from gbdt2nn_core.student.gbdt2nn import _Objective
+    from gbdt2nn_core.student.kit import TargetScaling
 
     sizes = ctx.sizes
     student = copy.deepcopy(ctx.student)
@@ -322,7 +323,11 @@ def training_step(
             fraction=1.0,
         )
         alignment.attributor.fit(module, ctx.background)
-    objective = _Objective(cfg, ctx.task, module, targets, y, ctx.margin_train[:rows], alignment, ctx.aggregation)
+    # adult is a classification task: margins train as they are (the identity TargetScaling)
+    scaling = TargetScaling()
+    objective = _Objective(
+        cfg, ctx.task, module, targets, y, ctx.margin_train[:rows], alignment, ctx.aggregation, scaling
+    )
     optimizer = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     generator = torch.Generator().manual_seed(0)
     return lambda: student._train_epoch(0, z, objective, optimizer, generator, alignment)

@@ -80,10 +80,17 @@ def _student_starting_at(start: int) -> type:
 
     class LateAlignmentStudent(GBDT2NNStudent):
         def _train_epoch(
-            self, epoch: int, z: Any, objective: Any, optimizer: Any, generator: Any, alignment: Any
+            self,
+            epoch: int,
+            z: Any,
+            objective: Any,
+            optimizer: Any,
+            generator: Any,
+            alignment: Any,
+            weight: Any = None,
         ) -> Any:
             return super()._train_epoch(
-                epoch, z, objective, optimizer, generator, alignment if epoch >= start else None
+                epoch, z, objective, optimizer, generator, alignment if epoch >= start else None, weight
             )
 
     return LateAlignmentStudent

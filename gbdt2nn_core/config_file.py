@@ -78,6 +78,7 @@ ALLOWED_KEYS: dict[str, frozenset[str]] = {
             "compare",
             "cache_dir",
             "cache",
+            "device",
         }
     ),
 }

@@ -847,7 +847,8 @@ CASES: list[Case] = [
         setup=_text("run.toml", "[run]\nepochs = 3\n"),
         argv=(*DISTILL, "--config", "run.toml"),
         message=E + "invalid run.toml [run] key='epochs': [run] takes background_rows, cache, cache_dir, compare, "
-        "merge_categories, out, seed, teacher_explanation, test_size, threads, threshold_bins, validation_fraction",
+        "device, merge_categories, out, seed, teacher_explanation, test_size, threads, threshold_bins, "
+        "validation_fraction",
         fix="use a listed key, or `--epochs`",
     ),
     Case(
@@ -1449,7 +1450,7 @@ CASES: list[Case] = [
         where="API",
         bad="one encoded row as a 1-D tensor",
         call=lambda ctx: _attribute(ctx, __import__("torch").as_tensor(ctx.model.encode(_rows(ctx.workdir)))[0]),
-        message="z has shape (153,), expected (rows, features); pass one 2-D tensor of encoded rows (use z[None] "
+        message="z has shape (76,), expected (rows, features); pass one 2-D tensor of encoded rows (use z[None] "
         "for a single row)",
         fix="`z[None]`",
     ),
@@ -1819,8 +1820,9 @@ CASES += [
         after_progress=True,
         where="CLI",
         heading=TRAINING,
-        bad="`--alignment-weight 1e308` (was: NaN metrics, internal error)",
-        argv=(*DISTILL, *ONE_EPOCH, "--alignment-weight", "1e308"),
+        bad="`--alignment-weight 1e308` with the cap on λ off (`--student-option alignment_cap=0`; was: NaN metrics, "
+        "internal error; with the cap on, λ is capped and training goes on)",
+        argv=(*DISTILL, *ONE_EPOCH, "--alignment-weight", "1e308", "--student-option", "alignment_cap=0"),
         message=E + _DIVERGED + "epoch 1 of the student training: … became infinite or NaN; lower the alignment "
         "weight (--alignment-weight, now 1e+308) or the learning rate (--student-option lr, now 0.001)",
         fix="a smaller `--alignment-weight`",
@@ -2098,7 +2100,7 @@ _TAMPERINGS: list[tuple[str, str, dict[str, Any], str]] = [
         "group-index-range",
         "`group_input_index` beyond the encoder's columns",
         {"architecture__group_input_index": [[10**6]] * 4},
-        "has a group_input_index that reads encoded column 1000000 of the encoder's 153",
+        "has a group_input_index that reads encoded column 1000000 of the encoder's 76",
     ),
     (
         "config-batch-size",
@@ -2249,6 +2251,163 @@ CASES += [
         call=lambda ctx: _dask_settings(threads_per_worker=0),
         message="invalid threads_per_worker=0: use a whole number ≥ 1",
         fix="at least 1",
+    ),
+]
+
+
+# ------------------------------------------------------------------------------------------- devices (issue 13)
+DEVICE = "Devices (issue 13)"
+_DEVICE_FIX = "use --device cpu or auto (auto: the first CUDA device when there is one, else the CPU)"
+
+
+def _no_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
+def _two_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+
+
+def _distill_config(**values: Any) -> object:
+    from gbdt2nn_core.pipeline import DistillConfig
+
+    return DistillConfig(**values)
+
+
+# ------------------------------------------------------------------------------------------- issue 13: --nproc
+NPROC = "Several processes: `--nproc` and torchrun (issue 13)"
+SECTION_INTROS[NPROC] = (
+    "`gbdt2nn distill --nproc N` checks its settings before it starts any process, so that a mistake is one line "
+    "and nothing is written; see [scaling-out.md](scaling-out.md)."
+)
+
+
+def _under_torchrun(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The environment torchrun gives each process it starts."""
+    for name, value in {
+        "RANK": "0",
+        "WORLD_SIZE": "2",
+        "LOCAL_RANK": "0",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": "29500",
+    }.items():
+        monkeypatch.setenv(name, value)
+
+
+CASES += [
+    Case(
+        id="device-cuda-without-gpu",
+        where="CLI",
+        heading=DEVICE,
+        bad="`--device cuda` on a machine without a CUDA GPU (checked before the teacher trains)",
+        patch=_no_gpu,
+        argv=(*DISTILL, "--device", "cuda"),
+        message=E + "invalid device='cuda': this machine has no CUDA GPU that PyTorch can use; " + _DEVICE_FIX,
+        fix="`--device cpu`, or `auto` (the GPU when there is one)",
+    ),
+    Case(
+        id="device-beyond-count",
+        where="CLI",
+        heading=DEVICE,
+        bad="`--device cuda:3` on a machine with two GPUs",
+        patch=_two_gpus,
+        argv=(*DISTILL, "--device", "cuda:3"),
+        message=E + "invalid device='cuda:3': this machine has 2 CUDA devices (cuda:0 to cuda:1); " + _DEVICE_FIX,
+        fix="a device number below the count, `cpu` or `auto`",
+    ),
+    Case(
+        id="device-unknown-name",
+        where="CLI",
+        heading=DEVICE,
+        bad="`--device gpu` (not a device name)",
+        argv=(*DISTILL, "--device", "gpu"),
+        message=E + "invalid device='gpu': did you mean 'cuda'? use one of auto, cpu, cuda, cuda:N",
+        fix="`cuda`",
+    ),
+    Case(
+        id="device-predict-without-gpu",
+        where="CLI",
+        heading=DEVICE,
+        bad="`gbdt2nn predict --device cuda` (or `explain`) on a machine without a CUDA GPU",
+        patch=_no_gpu,
+        argv=(*PREDICT, "--device", "cuda"),
+        message=E + "invalid device='cuda': this machine has no CUDA GPU that PyTorch can use; " + _DEVICE_FIX,
+        fix="leave `--device` out (the CPU)",
+    ),
+    Case(
+        id="api-device-unknown-name",
+        where="API",
+        heading=DEVICE,
+        bad='`DistillConfig(device="tpu")` (also the estimators\' `device=`)',
+        call=lambda ctx: _distill_config(device="tpu"),
+        message="invalid device='tpu': did you mean 'cpu'? use one of auto, cpu, cuda, cuda:N",
+        fix="`cpu`, `cuda[:N]` or `auto`",
+    ),
+    Case(
+        id="nproc-zero",
+        where="CLI",
+        heading=NPROC,
+        bad="`--nproc 0`",
+        argv=(*DISTILL, "--nproc", "0"),
+        message=E + "invalid --nproc=0: use a whole number of processes ≥ 1",
+        fix="at least 1 (1 trains in this process)",
+    ),
+    Case(
+        id="nproc-with-dask",
+        where="CLI",
+        heading=NPROC,
+        bad="`--nproc 2` with `--engine dask`",
+        argv=(*DISTILL, "--engine", "dask", "--nproc", "2"),
+        message=E + "invalid --nproc=2: the Dask engine prepares the teacher in one process; use --engine dask or "
+        "--nproc, not both",
+        fix="drop one of them",
+    ),
+    Case(
+        id="nproc-student-one-process",
+        where="CLI",
+        heading=NPROC,
+        requires="gbdt2nn_mlp",
+        bad="`--nproc 2` with a student that trains in one process only (`--student mlp`)",
+        argv=(*DISTILL, "--student", "mlp", "--attributor", "gradient-x-input", "--nproc", "2"),
+        message=E + "invalid --nproc=2: the 'mlp' student trains in one process only; use the gbdt2nn student or "
+        "leave --nproc out",
+        fix="the gbdt2nn student, or one process",
+    ),
+    Case(
+        id="nproc-under-torchrun",
+        where="CLI",
+        heading=NPROC,
+        bad="`--nproc 2` in a command that torchrun starts",
+        patch=_under_torchrun,
+        argv=(*DISTILL, "--nproc", "2"),
+        message=E + "invalid --nproc=2: this command already runs under torchrun, which starts the processes; leave "
+        "--nproc out",
+        fix="leave `--nproc` out: torchrun's `--nproc-per-node` says how many",
+    ),
+    Case(
+        id="experiment-under-torchrun",
+        where="CLI",
+        heading=NPROC,
+        bad="`gbdt2nn experiment` started by torchrun",
+        patch=_under_torchrun,
+        argv=("experiment", "--out", "exp"),
+        message=E + "gbdt2nn experiment runs in one process, not under torchrun; run it without torchrun (gbdt2nn "
+        "distill --nproc / torchrun train one student on several processes)",
+        fix="run it without torchrun",
+    ),
+    Case(
+        id="nproc-data-missing",
+        where="CLI",
+        heading=NPROC,
+        bad="`--nproc 2 --data` names a file that does not exist",
+        argv=("distill", "--data", "nowhere.csv", "--target", TARGET, "--out", "out", "--nproc", "2"),
+        message=E + "data file 'nowhere.csv' does not exist; check the path passed to --data",
+        fix="check the path (no process was started)",
     ),
 ]
 

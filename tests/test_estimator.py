@@ -347,6 +347,7 @@ def test_save_and_load_give_the_same_model(fitted: GBDT2NNClassifier, adult_xy: 
     assert loaded.get_params() == {
         **fitted.get_params(),
         "student_options": {"n_groups": 4, "hidden": [16, 16], "batch_size": 128},
+        "device": "cpu",  # a loaded network is on the CPU, whatever it trained on (load(path, device=...) moves it)
     }
     np.testing.assert_array_equal(loaded.predict_proba(X_test), fitted.predict_proba(X_test))
     np.testing.assert_array_equal(loaded.explain(X_test[:30]), fitted.explain(X_test[:30]))

@@ -52,6 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``gbdt2nn`` console script; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what --nproc hands on to the processes it starts
     run: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)
     if run is None:
         parser.print_help()

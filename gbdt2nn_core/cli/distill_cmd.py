@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -101,6 +102,12 @@ def add_parser(subparsers: Any) -> None:
         "core this process may use)",
     )
     training.add_argument(
+        "--device",
+        metavar="DEVICE",
+        help="where everything after the teacher runs (student, its TreeSHAP targets on XGBoost): auto (a CUDA GPU "
+        "when there is one), cpu, cuda or cuda:N (default: auto)",
+    )
+    training.add_argument(
         "--teacher-explanation",
         choices=["path-dependent", "interventional"],
         help="teacher TreeSHAP: native path-dependent (default) or interventional (needs the shap plugin)",
@@ -114,6 +121,15 @@ def add_parser(subparsers: Any) -> None:
     )
     engine.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler (tcp://HOST:PORT); default: local")
     engine.add_argument("--dask-workers", type=int, metavar="N", help="workers of the local Dask cluster (default: 2)")
+    processes = parser.add_argument_group("processes (data-parallel student training; see docs/scaling-out.md)")
+    processes.add_argument(
+        "--nproc",
+        type=int,
+        metavar="N",
+        help="train the student in N processes on this machine (torch.distributed, gloo on CPU), each on its own "
+        "shard of the rows with batch_size rows per step; across machines run the command under torchrun instead "
+        "(default: 1)",
+    )
     output = parser.add_argument_group("output")
     output.add_argument("--out", type=Path, help="run folder to write (required with --data)")
     output.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
@@ -156,6 +172,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         "threads": pick(args.threads, run_section, "threads"),
         "validation_fraction": pick(args.validation_fraction, run_section, "validation_fraction"),
         "teacher_explanation": pick(args.teacher_explanation, run_section, "teacher_explanation"),
+        "device": pick(args.device, run_section, "device"),
     }
     config: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
     config.update(
@@ -182,8 +199,17 @@ def run(args: argparse.Namespace) -> int:
     """Run the distillation described by the flags and the --config file."""
     import torch
 
+    from gbdt2nn_core.cli.launch import launch
     from gbdt2nn_core.pipeline.dask_engine import engine_client
+    from gbdt2nn_core.pipeline.processes import launched
 
+    if launched():  # one of the processes that torchrun or --nproc started
+        return _run_in_process_group(args)
+    if args.nproc is not None:
+        _check_nproc(args)
+        if args.nproc > 1:
+            _check_before_launch(args)
+            return launch(args.nproc, _without_nproc(args.argv))
     previous_threads = torch.get_num_threads()  # put back: main() may be called inside a larger program
     try:
         with engine_client(args.engine, scheduler=args.scheduler, workers=args.dask_workers) as engine:
@@ -192,19 +218,100 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(previous_threads)
 
 
+def _check_nproc(args: argparse.Namespace) -> None:
+    if args.nproc < 1:
+        raise ConfigError(setting="--nproc", value=args.nproc, fix="use a whole number of processes ≥ 1")
+    if args.engine != "local" and args.nproc > 1:
+        raise ConfigError(
+            setting="--nproc",
+            value=args.nproc,
+            fix="the Dask engine prepares the teacher in one process; use --engine dask or --nproc, not both",
+        )
+
+
+def _check_before_launch(args: argparse.Namespace) -> None:
+    """The mistakes every process would make, found once before any starts (and before anything is written)."""
+    from gbdt2nn_core.host.registry import get_registry
+    from gbdt2nn_core.pipeline import DistillConfig, Pipeline
+    from gbdt2nn_core.pipeline.processes import check_data_parallel
+    from gbdt2nn_core.pipeline.runfolder import check_destination
+
+    settings = _settings(args)
+    config = DistillConfig(**settings["config"])
+    Pipeline(config, get_registry()).check()
+    student = get_registry().student(config.student, seed=config.seed, **config.student_options)
+    check_data_parallel(student, config.student, args.nproc)
+    if settings["data"] is not None and not Path(settings["data"]).exists():
+        raise DataError(
+            problem=f"data file {str(settings['data'])!r} does not exist", fix="check the path passed to --data"
+        )
+    if settings["out"] is not None:
+        check_destination(Path(settings["out"]), overwrite=args.overwrite)
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """The command line with ``--nproc N`` left out: what each started process runs."""
+    kept: list[str] = []
+    skip = False
+    for token in argv:
+        if skip:
+            skip = False
+        elif token == "--nproc":
+            skip = True
+        elif not token.startswith("--nproc="):
+            kept.append(token)
+    return kept
+
+
+def _run_in_process_group(args: argparse.Namespace) -> int:
+    """:func:`run` in one of several processes: join the group, distil; rank 0 alone reports and writes."""
+    from gbdt2nn_core.pipeline.processes import process_group
+
+    if args.nproc is not None:
+        raise ConfigError(
+            setting="--nproc",
+            value=args.nproc,
+            fix="this command already runs under torchrun, which starts the processes; leave --nproc out",
+        )
+    if args.engine != "local":
+        raise ConfigError(
+            setting="--engine",
+            value=args.engine,
+            fix="the Dask engine prepares the teacher in one process; run it without torchrun",
+        )
+    from gbdt2nn_core.host.device import resolve_device
+    from gbdt2nn_core.pipeline import DistillConfig
+
+    leader = os.environ.get("RANK") == "0"
+    try:
+        # the collective backend follows where the student trains: NCCL between GPUs, gloo on CPUs
+        device = resolve_device(DistillConfig(**_settings(args)["config"]).device)
+        with process_group(device=device.type):
+            return _run(args, None)
+    except Gbdt2nnError:
+        if leader or os.environ.get("GBDT2NN_DEBUG"):
+            raise
+        return 2  # every process meets the same mistake: rank 0 alone says it (GBDT2NN_DEBUG=1 shows each one's)
+    except KeyboardInterrupt:
+        return 130  # Ctrl-C reaches every process: the launcher (or torchrun) says it once
+
+
 def _run(args: argparse.Namespace, engine: Any) -> int:
     """:func:`run`, with ``engine`` the Dask engine of ``--engine dask`` (``None``: everything in this process)."""
     import torch
 
     from gbdt2nn_core.data import load_bundled, read_table, split_features_target
+    from gbdt2nn_core.host.device import resolve_device
     from gbdt2nn_core.host.registry import get_registry
     from gbdt2nn_core.kit.booster_teacher import available_cores
     from gbdt2nn_core.pipeline import DistillConfig, Pipeline
     from gbdt2nn_core.pipeline.dask_engine import prepare_on_dask, read_on_dask
     from gbdt2nn_core.pipeline.distill import run_student
     from gbdt2nn_core.pipeline.runfolder import check_destination, write_run
-    from gbdt2nn_core.progress import RichProgress
+    from gbdt2nn_core.progress import NullProgress, RichProgress
+    from gbdt2nn_core.student.distributed import world
 
+    leader = world().leader  # with several processes, rank 0 alone prints, evaluates and writes
     settings = _settings(args)
     data_path = Path(settings["data"]) if settings["data"] is not None else None
     out = Path(settings["out"]) if settings["out"] is not None else None
@@ -217,10 +324,15 @@ def _run(args: argparse.Namespace, engine: Any) -> int:
         if out is None:
             raise DataError(problem="--data needs --out", fix="name a run folder to write with --out DIR")
     config = DistillConfig(**settings["config"])
-    threads = config.threads if config.threads is not None else available_cores()
+    processes = world()
+    if processes.distributed and resolve_device(config.device).type == "cuda":
+        # one GPU per process on its machine: the one torchrun numbers LOCAL_RANK (NCCL reduces between them)
+        config = attrs.evolve(config, device=f"cuda:{os.environ.get('LOCAL_RANK', '0')}")
+    # every process its share of the cores by default, so that N processes on one machine do not oversubscribe it
+    threads = config.threads if config.threads is not None else max(1, available_cores() // processes.size)
     config = attrs.evolve(config, threads=threads)  # explicit, so that config.json says what the run used
     torch.set_num_threads(threads)
-    if out is not None:
+    if out is not None and leader:
         check_destination(out, overwrite=args.overwrite)  # before minutes of training
     teacher_model = settings["teacher_model"]
     if teacher_model is not None and not Path(teacher_model).exists():
@@ -254,8 +366,9 @@ def _run(args: argparse.Namespace, engine: Any) -> int:
     else:  # building the teacher trains nothing, but refuses an option it does not know (num_leave=4)
         teacher = pipeline.teacher()
     progress = RichProgress()
-    pipeline.progress = progress
-    progress.console.print(f"[bold]gbdt2nn distill[/] · {title}")
+    pipeline.progress = progress if leader else NullProgress()
+    if leader:
+        progress.console.print(f"[bold]gbdt2nn distill[/] · {title}")
     if engine is None:
         prepared = pipeline.prepare_split(split, teacher)
     else:  # the teacher trains (unless wrapped) and its TreeSHAP runs on the Dask cluster, which then stops
@@ -269,6 +382,9 @@ def _run(args: argparse.Namespace, engine: Any) -> int:
             progress.console.print(f"{name} student: resuming from epoch {epoch} (checkpoint in {checkpoints})")
 
         path = checkpoints / f"{name}.pt" if checkpoints is not None else None
+        if not leader:  # trains its shard in step with rank 0, which evaluates and writes
+            pipeline.train(prepared, alignment_weight=weight, checkpoint=path)
+            return None
         return run_student(pipeline, prepared, weight, checkpoint=path, on_resume=say)
 
     plain = None
@@ -276,14 +392,16 @@ def _run(args: argparse.Namespace, engine: Any) -> int:
         if (demo or settings["compare"]) and config.alignment_weight > 0:
             plain = student("plain", 0.0)
         main = student("aligned" if config.alignment_weight > 0 else "plain", config.alignment_weight)
-        if out is not None:
+        if out is not None and leader:
             write_run(out, main, plain=plain, overwrite=args.overwrite)
     except Gbdt2nnError:
         # a run that failed (diverged, bad rows) would fail again from its checkpoint: leave nothing behind.
         # A kill or Ctrl-C keeps them, so that the same command resumes.
-        if checkpoints is not None:
+        if checkpoints is not None and leader:
             shutil.rmtree(checkpoints, ignore_errors=True)
         raise
+    if not leader:
+        return 0
     if checkpoints is not None:
         shutil.rmtree(checkpoints, ignore_errors=True)  # the run is complete: nothing left to resume
     if args.json:

@@ -74,6 +74,12 @@ def add_parser(subparsers: Any) -> None:
         metavar="N",
         help="threads of torch, the teacher's training and its TreeSHAP (default: each library's choice)",
     )
+    grid.add_argument(
+        "--device",
+        metavar="DEVICE",
+        help="where the students train and serve: auto (a CUDA GPU when there is one), cpu, cuda or cuda:N "
+        "(default: auto)",
+    )
     output = parser.add_argument_group("output")
     output.add_argument(
         "--out", type=Path, metavar="DIR", help="experiment folder (default: runs/experiment-<dataset>)"
@@ -130,6 +136,7 @@ def _settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]
         "alignment_min_rows": args.alignment_min_rows,
         "alignment_fraction": args.alignment_fraction,
         "threads": args.threads,
+        "device": args.device,
     }
     config.update({k: v for k, v in flags.items() if v is not None})
     if args.data is not None and args.dataset is None:
@@ -147,8 +154,15 @@ def run(args: argparse.Namespace) -> int:
     """Run (or resume, or only report) the experiment described by the flags and the --config file."""
     from gbdt2nn_core.data import load_bundled, read_table, split_features_target
     from gbdt2nn_core.experiment.config import ExperimentConfig
+    from gbdt2nn_core.host.device import resolve_device
+    from gbdt2nn_core.pipeline.processes import launched
     from gbdt2nn_core.progress import RichProgress
 
+    if launched():  # N copies would each train every run and write the same folder
+        raise DataError(
+            problem="gbdt2nn experiment runs in one process, not under torchrun",
+            fix="run it without torchrun (gbdt2nn distill --nproc / torchrun train one student on several processes)",
+        )
     config_kwargs, other = _settings(args)
     if config_kwargs.get("data") is not None and config_kwargs.get("dataset") is not None:
         raise DataError(problem="both data.path (--data) and dataset (--dataset) were given", fix="pass only one")
@@ -157,6 +171,7 @@ def run(args: argparse.Namespace) -> int:
     if config_kwargs.get("data") is None:
         config_kwargs.setdefault("dataset", "adult")
     config = ExperimentConfig(**config_kwargs)
+    resolve_device(config.device)  # a missing GPU is an error before any teacher trains
     name = config.dataset or Path(str(config.data)).name.split(".")[0]
     out = Path(other["out"]) if other["out"] is not None else Path("runs") / f"experiment-{name}"
 

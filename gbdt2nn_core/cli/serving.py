@@ -18,7 +18,8 @@ __all__ = ["add_io_arguments", "open_run", "parse_options", "write_output"]
 
 
 def add_io_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--model``, ``--data``, ``--out``, ``--keep`` and ``--overwrite``: a run folder, rows in, a table out."""
+    """``--model``, ``--data``, ``--out``, ``--keep``, ``--overwrite`` and ``--device``: a run folder, rows in, a table
+    out."""
     parser.add_argument("--model", type=Path, required=True, help="run folder (student.safetensors + student.json)")
     parser.add_argument("--data", type=Path, required=True, help="CSV (.csv, .csv.gz) or Parquet file of rows")
     parser.add_argument("--out", type=Path, required=True, help="file to write: .csv, .csv.gz or .parquet")
@@ -26,6 +27,12 @@ def add_io_arguments(parser: argparse.ArgumentParser) -> None:
         "--keep", action="append", default=[], metavar="COL", help="copy this input column to the output (repeatable)"
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        metavar="DEVICE",
+        help="where the student runs: cpu (default; the run folder loads there), auto, cuda or cuda:N",
+    )
 
 
 def parse_options(pairs: list[str], flag: str) -> dict[str, Any]:
@@ -51,14 +58,18 @@ def parse_options(pairs: list[str], flag: str) -> dict[str, Any]:
 
 
 def open_run(args: argparse.Namespace) -> tuple[DistilledModel, DistillConfig]:
-    """The student of the run folder ``--model`` and the config it was trained with, once ``--out`` is known
-    to be writable (before any work)."""
+    """The student of the run folder ``--model``, on ``--device``, and the config it was trained with, once ``--out``
+    is known to be writable (before any work)."""
     from gbdt2nn_core.cli._files import check_output_file, load_student, table_format
+    from gbdt2nn_core.host.device import resolve_device
     from gbdt2nn_core.pipeline.runfolder import folder_config
 
+    device = resolve_device(args.device)  # a GPU this machine lacks fails before the work
     check_output_file(args.out, overwrite=args.overwrite)
     table_format(args.out)  # an unknown suffix fails before the work
-    model = load_student(args.model)
+    model = load_student(args.model)  # on the CPU, whatever it trained on
+    if device.type != "cpu":
+        model.student.move_to(device)
     return model, folder_config(args.model, model)
 
 

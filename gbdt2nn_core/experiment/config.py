@@ -81,6 +81,7 @@ EXPERIMENT_KEYS: dict[str, frozenset[str]] = {
             "teacher_explanation",
             "background_rows",
             "cache_dir",
+            "device",
         }
     ),
     "attributor_options": frozenset({"*"}),
@@ -249,10 +250,12 @@ class ExperimentConfig(RunSettings):
         return settings
 
     def digest(self) -> str:
-        """A hash of every setting that changes results (not the cache folder, nor the thread count)."""
+        """A hash of every setting that changes results (not the cache folder, the thread count or the device: an
+        experiment may resume on another machine)."""
         settings = self.to_json()
         settings.pop("cache_dir", None)
         settings.pop("threads", None)
+        settings.pop("device", None)
         return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
 
 

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from gbdt2nn_core.experiment.config import ImitationConfig
+from gbdt2nn_core.host.device import rows_on
 from gbdt2nn_core.student.kit import load_checkpoint, restore_training_state, save_checkpoint, training_state
 
 __all__ = ["ExplanationNetwork"]
@@ -29,8 +30,12 @@ __all__ = ["ExplanationNetwork"]
 class ExplanationNetwork:
     """An MLP ``z -> φ`` trained with MSE on the teacher's attributions ``(n, d)`` or ``(n, k, d)``."""
 
-    def __init__(self, config: ImitationConfig, *, epochs: int, batch_size: int, seed: int) -> None:
+    def __init__(
+        self, config: ImitationConfig, *, epochs: int, batch_size: int, seed: int, device: torch.device | str = "cpu"
+    ) -> None:
         self.config = config
+        #: Where it trains and predicts (the experiment's resolved device), rows copied there whole, once.
+        self.device = torch.device(device)
         self.epochs = config.epochs or epochs
         self.batch_size = config.batch_size or batch_size
         self.seed = seed
@@ -60,12 +65,11 @@ class ExplanationNetwork:
         generator = torch.Generator().manual_seed(self.seed)
         self.output_shape_ = tuple(attributions.shape[1:])
         outputs = int(np.prod(self.output_shape_))
-        module = self._build(z.shape[1], outputs)
+        module = self._build(z.shape[1], outputs).to(self.device)
         optimizer = torch.optim.AdamW(module.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
-        z_t = torch.as_tensor(z, dtype=torch.float32)
-        target = torch.tensor(
-            attributions.reshape(len(z), outputs), dtype=torch.float32
-        )  # a copy: TreeShap is read-only
+        z_t = rows_on(z, self.device, torch.float32)
+        # a copy (TreeShap is read-only), on the device
+        target = torch.tensor(attributions.reshape(len(z), outputs), dtype=torch.float32).to(self.device)
         # the scale of TreeSHAP differs per dataset; standardising the target makes one learning rate fit all
         scale = target.std().clamp_min(1e-12)
         self.module_ = module
@@ -97,7 +101,7 @@ class ExplanationNetwork:
         for epoch in range(first, self.epochs):
             started = time.perf_counter()
             module.train()
-            order = torch.randperm(n, generator=generator)
+            order = torch.randperm(n, generator=generator).to(self.device)
             total = 0.0
             for start in range(0, n, self.batch_size):
                 rows = order[start : start + self.batch_size]
@@ -123,7 +127,7 @@ class ExplanationNetwork:
             raise RuntimeError("ExplanationNetwork.predict called before fit")
         module = self.module_.eval()
         z_t = torch.as_tensor(z, dtype=torch.float32)
-        parts = [module(z_t[i : i + batch_size]) for i in range(0, len(z_t), batch_size)]
+        parts = [module(z_t[i : i + batch_size].to(self.device)).cpu() for i in range(0, len(z_t), batch_size)]
         flat = torch.cat(parts).numpy() * self._scale if parts else np.zeros((0, math.prod(self.output_shape_)))
         return np.asarray(flat, dtype=np.float64).reshape(len(z), *self.output_shape_)
 

@@ -459,6 +459,7 @@ class ExperimentRunner:
             epochs=int(options.get("epochs", 20)),
             batch_size=int(options.get("batch_size", 512)),
             seed=ctx.seed,
+            device=ctx.pipeline.device(),
         )
         z_monitor = data.z_test[ctx.monitor_index]
         shap_monitor = ctx.shap_test.values[ctx.monitor_index]

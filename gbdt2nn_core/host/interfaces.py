@@ -191,6 +191,12 @@ class Teacher(abc.ABC):
     def shap_values(self, X: pd.DataFrame) -> TreeShap:
         """Path-dependent TreeSHAP values in margin space (``(n, d)`` or ``(n, k, d)``)."""
 
+    def shap_values_on(self, X: pd.DataFrame, device: str) -> TreeShap:
+        """Optional: :meth:`shap_values` computed on the run's torch ``device`` (``"cpu"``, ``"cuda:0"``...) where the
+        backend can (XGBoost: GPUTreeShap on a CUDA device). The default computes on the CPU, whatever ``device``
+        says; the values are the same either way (to float32 rounding)."""
+        return self.shap_values(X)
+
     @abc.abstractmethod
     def fingerprint(self) -> str:
         """A string that changes whenever the model changes (used as a cache key for explanations)."""
@@ -288,6 +294,9 @@ class StudentInputs:
     #: Rows held out of ``z``/``y`` (by the pipeline, from the training rows) that early stopping monitors the task
     #: loss on; ``None``: no validation rows, the student trains its whole epoch budget.
     validation: ValidationRows | None = attrs.field(default=None, repr=False)
+    #: The torch device to train on, resolved by the pipeline (:func:`~gbdt2nn_core.host.device.resolve_device`):
+    #: the network, its training rows and every tensor a step touches go there; the fitted network stays there.
+    device: torch.device | str = attrs.field(default="cpu", repr=str)
 
 
 @attrs.frozen(kw_only=True)
@@ -332,6 +341,9 @@ class Student(abc.ABC):
 
     #: Whether :meth:`partial_fit` can update the fitted network on new rows.
     supports_online: ClassVar[bool] = False
+    #: Whether :meth:`fit` trains data-parallel when several processes run it (``gbdt2nn distill --nproc``,
+    #: torchrun; see :mod:`gbdt2nn_core.student.distributed`): each process then gets its own shard of the rows.
+    supports_data_parallel: ClassVar[bool] = False
     #: Temperature that a classifier's margins are divided by before the sigmoid / softmax of its probabilities
     #: (fitted on the validation rows, saved in :meth:`state`; see :mod:`gbdt2nn_core.student.calibration`).
     #: 1 = uncalibrated. Margins, alignment and explanations never use it.
@@ -378,19 +390,32 @@ class Student(abc.ABC):
         """Differentiable raw scores for encoded inputs ``z`` (``(n,)`` or ``(n, k)``)."""
         return self.module(z)  # type: ignore[no-any-return]
 
-    def predict_margin(self, z: np.ndarray, batch_size: int = 2048) -> np.ndarray:
-        """Margins of encoded rows (eval mode), ``(n,)`` or ``(n, k)``.
+    def move_to(self, device: torch.device | str) -> Student:
+        """Move the fitted network to ``device`` (a name :func:`~gbdt2nn_core.host.device.resolve_device` accepts);
+        predictions, explanations and online updates then run there. Returns ``self``."""
+        from gbdt2nn_core.host.device import resolve_device
 
-        Rows go through in chunks of ``batch_size``: 2,048-row chunks stay in cache and ran 2.3× faster than
-        one 10,000-row pass in BENCHMARKS.md's inference measurement.
+        self.module.to(resolve_device(device))
+        return self
+
+    def predict_margin(self, z: np.ndarray, batch_size: int = 2048) -> np.ndarray:
+        """Margins of encoded rows (eval mode), ``(n,)`` or ``(n, k)``, on the network's device.
+
+        Rows go through in chunks of ``batch_size`` on the CPU: 2,048-row chunks stay in cache and ran 2.3× faster
+        than one 10,000-row pass in BENCHMARKS.md's inference measurement. On an accelerator a chunk is at least
+        :data:`~gbdt2nn_core.host.device.INFERENCE_CHUNK_ROWS` rows (one host→device copy each).
         """
         import torch
 
+        from gbdt2nn_core.host.device import inference_chunk_rows, module_device
+
         module = self.module.eval()
+        device = module_device(module)
+        chunk = inference_chunk_rows(device, batch_size)
         z_t = torch.as_tensor(z, dtype=torch.float32)
         with torch.no_grad():
-            chunks = [module(z_t[i : i + batch_size]) for i in range(0, len(z_t), batch_size)]
-        return torch.cat(chunks).numpy() if chunks else module(z_t).detach().numpy()
+            chunks = [module(z_t[i : i + chunk].to(device)).cpu() for i in range(0, len(z_t), chunk)]
+        return torch.cat(chunks).numpy() if chunks else module(z_t.to(device)).detach().cpu().numpy()
 
     # ---- optional capability: margins from the encoder's lookup inputs, without the dense one-hot
     def use_lookup(self, blocks: Any) -> bool:
@@ -429,13 +454,16 @@ class Student(abc.ABC):
         import torch
 
         from gbdt2nn_core.host.attribution import column_attributions
+        from gbdt2nn_core.host.device import inference_chunk_rows, module_device
 
         module = self.module.eval()
+        device = module_device(module)
+        chunk = inference_chunk_rows(device, batch_size)
         z_t = torch.as_tensor(z, dtype=torch.float32)
-        aggregation_t = torch.as_tensor(aggregation, dtype=torch.float32)
+        aggregation_t = torch.as_tensor(aggregation, dtype=torch.float32, device=device)
         chunks = [
-            column_attributions(attributor, module, z_t[i : i + batch_size], aggregation_t).detach()
-            for i in range(0, len(z_t), batch_size)
+            column_attributions(attributor, module, z_t[i : i + chunk].to(device), aggregation_t).detach().cpu()
+            for i in range(0, len(z_t), chunk)
         ]
         return torch.cat(chunks).numpy()
 

@@ -38,13 +38,23 @@ from gbdt2nn_core.host.interfaces import Task, Teacher, TreeEnsemble, TreeShap
 from gbdt2nn_core.kit import teacher_checks as checks
 from gbdt2nn_core.model_files import write_atomic
 
-__all__ = ["DEFAULT_SHAP_CHUNK_ROWS", "BoosterFacts", "BoosterTeacher", "ShapProgress", "available_cores"]
+__all__ = [
+    "DEFAULT_SHAP_CHUNK_ROWS",
+    "DEVICE_SHAP_CHUNK_ROWS",
+    "BoosterFacts",
+    "BoosterTeacher",
+    "ShapProgress",
+    "available_cores",
+]
 
 B = TypeVar("B")
 
 #: Rows per native TreeSHAP call: the library's working memory is bounded by one chunk, and a progress report
 #: follows each (at 100 trees x 64 leaves on adult, about a second per chunk on one thread).
 DEFAULT_SHAP_CHUNK_ROWS = 8192
+#: Rows per TreeSHAP call on a GPU (:meth:`BoosterTeacher.predict_contribs_cuda`): a GPU needs many rows at once to
+#: be busy, and the result of 262,144 rows × 100 columns is 100 MB of float32.
+DEVICE_SHAP_CHUNK_ROWS = 262_144
 
 
 def available_cores() -> int:
@@ -236,6 +246,19 @@ class BoosterTeacher(Teacher, Generic[B]):
         written before this hook keep working, but should override it so that the thread count is explicit.
         """
         return self.predict_contribs(booster, X)
+
+    def predict_contribs_cuda(self, booster: B, X: pd.DataFrame, device: str) -> np.ndarray:
+        """Optional: :meth:`predict_contribs` computed on the CUDA device ``device`` (``"cuda:0"``), e.g. XGBoost's
+        GPUTreeShap. The default refuses; a backend that overrides it gets its TreeSHAP on the GPU whenever the run's
+        device is a CUDA device (:meth:`shap_values_on`, :meth:`treeshap_on_cuda`)."""
+        raise ConfigError(
+            setting="device", value=device, fix=f"the {self.library} teacher computes TreeSHAP on the CPU only"
+        )
+
+    @classmethod
+    def treeshap_on_cuda(cls) -> bool:
+        """Whether this backend overrides :meth:`predict_contribs_cuda` (computes TreeSHAP on a CUDA device)."""
+        return cls.predict_contribs_cuda is not BoosterTeacher.predict_contribs_cuda
 
     def train_distributed(
         self,
@@ -486,6 +509,32 @@ class BoosterTeacher(Teacher, Generic[B]):
         for setting, value in (("threads", threads), ("chunk_rows", chunk_rows)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(setting=setting, value=value, fix="use a whole number ≥ 1")
+        return self._chunked_shap(
+            X,
+            lambda booster, rows: self.predict_contribs_threaded(booster, rows, threads),
+            chunk_rows,
+            progress,
+            threads,
+        )
+
+    def shap_values_on(self, X: pd.DataFrame, device: str) -> TreeShap:
+        """:meth:`shap_values` on a CUDA ``device`` when the backend has :meth:`predict_contribs_cuda` (in chunks of
+        :data:`DEVICE_SHAP_CHUNK_ROWS` rows), on every CPU core otherwise."""
+        if not (str(device).startswith("cuda") and self.treeshap_on_cuda()):
+            return self.shap_values(X)
+        return self._chunked_shap(
+            X, lambda booster, rows: self.predict_contribs_cuda(booster, rows, str(device)), DEVICE_SHAP_CHUNK_ROWS
+        )
+
+    def _chunked_shap(
+        self,
+        X: pd.DataFrame,
+        contribs: Callable[[B, pd.DataFrame], np.ndarray],
+        chunk_rows: int,
+        progress: Callable[[ShapProgress], None] | None = None,
+        threads: int = 1,
+    ) -> TreeShap:
+        """TreeSHAP of ``X`` from ``contribs(booster, rows)``, ``chunk_rows`` rows at a time."""
         booster = self._require("shap_values")
         frame = self._check_input(X)
         k = self._facts_of("shap_values").n_outputs
@@ -495,7 +544,7 @@ class BoosterTeacher(Teacher, Generic[B]):
         for start in range(0, n, chunk_rows):
             rows = frame.iloc[start : start + chunk_rows]
             try:
-                chunk = np.asarray(self.predict_contribs_threaded(booster, rows, threads), dtype=np.float64)
+                chunk = np.asarray(contribs(booster, rows), dtype=np.float64)
             except self.native_errors as exc:
                 raise self._cannot_predict(exc) from None
             chunk = chunk.reshape(len(rows), k, -1)

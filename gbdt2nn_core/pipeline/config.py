@@ -13,6 +13,7 @@ from typing import Any
 import attrs
 
 from gbdt2nn_core.errors import ConfigError
+from gbdt2nn_core.host.device import check_device
 from gbdt2nn_core.host.interfaces import TASKS, Task
 
 __all__ = [
@@ -124,6 +125,9 @@ class RunSettings:
     #: Categories of a column that no split of the teacher tells apart share one slot of the student's one-hot
     #: encoding (when the teacher's backend reports its category sets); ``False`` keeps one slot per category.
     merge_categories: bool = attrs.field(default=True, validator=check_boolean)
+    #: Where everything after the teacher runs: ``"auto"`` (the first CUDA device when there is one, else the CPU),
+    #: ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (see :mod:`gbdt2nn_core.host.device`); XGBoost's TreeSHAP runs there too.
+    device: str = attrs.field(default="auto", converter=check_device)
     #: Where teacher explanations are cached (a distillation: ``$GBDT2NN_CACHE_DIR`` or ``~/.cache/gbdt2nn``; an
     #: experiment: ``cache/`` inside its folder).
     cache_dir: str | None = None

@@ -21,9 +21,11 @@ from typing import Any
 import attrs
 import numpy as np
 import pandas as pd
+import torch
 
 from gbdt2nn_core.data.cache import ExplanationCache
 from gbdt2nn_core.errors import ConfigError
+from gbdt2nn_core.host.device import module_device, resolve_device, rows_on
 from gbdt2nn_core.host.interfaces import Attributor, Student, StudentInputs, Teacher, TreeShap, ValidationRows
 from gbdt2nn_core.host.registry import Registry, get_registry
 from gbdt2nn_core.kit.alignment import Alignment
@@ -42,8 +44,10 @@ from gbdt2nn_core.pipeline.evaluate import evaluate_rows
 from gbdt2nn_core.pipeline.explanations import TeacherExplanations, explanation_cache
 from gbdt2nn_core.pipeline.margins import enable_lookup
 from gbdt2nn_core.pipeline.metrics import Metrics
+from gbdt2nn_core.pipeline.processes import check_data_parallel, shard_of, shared_teacher
 from gbdt2nn_core.pipeline.seeding import seeded
 from gbdt2nn_core.progress import NullProgress, Progress
+from gbdt2nn_core.student.distributed import world
 
 __all__ = ["Pipeline", "Prepared", "Trained", "check_explains"]
 
@@ -86,12 +90,21 @@ class Prepared:
         """The teacher's explanations of the training rows (the alignment target)."""
         return self._explain("train", self.data.train_frame, "training rows")
 
-    def aligned_explanations(self, share: float, seed: int, *, min_rows: int) -> tuple[np.ndarray | None, TreeShap]:
+    def aligned_explanations(
+        self, share: float, seed: int, *, min_rows: int, shard: np.ndarray | None = None
+    ) -> tuple[np.ndarray | None, TreeShap]:
         """The aligned rows and the teacher's explanations of them (the alignment target): a share ``share`` of the
         student's fitting rows (:attr:`validation`'s ``fit``), but at least ``min_rows`` of them (all when there are
         fewer), drawn with ``seed`` (by the background policy's sampler), as positions among those rows, or
         ``None`` when that is every one of them. Only these rows are explained; the cache keys them by content, so
-        a subset and the full set never share an entry."""
+        a subset and the full set never share an entry.
+
+        With ``shard`` (this process's positions among the fitting rows, see
+        :func:`~gbdt2nn_core.pipeline.processes.shard_of`), only the aligned rows inside the shard, as positions
+        among the shard's rows: each process explains its own share of the aligned rows.
+        """
+        if shard is not None:
+            return self._aligned_in_shard(share, seed, shard, min_rows)
         fit = self.validation.fit
         n = len(fit)
         count = max(math.ceil(share * n), min_rows)
@@ -103,6 +116,21 @@ class Prepared:
         rows = background_index(n, count, seed)
         frame = self.data.train_frame.iloc[fit[rows]].reset_index(drop=True)
         return rows, self._explain(f"train-{count}-{seed}", frame, f"{count} aligned training rows")
+
+    def _aligned_in_shard(
+        self, share: float, seed: int, shard: np.ndarray, min_rows: int
+    ) -> tuple[np.ndarray, TreeShap]:
+        fit = self.validation.fit
+        n = len(fit)
+        count = max(math.ceil(share * n), min_rows)  # the same aligned rows as one process would draw
+        aligned = np.arange(n) if count >= n else background_index(n, count, seed)
+        local = np.flatnonzero(np.isin(shard, aligned))  # sorted, as the shard is
+        frame = self.data.train_frame.iloc[fit[shard[local]]].reset_index(drop=True)
+        if len(local) == 0:  # no aligned row here: an empty target of the right shape (explaining one row)
+            one = self.explanations.explain(self.data.train_frame.iloc[fit[shard[:1]]].reset_index(drop=True))
+            return local, attrs.evolve(one, values=one.values[:0])
+        key = f"train-{count}-{seed}-shard-{shard[0]}-{len(shard)}"
+        return local, self._explain(key, frame, f"{len(local)} aligned training rows of this process's shard")
 
     @property
     def shap_test(self) -> TreeShap:
@@ -116,12 +144,17 @@ class Prepared:
         progress: Progress | None = None,
         on_epoch_end: Callable[[Any, int], dict[str, float] | None] | None = None,
         checkpoint: Path | None = None,
+        device: torch.device | str = "cpu",
+        shard: np.ndarray | None = None,
     ) -> StudentInputs:
         """What a student learns from on these training rows: the fitting rows, and the held-out ones as
-        :attr:`StudentInputs.validation` (see :attr:`validation`)."""
+        :attr:`StudentInputs.validation` (see :attr:`validation`); with ``shard``, only those positions among the
+        fitting rows (this process's shard; every process keeps every validation row)."""
         data, fit, held_out = self.data, self.validation.fit, self.validation.validation
+        validation = None if len(held_out) == 0 else ValidationRows(z=data.z_train[held_out], y=data.y_train[held_out])
+        if shard is not None:
+            fit = fit[shard]
         every_row = len(fit) == len(data.y_train)
-        validation = None if every_row else ValidationRows(z=data.z_train[held_out], y=data.y_train[held_out])
         return StudentInputs(
             teacher=self.teacher,
             z=data.z_train if every_row else data.z_train[fit],
@@ -137,6 +170,7 @@ class Prepared:
             on_epoch_end=on_epoch_end,
             checkpoint=checkpoint,
             validation=validation,
+            device=device,
         )
 
     @property
@@ -158,6 +192,8 @@ class Trained:
     seconds: float
     #: The first epoch this call trained (> 0 when it resumed from a checkpoint).
     first_epoch: int = 0
+    #: The device the student trained on (``config.device`` resolved on this machine, e.g. ``"cuda:0"``).
+    device: str = "cpu"
 
 
 def check_explains(name: str, attributor: Attributor, student: str) -> None:
@@ -188,11 +224,18 @@ class Pipeline:
         self.cache = cache if cache is not None else explanation_cache(self.config)
 
     # ------------------------------------------------------------------ checks
+    def device(self) -> torch.device:
+        """``config.device`` on this machine (:func:`~gbdt2nn_core.host.device.resolve_device`): a CUDA device it
+        lacks is a :class:`ConfigError`."""
+        return resolve_device(self.config.device)
+
     def check(self) -> None:
         """Resolve every component and its options now, so that a typo fails before minutes of training."""
         config, registry = self.config, self.registry
+        self.device()
         registry.spec("teacher", config.teacher)
-        registry.student(config.student, seed=config.seed, **config.student_options)
+        student = registry.student(config.student, seed=config.seed, **config.student_options)
+        check_data_parallel(student, config.student, world().size)
         attributor = registry.attributor(config.attributor, **config.attributor_options)
         check_explains(config.attributor, attributor, config.student)
         if config.alignment_weight > 0:  # a plain distillation needs no alignment-loss plugin installed
@@ -226,10 +269,20 @@ class Pipeline:
     def prepare_split(self, split: SplitData, teacher: Teacher | Any = None) -> Prepared:
         """:meth:`prepare` for rows already split; ``teacher`` is a :class:`Teacher` or a model to wrap."""
         config, progress = self.config, self.progress
-        teacher_obj = teacher if isinstance(teacher, Teacher) else self.teacher(teacher)
+        unfitted = teacher if isinstance(teacher, Teacher) else self.teacher(teacher)
+        device = self.device()  # a missing GPU is an error before the teacher trains
+
+        def fitted(teacher_obj: Teacher) -> Teacher:
+            return teacher_obj.fit(split.train_frame, split.y_train, task=split.task, seed=config.seed)
+
         started = time.perf_counter()
         with progress.step(f"teacher ({config.teacher})"), seeded(config.seed):
-            teacher_obj.fit(split.train_frame, split.y_train, task=split.task, seed=config.seed)
+            # several processes: rank 0 trains it and every other process wraps rank 0's booster
+            teacher_obj = shared_teacher(
+                lambda: fitted(unfitted),
+                lambda path: fitted(self.registry.teacher(config.teacher, model=path)),  # wraps: no options
+                self.registry.teacher_suffix(config.teacher),
+            )
         teacher_s = time.perf_counter() - started
         started = time.perf_counter()
         encoder = encoder_for(
@@ -245,7 +298,12 @@ class Pipeline:
         margin = teacher_obj.predict_margin(data.train_frame)
         prepare_s = time.perf_counter() - started
         explanations = TeacherExplanations(
-            teacher_obj, config=config, registry=self.registry, background=teacher_background, cache=self.cache
+            teacher_obj,
+            config=config,
+            registry=self.registry,
+            background=teacher_background,
+            cache=self.cache,
+            device=device,
         )
         return Prepared(
             data=data,
@@ -302,12 +360,14 @@ class Pipeline:
         )
         registry = self.registry
         student = registry.student(config.student, seed=config.seed, **config.student_options)
+        check_data_parallel(student, config.student, world().size)
         enable_lookup(student, prepared.data.encoder)  # the lookup first layer in training's forward and serving
         explainer = registry.attributor(config.attributor, **config.attributor_options)
         alignment_term = None
+        shard = shard_of(len(prepared.validation.fit))  # several processes: each trains on its own rows
         if config.alignment_weight > 0:
             rows, target = prepared.aligned_explanations(
-                config.alignment_rows, config.seed, min_rows=config.alignment_min_rows
+                config.alignment_rows, config.seed, min_rows=config.alignment_min_rows, shard=shard
             )
             alignment_term = Alignment(
                 attributor=explainer,
@@ -324,16 +384,20 @@ class Pipeline:
                 first_epoch.append(epoch)
             return on_epoch_end(trained, epoch) if on_epoch_end is not None else None
 
+        device = resolve_device(config.device)
         inputs = prepared.student_inputs(
-            alignment=alignment_term, progress=self.progress, on_epoch_end=epoch_end, checkpoint=checkpoint
+            alignment=alignment_term,
+            progress=self.progress,
+            on_epoch_end=epoch_end,
+            checkpoint=checkpoint,
+            device=device,
+            shard=shard,
         )
         started = time.perf_counter()
         with seeded(config.seed):
             student.fit(inputs)
         seconds = time.perf_counter() - started
-        import torch
-
-        explainer.fit(student.module, torch.as_tensor(prepared.background, dtype=torch.float32))
+        explainer.fit(student.module, rows_on(prepared.background, module_device(student.module), torch.float32))
         epochs = len(student.history["epochs"])
         return Trained(
             config=config,
@@ -341,6 +405,7 @@ class Pipeline:
             attributor=explainer,
             seconds=seconds,
             first_epoch=first_epoch[0] if first_epoch else epochs,
+            device=str(device),
         )
 
     # ------------------------------------------------------------------ evaluate
@@ -384,4 +449,6 @@ class Pipeline:
             )
         evaluate_s = time.perf_counter() - started
         all_timings = {**prepared.timings, "student_s": trained.seconds, "evaluate_s": evaluate_s, **(timings or {})}
-        return attrs.evolve(metrics, timings=all_timings)
+        # the processes that trained the student (see gbdt2nn_core.pipeline.processes); the batch size is per process
+        run = {**metrics.run, "world_size": world().size}
+        return attrs.evolve(metrics, timings=all_timings, run=run)

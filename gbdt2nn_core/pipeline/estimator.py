@@ -42,6 +42,7 @@ from sklearn.exceptions import NotFittedError as SklearnNotFittedError
 from gbdt2nn_core.data import TabularSchema, TargetEncoder, check_finite_margins
 from gbdt2nn_core.data.encoding import far_from_training_note
 from gbdt2nn_core.errors import ConfigError, DataError, Gbdt2nnError, ModelFileError, warn
+from gbdt2nn_core.host.device import module_device, resolve_device, rows_on
 from gbdt2nn_core.host.interfaces import Attributor, OnlineUpdate, Task, Teacher
 from gbdt2nn_core.host.registry import Registry, get_registry
 from gbdt2nn_core.pipeline import DistillConfig, Pipeline, SplitData, TeacherExplanations, evaluate_rows, seeded
@@ -207,6 +208,7 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
         online_lr: float | None = None,
         random_state: int | np.random.RandomState | None = 0,
         cache_dir: str | os.PathLike[str] | bool | None = None,
+        device: str = _DEFAULTS.device,
         verbose: bool = False,
     ) -> None:
         self.teacher = teacher
@@ -233,6 +235,7 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
         self.online_lr = online_lr
         self.random_state = random_state
         self.cache_dir = cache_dir
+        self.device = device
         self.verbose = verbose
 
     # ------------------------------------------------------------------ scikit-learn plumbing
@@ -323,6 +326,7 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
             seed=seed,
             cache_dir=cache_dir,
             cache=cache,
+            device=self.device,
         )
 
     # ------------------------------------------------------------------ inputs
@@ -465,6 +469,7 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
         self.encoder_ = prepared.data.encoder
         self.teacher_categories_ = categories
         self.student_ = student
+        self.device_ = result.device
         self.attributor_ = result.attributor
         self.background_ = prepared.background
         self.teacher_background_ = prepared.teacher_background
@@ -495,9 +500,19 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
         self._check_fitted("feature_names_")
         return self.encoder_.schema.names
 
+    def _place(self) -> None:
+        """Move the fitted network to the ``device`` parameter's device when it was changed since fit or load (the
+        online optimizer starts again there: its moments live on the old device)."""
+        target = str(resolve_device(self.device))
+        if target != self.device_:
+            self.student_.move_to(target)
+            self.device_ = target
+            self._online_optimizer = None
+
     def predict_margin(self, X: Any) -> np.ndarray:
         """The student's raw scores: ``(n,)`` (regression, binary log-odds) or ``(n, k)`` (multiclass)."""
         self._check_fitted("predict_margin")
+        self._place()
         frame = self._student_frame(X)
         margin = frame_margins(self.student_, self.encoder_, frame).astype(np.float64)
         check_finite_margins(margin, frame)
@@ -525,7 +540,8 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
         if cached is not None:
             return cached
         attributor = get_registry().attributor(method)
-        attributor.fit(self.student_.module, torch.as_tensor(self.background_, dtype=torch.float32))
+        module = self.student_.module
+        attributor.fit(module, rows_on(self.background_, module_device(module), torch.float32))
         self._attributors[method] = attributor
         return attributor
 
@@ -540,6 +556,7 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
         one value each: the student's encoded block is summed back to its column, as TreeSHAP reports it.
         """
         self._check_fitted("explain")
+        self._place()
         method = method or self.config_.attributor
         frame = self._student_frame(X)
         if method == "teacher":
@@ -602,6 +619,7 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
         ``student.agreement_per_class``); ``method`` names the attributor (default: the ``attributor`` parameter).
         """
         self._check_fitted("evaluate")
+        self._place()
         method = method or self.config_.attributor
         frame = self._student_frame(X)
         y_encoded = self.target_.transform(_check_target_array(y, len(frame)))
@@ -637,6 +655,7 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
         from gbdt2nn_core.kit.alignment import Alignment
 
         self._config(self.config_.teacher, self.task_, self.seed_)  # re-check parameters changed since fit
+        self._place()
         frame = self._student_frame(X)
         y_encoded = np.array(self.target_.transform(_check_target_array(y, len(frame))))
         z = self.encoder_.transform(frame)
@@ -727,21 +746,24 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
             config=self.config_,
             history=self.student_.history,
             teacher_background=self.teacher_background_,
+            device=self.device_,
         )
         teacher = self._require_teacher("save") if include_teacher and self.teacher_ is not None else None
         return write_folder(out, parts, teacher=teacher, overwrite=True)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> Any:
+    def load(cls, path: str | os.PathLike[str], *, device: str = "cpu") -> Any:
         """A fitted estimator from a run folder written by :meth:`save` or by ``gbdt2nn distill``.
 
         Never unpickles anything. The teacher is loaded too when its file and plugin are there (otherwise
-        ``teacher_`` is ``None``: predictions, student explanations and :meth:`partial_fit` still work).
+        ``teacher_`` is ``None``: predictions, student explanations and :meth:`partial_fit` still work). The
+        network loads on the CPU whatever device it trained on, then moves to ``device`` (also the estimator's
+        ``device`` parameter; ``set_params(device=...)`` moves it again before the next prediction).
         """
-        return cls._from_folder(read_folder(Path(path)))
+        return cls._from_folder(read_folder(Path(path)), device=device)
 
     @classmethod
-    def _from_folder(cls, folder: RunFolder) -> Any:
+    def _from_folder(cls, folder: RunFolder, device: str = "cpu") -> Any:
         model, config = folder.model, folder.config
         task = model.task
         if (task == "regression") != (cls._kind == "regressor"):
@@ -769,6 +791,8 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
         estimator.target_ = model.target
         estimator.encoder_ = model.encoder
         estimator.student_ = model.student
+        estimator.device_ = "cpu"  # loaded there (safetensors' map_location); _place moves it
+        estimator.set_params(device=device)
         estimator.teacher_name_ = config.teacher
         estimator.teacher_categories_ = dict(stored.get("teacher_categories") or {})
         estimator.seed_ = int(config.seed)
@@ -789,6 +813,7 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
         estimator.attributor_ = estimator._attributor(config.attributor)
         estimator._online_optimizer = None
         estimator._updates = 0
+        estimator._place()
         if task != "regression":
             estimator.classes_ = np.asarray(model.target.classes)
         return estimator
@@ -839,6 +864,10 @@ class GBDT2NNRegressor(RegressorMixin, _GBDT2NNBase):  # type: ignore[misc]
     cache_dir:
         Where teacher TreeSHAP is cached (default ``$GBDT2NN_CACHE_DIR`` or ``~/.cache/gbdt2nn``); ``False``
         turns the cache off.
+    device:
+        Where the student trains and serves: ``"auto"`` (the first CUDA device when there is one, else the CPU),
+        ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; an XGBoost teacher's TreeSHAP runs there too. Changing it after
+        ``fit`` (``set_params``) moves the network before the next prediction; :meth:`load` puts it on the CPU.
     verbose:
         Show progress bars.
 
@@ -851,8 +880,8 @@ class GBDT2NNRegressor(RegressorMixin, _GBDT2NNBase):  # type: ignore[misc]
         As in scikit-learn (``feature_names_in_`` only for DataFrame input).
     history_:
         One record per training epoch (``phase`` ``"fit"``) and per :meth:`partial_fit` pass.
-    task_, config_, seed_:
-        ``"regression"``; the full pipeline settings; the seed used.
+    task_, config_, seed_, device_:
+        ``"regression"``; the full pipeline settings; the seed used; the device the network is on (``"cuda:0"``).
     """
 
     _kind: ClassVar[str] = "regressor"
@@ -939,8 +968,9 @@ class GBDT2NNClassifier(ClassifierMixin, _GBDT2NNBase):  # type: ignore[misc]
         return labels
 
 
-def load_estimator(path: str | os.PathLike[str]) -> GBDT2NNRegressor | GBDT2NNClassifier:
-    """Load a run folder (``estimator.save`` or ``gbdt2nn distill``) as the estimator class of its task."""
+def load_estimator(path: str | os.PathLike[str], *, device: str = "cpu") -> GBDT2NNRegressor | GBDT2NNClassifier:
+    """Load a run folder (``estimator.save`` or ``gbdt2nn distill``) as the estimator class of its task, its network
+    on ``device`` (see :meth:`GBDT2NNClassifier.load`)."""
     folder = read_folder(Path(path))
     cls = GBDT2NNRegressor if folder.model.task == "regression" else GBDT2NNClassifier
-    return cls._from_folder(folder)  # type: ignore[no-any-return]
+    return cls._from_folder(folder, device=device)  # type: ignore[no-any-return]

@@ -47,7 +47,8 @@ def explanation_cache(config: DistillConfig) -> ExplanationCache:
 
 
 class TeacherExplanations:
-    """``explain(frame)``: the teacher's TreeSHAP of ``frame`` of the configured kind, cached.
+    """``explain(frame)``: the teacher's TreeSHAP of ``frame`` of the configured kind, cached, on ``device`` where
+    the teacher backend computes TreeSHAP there.
 
     Interventional TreeSHAP is measured against ``background`` (teacher-ready training rows drawn by the
     pipeline's background policy); the cache key names that background, so that two backgrounds never mix.
@@ -61,14 +62,20 @@ class TeacherExplanations:
         registry: Registry,
         background: pd.DataFrame,
         cache: ExplanationCache | None = None,
+        device: object = "cpu",
     ) -> None:
         self.teacher, self.config, self.registry, self.background = teacher, config, registry, background
         self.cache = cache if cache is not None else explanation_cache(config)
+        #: The run's resolved device: path-dependent TreeSHAP runs there where the teacher backend can
+        #: (:meth:`Teacher.shap_values_on`); the cache key does not name it (the values are the same).
+        self.device = str(device)
 
     def explain(self, frame: pd.DataFrame) -> TreeShap:
         teacher = self.teacher
         if self.config.teacher_explanation == "path-dependent":
-            return self.cache.get_or_compute(teacher, frame, "path-dependent", lambda: teacher.shap_values(frame))
+            return self.cache.get_or_compute(
+                teacher, frame, "path-dependent", lambda: teacher.shap_values_on(frame, self.device)
+            )
         explainer = find_teacher_explainer(self.config, self.registry)
         background = self.background
         method = f"interventional-{frame_digest(background)[:16]}"

@@ -181,7 +181,7 @@ def load_model(directory: Path | str, registry: Registry | None = None) -> Disti
         view = {**metadata, "config": options, **description}  # the student's part of student.json, flat
         check_saved_student(name, view, directory / WEIGHTS)  # before anything the JSON declares is allocated
         student = _build_student(name, options, registry or get_registry(), where)
-        student.load_state(description, load_file(str(directory / WEIGHTS)))
+        student.load_state(description, load_file(str(directory / WEIGHTS), device="cpu"))  # whatever it trained on
         check_loaded_student(name, student.module, view, directory)
         encoder = InputEncoder.from_json(metadata["encoder"])
         target = TargetEncoder(task=metadata["task"], classes=tuple(metadata["classes"]))

@@ -26,6 +26,7 @@ from gbdt2nn_core.host.registry import Registry, get_registry
 from gbdt2nn_core.model_files import staged_folder, write_atomic
 from gbdt2nn_core.pipeline import DistillConfig
 from gbdt2nn_core.pipeline.persistence import DistilledModel, load_model, save_model
+from gbdt2nn_core.student.distributed import world
 
 if TYPE_CHECKING:
     from gbdt2nn_core.pipeline.distill import DistillRun
@@ -68,6 +69,9 @@ class RunParts:
     #: Teacher-ready training rows that interventional TreeSHAP measured against (kept so that a loaded model
     #: explains its teacher exactly as training did).
     teacher_background: pd.DataFrame | None = attrs.field(default=None, eq=False)
+    #: The device the student trained on (``config.device`` resolved, e.g. ``"cuda:0"``), recorded in config.json
+    #: as ``resolved_device`` beside the requested ``device``.
+    device: str | None = None
 
 
 def _jsonable_rows(frame: pd.DataFrame) -> dict[str, list[Any]]:
@@ -97,9 +101,15 @@ def _write_student(directory: Path, parts: RunParts, teacher_file: str | None) -
     if parts.teacher_background is not None:
         metadata["teacher_background"] = _jsonable_rows(parts.teacher_background)
     save_model(directory, attrs.evolve(parts.model, metadata=metadata))
-    # the settings as given, and what the student resolved for itself from the data (targets' scale, β, λ...) and why
+    # the settings as given, where they ran, what the student resolved for itself from the data (targets' scale,
+    # β, λ...) and why, and world_size: the processes that trained the student (gbdt2nn_core.pipeline.processes),
+    # each on batch_size rows
     choices = parts.history.get("choices", {})
-    write_json(directory / CONFIG, {**parts.config.to_json(), "student_choices": choices})
+    resolved = {} if parts.device is None else {"resolved_device": parts.device}
+    write_json(
+        directory / CONFIG,
+        {**parts.config.to_json(), **resolved, "student_choices": choices, "world_size": world().size},
+    )
     if parts.metrics is not None:
         write_json(directory / METRICS, parts.metrics)
     write_json(directory / HISTORY, parts.history)
@@ -142,6 +152,7 @@ def parts_of(run: DistillRun) -> RunParts:
         metrics=run.metrics,
         history={**run.student.history, "validation_split": run.prepared.validation.describe()},
         teacher_background=run.prepared.teacher_background,
+        device=run.trained.device,
     )
 
 

@@ -16,6 +16,15 @@ from torch import nn
 from gbdt2nn_core.host.interfaces import TreeEnsemble
 from gbdt2nn_core.student._layers import GroupBatchNorm
 from gbdt2nn_core.student.batchnorm import row_batches
+from gbdt2nn_core.student.distributed import (
+    all_reduce_sum,
+    data_parallel,
+    global_mean_var,
+    global_share,
+    shard_batches,
+    synchronised_batchnorm,
+    world,
+)
 
 
 def group_leaf_sums(ensemble: TreeEnsemble, leaves: np.ndarray, groups: list[np.ndarray]) -> np.ndarray:
@@ -80,14 +89,25 @@ def fit_leaf_embedding(
     generator: torch.Generator,
     on_step: Callable[[], None] | None = None,
 ) -> list[float]:
-    """Fit the embedding with MSE to the group leaf sums; returns the mean loss of each epoch."""
+    """Fit the embedding with MSE to the group leaf sums; returns the mean loss of each epoch.
+
+    When several processes train (:mod:`gbdt2nn_core.student.distributed`), ``leaves`` and ``targets`` are this
+    process's shard: the embedding trains data-parallel (the same weights on every process after each step).
+    """
     optimizer = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=weight_decay)
     # scale the loss by the per-group target variance so groups with large leaf values don't dominate
     scale = targets.var(dim=0).clamp_min(1e-12)
     history = []
     module.train()
+    if world().distributed:
+        with synchronised_batchnorm(module):
+            history = _fit_data_parallel(
+                module, leaves, targets, scale, epochs, batch_size, optimizer, generator, on_step
+            )
+        module.eval()
+        return history
     for _ in range(epochs):
-        order = torch.randperm(leaves.shape[0], generator=generator)
+        order = torch.randperm(leaves.shape[0], generator=generator).to(leaves.device)  # CPU draw, one copy
         total, count = 0.0, 0
         for rows in row_batches(order, batch_size):
             prediction = module(leaves[rows])
@@ -101,4 +121,42 @@ def fit_leaf_embedding(
                 on_step()
         history.append(total / max(count, 1))
     module.eval()
+    return history
+
+
+def _fit_data_parallel(
+    module: LeafEmbedding,
+    leaves: torch.Tensor,
+    targets: torch.Tensor,
+    scale: torch.Tensor,
+    epochs: int,
+    batch_size: int,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    on_step: Callable[[], None] | None,
+) -> list[float]:
+    """:func:`fit_leaf_embedding`'s epochs on this process's shard, the module under ``DistributedDataParallel``."""
+    _, variance, _ = global_mean_var(targets)
+    scale = variance.clamp_min(1e-12)
+    parallel = data_parallel(module)
+    history = []
+    bound = int(all_reduce_sum(torch.tensor([len(leaves)])).item())  # above every shard's length, on every process
+    for _ in range(epochs):
+        # the same draws on every process, so that the shared generator stays in step; positions past this
+        # process's shard are dropped
+        order = torch.randperm(bound, generator=generator)
+        order = order[order < len(leaves)]
+        total = torch.zeros(2, dtype=torch.float64)
+        for rows in shard_batches(order, batch_size):
+            prediction = parallel(leaves[rows])
+            loss = (((prediction - targets[rows]) ** 2) / scale).mean()
+            share, _, _ = global_share(len(rows), 0, ())
+            optimizer.zero_grad(set_to_none=True)
+            (share * loss).backward()
+            optimizer.step()
+            total += torch.tensor([float(loss.detach()) * len(rows), len(rows)], dtype=torch.float64)
+            if on_step:
+                on_step()
+        summed = all_reduce_sum(total)
+        history.append(float(summed[0] / summed[1].clamp_min(1)))
     return history

@@ -6,6 +6,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from gbdt2nn_core.host.device import module_device, rows_on
+from gbdt2nn_core.student.distributed import shard_batches, synchronised_batchnorm, world
+
 __all__ = ["recalibrate_batchnorm", "row_batches"]
 
 
@@ -27,7 +30,9 @@ def recalibrate_batchnorm(module: nn.Module, z: np.ndarray | torch.Tensor, batch
 
     The rows go through in their order, in batches of ``batch_size`` (a last batch of one row is skipped: it has
     no variance); the statistics are the plain average over the batches (``momentum=None``), so the result does
-    not depend on what the running statistics were. The module's training flag is restored afterwards.
+    not depend on what the running statistics were. The module's training flag is restored afterwards. When
+    several processes train (:mod:`gbdt2nn_core.student.distributed`), ``z`` is this process's shard and the
+    batches' moments are all-reduced.
     """
     norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     momenta = [norm.momentum for norm in norms]
@@ -36,8 +41,15 @@ def recalibrate_batchnorm(module: nn.Module, z: np.ndarray | torch.Tensor, batch
         norm.reset_running_stats()
         norm.momentum = None
     module.train()
-    rows = torch.as_tensor(z, dtype=torch.float32)
+    rows = rows_on(z, module_device(module), torch.float32)  # on the module's device, copied there once
     try:
+        if world().distributed:
+            # every process passes its shard in as many batches as the others, each normalised with the global
+            # batch's moments: the statistics are those of all the training rows, equal on every process
+            with synchronised_batchnorm(module):
+                for batch in shard_batches(torch.arange(len(rows)), batch_size):
+                    module(rows[batch])
+            return
         for start in range(0, len(rows), batch_size):
             if len(rows[start : start + batch_size]) > 1:
                 module(rows[start : start + batch_size])

@@ -23,12 +23,23 @@ import numpy as np
 import torch
 
 from gbdt2nn_core.errors import ConfigError, NotFittedError
+from gbdt2nn_core.host.device import inference_chunk_rows, module_device, rng_devices, rows_on
 from gbdt2nn_core.host.interfaces import OnlineUpdate, Student, StudentInputs, Task, Teacher, ValidationRows
 from gbdt2nn_core.kit.alignment import Alignment
 from gbdt2nn_core.progress import NullProgress, Progress
 from gbdt2nn_core.student._grouping import group_trees, select_group_features
 from gbdt2nn_core.student._leaf_embedding import LeafEmbedding, fit_leaf_embedding, group_leaf_sums
 from gbdt2nn_core.student.calibration import saved_temperature, temperature_state
+from gbdt2nn_core.student.distributed import (
+    all_reduce_sum,
+    broadcast_state,
+    data_parallel,
+    global_mean_var,
+    global_share,
+    shard_batches,
+    synchronised_batchnorm,
+    world,
+)
 from gbdt2nn_core.student.kit import (
     AlignmentTargets,
     AlignmentWeight,
@@ -167,6 +178,7 @@ class GBDT2NNStudent(Student):
     """
 
     supports_online = True
+    supports_data_parallel = True
 
     def __init__(self, **options: Any) -> None:
         self.config = config_from_options(GBDT2NNConfig, options)
@@ -181,7 +193,9 @@ class GBDT2NNStudent(Student):
         self.lookup_blocks_: OneHotBlocks | None = None  # see use_lookup
 
     # ------------------------------------------------------------------ building
-    def _build(self, teacher: Teacher, column_of: np.ndarray) -> tuple[GBDT2NNModule, list[np.ndarray]]:
+    def _build(
+        self, teacher: Teacher, column_of: np.ndarray, device: torch.device
+    ) -> tuple[GBDT2NNModule, list[np.ndarray]]:
         ensemble = teacher.structure()
         groups, group_output = group_trees(ensemble, self.config.n_groups, self.config.seed)
         columns = select_group_features(ensemble, groups, self.config.features_per_group)
@@ -198,8 +212,8 @@ class GBDT2NNStudent(Student):
             n_outputs=ensemble.n_outputs,
             hidden=self.config.hidden,
             embedding_dim=self.config.embedding_dim,
-        )
-        module.use_lookup(self.lookup_blocks_)
+        ).to(device)
+        module.use_lookup(self.lookup_blocks_)  # after the move: the lookup tables are made on the module's device
         self.group_columns_ = columns
         return module, groups
 
@@ -223,7 +237,7 @@ class GBDT2NNStudent(Student):
         run.
         """
         # seed torch for this fit only: the caller's global random state is restored afterwards
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=rng_devices(inputs.device)):
             return self._fit(
                 teacher=inputs.teacher,
                 leaves=inputs.leaves,
@@ -239,6 +253,7 @@ class GBDT2NNStudent(Student):
                 on_epoch_end=inputs.on_epoch_end,
                 checkpoint=inputs.checkpoint,
                 validation=inputs.validation,
+                device=torch.device(inputs.device),
             )
 
     def _fit(
@@ -258,26 +273,43 @@ class GBDT2NNStudent(Student):
         on_epoch_end: Callable[[GBDT2NNStudent, int], dict[str, float] | None] | None,
         checkpoint: Path | None,
         validation: ValidationRows | None = None,
+        device: torch.device | None = None,
     ) -> GBDT2NNStudent:
         cfg = self.config
+        # everything below lives on ``device``: the matrices are copied there whole, once (see host/device.py)
+        device = device or torch.device("cpu")
+        # with several processes (see gbdt2nn_core.student.distributed) the rows are this process's shard; dataset
+        # statistics, losses and BatchNorm moments are taken over every shard, and only rank 0 writes checkpoints
+        processes = world()
         n = z.shape[0]
-        if n < 2:
-            raise ConfigError(setting="training rows", value=n, fix="train on at least two rows")
+        n_all = int(all_reduce_sum(torch.tensor([n])).item()) if processes.distributed else n
+        if n_all < 2 * processes.size:
+            fix = "train on at least two rows" + (" per process (--nproc)" if processes.distributed else "")
+            raise ConfigError(setting="training rows", value=n_all, fix=fix)
         torch.manual_seed(cfg.seed)
         generator = torch.Generator().manual_seed(cfg.seed)
-        module, groups = self._build(teacher, column_of)
+        module, groups = self._build(teacher, column_of, device)
+        if not processes.leader:
+            # the networks start from rank 0's weights (DistributedDataParallel broadcasts them), and rank 0 draws as
+            # one process would; every other process draws its own dropout masks, so that rows at the same position
+            # of two shards do not share one
+            torch.manual_seed(cfg.seed + processes.rank)
         self.groups_ = groups
         ensemble = teacher.structure()
-        fingerprint = training_fingerprint(cfg, teacher, z, y, alignment, validation)
-        resumed = load_checkpoint(checkpoint, fingerprint) if checkpoint is not None else None
+        fingerprint = training_fingerprint(cfg, teacher, z, y, alignment, validation, world_size=processes.size)
+        resumed = load_checkpoint(checkpoint, fingerprint) if checkpoint is not None and processes.leader else None
+        if processes.distributed:  # rank 0's checkpoint (or none) on every process, so that all resume alike
+            resumed = broadcast_state(resumed)
 
         # --- step 4: leaf embeddings, then frozen heads and embedding targets G_j(x)
-        scaling = target_scaling(task, y, standardize=cfg.standardize_targets)
+        scaling = target_scaling(task, y, standardize=cfg.standardize_targets)  # over every shard's rows
         self.choices_ = {"targets": scaling.describe(), "beta": _beta_choice(cfg)}
         scale = scaling.scale
-        leaf_sums = torch.as_tensor(group_leaf_sums(ensemble, leaves, groups) / scale, dtype=torch.float32)
-        embedding = LeafEmbedding(ensemble, groups, cfg.embedding_dim, cfg.leaf_dropout, leaf_sums.mean(0).numpy())
-        leaves_t = torch.as_tensor(leaves, dtype=torch.long)
+        leaf_sums = rows_on(group_leaf_sums(ensemble, leaves, groups) / scale, device, torch.float32)
+        leaf_mean = global_mean_var(leaf_sums)[0] if processes.distributed else leaf_sums.mean(0)
+        embedding = LeafEmbedding(ensemble, groups, cfg.embedding_dim, cfg.leaf_dropout, leaf_mean.cpu().numpy())
+        embedding = embedding.to(device)
+        leaves_t = rows_on(leaves, device, torch.long)
         steps = math.ceil(n / cfg.batch_size) * cfg.leaf_epochs
         with progress.step("leaf embedding", total=steps):
             if resumed is not None:
@@ -303,11 +335,11 @@ class GBDT2NNStudent(Student):
                 module.head_bias.copy_(embedding.bias * scale)
 
         # --- steps 5-6 (+ alignment): train the group networks
-        z_t = torch.as_tensor(z, dtype=torch.float32)
-        y_t = scaling.targets(task, y)
+        z_t = rows_on(z, device, torch.float32)
+        y_t = rows_on(scaling.targets(task, y), device)
         objective = _Objective(cfg, task, module, targets, y_t, teacher_margin, alignment, aggregation, scaling)
         if alignment is not None:
-            alignment.attributor.fit(module, torch.as_tensor(background, dtype=torch.float32))
+            alignment.attributor.fit(module, rows_on(background, device, torch.float32))
         optimizer = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         weight = AlignmentWeight(alignment.weight, cfg.alignment_cap) if alignment is not None else None
         self.module_ = module
@@ -327,7 +359,7 @@ class GBDT2NNStudent(Student):
                 weight.resume(resumed["alignment_weight"])
 
         def save(epochs_done: int) -> None:
-            if checkpoint is None:
+            if checkpoint is None or not processes.leader:
                 return
             save_checkpoint(
                 checkpoint,
@@ -345,13 +377,20 @@ class GBDT2NNStudent(Student):
 
         if resumed is None:
             save(0)
-        with progress.step("student training", total=cfg.epochs):
+        # one DistributedDataParallel over the joint loss (built after a resume: it broadcasts rank 0's weights)
+        parallel = data_parallel(_JointStep(objective)) if processes.distributed else None
+        with progress.step("student training", total=cfg.epochs), synchronised_batchnorm(module):
             progress.advance(first_epoch)
             for epoch in range(first_epoch, cfg.epochs):
                 if stopper.should_stop():
                     break
                 started = time.perf_counter()
-                sums = self._train_epoch(epoch, z_t, objective, optimizer, generator, alignment, weight)
+                if parallel is None:
+                    sums = self._train_epoch(epoch, z_t, objective, optimizer, generator, alignment, weight)
+                else:
+                    sums = self._train_epoch_parallel(
+                        epoch, z_t, parallel, optimizer, generator, alignment, n_all, weight
+                    )
                 held_out = monitor()
                 stopper.update(epoch, held_out, module)
                 extra = None
@@ -362,8 +401,8 @@ class GBDT2NNStudent(Student):
                     extra=dict(extra or {}),
                     epoch=epoch,
                     beta=cfg.beta(epoch),
-                    task_loss=sums["task"] / n,
-                    embedding_loss=sums["emb"] / n,
+                    task_loss=sums["task"] / n_all,
+                    embedding_loss=sums["emb"] / n_all,
                     alignment_loss=sums["align"] / sums["aligned_rows"] if sums["aligned_rows"] else None,
                     seconds=time.perf_counter() - started,
                     validation_loss=held_out,
@@ -405,7 +444,8 @@ class GBDT2NNStudent(Student):
         beta = cfg.beta(epoch)
         module.train()
         n = z.shape[0]
-        order = torch.randperm(n, generator=generator)
+        # drawn on the CPU generator (the same order on every device), moved once per epoch
+        order = torch.randperm(n, generator=generator).to(z.device)
         batches = math.ceil(n / cfg.batch_size)
         carry = torch.rand(batches, generator=generator) < (alignment.fraction if alignment else 0.0)
         sums = {"task": 0.0, "emb": 0.0, "align": 0.0, "aligned_rows": 0.0}
@@ -413,10 +453,11 @@ class GBDT2NNStudent(Student):
             # the step's forward passes (the batch, the background expectation, the aligned rows) share the tensors
             # made from the first layer's weights, which change only at optimizer.step()
             with module.sharing_first_layer():
-                loss_task, loss_emb = objective.distillation(z[rows], rows)
+                z_batch = z[rows]
+                loss_task, loss_emb = objective.distillation(z_batch, rows)
                 loss = (1.0 - beta) * loss_task + beta * loss_emb
                 check_finite_loss(loss, "the task and embedding loss", epoch, cfg.lr, alignment)
-                aligned = objective.alignment(z[rows], rows) if alignment is not None and carry[b] else None
+                aligned = objective.alignment(z_batch, rows) if alignment is not None and carry[b] else None
             if alignment is not None and weight is not None and aligned is not None:
                 loss_align, aligned_rows = aligned
                 loss = loss + weight.weight(loss, loss_align) * loss_align
@@ -429,6 +470,61 @@ class GBDT2NNStudent(Student):
             sums["task"] += float(loss_task.detach()) * len(rows)
             sums["emb"] += float(loss_emb.detach()) * len(rows)
         return sums
+
+    def _train_epoch_parallel(
+        self,
+        epoch: int,
+        z: torch.Tensor,
+        parallel: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        generator: torch.Generator,
+        alignment: Alignment | None,
+        n_all: int,
+        weight: AlignmentWeight | None = None,
+    ) -> dict[str, float]:
+        """:meth:`_train_epoch` on this process's shard, the joint loss under ``DistributedDataParallel``; returns
+        the losses summed over every process's rows.
+
+        Each step's loss is this process's share of the global batch's (see
+        :func:`~gbdt2nn_core.student.distributed.global_share`) and goes through **one** backward, which
+        all-reduces the gradients once. The shared generator draws the same numbers on every process: which
+        batches carry the alignment term is the same everywhere, and λ (capped by ``weight``) comes from the global
+        batch's losses, so it is the same everywhere too.
+        """
+        cfg = self.config
+        beta = cfg.beta(epoch)
+        parallel.train()
+        n = z.shape[0]
+        order = torch.randperm(n_all, generator=generator)
+        order = order[order < n]  # this shard's rows in a random order; the generator stays in step everywhere
+        batches = shard_batches(order, cfg.batch_size)
+        carry = torch.rand(len(batches), generator=generator) < (alignment.fraction if alignment else 0.0)
+        sums = torch.zeros(4, dtype=torch.float64)  # task, embedding, alignment, aligned rows
+        for b, rows in enumerate(batches):
+            loss_task, loss_emb, loss_align, aligned_rows = parallel(z[rows], rows, bool(carry[b]))
+            align_finite = loss_align is None or bool(torch.isfinite(loss_align))
+            finite = (bool(torch.isfinite(loss_task + loss_emb)), align_finite)
+            share, aligned_share, (main_ok, align_ok) = global_share(len(rows), aligned_rows, finite)
+            if not main_ok:  # on every process at once: a process that stopped alone would leave the others waiting
+                check_finite_loss(torch.tensor(math.nan), "the task and embedding loss", epoch, cfg.lr, alignment)
+            loss = share * ((1.0 - beta) * loss_task + beta * loss_emb)
+            if alignment is not None and loss_align is not None:
+                if not align_ok:
+                    check_finite_loss(torch.tensor(math.nan), "the alignment loss", epoch, cfg.lr, alignment)
+                rest = (1.0 - beta) * loss_task + beta * loss_emb
+                lam = (
+                    alignment.weight
+                    if weight is None
+                    else _global_weight(weight, rest, share, loss_align, aligned_share)
+                )
+                loss = loss + lam * aligned_share * loss_align
+                sums[2:] += torch.tensor([float(loss_align.detach()) * aligned_rows, aligned_rows])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()  # type: ignore[no-untyped-call]  # torch's Tensor.backward is unannotated
+            optimizer.step()
+            sums[:2] += torch.tensor([float(loss_task.detach()), float(loss_emb.detach())]) * len(rows)
+        total = all_reduce_sum(sums)
+        return dict(zip(("task", "emb", "align", "aligned_rows"), total.tolist(), strict=True))
 
     # ------------------------------------------------------------------ the Student contract
     @property
@@ -460,7 +556,7 @@ class GBDT2NNStudent(Student):
             },
             "calibration": temperature_state(self.temperature),
         }
-        tensors = {name: tensor.detach().contiguous() for name, tensor in module.state_dict().items()}
+        tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in module.state_dict().items()}
         return description, tensors
 
     def load_state(self, description: dict[str, Any], tensors: dict[str, torch.Tensor]) -> GBDT2NNStudent:
@@ -495,14 +591,21 @@ class GBDT2NNStudent(Student):
     def predict_margin_lookup(self, other: np.ndarray, active: np.ndarray, batch_size: int = 2048) -> np.ndarray:
         module = self.module.eval()
         device = module.group_input_index.device
-        other_t = torch.as_tensor(other, dtype=torch.float32, device=device)
-        active_t = torch.as_tensor(active, dtype=torch.long, device=device)
+        chunk = inference_chunk_rows(device, batch_size)
+        other_t = torch.as_tensor(other, dtype=torch.float32)
+        active_t = torch.as_tensor(active, dtype=torch.long)
         with torch.no_grad():
             chunks = [
-                module.forward_lookup(other_t[i : i + batch_size], active_t[i : i + batch_size])
-                for i in range(0, max(len(other_t), 1), batch_size)
+                module.forward_lookup(other_t[i : i + chunk].to(device), active_t[i : i + chunk].to(device)).cpu()
+                for i in range(0, max(len(other_t), 1), chunk)
             ]
-        return torch.cat(chunks).cpu().numpy()
+        return torch.cat(chunks).numpy()
+
+    def move_to(self, device: torch.device | str) -> GBDT2NNStudent:
+        """:meth:`Student.move_to`, with the lookup first layer's tables made again on the new device."""
+        super().move_to(device)
+        self.module.use_lookup(self.lookup_blocks_)
+        return self
 
     def partial_fit(self, update: OnlineUpdate) -> list[dict[str, Any]]:
         """DeepGBM's online update: the network trains end to end on new rows (:mod:`gbdt2nn_core.student.online`)."""
@@ -542,8 +645,9 @@ def _validation_monitor(
     without validation rows."""
     if validation is None:
         return lambda: None
-    z = torch.as_tensor(validation.z, dtype=torch.float32)
-    y = scaling.targets(task, validation.y)
+    device = module_device(module)
+    z = rows_on(validation.z, device, torch.float32)
+    y = rows_on(scaling.targets(task, validation.y), device)
     return lambda: validation_loss(
         task, module, z, y, scaling=scaling, batchnorm_rows=batchnorm_rows, batch_size=batch_size
     )
@@ -574,11 +678,12 @@ class _Objective:
         if cfg.teacher_weight > 0:
             if teacher_margin is None:
                 raise ConfigError(setting="teacher_weight", value=cfg.teacher_weight, fix="pass teacher_margin to fit")
-            self.soft_targets = scaling.margins(soft_targets(task, teacher_margin))
+            self.soft_targets = rows_on(scaling.margins(soft_targets(task, teacher_margin)), y.device, torch.float32)
             self.soft_loss = soft_loss(task)
+        self.alignment_targets: AlignmentTargets | None = None
         if alignment is not None:
             require_differentiable(alignment)
-            aggregation_t = torch.as_tensor(aggregation, dtype=torch.float32)
+            aggregation_t = rows_on(aggregation, y.device, torch.float32)
             self.alignment_targets = AlignmentTargets(
                 alignment, len(y), aggregation_t, scale=scale, teacher_units=cfg.alignment_in_teacher_units
             )
@@ -597,12 +702,51 @@ class _Objective:
     def alignment(self, z: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, int] | None:
         """``L_align`` between the student's per-column attributions and the teacher's over the batch's aligned
         rows (back-propagatable), and how many rows that is; ``None`` when the batch has no aligned row."""
+        assert self.alignment_targets is not None
         return self.alignment_targets.batch_loss(self.module, z, rows)
+
+
+class _JointStep(torch.nn.Module):
+    """The joint loss's parts for a batch as a module's forward, so that ``DistributedDataParallel`` wraps one
+    forward per step (its gradient all-reduce fires in the backward of what the forward returns).
+
+    The attributions inside are gradients with respect to inputs (``create_graph=True``), never parameters. A batch
+    that carries the alignment term computes it on every process, as zero where the process's rows have no
+    aligned row (:meth:`AlignmentTargets.empty_loss`), so that every process runs the same backward graph.
+    """
+
+    def __init__(self, objective: _Objective) -> None:
+        super().__init__()
+        self.module = objective.module  # a submodule: its parameters are the ones DistributedDataParallel syncs
+        self.objective = objective
+
+    def forward(
+        self, z: torch.Tensor, rows: torch.Tensor, carry: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, int]:
+        """``(L_task, L_embedding, L_align or None, aligned rows)`` of the batch ``z`` (training rows ``rows``)."""
+        objective = self.objective
+        loss_task, loss_emb = objective.distillation(z, rows)
+        if not carry or objective.alignment_targets is None:
+            return loss_task, loss_emb, None, 0
+        aligned = objective.alignment(z, rows)
+        if aligned is None:
+            return loss_task, loss_emb, objective.alignment_targets.empty_loss(self.module, z), 0
+        return loss_task, loss_emb, aligned[0], aligned[1]
+
+
+def _global_weight(
+    weight: AlignmentWeight, rest: torch.Tensor, share: float, loss_align: torch.Tensor, aligned_share: float
+) -> float:
+    """λ of a data-parallel step, from the global batch's losses (each process's loss weighted by its share), so
+    that every process uses the same λ."""
+    local = torch.tensor([float(rest.detach()) * share, float(loss_align.detach()) * aligned_share])
+    rest_global, align_global = all_reduce_sum(local.double()).tolist()
+    return weight.weight(torch.tensor(rest_global), torch.tensor(align_global))
 
 
 def _alignment_unit_choice(cfg: GBDT2NNConfig, objective: _Objective) -> dict[str, Any]:
     """The unit the alignment term was measured in, for the run's record."""
-    unit = objective.alignment_targets.unit
+    unit = objective.alignment_targets.unit if objective.alignment_targets is not None else 1.0
     if cfg.alignment_in_teacher_units:
         why = "the teacher's attribution RMS over the aligned rows: a relative error, alike on every dataset"
     else:

@@ -21,11 +21,13 @@ import torch
 from torch import nn
 
 from gbdt2nn_core.errors import ConfigError, TrainingError
+from gbdt2nn_core.host.device import module_device, rng_devices, rows_on
 from gbdt2nn_core.host.interfaces import Task, Teacher, ValidationRows
 from gbdt2nn_core.kit.alignment import Alignment, column_attributions, frozen_batchnorm
 from gbdt2nn_core.student.batchnorm import recalibrate_batchnorm, row_batches
 from gbdt2nn_core.student.calibration import fit_temperature
 from gbdt2nn_core.student.checkpoint import load_checkpoint, save_checkpoint
+from gbdt2nn_core.student.distributed import all_reduce_sum, world
 
 __all__ = [
     "AlignmentTargets",
@@ -153,6 +155,10 @@ def target_scale(task: Task, y: np.ndarray) -> float:
     if task != "regression":
         return 1.0
     values = np.asarray(y, dtype=np.float64)
+    if world().distributed:  # y is this process's shard: the scale of every shard's rows
+        summed = all_reduce_sum(torch.tensor([float(np.sum(values**2)), float(values.size)], dtype=torch.float64))
+        rms = math.sqrt(float(summed[0]) / float(summed[1])) if float(summed[1]) else 0.0
+        return 2.0 ** round(math.log2(rms)) if rms > _TARGET_SCALE_FROM else 1.0
     rms = float(np.sqrt(np.mean(values**2))) if values.size else 0.0
     return 2.0 ** round(math.log2(rms)) if rms > _TARGET_SCALE_FROM else 1.0
 
@@ -211,8 +217,14 @@ def target_scaling(task: Task, y: np.ndarray, *, standardize: bool) -> TargetSca
             f", losses divided by {scale:g} (a large target)" if scale != 1.0 else ""
         )
         return TargetScaling(scale=scale, reason=reason)
-    mean = float(values.mean()) if values.size else 0.0
-    std = float(values.std()) if values.size else 0.0
+    if world().distributed:  # y is this process's shard: the mean and spread of every shard's rows
+        moments = torch.tensor([values.sum(), (values**2).sum(), float(values.size)], dtype=torch.float64)
+        total, squares, count = all_reduce_sum(moments).tolist()
+        mean = total / count if count else 0.0
+        std = math.sqrt(max(squares / count - mean**2, 0.0)) if count else 0.0
+    else:
+        mean = float(values.mean()) if values.size else 0.0
+        std = float(values.std()) if values.size else 0.0
     if not (math.isfinite(std) and std > 0):
         # a constant target: any unit fits it; keep the offset so that the loss starts at the constant
         return TargetScaling(offset=mean, reason="standardised: constant training target, scale kept at 1")
@@ -309,8 +321,10 @@ class AlignmentTargets:
     ) -> None:
         # with teacher_units, both sides are further divided by the teacher attributions' size (attribution_unit)
         self.unit = attribution_unit(alignment.teacher_attributions / scale) if teacher_units else 1.0
+        # every tensor lives where ``aggregation`` does (the training device), copied there once
         self.alignment, self.aggregation, self.scale = alignment, aggregation, scale * self.unit
-        self.attributions = torch.tensor(alignment.teacher_attributions / self.scale, dtype=torch.float32)
+        device = aggregation.device
+        self.attributions = rows_on(alignment.teacher_attributions / self.scale, device, torch.float32)
         aligned = alignment.training_rows(n_rows)
         if len(aligned) != len(self.attributions) or (len(aligned) and aligned[-1] >= n_rows):
             raise ConfigError(
@@ -322,7 +336,7 @@ class AlignmentTargets:
         self.every_row = len(aligned) == n_rows
         position = np.full(n_rows, -1, dtype=np.int64)
         position[aligned] = np.arange(len(aligned))
-        self.position = torch.as_tensor(position)
+        self.position = rows_on(position, device)
 
     def batch_loss(self, module: nn.Module, z: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, int] | None:
         """``(L_align, m)``: the term over the ``m`` aligned rows of the batch of training rows ``rows`` (encoded
@@ -337,6 +351,16 @@ class AlignmentTargets:
             z, teacher = z[which], self.attributions[positions[which]]
         loss = alignment_loss(self.alignment, module, z, self.aggregation, teacher, scale=self.scale)
         return loss, len(z)
+
+    def empty_loss(self, module: nn.Module, z: torch.Tensor) -> torch.Tensor:
+        """A term of value 0 for a batch without aligned rows, through the same graph as :meth:`batch_loss`.
+
+        Under ``DistributedDataParallel`` every process must run the same backward graph (collectives are matched
+        by their order): when another process's batch carries the term, this one computes it on its first row and
+        multiplies it by zero.
+        """
+        teacher = torch.zeros((1, *self.attributions.shape[1:]))  # the shape of one row's, even with none
+        return 0.0 * alignment_loss(self.alignment, module, z[:1], self.aggregation, teacher, scale=self.scale)
 
 
 class AlignmentWeight:
@@ -406,10 +430,14 @@ def training_fingerprint(
     y: np.ndarray,
     alignment: Alignment | None,
     validation: ValidationRows | None = None,
+    *,
+    world_size: int = 1,
 ) -> str:
     """Identifies a training setup (an attrs ``config``, the teacher, the rows, the alignment, the validation
-    rows), so that a checkpoint is only resumed by the run that wrote it."""
+    rows, the number of processes), so that a checkpoint is only resumed by the run that wrote it."""
     digest = hashlib.sha256()
+    if world_size > 1:  # the rows are then rank 0's shard: the same shard of another split is another run
+        digest.update(f"world_size:{world_size}".encode())
     digest.update(json.dumps(attrs.asdict(config), sort_keys=True, default=str).encode())
     digest.update(teacher.fingerprint().encode())
     digest.update(np.ascontiguousarray(z).tobytes())
@@ -428,13 +456,18 @@ def training_fingerprint(
 
 
 def training_state(module: nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator) -> dict[str, Any]:
-    """What a per-epoch checkpoint needs to continue exactly: weights, optimizer moments, both random streams."""
-    return {
+    """What a per-epoch checkpoint needs to continue exactly: weights, optimizer moments, both random streams (and
+    the GPU's, for a module on one: its dropout draws there)."""
+    state = {
         "module": module.state_dict(),
         "optimizer": optimizer.state_dict(),
         "generator": generator.get_state(),
         "torch_rng": torch.get_rng_state(),
     }
+    device = module_device(module)
+    if device.type == "cuda":
+        state["cuda_rng"] = torch.cuda.get_rng_state(device)
+    return state
 
 
 def restore_training_state(
@@ -445,6 +478,9 @@ def restore_training_state(
     optimizer.load_state_dict(state["optimizer"])
     generator.set_state(state["generator"])
     torch.set_rng_state(state["torch_rng"])
+    device = module_device(module)
+    if device.type == "cuda" and "cuda_rng" in state:  # written on a GPU, resumed on one
+        torch.cuda.set_rng_state(state["cuda_rng"], device)
 
 
 def validation_loss(
@@ -469,7 +505,7 @@ def validation_loss(
     if batchnorm_rows is not None:
         saved = {name: buffer.clone() for name, buffer in module.named_buffers()}
         try:
-            with torch.random.fork_rng(devices=[]):
+            with torch.random.fork_rng(devices=rng_devices(module_device(module))):
                 recalibrate_batchnorm(module, batchnorm_rows, batch_size)
             return validation_loss(task, module, z, y, scaling=scaling)
         finally:
@@ -486,7 +522,12 @@ def validation_loss(
             margin = scaling.apply(module(z[start : start + 4096]))
             total += float(loss(margin, y[start : start + 4096])) * len(margin)
     module.train(was_training)
-    return total / max(len(z), 1)
+    loss_value = total / max(len(z), 1)
+    if world().distributed:
+        # every process holds the same validation rows and weights; the mean makes the value (and early stopping's
+        # decision) bit-identical everywhere, which a process stopping alone would turn into a deadlock
+        loss_value = float(all_reduce_sum(torch.tensor([loss_value], dtype=torch.float64))[0]) / world().size
+    return loss_value
 
 
 class EarlyStopping:
@@ -566,7 +607,7 @@ def validation_temperature(task: Task, module: nn.Module, validation: Validation
     if task == "regression" or validation is None:
         return 1.0
     module.eval()
-    z = torch.as_tensor(validation.z, dtype=torch.float32)
+    z = rows_on(validation.z, module_device(module), torch.float32)
     with torch.no_grad():
         margin = torch.cat([module(z[start : start + 4096]) for start in range(0, len(z), 4096)])
-    return fit_temperature(task, margin.double().numpy(), np.asarray(validation.y))
+    return fit_temperature(task, margin.double().cpu().numpy(), np.asarray(validation.y))

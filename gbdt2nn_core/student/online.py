@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from gbdt2nn_core.errors import ConfigError, DataError, TrainingError
+from gbdt2nn_core.host.device import module_device, rows_on
 from gbdt2nn_core.host.interfaces import Task
 from gbdt2nn_core.kit.alignment import Alignment
 from gbdt2nn_core.student.kit import alignment_loss, row_batches, target_scale, task_loss
@@ -59,8 +60,10 @@ def online_update(
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
         raise ConfigError(setting="online_epochs", value=epochs, fix="use a whole number of at least 1")
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
-    z_t = torch.as_tensor(z, dtype=torch.float32)
-    y_t = torch.as_tensor(y, dtype=torch.long if task == "multiclass" else torch.float32)
+    # the rows go to the network's device whole, once (see gbdt2nn_core.host.device)
+    device = module_device(module)
+    z_t = rows_on(z, device, torch.float32)
+    y_t = rows_on(y, device, torch.long if task == "multiclass" else torch.float32)
     loss_fn = task_loss(task)
     # large regression targets: the loss in a power-of-two unit, as in training (exact; 1 for ordinary targets)
     scale = target_scale(task, y)
@@ -68,20 +71,20 @@ def online_update(
     if alignment is not None:
         if aggregation is None:
             raise ConfigError(setting="aggregation", value=None, fix="pass the encoder's aggregation() matrix")
-        align_targets = torch.tensor(np.asarray(alignment.teacher_attributions), dtype=torch.float32)
+        align_targets = rows_on(np.asarray(alignment.teacher_attributions), device, torch.float32)
         if align_targets.shape[0] != n:
             raise DataError(
                 problem=f"{align_targets.shape[0]} rows of teacher attributions for {n} rows",
                 fix="pass the teacher's attributions of exactly these rows",
             )
-        aggregation_t = torch.as_tensor(aggregation, dtype=torch.float32)
+        aggregation_t = rows_on(aggregation, device, torch.float32)
     batches = math.ceil(n / batch_size)
     records: list[dict[str, Any]] = []
     module.train()
     try:
         for epoch in range(epochs):
             started = time.perf_counter()
-            order = torch.randperm(n, generator=generator)
+            order = torch.randperm(n, generator=generator).to(device)
             carry = torch.rand(batches, generator=generator) < (alignment.fraction if alignment else 0.0)
             task_sum = align_sum = 0.0
             seen = aligned = 0

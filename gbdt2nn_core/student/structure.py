@@ -145,7 +145,7 @@ class StructureAttributor(Attributor):
         with torch.no_grad():
             # through the cheapest exact forward: the lookup first layer (no input gradients are needed here) and,
             # with BatchNorm frozen as in alignment, the folded layers
-            first = model.first_layer(background.to(z.dtype))
+            first = model.first_layer(background.to(dtype=z.dtype, device=z.device))
             return model.group_outputs_after_first_layer(first).mean(dim=0)
 
 

@@ -83,8 +83,8 @@ def components(tmp_path_factory: pytest.TempPathFactory) -> Any:
             student_options=STUDENT_OPTIONS,
             cache_dir=cache,
             # the default schedule: on 2,400 training rows the floor of aligned rows (alignment_min_rows, 3,000)
-            # aligns every row the student fits on; the tenth alone (about 220 rows) was too few here
-            # (catboost x gradient x cosine fell to AUC 0.78)
+            # aligns every row the student fits on (the rows the former alignment_rows=1.0 override gave); the
+            # tenth alone (about 220 rows) was too few here (catboost x gradient x cosine fell to AUC 0.78)
         )
         pipeline = Pipeline(config, REGISTRY)
         return pipeline, pipeline.prepare(frame, dataset.target)

@@ -197,3 +197,13 @@ def test_custom_objective_takes_the_task_on_trust(california) -> None:
     teacher = make_teacher(model=booster).fit(X, labels, task="binary")
     assert teacher.task == "binary"
     np.testing.assert_array_equal(teacher.predict_margin(X), booster.predict(X, raw_score=True))
+
+
+def test_treeshap_on_a_cuda_device_runs_on_the_cpu(adult) -> None:
+    """LightGBM has no GPU TreeSHAP: a run on a CUDA device gets the CPU's values (issue 13, docs/scaling-out.md)."""
+    from gbdt2nn_lightgbm.teacher import LightGBMTeacher
+
+    X, y = adult
+    teacher = LightGBMTeacher(n_estimators=10, num_threads=1).fit(X, y, task="binary")
+    assert not LightGBMTeacher.treeshap_on_cuda()
+    np.testing.assert_array_equal(teacher.shap_values_on(X, "cuda:0").values, teacher.shap_values(X).values)

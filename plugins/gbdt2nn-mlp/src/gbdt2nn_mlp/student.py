@@ -21,6 +21,7 @@ from torch import nn
 
 from gbdt2nn_core.errors import ConfigError, NotFittedError
 from gbdt2nn_core.host.attribution import LinearColumns
+from gbdt2nn_core.host.device import rng_devices, rows_on
 from gbdt2nn_core.host.interfaces import Student, StudentInputs
 from gbdt2nn_core.progress import NullProgress
 from gbdt2nn_core.student.calibration import saved_temperature, temperature_state
@@ -192,7 +193,7 @@ class MLPStudent(Student):
 
     def state(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         module = self.module
-        tensors = {name: tensor.detach().contiguous() for name, tensor in module.state_dict().items()}
+        tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in module.state_dict().items()}
         description = {
             "n_inputs": module.n_inputs,
             "n_outputs": module.n_outputs,
@@ -219,7 +220,7 @@ class MLPStudent(Student):
         if len(inputs.z) < 2:
             raise ConfigError(setting="training rows", value=len(inputs.z), fix="train on at least two rows")
         # seed torch for this fit only: the caller's global random state is restored afterwards
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=rng_devices(inputs.device)):
             return self._fit(inputs)
 
     def _fit(self, inputs: StudentInputs) -> MLPStudent:
@@ -228,15 +229,18 @@ class MLPStudent(Student):
         torch.manual_seed(cfg.seed)
         generator = torch.Generator().manual_seed(cfg.seed)
         margin = np.asarray(inputs.teacher_margin, dtype=np.float64)
+        # the network and every matrix a step reads live on the run's device, copied there whole, once
+        device = torch.device(inputs.device)
         module = self._new_module(inputs.z.shape[1], margin.shape[1] if margin.ndim == 2 else 1)
         scaling = target_scaling(task, inputs.y, standardize=cfg.standardize_targets)
-        module.map_back(scaling)
+        module.map_back(scaling)  # before the move: the mapping's buffers go to the device with the weights
+        module.to(device)
         self.choices_ = {"targets": scaling.describe()}
-        z = torch.as_tensor(inputs.z, dtype=torch.float32)
-        y = scaling.targets(task, inputs.y)
-        soft = scaling.margins(soft_targets(task, margin))
+        z = rows_on(inputs.z, device, torch.float32)
+        y = rows_on(scaling.targets(task, inputs.y), device)
+        soft = rows_on(scaling.margins(soft_targets(task, margin)), device, torch.float32)
         hard_loss, matching_loss = task_loss(task), soft_loss(task)
-        aggregation = torch.as_tensor(inputs.aggregation, dtype=torch.float32)
+        aggregation = rows_on(inputs.aggregation, device, torch.float32)
         targets = None
         weight = AlignmentWeight(alignment.weight, cfg.alignment_cap) if alignment is not None else None
         if alignment is not None:
@@ -245,7 +249,7 @@ class MLPStudent(Student):
                 alignment, len(z), aggregation, scale=scaling.scale, teacher_units=cfg.alignment_in_teacher_units
             )
             self.choices_["alignment_unit"] = {"teacher_units": cfg.alignment_in_teacher_units, "unit": targets.unit}
-            alignment.attributor.fit(module, torch.as_tensor(inputs.background, dtype=torch.float32))
+            alignment.attributor.fit(module, rows_on(inputs.background, device, torch.float32))
         optimizer = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.module_, self.history_ = module, []
         validation = inputs.validation
@@ -261,8 +265,8 @@ class MLPStudent(Student):
             if weight is not None:
                 weight.resume(resumed["alignment_weight"])
         if validation is not None:
-            z_valid = torch.as_tensor(validation.z, dtype=torch.float32)
-            y_valid = scaling.targets(task, validation.y)
+            z_valid = rows_on(validation.z, device, torch.float32)
+            y_valid = rows_on(scaling.targets(task, validation.y), device)
 
         n = len(z)
         batches = math.ceil(n / cfg.batch_size)
@@ -273,7 +277,7 @@ class MLPStudent(Student):
                     break
                 started = time.perf_counter()
                 module.train()
-                order = torch.randperm(n, generator=generator)
+                order = torch.randperm(n, generator=generator).to(device)  # CPU draw: the same order everywhere
                 carry = torch.rand(batches, generator=generator) < (alignment.fraction if alignment else 0.0)
                 sums = {"task": 0.0, "align": 0.0, "aligned": 0.0, "rows": 0.0}
                 for b, rows in enumerate(row_batches(order, cfg.batch_size)):

@@ -104,7 +104,9 @@ class ExpectedGradients(Attributor):
         chunk = self._chunk(n)
         with torch.enable_grad():
             layer = model.column_first_layer(z, aggregation)
-            background = model.column_first_layer(self._background[used].to(z.dtype), aggregation)
+            background = model.column_first_layer(
+                self._background[used.to(self._background.device)].to(dtype=z.dtype, device=z.device), aggregation
+            )
             first_z, first_b = layer.first, background.first  # (n, *first), (used, *first)
             alphas = alphas.to(dtype=z.dtype, device=z.device).reshape(self.samples, n, *([1] * (first_z.ndim - 1)))
             at_row: torch.Tensor | None = None  # Σ over draws of ∂f/∂h1, against the row's own shares

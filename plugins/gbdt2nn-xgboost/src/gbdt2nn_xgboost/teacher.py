@@ -210,6 +210,18 @@ class XGBoostTeacher(BoosterTeacher[xgb.Booster]):
     def predict_contribs(self, booster: xgb.Booster, X: pd.DataFrame) -> np.ndarray:
         return np.asarray(booster.predict(xgb.DMatrix(X, enable_categorical=True), pred_contribs=True))
 
+    def predict_contribs_cuda(self, booster: xgb.Booster, X: pd.DataFrame, device: str) -> np.ndarray:
+        """``pred_contribs`` with the booster's ``device`` set to the CUDA ``device`` for this call: XGBoost then
+        computes them with GPUTreeShap (Mitchell et al. 2022). The booster's own setting is restored afterwards, so
+        that its fingerprint and saved model do not change. A build of XGBoost without CUDA warns and computes on
+        the CPU."""
+        previous = json.loads(booster.save_config())["learner"]["generic_param"].get("device", "cpu")
+        booster.set_param({"device": device})
+        try:
+            return np.asarray(booster.predict(xgb.DMatrix(X, enable_categorical=True), pred_contribs=True))
+        finally:
+            booster.set_param({"device": previous})
+
     def predict_contribs_threaded(self, booster: xgb.Booster, X: pd.DataFrame, threads: int) -> np.ndarray:
         """``pred_contribs`` with XGBoost's ``nthread`` set for this call (the booster's own setting is restored)."""
         previous = json.loads(booster.save_config())["learner"]["generic_param"].get("nthread", "0")

@@ -1,0 +1,326 @@
+"""Data-parallel training (issue 13 item 2): two gloo processes on CPU against one process on the same global batch.
+
+The two-process runs are spawned here with ``torch.multiprocessing`` (the CLI's ``--nproc`` goes through torch's
+elastic launcher: tests/test_cli_nproc.py). Each process prepares the same 400 adult rows; rank 0 trains the
+teacher and sends it (:func:`~gbdt2nn_core.pipeline.processes.shared_teacher`), each trains on its own shard.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import attrs
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from gbdt2nn_core.data import load_bundled
+from gbdt2nn_core.pipeline import DistillConfig, Pipeline
+from gbdt2nn_core.pipeline.processes import shard_of
+from gbdt2nn_core.student.distributed import shard_rows
+from gbdt2nn_core.student.gbdt2nn import GBDT2NNStudent
+
+ROWS = 400  # 320 training rows: one global batch of 320, or 160 per process
+STUDENT = {
+    "n_groups": 3,
+    "hidden": [16, 8],
+    "embedding_dim": 4,
+    "leaf_epochs": 1,
+    "epochs": 1,
+    "leaf_dropout": 0.0,  # dropout masks follow the row positions, which differ between one and two processes
+    "early_stopping": False,
+    "calibrate": False,
+}
+
+
+def _config(batch_size: int, alignment_rows: float = 1.0) -> DistillConfig:
+    return DistillConfig(
+        teacher_options={"n_estimators": 8, "num_leaves": 8, "num_threads": 1},
+        student_options={**STUDENT, "batch_size": batch_size},
+        validation_fraction=0.0,  # every training row is a fitting row: one step covers them all
+        alignment_weight=1.0,
+        alignment_rows=alignment_rows,
+        alignment_min_rows=0,  # the share alone: these tests split a share of the rows between processes
+        cache=False,
+    )
+
+
+def _sgd(params: Any, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)
+
+
+def _train(batch_size: int, alignment_rows: float = 1.0, sgd: bool = False) -> dict[str, Any]:
+    """One pipeline training of the adult rows; what the processes must agree on.
+
+    ``sgd``: the student's AdamW replaced by SGD (lr 0.1). Adam's first step moves every weight by ±lr whatever
+    the size of its gradient, so for a gradient that is zero in exact arithmetic (a bias feeding BatchNorm, which
+    subtracts it again; the leaf head's bias, which starts at the target mean) the sign of the rounding noise
+    would decide the weight; with SGD the step is proportional to the gradient, and the weights compare it.
+    """
+    adult = load_bundled("adult")
+    config = _config(batch_size, alignment_rows)
+    if sgd:
+        config = attrs.evolve(config, student_options={**config.student_options, "lr": 0.1})
+    pipeline = Pipeline(config)
+    prepared = pipeline.prepare(adult.frame.iloc[:ROWS].reset_index(drop=True), adult.target)
+    with mock.patch.object(torch.optim, "AdamW", _sgd) if sgd else contextlib.nullcontext():
+        trained = pipeline.train(prepared)
+    module = trained.student.module
+    initial = GBDT2NNStudent(seed=0, **config.student_options)._build(
+        prepared.teacher, prepared.data.encoder.column_of, torch.device("cpu")
+    )
+    shard = shard_of(len(prepared.validation.fit))
+    return {
+        "state": {name: tensor.detach().clone() for name, tensor in module.state_dict().items()},
+        "initial": initial[0].state_dict(),
+        "history": trained.student.history["epochs"],
+        "leaf_history": trained.student.history["leaf_embedding"],
+        "teacher": prepared.teacher.fingerprint(),
+        "column_of": torch.as_tensor(prepared.data.encoder.column_of),
+        "shard": None if shard is None else torch.as_tensor(shard),
+        "rows": len(prepared.validation.fit),
+        "batchnorm_class": type(module.mlp.norms[0].norm).__name__,
+    }
+
+
+def _worker(
+    rank: int, world_size: int, port: int, folder: str, batch_size: int, alignment_rows: float, sgd: bool
+) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        result = _train(batch_size, alignment_rows, sgd)
+        torch.save(result, Path(folder) / f"rank{rank}.pt")
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _two_processes(
+    tmp_path: Path, batch_size: int, alignment_rows: float = 1.0, sgd: bool = False
+) -> list[dict[str, Any]]:
+    arguments = (2, _free_port(), str(tmp_path), batch_size, alignment_rows, sgd)
+    mp.spawn(_worker, args=arguments, nprocs=2, join=True)
+    return [torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in range(2)]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """One process on a global batch of 320 rows, and two processes on 160 rows each (the same global batch)."""
+    torch.set_num_threads(1)
+    single = _train(batch_size=320, sgd=True)
+    return single, _two_processes(tmp_path_factory.mktemp("ddp"), batch_size=160, sgd=True)
+
+
+def test_two_processes_give_the_single_process_parameters(runs: tuple[dict[str, Any], list[dict[str, Any]]]) -> None:
+    """One leaf-embedding step and one joint step (every row aligned, BatchNorm on the global batch's moments),
+    then the BatchNorm pass: the same weights and statistics as one process on the same global batch."""
+    single, (rank0, rank1) = runs
+    assert single["rows"] == rank0["rows"] == 320
+    for name, expected in single["state"].items():
+        torch.testing.assert_close(rank0["state"][name], expected, atol=1e-5, rtol=1e-5, msg=name)
+        torch.testing.assert_close(rank1["state"][name], rank0["state"][name], atol=0, rtol=0, msg=name)
+    assert rank0["batchnorm_class"] == "BatchNorm1d"  # synchronised only while training
+    # the comparison can fail: the step moved the weights by far more than the tolerance
+    moved = single["state"]["mlp.hidden.0.weight"] - single["initial"]["mlp.hidden.0.weight"]
+    assert float(moved.abs().max()) > 1e-3
+
+
+def test_joint_loss_under_ddp_equals_the_single_process_joint_loss(
+    runs: tuple[dict[str, Any], list[dict[str, Any]]],
+) -> None:
+    """The epoch's task, embedding and alignment losses (one step: the joint loss of the global batch) agree."""
+    single, (rank0, rank1) = runs
+    (expected,), (got,) = single["history"], rank0["history"]
+    for part in ("task_loss", "embedding_loss", "alignment_loss"):
+        assert got[part] == pytest.approx(expected[part], rel=1e-5), part
+    assert expected["alignment_loss"] > 0
+    assert rank0["leaf_history"] == pytest.approx(single["leaf_history"], rel=1e-5)
+    for record in (rank0["history"][0], rank1["history"][0]):
+        record.pop("seconds")
+    assert rank1["history"] == rank0["history"]
+
+
+def test_every_process_sees_the_same_teacher_and_encoder(runs: tuple[dict[str, Any], list[dict[str, Any]]]) -> None:
+    single, (rank0, rank1) = runs
+    assert rank0["teacher"] == rank1["teacher"] == single["teacher"]
+    assert torch.equal(rank0["column_of"], rank1["column_of"])
+
+
+def test_shards_are_disjoint_and_cover_the_training_rows(runs: tuple[dict[str, Any], list[dict[str, Any]]]) -> None:
+    _, (rank0, rank1) = runs
+    shards = [rank0["shard"].numpy(), rank1["shard"].numpy()]
+    assert not set(shards[0]) & set(shards[1])
+    assert np.array_equal(np.sort(np.concatenate(shards)), np.arange(320))
+    for n in (0, 1, 7, 10):
+        for size in (1, 2, 3):
+            parts = [shard_rows(n, rank, size) for rank in range(size)]
+            assert np.array_equal(np.sort(np.concatenate(parts)), np.arange(n))
+            assert max(map(len, parts)) - min(map(len, parts)) <= 1
+
+
+def test_a_share_of_aligned_rows_is_split_between_the_processes(tmp_path: Path) -> None:
+    """With a tenth of the rows aligned, each process explains only the aligned rows of its own shard, and two
+    processes of 4 batches each still train in step (a batch may carry the term on one process only)."""
+    rank0, rank1 = _two_processes(tmp_path, batch_size=40, alignment_rows=0.1)
+    for name, tensor in rank0["state"].items():
+        torch.testing.assert_close(rank1["state"][name], tensor, atol=0, rtol=0, msg=name)
+    assert rank0["history"][0]["alignment_loss"] > 0
+
+
+def _resume_worker(rank: int, world_size: int, port: int, folder: str) -> None:
+    """Two epochs with a checkpoint (rank 0 keeps a copy of the one after the first epoch), then the same training
+    again from that copy, as a rerun after an interruption: the weights of both, and the files each rank wrote."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        adult = load_bundled("adult")
+        config = _config(batch_size=40, alignment_rows=0.1)
+        config = attrs.evolve(config, student_options={**config.student_options, "epochs": 2})
+        pipeline = Pipeline(config)
+        prepared = pipeline.prepare(adult.frame.iloc[:ROWS].reset_index(drop=True), adult.target)
+        # a path per rank: a rank other than 0 must neither write its path nor need it to resume
+        checkpoint = Path(folder) / f"checkpoints-rank{rank}" / "student.pt"
+        interrupted = Path(folder) / "after-epoch-1.pt"
+
+        def keep_first_epoch(_student: Any, epoch: int) -> None:
+            if epoch == 1 and rank == 0:  # the file now holds the state after epoch 1 of 2
+                interrupted.write_bytes(checkpoint.read_bytes())
+
+        first = pipeline.train(prepared, checkpoint=checkpoint, on_epoch_end=keep_first_epoch)
+        torch.distributed.barrier()
+        if rank == 0:
+            checkpoint.write_bytes(interrupted.read_bytes())
+        torch.distributed.barrier()
+        resumed = pipeline.train(prepared, checkpoint=checkpoint)
+        torch.save(
+            {
+                "first": first.student.module.state_dict(),
+                "resumed": resumed.student.module.state_dict(),
+                "resumed_from": resumed.first_epoch,
+                "files": sorted(
+                    str(path.relative_to(folder))
+                    for path in Path(folder).rglob("*")
+                    if not path.name.startswith("resume-")  # the results of this test, written in any order
+                ),
+            },
+            Path(folder) / f"resume-rank{rank}.pt",
+        )
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_an_interrupted_run_resumes_from_rank_zeros_checkpoint(tmp_path: Path) -> None:
+    """Rank 0 alone writes the checkpoint and reads it back; every process resumes from it and ends with the weights
+    of the uninterrupted run."""
+    mp.spawn(_resume_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    rank0, rank1 = (torch.load(tmp_path / f"resume-rank{rank}.pt", weights_only=True) for rank in range(2))
+    assert rank0["resumed_from"] == rank1["resumed_from"] == 1
+    for result in (rank0, rank1):
+        for name, tensor in result["first"].items():
+            torch.testing.assert_close(result["resumed"][name], tensor, atol=1e-6, rtol=1e-6, msg=name)
+    # the only files: rank 0's checkpoint and the test's copy of it
+    assert rank0["files"] == rank1["files"] == ["after-epoch-1.pt", "checkpoints-rank0", "checkpoints-rank0/student.pt"]
+
+
+def test_every_attributor_differentiates_inputs_never_parameters(adult_run: Any) -> None:
+    """DistributedDataParallel syncs gradients in the one backward of the joint loss: an alignment term that took
+    ``torch.autograd.grad`` with respect to parameters, or ran a backward of its own, would bypass it (torch issues
+    #47562, #63812). Every installed differentiable attributor's training path is checked."""
+    import copy
+
+    from gbdt2nn_core.host.registry import get_registry
+    from gbdt2nn_core.kit.alignment import Alignment
+    from gbdt2nn_core.student.kit import alignment_loss
+
+    registry = get_registry()
+    module = copy.deepcopy(adult_run.student.module).train()
+    parameters = {id(parameter) for parameter in module.parameters()}
+    z = torch.as_tensor(adult_run.data.z_test[:64], dtype=torch.float32)
+    aggregation = torch.as_tensor(adult_run.data.encoder.aggregation(), dtype=torch.float32)
+    background = torch.as_tensor(adult_run.prepared.background, dtype=torch.float32)
+    original_grad, original_backward = torch.autograd.grad, torch.Tensor.backward
+    checked = []
+    for name in registry.names("attributor"):
+        attributor = registry.attributor(name)
+        if not attributor.differentiable or (attributor.students is not None and "gbdt2nn" not in attributor.students):
+            continue
+        attributor.fit(module, background)
+        differentiated: list[int] = []
+
+        def grad(outputs: Any, inputs: Any, *args: Any, **kwargs: Any) -> Any:
+            targets = [inputs] if isinstance(inputs, torch.Tensor) else list(inputs)
+            differentiated.extend(id(target) for target in targets)  # noqa: B023 - used within this iteration
+            return original_grad(outputs, inputs, *args, **kwargs)
+
+        def backward(*args: Any, **kwargs: Any) -> None:
+            raise AssertionError(f"{name} runs a backward of its own")  # noqa: B023
+
+        alignment = Alignment(
+            attributor=attributor, loss=torch.nn.functional.mse_loss, teacher_attributions=np.zeros(1)
+        )
+        with mock.patch.object(torch.autograd, "grad", grad), mock.patch.object(torch.Tensor, "backward", backward):
+            loss = alignment_loss(alignment, module, z, aggregation, torch.zeros(64, aggregation.shape[1]))
+        assert differentiated, name
+        assert not parameters & set(differentiated), f"{name} differentiates with respect to parameters"
+        original_backward(loss)  # and the term back-propagates to the parameters, in the one backward
+        assert module.mlp.hidden[0].weight.grad is not None
+        module.zero_grad(set_to_none=True)
+        checked.append(name)
+    assert "structure" in checked
+
+
+def test_a_shard_without_aligned_rows_gets_an_empty_target_and_a_zero_term(adult_run: Any) -> None:
+    """A process whose shard holds none of the aligned rows explains nothing, and in a batch that carries the term
+    elsewhere computes it as zero through the same graph (so that every process runs the same backward)."""
+    import copy
+
+    from gbdt2nn_core.kit.alignment import Alignment
+    from gbdt2nn_core.student.kit import AlignmentTargets
+
+    prepared = adult_run.prepared
+    n = len(prepared.validation.fit)
+    everything, _ = prepared.aligned_explanations(0.01, 0, min_rows=0)  # the aligned rows of one process
+    assert everything is not None
+    outside = np.setdiff1d(np.arange(n), everything)[:50]  # a shard of other rows
+    rows, target = prepared.aligned_explanations(0.01, 0, min_rows=0, shard=outside)
+    d = prepared.data.encoder.aggregation().shape[1]
+    assert rows is not None
+    assert len(rows) == 0
+    assert target.values.shape == (0, d)
+    inside = everything[:3]
+    rows, target = prepared.aligned_explanations(0.01, 0, min_rows=0, shard=np.sort(np.concatenate([inside, outside])))
+    assert rows is not None
+    assert len(rows) == 3
+    expected = prepared.explanations.explain(prepared.data.train_frame.iloc[prepared.validation.fit[inside]])
+    np.testing.assert_allclose(target.values, expected.values)  # the shard's aligned rows' own TreeSHAP
+
+    module = copy.deepcopy(adult_run.student.module).train()
+    attributor = adult_run.attributor
+    alignment = Alignment(
+        attributor=attributor,
+        loss=torch.nn.functional.mse_loss,
+        teacher_attributions=np.zeros((0, d)),
+        rows=np.zeros(0, dtype=np.int64),
+    )
+    aggregation = torch.as_tensor(prepared.data.encoder.aggregation(), dtype=torch.float32)
+    targets = AlignmentTargets(alignment, 50, aggregation)
+    z = torch.as_tensor(prepared.data.z_train[:50], dtype=torch.float32)
+    assert targets.batch_loss(module, z, torch.arange(50)) is None
+    term = targets.empty_loss(module, z)
+    assert float(term.detach()) == 0.0
+    term.backward()  # type: ignore[no-untyped-call]
+    assert module.mlp.hidden[0].weight.grad is not None
