@@ -297,9 +297,10 @@ def attribution_unit(teacher_attributions: np.ndarray) -> float:
     adult, 0.91 on diamonds' cut), so one λ meant a 6× weaker term on digits than on adult, where the term's
     loss, 0.10, was 5 % of the task loss and alignment moved Spearman by 0.02.
     """
-    size = (
-        float(np.sqrt(np.mean(np.square(teacher_attributions, dtype=np.float64)))) if teacher_attributions.size else 0.0
-    )
+    squares, count = float(np.sum(np.square(teacher_attributions, dtype=np.float64))), float(teacher_attributions.size)
+    if world().distributed:  # these are this process's aligned rows: the size of every process's rows
+        squares, count = all_reduce_sum(torch.tensor([squares, count], dtype=torch.float64)).tolist()
+    size = math.sqrt(squares / count) if count else 0.0
     return size if size > 0 and math.isfinite(size) else 1.0
 
 
