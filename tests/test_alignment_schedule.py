@@ -25,7 +25,7 @@ from gbdt2nn_core.kit.alignment import Alignment
 from gbdt2nn_core.pipeline import Pipeline
 from gbdt2nn_core.pipeline.distill import DistillConfig, DistillRun
 from gbdt2nn_core.student import GBDT2NNStudent
-from gbdt2nn_core.student.kit import AlignmentTargets
+from gbdt2nn_core.student.kit import AlignmentTargets, attribution_unit
 
 TARGET = "income_gt_50k"
 
@@ -163,6 +163,28 @@ def test_the_term_of_a_batch_is_the_loss_over_its_aligned_rows_only(adult_run: D
     assert targets.batch_loss(module, torch.zeros(2, z.shape[1]), torch.tensor([1, 2])) is None  # none aligned
 
 
+def test_in_teacher_units_the_term_is_the_relative_error(adult_run: DistillRun) -> None:
+    module = copy.deepcopy(adult_run.student.module).train()
+    z = adult_run.data.z_train[adult_run.prepared.validation.fit]
+    subset = np.arange(0, len(z), 2)
+    alignment = _alignment(adult_run, subset)
+    aggregation = torch.as_tensor(adult_run.data.encoder.aggregation(), dtype=torch.float32)
+    alignment.attributor.fit(module, torch.as_tensor(adult_run.prepared.background, dtype=torch.float32))
+    targets = AlignmentTargets(alignment, len(z), aggregation, teacher_units=True)
+    batch = torch.tensor([0, 2, 4, 6, 8, 10])
+    loss, _ = targets.batch_loss(module, torch.as_tensor(z[batch.numpy()], dtype=torch.float32), batch)
+
+    # by hand: the unit is the RMS of the aligned rows' TreeSHAP; the loss is the MSE of both sides divided by it
+    teacher = adult_run.prepared.shap_train.values[adult_run.prepared.validation.fit]
+    unit = float(np.sqrt(np.mean(teacher[subset] ** 2)))
+    module.eval()
+    per_row = adult_run.student.attributions(z[batch.numpy()], alignment.attributor, aggregation.numpy())
+    expected = np.mean(((per_row - teacher[batch.numpy()]) / unit) ** 2)
+    assert targets.unit == pytest.approx(unit, rel=1e-9)
+    assert float(loss.detach()) == pytest.approx(expected, rel=1e-5)
+    assert attribution_unit(np.zeros((3, 4))) == 1.0  # all-zero targets: margin units, nothing divided by 0
+
+
 def test_a_batch_without_aligned_rows_builds_no_attribution_graph(adult_run: DistillRun) -> None:
     # the term is skipped before the attributor runs: no forward, no double backward for such a batch
     module = copy.deepcopy(adult_run.student.module).train()
@@ -213,7 +235,8 @@ def test_each_student_aligns_every_subset_row_once_per_epoch_and_no_other(
         teacher_attributions=encoded_positions,
         rows=subset,
     )
-    student = registry.student(student_name, seed=0, epochs=2, batch_size=128)
+    # the positions must reach the loss as they are: no unit of the teacher's attribution size
+    student = registry.student(student_name, seed=0, epochs=2, batch_size=128, alignment_in_teacher_units=False)
     student.fit(adult_run.prepared.student_inputs(alignment=alignment))
     assert sorted(recorder.seen) == sorted([*subset.tolist(), *subset.tolist()])
 

@@ -8,7 +8,7 @@ from scipy import stats
 from scipy.special import expit, softmax
 from sklearn import metrics as skm
 
-from gbdt2nn_core.pipeline.metrics import agreement, fidelity, task_metrics
+from gbdt2nn_core.pipeline.metrics import agreement, explained_outputs, fidelity, task_metrics
 
 
 def _spearman_reference(s: np.ndarray, t: np.ndarray) -> float:
@@ -89,6 +89,30 @@ def test_agreement_flattens_multiple_outputs_row_by_row(attributions: tuple[np.n
     assert result["cosine"] == pytest.approx(_cosine_reference(student, teacher), abs=1e-12)
     assert result["top5"] == pytest.approx(_top_k_reference(student, teacher, 5), abs=1e-12)
     assert result["sign"] == pytest.approx(_sign_reference(student, teacher), abs=1e-12)
+
+
+def test_agreement_of_the_explained_output_compares_one_class_per_row() -> None:
+    rng = np.random.default_rng(5)
+    teacher = rng.normal(size=(12, 3, 8))
+    student = teacher + rng.normal(scale=2.0, size=teacher.shape)  # noisy everywhere...
+    chosen = rng.integers(0, 3, size=12)
+    rows = np.arange(12)
+    student[rows, chosen] = teacher[rows, chosen] + rng.normal(scale=0.1, size=(12, 8))  # ...but the chosen class
+    result = agreement(student, teacher, explained=chosen)
+    picked_s = np.stack([student[i, c] for i, c in enumerate(chosen)])
+    picked_t = np.stack([teacher[i, c] for i, c in enumerate(chosen)])
+    assert result["spearman"] == pytest.approx(_spearman_reference(picked_s, picked_t), abs=1e-12)
+    assert result["top5"] == pytest.approx(_top_k_reference(picked_s, picked_t, 5), abs=1e-12)
+    assert result["spearman"] > agreement(student, teacher)["spearman"] + 0.2
+    with pytest.raises(ValueError, match="explained needs"):
+        agreement(student[:, 0], teacher[:, 0], explained=chosen)
+
+
+def test_explained_outputs_are_the_class_the_teacher_predicts() -> None:
+    margin = np.array([[0.1, 2.0, -1.0], [3.0, 0.0, 0.5], [-1.0, -2.0, -0.5]])
+    np.testing.assert_array_equal(explained_outputs("multiclass", margin), [1, 0, 2])
+    assert explained_outputs("binary", margin[:, 0]) is None
+    assert explained_outputs("regression", margin[:, 0]) is None
 
 
 def test_agreement_extremes() -> None:

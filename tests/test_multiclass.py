@@ -116,12 +116,19 @@ def test_agreement_is_reported_overall_and_per_class(fitted: GBDT2NNClassifier, 
     report = fitted.evaluate(X_test, y_test)
     per_class = report["student"]["agreement_per_class"]
     assert list(per_class) == ["class_0", "class_1", "class_2"]
-    overall = report["student"]["agreement"]
+    every_class = report["student"]["agreement_every_class"]
     # every class explains the same rows, so the per-(row, class) averages are the means of the per-class ones
     for key in ("mse", "top5", "sign"):
-        assert overall[key] == pytest.approx(np.mean([per_class[c][key] for c in per_class]))
+        assert every_class[key] == pytest.approx(np.mean([per_class[c][key] for c in per_class]))
     student, teacher = fitted.explain(X_test), fitted.explain(X_test, "teacher")
     assert per_class["class_1"] == agreement(student[:, 1], teacher[:, 1])
+    # the headline compares each row's explanation of the class the teacher predicts (its own predict_proba)
+    predicted = fitted.teacher_margin(X_test).argmax(axis=1)
+    rows = np.arange(len(X_test))
+    assert report["student"]["agreement"] == pytest.approx(
+        agreement(student[rows, predicted], teacher[rows, predicted])
+    )
+    assert fitted.explanation_agreement(X_test)["overall"] == pytest.approx(report["student"]["agreement"])
     assert report["teacher"]["test"]["accuracy"] > 0.9
     assert set(report["student"]["test"]) == {"logloss", "accuracy"}
     assert report["student"]["fidelity"]["label_agreement"] > 0.85

@@ -41,6 +41,8 @@ def _student_row(model: str, run: Any) -> dict[str, Any]:
         "test": student["test"],
         "fidelity": student["fidelity"],
         "agreement": student["agreement"],
+        # multiclass: every (row, class) pair, not only the teacher's predicted class (the headline above)
+        **({"agreement_every_class": student["agreement_every_class"]} if "agreement_every_class" in student else {}),
         "seconds": round(float(run.timings["student_s"]), 3),
         "epochs": len(run.student.history.get("epochs", [])),
         # what the student resolved for itself: λ actually used (after its cap), the targets' scale

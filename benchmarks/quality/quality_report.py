@@ -108,7 +108,8 @@ def render(records: Sequence[dict[str, Any]], meta: dict[str, Any]) -> str:
         *([] if meta.get("finished", True) else ["**Unfinished**: the run stopped or is still running.", ""]),
         "Test rows, mean ± std over seeds. Students are distilled with the pipeline's default settings; "
         "`aligned` uses the default λ, attributor and loss (`mlp` is explained by gradient-x-input). "
-        "`spearman`: per-row rank agreement of the student's attributions with the teacher's TreeSHAP. "
+        "`spearman`: per-row rank agreement of the student's attributions with the teacher's TreeSHAP "
+        "(multiclass: each row's explanation of the class the teacher predicts). "
         "`train s`: the student's training; the teacher's TreeSHAP of training and test rows is shown apart.",
         "",
         "## Summary (GBDT2NN student)",

@@ -47,7 +47,7 @@ from gbdt2nn_core.host.interfaces import Attributor, OnlineUpdate, Task, Teacher
 from gbdt2nn_core.host.registry import Registry, get_registry
 from gbdt2nn_core.pipeline import DistillConfig, Pipeline, SplitData, TeacherExplanations, evaluate_rows, seeded
 from gbdt2nn_core.pipeline.margins import frame_margins
-from gbdt2nn_core.pipeline.metrics import agreement, agreement_per_output
+from gbdt2nn_core.pipeline.metrics import agreement, agreement_per_output, explained_outputs
 from gbdt2nn_core.pipeline.persistence import DistilledModel
 from gbdt2nn_core.pipeline.runfolder import RunFolder, RunParts, read_folder, write_folder
 from gbdt2nn_core.progress import NullProgress, Progress
@@ -592,16 +592,23 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
     def explanation_agreement(self, X: Any, method: str | None = None, *, top_k: int = 5) -> dict[str, Any]:
         """How well the student's explanations of ``X`` agree with the teacher's TreeSHAP, per row then averaged.
 
-        Returns ``{"overall": {spearman, cosine, top5, sign, mse}}``, plus ``"per_class"`` (the same per
-        class label) for a multiclass model. See :func:`gbdt2nn_core.pipeline.metrics.agreement`.
+        Returns ``{"overall": {spearman, cosine, top5, sign, mse}}``, plus for a multiclass model ``"per_class"``
+        (the same per class label) and ``"every_class"`` (over every ``(row, class)`` pair): its ``"overall"``
+        compares each row's explanation of the class the teacher predicts
+        (:func:`~gbdt2nn_core.pipeline.metrics.explained_outputs`). See
+        :func:`gbdt2nn_core.pipeline.metrics.agreement`.
         """
         student = self.explain(X, method)
         teacher = self.explain(X, "teacher")
-        result: dict[str, Any] = {"overall": agreement(student, teacher, top_k=top_k)}
+        explained = None
+        if student.ndim == 3:
+            explained = explained_outputs("multiclass", self.teacher_margin(X))
+        result: dict[str, Any] = {"overall": agreement(student, teacher, top_k=top_k, explained=explained)}
         if student.ndim == 3:
             result["per_class"] = agreement_per_output(
                 student, teacher, [str(label) for label in self._output_labels()], top_k=top_k
             )
+            result["every_class"] = agreement(student, teacher, top_k=top_k)
         return result
 
     def evaluate(self, X: Any, y: Any, method: str | None = None) -> dict[str, Any]:

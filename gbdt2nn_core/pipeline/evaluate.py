@@ -15,6 +15,7 @@ from gbdt2nn_core.pipeline.metrics import (
     StudentMetrics,
     agreement,
     agreement_per_output,
+    explained_outputs,
     fidelity,
     task_metrics,
 )
@@ -51,18 +52,21 @@ def evaluate_rows(
 
     margin = np.asarray(student.predict_margin(z), dtype=np.float64)
     values = student.attributions(z, attributor, aggregation, ATTRIBUTION_CHUNK)
+    # multiclass: each row's explanation of the class the teacher predicts (every class: agreement_per_class)
+    explained = explained_outputs(task, teacher_margin)
     by_attributor: dict[str, dict[str, float]] = {}
     arrays: dict[str, np.ndarray] = {"margin": margin}
     for name, other in attributors.items():
         other.fit(student.module, torch.as_tensor(background, dtype=torch.float32))
         arrays[name] = student.attributions(z, other, aggregation, ATTRIBUTION_CHUNK)
-        by_attributor[name] = agreement(arrays[name], teacher_attributions)
+        by_attributor[name] = agreement(arrays[name], teacher_attributions, explained=explained)
     if keep is not None:
         keep.update(arrays)
-    per_class = None
+    per_class = every_class = None
     if task == "multiclass":
-        # the overall agreement averages over (row, class) pairs; this shows which classes lag
+        # every class's explanations, not only the predicted one's: which classes lag, and the mean of all pairs
         per_class = agreement_per_output(values, teacher_attributions, [str(c) for c in classes])
+        every_class = agreement(values, teacher_attributions)
     return Metrics(
         task=task,
         rows_train=rows_train,
@@ -77,8 +81,9 @@ def evaluate_rows(
             # calibrated probabilities (the temperature keeps AUC and accuracy); fidelity compares raw margins
             test=task_metrics(task, y, margin / student.temperature),
             fidelity=fidelity(task, margin, teacher_margin),
-            agreement=agreement(values, teacher_attributions),
+            agreement=agreement(values, teacher_attributions, explained=explained),
             agreement_by_attributor=by_attributor,
             agreement_per_class=per_class,
+            agreement_every_class=every_class,
         ),
     )

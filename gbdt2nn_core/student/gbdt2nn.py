@@ -127,6 +127,11 @@ class GBDT2NNConfig:
     #: Cap λ (the alignment weight) on each aligned batch so that the alignment term is at most this multiple of the
     #: task and embedding loss (moving averages; :class:`~gbdt2nn_core.student.kit.AlignmentWeight`); 0 = off.
     alignment_cap: float = attrs.field(default=1.0, validator=non_negative_float)
+    #: Measure the alignment term in units of the teacher's attribution size (their RMS over the aligned rows,
+    #: :func:`~gbdt2nn_core.student.kit.attribution_unit`), so that λ weighs a relative error alike on every dataset;
+    #: ``False`` measures it in the training units of the margins (0.1.0: on digits, a term 20× smaller than
+    #: the task loss, and alignment that barely moved agreement).
+    alignment_in_teacher_units: bool = attrs.field(default=True, validator=boolean)
     #: Share of the task loss that fits the teacher's margins (MSE, "logit matching") instead of the labels;
     #: 0 is DeepGBM's original, label-only loss.
     teacher_weight: float = attrs.field(default=0.0, validator=unit_interval)
@@ -414,6 +419,7 @@ class GBDT2NNStudent(Student):
         self.stopping_ = stopper.finish(module)
         if weight is not None:
             self.choices_["alignment_weight"] = weight.describe()
+            self.choices_["alignment_unit"] = _alignment_unit_choice(cfg, objective)
         if validation is not None:
             self.stopping_["validation_rows"] = len(validation.y)
         if cfg.recalibrate_batchnorm:
@@ -697,7 +703,9 @@ class _Objective:
         if alignment is not None:
             require_differentiable(alignment)
             aggregation_t = rows_on(aggregation, y.device, torch.float32)
-            self.alignment_targets = AlignmentTargets(alignment, len(y), aggregation_t, scale=scale)
+            self.alignment_targets = AlignmentTargets(
+                alignment, len(y), aggregation_t, scale=scale, teacher_units=cfg.alignment_in_teacher_units
+            )
 
     def distillation(self, z: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``L_task`` (labels, optionally mixed with the teacher's margins) and the |w|-weighted embedding loss."""
@@ -753,3 +761,13 @@ def _global_weight(
     local = torch.tensor([float(rest.detach()) * share, float(loss_align.detach()) * aligned_share])
     rest_global, align_global = all_reduce_sum(local.double()).tolist()
     return weight.weight(torch.tensor(rest_global), torch.tensor(align_global))
+
+
+def _alignment_unit_choice(cfg: GBDT2NNConfig, objective: _Objective) -> dict[str, Any]:
+    """The unit the alignment term was measured in, for the run's record."""
+    unit = objective.alignment_targets.unit if objective.alignment_targets is not None else 1.0
+    if cfg.alignment_in_teacher_units:
+        why = "the teacher's attribution RMS over the aligned rows: a relative error, alike on every dataset"
+    else:
+        why = "alignment_in_teacher_units off: the margins' training units"
+    return {"teacher_units": cfg.alignment_in_teacher_units, "unit": unit, "why": why}

@@ -96,6 +96,9 @@ class MLPConfig:
     #: Cap λ on each aligned batch so that the alignment term is at most this multiple of the task loss (as
     #: GBDT2NN's option of that name; :class:`~gbdt2nn_core.student.kit.AlignmentWeight`); 0 = off.
     alignment_cap: float = attrs.field(default=1.0, validator=non_negative_float)
+    #: Measure the alignment term in units of the teacher's attribution size (as GBDT2NN's option of that name;
+    #: :func:`~gbdt2nn_core.student.kit.attribution_unit`); ``False``: the margins' training units.
+    alignment_in_teacher_units: bool = attrs.field(default=True, validator=boolean)
     #: Share of the loss that fits the teacher's margins (logit matching) instead of the labels.
     teacher_weight: float = attrs.field(default=0.5, validator=unit_interval)
     #: Re-estimate BatchNorm statistics on the training rows after the last epoch (as GBDT2NN does).
@@ -242,7 +245,10 @@ class MLPStudent(Student):
         weight = AlignmentWeight(alignment.weight, cfg.alignment_cap) if alignment is not None else None
         if alignment is not None:
             require_differentiable(alignment)
-            targets = AlignmentTargets(alignment, len(z), aggregation, scale=scaling.scale)
+            targets = AlignmentTargets(
+                alignment, len(z), aggregation, scale=scaling.scale, teacher_units=cfg.alignment_in_teacher_units
+            )
+            self.choices_["alignment_unit"] = {"teacher_units": cfg.alignment_in_teacher_units, "unit": targets.unit}
             alignment.attributor.fit(module, rows_on(inputs.background, device, torch.float32))
         optimizer = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.module_, self.history_ = module, []
