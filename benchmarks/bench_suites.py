@@ -300,7 +300,7 @@ def training_step(
 
     from gbdt2nn_core.kit.alignment import Alignment
     from gbdt2nn_core.student.gbdt2nn import _Objective
-    from gbdt2nn_core.student.kit import TargetScaling
+    from gbdt2nn_core.student.kit import target_scaling
 
     sizes = ctx.sizes
     student = copy.deepcopy(ctx.student)
@@ -308,7 +308,8 @@ def training_step(
     module.use_lookup(ctx.data.encoder.onehot_blocks() if lookup else None)
     rows = sizes["batch"] * sizes["steps"]
     z = torch.as_tensor(ctx.data.z_train[:rows], dtype=torch.float32)
-    y = torch.as_tensor(ctx.data.y_train[:rows], dtype=torch.float32)
+    scaling = target_scaling(ctx.task, ctx.data.y_train[:rows], standardize=cfg.standardize_targets)
+    y = scaling.targets(ctx.task, ctx.data.y_train[:rows])
     with torch.no_grad():
         # the embedding targets' values change the loss, not the work of a step
         targets = module.eval().embeddings(z).detach()
@@ -323,11 +324,8 @@ def training_step(
             fraction=1.0,
         )
         alignment.attributor.fit(module, ctx.background)
-    # adult is a classification task: margins train as they are (the identity TargetScaling)
-    scaling = TargetScaling()
-    objective = _Objective(
-        cfg, ctx.task, module, targets, y, ctx.margin_train[:rows], alignment, ctx.aggregation, scaling
-    )
+    margin = ctx.margin_train[:rows]
+    objective = _Objective(cfg, ctx.task, module, targets, y, margin, alignment, ctx.aggregation, scaling)
     optimizer = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     generator = torch.Generator().manual_seed(0)
     return lambda: student._train_epoch(0, z, objective, optimizer, generator, alignment)

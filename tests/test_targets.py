@@ -115,6 +115,23 @@ def test_a_target_in_other_units_gives_the_same_predictions_in_those_units(
     assert recorded["why"].startswith("standardised")
     reloaded = read_folder(out, with_teacher=False).model
     np.testing.assert_array_equal(reloaded.predict_margin(thousand.data.test_frame), predicted_1000)
+    if student == "gbdt2nn":  # online updates (GBDT2NN only) train in the same units, also after a reload
+        updated, updated_1000 = _updated(unit.student, unit), _updated(reloaded.student, thousand)
+        assert not np.allclose(updated, predicted, atol=1e-3 * float(np.std(predicted)))  # the update moved it
+        np.testing.assert_allclose(updated_1000 / 1000, updated, atol=0.02 * float(np.std(updated)))
+
+
+def _updated(student: Any, run: DistillRun) -> np.ndarray:
+    """``student``'s test margins after one online pass over ``run``'s test rows, with SGD (whose steps, unlike
+    Adam's, grow with the loss's unit: the pass tells whether the loss was computed in training units)."""
+    from gbdt2nn_core.host.interfaces import OnlineUpdate
+
+    optimizer = torch.optim.SGD(student.module.parameters(), lr=0.05)
+    generator = torch.Generator().manual_seed(0)
+    student.partial_fit(
+        OnlineUpdate(z=run.data.z_test, y=run.data.y_test, task="regression", optimizer=optimizer, generator=generator)
+    )
+    return np.asarray(student.predict_margin(run.data.z_test))
 
 
 def test_switched_off_the_student_trains_in_the_targets_own_units(
@@ -175,27 +192,27 @@ def test_the_weight_actually_used_is_recorded_per_epoch_and_in_the_choices(
 def test_the_default_beta_schedule_trains_the_task_loss_from_the_first_epoch() -> None:
     from gbdt2nn_core.student import GBDT2NNConfig
 
-    # by hand: β_e = 0.2 · max(0.3, 0.7^⌊e / 2⌋)
-    expected = [0.2, 0.2, 0.14, 0.14, 0.098, 0.098, 0.0686, 0.0686, 0.06, 0.06, 0.06]
+    # by hand: β_e = 1 · max(0.3, 0.7^e)
+    expected = [1.0, 0.7, 0.49, 0.343, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3]
     config = GBDT2NNConfig()
     assert [config.beta(epoch) for epoch in range(11)] == pytest.approx(expected)
-    assert config.beta_warmup() == 8  # constant from epoch 8: early stopping's patience counts from there
+    assert config.beta_warmup() == 4  # constant from epoch 4: early stopping's patience counts from there
     # DeepGBM's own schedule stays one setting away: no task loss in epochs 0 and 1
-    deepgbm = GBDT2NNConfig(beta0=1.0)
+    deepgbm = GBDT2NNConfig(beta_step=2)
     assert [deepgbm.beta(epoch) for epoch in range(3)] == pytest.approx([1.0, 1.0, 0.7])
 
 
 def test_a_short_run_learns_the_target(
     california_frame: pd.DataFrame, small_config: Callable[..., DistillConfig]
 ) -> None:
-    # two epochs: DeepGBM's schedule has trained no task loss yet, the default has
-    def r2(beta0: float) -> float:
-        config = small_config(task="regression", alignment_weight=0.0, student_options={"beta0": beta0, "epochs": 2})
+    # three epochs: DeepGBM's schedule has trained the task loss in one, at 30 %; the default in two, at 30 and 51 %
+    def r2(beta_step: int) -> float:
+        options = {"beta_step": beta_step, "epochs": 3, "batch_size": 64}
+        config = small_config(task="regression", alignment_weight=0.0, student_options=options)
         run = distill(california_frame, "MedHouseVal", config)
-        # the resolved schedule is recorded: β of every epoch of the budget (by hand: beta0 in epochs 0 and 1)
+        # the resolved schedule is recorded: β of every epoch of the budget (by hand)
         recorded = run.student.history["choices"]["beta"]
-        assert recorded["per_epoch"] == pytest.approx([beta0, beta0])
-        assert recorded["warmup"] == 0  # constant within a 2-epoch budget
+        assert recorded["per_epoch"] == pytest.approx([1.0, 0.7, 0.49] if beta_step == 1 else [1.0, 1.0, 0.7])
         return float(skm.r2_score(run.data.y_test, run.student.predict_margin(run.data.z_test)))
 
-    assert r2(0.2) > r2(1.0) + 0.1
+    assert r2(1) > r2(2) + 0.1

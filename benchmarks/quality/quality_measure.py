@@ -56,16 +56,19 @@ def measure(
     epochs: int | None,
     mlp: bool = True,
     student_options: dict[str, Any] | None = None,
+    alignment_weight: float | None = None,
 ) -> list[dict[str, Any]]:
     """Teacher and students of ``dataset`` with ``seed``: one record per model (task metrics, fidelity, agreement,
     seconds). ``threads`` is LightGBM's thread count; ``epochs`` overrides the students' default when given;
-    ``student_options`` are GBDT2NN settings (the mlp student keeps its defaults)."""
+    ``student_options`` are GBDT2NN settings (the mlp student keeps its defaults); ``alignment_weight`` is λ of the
+    aligned students (the pipeline's default when ``None``)."""
     epoch_budget = {} if epochs is None else {"epochs": epochs}
     config = DistillConfig(
         task=dataset.task,
         seed=seed,
         teacher_options={"num_threads": threads},
         student_options={**(student_options or {}), **epoch_budget},
+        **({} if alignment_weight is None else {"alignment_weight": alignment_weight}),
         # every run computes its teacher's TreeSHAP, so that its time is measured, not a cache hit
         cache=False,
     )

@@ -70,6 +70,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=_positive, default=1, help="threads for LightGBM, torch, BLAS (default 1)")
     parser.add_argument("--no-mlp", action="store_true", help="skip the mlp student")
     parser.add_argument(
+        "--alignment-weight", type=float, default=None, help="λ of the aligned students (default: the pipeline's)"
+    )
+    parser.add_argument(
         "--student-option",
         action="append",
         default=[],
@@ -112,6 +115,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         "seeds": args.seeds,
         "epochs": args.epochs,
         "student_options": parse_options(args.student_option, "--student-option"),
+        "alignment_weight": args.alignment_weight,
         "sample_rows": args.sample_rows,
         "threads": args.threads,
         # the teacher's TreeSHAP runs on every core this process may use (issue 11's default); `taskset` pins it
@@ -147,6 +151,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
                 epochs=args.epochs,
                 mlp=not args.no_mlp,
                 student_options=meta["student_options"],
+                alignment_weight=args.alignment_weight,
             )
             for row in rows:
                 row["run_seconds"] = round(time.perf_counter() - run_started, 3)

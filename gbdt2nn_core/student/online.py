@@ -24,7 +24,7 @@ from gbdt2nn_core.errors import ConfigError, DataError, TrainingError
 from gbdt2nn_core.host.device import module_device, rows_on
 from gbdt2nn_core.host.interfaces import Task
 from gbdt2nn_core.kit.alignment import Alignment
-from gbdt2nn_core.student.kit import alignment_loss, row_batches, target_scale, task_loss
+from gbdt2nn_core.student.kit import TargetScaling, alignment_loss, row_batches, target_scale, task_loss
 
 __all__ = ["online_update"]
 
@@ -41,6 +41,7 @@ def online_update(
     generator: torch.Generator | None = None,
     alignment: Alignment | None = None,
     aggregation: np.ndarray | None = None,
+    scaling: TargetScaling | None = None,
 ) -> list[dict[str, Any]]:
     """Train ``module`` on encoded rows ``z`` and targets ``y`` for ``epochs`` passes; returns one record per pass.
 
@@ -49,8 +50,10 @@ def online_update(
     one row joins the batch before it (BatchNorm needs two), so ``z`` must have at least two rows. With
     ``alignment`` (its ``teacher_attributions`` are the teacher's attributions of these rows) and the encoder's
     ``aggregation`` matrix, the loss is ``L_task + λ · L_align`` on the share ``alignment.fraction`` of batches.
-    Regression targets far from 1 are trained, and their ``task_loss`` reported, in the power-of-two unit of
-    :func:`~gbdt2nn_core.student.kit.target_scale`, as in the student's own training.
+    Regression targets are trained, and their ``task_loss`` reported, in the student's training units
+    (``scaling``: its :class:`~gbdt2nn_core.student.kit.TargetScaling`, standardised by default), and so are the
+    attributions of the alignment term; without ``scaling``, targets far from 1 in the power-of-two unit of
+    :func:`~gbdt2nn_core.student.kit.target_scale`.
     """
     n = int(z.shape[0])
     if n < 2:
@@ -63,10 +66,11 @@ def online_update(
     # the rows go to the network's device whole, once (see gbdt2nn_core.host.device)
     device = module_device(module)
     z_t = rows_on(z, device, torch.float32)
-    y_t = rows_on(y, device, torch.long if task == "multiclass" else torch.float32)
+    if scaling is None or task != "regression":
+        # large regression targets: the loss in a power-of-two unit (exact; 1 for ordinary targets)
+        scaling = TargetScaling(scale=target_scale(task, y))
+    y_t = scaling.targets(task, y).to(device)
     loss_fn = task_loss(task)
-    # large regression targets: the loss in a power-of-two unit, as in training (exact; 1 for ordinary targets)
-    scale = target_scale(task, y)
     align_targets = aggregation_t = None
     if alignment is not None:
         if aggregation is None:
@@ -90,15 +94,15 @@ def online_update(
             seen = aligned = 0
             for b, rows in enumerate(row_batches(order, batch_size)):
                 zb = z_t[rows]
-                margin, target = module(zb), y_t[rows]
-                if scale != 1.0:  # only regression targets are scaled; class indices stay integers
-                    margin, target = margin / scale, target / scale
+                margin, target = scaling.apply(module(zb)), y_t[rows]
                 loss_task = loss_fn(margin, target)
                 loss = loss_task
                 if alignment is not None and carry[b]:
                     assert align_targets is not None
                     assert aggregation_t is not None
-                    loss_align = alignment_loss(alignment, module, zb, aggregation_t, align_targets[rows])
+                    loss_align = alignment_loss(
+                        alignment, module, zb, aggregation_t, align_targets[rows], scale=scaling.scale
+                    )
                     loss = loss + alignment.weight * loss_align
                     align_sum += float(loss_align.detach()) * len(rows)
                     aligned += len(rows)
