@@ -156,6 +156,39 @@ class PhaseRecorder:
         self._close_gap("the end")
 
 
+def run_process_tree(
+    command: Sequence[str], *, env: dict[str, str] | None = None, log: Path | None = None, interval_s: float = 0.2
+) -> dict[str, Any]:
+    """Run ``command`` to its end; its exit code, wall seconds and peak RSS of the whole process tree (MiB).
+
+    The peak is the largest sum of the resident memory of the process and all its descendants (launcher,
+    workers) over samples every ``interval_s`` seconds (psutil), so a spike shorter than that can be missed.
+    Output goes to ``log`` (or is discarded).
+    """
+    import psutil
+
+    peak = 0
+    started = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        out = stack.enter_context(log.open("w", encoding="utf-8")) if log is not None else subprocess.DEVNULL
+        child = subprocess.Popen(list(command), env=env, stdout=out, stderr=subprocess.STDOUT)
+        root = psutil.Process(child.pid)
+        while child.poll() is None:
+            total = 0
+            with contextlib.suppress(psutil.Error):
+                for process in [root, *root.children(recursive=True)]:
+                    with contextlib.suppress(psutil.Error):  # a child that ended between listing and reading
+                        total += process.memory_info().rss
+            peak = max(peak, total)
+            time.sleep(interval_s)
+    return {
+        "returncode": child.returncode,
+        "wall_s": time.perf_counter() - started,
+        "peak_rss_mib": peak / 2**20,
+        "rss_sample_interval_s": interval_s,
+    }
+
+
 # ------------------------------------------------------------------------------------------------------ machine
 def configure_threads(threads: int) -> None:
     """Pin every library to ``threads``: call before numpy, torch or LightGBM are imported."""

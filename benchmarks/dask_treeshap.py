@@ -36,28 +36,17 @@ from bench_measure import ROOT, configure_threads, machine, measure, summary  # 
 TARGET = "income_gt_50k"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=None, help="explain this many training rows (default: all)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed rounds (default: 3)")
-    parser.add_argument("--out", type=Path, default=None, help="JSON file to write")
-    args = parser.parse_args(argv)
-    configure_threads(1)  # every library single-threaded unless a case sets its own thread count
+def measure_treeshap(teacher: Any, rows: Any, *, repeats: int) -> tuple[dict[str, Any], dict[str, float]]:
+    """Seconds and rows/s of the teacher's TreeSHAP of ``rows``: threaded (1, 2 threads) and on Dask (1, 2 workers
+    x 1 thread), in interleaved rounds; every case's values are checked equal to the 1-thread values (1e-6).
 
+    Returns the per-case results and the local clusters' start-up seconds by worker count.
+    """
     import numpy as np
 
-    from gbdt2nn_core.data import load_bundled
-    from gbdt2nn_core.host.registry import get_registry
-    from gbdt2nn_core.pipeline import DistillConfig, Pipeline
     from gbdt2nn_core.pipeline.dask_engine import DaskSettings, dask_client, shap_values_on_dask
 
-    adult = load_bundled("adult")
-    split = Pipeline(DistillConfig()).split(adult.frame, TARGET)
-    rows = split.train_frame if args.rows is None else split.train_frame.iloc[: args.rows]
-    teacher = get_registry().teacher("lightgbm", n_estimators=100, num_leaves=64, num_threads=1)
-    teacher.fit(split.train_frame, split.y_train, task=split.task, seed=0)
     reference = teacher.shap_values(rows, threads=1).values
-
     with contextlib.ExitStack() as stack:
         clients: dict[int, Any] = {}
         startup: dict[int, float] = {}
@@ -89,21 +78,43 @@ def main(argv: list[str] | None = None) -> int:
                 "dask, 2 workers x 1 thread", lambda: shap_values_on_dask(clients[2], teacher, rows)
             ),
         }
-        seconds = measure(cases, repeats=args.repeats, warmup=0)
+        seconds = measure(cases, repeats=repeats, warmup=0)
 
     base = summary(seconds["threaded, 1 thread"])["median"]
-    table = []
     for name, samples in seconds.items():
         stats = summary(samples)
-        rows_per_s = [len(rows) / s for s in samples]
         entry = results.setdefault(name, {})
         entry.update(
             seconds=stats,
-            rows_per_second=summary(rows_per_s),
+            rows_per_second=summary([len(rows) / s for s in samples]),
             speedup_vs_1_thread=base / stats["median"],
             seconds_samples=samples,
         )
-        table.append((name, stats["median"], len(rows) / stats["median"], base / stats["median"]))
+    return results, {f"{w} worker(s)": s for w, s in startup.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=None, help="explain this many training rows (default: all)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed rounds (default: 3)")
+    parser.add_argument("--out", type=Path, default=None, help="JSON file to write")
+    args = parser.parse_args(argv)
+    configure_threads(1)  # every library single-threaded unless a case sets its own thread count
+
+    from gbdt2nn_core.data import load_bundled
+    from gbdt2nn_core.host.registry import get_registry
+    from gbdt2nn_core.pipeline import DistillConfig, Pipeline
+
+    adult = load_bundled("adult")
+    split = Pipeline(DistillConfig()).split(adult.frame, TARGET)
+    rows = split.train_frame if args.rows is None else split.train_frame.iloc[: args.rows]
+    teacher = get_registry().teacher("lightgbm", n_estimators=100, num_leaves=64, num_threads=1)
+    teacher.fit(split.train_frame, split.y_train, task=split.task, seed=0)
+    results, startup = measure_treeshap(teacher, rows, repeats=args.repeats)
+    table = [
+        (name, entry["seconds"]["median"], len(rows) / entry["seconds"]["median"], entry["speedup_vs_1_thread"])
+        for name, entry in results.items()
+    ]
     record = {
         "benchmark": "dask-treeshap",
         "command": "python benchmarks/dask_treeshap.py " + " ".join(sys.argv[1:] if argv is None else argv),
@@ -111,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         "rows": len(rows),
         "teacher": "lightgbm, 100 trees x 64 leaves, adult training split (seed 0)",
         "repeats": args.repeats,
-        "cluster_startup_seconds": {f"{w} worker(s)": s for w, s in startup.items()},
+        "cluster_startup_seconds": startup,
         "machine": machine(),
         "cases": results,
     }
@@ -122,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'case':<30}{'seconds':>10}{'rows/s':>10}{'x 1 thread':>12}")
     for name, median, rate, speedup in table:
         print(f"{name:<30}{median:>10.2f}{rate:>10,.0f}{speedup:>12.2f}")
-    print("cluster start-up: " + ", ".join(f"{w} worker(s) {s:.1f} s" for w, s in startup.items()))
+    print("cluster start-up: " + ", ".join(f"{w} {s:.1f} s" for w, s in startup.items()))
     print(f"wrote {out}")
     return 0
 

