@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import sys
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -102,6 +103,21 @@ def _worker(
         torch.distributed.destroy_process_group()
 
 
+def _spawn(worker: Any, arguments: tuple[Any, ...]) -> None:
+    """Two processes running ``worker``: they unpickle it from this module (``tests.test_distributed`` under
+    ``--import-mode=importlib``), so the checkout's root joins their ``sys.path`` — last, so that the installed
+    distributions still win (nox sets PYTHONSAFEPATH: the working directory is not on it)."""
+    root = str(Path(__file__).resolve().parent.parent)
+    added = root not in sys.path
+    if added:
+        sys.path.append(root)  # spawned children start from the parent's sys.path
+    try:
+        mp.spawn(worker, args=arguments, nprocs=2, join=True)
+    finally:
+        if added:
+            sys.path.remove(root)
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -112,7 +128,7 @@ def _two_processes(
     tmp_path: Path, batch_size: int, alignment_rows: float = 1.0, sgd: bool = False
 ) -> list[dict[str, Any]]:
     arguments = (2, _free_port(), str(tmp_path), batch_size, alignment_rows, sgd)
-    mp.spawn(_worker, args=arguments, nprocs=2, join=True)
+    _spawn(_worker, arguments)
     return [torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in range(2)]
 
 
@@ -226,7 +242,7 @@ def _resume_worker(rank: int, world_size: int, port: int, folder: str) -> None:
 def test_an_interrupted_run_resumes_from_rank_zeros_checkpoint(tmp_path: Path) -> None:
     """Rank 0 alone writes the checkpoint and reads it back; every process resumes from it and ends with the weights
     of the uninterrupted run."""
-    mp.spawn(_resume_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    _spawn(_resume_worker, (2, _free_port(), str(tmp_path)))
     rank0, rank1 = (torch.load(tmp_path / f"resume-rank{rank}.pt", weights_only=True) for rank in range(2))
     assert rank0["resumed_from"] == rank1["resumed_from"] == 1
     for result in (rank0, rank1):
