@@ -44,6 +44,7 @@ from gbdt2nn_core.student.kit import (
     AlignmentTargets,
     AlignmentWeight,
     EarlyStopping,
+    PlateauLearningRate,
     TargetScaling,
     batch_size,
     boolean,
@@ -104,6 +105,10 @@ class GBDT2NNConfig:
     #: last weights (the validation loss is still recorded).
     early_stopping: bool = attrs.field(default=True, validator=boolean)
     patience: int = attrs.field(default=3, validator=positive_int)
+    #: Halve the learning rate when the validation task loss has not improved for ``lr_patience`` epochs (after β's
+    #: warm-up; :class:`~gbdt2nn_core.student.kit.PlateauLearningRate`); ``False`` keeps ``lr`` throughout.
+    lr_plateau: bool = attrs.field(default=False, validator=boolean)
+    lr_patience: int = attrs.field(default=1, validator=positive_int)
     #: Fit a temperature on the validation rows after training (classification), so that probabilities are as
     #: confident as they are right; margins stay uncalibrated.
     calibrate: bool = attrs.field(default=True, validator=boolean)
@@ -127,6 +132,10 @@ class GBDT2NNConfig:
     #: Cap λ (the alignment weight) on each aligned batch so that the alignment term is at most this multiple of the
     #: task and embedding loss (moving averages; :class:`~gbdt2nn_core.student.kit.AlignmentWeight`); 0 = off.
     alignment_cap: float = attrs.field(default=1.0, validator=non_negative_float)
+    #: Halve λ for the rest of training after an epoch whose validation task loss rose while the alignment loss fell
+    #: (:meth:`~gbdt2nn_core.student.kit.AlignmentWeight.end_epoch`), so that alignment does not keep buying
+    #: agreement with accuracy; ``False`` keeps λ (capped) throughout.
+    alignment_backoff: bool = attrs.field(default=False, validator=boolean)
     #: Measure the alignment term in units of the teacher's attribution size (their RMS over the aligned rows,
     #: :func:`~gbdt2nn_core.student.kit.attribution_unit`), so that λ weighs a relative error alike on every dataset;
     #: ``False`` measures it in the training units of the margins (0.1.0: on digits, a term 20× smaller than
@@ -168,6 +177,8 @@ class EpochRecord:
     alignment_weight: float | None = None
     #: The task loss on the validation rows after this epoch (``None`` without validation rows).
     validation_loss: float | None = None
+    #: The learning rate the epoch trained with (``None`` in records written before it was recorded).
+    learning_rate: float | None = None
     #: Whatever the ``on_epoch_end`` callback measured (e.g. validation metrics, agreement).
     extra: dict[str, float] = attrs.field(factory=dict)
 
@@ -346,7 +357,14 @@ class GBDT2NNStudent(Student):
         if alignment is not None:
             alignment.attributor.fit(module, rows_on(background, device, torch.float32))
         optimizer = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        weight = AlignmentWeight(alignment.weight, cfg.alignment_cap) if alignment is not None else None
+        weight = (
+            AlignmentWeight(alignment.weight, cfg.alignment_cap, backoff=cfg.alignment_backoff)
+            if alignment is not None
+            else None
+        )
+        schedule = PlateauLearningRate(
+            optimizer, enabled=cfg.lr_plateau, patience=cfg.lr_patience, warmup=cfg.beta_warmup()
+        )
         self.module_ = module
         self.history_ = []
         stopper = EarlyStopping(
@@ -360,6 +378,7 @@ class GBDT2NNStudent(Student):
             self.history_ = [EpochRecord(**record) for record in json.loads(resumed["history"])]
             first_epoch = int(resumed["epochs_done"])
             stopper.resume(resumed["early_stopping"])
+            schedule.resume(resumed["learning_rate"])
             if weight is not None:
                 weight.resume(resumed["alignment_weight"])
 
@@ -376,6 +395,7 @@ class GBDT2NNStudent(Student):
                     "leaf_history": list(self.leaf_history_),
                     "history": json.dumps([attrs.asdict(record) for record in self.history_]),
                     "early_stopping": stopper.checkpoint(),
+                    "learning_rate": schedule.checkpoint(),
                     "alignment_weight": weight.checkpoint() if weight is not None else None,
                 },
             )
@@ -390,6 +410,7 @@ class GBDT2NNStudent(Student):
                 if stopper.should_stop():
                     break
                 started = time.perf_counter()
+                rate = schedule.rate
                 if parallel is None:
                     sums = self._train_epoch(epoch, z_t, objective, optimizer, generator, alignment, weight)
                 else:
@@ -398,6 +419,8 @@ class GBDT2NNStudent(Student):
                     )
                 held_out = monitor()
                 stopper.update(epoch, held_out, module)
+                schedule.update(epoch, held_out)
+                alignment_loss = sums["align"] / sums["aligned_rows"] if sums["aligned_rows"] else None
                 extra = None
                 if on_epoch_end is not None:
                     module.eval()
@@ -408,15 +431,19 @@ class GBDT2NNStudent(Student):
                     beta=cfg.beta(epoch),
                     task_loss=sums["task"] / n_all,
                     embedding_loss=sums["emb"] / n_all,
-                    alignment_loss=sums["align"] / sums["aligned_rows"] if sums["aligned_rows"] else None,
+                    alignment_loss=alignment_loss,
                     seconds=time.perf_counter() - started,
                     validation_loss=held_out,
                     alignment_weight=weight.epoch_mean() if weight is not None else None,
+                    learning_rate=rate,
                 )
+                if weight is not None:
+                    weight.end_epoch(epoch, held_out, alignment_loss)
                 self.history_.append(record)
                 save(epoch + 1)
                 progress.advance(1, loss=record.task_loss)
         self.stopping_ = stopper.finish(module)
+        self.choices_["learning_rate"] = schedule.describe()
         if weight is not None:
             self.choices_["alignment_weight"] = weight.describe()
             self.choices_["alignment_unit"] = _alignment_unit_choice(cfg, objective)

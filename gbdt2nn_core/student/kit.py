@@ -33,6 +33,7 @@ __all__ = [
     "AlignmentTargets",
     "AlignmentWeight",
     "EarlyStopping",
+    "PlateauLearningRate",
     "TargetScaling",
     "alignment_loss",
     "attribution_unit",
@@ -377,12 +378,20 @@ class AlignmentWeight:
     #: Weight of the newest batch in the moving averages (about the last 20 batches count).
     SMOOTHING = 0.05
 
-    def __init__(self, weight: float, cap: float) -> None:
-        self.configured, self.cap = weight, cap
+    #: What a back-off multiplies λ by.
+    BACKOFF = 0.5
+
+    def __init__(self, weight: float, cap: float, *, backoff: bool = False) -> None:
+        self.configured, self.cap, self.backoff = weight, cap, backoff
         self.task: float | None = None
         self.alignment: float | None = None
         self.used: list[float] = []  # this epoch's λ per aligned batch
         self.epochs: list[float] = []  # mean λ of every finished epoch
+        #: What λ (after the cap) is multiplied by: halved by every back-off (:meth:`end_epoch`).
+        self.factor = 1.0
+        self.backoff_epochs: list[int] = []
+        # the previous epoch's validation task loss and mean alignment loss, which :meth:`end_epoch` compares with
+        self.last: tuple[float, float] | None = None
 
     def weight(self, rest_loss: torch.Tensor, alignment_loss: torch.Tensor) -> float:
         """λ for a batch whose non-alignment loss is ``rest_loss`` and alignment loss ``alignment_loss``."""
@@ -395,8 +404,24 @@ class AlignmentWeight:
         weight = self.configured
         if self.cap > 0 and self.alignment > 0 and math.isfinite(self.alignment):
             weight = min(weight, self.cap * self.task / self.alignment)
+        weight *= self.factor
         self.used.append(weight)
         return weight
+
+    def end_epoch(self, epoch: int, validation_loss: float | None, alignment_loss: float | None) -> None:
+        """With ``backoff``: halve λ for the epochs to come when this ``epoch``'s validation task loss rose above the
+        previous epoch's while its (training) alignment loss fell — alignment then gains at the task's cost.
+
+        Without validation rows or aligned batches nothing changes.
+        """
+        if validation_loss is None or alignment_loss is None:
+            return
+        if self.backoff and self.last is not None:
+            last_validation, last_alignment = self.last
+            if validation_loss > last_validation and alignment_loss < last_alignment:
+                self.factor *= self.BACKOFF
+                self.backoff_epochs.append(epoch)
+        self.last = (validation_loss, alignment_loss)
 
     def epoch_mean(self) -> float | None:
         """The mean λ of the epoch's aligned batches (``None`` without any); starts the next epoch's record."""
@@ -413,15 +438,35 @@ class AlignmentWeight:
             why = "alignment_cap off: the configured weight on every aligned batch"
         else:
             why = f"capped at {self.cap:g}x the rest of the loss (task and embedding terms; moving averages)"
-        return {"configured": self.configured, "cap": self.cap, "mean_used": used, "why": why}
+        if self.backoff:
+            why += "; halved after every epoch whose validation task loss rose while the alignment loss fell"
+        return {
+            "configured": self.configured,
+            "cap": self.cap,
+            "mean_used": used,
+            "backoff": self.backoff,
+            "backoff_epochs": list(self.backoff_epochs),
+            "final_factor": self.factor,
+            "why": why,
+        }
 
     def checkpoint(self) -> dict[str, Any]:
         """What a per-epoch checkpoint needs to continue exactly."""
-        return {"task": self.task, "alignment": self.alignment, "epochs": list(self.epochs)}
+        return {
+            "task": self.task,
+            "alignment": self.alignment,
+            "epochs": list(self.epochs),
+            "factor": self.factor,
+            "backoff_epochs": list(self.backoff_epochs),
+            "last": self.last,
+        }
 
     def resume(self, state: Mapping[str, Any]) -> None:
         """Put :meth:`checkpoint`'s content back."""
         self.task, self.alignment, self.epochs = state["task"], state["alignment"], list(state["epochs"])
+        self.factor, self.backoff_epochs = float(state["factor"]), list(state["backoff_epochs"])
+        last = state["last"]
+        self.last = None if last is None else (float(last[0]), float(last[1]))
 
 
 def training_fingerprint(
@@ -529,6 +574,68 @@ def validation_loss(
         # decision) bit-identical everywhere, which a process stopping alone would turn into a deadlock
         loss_value = float(all_reduce_sum(torch.tensor([loss_value], dtype=torch.float64))[0]) / world().size
     return loss_value
+
+
+class PlateauLearningRate:
+    """Halve the learning rate when the validation task loss has not improved for ``patience`` epochs (after the
+    warm-up, as :class:`EarlyStopping` counts), so that training settles into a minimum before early stopping ends it.
+
+    Every student's loop calls :meth:`update` after an epoch, with the epoch's validation loss; the rate is changed
+    in the optimizer's parameter groups (and so saved with its state). :meth:`describe` is the choice for the record.
+    """
+
+    #: What each reduction multiplies the learning rate by.
+    FACTOR = 0.5
+
+    def __init__(self, optimizer: torch.optim.Optimizer, *, enabled: bool, patience: int, warmup: int = 0) -> None:
+        self.optimizer, self.enabled, self.patience, self.warmup = optimizer, enabled, patience, warmup
+        self.best_loss = math.inf
+        self.stalled = 0  # epochs since the best one, counted after the warm-up
+        self.reductions: list[int] = []  # the epochs after which the rate was halved
+
+    @property
+    def rate(self) -> float:
+        """The learning rate the next epoch trains with."""
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def update(self, epoch: int, loss: float | None) -> None:
+        """Record ``epoch``'s (0-based) validation ``loss``; halve the rate after ``patience`` epochs of no progress."""
+        if loss is None:
+            return
+        if loss < self.best_loss:
+            self.best_loss, self.stalled = loss, 0
+            return
+        if not self.enabled or epoch < self.warmup:
+            return
+        self.stalled += 1
+        if self.stalled >= self.patience:
+            for group in self.optimizer.param_groups:
+                group["lr"] = group["lr"] * self.FACTOR
+            self.stalled = 0
+            self.reductions.append(epoch)
+
+    def describe(self) -> dict[str, Any]:
+        """The resolved choice, JSON-ready."""
+        if self.enabled:
+            why = f"halved after {self.patience} epoch(s) without a better validation loss (after the warm-up)"
+        else:
+            why = "lr_plateau off: the learning rate stays constant"
+        return {
+            "enabled": self.enabled,
+            "patience": self.patience,
+            "reductions_after_epochs": list(self.reductions),
+            "final_lr": self.rate,
+            "why": why,
+        }
+
+    def checkpoint(self) -> dict[str, Any]:
+        """What a per-epoch checkpoint needs to continue exactly (the rate itself is in the optimizer's state)."""
+        return {"best_loss": self.best_loss, "stalled": self.stalled, "reductions": list(self.reductions)}
+
+    def resume(self, state: Mapping[str, Any]) -> None:
+        """Put :meth:`checkpoint`'s content back."""
+        self.best_loss, self.stalled = float(state["best_loss"]), int(state["stalled"])
+        self.reductions = list(state["reductions"])
 
 
 class EarlyStopping:
