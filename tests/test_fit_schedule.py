@@ -1,5 +1,5 @@
-"""A student that closes its gap to the teacher by itself (issue 12): the learning rate halved when the validation
-loss stalls (``lr_plateau``), and λ backed off when alignment starts to cost the task (``alignment_backoff``)."""
+"""A student that closes its gap to the teacher by itself (issue 12): a batch size chosen from the number of rows
+(``batch_size="auto"``), and λ backed off when alignment starts to cost the task (``alignment_backoff``)."""
 
 from __future__ import annotations
 
@@ -12,35 +12,46 @@ import pytest
 import torch
 
 from gbdt2nn_core.pipeline.distill import DistillConfig, distill
-from gbdt2nn_core.student.kit import AlignmentWeight, PlateauLearningRate
+from gbdt2nn_core.student.kit import AlignmentWeight, batch_size_for_rows
 
 pytestmark = pytest.mark.usefixtures("single_thread_torch")
 
 
-def _optimizer(lr: float) -> torch.optim.Optimizer:
-    return torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2))], lr=lr)
-
-
 # ------------------------------------------------------------------------------------------------ the units, by hand
-def test_the_learning_rate_halves_after_patience_epochs_without_a_better_validation_loss() -> None:
-    optimizer = _optimizer(0.01)
-    schedule = PlateauLearningRate(optimizer, enabled=True, patience=2, warmup=2)
-    # epochs 0-1 are the warm-up: a worse loss there counts for nothing
-    losses = [1.0, 1.5, 0.9, 0.95, 0.97, 0.96, 0.8, 0.85, 0.86]
-    rates = []
-    for epoch, loss in enumerate(losses):
-        schedule.update(epoch, loss)
-        rates.append(schedule.rate)
-    # by hand: best 0.9 at epoch 2; epochs 3 and 4 stall (halve after 4), 5 stalls, 6 improves, 7 and 8 stall
-    assert rates == pytest.approx([0.01, 0.01, 0.01, 0.01, 0.005, 0.005, 0.005, 0.005, 0.0025])
-    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.0025)
-    assert schedule.describe()["reductions_after_epochs"] == [4, 8]
-    # off: the rate never moves
-    still = PlateauLearningRate(_optimizer(0.01), enabled=False, patience=1)
-    for epoch, loss in enumerate(losses):
-        still.update(epoch, loss)
-    assert still.rate == 0.01
-    assert still.describe()["why"].startswith("lr_plateau off")
+def test_the_automatic_batch_size_gives_an_epoch_about_a_hundred_steps_between_64_and_512_rows() -> None:
+    # by hand: the largest power of two not above rows / 100, then clipped to [64, 512]
+    assert batch_size_for_rows(1_293) == 64  # digits' training rows: 12 → 64
+    assert batch_size_for_rows(14_860) == 128  # California housing's: 148 → 128
+    assert batch_size_for_rows(35_165) == 256  # adult's: 351 → 256
+    assert batch_size_for_rows(25_599) == 128
+    assert batch_size_for_rows(25_600) == 256
+    assert batch_size_for_rows(1_000_000) == 512
+    assert batch_size_for_rows(3) == 64
+
+
+def test_the_resolved_batch_size_is_recorded_and_used(
+    adult_small: pd.DataFrame, small_config: Callable[..., DistillConfig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    steps: list[int] = []
+    original = torch.optim.AdamW.step
+
+    def counted(self: torch.optim.AdamW, *args: Any, **kwargs: Any) -> Any:
+        steps.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", counted)
+    options = {"batch_size": "auto", "epochs": 1, "leaf_epochs": 1}
+    run = distill(adult_small, "income_gt_50k", small_config(alignment_weight=0.0, student_options=options))
+    rows = len(run.data.y_train) - run.student.history["stopping"]["validation_rows"]
+    choice = run.student.history["choices"]["batch_size"]
+    assert choice["rows"] == batch_size_for_rows(rows) == 64  # adult_small: under 6,400 training rows
+    # the reference: AdamW's steps counted, the leaf embedding's epoch and the student's, each in batches of 64
+    assert len(steps) == 2 * int(np.ceil(rows / 64))
+    # saved with the student: online updates train in batches of the same size
+    description, _ = run.student.state()
+    assert description["batch_size"] == 64
+    fixed = small_config(alignment_weight=0.0, student_options={**options, "batch_size": 100})
+    assert distill(adult_small, "income_gt_50k", fixed).student.history["choices"]["batch_size"]["rows"] == 100
 
 
 def test_lambda_halves_after_an_epoch_whose_validation_loss_rose_while_the_alignment_loss_fell() -> None:
@@ -102,47 +113,25 @@ def test_a_rising_validation_loss_halves_lambda_in_the_recorded_history(
     assert choice["final_factor"] == pytest.approx(factor)
 
 
-def test_a_stalled_validation_loss_halves_the_learning_rate_after_the_warm_up(
-    adult_small: pd.DataFrame,
-    small_config: Callable[..., DistillConfig],
-    rising_validation_loss: list[float],
-) -> None:
-    options = {"epochs": 7, "early_stopping": False, "lr_plateau": True, "lr": 0.002}
-    run = distill(adult_small, "income_gt_50k", small_config(alignment_weight=0.0, student_options=options))
-    rates = [epoch["learning_rate"] for epoch in run.student.history["epochs"]]
-    # by hand: β's warm-up is epochs 0-3 (β constant from epoch 4); every later epoch is worse than epoch 0, so with
-    # patience 1 the rate halves after epochs 4, 5 and 6: epochs 5 and 6 train at half and a quarter of it
-    assert rates == pytest.approx([0.002] * 5 + [0.001, 0.0005])
-    choice = run.student.history["choices"]["learning_rate"]
-    assert choice["reductions_after_epochs"] == [4, 5, 6]
-    assert choice["final_lr"] == pytest.approx(0.00025)
-
-
-def test_switching_the_choices_off_trains_as_before(
+def test_switching_the_backoff_off_trains_as_before(
     adult_small: pd.DataFrame, small_config: Callable[..., DistillConfig]
 ) -> None:
-    """Off, the run is the one with a constant learning rate and λ; on, it is the same until the first change."""
-    base = {"epochs": 8, "early_stopping": False, "lr_plateau": False, "alignment_backoff": False}
+    """Off, λ is the capped one throughout; on, training is the same until the first back-off, then differs."""
+    base = {"epochs": 8, "early_stopping": False, "alignment_backoff": False}
     off = distill(adult_small, "income_gt_50k", small_config(alignment_weight=1.0, student_options=base))
-    on_options = {**base, "lr_plateau": True, "alignment_backoff": True}
+    on_options = {**base, "alignment_backoff": True}
     on = distill(adult_small, "income_gt_50k", small_config(alignment_weight=1.0, student_options=on_options))
     off_epochs, on_epochs = off.student.history["epochs"], on.student.history["epochs"]
-    assert all(epoch["learning_rate"] == 1e-3 for epoch in off_epochs)
     assert off.student.history["choices"]["alignment_weight"]["backoff_epochs"] == []
-    # the first epoch that trains differently: after the first halving of the rate or of λ
-    changes = [
-        epoch
-        for epoch in range(1, len(on_epochs))
-        if on_epochs[epoch]["learning_rate"] != 1e-3
-        or on_epochs[epoch]["alignment_weight"] != pytest.approx(off_epochs[epoch]["alignment_weight"])
-    ]
-    first = changes[0] if changes else len(on_epochs)
+    backoffs = on.student.history["choices"]["alignment_weight"]["backoff_epochs"]
+    first = backoffs[0] + 1 if backoffs else len(on_epochs)  # the first epoch that trains with a halved λ
     for before, after in zip(off_epochs[:first], on_epochs[:first], strict=True):
         assert after["task_loss"] == before["task_loss"]
+        assert after["alignment_weight"] == before["alignment_weight"]
         assert after["validation_loss"] == before["validation_loss"]
-    if changes:
+    if first < len(on_epochs):
         assert on_epochs[first]["task_loss"] != off_epochs[first]["task_loss"]
-    else:  # nothing changed: the whole run is the same, weights included
+    else:  # no back-off fired: the whole run is the same, weights included
         np.testing.assert_array_equal(
             on.student.predict_margin(on.data.z_test), off.student.predict_margin(off.data.z_test)
         )

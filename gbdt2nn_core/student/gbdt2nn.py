@@ -16,7 +16,7 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 import numpy as np
@@ -44,9 +44,9 @@ from gbdt2nn_core.student.kit import (
     AlignmentTargets,
     AlignmentWeight,
     EarlyStopping,
-    PlateauLearningRate,
     TargetScaling,
-    batch_size,
+    batch_size_for_rows,
+    batch_size_or_auto,
     boolean,
     check_finite_loss,
     config_from_options,
@@ -105,14 +105,13 @@ class GBDT2NNConfig:
     #: last weights (the validation loss is still recorded).
     early_stopping: bool = attrs.field(default=True, validator=boolean)
     patience: int = attrs.field(default=3, validator=positive_int)
-    #: Halve the learning rate when the validation task loss has not improved for ``lr_patience`` epochs (after β's
-    #: warm-up; :class:`~gbdt2nn_core.student.kit.PlateauLearningRate`); ``False`` keeps ``lr`` throughout.
-    lr_plateau: bool = attrs.field(default=False, validator=boolean)
-    lr_patience: int = attrs.field(default=1, validator=positive_int)
     #: Fit a temperature on the validation rows after training (classification), so that probabilities are as
     #: confident as they are right; margins stay uncalibrated.
     calibrate: bool = attrs.field(default=True, validator=boolean)
-    batch_size: int = attrs.field(default=512, validator=batch_size)
+    #: Rows per training step; ``"auto"`` chooses it from the number of training rows
+    #: (:func:`~gbdt2nn_core.student.kit.batch_size_for_rows`: about 100 steps an epoch, 64 to 512 rows), recorded in
+    #: ``history["choices"]["batch_size"]``.
+    batch_size: int | Literal["auto"] = attrs.field(default="auto", validator=batch_size_or_auto)
     lr: float = attrs.field(default=1e-3, validator=positive_float)
     weight_decay: float = attrs.field(default=1e-6, validator=non_negative_float)
     #: The embedding loss's weight β in epoch 0 (see :meth:`beta`): epoch 0 imitates the leaf embeddings only.
@@ -178,8 +177,6 @@ class EpochRecord:
     alignment_weight: float | None = None
     #: The task loss on the validation rows after this epoch (``None`` without validation rows).
     validation_loss: float | None = None
-    #: The learning rate the epoch trained with (``None`` in records written before it was recorded).
-    learning_rate: float | None = None
     #: Whatever the ``on_epoch_end`` callback measured (e.g. validation metrics, agreement).
     extra: dict[str, float] = attrs.field(factory=dict)
 
@@ -207,6 +204,8 @@ class GBDT2NNStudent(Student):
         self.group_columns_: np.ndarray | None = None
         self.groups_: list[np.ndarray] = []
         self.lookup_blocks_: OneHotBlocks | None = None  # see use_lookup
+        #: The rows per training step the last fit used (``batch_size`` resolved; online updates use it too).
+        self.batch_size_: int | None = None
 
     # ------------------------------------------------------------------ building
     def _build(
@@ -321,13 +320,15 @@ class GBDT2NNStudent(Student):
         scaling = target_scaling(task, y, standardize=cfg.standardize_targets)  # over every shard's rows
         self.target_scaling_ = scaling
         self.choices_ = {"targets": scaling.describe(), "beta": _beta_choice(cfg)}
+        self.batch_size_, self.choices_["batch_size"] = _batch_size_choice(cfg, n_all // processes.size)
+        rows_per_step = self.batch_size_
         scale = scaling.scale
         leaf_sums = rows_on(group_leaf_sums(ensemble, leaves, groups) / scale, device, torch.float32)
         leaf_mean = global_mean_var(leaf_sums)[0] if processes.distributed else leaf_sums.mean(0)
         embedding = LeafEmbedding(ensemble, groups, cfg.embedding_dim, cfg.leaf_dropout, leaf_mean.cpu().numpy())
         embedding = embedding.to(device)
         leaves_t = rows_on(leaves, device, torch.long)
-        steps = math.ceil(n / cfg.batch_size) * cfg.leaf_epochs
+        steps = math.ceil(n / rows_per_step) * cfg.leaf_epochs
         with progress.step("leaf embedding", total=steps):
             if resumed is not None:
                 embedding.load_state_dict(resumed["leaf_embedding"])
@@ -339,7 +340,7 @@ class GBDT2NNStudent(Student):
                     leaves_t,
                     leaf_sums,
                     epochs=cfg.leaf_epochs,
-                    batch_size=cfg.batch_size,
+                    batch_size=rows_per_step,
                     lr=cfg.lr,
                     weight_decay=cfg.weight_decay,
                     generator=generator,
@@ -363,23 +364,19 @@ class GBDT2NNStudent(Student):
             if alignment is not None
             else None
         )
-        schedule = PlateauLearningRate(
-            optimizer, enabled=cfg.lr_plateau, patience=cfg.lr_patience, warmup=cfg.beta_warmup()
-        )
         self.module_ = module
         self.history_ = []
         stopper = EarlyStopping(
             enabled=cfg.early_stopping, patience=cfg.patience, budget=cfg.epochs, warmup=cfg.beta_warmup()
         )
         served_statistics = z_t if cfg.recalibrate_batchnorm else None
-        monitor = _validation_monitor(task, module, validation, scaling, served_statistics, cfg.batch_size)
+        monitor = _validation_monitor(task, module, validation, scaling, served_statistics, rows_per_step)
         first_epoch = 0
         if resumed is not None:
             restore_training_state(resumed, module, optimizer, generator)
             self.history_ = [EpochRecord(**record) for record in json.loads(resumed["history"])]
             first_epoch = int(resumed["epochs_done"])
             stopper.resume(resumed["early_stopping"])
-            schedule.resume(resumed["learning_rate"])
             if weight is not None:
                 weight.resume(resumed["alignment_weight"])
 
@@ -396,7 +393,6 @@ class GBDT2NNStudent(Student):
                     "leaf_history": list(self.leaf_history_),
                     "history": json.dumps([attrs.asdict(record) for record in self.history_]),
                     "early_stopping": stopper.checkpoint(),
-                    "learning_rate": schedule.checkpoint(),
                     "alignment_weight": weight.checkpoint() if weight is not None else None,
                 },
             )
@@ -411,7 +407,6 @@ class GBDT2NNStudent(Student):
                 if stopper.should_stop():
                     break
                 started = time.perf_counter()
-                rate = schedule.rate
                 if parallel is None:
                     sums = self._train_epoch(epoch, z_t, objective, optimizer, generator, alignment, weight)
                 else:
@@ -420,7 +415,6 @@ class GBDT2NNStudent(Student):
                     )
                 held_out = monitor()
                 stopper.update(epoch, held_out, module)
-                schedule.update(epoch, held_out)
                 alignment_loss = sums["align"] / sums["aligned_rows"] if sums["aligned_rows"] else None
                 extra = None
                 if on_epoch_end is not None:
@@ -436,7 +430,6 @@ class GBDT2NNStudent(Student):
                     seconds=time.perf_counter() - started,
                     validation_loss=held_out,
                     alignment_weight=weight.epoch_mean() if weight is not None else None,
-                    learning_rate=rate,
                 )
                 if weight is not None:
                     weight.end_epoch(epoch, held_out, alignment_loss)
@@ -444,7 +437,6 @@ class GBDT2NNStudent(Student):
                 save(epoch + 1)
                 progress.advance(1, loss=record.task_loss)
         self.stopping_ = stopper.finish(module)
-        self.choices_["learning_rate"] = schedule.describe()
         if weight is not None:
             self.choices_["alignment_weight"] = weight.describe()
             self.choices_["alignment_unit"] = _alignment_unit_choice(cfg, objective)
@@ -452,7 +444,7 @@ class GBDT2NNStudent(Student):
             self.stopping_["validation_rows"] = len(validation.y)
         if cfg.recalibrate_batchnorm:
             with progress.step("BatchNorm statistics"):
-                recalibrate_batchnorm(module, z_t, cfg.batch_size)
+                recalibrate_batchnorm(module, z_t, rows_per_step)
         module.eval()
         self.temperature = validation_temperature(task, module, validation) if cfg.calibrate else 1.0
         self.stopping_["temperature"] = self.temperature
@@ -481,10 +473,11 @@ class GBDT2NNStudent(Student):
         n = z.shape[0]
         # drawn on the CPU generator (the same order on every device), moved once per epoch
         order = torch.randperm(n, generator=generator).to(z.device)
-        batches = math.ceil(n / cfg.batch_size)
+        rows_per_step = self._rows_per_step(n)
+        batches = math.ceil(n / rows_per_step)
         carry = torch.rand(batches, generator=generator) < (alignment.fraction if alignment else 0.0)
         sums = {"task": 0.0, "emb": 0.0, "align": 0.0, "aligned_rows": 0.0}
-        for b, rows in enumerate(row_batches(order, cfg.batch_size)):
+        for b, rows in enumerate(row_batches(order, rows_per_step)):
             # the step's forward passes (the batch, the background expectation, the aligned rows) share the tensors
             # made from the first layer's weights, which change only at optimizer.step()
             with module.sharing_first_layer():
@@ -532,7 +525,7 @@ class GBDT2NNStudent(Student):
         n = z.shape[0]
         order = torch.randperm(n_all, generator=generator)
         order = order[order < n]  # this shard's rows in a random order; the generator stays in step everywhere
-        batches = shard_batches(order, cfg.batch_size)
+        batches = shard_batches(order, self._rows_per_step(n_all // world().size))
         carry = torch.rand(len(batches), generator=generator) < (alignment.fraction if alignment else 0.0)
         sums = torch.zeros(4, dtype=torch.float64)  # task, embedding, alignment, aligned rows
         for b, rows in enumerate(batches):
@@ -560,6 +553,12 @@ class GBDT2NNStudent(Student):
             sums[:2] += torch.tensor([float(loss_task.detach()), float(loss_emb.detach())]) * len(rows)
         total = all_reduce_sum(sums)
         return dict(zip(("task", "emb", "align", "aligned_rows"), total.tolist(), strict=True))
+
+    def _rows_per_step(self, rows: int) -> int:
+        """The batch size of the last fit, or else the configured one resolved for ``rows`` rows."""
+        if self.batch_size_ is not None:
+            return self.batch_size_
+        return _batch_size_choice(self.config, rows)[0]
 
     # ------------------------------------------------------------------ the Student contract
     @property
@@ -596,6 +595,8 @@ class GBDT2NNStudent(Student):
                 "offset": self.target_scaling_.offset,
                 "scale": self.target_scaling_.scale,
             }
+        if self.batch_size_ is not None:  # the rows per step online updates train with
+            description["batch_size"] = self.batch_size_
         tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in module.state_dict().items()}
         return description, tensors
 
@@ -618,6 +619,11 @@ class GBDT2NNStudent(Student):
             if not (math.isfinite(offset) and math.isfinite(scale) and scale > 0):
                 raise ValueError(f"target_scaling must be finite with a positive scale, not {units}")
             self.target_scaling_ = TargetScaling(offset=offset, scale=scale)
+        rows_per_step = description.get("batch_size")  # absent from students saved before it was recorded
+        if rows_per_step is not None:
+            if not isinstance(rows_per_step, int) or isinstance(rows_per_step, bool) or rows_per_step < 2:
+                raise ValueError(f"batch_size must be a whole number of at least 2, not {rows_per_step!r}")
+            self.batch_size_ = rows_per_step
         if architecture.get("group_columns") is not None:
             self.group_columns_ = np.asarray(architecture["group_columns"])
         return self
@@ -664,12 +670,20 @@ class GBDT2NNStudent(Student):
             task=update.task,
             optimizer=update.optimizer,
             epochs=update.epochs,
-            batch_size=self.config.batch_size,
+            batch_size=self._rows_per_step(len(update.z)),
             generator=update.generator,
             alignment=update.alignment,
             aggregation=update.aggregation,
             scaling=self.target_scaling_,
         )
+
+
+def _batch_size_choice(cfg: GBDT2NNConfig, rows: int) -> tuple[int, dict[str, Any]]:
+    """The batch size for ``rows`` training rows (per process) and its record for the run."""
+    if cfg.batch_size == "auto":
+        size = batch_size_for_rows(rows)
+        return size, {"rows": size, "why": f"auto: about 100 steps an epoch over {rows} rows, 64 to 512 rows"}
+    return cfg.batch_size, {"rows": cfg.batch_size, "why": "as configured"}
 
 
 def _beta_choice(cfg: GBDT2NNConfig) -> dict[str, Any]:
