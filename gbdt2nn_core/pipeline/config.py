@@ -15,12 +15,12 @@ import attrs
 from gbdt2nn_core.errors import ConfigError
 from gbdt2nn_core.host.device import check_device
 from gbdt2nn_core.host.interfaces import TASKS, Task
+from gbdt2nn_core.validators import boolean
 
 __all__ = [
     "DistillConfig",
     "RunSettings",
     "check_bins",
-    "check_boolean",
     "check_explanation",
     "check_fraction",
     "check_min_rows",
@@ -75,11 +75,6 @@ def check_explanation(_: object, attribute: attrs.Attribute[str], value: str) ->
         raise ConfigError(setting=attribute.name, value=value, fix="use 'path-dependent' or 'interventional'")
 
 
-def check_boolean(_: object, attribute: attrs.Attribute[bool], value: bool) -> None:
-    if not isinstance(value, bool):
-        raise ConfigError(setting=attribute.name, value=value, fix="use true or false")
-
-
 def check_bins(_: object, attribute: attrs.Attribute[int], value: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise ConfigError(setting=attribute.name, value=value, fix="use a whole number of at least 0 (0 = no bins)")
@@ -124,7 +119,7 @@ class RunSettings:
     threads: int | None = attrs.field(default=None, validator=check_threads)
     #: Categories of a column that no split of the teacher tells apart share one slot of the student's one-hot
     #: encoding (when the teacher's backend reports its category sets); ``False`` keeps one slot per category.
-    merge_categories: bool = attrs.field(default=True, validator=check_boolean)
+    merge_categories: bool = attrs.field(default=True, validator=boolean)
     #: Where everything after the teacher runs: ``"auto"`` (the first CUDA device when there is one, else the CPU),
     #: ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (see :mod:`gbdt2nn_core.host.device`); XGBoost's TreeSHAP runs there too.
     device: str = attrs.field(default="auto", converter=check_device)
