@@ -135,3 +135,58 @@ def test_switching_the_backoff_off_trains_as_before(
         np.testing.assert_array_equal(
             on.student.predict_margin(on.data.z_test), off.student.predict_margin(off.data.z_test)
         )
+
+
+# ------------------------------------------------------------------------------------------------ distilling the output
+@pytest.mark.parametrize("teacher_weight", [0.0, 0.5, 1.0])
+def test_the_task_loss_mixes_the_labels_and_the_teachers_own_predictions(
+    california_small: pd.DataFrame, teacher_weight: float
+) -> None:
+    """``teacher_weight`` α: the task loss is (1 − α)·MSE(labels) + α·MSE(the teacher's predictions), in the
+    standardised units; the reference is computed here from the teacher's own ``predict`` and the network's forward."""
+    import lightgbm as lgb
+
+    from gbdt2nn_core.data import TabularSchema
+    from gbdt2nn_core.data.encoding import InputEncoder
+    from gbdt2nn_core.host.interfaces import StudentInputs
+    from gbdt2nn_core.host.registry import Registry
+
+    X_frame = california_small.drop(columns="MedHouseVal")
+    y = california_small["MedHouseVal"].to_numpy(dtype=np.float64)
+    schema = TabularSchema.infer(X_frame)
+    X = schema.to_frame(X_frame)
+    teacher = Registry().teacher("lightgbm", n_estimators=10, num_leaves=15, num_threads=1)
+    teacher.fit(X, y, task="regression", seed=0)
+    own = teacher.native_model
+    assert isinstance(own, lgb.Booster)
+    predicted = own.predict(X)  # the teacher's own prediction, not the pipeline's margins
+    encoder = InputEncoder.fit(X, schema)
+    z = encoder.transform(X)
+    # one step over every row at a vanishing learning rate: the recorded task loss is that of the network the test
+    # can still evaluate (train mode: BatchNorm on the batch's statistics, as in that step)
+    student: Any = Registry().student(
+        "gbdt2nn", epochs=1, batch_size=len(y), lr=1e-12, n_groups=4, hidden=(16, 16), teacher_weight=teacher_weight
+    )
+    student.fit(
+        StudentInputs(
+            teacher=teacher,
+            leaves=teacher.leaf_indices(X),
+            z=z,
+            y=y,
+            task="regression",
+            teacher_margin=predicted,
+            column_of=encoder.column_of,
+            aggregation=encoder.aggregation(),
+            background=z[:50],
+        )
+    )
+    module = student.module.train()
+    with torch.no_grad():
+        margin = module(torch.as_tensor(z, dtype=torch.float32)).double().numpy()
+    mean, std = y.mean(), y.std()
+    on_labels = np.mean(((margin - y) / std) ** 2)
+    on_teacher = np.mean(((margin - predicted) / std) ** 2)
+    expected = (1 - teacher_weight) * on_labels + teacher_weight * on_teacher
+    assert student.history["epochs"][0]["task_loss"] == pytest.approx(expected, rel=1e-4)
+    assert student.target_scaling_.offset == pytest.approx(mean)
+    assert on_labels != pytest.approx(on_teacher, rel=1e-3)  # the two references differ: the test can tell them apart
