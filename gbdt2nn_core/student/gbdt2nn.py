@@ -142,9 +142,11 @@ class GBDT2NNConfig:
     #: ``False`` measures it in the training units of the margins (0.1.0: on digits, a term 20× smaller than
     #: the task loss, and alignment that barely moved agreement).
     alignment_in_teacher_units: bool = attrs.field(default=True, validator=boolean)
-    #: Share of the task loss that fits the teacher's margins (MSE, "logit matching") instead of the labels;
-    #: 0 is DeepGBM's original, label-only loss.
-    teacher_weight: float = attrs.field(default=0.0, validator=unit_interval)
+    #: Share of the task loss that fits the teacher's margins (MSE, "logit matching"; knowledge distillation of the
+    #: output) instead of the labels; 0 is DeepGBM's original, label-only loss. 0.5 (as the mlp student's): seed 0,
+    #: aligned student, adult AUC 0.9271 → 0.9293 (teacher 0.9280), digits accuracy 0.9639 → 0.9694, diamonds-cut
+    #: 0.7817 → 0.7862; California RMSE 0.5055 → 0.5142 (plain unchanged; CHANGELOG.md has the measurements).
+    teacher_weight: float = attrs.field(default=0.5, validator=unit_interval)
     #: After the last epoch, re-estimate the BatchNorm statistics on the training rows with the final weights (one
     #: forward pass). Training keeps exponential running averages of statistics while the weights move, and the
     #: alignment term (computed on running statistics, so that attributions are per row) tunes the weights to
