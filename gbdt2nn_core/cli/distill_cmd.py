@@ -400,6 +400,8 @@ def _run(args: argparse.Namespace, engine: Any) -> int:
         if checkpoints is not None and leader:
             shutil.rmtree(checkpoints, ignore_errors=True)
         raise
+    finally:
+        prepared.close()  # the rows it kept on disk (spill_bytes), finished or failed: the run folder has its own
     if not leader:
         return 0
     if checkpoints is not None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import attrs
 
+from gbdt2nn_core.data.rowfile import SPILL_BYTES
 from gbdt2nn_core.errors import ConfigError
 from gbdt2nn_core.host.device import check_device
 from gbdt2nn_core.host.interfaces import TASKS, Task
@@ -21,6 +22,7 @@ __all__ = [
     "RunSettings",
     "check_bins",
     "check_boolean",
+    "check_bytes",
     "check_explanation",
     "check_fraction",
     "check_min_rows",
@@ -51,6 +53,11 @@ def check_test_size(_: object, attribute: attrs.Attribute[float], value: float) 
 def check_validation_fraction(_: object, attribute: attrs.Attribute[float], value: float) -> None:
     if isinstance(value, bool) or not (isinstance(value, (int, float)) and 0 <= value < 0.5):
         raise ConfigError(setting=attribute.name, value=value, fix="use a number in [0, 0.5), e.g. 0.1 (0 = none)")
+
+
+def check_bytes(_: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ConfigError(setting=attribute.name, value=value, fix="use a whole number of bytes of at least 0")
 
 
 def check_min_rows(_: object, attribute: attrs.Attribute[int], value: int) -> None:
@@ -148,6 +155,11 @@ class DistillConfig(RunSettings):
     seed: int = 0
     #: Set to ``False`` to recompute teacher explanations every time.
     cache: bool = True
+    #: Bytes above which a per-row matrix (the encoded training or test rows, the leaf-embedding targets) is kept
+    #: in a float32 file on disk, produced a chunk of rows at a time and read a batch at a time, in a temporary
+    #: folder under the cache folder that is removed when the run ends (0: every such matrix on disk). See
+    #: docs/scaling-out.md, "Memory".
+    spill_bytes: int = attrs.field(default=SPILL_BYTES, validator=check_bytes)
 
     def to_json(self) -> dict[str, Any]:
         return attrs.asdict(self)

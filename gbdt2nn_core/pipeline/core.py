@@ -23,7 +23,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from gbdt2nn_core.data.cache import ExplanationCache
+from gbdt2nn_core.data import rowfile
+from gbdt2nn_core.data.cache import ExplanationCache, default_cache_dir
+from gbdt2nn_core.data.rowfile import RowFolder, is_on_disk, take_rows
 from gbdt2nn_core.errors import ConfigError
 from gbdt2nn_core.host.device import module_device, resolve_device, rows_on
 from gbdt2nn_core.host.interfaces import Attributor, Student, StudentInputs, Teacher, TreeShap, ValidationRows
@@ -36,6 +38,7 @@ from gbdt2nn_core.pipeline.data import (
     PreparedData,
     SplitData,
     ValidationSplit,
+    encoded_bytes,
     encoder_for,
     split_data,
     validation_split,
@@ -73,7 +76,15 @@ class Prepared:
     #: The training rows the student fits on and those it holds out for early stopping (the teacher used all).
     validation: ValidationSplit = attrs.field(repr=False)
     timings: dict[str, float] = attrs.field(factory=dict)
+    #: The temporary folder of the matrices kept on disk (``spill_bytes``), or ``None`` when all are in memory.
+    rows_folder: RowFolder | None = attrs.field(default=None, repr=False)
     _cached: dict[str, Any] = attrs.field(factory=dict, repr=False)
+
+    def close(self) -> None:
+        """Remove the on-disk matrices (also done when this object is garbage-collected, or at exit); the rows kept
+        on disk can no longer be read afterwards."""
+        if self.rows_folder is not None:
+            self.rows_folder.close()
 
     def _explain(self, key: str, frame: pd.DataFrame, label: str) -> TreeShap:
         if key not in self._cached:
@@ -151,13 +162,15 @@ class Prepared:
         :attr:`StudentInputs.validation` (see :attr:`validation`); with ``shard``, only those positions among the
         fitting rows (this process's shard; every process keeps every validation row)."""
         data, fit, held_out = self.data, self.validation.fit, self.validation.validation
-        validation = None if len(held_out) == 0 else ValidationRows(z=data.z_train[held_out], y=data.y_train[held_out])
+        validation = None
+        if len(held_out):
+            validation = ValidationRows(z=take_rows(data.z_train, held_out), y=data.y_train[held_out])
         if shard is not None:
             fit = fit[shard]
         every_row = len(fit) == len(data.y_train)
         return StudentInputs(
             teacher=self.teacher,
-            z=data.z_train if every_row else data.z_train[fit],
+            z=data.z_train if every_row else self._fitting_rows(fit),
             y=data.y_train if every_row else data.y_train[fit],
             task=data.task,
             leaves=self.leaves_train if every_row else self.leaves_train[fit],
@@ -172,6 +185,21 @@ class Prepared:
             validation=validation,
             device=device,
         )
+
+    def _fitting_rows(self, fit: np.ndarray) -> np.ndarray:
+        """``z_train[fit]``; from rows on disk, written to a file of their own a chunk at a time (the student reads
+        its batches from there)."""
+        z = self.data.z_train
+        if not is_on_disk(z):
+            subset: np.ndarray = z[fit]
+            return subset
+        size = rowfile.CHUNK_ROWS
+        written: np.ndarray = RowFolder.beside(z).write(
+            "z-fit",
+            (len(fit), *z.shape[1:]),
+            lambda: (take_rows(z, fit[start : start + size]) for start in range(0, len(fit), size)),
+        )
+        return written
 
     @property
     def teacher_margin_test(self) -> np.ndarray:
@@ -288,9 +316,10 @@ class Pipeline:
         encoder = encoder_for(
             split.train_frame, split.schema, teacher_obj, config.threshold_bins, config.merge_categories
         )
-        data = PreparedData.encode(split, encoder)
+        folder = self.rows_folder(encoded_bytes(encoder, len(split.train_frame)))
+        data = PreparedData.encode(split, encoder, folder=folder, spill_bytes=config.spill_bytes)
         n = len(data.z_train)
-        background = data.z_train[background_index(n, BACKGROUND_ROWS, config.seed)]
+        background = take_rows(data.z_train, background_index(n, BACKGROUND_ROWS, config.seed))
         teacher_background = split.train_frame.iloc[
             background_index(n, config.background_rows, config.seed)
         ].reset_index(drop=True)
@@ -315,10 +344,18 @@ class Pipeline:
             explanations=explanations,
             progress=progress,
             timings={"prepare_s": prepare_s, "teacher_s": teacher_s},
+            rows_folder=folder,
             validation=validation_split(
                 data.y_train, task=data.task, fraction=config.validation_fraction, seed=config.seed
             ),
         )
+
+    def rows_folder(self, largest: int) -> RowFolder | None:
+        """A temporary folder for matrices kept on disk when the ``largest`` one exceeds ``spill_bytes`` (under the
+        cache folder: a per-user place on disk, unlike a ``/tmp`` that may live in memory), else ``None``."""
+        if largest <= self.config.spill_bytes:
+            return None
+        return RowFolder(Path(self.config.cache_dir or default_cache_dir()) / "rows")
 
     # ------------------------------------------------------------------ train
     def settings(self, **overrides: Any) -> DistillConfig:
