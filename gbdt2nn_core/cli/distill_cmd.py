@@ -181,7 +181,15 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         attributor_options=options("attributor"),
         alignment_options=options("alignment"),
     )
-    for key in ("test_size", "threshold_bins", "merge_categories", "background_rows", "cache_dir", "cache"):
+    for key in (
+        "test_size",
+        "threshold_bins",
+        "merge_categories",
+        "background_rows",
+        "cache_dir",
+        "cache",
+        "spill_bytes",
+    ):
         if key in run_section:
             config[key] = run_section[key]
     return {

@@ -170,10 +170,10 @@ class Prepared:
         every_row = len(fit) == len(data.y_train)
         return StudentInputs(
             teacher=self.teacher,
-            z=data.z_train if every_row else self._fitting_rows(fit),
+            z=data.z_train if every_row else self._fitting_rows(data.z_train, fit, "z-fit"),
             y=data.y_train if every_row else data.y_train[fit],
             task=data.task,
-            leaves=self.leaves_train if every_row else self.leaves_train[fit],
+            leaves=self.leaves_train if every_row else self._fitting_rows(self.leaves_train, fit, "leaves-fit"),
             teacher_margin=self.teacher_margin_train if every_row else self.teacher_margin_train[fit],
             column_of=data.encoder.column_of,
             aggregation=data.encoder.aggregation(),
@@ -186,18 +186,19 @@ class Prepared:
             device=device,
         )
 
-    def _fitting_rows(self, fit: np.ndarray) -> np.ndarray:
-        """``z_train[fit]``; from rows on disk, written to a file of their own a chunk at a time (the student reads
-        its batches from there)."""
-        z = self.data.z_train
+    @staticmethod
+    def _fitting_rows(z: np.ndarray, fit: np.ndarray, name: str) -> np.ndarray:
+        """``z[fit]``; from a matrix on disk, written to a file of its own a chunk at a time (the student reads its
+        batches from there)."""
         if not is_on_disk(z):
             subset: np.ndarray = z[fit]
             return subset
         size = rowfile.CHUNK_ROWS
         written: np.ndarray = RowFolder.beside(z).write(
-            "z-fit",
+            name,
             (len(fit), *z.shape[1:]),
             lambda: (take_rows(z, fit[start : start + size]) for start in range(0, len(fit), size)),
+            dtype=z.dtype.type,
         )
         return written
 
@@ -222,6 +223,17 @@ class Trained:
     first_epoch: int = 0
     #: The device the student trained on (``config.device`` resolved on this machine, e.g. ``"cuda:0"``).
     device: str = "cpu"
+
+
+def leaf_rows(teacher: Teacher, frame: pd.DataFrame, folder: RowFolder | None, spill_bytes: int) -> np.ndarray:
+    """``teacher.leaf_indices(frame)``: in memory, or, with ``folder`` and more than ``spill_bytes`` of them, computed a
+    chunk of rows at a time into an int32 file there (the same values: every row's leaves are its own)."""
+    n_trees = teacher.structure().n_trees
+    if folder is None or 4 * len(frame) * n_trees <= spill_bytes:
+        return teacher.leaf_indices(frame)
+    size = rowfile.CHUNK_ROWS
+    chunks = (teacher.leaf_indices(frame.iloc[start : start + size]) for start in range(0, len(frame), size))
+    return folder.write("leaves", (len(frame), n_trees), lambda: chunks, dtype=np.int32)
 
 
 def check_explains(name: str, attributor: Attributor, student: str) -> None:
@@ -316,14 +328,16 @@ class Pipeline:
         encoder = encoder_for(
             split.train_frame, split.schema, teacher_obj, config.threshold_bins, config.merge_categories
         )
-        folder = self.rows_folder(encoded_bytes(encoder, len(split.train_frame)))
+        n_train = len(split.train_frame)
+        leaf_bytes = 4 * n_train * teacher_obj.structure().n_trees  # int32 leaf indices
+        folder = self.rows_folder(max(encoded_bytes(encoder, n_train), leaf_bytes))
         data = PreparedData.encode(split, encoder, folder=folder, spill_bytes=config.spill_bytes)
         n = len(data.z_train)
         background = take_rows(data.z_train, background_index(n, BACKGROUND_ROWS, config.seed))
         teacher_background = split.train_frame.iloc[
             background_index(n, config.background_rows, config.seed)
         ].reset_index(drop=True)
-        leaves = teacher_obj.leaf_indices(data.train_frame)
+        leaves = leaf_rows(teacher_obj, data.train_frame, folder, config.spill_bytes)
         margin = teacher_obj.predict_margin(data.train_frame)
         prepare_s = time.perf_counter() - started
         explanations = TeacherExplanations(

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from gbdt2nn_core.data import rowfile
+from gbdt2nn_core.data.rowfile import read_rows
 from gbdt2nn_core.errors import ConfigError, NotFittedError
 from gbdt2nn_core.host.device import inference_chunk_rows, module_device, rng_devices, rows_on
 from gbdt2nn_core.host.interfaces import OnlineUpdate, Student, StudentInputs, Task, Teacher, ValidationRows
@@ -316,8 +317,9 @@ class GBDT2NNStudent(Student):
         leaf_mean = global_mean_var(leaf_sums)[0] if processes.distributed else leaf_sums.mean(0)
         embedding = LeafEmbedding(ensemble, groups, cfg.embedding_dim, cfg.leaf_dropout, leaf_mean.cpu().numpy())
         embedding = embedding.to(device)
-        # int32 (the teacher's type; the embedding adds the int64 tree offsets per batch): no int64 copy of every row
-        leaves_t = rows_on(leaves, device, torch.int32)
+        # int32 (the teacher's type; the embedding adds the int64 tree offsets per batch): no int64 copy of every row;
+        # leaves kept on disk are read a batch at a time
+        leaves_t = training_rows(leaves, device, torch.int32)
         steps = math.ceil(n / cfg.batch_size) * cfg.leaf_epochs
         with progress.step("leaf embedding", total=steps):
             if resumed is not None:
@@ -658,7 +660,7 @@ def _scaled_leaf_sums(ensemble: Any, leaves: np.ndarray, groups: list[np.ndarray
     sums = np.empty((len(leaves), len(groups)), dtype=np.float32)
     size = rowfile.CHUNK_ROWS
     for start in range(0, len(leaves), size):
-        sums[start : start + size] = group_leaf_sums(ensemble, leaves[start : start + size], groups) / scale
+        sums[start : start + size] = group_leaf_sums(ensemble, read_rows(leaves, start, start + size), groups) / scale
     return sums
 
 
