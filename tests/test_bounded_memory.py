@@ -68,13 +68,15 @@ def _run(frame: pd.DataFrame, config: DistillConfig) -> tuple[Any, Any, Any]:
 
 
 def test_on_disk_rows_give_the_in_memory_run_exactly(
-    adult_small: pd.DataFrame, small_config: Callable[..., DistillConfig], monkeypatch: pytest.MonkeyPatch
+    adult_dataset: Any, small_config: Callable[..., DistillConfig], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(rowfile, "CHUNK_ROWS", 512)  # several chunks on 2,000 rows (a multiple of every batch)
+    monkeypatch.setattr(rowfile, "CHUNK_BYTES", 1)  # chunks of CHUNK_ALIGN (2,048) rows: several of every matrix
+    frame = adult_dataset.frame.sample(12000, random_state=2).reset_index(drop=True)
     in_memory = small_config(**ALIGNED, device="cpu")
     on_disk = small_config(**ALIGNED, device="cpu", spill_bytes=0)
-    memory_prepared, memory_trained, memory_metrics = _run(adult_small, in_memory)
-    disk_prepared, disk_trained, disk_metrics = _run(adult_small, on_disk)
+    memory_prepared, memory_trained, memory_metrics = _run(frame, in_memory)
+    disk_prepared, disk_trained, disk_metrics = _run(frame, on_disk)
+    assert len(disk_prepared.data.z_test) > rowfile.CHUNK_ALIGN  # evaluated in several chunks
     assert not is_on_disk(memory_prepared.data.z_train)
     assert is_on_disk(disk_prepared.data.z_train)
     assert is_on_disk(disk_prepared.data.z_test)
@@ -117,7 +119,7 @@ def _traced_training_peak(frame: pd.DataFrame, config: DistillConfig) -> int:
 def test_training_memory_grows_far_less_than_the_rows(
     adult_dataset: Any, small_config: Callable[..., DistillConfig], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(rowfile, "CHUNK_ROWS", 1024)
+    monkeypatch.setattr(rowfile, "CHUNK_BYTES", 1)  # chunks of CHUNK_ALIGN rows
     sizes = (3000, 12000)
     small, large = (adult_dataset.frame.sample(n, random_state=0).reset_index(drop=True) for n in sizes)
     options = {"epochs": 1, "batch_size": 512}

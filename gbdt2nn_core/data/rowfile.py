@@ -27,10 +27,12 @@ from typing import Protocol, cast
 import numpy as np
 
 __all__ = [
-    "CHUNK_ROWS",
+    "CHUNK_ALIGN",
+    "CHUNK_BYTES",
     "SPILL_BYTES",
     "Digest",
     "RowFolder",
+    "chunk_rows",
     "is_on_disk",
     "read_rows",
     "row_chunks",
@@ -42,9 +44,12 @@ __all__ = [
 #: about 180,000 rows of flights' 363 encoded float32 columns.
 SPILL_BYTES = 256 * 2**20
 
-#: Rows produced, copied or hashed at a time: a multiple of every inference chunk (2,048, 512), so that chunked
+#: About the bytes of one chunk of rows produced, copied, read or hashed at a time (:func:`chunk_rows`).
+CHUNK_BYTES = 16 * 2**20
+
+#: Chunks hold a multiple of this many rows: of every CPU inference chunk (2,048 and 512 rows), so that chunked
 #: evaluation makes exactly the calls the whole-matrix path makes.
-CHUNK_ROWS = 65536
+CHUNK_ALIGN = 2048
 
 
 class RowFolder:
@@ -153,12 +158,18 @@ def read_rows(values: np.ndarray, start: int, stop: int) -> np.ndarray:
     return out
 
 
-def row_chunks(values: np.ndarray, chunk_rows: int | None = None) -> Iterator[np.ndarray]:
-    """``values`` in consecutive in-memory blocks of ``chunk_rows`` rows (default :data:`CHUNK_ROWS`; see
-    :func:`read_rows`)."""
-    chunk_rows = chunk_rows or CHUNK_ROWS  # read now: tests shrink it
-    for start in range(0, len(values), chunk_rows):
-        yield read_rows(values, start, start + chunk_rows)
+def chunk_rows(row_bytes: int) -> int:
+    """Rows per chunk for rows of ``row_bytes`` bytes: about :data:`CHUNK_BYTES`, a multiple of :data:`CHUNK_ALIGN`
+    (at least one such multiple)."""
+    rows = CHUNK_BYTES // max(int(row_bytes), 1)
+    return max(CHUNK_ALIGN, rows // CHUNK_ALIGN * CHUNK_ALIGN)
+
+
+def row_chunks(values: np.ndarray) -> Iterator[np.ndarray]:
+    """``values`` in consecutive in-memory blocks of :func:`chunk_rows` rows (see :func:`read_rows`)."""
+    size = chunk_rows(values.itemsize * int(np.prod(values.shape[1:], dtype=np.int64)))
+    for start in range(0, len(values), size):
+        yield read_rows(values, start, start + size)
 
 
 class Digest(Protocol):

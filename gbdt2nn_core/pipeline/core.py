@@ -193,7 +193,7 @@ class Prepared:
         if not is_on_disk(z):
             subset: np.ndarray = z[fit]
             return subset
-        size = rowfile.CHUNK_ROWS
+        size = rowfile.chunk_rows(z.itemsize * int(np.prod(z.shape[1:])))
         written: np.ndarray = RowFolder.beside(z).write(
             name,
             (len(fit), *z.shape[1:]),
@@ -231,7 +231,7 @@ def leaf_rows(teacher: Teacher, frame: pd.DataFrame, folder: RowFolder | None, s
     n_trees = teacher.structure().n_trees
     if folder is None or 4 * len(frame) * n_trees <= spill_bytes:
         return teacher.leaf_indices(frame)
-    size = rowfile.CHUNK_ROWS
+    size = rowfile.chunk_rows(4 * n_trees)
     chunks = (teacher.leaf_indices(frame.iloc[start : start + size]) for start in range(0, len(frame), size))
     return folder.write("leaves", (len(frame), n_trees), lambda: chunks, dtype=np.int32)
 

@@ -82,7 +82,7 @@ def encode_rows(
     :mod:`gbdt2nn_core.data.rowfile`)."""
     if folder is None or encoded_bytes(encoder, len(frame)) <= spill_bytes:
         return encoder.transform(frame)
-    size = rowfile.CHUNK_ROWS
+    size = rowfile.chunk_rows(4 * encoder.n_encoded)
     chunks = lambda: (encoder.transform(frame.iloc[start : start + size]) for start in range(0, len(frame), size))  # noqa: E731
     return folder.write(name, (len(frame), encoder.n_encoded), chunks)
 

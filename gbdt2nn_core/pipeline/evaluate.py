@@ -35,7 +35,7 @@ def _attributions(student: Student, attributor: Attributor, aggregation: np.ndar
 
 def _by_chunk(z: np.ndarray, per_rows: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
     """``per_rows(z)``; for encoded rows kept on disk, over chunks read one at a time (chunks of
-    :data:`~gbdt2nn_core.data.rowfile.CHUNK_ROWS` rows, a multiple of every inference chunk: the same calls, the same
+    :func:`~gbdt2nn_core.data.rowfile.chunk_rows` rows, a multiple of every inference chunk: the same calls, the same
     values), so that the file never becomes resident as a whole."""
     if not is_on_disk(z):
         return per_rows(z)

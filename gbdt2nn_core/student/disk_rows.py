@@ -58,7 +58,7 @@ def rows_like(
     like: np.ndarray, shape: tuple[int, ...], chunks: Callable[[], Iterator[torch.Tensor]], device: torch.device
 ) -> RowSource:
     """A matrix of ``shape`` computed chunk by chunk (``chunks()`` yields consecutive row blocks of at most
-    :data:`~gbdt2nn_core.data.rowfile.CHUNK_ROWS`): written beside ``like`` on disk when ``like`` is on disk and the
+    :func:`~gbdt2nn_core.data.rowfile.chunk_rows`): written beside ``like`` on disk when ``like`` is on disk and the
     work is on the CPU, else filled into one tensor on ``device`` (no second copy, as a concatenation would make)."""
     if device.type == "cpu" and is_on_disk(like):
         arrays = lambda: (chunk.detach().cpu().numpy() for chunk in chunks())  # noqa: E731

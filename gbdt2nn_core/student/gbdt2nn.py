@@ -658,7 +658,7 @@ def _scaled_leaf_sums(ensemble: Any, leaves: np.ndarray, groups: list[np.ndarray
     """``group_leaf_sums(...) / scale`` as float32, computed a chunk of rows at a time (its float64 per-tree
     temporaries would otherwise be 8 bytes x trees per row)."""
     sums = np.empty((len(leaves), len(groups)), dtype=np.float32)
-    size = rowfile.CHUNK_ROWS
+    size = rowfile.chunk_rows(8 * leaves.shape[1])  # its float64 temporary: one value per tree
     for start in range(0, len(leaves), size):
         sums[start : start + size] = group_leaf_sums(ensemble, read_rows(leaves, start, start + size), groups) / scale
     return sums
