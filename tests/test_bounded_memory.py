@@ -95,6 +95,16 @@ def test_on_disk_rows_give_the_in_memory_run_exactly(
         disk_trained.student.history["epochs"][-1]["task_loss"]
         == memory_trained.student.history["epochs"][-1]["task_loss"]
     )
+    # the fitting rows are written once per split, the leaf-embedding targets removed by the student that made them
+    Pipeline(on_disk).train(disk_prepared)
+    names = sorted(
+        path.name.split("-")[0] + "-" + path.name.split("-")[1] for path in leftovers(on_disk) if path.is_file()
+    )
+    assert names == ["leaves-fit", "leaves-tmp", "z-fit", "z-test", "z-train"] or not any(
+        name.startswith("targets") for name in names
+    ), names
+    assert sum(path.name.startswith("z-fit") for path in leftovers(on_disk)) == 1
+    assert not any(path.name.startswith("targets") for path in leftovers(on_disk))
     disk_prepared.close()
     assert leftovers(on_disk) == []
 
@@ -178,3 +188,67 @@ def test_no_file_left_after_the_cli_run(
 def test_spill_bytes_is_checked() -> None:
     with pytest.raises(ConfigError, match="spill_bytes"):
         DistillConfig(spill_bytes=-1)
+
+
+def _ddp_worker(rank: int, world_size: int, port: int, folder: str) -> None:
+    """Rank ``rank`` of two: the same data-parallel training with its rows in memory, then on disk."""
+    import os
+
+    import torch
+
+    from gbdt2nn_core.data import load_bundled
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        adult = load_bundled("adult")
+        frame = adult.frame.iloc[:1200].reset_index(drop=True)
+        states = {}
+        for spill in (2**40, 0):
+            config = DistillConfig(
+                teacher_options={"n_estimators": 8, "num_leaves": 8, "num_threads": 1},
+                student_options={"n_groups": 3, "hidden": [16, 8], "epochs": 1, "batch_size": 128},
+                device="cpu",
+                cache=False,
+                cache_dir=folder,
+                spill_bytes=spill,
+                **ALIGNED,
+            )
+            pipeline = Pipeline(config)
+            prepared = pipeline.prepare(frame, adult.target)
+            assert is_on_disk(prepared.data.z_train) == (spill == 0)
+            trained = pipeline.train(prepared)
+            states[spill] = {k: v.detach().clone() for k, v in trained.student.module.state_dict().items()}
+            prepared.close()
+        torch.save(states, Path(folder) / f"rank{rank}.pt")
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_data_parallel_training_reads_each_shard_from_disk_alike(tmp_path: Path) -> None:
+    """Two gloo processes, each with its shard on disk: the weights of the same run with the rows in memory."""
+    import socket
+    import sys
+
+    import torch
+    import torch.multiprocessing as mp
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    root = str(Path(__file__).resolve().parent.parent)
+    added = root not in sys.path
+    if added:
+        sys.path.append(root)  # the spawned processes unpickle the worker from this module
+    try:
+        mp.spawn(_ddp_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    finally:
+        if added:
+            sys.path.remove(root)
+    for rank in range(2):
+        states = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        in_memory, on_disk = states[2**40], states[0]
+        for name, tensor in in_memory.items():
+            assert bool((on_disk[name] == tensor).all()), (rank, name)
+    assert not (tmp_path / "rows").exists() or list((tmp_path / "rows").iterdir()) == []

@@ -12,6 +12,7 @@ the background sample) happens once; training and evaluating may then run for ma
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -186,13 +187,20 @@ class Prepared:
             device=device,
         )
 
-    @staticmethod
-    def _fitting_rows(z: np.ndarray, fit: np.ndarray, name: str) -> np.ndarray:
+    def _fitting_rows(self, z: np.ndarray, fit: np.ndarray, name: str) -> np.ndarray:
         """``z[fit]``; from a matrix on disk, written to a file of its own a chunk at a time (the student reads its
-        batches from there)."""
+        batches from there), once per set of rows: every student of this split reads the same file."""
         if not is_on_disk(z):
             subset: np.ndarray = z[fit]
             return subset
+        key = f"{name}-{hashlib.sha256(np.ascontiguousarray(fit).data).hexdigest()}"
+        if key not in self._cached:
+            self._cached[key] = self._write_rows(z, fit, name)
+        cached: np.ndarray = self._cached[key]
+        return cached
+
+    @staticmethod
+    def _write_rows(z: np.ndarray, fit: np.ndarray, name: str) -> np.ndarray:
         size = rowfile.chunk_rows(z.itemsize * int(np.prod(z.shape[1:])))
         written: np.ndarray = RowFolder.beside(z).write(
             name,

@@ -10,6 +10,7 @@ there whole, once: :func:`~gbdt2nn_core.host.device.rows_on`), becomes a tensor 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -27,6 +28,10 @@ class DiskRows:
         self.values, self.dtype = values, dtype
         self.shape = torch.Size(values.shape)
         self.device = torch.device("cpu")
+
+    def remove(self) -> None:
+        """Delete the file (the rows can no longer be read): for a matrix that its reader made for itself."""
+        Path(str(getattr(self.values, "filename", ""))).unlink(missing_ok=True)
 
     def __len__(self) -> int:
         return int(self.shape[0])

@@ -32,7 +32,7 @@ from gbdt2nn_core.progress import NullProgress, Progress
 from gbdt2nn_core.student._grouping import group_trees, select_group_features
 from gbdt2nn_core.student._leaf_embedding import LeafEmbedding, fit_leaf_embedding, group_leaf_sums
 from gbdt2nn_core.student.calibration import saved_temperature, temperature_state
-from gbdt2nn_core.student.disk_rows import RowSource, rows_like, training_rows
+from gbdt2nn_core.student.disk_rows import DiskRows, RowSource, rows_like, training_rows
 from gbdt2nn_core.student.distributed import (
     all_reduce_sum,
     broadcast_state,
@@ -427,6 +427,8 @@ class GBDT2NNStudent(Student):
                 save(epoch + 1)
                 progress.advance(1, loss=record.task_loss)
         self.stopping_ = stopper.finish(module)
+        if isinstance(targets, DiskRows):  # this fit's own file: no other student reads it
+            targets.remove()
         if weight is not None:
             self.choices_["alignment_weight"] = weight.describe()
             self.choices_["alignment_unit"] = _alignment_unit_choice(cfg, objective)
