@@ -15,6 +15,7 @@ os.environ.setdefault("GBDT2NN_STRICT_PLUGINS", "1")
 import functools
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pytest
@@ -240,3 +241,30 @@ def small_adult_student(adult_dataset: Dataset) -> Callable[..., tuple[Any, Any,
     """``small_adult_student(task, rows=, seed=, missing=, trees=)``: :func:`small_student_on_adult` on the bundled
     adult data."""
     return functools.partial(small_student_on_adult, adult_dataset)
+
+
+# ---- scripts under benchmarks/ (not a package), loaded by path for their smoke tests
+
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def _load_benchmark(relative: str) -> ModuleType:
+    import importlib.util
+
+    path = BENCHMARKS / relative
+    # a module name of its own per script: run.py exists twice (benchmarks/ and benchmarks/quality/)
+    name = "gbdt2nn_benchmark_" + path.relative_to(BENCHMARKS).with_suffix("").as_posix().replace("/", "_")
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def load_benchmark() -> Callable[[str], ModuleType]:
+    """Load a script under ``benchmarks/`` by its path there (``"scale.py"``, ``"quality/run.py"``): benchmarks/
+    is not a package, and the tests import installed distributions, not the checkout."""
+    return _load_benchmark

@@ -36,8 +36,9 @@ ROOT = Path(gbdt2nn_core.__file__).resolve().parent
 #: layer is named by its first dotted part below ``gbdt2nn_core`` (``gbdt2nn_core.host.registry`` -> ``host``),
 #: so the table lists subpackages (or single modules). Adding a layer or moving a subpackage is an edit here.
 LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
-    # Leaf modules every layer may use: errors, progress reporting, reading a config file, writing files safely.
-    ("foundation", frozenset({"errors", "progress", "config_file", "model_files", "version"})),
+    # Leaf modules every layer may use: errors, settings validators, progress reporting, reading a config file,
+    # writing files safely.
+    ("foundation", frozenset({"errors", "validators", "progress", "config_file", "model_files", "version"})),
     # The plugin contract and its host: hook specs, component records, interfaces, registry, built-ins.
     ("plugin host", frozenset({"host"})),
     # What a plugin author builds on: the teacher base class, input checks, attribution and loss helpers.

@@ -6,9 +6,9 @@ command, the machine, ratio tables, the value checks), not how fast anything is.
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import json
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -18,19 +18,9 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
-def _load_script(name: str, filename: str) -> ModuleType:
-    # loaded by path: benchmarks/ is not a package, and the tests import installed distributions, not the checkout
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / filename)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
-def harness() -> ModuleType:
-    return _load_script("gbdt2nn_benchmarks_run", "run.py")
+def harness(load_benchmark: Callable[[str], ModuleType]) -> ModuleType:
+    return load_benchmark("run.py")
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +109,9 @@ def test_end_to_end_records_every_phase(quick_run: tuple[dict[str, Any], str]) -
         assert bool(training) == (mode == "aligned"), phases
         assert len(run["epoch_s"]) == results["meta"]["sizes"]["epochs"]
         assert run["process_peak_mib"] > 0
-        assert sum(p["seconds"] for p in run["phases"]) == pytest.approx(run["total_s"], rel=0.05)
+        # the phases cover the run; a quick run lasts under a second, so a loaded machine's scheduling gaps
+        # between phases (tens of milliseconds) get an absolute allowance too
+        assert sum(p["seconds"] for p in run["phases"]) == pytest.approx(run["total_s"], rel=0.05, abs=0.25)
 
 
 def test_report_renders_again_from_the_raw_json(
@@ -143,8 +135,8 @@ def test_measure_interleaves_and_rotates(harness: ModuleType) -> None:
 
 # ------------------------------------------------------------------------------------------------ serving on a GPU
 @pytest.fixture(scope="module")
-def gpu_serving() -> ModuleType:
-    return _load_script("gbdt2nn_benchmarks_gpu", "gpu_serving.py")
+def gpu_serving(load_benchmark: Callable[[str], ModuleType]) -> ModuleType:
+    return load_benchmark("gpu_serving.py")
 
 
 def test_gpu_serving_prepares_and_measures_every_case_on_the_cpu(
@@ -192,8 +184,10 @@ def test_measure_syncs_around_every_call(harness: ModuleType) -> None:
     assert events == ["A", "sync"] + ["sync", "A", "sync"] * 2
 
 
-def test_time_to_agreement_runs_every_schedule_and_plots(tmp_path: Path, single_thread_torch: None) -> None:
-    script = _load_script("gbdt2nn_benchmarks_tta", "time_to_agreement.py")
+def test_time_to_agreement_runs_every_schedule_and_plots(
+    tmp_path: Path, single_thread_torch: None, load_benchmark: Callable[[str], ModuleType]
+) -> None:
+    script = load_benchmark("time_to_agreement.py")
     with pytest.MonkeyPatch.context() as patch:
         for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
             patch.setenv(name, "1")  # the script pins them; the patch puts the old values back

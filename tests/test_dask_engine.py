@@ -9,8 +9,9 @@ the optional extra (``pip install 'gbdt2nn-core[dask]'``) and is skipped, by the
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -224,17 +225,12 @@ def test_cli_distill_on_dask_from_a_folder_of_parquet_files(
     get_registry.cache_clear()
 
 
-def test_the_benchmark_script_runs_and_checks_its_values(tmp_path: Path) -> None:
+def test_the_benchmark_script_runs_and_checks_its_values(
+    tmp_path: Path, load_benchmark: Callable[[str], ModuleType]
+) -> None:
     """benchmarks/dask_treeshap.py on 300 rows, one round: every case's values agree with the 1-thread values."""
     pytest.importorskip("gbdt2nn_lightgbm")
-    import importlib.util
-
-    script = Path(__file__).resolve().parent.parent / "benchmarks" / "dask_treeshap.py"
-    spec = importlib.util.spec_from_file_location("gbdt2nn_bench_dask_treeshap", script)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("dask_treeshap.py")
     out = tmp_path / "dask.json"
     assert module.main(["--rows", "300", "--repeats", "1", "--out", str(out)]) == 0
     record = json.loads(out.read_text())

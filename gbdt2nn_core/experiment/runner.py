@@ -44,7 +44,7 @@ from gbdt2nn_core.host.interfaces import Attributor, Student, Teacher
 from gbdt2nn_core.host.registry import Registry, get_registry
 from gbdt2nn_core.model_files import write_atomic
 from gbdt2nn_core.pipeline import Pipeline, Prepared, check_explains
-from gbdt2nn_core.pipeline.metrics import Metrics, StudentMetrics, agreement, task_metrics
+from gbdt2nn_core.pipeline.metrics import Metrics, StudentMetrics, agreement, explained_outputs, task_metrics
 from gbdt2nn_core.pipeline.runfolder import write_json
 from gbdt2nn_core.progress import NullProgress, Progress
 
@@ -382,6 +382,8 @@ class ExperimentRunner:
         z_monitor = data.z_test[ctx.monitor_index]
         y_monitor = data.y_test[ctx.monitor_index]
         shap_monitor = ctx.shap_test.values[ctx.monitor_index]
+        # multiclass: the class the teacher predicts, as the final agreement (pipeline/evaluate.py) compares
+        explained = explained_outputs(data.task, ctx.prepared.teacher_margin_test[ctx.monitor_index])
 
         def on_epoch_end(trained: Student, epoch: int) -> dict[str, float]:
             import torch
@@ -394,7 +396,7 @@ class ExperimentRunner:
                 for name, monitor in monitors.items():
                     monitor.fit(trained.module, torch.as_tensor(background, dtype=torch.float32))
                     values = trained.attributions(z_monitor, monitor, aggregation)
-                    scores = agreement(values, shap_monitor)
+                    scores = agreement(values, shap_monitor, explained=explained)
                     extra[f"spearman/{name}"] = scores["spearman"]
                     extra[f"cosine/{name}"] = scores["cosine"]
             if self._user_on_epoch_end is not None:
@@ -463,6 +465,8 @@ class ExperimentRunner:
         )
         z_monitor = data.z_test[ctx.monitor_index]
         shap_monitor = ctx.shap_test.values[ctx.monitor_index]
+        explained_test = explained_outputs(data.task, ctx.prepared.teacher_margin_test)
+        explained = None if explained_test is None else explained_test[ctx.monitor_index]
         first_epoch: list[int] = []
 
         def on_epoch_end(trained: ExplanationNetwork, epoch: int) -> dict[str, float]:
@@ -471,7 +475,7 @@ class ExperimentRunner:
                 first_epoch.append(epoch)
             extra: dict[str, float] = {}
             if len(z_monitor):
-                scores = agreement(trained.predict(z_monitor), shap_monitor)
+                scores = agreement(trained.predict(z_monitor), shap_monitor, explained=explained)
                 extra = {f"spearman/{IMITATION}": scores["spearman"], f"cosine/{IMITATION}": scores["cosine"]}
             if self._user_on_epoch_end is not None:
                 self._user_on_epoch_end(configuration, ctx.seed, epoch)
@@ -487,7 +491,7 @@ class ExperimentRunner:
         started = time.perf_counter()
         values = network.predict(data.z_test)
         evaluate_s = time.perf_counter() - started
-        scores = agreement(values, ctx.shap_test.values)
+        scores = agreement(values, ctx.shap_test.values, explained=explained_test)
         metrics = Metrics(
             task=data.task,
             rows_train=len(data.y_train),
@@ -504,6 +508,7 @@ class ExperimentRunner:
                 fidelity=plain["student"]["fidelity"],
                 agreement=scores,
                 agreement_by_attributor={IMITATION: scores},
+                agreement_every_class=(agreement(values, ctx.shap_test.values) if explained_test is not None else None),
             ),
             timings={
                 "train_s": train_s,

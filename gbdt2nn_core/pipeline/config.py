@@ -16,13 +16,12 @@ from gbdt2nn_core.data.rowfile import SPILL_BYTES
 from gbdt2nn_core.errors import ConfigError
 from gbdt2nn_core.host.device import check_device
 from gbdt2nn_core.host.interfaces import TASKS, Task
+from gbdt2nn_core.validators import boolean, non_negative_int
 
 __all__ = [
     "DistillConfig",
     "RunSettings",
     "check_bins",
-    "check_boolean",
-    "check_bytes",
     "check_explanation",
     "check_fraction",
     "check_min_rows",
@@ -55,11 +54,6 @@ def check_validation_fraction(_: object, attribute: attrs.Attribute[float], valu
         raise ConfigError(setting=attribute.name, value=value, fix="use a number in [0, 0.5), e.g. 0.1 (0 = none)")
 
 
-def check_bytes(_: object, attribute: attrs.Attribute[int], value: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ConfigError(setting=attribute.name, value=value, fix="use a whole number of bytes of at least 0")
-
-
 def check_min_rows(_: object, attribute: attrs.Attribute[int], value: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise ConfigError(
@@ -80,11 +74,6 @@ def check_task(_: object, attribute: attrs.Attribute[str | None], value: str | N
 def check_explanation(_: object, attribute: attrs.Attribute[str], value: str) -> None:
     if value not in ("path-dependent", "interventional"):
         raise ConfigError(setting=attribute.name, value=value, fix="use 'path-dependent' or 'interventional'")
-
-
-def check_boolean(_: object, attribute: attrs.Attribute[bool], value: bool) -> None:
-    if not isinstance(value, bool):
-        raise ConfigError(setting=attribute.name, value=value, fix="use true or false")
 
 
 def check_bins(_: object, attribute: attrs.Attribute[int], value: int) -> None:
@@ -131,7 +120,7 @@ class RunSettings:
     threads: int | None = attrs.field(default=None, validator=check_threads)
     #: Categories of a column that no split of the teacher tells apart share one slot of the student's one-hot
     #: encoding (when the teacher's backend reports its category sets); ``False`` keeps one slot per category.
-    merge_categories: bool = attrs.field(default=True, validator=check_boolean)
+    merge_categories: bool = attrs.field(default=True, validator=boolean)
     #: Where everything after the teacher runs: ``"auto"`` (the first CUDA device when there is one, else the CPU),
     #: ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (see :mod:`gbdt2nn_core.host.device`); XGBoost's TreeSHAP runs there too.
     device: str = attrs.field(default="auto", converter=check_device)
@@ -159,7 +148,7 @@ class DistillConfig(RunSettings):
     #: in a float32 file on disk, produced a chunk of rows at a time and read a batch at a time, in a temporary
     #: folder under the cache folder that is removed when the run ends (0: every such matrix on disk). See
     #: docs/scaling-out.md, "Memory".
-    spill_bytes: int = attrs.field(default=SPILL_BYTES, validator=check_bytes)
+    spill_bytes: int = attrs.field(default=SPILL_BYTES, validator=non_negative_int)
 
     def to_json(self) -> dict[str, Any]:
         return attrs.asdict(self)

@@ -30,6 +30,15 @@ from gbdt2nn_core.student.calibration import fit_temperature
 from gbdt2nn_core.student.checkpoint import load_checkpoint, save_checkpoint
 from gbdt2nn_core.student.disk_rows import DiskRows
 from gbdt2nn_core.student.distributed import all_reduce_sum, world
+from gbdt2nn_core.validators import (
+    batch_size,
+    boolean,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    unit_interval,
+)
 
 __all__ = [
     "AlignmentTargets",
@@ -78,48 +87,6 @@ def config_from_options(config_type: type[Config], options: Mapping[str, Any]) -
             hint = f"did you mean {close[0]!r}? " if close else ""
             raise ConfigError(setting="student option", value=name, fix=f"{hint}use one of {', '.join(known)}")
     return config_type(**options)
-
-
-# attrs validators for student configs: a bad value is a ConfigError that names the setting.
-def positive_int(_: object, attribute: attrs.Attribute[int], value: int) -> None:
-    """attrs validator: a whole number ≥ 1 (``True`` is not a number here)."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ConfigError(setting=attribute.name, value=value, fix="use a whole number of at least 1")
-
-
-def non_negative_int(_: object, attribute: attrs.Attribute[int], value: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ConfigError(setting=attribute.name, value=value, fix="use a whole number of at least 0")
-
-
-def positive_float(_: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-        raise ConfigError(setting=attribute.name, value=value, fix="use a finite number greater than 0")
-
-
-def unit_interval(_: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
-        raise ConfigError(setting=attribute.name, value=value, fix="use a number between 0 and 1")
-
-
-def non_negative_float(_: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-        raise ConfigError(setting=attribute.name, value=value, fix="use a finite number of at least 0")
-
-
-def boolean(_: object, attribute: attrs.Attribute[bool], value: bool) -> None:
-    if not isinstance(value, bool):
-        raise ConfigError(setting=attribute.name, value=value, fix="use true or false")
-
-
-def batch_size(_: object, attribute: attrs.Attribute[int], value: int) -> None:
-    """attrs validator: a batch size that can train (BatchNorm needs two rows per batch)."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < 2:
-        raise ConfigError(
-            setting=attribute.name,
-            value=value,
-            fix="use a whole number of at least 2 (BatchNorm needs two rows per batch)",
-        )
 
 
 #: An alignment weight above this is the likely cause when training diverges (the default is 1).

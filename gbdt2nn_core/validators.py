@@ -1,0 +1,70 @@
+"""attrs validators shared by every settings record (run settings, student configs, plugins' configs).
+
+Each raises a :class:`~gbdt2nn_core.errors.ConfigError` that names the setting, the value and the fix, so a bad
+value is one line wherever it was given (CLI flag, run file, estimator argument, student option). Light on
+purpose (attrs and the error classes only): the CLI validates settings before importing torch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import attrs
+
+from gbdt2nn_core.errors import ConfigError
+
+__all__ = [
+    "batch_size",
+    "boolean",
+    "non_negative_float",
+    "non_negative_int",
+    "positive_float",
+    "positive_int",
+    "unit_interval",
+]
+
+
+def positive_int(_: object, attribute: attrs.Attribute[int], value: int) -> None:
+    """attrs validator: a whole number ≥ 1 (``True`` is not a number here)."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(setting=attribute.name, value=value, fix="use a whole number of at least 1")
+
+
+def non_negative_int(_: object, attribute: attrs.Attribute[int], value: int) -> None:
+    """attrs validator: a whole number ≥ 0."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ConfigError(setting=attribute.name, value=value, fix="use a whole number of at least 0")
+
+
+def positive_float(_: object, attribute: attrs.Attribute[float], value: float) -> None:
+    """attrs validator: a finite number > 0."""
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise ConfigError(setting=attribute.name, value=value, fix="use a finite number greater than 0")
+
+
+def unit_interval(_: object, attribute: attrs.Attribute[float], value: float) -> None:
+    """attrs validator: a number in [0, 1]."""
+    if not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
+        raise ConfigError(setting=attribute.name, value=value, fix="use a number between 0 and 1")
+
+
+def non_negative_float(_: object, attribute: attrs.Attribute[float], value: float) -> None:
+    """attrs validator: a finite number ≥ 0."""
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+        raise ConfigError(setting=attribute.name, value=value, fix="use a finite number of at least 0")
+
+
+def boolean(_: object, attribute: attrs.Attribute[bool], value: bool) -> None:
+    """attrs validator: ``True`` or ``False`` (not 0/1 or a string)."""
+    if not isinstance(value, bool):
+        raise ConfigError(setting=attribute.name, value=value, fix="use true or false")
+
+
+def batch_size(_: object, attribute: attrs.Attribute[int], value: int) -> None:
+    """attrs validator: a batch size that can train (BatchNorm needs two rows per batch)."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 2:
+        raise ConfigError(
+            setting=attribute.name,
+            value=value,
+            fix="use a whole number of at least 2 (BatchNorm needs two rows per batch)",
+        )
