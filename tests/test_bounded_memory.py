@@ -38,6 +38,12 @@ def test_row_file_round_trip_and_cleanup(tmp_path: Path) -> None:
     assert is_on_disk(on_disk)
     assert not is_on_disk(on_disk[10:20])
     assert not is_on_disk(matrix)
+    assert RowFolder.holds(on_disk)
+    users = np.memmap(tmp_path / "users.f32", dtype=np.float32, mode="w+", shape=matrix.shape)
+    assert is_on_disk(users)  # read a batch at a time like ours, but nothing is ever written beside it
+    assert not RowFolder.holds(users)
+    del users
+    (tmp_path / "users.f32").unlink()
     index = rng.permutation(1000)[:50]
     np.testing.assert_array_equal(take_rows(on_disk, index), matrix[index])
     np.testing.assert_array_equal(read_rows(on_disk, 990, 1010), matrix[990:])

@@ -29,6 +29,7 @@ import numpy as np
 __all__ = [
     "CHUNK_ALIGN",
     "CHUNK_BYTES",
+    "FOLDER_PREFIX",
     "SPILL_BYTES",
     "Digest",
     "RowFolder",
@@ -52,6 +53,10 @@ CHUNK_BYTES = 16 * 2**20
 CHUNK_ALIGN = 2048
 
 
+#: The name of every :class:`RowFolder` starts with this.
+FOLDER_PREFIX = "gbdt2nn-rows-"
+
+
 class RowFolder:
     """A private temporary folder for one run's on-disk matrices (:meth:`write`), removed by :meth:`close`, when
     this object is garbage-collected, or at interpreter exit, whichever comes first."""
@@ -62,8 +67,14 @@ class RowFolder:
     def __init__(self, parent: str | Path | None = None) -> None:
         if parent is not None:
             Path(parent).mkdir(parents=True, exist_ok=True)
-        self.path = Path(tempfile.mkdtemp(prefix="gbdt2nn-rows-", dir=parent))
+        self.path = Path(tempfile.mkdtemp(prefix=FOLDER_PREFIX, dir=parent))
         self._remove = weakref.finalize(self, shutil.rmtree, self.path, ignore_errors=True)
+
+    @staticmethod
+    def holds(values: np.ndarray) -> bool:
+        """Whether ``values`` is an on-disk matrix in one of these folders (not, say, a user's own ``np.memmap``,
+        beside which nothing may be written)."""
+        return is_on_disk(values) and Path(str(getattr(values, "filename", ""))).parent.name.startswith(FOLDER_PREFIX)
 
     @classmethod
     def beside(cls, values: np.ndarray) -> RowFolder:

@@ -26,7 +26,7 @@ import torch
 
 from gbdt2nn_core.data import rowfile
 from gbdt2nn_core.data.cache import ExplanationCache, default_cache_dir
-from gbdt2nn_core.data.rowfile import RowFolder, is_on_disk, take_rows
+from gbdt2nn_core.data.rowfile import RowFolder, take_rows
 from gbdt2nn_core.errors import ConfigError
 from gbdt2nn_core.host.device import module_device, resolve_device, rows_on
 from gbdt2nn_core.host.interfaces import Attributor, Student, StudentInputs, Teacher, TreeShap, ValidationRows
@@ -190,7 +190,7 @@ class Prepared:
     def _fitting_rows(self, z: np.ndarray, fit: np.ndarray, name: str) -> np.ndarray:
         """``z[fit]``; from a matrix on disk, written to a file of its own a chunk at a time (the student reads its
         batches from there), once per set of rows: every student of this split reads the same file."""
-        if not is_on_disk(z):
+        if not RowFolder.holds(z):
             subset: np.ndarray = z[fit]
             return subset
         key = f"{name}-{hashlib.sha256(np.ascontiguousarray(fit).data).hexdigest()}"

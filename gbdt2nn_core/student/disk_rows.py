@@ -62,10 +62,10 @@ def training_rows(values: np.ndarray, device: torch.device, dtype: torch.dtype) 
 def rows_like(
     like: np.ndarray, shape: tuple[int, ...], chunks: Callable[[], Iterator[torch.Tensor]], device: torch.device
 ) -> RowSource:
-    """A matrix of ``shape`` computed chunk by chunk (``chunks()`` yields consecutive row blocks of at most
-    :func:`~gbdt2nn_core.data.rowfile.chunk_rows`): written beside ``like`` on disk when ``like`` is on disk and the
-    work is on the CPU, else filled into one tensor on ``device`` (no second copy, as a concatenation would make)."""
-    if device.type == "cpu" and is_on_disk(like):
+    """A matrix of ``shape`` computed chunk by chunk (``chunks()`` yields consecutive row blocks): written beside
+    ``like`` when ``like`` is in one of the pipeline's on-disk folders (:meth:`RowFolder.holds`) and the work is on the
+    CPU, else filled into one tensor on ``device`` (no second copy, as a concatenation would make)."""
+    if device.type == "cpu" and RowFolder.holds(like):
         arrays = lambda: (chunk.detach().cpu().numpy() for chunk in chunks())  # noqa: E731
         written = RowFolder.beside(like).write("targets", shape, arrays)
         return training_rows(written, device, torch.float32)
