@@ -16,6 +16,7 @@ from torch import nn
 from gbdt2nn_core.host.interfaces import TreeEnsemble
 from gbdt2nn_core.student._layers import GroupBatchNorm
 from gbdt2nn_core.student.batchnorm import row_batches
+from gbdt2nn_core.student.disk_rows import RowSource
 from gbdt2nn_core.student.distributed import (
     all_reduce_sum,
     data_parallel,
@@ -79,7 +80,7 @@ class LeafEmbedding(nn.Module):
 
 def fit_leaf_embedding(
     module: LeafEmbedding,
-    leaves: torch.Tensor,
+    leaves: RowSource,
     targets: torch.Tensor,
     *,
     epochs: int,
@@ -126,7 +127,7 @@ def fit_leaf_embedding(
 
 def _fit_data_parallel(
     module: LeafEmbedding,
-    leaves: torch.Tensor,
+    leaves: RowSource,
     targets: torch.Tensor,
     scale: torch.Tensor,
     epochs: int,
