@@ -37,6 +37,7 @@ Every section and key is optional; command-line flags override the file. Example
     threshold_bins = 64
     merge_categories = true          # categories the teacher never tells apart share a one-hot slot
     teacher_explanation = "path-dependent"   # or "interventional"
+    spill_bytes = 67108864           # a per-row matrix larger than this is kept in a float32 file on disk
     out = "runs/churn"
     compare = true                   # also train a plain (λ = 0) student
 """
@@ -79,6 +80,7 @@ ALLOWED_KEYS: dict[str, frozenset[str]] = {
             "cache_dir",
             "cache",
             "device",
+            "spill_bytes",
         }
     ),
 }

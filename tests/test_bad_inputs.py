@@ -848,7 +848,7 @@ CASES: list[Case] = [
         setup=_text("run.toml", "[run]\nepochs = 3\n"),
         argv=(*DISTILL, "--config", "run.toml"),
         message=E + "invalid run.toml [run] key='epochs': [run] takes background_rows, cache, cache_dir, compare, "
-        "device, merge_categories, out, seed, teacher_explanation, test_size, threads, threshold_bins, "
+        "device, merge_categories, out, seed, spill_bytes, teacher_explanation, test_size, threads, threshold_bins, "
         "validation_fraction",
         fix="use a listed key, or `--epochs`",
     ),

@@ -181,7 +181,15 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         attributor_options=options("attributor"),
         alignment_options=options("alignment"),
     )
-    for key in ("test_size", "threshold_bins", "merge_categories", "background_rows", "cache_dir", "cache"):
+    for key in (
+        "test_size",
+        "threshold_bins",
+        "merge_categories",
+        "background_rows",
+        "cache_dir",
+        "cache",
+        "spill_bytes",
+    ):
         if key in run_section:
             config[key] = run_section[key]
     return {
@@ -400,6 +408,8 @@ def _run(args: argparse.Namespace, engine: Any) -> int:
         if checkpoints is not None and leader:
             shutil.rmtree(checkpoints, ignore_errors=True)
         raise
+    finally:
+        prepared.close()  # the rows it kept on disk (spill_bytes), finished or failed: the run folder has its own
     if not leader:
         return 0
     if checkpoints is not None:

@@ -12,10 +12,11 @@ from typing import Any
 
 import attrs
 
+from gbdt2nn_core.data.rowfile import SPILL_BYTES
 from gbdt2nn_core.errors import ConfigError
 from gbdt2nn_core.host.device import check_device
 from gbdt2nn_core.host.interfaces import TASKS, Task
-from gbdt2nn_core.validators import boolean
+from gbdt2nn_core.validators import boolean, non_negative_int
 
 __all__ = [
     "DistillConfig",
@@ -143,6 +144,11 @@ class DistillConfig(RunSettings):
     seed: int = 0
     #: Set to ``False`` to recompute teacher explanations every time.
     cache: bool = True
+    #: Bytes above which a per-row matrix (the encoded training or test rows, the leaf-embedding targets) is kept
+    #: in a float32 file on disk, produced a chunk of rows at a time and read a batch at a time, in a temporary
+    #: folder under the cache folder that is removed when the run ends (0: every such matrix on disk). See
+    #: docs/scaling-out.md, "Memory".
+    spill_bytes: int = attrs.field(default=SPILL_BYTES, validator=non_negative_int)
 
     def to_json(self) -> dict[str, Any]:
         return attrs.asdict(self)

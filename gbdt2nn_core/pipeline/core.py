@@ -12,6 +12,7 @@ the background sample) happens once; training and evaluating may then run for ma
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -23,7 +24,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from gbdt2nn_core.data.cache import ExplanationCache
+from gbdt2nn_core.data import rowfile
+from gbdt2nn_core.data.cache import ExplanationCache, default_cache_dir
+from gbdt2nn_core.data.rowfile import RowFolder, take_rows
 from gbdt2nn_core.errors import ConfigError
 from gbdt2nn_core.host.device import module_device, resolve_device, rows_on
 from gbdt2nn_core.host.interfaces import Attributor, Student, StudentInputs, Teacher, TreeShap, ValidationRows
@@ -36,6 +39,7 @@ from gbdt2nn_core.pipeline.data import (
     PreparedData,
     SplitData,
     ValidationSplit,
+    encoded_bytes,
     encoder_for,
     split_data,
     validation_split,
@@ -73,7 +77,15 @@ class Prepared:
     #: The training rows the student fits on and those it holds out for early stopping (the teacher used all).
     validation: ValidationSplit = attrs.field(repr=False)
     timings: dict[str, float] = attrs.field(factory=dict)
+    #: The temporary folder of the matrices kept on disk (``spill_bytes``), or ``None`` when all are in memory.
+    rows_folder: RowFolder | None = attrs.field(default=None, repr=False)
     _cached: dict[str, Any] = attrs.field(factory=dict, repr=False)
+
+    def close(self) -> None:
+        """Remove the on-disk matrices (also done when this object is garbage-collected, or at exit); the rows kept
+        on disk can no longer be read afterwards."""
+        if self.rows_folder is not None:
+            self.rows_folder.close()
 
     def _explain(self, key: str, frame: pd.DataFrame, label: str) -> TreeShap:
         if key not in self._cached:
@@ -151,16 +163,18 @@ class Prepared:
         :attr:`StudentInputs.validation` (see :attr:`validation`); with ``shard``, only those positions among the
         fitting rows (this process's shard; every process keeps every validation row)."""
         data, fit, held_out = self.data, self.validation.fit, self.validation.validation
-        validation = None if len(held_out) == 0 else ValidationRows(z=data.z_train[held_out], y=data.y_train[held_out])
+        validation = None
+        if len(held_out):
+            validation = ValidationRows(z=take_rows(data.z_train, held_out), y=data.y_train[held_out])
         if shard is not None:
             fit = fit[shard]
         every_row = len(fit) == len(data.y_train)
         return StudentInputs(
             teacher=self.teacher,
-            z=data.z_train if every_row else data.z_train[fit],
+            z=data.z_train if every_row else self._fitting_rows(data.z_train, fit, "z-fit"),
             y=data.y_train if every_row else data.y_train[fit],
             task=data.task,
-            leaves=self.leaves_train if every_row else self.leaves_train[fit],
+            leaves=self.leaves_train if every_row else self._fitting_rows(self.leaves_train, fit, "leaves-fit"),
             teacher_margin=self.teacher_margin_train if every_row else self.teacher_margin_train[fit],
             column_of=data.encoder.column_of,
             aggregation=data.encoder.aggregation(),
@@ -172,6 +186,29 @@ class Prepared:
             validation=validation,
             device=device,
         )
+
+    def _fitting_rows(self, z: np.ndarray, fit: np.ndarray, name: str) -> np.ndarray:
+        """``z[fit]``; from a matrix on disk, written to a file of its own a chunk at a time (the student reads its
+        batches from there), once per set of rows: every student of this split reads the same file."""
+        if not RowFolder.holds(z):
+            subset: np.ndarray = z[fit]
+            return subset
+        key = f"{name}-{hashlib.sha256(np.ascontiguousarray(fit).data).hexdigest()}"
+        if key not in self._cached:
+            self._cached[key] = self._write_rows(z, fit, name)
+        cached: np.ndarray = self._cached[key]
+        return cached
+
+    @staticmethod
+    def _write_rows(z: np.ndarray, fit: np.ndarray, name: str) -> np.ndarray:
+        size = rowfile.chunk_rows(z.itemsize * int(np.prod(z.shape[1:])))
+        written: np.ndarray = RowFolder.beside(z).write(
+            name,
+            (len(fit), *z.shape[1:]),
+            lambda: (take_rows(z, fit[start : start + size]) for start in range(0, len(fit), size)),
+            dtype=z.dtype.type,
+        )
+        return written
 
     @property
     def teacher_margin_test(self) -> np.ndarray:
@@ -194,6 +231,17 @@ class Trained:
     first_epoch: int = 0
     #: The device the student trained on (``config.device`` resolved on this machine, e.g. ``"cuda:0"``).
     device: str = "cpu"
+
+
+def leaf_rows(teacher: Teacher, frame: pd.DataFrame, folder: RowFolder | None, spill_bytes: int) -> np.ndarray:
+    """``teacher.leaf_indices(frame)``: in memory, or, with ``folder`` and more than ``spill_bytes`` of them, computed a
+    chunk of rows at a time into an int32 file there (the same values: every row's leaves are its own)."""
+    n_trees = teacher.structure().n_trees
+    if folder is None or 4 * len(frame) * n_trees <= spill_bytes:
+        return teacher.leaf_indices(frame)
+    size = rowfile.chunk_rows(4 * n_trees)
+    chunks = (teacher.leaf_indices(frame.iloc[start : start + size]) for start in range(0, len(frame), size))
+    return folder.write("leaves", (len(frame), n_trees), lambda: chunks, dtype=np.int32)
 
 
 def check_explains(name: str, attributor: Attributor, student: str) -> None:
@@ -288,13 +336,16 @@ class Pipeline:
         encoder = encoder_for(
             split.train_frame, split.schema, teacher_obj, config.threshold_bins, config.merge_categories
         )
-        data = PreparedData.encode(split, encoder)
+        n_train = len(split.train_frame)
+        leaf_bytes = 4 * n_train * teacher_obj.structure().n_trees  # int32 leaf indices
+        folder = self.rows_folder(max(encoded_bytes(encoder, n_train), leaf_bytes))
+        data = PreparedData.encode(split, encoder, folder=folder, spill_bytes=config.spill_bytes)
         n = len(data.z_train)
-        background = data.z_train[background_index(n, BACKGROUND_ROWS, config.seed)]
+        background = take_rows(data.z_train, background_index(n, BACKGROUND_ROWS, config.seed))
         teacher_background = split.train_frame.iloc[
             background_index(n, config.background_rows, config.seed)
         ].reset_index(drop=True)
-        leaves = teacher_obj.leaf_indices(data.train_frame)
+        leaves = leaf_rows(teacher_obj, data.train_frame, folder, config.spill_bytes)
         margin = teacher_obj.predict_margin(data.train_frame)
         prepare_s = time.perf_counter() - started
         explanations = TeacherExplanations(
@@ -315,10 +366,18 @@ class Pipeline:
             explanations=explanations,
             progress=progress,
             timings={"prepare_s": prepare_s, "teacher_s": teacher_s},
+            rows_folder=folder,
             validation=validation_split(
                 data.y_train, task=data.task, fraction=config.validation_fraction, seed=config.seed
             ),
         )
+
+    def rows_folder(self, largest: int) -> RowFolder | None:
+        """A temporary folder for matrices kept on disk when the ``largest`` one exceeds ``spill_bytes`` (under the
+        cache folder: a per-user place on disk, unlike a ``/tmp`` that may live in memory), else ``None``."""
+        if largest <= self.config.spill_bytes:
+            return None
+        return RowFolder(Path(self.config.cache_dir or default_cache_dir()) / "rows")
 
     # ------------------------------------------------------------------ train
     def settings(self, **overrides: Any) -> DistillConfig:

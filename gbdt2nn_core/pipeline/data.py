@@ -7,8 +7,16 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from gbdt2nn_core.data import TabularSchema, TargetEncoder, infer_task, split_features_target, warn_if_few_test_rows
+from gbdt2nn_core.data import (
+    TabularSchema,
+    TargetEncoder,
+    infer_task,
+    rowfile,
+    split_features_target,
+    warn_if_few_test_rows,
+)
 from gbdt2nn_core.data.encoding import InputEncoder, teacher_category_slots, teacher_thresholds
+from gbdt2nn_core.data.rowfile import SPILL_BYTES, RowFolder
 from gbdt2nn_core.errors import DataError
 from gbdt2nn_core.host.interfaces import Task, Teacher
 
@@ -16,6 +24,8 @@ __all__ = [
     "PreparedData",
     "SplitData",
     "ValidationSplit",
+    "encode_rows",
+    "encoded_bytes",
     "encoder_for",
     "fit_encoder",
     "split_data",
@@ -45,14 +55,36 @@ class PreparedData(SplitData):
     z_test: np.ndarray = attrs.field(eq=False, repr=False)
 
     @classmethod
-    def encode(cls, split: SplitData, encoder: InputEncoder) -> PreparedData:
+    def encode(
+        cls, split: SplitData, encoder: InputEncoder, *, folder: RowFolder | None = None, spill_bytes: int = SPILL_BYTES
+    ) -> PreparedData:
+        """Encode both sides; with ``folder``, a side larger than ``spill_bytes`` goes to a float32 file there
+        (:func:`encode_rows`)."""
         fields = {f.name: getattr(split, f.name) for f in attrs.fields(SplitData)}
         return cls(
             **fields,
             encoder=encoder,
-            z_train=encoder.transform(split.train_frame),
-            z_test=encoder.transform(split.test_frame),
+            z_train=encode_rows(encoder, split.train_frame, folder, spill_bytes, "z-train"),
+            z_test=encode_rows(encoder, split.test_frame, folder, spill_bytes, "z-test"),
         )
+
+
+def encoded_bytes(encoder: InputEncoder, rows: int) -> int:
+    """The size of ``rows`` encoded rows (float32)."""
+    return 4 * rows * encoder.n_encoded
+
+
+def encode_rows(
+    encoder: InputEncoder, frame: pd.DataFrame, folder: RowFolder | None, spill_bytes: int, name: str
+) -> np.ndarray:
+    """``encoder.transform(frame)``: in memory, or, with ``folder`` and more than ``spill_bytes`` of it, encoded a
+    chunk of rows at a time into a float32 file in ``folder`` (the same values: see
+    :mod:`gbdt2nn_core.data.rowfile`)."""
+    if folder is None or encoded_bytes(encoder, len(frame)) <= spill_bytes:
+        return encoder.transform(frame)
+    size = rowfile.chunk_rows(4 * encoder.n_encoded)
+    chunks = lambda: (encoder.transform(frame.iloc[start : start + size]) for start in range(0, len(frame), size))  # noqa: E731
+    return folder.write(name, (len(frame), encoder.n_encoded), chunks)
 
 
 def split_data(frame: pd.DataFrame, target: str, *, task: Task | None, test_size: float, seed: int) -> SplitData:

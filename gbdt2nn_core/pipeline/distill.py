@@ -107,7 +107,11 @@ def distill(
     pipeline = Pipeline(config, registry, progress=progress)
     pipeline.check()
     prepared = pipeline.prepare(frame, target, teacher_model)
-    return run_student(pipeline, prepared, pipeline.config.alignment_weight)
+    try:
+        return run_student(pipeline, prepared, pipeline.config.alignment_weight)
+    except BaseException:
+        prepared.close()  # rows kept on disk go with a failed run; a finished one keeps them with its data
+        raise
 
 
 def compare(
@@ -126,4 +130,8 @@ def compare(
     pipeline = Pipeline(config, registry, progress=progress)
     pipeline.check()
     prepared = pipeline.prepare(frame, target, teacher_model)
-    return run_student(pipeline, prepared, 0.0), run_student(pipeline, prepared, config.alignment_weight)
+    try:
+        return run_student(pipeline, prepared, 0.0), run_student(pipeline, prepared, config.alignment_weight)
+    except BaseException:
+        prepared.close()  # rows kept on disk go with a failed run; finished ones keep them with their data
+        raise

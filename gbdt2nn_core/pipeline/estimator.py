@@ -450,7 +450,10 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
             y_test=y_encoded[:0],
         )
         prepared = pipeline.prepare_split(split, teacher_obj)
-        result = pipeline.train(prepared)
+        try:
+            result = pipeline.train(prepared)
+        finally:
+            prepared.close()  # the rows it kept on disk, if any: the fitted estimator needs none of them
         config = result.config
         if isinstance(model, Teacher):  # name the plugin after the booster the component holds, for save/load
             config = attrs.evolve(

@@ -3,11 +3,13 @@ record is built (the pipeline's test rows, or the rows given to an estimator's `
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from gbdt2nn_core.data.rowfile import is_on_disk, row_chunks
 from gbdt2nn_core.host.interfaces import Attributor, Student, Task
 from gbdt2nn_core.pipeline.config import DistillConfig
 from gbdt2nn_core.pipeline.metrics import (
@@ -25,6 +27,19 @@ __all__ = ["ATTRIBUTION_CHUNK", "evaluate_rows"]
 #: Rows explained at a time. An attribution holds several ``(rows, groups, group width)`` tensors and their graph:
 #: at 2,048 rows that was about 330 MiB on adult, the whole run's peak; at 512 about a quarter of it.
 ATTRIBUTION_CHUNK = 512
+
+
+def _attributions(student: Student, attributor: Attributor, aggregation: np.ndarray, z: np.ndarray) -> np.ndarray:
+    return student.attributions(z, attributor, aggregation, ATTRIBUTION_CHUNK)
+
+
+def _by_chunk(z: np.ndarray, per_rows: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """``per_rows(z)``; for encoded rows kept on disk, over chunks read one at a time (chunks of
+    :func:`~gbdt2nn_core.data.rowfile.chunk_rows` rows, a multiple of every inference chunk: the same calls, the same
+    values), so that the file never becomes resident as a whole."""
+    if not is_on_disk(z):
+        return per_rows(z)
+    return np.concatenate([per_rows(rows) for rows in row_chunks(z)])
 
 
 def evaluate_rows(
@@ -50,15 +65,15 @@ def evaluate_rows(
     """
     import torch
 
-    margin = np.asarray(student.predict_margin(z), dtype=np.float64)
-    values = student.attributions(z, attributor, aggregation, ATTRIBUTION_CHUNK)
+    margin = np.asarray(_by_chunk(z, student.predict_margin), dtype=np.float64)
+    values = _by_chunk(z, functools.partial(_attributions, student, attributor, aggregation))
     # multiclass: each row's explanation of the class the teacher predicts (every class: agreement_per_class)
     explained = explained_outputs(task, teacher_margin)
     by_attributor: dict[str, dict[str, float]] = {}
     arrays: dict[str, np.ndarray] = {"margin": margin}
     for name, other in attributors.items():
         other.fit(student.module, torch.as_tensor(background, dtype=torch.float32))
-        arrays[name] = student.attributions(z, other, aggregation, ATTRIBUTION_CHUNK)
+        arrays[name] = _by_chunk(z, functools.partial(_attributions, student, other, aggregation))
         by_attributor[name] = agreement(arrays[name], teacher_attributions, explained=explained)
     if keep is not None:
         keep.update(arrays)

@@ -17,6 +17,7 @@ from torch import nn
 from gbdt2nn_core.host.interfaces import TreeEnsemble
 from gbdt2nn_core.student._layers import GroupBatchNorm
 from gbdt2nn_core.student.batchnorm import row_batches
+from gbdt2nn_core.student.disk_rows import RowSource
 from gbdt2nn_core.student.distributed import (
     all_reduce_sum,
     data_parallel,
@@ -80,7 +81,7 @@ class LeafEmbedding(nn.Module):
 
 def fit_leaf_embedding(
     module: LeafEmbedding,
-    leaves: torch.Tensor,
+    leaves: RowSource,
     targets: torch.Tensor,
     *,
     epochs: int,
@@ -132,7 +133,7 @@ def fit_leaf_embedding(
 
 def _fit_data_parallel(
     module: LeafEmbedding,
-    leaves: torch.Tensor,
+    leaves: RowSource,
     targets: torch.Tensor,
     scale: torch.Tensor,
     epochs: int,

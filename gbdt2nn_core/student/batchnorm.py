@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from gbdt2nn_core.host.device import module_device, rows_on
+from gbdt2nn_core.student.disk_rows import DiskRows
 from gbdt2nn_core.student.distributed import shard_batches, synchronised_batchnorm, world
 
 __all__ = ["recalibrate_batchnorm", "row_batches"]
@@ -25,7 +26,7 @@ def row_batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
 
 
 @torch.no_grad()
-def recalibrate_batchnorm(module: nn.Module, z: np.ndarray | torch.Tensor, batch_size: int = 512) -> None:
+def recalibrate_batchnorm(module: nn.Module, z: np.ndarray | torch.Tensor | DiskRows, batch_size: int = 512) -> None:
     """Re-estimate every BatchNorm layer's running mean and variance on rows ``z`` with the current weights.
 
     The rows go through in their order, in batches of ``batch_size`` (a last batch of one row is skipped: it has
@@ -41,7 +42,8 @@ def recalibrate_batchnorm(module: nn.Module, z: np.ndarray | torch.Tensor, batch
         norm.reset_running_stats()
         norm.momentum = None
     module.train()
-    rows = rows_on(z, module_device(module), torch.float32)  # on the module's device, copied there once
+    # on the module's device, copied there once (rows kept on disk are read a batch at a time)
+    rows = z if isinstance(z, DiskRows) else rows_on(z, module_device(module), torch.float32)
     try:
         if world().distributed:
             # every process passes its shard in as many batches as the others, each normalised with the global

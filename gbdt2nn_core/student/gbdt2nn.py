@@ -22,6 +22,8 @@ import attrs
 import numpy as np
 import torch
 
+from gbdt2nn_core.data import rowfile
+from gbdt2nn_core.data.rowfile import read_rows
 from gbdt2nn_core.errors import ConfigError, NotFittedError
 from gbdt2nn_core.host.device import inference_chunk_rows, module_device, rng_devices, rows_on
 from gbdt2nn_core.host.interfaces import OnlineUpdate, Student, StudentInputs, Task, Teacher, ValidationRows
@@ -30,6 +32,7 @@ from gbdt2nn_core.progress import NullProgress, Progress
 from gbdt2nn_core.student._grouping import group_trees, select_group_features
 from gbdt2nn_core.student._leaf_embedding import LeafEmbedding, fit_leaf_embedding, group_leaf_sums
 from gbdt2nn_core.student.calibration import saved_temperature, temperature_state
+from gbdt2nn_core.student.disk_rows import DiskRows, RowSource, rows_like, training_rows
 from gbdt2nn_core.student.distributed import (
     all_reduce_sum,
     broadcast_state,
@@ -326,11 +329,13 @@ class GBDT2NNStudent(Student):
         self.batch_size_, self.choices_["batch_size"] = _batch_size_choice(cfg, n_all // processes.size)
         rows_per_step = self.batch_size_
         scale = scaling.scale
-        leaf_sums = rows_on(group_leaf_sums(ensemble, leaves, groups) / scale, device, torch.float32)
+        leaf_sums = rows_on(_scaled_leaf_sums(ensemble, leaves, groups, scale), device, torch.float32)
         leaf_mean = global_mean_var(leaf_sums)[0] if processes.distributed else leaf_sums.mean(0)
         embedding = LeafEmbedding(ensemble, groups, cfg.embedding_dim, cfg.leaf_dropout, leaf_mean.cpu().numpy())
         embedding = embedding.to(device)
-        leaves_t = rows_on(leaves, device, torch.long)
+        # int32 (the teacher's type; the embedding adds the int64 tree offsets per batch): no int64 copy of every row;
+        # leaves kept on disk are read a batch at a time
+        leaves_t = training_rows(leaves, device, torch.int32)
         steps = math.ceil(n / rows_per_step) * cfg.leaf_epochs
         with progress.step("leaf embedding", total=steps):
             if resumed is not None:
@@ -351,12 +356,17 @@ class GBDT2NNStudent(Student):
                 )
                 check_finite_loss(torch.tensor(self.leaf_history_), "the leaf embedding loss", None, cfg.lr, None)
             with torch.no_grad():
-                targets = torch.cat([embedding.embed(leaves_t[i : i + 4096]) for i in range(0, n, 4096)])
+                targets = rows_like(
+                    z,
+                    (n, len(groups), cfg.embedding_dim),
+                    lambda: (embedding.embed(leaves_t[i : i + 4096]) for i in range(0, n, 4096)),
+                    device,
+                )
                 module.head_weight.copy_(embedding.weight * scale)
                 module.head_bias.copy_(embedding.bias * scale)
 
         # --- steps 5-6 (+ alignment): train the group networks
-        z_t = rows_on(z, device, torch.float32)
+        z_t = training_rows(z, device, torch.float32)  # large rows stay on disk (see gbdt2nn_core.data.rowfile)
         y_t = rows_on(scaling.targets(task, y), device)
         objective = _Objective(cfg, task, module, targets, y_t, teacher_margin, alignment, aggregation, scaling)
         if alignment is not None:
@@ -440,6 +450,8 @@ class GBDT2NNStudent(Student):
                 save(epoch + 1)
                 progress.advance(1, loss=record.task_loss)
         self.stopping_ = stopper.finish(module)
+        if isinstance(targets, DiskRows):  # this fit's own file: no other student reads it
+            targets.remove()
         if weight is not None:
             self.choices_["alignment_weight"] = weight.describe()
             self.choices_["alignment_unit"] = _alignment_unit_choice(cfg, objective)
@@ -456,7 +468,7 @@ class GBDT2NNStudent(Student):
     def _train_epoch(
         self,
         epoch: int,
-        z: torch.Tensor,
+        z: RowSource,
         objective: _Objective,
         optimizer: torch.optim.Optimizer,
         generator: torch.Generator,
@@ -505,7 +517,7 @@ class GBDT2NNStudent(Student):
     def _train_epoch_parallel(
         self,
         epoch: int,
-        z: torch.Tensor,
+        z: RowSource,
         parallel: torch.nn.Module,
         optimizer: torch.optim.Optimizer,
         generator: torch.Generator,
@@ -689,6 +701,16 @@ def _batch_size_choice(cfg: GBDT2NNConfig, rows: int) -> tuple[int, dict[str, An
     return cfg.batch_size, {"rows": cfg.batch_size, "why": "as configured"}
 
 
+def _scaled_leaf_sums(ensemble: Any, leaves: np.ndarray, groups: list[np.ndarray], scale: float) -> np.ndarray:
+    """``group_leaf_sums(...) / scale`` as float32, computed a chunk of rows at a time (its float64 per-tree
+    temporaries would otherwise be 8 bytes x trees per row)."""
+    sums = np.empty((len(leaves), len(groups)), dtype=np.float32)
+    size = rowfile.chunk_rows(8 * leaves.shape[1])  # its float64 temporary: one value per tree
+    for start in range(0, len(leaves), size):
+        sums[start : start + size] = group_leaf_sums(ensemble, read_rows(leaves, start, start + size), groups) / scale
+    return sums
+
+
 def _beta_choice(cfg: GBDT2NNConfig) -> dict[str, Any]:
     """The β schedule as resolved for the run's record: β of each epoch of the budget, the warm-up, and why."""
     deepgbm = cfg.beta0 == 1.0
@@ -702,7 +724,7 @@ def _validation_monitor(
     module: torch.nn.Module,
     validation: ValidationRows | None,
     scaling: TargetScaling,
-    batchnorm_rows: torch.Tensor | None,
+    batchnorm_rows: RowSource | None,
     batch_size: int,
 ) -> Callable[[], float | None]:
     """The validation task loss after an epoch (of the network as served: see :func:`validation_loss`), or ``None``
@@ -725,7 +747,7 @@ class _Objective:
         cfg: GBDT2NNConfig,
         task: Task,
         module: GBDT2NNModule,
-        embedding_targets: torch.Tensor,
+        embedding_targets: RowSource,
         y: torch.Tensor,
         teacher_margin: np.ndarray | None,
         alignment: Alignment | None,

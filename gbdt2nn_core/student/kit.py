@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from gbdt2nn_core.data.rowfile import update_digest
 from gbdt2nn_core.errors import ConfigError, TrainingError
 from gbdt2nn_core.host.device import module_device, rng_devices, rows_on
 from gbdt2nn_core.host.interfaces import Task, Teacher, ValidationRows
@@ -27,6 +28,7 @@ from gbdt2nn_core.kit.alignment import Alignment, column_attributions, frozen_ba
 from gbdt2nn_core.student.batchnorm import recalibrate_batchnorm, row_batches
 from gbdt2nn_core.student.calibration import fit_temperature
 from gbdt2nn_core.student.checkpoint import load_checkpoint, save_checkpoint
+from gbdt2nn_core.student.disk_rows import DiskRows
 from gbdt2nn_core.student.distributed import all_reduce_sum, world
 from gbdt2nn_core.validators import (
     batch_size,
@@ -472,18 +474,19 @@ def training_fingerprint(
         digest.update(f"world_size:{world_size}".encode())
     digest.update(json.dumps(attrs.asdict(config), sort_keys=True, default=str).encode())
     digest.update(teacher.fingerprint().encode())
-    digest.update(np.ascontiguousarray(z).tobytes())
-    digest.update(np.ascontiguousarray(y).tobytes())
+    update_digest(digest, z)  # a chunk at a time: z may be larger than memory would like (an on-disk matrix)
+    update_digest(digest, y)
     if alignment is not None:
         loss_name = getattr(alignment.loss, "__qualname__", type(alignment.loss).__qualname__)
         described = (type(alignment.attributor).__qualname__, loss_name, alignment.weight, alignment.fraction)
         digest.update(repr(described).encode())
-        digest.update(np.ascontiguousarray(alignment.teacher_attributions).tobytes())
+        update_digest(digest, alignment.teacher_attributions)
         if alignment.rows is not None:
             digest.update(b"rows:" + np.ascontiguousarray(alignment.rows, dtype=np.int64).tobytes())
     if validation is not None:
-        digest.update(b"validation:" + np.ascontiguousarray(validation.z).tobytes())
-        digest.update(np.ascontiguousarray(validation.y).tobytes())
+        digest.update(b"validation:")  # the same digest as one update of the prefix and the rows' bytes
+        update_digest(digest, validation.z)
+        update_digest(digest, validation.y)
     return digest.hexdigest()
 
 
@@ -522,7 +525,7 @@ def validation_loss(
     y: torch.Tensor,
     *,
     scaling: TargetScaling | None = None,
-    batchnorm_rows: torch.Tensor | None = None,
+    batchnorm_rows: torch.Tensor | DiskRows | None = None,
     batch_size: int = 512,
 ) -> float:
     """The task loss (labels only: never the embedding or alignment term) of ``module`` on validation rows, in eval
