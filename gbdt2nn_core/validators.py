@@ -8,6 +8,7 @@ purpose (attrs and the error classes only): the CLI validates settings before im
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import attrs
 
@@ -15,6 +16,7 @@ from gbdt2nn_core.errors import ConfigError
 
 __all__ = [
     "batch_size",
+    "batch_size_or_auto",
     "boolean",
     "non_negative_float",
     "non_negative_int",
@@ -67,4 +69,18 @@ def batch_size(_: object, attribute: attrs.Attribute[int], value: int) -> None:
             setting=attribute.name,
             value=value,
             fix="use a whole number of at least 2 (BatchNorm needs two rows per batch)",
+        )
+
+
+def batch_size_or_auto(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    """attrs validator: ``"auto"`` (the student chooses from the number of training rows) or a batch size that can
+    train."""
+    if value == "auto":
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value < 2:
+        raise ConfigError(
+            setting=attribute.name,
+            value=value,
+            fix="use auto (from the number of training rows) or a whole number of at least 2 (BatchNorm needs two "
+            "rows per batch)",
         )

@@ -395,7 +395,7 @@ _STUDENT_OPTIONS = (
     "n_groups, features_per_group, embedding_dim, hidden, leaf_epochs, leaf_dropout, epochs, early_stopping, "
     "patience, calibrate, batch_size, lr, "
     "weight_decay, beta0, beta_decay, beta_step, beta_floor, standardize_targets, alignment_cap, "
-    "alignment_in_teacher_units, teacher_weight, recalibrate_batchnorm, seed"
+    "alignment_backoff, alignment_in_teacher_units, teacher_weight, recalibrate_batchnorm, seed"
 )
 _RUN_FOLDER = "pass a run folder written by 'gbdt2nn distill' (it holds student.safetensors and student.json)"
 _LGB_FIX = "save the model again (Booster.save_model or teacher.save), or pass model=None to train a new one"
@@ -756,7 +756,8 @@ CASES: list[Case] = [
         where="CLI",
         bad="`--student-option batch_size=0`",
         argv=(*DISTILL, "--student-option", "batch_size=0"),
-        message=E + "invalid batch_size=0: use a whole number of at least 2 (BatchNorm needs two rows per batch)",
+        message=E + "invalid batch_size=0: use auto (from the number of training rows) or a whole number of at least 2 "
+        "(BatchNorm needs two rows per batch)",
         fix="a batch size of 2 or more",
     ),
     Case(
@@ -1803,7 +1804,8 @@ CASES += [
         heading=TRAINING,
         bad="`--student-option batch_size=1` (was: zero training steps, losses of 0.0, exit 0)",
         argv=(*DISTILL, "--student-option", "batch_size=1"),
-        message=E + "invalid batch_size=1: use a whole number of at least 2 (BatchNorm needs two rows per batch)",
+        message=E + "invalid batch_size=1: use auto (from the number of training rows) or a whole number of at least 2 "
+        "(BatchNorm needs two rows per batch)",
         fix="a batch size of 2 or more",
     ),
     Case(
@@ -1812,7 +1814,8 @@ CASES += [
         heading=TRAINING,
         bad="`GBDT2NNStudent(batch_size=1)`",
         call=lambda ctx: _student(batch_size=1),
-        message="invalid batch_size=1: use a whole number of at least 2 (BatchNorm needs two rows per batch)",
+        message="invalid batch_size=1: use auto (from the number of training rows) or a whole number of at least 2 "
+        "(BatchNorm needs two rows per batch)",
         fix="`batch_size=2` or more",
     ),
     Case(
@@ -2106,8 +2109,8 @@ _TAMPERINGS: list[tuple[str, str, dict[str, Any], str]] = [
         "config-batch-size",
         "a training setting the student refuses (`batch_size` 1)",
         {"config__batch_size": 1},
-        "has an invalid setting (invalid batch_size=1: use a whole number of at least 2 (BatchNorm needs two rows per "
-        "batch))",
+        "has an invalid setting (invalid batch_size=1: use auto (from the number of training rows) or a whole number "
+        "of at least 2 (BatchNorm needs two rows per batch))",
     ),
     (
         "config-unknown",

@@ -47,6 +47,7 @@ from gbdt2nn_core.pipeline import Pipeline, Prepared, check_explains
 from gbdt2nn_core.pipeline.metrics import Metrics, StudentMetrics, agreement, explained_outputs, task_metrics
 from gbdt2nn_core.pipeline.runfolder import write_json
 from gbdt2nn_core.progress import NullProgress, Progress
+from gbdt2nn_core.student.kit import batch_size_for_rows
 
 __all__ = [
     "INDEPENDENT",
@@ -456,10 +457,13 @@ class ExperimentRunner:
         plain = json.loads(plain_metrics_path.read_text())
         data = ctx.data
         options = dict(self.config.student_options)
+        batch_size = options.get("batch_size", "auto")
+        if batch_size == "auto":  # as the GBDT2NN student resolves it
+            batch_size = batch_size_for_rows(len(data.y_train))
         network = ExplanationNetwork(
             self.config.imitation,
             epochs=int(options.get("epochs", 20)),
-            batch_size=int(options.get("batch_size", 512)),
+            batch_size=int(batch_size),
             seed=ctx.seed,
             device=ctx.pipeline.device(),
         )

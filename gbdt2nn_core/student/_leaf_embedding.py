@@ -6,6 +6,7 @@ so it is computed as an embedding lookup summed over each group's trees, for all
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -113,6 +114,11 @@ def fit_leaf_embedding(
         for rows in row_batches(order, batch_size):
             prediction = module(leaves[rows])
             loss = (((prediction - targets[rows]) ** 2) / scale).mean()
+            if not bool(torch.isfinite(loss)):
+                # diverged (e.g. a huge learning rate): a further AdamW step can overflow inside torch; the caller's
+                # check of the history reports it as a TrainingError
+                module.eval()
+                return [*history, math.nan]
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

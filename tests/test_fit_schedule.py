@@ -1,0 +1,192 @@
+"""A student that closes its gap to the teacher by itself (issue 12): a batch size chosen from the number of rows
+(``batch_size="auto"``), and λ backed off when alignment starts to cost the task (``alignment_backoff``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from gbdt2nn_core.pipeline.distill import DistillConfig, distill
+from gbdt2nn_core.student.kit import AlignmentWeight, batch_size_for_rows
+
+pytestmark = pytest.mark.usefixtures("single_thread_torch")
+
+
+# ------------------------------------------------------------------------------------------------ the units, by hand
+def test_the_automatic_batch_size_gives_an_epoch_about_a_hundred_steps_between_64_and_512_rows() -> None:
+    # by hand: the largest power of two not above rows / 100, then clipped to [64, 512]
+    assert batch_size_for_rows(1_293) == 64  # digits' training rows: 12 → 64
+    assert batch_size_for_rows(14_860) == 128  # California housing's: 148 → 128
+    assert batch_size_for_rows(35_165) == 256  # adult's: 351 → 256
+    assert batch_size_for_rows(25_599) == 128
+    assert batch_size_for_rows(25_600) == 256
+    assert batch_size_for_rows(1_000_000) == 512
+    assert batch_size_for_rows(3) == 64
+
+
+def test_the_resolved_batch_size_is_recorded_and_used(
+    adult_small: pd.DataFrame, small_config: Callable[..., DistillConfig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    steps: list[int] = []
+    original = torch.optim.AdamW.step
+
+    def counted(self: torch.optim.AdamW, *args: Any, **kwargs: Any) -> Any:
+        steps.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", counted)
+    options = {"batch_size": "auto", "epochs": 1, "leaf_epochs": 1}
+    run = distill(adult_small, "income_gt_50k", small_config(alignment_weight=0.0, student_options=options))
+    rows = len(run.data.y_train) - run.student.history["stopping"]["validation_rows"]
+    choice = run.student.history["choices"]["batch_size"]
+    assert choice["rows"] == batch_size_for_rows(rows) == 64  # adult_small: under 6,400 training rows
+    # the reference: AdamW's steps counted, the leaf embedding's epoch and the student's, each in batches of 64
+    assert len(steps) == 2 * int(np.ceil(rows / 64))
+    # saved with the student: online updates train in batches of the same size
+    description, _ = run.student.state()
+    assert description["batch_size"] == 64
+    fixed = small_config(alignment_weight=0.0, student_options={**options, "batch_size": 100})
+    assert distill(adult_small, "income_gt_50k", fixed).student.history["choices"]["batch_size"]["rows"] == 100
+
+
+def test_lambda_halves_after_an_epoch_whose_validation_loss_rose_while_the_alignment_loss_fell() -> None:
+    weight = AlignmentWeight(0.1, cap=0.0, backoff=True)
+    # (validation task loss, alignment loss) per epoch
+    epochs = [(1.0, 5.0), (0.9, 4.0), (0.95, 3.0), (0.97, 3.5), (0.99, 2.0), (0.8, 1.0)]
+    used = []
+    for epoch, (held_out, aligned) in enumerate(epochs):
+        used.append(weight.weight(torch.tensor(1.0), torch.tensor(aligned)))
+        weight.epoch_mean()
+        weight.end_epoch(epoch, held_out, aligned)
+    # by hand: epoch 2 (0.95 > 0.9, 3 < 4) and epoch 4 (0.99 > 0.97, 2 < 3.5) back off; epoch 3's alignment rose
+    assert used == pytest.approx([0.1, 0.1, 0.1, 0.05, 0.05, 0.025])
+    assert weight.describe()["backoff_epochs"] == [2, 4]
+    assert weight.describe()["final_factor"] == pytest.approx(0.25)
+    # off: λ as configured whatever happens
+    off = AlignmentWeight(0.1, cap=0.0)
+    for epoch, (held_out, aligned) in enumerate(epochs):
+        off.end_epoch(epoch, held_out, aligned)
+    assert off.weight(torch.tensor(1.0), torch.tensor(1.0)) == 0.1
+
+
+# ------------------------------------------------------------------------------------------------ in training
+@pytest.fixture
+def rising_validation_loss(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The student's validation loss made to rise by 0.1 every epoch, whatever the network does."""
+    import gbdt2nn_core.student.gbdt2nn as gbdt2nn
+
+    returned: list[float] = []
+
+    def rising(*_: Any, **__: Any) -> float:
+        returned.append(1.0 + 0.1 * len(returned))
+        return returned[-1]
+
+    monkeypatch.setattr(gbdt2nn, "validation_loss", rising)
+    return returned
+
+
+def test_a_rising_validation_loss_halves_lambda_in_the_recorded_history(
+    adult_small: pd.DataFrame,
+    small_config: Callable[..., DistillConfig],
+    rising_validation_loss: list[float],
+) -> None:
+    # a λ far below the cap, so that the recorded λ is the configured one times the back-off
+    options = {"epochs": 5, "early_stopping": False, "alignment_backoff": True}
+    run = distill(adult_small, "income_gt_50k", small_config(alignment_weight=1e-3, student_options=options))
+    epochs = run.student.history["epochs"]
+    assert [epoch["validation_loss"] for epoch in epochs] == pytest.approx(rising_validation_loss)
+    # the reference: the rule applied by hand to the recorded losses
+    factor, expected = 1.0, []
+    for before, after in zip([None, *epochs], epochs, strict=False):
+        expected.append(1e-3 * factor)
+        if before is not None and after["alignment_loss"] < before["alignment_loss"]:
+            factor /= 2  # the validation loss rose every epoch
+    assert [epoch["alignment_weight"] for epoch in epochs] == pytest.approx(expected)
+    assert expected[-1] < expected[0]  # the rule fired: the network's alignment loss fell
+    choice = run.student.history["choices"]["alignment_weight"]
+    assert choice["backoff"] is True
+    assert choice["final_factor"] == pytest.approx(factor)
+
+
+def test_switching_the_backoff_off_trains_as_before(
+    adult_small: pd.DataFrame, small_config: Callable[..., DistillConfig]
+) -> None:
+    """Off, λ is the capped one throughout; on, training is the same until the first back-off, then differs."""
+    base = {"epochs": 8, "early_stopping": False, "alignment_backoff": False}
+    off = distill(adult_small, "income_gt_50k", small_config(alignment_weight=1.0, student_options=base))
+    on_options = {**base, "alignment_backoff": True}
+    on = distill(adult_small, "income_gt_50k", small_config(alignment_weight=1.0, student_options=on_options))
+    off_epochs, on_epochs = off.student.history["epochs"], on.student.history["epochs"]
+    assert off.student.history["choices"]["alignment_weight"]["backoff_epochs"] == []
+    backoffs = on.student.history["choices"]["alignment_weight"]["backoff_epochs"]
+    first = backoffs[0] + 1 if backoffs else len(on_epochs)  # the first epoch that trains with a halved λ
+    for before, after in zip(off_epochs[:first], on_epochs[:first], strict=True):
+        assert after["task_loss"] == before["task_loss"]
+        assert after["alignment_weight"] == before["alignment_weight"]
+        assert after["validation_loss"] == before["validation_loss"]
+    if first < len(on_epochs):
+        assert on_epochs[first]["task_loss"] != off_epochs[first]["task_loss"]
+    else:  # no back-off fired: the whole run is the same, weights included
+        np.testing.assert_array_equal(
+            on.student.predict_margin(on.data.z_test), off.student.predict_margin(off.data.z_test)
+        )
+
+
+# ------------------------------------------------------------------------------------------------ distilling the output
+@pytest.mark.parametrize("teacher_weight", [0.0, 0.5, 1.0])
+def test_the_task_loss_mixes_the_labels_and_the_teachers_own_predictions(
+    california_small: pd.DataFrame, teacher_weight: float
+) -> None:
+    """``teacher_weight`` α: the task loss is (1 − α)·MSE(labels) + α·MSE(the teacher's predictions), in the
+    standardised units; the reference is computed here from the teacher's own ``predict`` and the network's forward."""
+    import lightgbm as lgb
+
+    from gbdt2nn_core.data import TabularSchema
+    from gbdt2nn_core.data.encoding import InputEncoder
+    from gbdt2nn_core.host.interfaces import StudentInputs
+    from gbdt2nn_core.host.registry import Registry
+
+    X_frame = california_small.drop(columns="MedHouseVal")
+    y = california_small["MedHouseVal"].to_numpy(dtype=np.float64)
+    schema = TabularSchema.infer(X_frame)
+    X = schema.to_frame(X_frame)
+    teacher = Registry().teacher("lightgbm", n_estimators=10, num_leaves=15, num_threads=1)
+    teacher.fit(X, y, task="regression", seed=0)
+    own = teacher.native_model
+    assert isinstance(own, lgb.Booster)
+    predicted = own.predict(X)  # the teacher's own prediction, not the pipeline's margins
+    encoder = InputEncoder.fit(X, schema)
+    z = encoder.transform(X)
+    # one step over every row at a vanishing learning rate: the recorded task loss is that of the network the test
+    # can still evaluate (train mode: BatchNorm on the batch's statistics, as in that step)
+    student: Any = Registry().student(
+        "gbdt2nn", epochs=1, batch_size=len(y), lr=1e-12, n_groups=4, hidden=(16, 16), teacher_weight=teacher_weight
+    )
+    student.fit(
+        StudentInputs(
+            teacher=teacher,
+            leaves=teacher.leaf_indices(X),
+            z=z,
+            y=y,
+            task="regression",
+            teacher_margin=predicted,
+            column_of=encoder.column_of,
+            aggregation=encoder.aggregation(),
+            background=z[:50],
+        )
+    )
+    module = student.module.train()
+    with torch.no_grad():
+        margin = module(torch.as_tensor(z, dtype=torch.float32)).double().numpy()
+    mean, std = y.mean(), y.std()
+    on_labels = np.mean(((margin - y) / std) ** 2)
+    on_teacher = np.mean(((margin - predicted) / std) ** 2)
+    expected = (1 - teacher_weight) * on_labels + teacher_weight * on_teacher
+    assert student.history["epochs"][0]["task_loss"] == pytest.approx(expected, rel=1e-4)
+    assert student.target_scaling_.offset == pytest.approx(mean)
+    assert on_labels != pytest.approx(on_teacher, rel=1e-3)  # the two references differ: the test can tell them apart
