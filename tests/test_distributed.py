@@ -340,3 +340,41 @@ def test_a_shard_without_aligned_rows_gets_an_empty_target_and_a_zero_term(adult
     assert float(term.detach()) == 0.0
     term.backward()  # type: ignore[no-untyped-call]
     assert module.mlp.hidden[0].weight.grad is not None
+
+
+def _batchnorm_worker(rank: int, world_size: int, port: int, folder: str, sync: bool) -> None:
+    """One training on two processes with BatchNorm on the global batch (``sync``) or on each process's rows, and
+    how many all-reduces it made (every collective of the student's loops goes through ``dist.all_reduce``)."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world_size)
+    calls = [0]
+    original = torch.distributed.all_reduce
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls[0] += 1
+        return original(*args, **kwargs)
+
+    try:
+        student = {**STUDENT, "sync_batchnorm": sync}
+        with mock.patch.dict(globals(), STUDENT=student), mock.patch.object(torch.distributed, "all_reduce", counted):
+            result = _train(batch_size=160, sgd=True)
+        torch.save({**result, "all_reduces": calls[0]}, Path(folder) / f"bn-{sync}-rank{rank}.pt")
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_batchnorm_on_each_process_rows_keeps_the_processes_in_step(tmp_path: Path) -> None:
+    """``sync_batchnorm=False`` (DistributedDataParallel without SyncBatchNorm): fewer collectives, the processes
+    still hold the very same weights and statistics, and training differs from the global-moments run."""
+    runs = {}
+    for sync in (True, False):
+        _spawn(_batchnorm_worker, (2, _free_port(), str(tmp_path), sync))
+        runs[sync] = [torch.load(tmp_path / f"bn-{sync}-rank{rank}.pt", weights_only=True) for rank in range(2)]
+    rank0, rank1 = runs[False]
+    for name, tensor in rank0["state"].items():
+        torch.testing.assert_close(rank1["state"][name], tensor, atol=0, rtol=0, msg=name)
+    # the synchronised layers all-reduce at every BatchNorm layer of every pass; the local ones never do
+    assert rank0["all_reduces"] < runs[True][0]["all_reduces"]
+    moved = rank0["state"]["mlp.hidden.0.weight"] - runs[True][0]["state"]["mlp.hidden.0.weight"]
+    assert float(moved.abs().max()) > 1e-5  # the moments of 160 rows are not those of 320

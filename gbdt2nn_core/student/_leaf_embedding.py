@@ -20,9 +20,10 @@ from gbdt2nn_core.student.batchnorm import row_batches
 from gbdt2nn_core.student.disk_rows import RowSource
 from gbdt2nn_core.student.distributed import (
     all_reduce_sum,
+    batch_shares,
+    broadcast_buffers,
     data_parallel,
     global_mean_var,
-    global_share,
     shard_batches,
     synchronised_batchnorm,
     world,
@@ -90,6 +91,7 @@ def fit_leaf_embedding(
     weight_decay: float,
     generator: torch.Generator,
     on_step: Callable[[], None] | None = None,
+    sync_batchnorm: bool = True,
 ) -> list[float]:
     """Fit the embedding with MSE to the group leaf sums; returns the mean loss of each epoch.
 
@@ -102,10 +104,12 @@ def fit_leaf_embedding(
     history = []
     module.train()
     if world().distributed:
-        with synchronised_batchnorm(module):
+        with synchronised_batchnorm(module, sync_batchnorm):
             history = _fit_data_parallel(
                 module, leaves, targets, scale, epochs, batch_size, optimizer, generator, on_step
             )
+        if not sync_batchnorm:  # each process tracked its own rows' statistics: use rank 0's everywhere
+            broadcast_buffers(module)
         module.eval()
         return history
     for _ in range(epochs):
@@ -154,10 +158,11 @@ def _fit_data_parallel(
         order = torch.randperm(bound, generator=generator)
         order = order[order < len(leaves)]
         total = torch.zeros(2, dtype=torch.float64)
-        for rows in shard_batches(order, batch_size):
+        batches = shard_batches(order, batch_size)
+        shares = batch_shares([len(rows) for rows in batches], [0] * len(batches))  # one collective per epoch
+        for rows, (share, _) in zip(batches, shares, strict=True):
             prediction = parallel(leaves[rows])
             loss = (((prediction - targets[rows]) ** 2) / scale).mean()
-            share, _, _ = global_share(len(rows), 0, ())
             optimizer.zero_grad(set_to_none=True)
             (share * loss).backward()
             optimizer.step()

@@ -35,10 +35,11 @@ from gbdt2nn_core.student.calibration import saved_temperature, temperature_stat
 from gbdt2nn_core.student.disk_rows import DiskRows, RowSource, rows_like, training_rows
 from gbdt2nn_core.student.distributed import (
     all_reduce_sum,
+    batch_shares,
+    broadcast_buffers,
     broadcast_state,
     data_parallel,
     global_mean_var,
-    global_share,
     shard_batches,
     synchronised_batchnorm,
     world,
@@ -158,6 +159,13 @@ class GBDT2NNConfig:
     #: those moving averages: without this pass a joint student can predict much worse in eval mode than it trained
     #: (California housing, structure + mse, seed 0: test RMSE 0.651 against 0.489 after the pass).
     recalibrate_batchnorm: bool = attrs.field(default=True, validator=boolean)
+    #: Under several processes (``--nproc``, torchrun), normalise every training batch with the moments of the
+    #: global batch (every process's rows: one all-reduce per BatchNorm layer at every pass, exactly the
+    #: single-process computation); ``False`` normalises with each process's own rows, as
+    #: ``DistributedDataParallel`` does without ``SyncBatchNorm`` — fewer collectives per step, where their latency
+    #: is the bill (gloo on CPU; docs/scaling-out.md has the measurements). Running statistics end up global either
+    #: way (the BatchNorm pass, the validation monitor). No effect on one process.
+    sync_batchnorm: bool = attrs.field(default=True, validator=boolean)
     seed: int = attrs.field(default=0, validator=non_negative_int)
 
     def beta(self, epoch: int) -> float:
@@ -355,6 +363,7 @@ class GBDT2NNStudent(Student):
                     weight_decay=cfg.weight_decay,
                     generator=generator,
                     on_step=progress.advance,
+                    sync_batchnorm=cfg.sync_batchnorm,
                 )
                 check_finite_loss(torch.tensor(self.leaf_history_), "the leaf embedding loss", None, cfg.lr, None)
             with torch.no_grad():
@@ -416,7 +425,8 @@ class GBDT2NNStudent(Student):
             save(0)
         # one DistributedDataParallel over the joint loss (built after a resume: it broadcasts rank 0's weights)
         parallel = data_parallel(_JointStep(objective)) if processes.distributed else None
-        with progress.step("student training", total=cfg.epochs), synchronised_batchnorm(module):
+        training = progress.step("student training", total=cfg.epochs)
+        with training, synchronised_batchnorm(module, cfg.sync_batchnorm):
             progress.advance(first_epoch)
             for epoch in range(first_epoch, cfg.epochs):
                 if stopper.should_stop():
@@ -425,8 +435,9 @@ class GBDT2NNStudent(Student):
                 if parallel is None:
                     sums = self._train_epoch(epoch, z_t, objective, optimizer, generator, alignment, weight)
                 else:
+                    targets_ = objective.alignment_targets
                     sums = self._train_epoch_parallel(
-                        epoch, z_t, parallel, optimizer, generator, alignment, n_all, weight
+                        epoch, z_t, parallel, optimizer, generator, alignment, n_all, weight, targets_
                     )
                 held_out = monitor()
                 stopper.update(epoch, held_out, module)
@@ -452,6 +463,8 @@ class GBDT2NNStudent(Student):
                 save(epoch + 1)
                 progress.advance(1, loss=record.task_loss)
         self.stopping_ = stopper.finish(module)
+        if not (cfg.sync_batchnorm or cfg.recalibrate_batchnorm):  # (the BatchNorm pass below makes them equal)
+            broadcast_buffers(module)  # each process tracked its own rows' statistics: use rank 0's everywhere
         if isinstance(targets, DiskRows):  # this fit's own file: no other student reads it
             targets.remove()
         if weight is not None:
@@ -526,12 +539,14 @@ class GBDT2NNStudent(Student):
         alignment: Alignment | None,
         n_all: int,
         weight: AlignmentWeight | None = None,
+        targets: AlignmentTargets | None = None,
     ) -> dict[str, float]:
         """:meth:`_train_epoch` on this process's shard, the joint loss under ``DistributedDataParallel``; returns
         the losses summed over every process's rows.
 
         Each step's loss is this process's share of the global batch's (see
-        :func:`~gbdt2nn_core.student.distributed.global_share`) and goes through **one** backward, which
+        :func:`~gbdt2nn_core.student.distributed.batch_shares`; ``targets`` tells how many of a batch's rows are
+        aligned) and goes through **one** backward, which
         all-reduces the gradients once. The shared generator draws the same numbers on every process: which
         batches carry the alignment term is the same everywhere, and λ (capped by ``weight``) comes from the global
         batch's losses, so it is the same everywhere too.
@@ -544,23 +559,38 @@ class GBDT2NNStudent(Student):
         order = order[order < n]  # this shard's rows in a random order; the generator stays in step everywhere
         batches = shard_batches(order, self._rows_per_step(n_all // world().size))
         carry = torch.rand(len(batches), generator=generator) < (alignment.fraction if alignment else 0.0)
+        aligned_counts = [
+            targets.aligned_count(rows) if targets is not None and bool(carry[b]) else 0
+            for b, rows in enumerate(batches)
+        ]
+        # every batch's shares of the global batch in one collective: the row counts are known before the epoch
+        shares = batch_shares([len(rows) for rows in batches], aligned_counts)
         sums = torch.zeros(4, dtype=torch.float64)  # task, embedding, alignment, aligned rows
         for b, rows in enumerate(batches):
             loss_task, loss_emb, loss_align, aligned_rows = parallel(z[rows], rows, bool(carry[b]))
-            align_finite = loss_align is None or bool(torch.isfinite(loss_align))
-            finite = (bool(torch.isfinite(loss_task + loss_emb)), align_finite)
-            share, aligned_share, (main_ok, align_ok) = global_share(len(rows), aligned_rows, finite)
-            if not main_ok:  # on every process at once: a process that stopped alone would leave the others waiting
+            share, aligned_share = shares[b]
+            rest = (1.0 - beta) * loss_task + beta * loss_emb
+            # one collective per step: whether the losses are finite on every process (a process that stopped alone
+            # would leave the others waiting) and the global batch's losses that λ's cap compares
+            local = [
+                0.0 if bool(torch.isfinite(rest)) else 1.0,
+                0.0 if loss_align is None or bool(torch.isfinite(loss_align)) else 1.0,
+                float(rest.detach()) * share,
+                float(loss_align.detach()) * aligned_share if loss_align is not None else 0.0,
+            ]
+            bad_main, bad_align, rest_global, align_global = all_reduce_sum(
+                torch.tensor(local, dtype=torch.float64)
+            ).tolist()
+            if bad_main:
                 check_finite_loss(torch.tensor(math.nan), "the task and embedding loss", epoch, cfg.lr, alignment)
-            loss = share * ((1.0 - beta) * loss_task + beta * loss_emb)
+            loss = share * rest
             if alignment is not None and loss_align is not None:
-                if not align_ok:
+                if bad_align:
                     check_finite_loss(torch.tensor(math.nan), "the alignment loss", epoch, cfg.lr, alignment)
-                rest = (1.0 - beta) * loss_task + beta * loss_emb
                 lam = (
                     alignment.weight
                     if weight is None
-                    else _global_weight(weight, rest, share, loss_align, aligned_share)
+                    else weight.weight(torch.tensor(rest_global), torch.tensor(align_global))
                 )
                 loss = loss + lam * aligned_share * loss_align
                 sums[2:] += torch.tensor([float(loss_align.detach()) * aligned_rows, aligned_rows])
@@ -820,16 +850,6 @@ class _JointStep(torch.nn.Module):
         if aligned is None:
             return loss_task, loss_emb, objective.alignment_targets.empty_loss(self.module, z), 0
         return loss_task, loss_emb, aligned[0], aligned[1]
-
-
-def _global_weight(
-    weight: AlignmentWeight, rest: torch.Tensor, share: float, loss_align: torch.Tensor, aligned_share: float
-) -> float:
-    """λ of a data-parallel step, from the global batch's losses (each process's loss weighted by its share), so
-    that every process uses the same λ."""
-    local = torch.tensor([float(rest.detach()) * share, float(loss_align.detach()) * aligned_share])
-    rest_global, align_global = all_reduce_sum(local.double()).tolist()
-    return weight.weight(torch.tensor(rest_global), torch.tensor(align_global))
 
 
 def _alignment_unit_choice(cfg: GBDT2NNConfig, objective: _Objective) -> dict[str, Any]:

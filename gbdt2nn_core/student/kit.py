@@ -342,6 +342,10 @@ class AlignmentTargets:
         loss = alignment_loss(self.alignment, module, z, self.aggregation, teacher, scale=self.scale)
         return loss, len(z)
 
+    def aligned_count(self, rows: torch.Tensor) -> int:
+        """How many of the training rows ``rows`` are aligned: the ``m`` that :meth:`batch_loss` would return."""
+        return len(rows) if self.every_row else int((self.position[rows] >= 0).sum())
+
     def empty_loss(self, module: nn.Module, z: torch.Tensor) -> torch.Tensor:
         """A term of value 0 for a batch without aligned rows, through the same graph as :meth:`batch_loss`.
 
