@@ -30,6 +30,7 @@ import argparse
 import datetime
 import json
 import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -43,7 +44,6 @@ for folder in (HERE, HERE / "quality"):  # the sibling modules, also when this f
 from bench_measure import ROOT, configure_threads, machine, run_process_tree  # noqa: E402
 
 TARGET = "late"
-PROCESS_COUNTS = (1, 2)
 
 
 def flights_rows(rows: int | None) -> Any:
@@ -56,33 +56,54 @@ def flights_rows(rows: int | None) -> Any:
     return frame
 
 
-def distill_command(data: Path, out: Path, *, nproc: int, threads: int, batch: int, epochs: int | None) -> list[str]:
+#: The runs: (processes, BatchNorm on the global batch's moments). The second 2-process run normalises with each
+#: process's own rows (``sync_batchnorm=false``: DistributedDataParallel without SyncBatchNorm), which makes no
+#: all-reduce per BatchNorm layer.
+RUNS = ((1, True), (2, True), (2, False))
+
+
+def run_name(nproc: int, sync_batchnorm: bool) -> str:
+    """The run's folder name under the work folder."""
+    return f"nproc-{nproc}" + ("" if sync_batchnorm else "-local-batchnorm")
+
+
+def distill_command(
+    data: Path, out: Path, *, nproc: int, threads: int, batch: int, epochs: int | None, sync_batchnorm: bool = True
+) -> list[str]:
     """The ``gbdt2nn distill`` command of one run: ``batch`` is the global batch, split over the processes."""
     command = [sys.executable, "-m", "gbdt2nn_core.cli", "distill", "--data", str(data), "--target", TARGET]
     command += ["--out", str(out), "--nproc", str(nproc), "--threads", str(threads)]
     command += ["--student-option", f"batch_size={batch // nproc}"]
+    if not sync_batchnorm:
+        command += ["--student-option", "sync_batchnorm=false"]
     if epochs is not None:
         command += ["--epochs", str(epochs)]
     return command
 
 
-def distill_run(data: Path, work: Path, *, nproc: int, threads: int, batch: int, epochs: int | None) -> dict[str, Any]:
+def distill_run(
+    data: Path, work: Path, *, nproc: int, threads: int, batch: int, epochs: int | None, sync_batchnorm: bool = True
+) -> dict[str, Any]:
     """One distillation on ``nproc`` processes, with its own explanation cache; what its run folder and the
     process tree say."""
-    out = work / f"nproc-{nproc}"
-    command = distill_command(data, out, nproc=nproc, threads=threads, batch=batch, epochs=epochs)
-    env = {**os.environ, "GBDT2NN_CACHE_DIR": str(work / f"cache-nproc-{nproc}")}
-    log = work / f"nproc-{nproc}.log"
+    name = run_name(nproc, sync_batchnorm)
+    out = work / name
+    command = distill_command(
+        data, out, nproc=nproc, threads=threads, batch=batch, epochs=epochs, sync_batchnorm=sync_batchnorm
+    )
+    env = {**os.environ, "GBDT2NN_CACHE_DIR": str(work / f"cache-{name}")}
+    log = work / f"{name}.log"
     measured = run_process_tree(command, env=env, log=log)
     if measured["returncode"] != 0:
         tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-5:]
-        raise SystemExit(f"--nproc {nproc}: gbdt2nn distill failed ({measured['returncode']}): {' | '.join(tail)}")
+        raise SystemExit(f"{name}: gbdt2nn distill failed ({measured['returncode']}): {' | '.join(tail)}")
     metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     config = json.loads((out / "config.json").read_text(encoding="utf-8"))
     stopping = json.loads((out / "history.json").read_text(encoding="utf-8"))["stopping"]
     student = metrics["student"]
     return {
         "nproc": nproc,
+        "sync_batchnorm": sync_batchnorm,
         "world_size": metrics.get("world_size"),
         "batch_size_per_process": batch // nproc,
         "global_batch": batch // nproc * nproc,
@@ -102,6 +123,15 @@ def distill_run(data: Path, work: Path, *, nproc: int, threads: int, batch: int,
     }
 
 
+def gloo_latency() -> dict[str, float]:
+    """Milliseconds per gloo all-reduce of two processes, by message size (benchmarks/gloo_latency.py)."""
+    done = subprocess.run(
+        [sys.executable, str(HERE / "gloo_latency.py")], capture_output=True, text=True, check=True, timeout=600
+    )
+    latency: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return latency
+
+
 def treeshap_rates(teacher_file: Path, frame: Any, *, rows: int | None, repeats: int) -> dict[str, Any]:
     """TreeSHAP rows/s of the saved teacher on the training split's rows (the first ``rows`` of them)."""
     from dask_treeshap import measure_treeshap
@@ -118,19 +148,22 @@ def treeshap_rates(teacher_file: Path, frame: Any, *, rows: int | None, repeats:
 
 def markdown(record: dict[str, Any]) -> str:
     lines = [
-        "| processes | `batch_size` per process | wall | teacher | TreeSHAP | student | evaluate | peak RSS (tree) "
-        "| test AUC | Spearman |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| processes | BatchNorm moments | `batch_size` per process | wall | teacher | TreeSHAP | student | evaluate "
+        "| peak RSS (tree) | test AUC | Spearman |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for run in record["distill"]:
         t = run["timings"]
-        cells = [str(run["nproc"]), str(run["batch_size_per_process"]), f"{run['wall_s']:.0f} s"]
+        moments = "global batch" if run.get("sync_batchnorm", True) else "each process's rows"
+        cells = [str(run["nproc"]), moments, str(run["batch_size_per_process"]), f"{run['wall_s']:.0f} s"]
         cells += [f"{t.get(phase, 0.0):.1f} s" for phase in ("teacher_s", "treeshap_s", "student_s", "evaluate_s")]
         cells += [f"{run['peak_rss_mib'] / 1024:.2f} GiB", f"{run['student_test_auc']:.4f}"]
         cells.append(f"{run['agreement_spearman']:.3f}")
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "| TreeSHAP case | seconds | rows/s | × 1 thread |", "|---|---|---|---|"]
     shap = record["treeshap"]
+    if shap is None:
+        return "\n".join(lines)
+    lines += ["", "| TreeSHAP case | seconds | rows/s | × 1 thread |", "|---|---|---|---|"]
     for name, case in shap["cases"].items():
         median = case["seconds"]["median"]
         lines.append(f"| {name} | {median:.2f} | {shap['rows'] / median:,.0f} | {case['speedup_vs_1_thread']:.2f} |")
@@ -147,9 +180,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--repeats", type=int, default=1, help="timed rounds of each TreeSHAP case (default: 1)")
     parser.add_argument("--work", type=Path, default=None, help="folder for the data and run folders (default: temp)")
     parser.add_argument("--out", type=Path, default=None, help="JSON file to write")
+    parser.add_argument("--no-treeshap", action="store_true", help="only the distillations (no TreeSHAP timing)")
     args = parser.parse_args(argv)
-    if args.batch % max(PROCESS_COUNTS):
-        parser.error(f"--batch must split evenly over {max(PROCESS_COUNTS)} processes")
+    most = max(n for n, _ in RUNS)
+    if args.batch % most:
+        parser.error(f"--batch must split evenly over {most} processes")
     configure_threads(1)  # this process only times TreeSHAP, whose cases set their own thread counts
 
     work = args.work or Path(tempfile.mkdtemp(prefix="gbdt2nn-scale-"))
@@ -159,11 +194,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     frame.to_csv(data, index=False)
     load_before = [round(x, 2) for x in os.getloadavg()]
     runs = [
-        distill_run(data, work, nproc=n, threads=args.threads, batch=args.batch, epochs=args.epochs)
-        for n in PROCESS_COUNTS
+        distill_run(
+            data, work, nproc=n, threads=args.threads, batch=args.batch, epochs=args.epochs, sync_batchnorm=sync
+        )
+        for n, sync in RUNS
     ]
-    treeshap = treeshap_rates(
-        Path(runs[0]["run_folder"]) / "teacher.txt", frame, rows=args.shap_rows, repeats=args.repeats
+    treeshap = (
+        None
+        if args.no_treeshap
+        else treeshap_rates(
+            Path(runs[0]["run_folder"]) / "teacher.txt", frame, rows=args.shap_rows, repeats=args.repeats
+        )
     )
     record: dict[str, Any] = {
         "benchmark": "scale",
@@ -172,10 +213,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "rows": len(frame),
         "load_average_before": load_before,
         "distill": runs,
+        # one process's time ÷ each 2-process run's, by run name
         "speedup_2_vs_1": {
-            "wall": runs[0]["wall_s"] / runs[1]["wall_s"],
-            "student": runs[0]["timings"]["student_s"] / runs[1]["timings"]["student_s"],
+            run_name(run["nproc"], run["sync_batchnorm"]): {
+                "wall": runs[0]["wall_s"] / run["wall_s"],
+                "student": runs[0]["timings"]["student_s"] / run["timings"]["student_s"],
+            }
+            for run in runs[1:]
         },
+        "gloo_all_reduce_ms": gloo_latency(),
         "treeshap": treeshap,
         "machine": machine(),  # its load_average is the one after the runs
     }

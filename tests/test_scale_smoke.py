@@ -1,6 +1,7 @@
-"""benchmarks/scale.py (issue 13's scale benchmark) on a tiny sample of flights, so that the script cannot rot: both
-process counts run through the real CLI and write their run folders, and the JSON has the shape BENCHMARKS.md
-reads. About 40 seconds (three interpreters start torch, two Dask clusters start)."""
+"""benchmarks/scale.py (issue 13's scale benchmark) on a tiny sample of flights, so that the script cannot rot: the
+three runs (1 process; 2 with BatchNorm on the global batch; 2 on each process's rows) go through the real CLI and
+write their run folders, and the JSON has the shape BENCHMARKS.md reads. About a minute (four interpreters start
+torch, two gloo pairs meet, two Dask clusters start)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ def test_the_scale_script_runs_one_and_two_processes_on_a_tiny_sample(
     report = load_benchmark("scale.py").main([*argv, "--out", str(out)])
     written = json.loads(out.read_text())
     assert written["rows"] == report["rows"] == 1500
-    assert [run["nproc"] for run in written["distill"]] == [1, 2]
+    assert [(run["nproc"], run["sync_batchnorm"]) for run in written["distill"]] == [(1, True), (2, True), (2, False)]
     for run in written["distill"]:
         folder = Path(run["run_folder"])
         assert {"metrics.json", "config.json", "history.json", "teacher.txt"} <= {p.name for p in folder.iterdir()}
@@ -33,14 +34,20 @@ def test_the_scale_script_runs_one_and_two_processes_on_a_tiny_sample(
         assert metrics["rows"]["train"] + metrics["rows"]["test"] == 1500
         assert run["global_batch"] == 256
         assert f"batch_size={256 // run['nproc']}" in run["command"]
+        assert config["student_options"].get("sync_batchnorm", True) == run["sync_batchnorm"]
         assert run["epochs_run"] == 1
         assert run["peak_rss_mib"] > 50  # a torch process alone is larger
         assert all(run["timings"][phase] > 0 for phase in ("teacher_s", "treeshap_s", "student_s", "evaluate_s"))
         assert 0 <= run["student_test_auc"] <= 1
         assert -1 <= run["agreement_spearman"] <= 1
-    assert written["distill"][0]["run_folder"] != written["distill"][1]["run_folder"]
-    one, two = written["distill"]
-    assert written["speedup_2_vs_1"]["wall"] == pytest.approx(one["wall_s"] / two["wall_s"])
+    assert len({run["run_folder"] for run in written["distill"]}) == 3
+    one, two, local = written["distill"]
+    assert written["speedup_2_vs_1"]["nproc-2"]["wall"] == pytest.approx(one["wall_s"] / two["wall_s"])
+    assert written["speedup_2_vs_1"]["nproc-2-local-batchnorm"]["wall"] == pytest.approx(
+        one["wall_s"] / local["wall_s"]
+    )
+    assert set(written["gloo_all_reduce_ms"]) == {"4", "2001", "250000"}
+    assert all(0 < ms < 1000 for ms in written["gloo_all_reduce_ms"].values())
     shap = written["treeshap"]
     assert shap["rows"] == 200
     assert set(shap["cases"]) == {
