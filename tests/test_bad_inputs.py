@@ -212,11 +212,18 @@ def _disagreeing_runtime(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 # ------------------------------------------------------------------------------------------- API calls
-def _distill(frame: pd.DataFrame, **config: Any) -> object:
+def _distill(frame: pd.DataFrame, target: Any = TARGET, **config: Any) -> object:
     from gbdt2nn_core.pipeline.distill import DistillConfig, distill
 
     options = {"teacher_options": {"n_estimators": 5, "num_threads": 1}, "cache_dir": "cache", **config}
-    return distill(frame, TARGET, DistillConfig(**options))
+    return distill(frame, target, DistillConfig(**options))
+
+
+def _prepare(frame: pd.DataFrame, target: Any) -> object:
+    from gbdt2nn_core.pipeline import DistillConfig, Pipeline
+
+    config = DistillConfig(teacher_options={"n_estimators": 5, "num_threads": 1}, cache_dir="cache")
+    return Pipeline(config).prepare(frame, target)
 
 
 def _config(**values: Any) -> object:
@@ -1393,6 +1400,23 @@ CASES: list[Case] = [
         call=lambda ctx: _distill(_set(**{TARGET: [np.nan]})(_rows(ctx.workdir))),
         message="the target has 1 missing value(s); drop those rows first",
         fix="`frame.dropna(subset=[target])`",
+    ),
+    Case(
+        id="api-prepare-target-series",
+        where="API",
+        bad="`Pipeline(config).prepare(frame, frame[target])`: the target column, not its name",
+        call=lambda ctx: _prepare(_rows(ctx.workdir), _rows(ctx.workdir)[TARGET]),
+        message=f"the target must be the name of a column of the data, not a Series; pass its name, {TARGET!r}",
+        fix="`prepare(frame, target)` with the column's name",
+    ),
+    Case(
+        id="api-distill-target-array",
+        where="API",
+        bad="`distill(X, y)` with the labels apart (an array)",
+        call=lambda ctx: _distill(_features(_rows(ctx.workdir)), _rows(ctx.workdir)[TARGET].to_numpy()),
+        message="the target must be the name of a column of the data, not a ndarray; pass the name of the target "
+        "column (kept in the data), or fit GBDT2NNClassifier / GBDT2NNRegressor with the labels apart: fit(X, y)",
+        fix="keep the target in the frame and pass its name, or use the scikit-learn estimators",
     ),
     Case(
         id="api-load-missing",

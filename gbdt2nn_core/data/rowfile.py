@@ -10,7 +10,8 @@ epoch of random batches through one long-lived mapping would make the whole file
 
 Files are written under a temporary name and renamed when complete; the folder is removed by
 :meth:`RowFolder.close`, when its owner is garbage-collected, or at interpreter exit, so nothing is left behind
-after a run, finished or failed.
+after a run, finished or failed. A run killed outright (``kill -9``) cannot clean up: its folder's name records its
+owner, and the next :class:`RowFolder` made under the same parent removes it (:mod:`gbdt2nn_core.data.rowowner`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from pathlib import Path
 from typing import Protocol, cast
 
 import numpy as np
+
+from gbdt2nn_core.data.rowowner import owner_tag, remove_dead_folders
 
 __all__ = [
     "CHUNK_ALIGN",
@@ -59,7 +62,12 @@ FOLDER_PREFIX = "gbdt2nn-rows-"
 
 class RowFolder:
     """A private temporary folder for one run's on-disk matrices (:meth:`write`), removed by :meth:`close`, when
-    this object is garbage-collected, or at interpreter exit, whichever comes first."""
+    this object is garbage-collected, or at interpreter exit, whichever comes first.
+
+    Its name is ``gbdt2nn-rows-HOST-PID-START-<random>`` (:func:`~gbdt2nn_core.data.rowowner.owner_tag`); making
+    one removes the folders that processes killed before they could clean up left under the same parent
+    (:func:`~gbdt2nn_core.data.rowowner.remove_dead_folders`: never a live process's or another host's).
+    """
 
     #: Removes the folder (a ``weakref.finalize``: at most once, also at garbage collection or exit).
     _remove: Callable[[], object]
@@ -67,8 +75,9 @@ class RowFolder:
     def __init__(self, parent: str | Path | None = None) -> None:
         if parent is not None:
             Path(parent).mkdir(parents=True, exist_ok=True)
-        self.path = Path(tempfile.mkdtemp(prefix=FOLDER_PREFIX, dir=parent))
+        self.path = Path(tempfile.mkdtemp(prefix=f"{FOLDER_PREFIX}{owner_tag()}-", dir=parent))
         self._remove = weakref.finalize(self, shutil.rmtree, self.path, ignore_errors=True)
+        remove_dead_folders(self.path.parent, FOLDER_PREFIX, keep=self.path)
 
     @staticmethod
     def holds(values: np.ndarray) -> bool:

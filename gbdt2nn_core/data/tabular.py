@@ -189,11 +189,25 @@ def _as_numbers(column: pd.Series) -> pd.Series | None:
 
 
 def split_features_target(frame: pd.DataFrame, target: str) -> tuple[pd.DataFrame, pd.Series]:
-    """Separate the target column from the features, naming close matches when it is missing."""
+    """Separate the target column from the features, naming close matches when it is missing.
+
+    ``target`` is the column's name (labels held apart from the features go to the estimators' ``fit(X, y)``).
+    """
+    if not pd.api.types.is_hashable(target):  # a Series, an array, a list: pandas would fail deep inside
+        named = getattr(target, "name", None)
+        fix = (
+            f"pass its name, {named!r}"
+            if pd.api.types.is_hashable(named) and named in frame.columns
+            else "pass the name of the target column (kept in the data), or fit GBDT2NNClassifier / "
+            "GBDT2NNRegressor with the labels apart: fit(X, y)"
+        )
+        raise DataError(
+            problem=f"the target must be the name of a column of the data, not a {type(target).__name__}", fix=fix
+        )
     if target not in frame.columns:
         import difflib
 
-        close = difflib.get_close_matches(target, [str(c) for c in frame.columns], n=3)
+        close = difflib.get_close_matches(str(target), [str(c) for c in frame.columns], n=3)
         examples = ", ".join(repr(c) for c in (close or [str(c) for c in frame.columns[:5]]))
         lead = "did you mean" if close else "the data has columns such as"
         raise DataError(
