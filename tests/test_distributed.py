@@ -52,7 +52,7 @@ def _config(batch_size: int, alignment_rows: float = 1.0) -> DistillConfig:
     )
 
 
-def _sgd(params: Any, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+def _sgd(params: Any, lr: float, weight_decay: float, **_: Any) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)
 
 

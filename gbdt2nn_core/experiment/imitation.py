@@ -22,7 +22,13 @@ from torch import nn
 
 from gbdt2nn_core.experiment.config import ImitationConfig
 from gbdt2nn_core.host.device import rows_on
-from gbdt2nn_core.student.kit import load_checkpoint, restore_training_state, save_checkpoint, training_state
+from gbdt2nn_core.student.kit import (
+    adamw,
+    load_checkpoint,
+    restore_training_state,
+    save_checkpoint,
+    training_state,
+)
 
 __all__ = ["ExplanationNetwork"]
 
@@ -66,7 +72,7 @@ class ExplanationNetwork:
         self.output_shape_ = tuple(attributions.shape[1:])
         outputs = int(np.prod(self.output_shape_))
         module = self._build(z.shape[1], outputs).to(self.device)
-        optimizer = torch.optim.AdamW(module.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
+        optimizer = adamw(module.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
         z_t = rows_on(z, self.device, torch.float32)
         # a copy (TreeShap is read-only), on the device
         target = torch.tensor(attributions.reshape(len(z), outputs), dtype=torch.float32).to(self.device)

@@ -52,6 +52,7 @@ from gbdt2nn_core.pipeline.persistence import DistilledModel
 from gbdt2nn_core.pipeline.runfolder import RunFolder, RunParts, read_folder, write_folder
 from gbdt2nn_core.progress import NullProgress, Progress
 from gbdt2nn_core.student.calibration import probabilities
+from gbdt2nn_core.student.kit import adamw
 
 __all__ = ["EstimatorNotFittedError", "GBDT2NNClassifier", "GBDT2NNRegressor", "load_estimator"]
 
@@ -688,7 +689,7 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
         options = self.student_.options()
         if self._online_optimizer is None:
             lr = self.online_lr if self.online_lr is not None else float(options.get("lr", 1e-3))
-            self._online_optimizer = torch.optim.AdamW(
+            self._online_optimizer = adamw(
                 self.student_.module.parameters(), lr=lr, weight_decay=float(options.get("weight_decay", 0.0))
             )
         seed = self.seed_ + 1 + self._updates

@@ -28,6 +28,7 @@ from gbdt2nn_core.student.distributed import (
     synchronised_batchnorm,
     world,
 )
+from gbdt2nn_core.student.kit import adamw
 
 
 def group_leaf_sums(ensemble: TreeEnsemble, leaves: np.ndarray, groups: list[np.ndarray]) -> np.ndarray:
@@ -98,7 +99,7 @@ def fit_leaf_embedding(
     When several processes train (:mod:`gbdt2nn_core.student.distributed`), ``leaves`` and ``targets`` are this
     process's shard: the embedding trains data-parallel (the same weights on every process after each step).
     """
-    optimizer = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=weight_decay)
+    optimizer = adamw(module.parameters(), lr=lr, weight_decay=weight_decay)
     # scale the loss by the per-group target variance so groups with large leaf values don't dominate
     scale = targets.var(dim=0).clamp_min(1e-12)
     history = []

@@ -49,6 +49,7 @@ from gbdt2nn_core.student.kit import (
     AlignmentWeight,
     EarlyStopping,
     TargetScaling,
+    adamw,
     batch_size_for_rows,
     batch_size_or_auto,
     boolean,
@@ -382,7 +383,7 @@ class GBDT2NNStudent(Student):
         objective = _Objective(cfg, task, module, targets, y_t, teacher_margin, alignment, aggregation, scaling)
         if alignment is not None:
             alignment.attributor.fit(module, rows_on(background, device, torch.float32))
-        optimizer = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        optimizer = adamw(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         weight = (
             AlignmentWeight(alignment.weight, cfg.alignment_cap, backoff=cfg.alignment_backoff)
             if alignment is not None
