@@ -412,7 +412,7 @@ class _Epochs:
         """One pass over this process's rows in a seeded random order; the losses summed over every process's rows
         (``task``, ``rows``; ``align``, ``aligned``: the alignment term times its aligned rows, and their count)."""
         cfg, alignment = self.cfg, self.alignment
-        self.module.train()
+        (self.parallel or self.module).train()  # the DistributedDataParallel wrapper's flag too
         batches = epoch_batches(len(self.z), self.n_all, cfg.batch_size, self.generator)
         # drawn on the CPU generator: the same batches carry the term on every device and every process; one process
         # draws one number per batch_size rows, as before a one-row last batch joined the one before it (the same
