@@ -2395,17 +2395,6 @@ CASES += [
         fix="drop one of them",
     ),
     Case(
-        id="nproc-student-one-process",
-        where="CLI",
-        heading=NPROC,
-        requires="gbdt2nn_mlp",
-        bad="`--nproc 2` with a student that trains in one process only (`--student mlp`)",
-        argv=(*DISTILL, "--student", "mlp", "--attributor", "gradient-x-input", "--nproc", "2"),
-        message=E + "invalid --nproc=2: the 'mlp' student trains in one process only; use the gbdt2nn student or "
-        "leave --nproc out",
-        fix="the gbdt2nn student, or one process",
-    ),
-    Case(
         id="nproc-under-torchrun",
         where="CLI",
         heading=NPROC,

@@ -100,3 +100,41 @@ def test_metrics_within_seed_noise_of_one_process(
     # both learned the task: well above a constant predictor's AUC of 0.5
     assert parallel["student"]["test"]["auc"] > 0.85
     assert parallel["teacher"]["test"] == single["teacher"]["test"]  # the same teacher (trained once, on rank 0)
+
+
+def test_the_mlp_student_trains_on_two_processes(tmp_path: Path) -> None:
+    """``gbdt2nn distill --student mlp --nproc 2`` (aligned through gradient-x-input) on 400 rows: one run folder,
+    written by rank 0, that records both processes and the per-process batch."""
+    adult = load_bundled("adult")
+    adult.frame.iloc[:400].to_csv(tmp_path / "train.csv", index=False)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GBDT2NN_CACHE_DIR": str(tmp_path / "cache")}
+    argv = [
+        *COMMON[:9],  # distill, the data, the teacher
+        "--epochs",
+        "2",
+        "--student",
+        "mlp",
+        "--attributor",
+        "gradient-x-input",
+        "--student-option",
+        "hidden=[16,8]",
+        "--student-option",
+        "batch_size=32",
+        "--nproc",
+        "2",
+        "--out",
+        "run",
+    ]
+    done = subprocess.run(
+        [sys.executable, "-m", "gbdt2nn_core.cli", *argv], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["cache", "run", "train.csv"]
+    assert done.stdout.count("run folder: run") == 1
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert config["student"] == "mlp"
+    assert config["world_size"] == metrics["world_size"] == 2
+    assert config["student_options"]["batch_size"] == 32  # per process: a global batch of 64
+    assert (tmp_path / "run" / "student.safetensors").is_file()

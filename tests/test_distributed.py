@@ -90,14 +90,59 @@ def _train(batch_size: int, alignment_rows: float = 1.0, sgd: bool = False) -> d
     }
 
 
+#: The ``mlp`` student's options for the one-step comparison (BatchNorm on: its moments are the global batch's).
+MLP_STUDENT = {
+    "hidden": [16, 8],
+    "batch_norm": True,
+    "dropout": 0.0,
+    "epochs": 1,
+    "early_stopping": False,
+    "calibrate": False,
+    "lr": 0.1,
+}
+
+
+def _train_mlp(batch_size: int) -> dict[str, Any]:
+    """One pipeline training of the ``mlp`` student (SGD instead of AdamW, as ``_train(sgd=True)``), every row
+    aligned through gradient-x-input; what the processes must agree on."""
+    from gbdt2nn_mlp import MLPStudent
+
+    adult = load_bundled("adult")
+    options = {**MLP_STUDENT, "batch_size": batch_size}
+    config = attrs.evolve(_config(batch_size), student="mlp", attributor="gradient-x-input", student_options=options)
+    pipeline = Pipeline(config)
+    prepared = pipeline.prepare(adult.frame.iloc[:ROWS].reset_index(drop=True), adult.target)
+    with mock.patch.object(torch.optim, "AdamW", _sgd):
+        trained = pipeline.train(prepared)
+    module = trained.student.module
+    torch.manual_seed(0)  # the student builds its network right after seeding torch with its seed
+    initial = MLPStudent(**options)._new_module(module.n_inputs, module.n_outputs)
+    shard = shard_of(len(prepared.validation.fit))
+    return {
+        "state": {name: tensor.detach().clone() for name, tensor in module.state_dict().items()},
+        "initial": initial.state_dict(),
+        "history": trained.student.history["epochs"],
+        "shard": None if shard is None else torch.as_tensor(shard),
+        "rows": len(prepared.validation.fit),
+        "batchnorm_class": type(module.layers[1]).__name__,
+    }
+
+
 def _worker(
-    rank: int, world_size: int, port: int, folder: str, batch_size: int, alignment_rows: float, sgd: bool
+    rank: int,
+    world_size: int,
+    port: int,
+    folder: str,
+    batch_size: int,
+    alignment_rows: float,
+    sgd: bool,
+    student: str = "gbdt2nn",
 ) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
     torch.set_num_threads(1)
     torch.distributed.init_process_group("gloo", rank=rank, world_size=world_size)
     try:
-        result = _train(batch_size, alignment_rows, sgd)
+        result = _train_mlp(batch_size) if student == "mlp" else _train(batch_size, alignment_rows, sgd)
         torch.save(result, Path(folder) / f"rank{rank}.pt")
     finally:
         torch.distributed.destroy_process_group()
@@ -125,9 +170,9 @@ def _free_port() -> int:
 
 
 def _two_processes(
-    tmp_path: Path, batch_size: int, alignment_rows: float = 1.0, sgd: bool = False
+    tmp_path: Path, batch_size: int, alignment_rows: float = 1.0, sgd: bool = False, student: str = "gbdt2nn"
 ) -> list[dict[str, Any]]:
-    arguments = (2, _free_port(), str(tmp_path), batch_size, alignment_rows, sgd)
+    arguments = (2, _free_port(), str(tmp_path), batch_size, alignment_rows, sgd, student)
     _spawn(_worker, arguments)
     return [torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in range(2)]
 
@@ -187,6 +232,24 @@ def test_shards_are_disjoint_and_cover_the_training_rows(runs: tuple[dict[str, A
             assert max(map(len, parts)) - min(map(len, parts)) <= 1
 
 
+def test_only_a_student_that_trains_in_one_process_is_refused_under_several() -> None:
+    """Both bundled students train data-parallel; a (third-party) student that does not declare it is a one-line
+    error naming ``--nproc``, before any process starts."""
+    from gbdt2nn_mlp import MLPStudent
+
+    from gbdt2nn_core.errors import ConfigError
+    from gbdt2nn_core.pipeline.processes import check_data_parallel
+
+    class OneProcessStudent(MLPStudent):
+        supports_data_parallel = False
+
+    for student in (GBDT2NNStudent(), MLPStudent()):
+        check_data_parallel(student, "bundled", 2)
+    check_data_parallel(OneProcessStudent(), "one-process", 1)
+    with pytest.raises(ConfigError, match=r"^invalid --nproc=2: the 'one-process' student trains in one process only"):
+        check_data_parallel(OneProcessStudent(), "one-process", 2)
+
+
 def test_a_share_of_aligned_rows_is_split_between_the_processes(tmp_path: Path) -> None:
     """With a tenth of the rows aligned, each process explains only the aligned rows of its own shard, and two
     processes of 4 batches each still train in step (a batch may carry the term on one process only)."""
@@ -196,7 +259,7 @@ def test_a_share_of_aligned_rows_is_split_between_the_processes(tmp_path: Path) 
     assert rank0["history"][0]["alignment_loss"] > 0
 
 
-def _resume_worker(rank: int, world_size: int, port: int, folder: str) -> None:
+def _resume_worker(rank: int, world_size: int, port: int, folder: str, student: str) -> None:
     """Two epochs with a checkpoint (rank 0 keeps a copy of the one after the first epoch), then the same training
     again from that copy, as a rerun after an interruption: the weights of both, and the files each rank wrote."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
@@ -206,6 +269,9 @@ def _resume_worker(rank: int, world_size: int, port: int, folder: str) -> None:
         adult = load_bundled("adult")
         config = _config(batch_size=40, alignment_rows=0.1)
         config = attrs.evolve(config, student_options={**config.student_options, "epochs": 2})
+        if student == "mlp":  # AdamW, as users train it
+            options = {**MLP_STUDENT, "lr": 1e-3, "epochs": 2, "batch_size": 40}
+            config = attrs.evolve(config, student="mlp", attributor="gradient-x-input", student_options=options)
         pipeline = Pipeline(config)
         prepared = pipeline.prepare(adult.frame.iloc[:ROWS].reset_index(drop=True), adult.target)
         # a path per rank: a rank other than 0 must neither write its path nor need it to resume
@@ -239,12 +305,15 @@ def _resume_worker(rank: int, world_size: int, port: int, folder: str) -> None:
         torch.distributed.destroy_process_group()
 
 
-def test_an_interrupted_run_resumes_from_rank_zeros_checkpoint(tmp_path: Path) -> None:
+@pytest.mark.parametrize("student", ["gbdt2nn", "mlp"])
+def test_an_interrupted_run_resumes_from_rank_zeros_checkpoint(tmp_path: Path, student: str) -> None:
     """Rank 0 alone writes the checkpoint and reads it back; every process resumes from it and ends with the weights
-    of the uninterrupted run."""
-    _spawn(_resume_worker, (2, _free_port(), str(tmp_path)))
+    of the uninterrupted run. A tenth of the rows is aligned: some batches carry the term on one process only."""
+    _spawn(_resume_worker, (2, _free_port(), str(tmp_path), student))
     rank0, rank1 = (torch.load(tmp_path / f"resume-rank{rank}.pt", weights_only=True) for rank in range(2))
     assert rank0["resumed_from"] == rank1["resumed_from"] == 1
+    for name, tensor in rank0["first"].items():  # the processes trained in step
+        torch.testing.assert_close(rank1["first"][name], tensor, atol=0, rtol=0, msg=name)
     for result in (rank0, rank1):
         for name, tensor in result["first"].items():
             torch.testing.assert_close(result["resumed"][name], tensor, atol=1e-6, rtol=1e-6, msg=name)
@@ -340,6 +409,57 @@ def test_a_shard_without_aligned_rows_gets_an_empty_target_and_a_zero_term(adult
     assert float(term.detach()) == 0.0
     term.backward()  # type: ignore[no-untyped-call]
     assert module.mlp.hidden[0].weight.grad is not None
+
+
+# ------------------------------------------------------------------------------------------------ the mlp student
+@pytest.fixture(scope="module")
+def mlp_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The ``mlp`` student: one process on a global batch of 320 rows, and two on 160 rows each."""
+    torch.set_num_threads(1)
+    single = _train_mlp(batch_size=320)
+    return single, _two_processes(tmp_path_factory.mktemp("mlp-ddp"), batch_size=160, sgd=True, student="mlp")
+
+
+def test_mlp_two_processes_give_the_single_process_parameters(
+    mlp_runs: tuple[dict[str, Any], list[dict[str, Any]]],
+) -> None:
+    """One joint aligned step of the mlp (BatchNorm on the global batch's moments), then the BatchNorm pass: the
+    weights and statistics of one process on the same global batch."""
+    single, (rank0, rank1) = mlp_runs
+    assert single["rows"] == rank0["rows"] == rank1["rows"] == 320
+    for name, expected in single["state"].items():
+        torch.testing.assert_close(rank0["state"][name], expected, atol=1e-5, rtol=1e-5, msg=name)
+        torch.testing.assert_close(rank1["state"][name], rank0["state"][name], atol=0, rtol=0, msg=name)
+    assert rank0["batchnorm_class"] == "BatchNorm1d"  # synchronised only while training
+    # the comparison can fail: the step moved the weights, and the BatchNorm pass the statistics, far beyond it
+    moved = single["state"]["layers.0.weight"] - single["initial"]["layers.0.weight"]
+    assert float(moved.abs().max()) > 1e-3
+    assert float((single["state"]["layers.1.running_var"] - 1).abs().max()) > 1e-3
+
+
+def test_mlp_joint_loss_under_ddp_equals_the_single_process_joint_loss(
+    mlp_runs: tuple[dict[str, Any], list[dict[str, Any]]],
+) -> None:
+    """The step's task and alignment losses and its λ (one step: the global batch's) agree."""
+    single, (rank0, rank1) = mlp_runs
+    (expected,), (got,) = single["history"], rank0["history"]
+    for part in ("task_loss", "alignment_loss", "alignment_weight"):
+        assert got[part] == pytest.approx(expected[part], rel=1e-5), part
+    assert expected["alignment_loss"] > 0
+    for record in (rank0["history"][0], rank1["history"][0]):
+        record.pop("seconds")
+    assert rank1["history"] == rank0["history"]
+
+
+def test_mlp_shards_are_disjoint_and_cover_the_training_rows(
+    mlp_runs: tuple[dict[str, Any], list[dict[str, Any]]],
+) -> None:
+    single, (rank0, rank1) = mlp_runs
+    assert single["shard"] is None
+    shards = [rank0["shard"].numpy(), rank1["shard"].numpy()]
+    assert len(shards[0]) == len(shards[1]) == 160
+    assert not set(shards[0]) & set(shards[1])
+    assert np.array_equal(np.sort(np.concatenate(shards)), np.arange(320))
 
 
 def _batchnorm_worker(rank: int, world_size: int, port: int, folder: str, sync: bool) -> None:

@@ -12,7 +12,7 @@ process:
   all-reduces its batch sums instead (differentiably, one all-reduce per layer and direction), on gloo and NCCL
   alike;
 - cuts its shard into the same number of batches as every other process (:func:`shard_batches`), weights its
-  losses by its share of the global batch (:func:`global_share`), and takes dataset statistics over every shard
+  losses by its share of the global batch (:func:`batch_shares`), and takes dataset statistics over every shard
   (:func:`global_mean_var`).
 
 With one process (no process group) every function here is the identity or the single-process computation.
@@ -40,7 +40,6 @@ __all__ = [
     "broadcast_state",
     "data_parallel",
     "global_mean_var",
-    "global_share",
     "shard_batches",
     "shard_rows",
     "synchronised_batchnorm",
@@ -132,28 +131,15 @@ def shard_batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
     return list(torch.tensor_split(order, steps))
 
 
-def global_share(rows: int, aligned_rows: int, finite: Sequence[bool]) -> tuple[float, float, tuple[bool, ...]]:
-    """This process's share of the global batch's rows and of its aligned rows, times the number of processes,
-    and for each of ``finite`` (this process's losses are finite) whether it holds on every process.
+def batch_shares(rows: Sequence[int], aligned_rows: Sequence[int]) -> list[tuple[float, float]]:
+    """This process's share of each batch's global rows and of its global aligned rows, times the number of
+    processes, from this process's row counts per batch (``rows``) and aligned-row counts (``aligned_rows``): one
+    all-reduce for an epoch, since the counts are known before it starts.
 
     ``DistributedDataParallel`` averages gradients over the processes; a loss that is a mean over this process's
     rows, multiplied by its share, makes that average the gradient of the mean over the global batch (as one
-    process training on the global batch computes it), also when the shards' batches differ in size.
-    """
-    if not world().distributed:
-        return 1.0, 1.0, tuple(finite)
-    size = world().size
-    local = [float(rows), float(aligned_rows), *(0.0 if ok else 1.0 for ok in finite)]
-    totals = all_reduce_sum(torch.tensor(local, dtype=torch.float64)).tolist()
-    total_rows, total_aligned = totals[0], totals[1]
-    aligned_share = size * aligned_rows / total_aligned if total_aligned else 0.0
-    return size * rows / total_rows, aligned_share, tuple(bad == 0 for bad in totals[2:])
-
-
-def batch_shares(rows: Sequence[int], aligned_rows: Sequence[int]) -> list[tuple[float, float]]:
-    """:func:`global_share`'s two shares for every batch of an epoch at once, from this process's row counts per
-    batch (``rows``) and aligned-row counts per batch (``aligned_rows``): one all-reduce per epoch instead of one
-    per step, since the counts are known before the epoch starts.
+    process training on the global batch computes it), also when the shards' batches differ in size. A batch
+    without aligned rows anywhere gets an aligned share of 0.
     """
     if not world().distributed:
         return [(1.0, 1.0)] * len(rows)

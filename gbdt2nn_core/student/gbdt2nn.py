@@ -35,15 +35,14 @@ from gbdt2nn_core.student.calibration import saved_temperature, temperature_stat
 from gbdt2nn_core.student.disk_rows import DiskRows, RowSource, rows_like, training_rows
 from gbdt2nn_core.student.distributed import (
     all_reduce_sum,
-    batch_shares,
     broadcast_buffers,
     broadcast_state,
     data_parallel,
     global_mean_var,
-    shard_batches,
     synchronised_batchnorm,
     world,
 )
+from gbdt2nn_core.student.joint_step import JointStep, data_parallel_loss, epoch_batches, epoch_shares, fitting_rows
 from gbdt2nn_core.student.kit import (
     AlignmentTargets,
     AlignmentWeight,
@@ -314,10 +313,7 @@ class GBDT2NNStudent(Student):
         # statistics, losses and BatchNorm moments are taken over every shard, and only rank 0 writes checkpoints
         processes = world()
         n = z.shape[0]
-        n_all = int(all_reduce_sum(torch.tensor([n])).item()) if processes.distributed else n
-        if n_all < 2 * processes.size:
-            fix = "train on at least two rows" + (" per process (--nproc)" if processes.distributed else "")
-            raise ConfigError(setting="training rows", value=n_all, fix=fix)
+        n_all = fitting_rows(n)
         torch.manual_seed(cfg.seed)
         generator = torch.Generator().manual_seed(cfg.seed)
         module, groups = self._build(teacher, column_of, device)
@@ -425,7 +421,9 @@ class GBDT2NNStudent(Student):
         if resumed is None:
             save(0)
         # one DistributedDataParallel over the joint loss (built after a resume: it broadcasts rank 0's weights)
-        parallel = data_parallel(_JointStep(objective)) if processes.distributed else None
+        parallel = None
+        if processes.distributed:
+            parallel = data_parallel(JointStep(module, objective.distillation, objective.alignment_targets))
         training = progress.step("student training", total=cfg.epochs)
         with training, synchronised_batchnorm(module, cfg.sync_batchnorm):
             progress.advance(first_epoch)
@@ -546,7 +544,7 @@ class GBDT2NNStudent(Student):
         the losses summed over every process's rows.
 
         Each step's loss is this process's share of the global batch's (see
-        :func:`~gbdt2nn_core.student.distributed.batch_shares`; ``targets`` tells how many of a batch's rows are
+        :func:`~gbdt2nn_core.student.joint_step.epoch_shares`; ``targets`` tells how many of a batch's rows are
         aligned) and goes through **one** backward, which
         all-reduces the gradients once. The shared generator draws the same numbers on every process: which
         batches carry the alignment term is the same everywhere, and λ (capped by ``weight``) comes from the global
@@ -555,45 +553,23 @@ class GBDT2NNStudent(Student):
         cfg = self.config
         beta = cfg.beta(epoch)
         parallel.train()
-        n = z.shape[0]
-        order = torch.randperm(n_all, generator=generator)
-        order = order[order < n]  # this shard's rows in a random order; the generator stays in step everywhere
-        batches = shard_batches(order, self._rows_per_step(n_all // world().size))
+        batches = epoch_batches(z.shape[0], n_all, self._rows_per_step(n_all // world().size), generator)
         carry = torch.rand(len(batches), generator=generator) < (alignment.fraction if alignment else 0.0)
-        aligned_counts = [
-            targets.aligned_count(rows) if targets is not None and bool(carry[b]) else 0
-            for b, rows in enumerate(batches)
-        ]
-        # every batch's shares of the global batch in one collective: the row counts are known before the epoch
-        shares = batch_shares([len(rows) for rows in batches], aligned_counts)
+        shares = epoch_shares(batches, carry, targets)  # one collective for the epoch
         sums = torch.zeros(4, dtype=torch.float64)  # task, embedding, alignment, aligned rows
         for b, rows in enumerate(batches):
-            loss_task, loss_emb, loss_align, aligned_rows = parallel(z[rows], rows, bool(carry[b]))
-            share, aligned_share = shares[b]
-            rest = (1.0 - beta) * loss_task + beta * loss_emb
-            # one collective per step: whether the losses are finite on every process (a process that stopped alone
-            # would leave the others waiting) and the global batch's losses that λ's cap compares
-            local = [
-                0.0 if bool(torch.isfinite(rest)) else 1.0,
-                0.0 if loss_align is None or bool(torch.isfinite(loss_align)) else 1.0,
-                float(rest.detach()) * share,
-                float(loss_align.detach()) * aligned_share if loss_align is not None else 0.0,
-            ]
-            bad_main, bad_align, rest_global, align_global = all_reduce_sum(
-                torch.tensor(local, dtype=torch.float64)
-            ).tolist()
-            if bad_main:
-                check_finite_loss(torch.tensor(math.nan), "the task and embedding loss", epoch, cfg.lr, alignment)
-            loss = share * rest
-            if alignment is not None and loss_align is not None:
-                if bad_align:
-                    check_finite_loss(torch.tensor(math.nan), "the alignment loss", epoch, cfg.lr, alignment)
-                lam = (
-                    alignment.weight
-                    if weight is None
-                    else weight.weight(torch.tensor(rest_global), torch.tensor(align_global))
-                )
-                loss = loss + lam * aligned_share * loss_align
+            (loss_task, loss_emb), loss_align, aligned_rows = parallel(z[rows], rows, bool(carry[b]))
+            loss = data_parallel_loss(
+                (1.0 - beta) * loss_task + beta * loss_emb,
+                loss_align,
+                *shares[b],
+                alignment=alignment,
+                weight=weight,
+                rest_name="the task and embedding loss",
+                epoch=epoch,
+                lr=cfg.lr,
+            )
+            if loss_align is not None:
                 sums[2:] += torch.tensor([float(loss_align.detach()) * aligned_rows, aligned_rows])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]  # torch's Tensor.backward is unannotated
@@ -823,34 +799,6 @@ class _Objective:
         rows (back-propagatable), and how many rows that is; ``None`` when the batch has no aligned row."""
         assert self.alignment_targets is not None
         return self.alignment_targets.batch_loss(self.module, z, rows)
-
-
-class _JointStep(torch.nn.Module):
-    """The joint loss's parts for a batch as a module's forward, so that ``DistributedDataParallel`` wraps one
-    forward per step (its gradient all-reduce fires in the backward of what the forward returns).
-
-    The attributions inside are gradients with respect to inputs (``create_graph=True``), never parameters. A batch
-    that carries the alignment term computes it on every process, as zero where the process's rows have no
-    aligned row (:meth:`AlignmentTargets.empty_loss`), so that every process runs the same backward graph.
-    """
-
-    def __init__(self, objective: _Objective) -> None:
-        super().__init__()
-        self.module = objective.module  # a submodule: its parameters are the ones DistributedDataParallel syncs
-        self.objective = objective
-
-    def forward(
-        self, z: torch.Tensor, rows: torch.Tensor, carry: bool
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, int]:
-        """``(L_task, L_embedding, L_align or None, aligned rows)`` of the batch ``z`` (training rows ``rows``)."""
-        objective = self.objective
-        loss_task, loss_emb = objective.distillation(z, rows)
-        if not carry or objective.alignment_targets is None:
-            return loss_task, loss_emb, None, 0
-        aligned = objective.alignment(z, rows)
-        if aligned is None:
-            return loss_task, loss_emb, objective.alignment_targets.empty_loss(self.module, z), 0
-        return loss_task, loss_emb, aligned[0], aligned[1]
 
 
 def _alignment_unit_choice(cfg: GBDT2NNConfig, objective: _Objective) -> dict[str, Any]:

@@ -22,14 +22,24 @@ from torch import nn
 from gbdt2nn_core.errors import ConfigError, NotFittedError
 from gbdt2nn_core.host.attribution import LinearColumns
 from gbdt2nn_core.host.device import rng_devices, rows_on
-from gbdt2nn_core.host.interfaces import Student, StudentInputs
+from gbdt2nn_core.host.interfaces import Student, StudentInputs, Task
+from gbdt2nn_core.kit.alignment import Alignment
 from gbdt2nn_core.progress import NullProgress
 from gbdt2nn_core.student.calibration import saved_temperature, temperature_state
+from gbdt2nn_core.student.distributed import (
+    all_reduce_sum,
+    broadcast_state,
+    data_parallel,
+    synchronised_batchnorm,
+    world,
+)
+from gbdt2nn_core.student.joint_step import JointStep, data_parallel_loss, epoch_batches, epoch_shares, fitting_rows
 from gbdt2nn_core.student.kit import (
     AlignmentTargets,
     AlignmentWeight,
     EarlyStopping,
     TargetScaling,
+    adamw,
     batch_size,
     boolean,
     check_finite_loss,
@@ -42,7 +52,6 @@ from gbdt2nn_core.student.kit import (
     recalibrate_batchnorm,
     require_differentiable,
     restore_training_state,
-    row_batches,
     save_checkpoint,
     soft_loss,
     soft_targets,
@@ -161,6 +170,8 @@ class MLPModule(nn.Module):
 class MLPStudent(Student):
     """A plain MLP distilled from a teacher; options are the fields of :class:`MLPConfig`."""
 
+    supports_data_parallel = True
+
     def __init__(self, **options: Any) -> None:
         self.config = config_from_options(MLPConfig, options)
         self.module_: MLPModule | None = None
@@ -216,9 +227,12 @@ class MLPStudent(Student):
 
     # ------------------------------------------------------------------ training
     def fit(self, inputs: StudentInputs) -> MLPStudent:
-        """Train on ``inputs``: labels and the teacher's margins, plus the alignment term when there is one."""
-        if len(inputs.z) < 2:
-            raise ConfigError(setting="training rows", value=len(inputs.z), fix="train on at least two rows")
+        """Train on ``inputs``: labels and the teacher's margins, plus the alignment term when there is one.
+
+        With several processes (``gbdt2nn distill --nproc``, torchrun) ``inputs`` holds this process's shard and
+        the network trains data-parallel as GBDT2NN does (:mod:`gbdt2nn_core.student.joint_step`): the same step as
+        one process on the global batch, BatchNorm on its moments, checkpoints written by rank 0.
+        """
         # seed torch for this fit only: the caller's global random state is restored afterwards
         with torch.random.fork_rng(devices=rng_devices(inputs.device)):
             return self._fit(inputs)
@@ -226,37 +240,47 @@ class MLPStudent(Student):
     def _fit(self, inputs: StudentInputs) -> MLPStudent:
         cfg, task, alignment = self.config, inputs.task, inputs.alignment
         progress = inputs.progress or NullProgress()
+        # with several processes the rows are this process's shard (see gbdt2nn_core.student.distributed)
+        processes = world()
+        n_all = fitting_rows(len(inputs.z))
         torch.manual_seed(cfg.seed)
         generator = torch.Generator().manual_seed(cfg.seed)
         margin = np.asarray(inputs.teacher_margin, dtype=np.float64)
         # the network and every matrix a step reads live on the run's device, copied there whole, once
         device = torch.device(inputs.device)
         module = self._new_module(inputs.z.shape[1], margin.shape[1] if margin.ndim == 2 else 1)
-        scaling = target_scaling(task, inputs.y, standardize=cfg.standardize_targets)
+        if not processes.leader:
+            # the network starts from rank 0's weights (DistributedDataParallel broadcasts them); every other process
+            # draws its own dropout masks, so that rows at the same position of two shards do not share one
+            torch.manual_seed(cfg.seed + processes.rank)
+        scaling = target_scaling(task, inputs.y, standardize=cfg.standardize_targets)  # over every shard's rows
         module.map_back(scaling)  # before the move: the mapping's buffers go to the device with the weights
         module.to(device)
         self.choices_ = {"targets": scaling.describe()}
         z = rows_on(inputs.z, device, torch.float32)
-        y = rows_on(scaling.targets(task, inputs.y), device)
-        soft = rows_on(scaling.margins(soft_targets(task, margin)), device, torch.float32)
-        hard_loss, matching_loss = task_loss(task), soft_loss(task)
-        aggregation = rows_on(inputs.aggregation, device, torch.float32)
+        loss = _TaskLoss(cfg, task, module, scaling, inputs.y, margin, device)
         targets = None
         weight = AlignmentWeight(alignment.weight, cfg.alignment_cap) if alignment is not None else None
         if alignment is not None:
             require_differentiable(alignment)
+            aggregation = rows_on(inputs.aggregation, device, torch.float32)
             targets = AlignmentTargets(
                 alignment, len(z), aggregation, scale=scaling.scale, teacher_units=cfg.alignment_in_teacher_units
             )
             self.choices_["alignment_unit"] = {"teacher_units": cfg.alignment_in_teacher_units, "unit": targets.unit}
             alignment.attributor.fit(module, rows_on(inputs.background, device, torch.float32))
-        optimizer = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        optimizer = adamw(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.module_, self.history_ = module, []
         validation = inputs.validation
-        fingerprint = training_fingerprint(cfg, inputs.teacher, inputs.z, inputs.y, alignment, validation)
+        fingerprint = training_fingerprint(
+            cfg, inputs.teacher, inputs.z, inputs.y, alignment, validation, world_size=processes.size
+        )
         stopper = EarlyStopping(enabled=cfg.early_stopping, patience=cfg.patience, budget=cfg.epochs)
         first_epoch = 0
-        resumed = load_checkpoint(inputs.checkpoint, fingerprint) if inputs.checkpoint is not None else None
+        checkpoint = inputs.checkpoint
+        resumed = load_checkpoint(checkpoint, fingerprint) if checkpoint is not None and processes.leader else None
+        if processes.distributed:  # rank 0's checkpoint (or none) on every process, so that all resume alike
+            resumed = broadcast_state(resumed)
         if resumed is not None:
             restore_training_state(resumed, module, optimizer, generator)
             self.history_ = json.loads(resumed["history"])
@@ -268,37 +292,17 @@ class MLPStudent(Student):
             z_valid = rows_on(validation.z, device, torch.float32)
             y_valid = rows_on(scaling.targets(task, validation.y), device)
 
-        n = len(z)
-        batches = math.ceil(n / cfg.batch_size)
-        with progress.step("student training (mlp)", total=cfg.epochs):
+        epoch_of = _Epochs(cfg, module, z, n_all, loss, targets, optimizer, generator, alignment, weight)
+        # one DistributedDataParallel over the joint loss (built after a resume: it broadcasts rank 0's weights)
+        if processes.distributed:
+            epoch_of.parallel = data_parallel(JointStep(module, loss.terms, targets))
+        with progress.step("student training (mlp)", total=cfg.epochs), synchronised_batchnorm(module):
             progress.advance(first_epoch)
             for epoch in range(first_epoch, cfg.epochs):
                 if stopper.should_stop():
                     break
                 started = time.perf_counter()
-                module.train()
-                order = torch.randperm(n, generator=generator).to(device)  # CPU draw: the same order everywhere
-                carry = torch.rand(batches, generator=generator) < (alignment.fraction if alignment else 0.0)
-                sums = {"task": 0.0, "align": 0.0, "aligned": 0.0, "rows": 0.0}
-                for b, rows in enumerate(row_batches(order, cfg.batch_size)):
-                    prediction = scaling.apply(module(z[rows]))
-                    loss_task = (1 - cfg.teacher_weight) * hard_loss(prediction, y[rows])
-                    if cfg.teacher_weight > 0:
-                        loss_task = loss_task + cfg.teacher_weight * matching_loss(prediction, soft[rows])
-                    loss = loss_task
-                    check_finite_loss(loss, "the task loss", epoch, cfg.lr, alignment)
-                    aligned = targets.batch_loss(module, z[rows], rows) if targets is not None and carry[b] else None
-                    if alignment is not None and weight is not None and aligned is not None:
-                        loss_align, aligned_rows = aligned
-                        loss = loss + weight.weight(loss, loss_align) * loss_align
-                        check_finite_loss(loss, "the alignment loss", epoch, cfg.lr, alignment)
-                        sums["align"] += float(loss_align.detach()) * aligned_rows
-                        sums["aligned"] += aligned_rows
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()  # type: ignore[no-untyped-call]
-                    optimizer.step()
-                    sums["task"] += float(loss_task.detach()) * len(rows)
-                    sums["rows"] += len(rows)
+                sums = epoch_of.train(epoch)
                 held_out = None
                 if validation is not None:
                     served_statistics = z if cfg.batch_norm and cfg.recalibrate_batchnorm else None
@@ -327,9 +331,9 @@ class MLPStudent(Student):
                         "extra": dict(extra or {}),
                     }
                 )
-                if inputs.checkpoint is not None:
+                if checkpoint is not None and processes.leader:
                     save_checkpoint(
-                        inputs.checkpoint,
+                        checkpoint,
                         {
                             "fingerprint": fingerprint,
                             "epochs_done": epoch + 1,
@@ -351,3 +355,112 @@ class MLPStudent(Student):
         self.temperature = validation_temperature(task, module, validation) if cfg.calibrate else 1.0
         self.stopping_["temperature"] = self.temperature
         return self
+
+
+class _TaskLoss:
+    """The mlp's task loss of a batch: labels, mixed with the teacher's margins by ``teacher_weight``."""
+
+    def __init__(
+        self,
+        cfg: MLPConfig,
+        task: Task,
+        module: MLPModule,
+        scaling: TargetScaling,
+        y: np.ndarray,
+        margin: np.ndarray,
+        device: torch.device,
+    ) -> None:
+        self.cfg, self.module, self.scaling = cfg, module, scaling
+        self.y = rows_on(scaling.targets(task, y), device)
+        self.soft = rows_on(scaling.margins(soft_targets(task, margin)), device, torch.float32)
+        self.hard_loss, self.matching_loss = task_loss(task), soft_loss(task)
+
+    def __call__(self, z: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """The task loss of the batch ``z`` (training rows ``rows``), in training units."""
+        prediction = self.scaling.apply(self.module(z))
+        loss: torch.Tensor = (1 - self.cfg.teacher_weight) * self.hard_loss(prediction, self.y[rows])
+        if self.cfg.teacher_weight > 0:
+            loss = loss + self.cfg.teacher_weight * self.matching_loss(prediction, self.soft[rows])
+        return loss
+
+    def terms(self, z: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The task loss as :class:`~gbdt2nn_core.student.joint_step.JointStep`'s task terms."""
+        return (self(z, rows),)
+
+
+class _Epochs:
+    """The mlp's training epochs, on one process or data-parallel on several (``parallel``: the
+    ``DistributedDataParallel`` of a :class:`~gbdt2nn_core.student.joint_step.JointStep`)."""
+
+    def __init__(
+        self,
+        cfg: MLPConfig,
+        module: MLPModule,
+        z: torch.Tensor,
+        n_all: int,
+        loss: _TaskLoss,
+        targets: AlignmentTargets | None,
+        optimizer: torch.optim.Optimizer,
+        generator: torch.Generator,
+        alignment: Alignment | None,
+        weight: AlignmentWeight | None,
+    ) -> None:
+        self.cfg, self.module, self.z, self.n_all, self.loss, self.targets = cfg, module, z, n_all, loss, targets
+        self.optimizer, self.generator, self.alignment, self.weight = optimizer, generator, alignment, weight
+        self.parallel: nn.Module | None = None
+
+    def train(self, epoch: int) -> dict[str, float]:
+        """One pass over this process's rows in a seeded random order; the losses summed over every process's rows
+        (``task``, ``rows``; ``align``, ``aligned``: the alignment term times its aligned rows, and their count)."""
+        cfg, alignment = self.cfg, self.alignment
+        (self.parallel or self.module).train()  # the DistributedDataParallel wrapper's flag too
+        batches = epoch_batches(len(self.z), self.n_all, cfg.batch_size, self.generator)
+        # drawn on the CPU generator: the same batches carry the term on every device and every process; one process
+        # draws one number per batch_size rows, as before a one-row last batch joined the one before it (the same
+        # random stream as earlier versions)
+        draws = len(batches) if self.parallel is not None else math.ceil(len(self.z) / cfg.batch_size)
+        carry = torch.rand(draws, generator=self.generator) < (alignment.fraction if alignment else 0.0)
+        # each batch's shares of the global batch: one collective for the epoch
+        shares = epoch_shares(batches, carry, self.targets) if self.parallel is not None else []
+        sums = torch.zeros(4, dtype=torch.float64)  # task, rows, alignment, aligned rows
+        for b, rows in enumerate(batches):
+            rows = rows.to(self.z.device)
+            if self.parallel is None:
+                loss_task, loss, loss_align, aligned_rows = self._step_loss(epoch, rows, bool(carry[b]))
+            else:
+                (loss_task,), loss_align, aligned_rows = self.parallel(self.z[rows], rows, bool(carry[b]))
+                loss = data_parallel_loss(
+                    loss_task,
+                    loss_align,
+                    *shares[b],
+                    alignment=alignment,
+                    weight=self.weight,
+                    rest_name="the task loss",
+                    epoch=epoch,
+                    lr=cfg.lr,
+                )
+            if loss_align is not None:
+                sums[2:] += torch.tensor([float(loss_align.detach()) * aligned_rows, aligned_rows], dtype=torch.float64)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()  # type: ignore[no-untyped-call]
+            self.optimizer.step()
+            sums[:2] += torch.tensor([float(loss_task.detach()) * len(rows), len(rows)], dtype=torch.float64)
+        task, rows_seen, align, aligned = all_reduce_sum(sums).tolist()
+        return {"task": task, "rows": rows_seen, "align": align, "aligned": aligned}
+
+    def _step_loss(
+        self, epoch: int, rows: torch.Tensor, carry: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, int]:
+        """One process's step: ``(task loss, loss to back-propagate, alignment loss or None, aligned rows)``."""
+        cfg, alignment = self.cfg, self.alignment
+        loss_task = self.loss(self.z[rows], rows)
+        check_finite_loss(loss_task, "the task loss", epoch, cfg.lr, alignment)
+        aligned = None
+        if self.targets is not None and carry:
+            aligned = self.targets.batch_loss(self.module, self.z[rows], rows)
+        if alignment is None or self.weight is None or aligned is None:
+            return loss_task, loss_task, None, 0
+        loss_align, aligned_rows = aligned
+        loss = loss_task + self.weight.weight(loss_task, loss_align) * loss_align
+        check_finite_loss(loss, "the alignment loss", epoch, cfg.lr, alignment)
+        return loss_task, loss, loss_align, aligned_rows

@@ -1,0 +1,136 @@
+"""The steps of a student's joint training (task terms + λ · alignment) on one process or several.
+
+Every student's loop draws its epoch's batches with :func:`epoch_batches`, and with several processes
+(:mod:`gbdt2nn_core.student.distributed`) wraps a :class:`JointStep` in ``DistributedDataParallel`` and
+back-propagates :func:`data_parallel_loss` once per step; :func:`fitting_rows` counts the rows it trains on over
+every process, and :func:`epoch_shares` gives each batch's share of the global batch. The built-in GBDT2NN student
+and the ``mlp`` plugin train data-parallel through these alone, so that both keep the same guarantees: one process
+and N processes on the same global batch take the same step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from gbdt2nn_core.errors import ConfigError
+from gbdt2nn_core.kit.alignment import Alignment
+from gbdt2nn_core.student.batchnorm import row_batches
+from gbdt2nn_core.student.distributed import all_reduce_sum, batch_shares, shard_batches, world
+from gbdt2nn_core.student.kit import AlignmentTargets, AlignmentWeight, check_finite_loss
+
+__all__ = ["JointStep", "data_parallel_loss", "epoch_batches", "epoch_shares", "fitting_rows"]
+
+#: A batch's task terms, from its encoded rows and their training-row positions (e.g. GBDT2NN's task and
+#: embedding losses, the mlp's task loss alone).
+TaskTerms = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, ...]]
+
+
+def fitting_rows(n: int) -> int:
+    """The number of rows the student fits over every process, ``n`` being this process's (its shard's); a
+    :class:`ConfigError` below two rows per process (BatchNorm and the variance of the targets need two)."""
+    processes = world()
+    n_all = int(all_reduce_sum(torch.tensor([n])).item()) if processes.distributed else n
+    if n_all < 2 * processes.size:
+        fix = "train on at least two rows" + (" per process (--nproc)" if processes.distributed else "")
+        raise ConfigError(setting="training rows", value=n_all, fix=fix)
+    return n_all
+
+
+def epoch_batches(n: int, n_all: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """An epoch's batches of this process's ``n`` rows (positions) in a random order drawn from ``generator``.
+
+    One process: a permutation of the rows cut by :func:`row_batches`. Several: the rows of a permutation of all
+    ``n_all`` positions that fall in this shard, cut into as many batches as every other process's
+    (:func:`shard_batches`): the generator draws the same numbers on every process and stays in step everywhere.
+    """
+    if not world().distributed:
+        return row_batches(torch.randperm(n, generator=generator), batch_size)
+    order = torch.randperm(n_all, generator=generator)
+    return shard_batches(order[order < n], batch_size)
+
+
+class JointStep(nn.Module):
+    """A batch's loss parts as a module's forward, so that ``DistributedDataParallel`` wraps one forward per step
+    (its gradient all-reduce fires in the backward of what the forward returns).
+
+    The attributions inside are gradients with respect to inputs (``create_graph=True``), never parameters. A batch
+    that carries the alignment term computes it on every process, as zero where the process's rows have no
+    aligned row (:meth:`AlignmentTargets.empty_loss`), so that every process runs the same backward graph.
+    """
+
+    def __init__(self, module: nn.Module, terms: TaskTerms, alignment: AlignmentTargets | None) -> None:
+        super().__init__()
+        self.module = module  # a submodule: its parameters are the ones DistributedDataParallel syncs
+        self.terms, self.alignment = terms, alignment
+
+    def forward(
+        self, z: torch.Tensor, rows: torch.Tensor, carry: bool
+    ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor | None, int]:
+        """``(task terms, L_align or None, aligned rows)`` of the batch ``z`` (training rows ``rows``)."""
+        terms = self.terms(z, rows)
+        if not carry or self.alignment is None:
+            return terms, None, 0
+        aligned = self.alignment.batch_loss(self.module, z, rows)
+        if aligned is None:
+            return terms, self.alignment.empty_loss(self.module, z), 0
+        return terms, aligned[0], aligned[1]
+
+
+def epoch_shares(
+    batches: list[torch.Tensor], carry: torch.Tensor, alignment: AlignmentTargets | None
+) -> list[tuple[float, float]]:
+    """Each batch's shares of the global batch's rows and aligned rows (:func:`batch_shares`), for an epoch's
+    ``batches`` of which those where ``carry`` is true carry the alignment term: one collective for the epoch, since
+    the counts are known before it starts (a collective costs ~1 ms of latency on gloo)."""
+    aligned = [
+        alignment.aligned_count(rows) if alignment is not None and bool(carry[b]) else 0
+        for b, rows in enumerate(batches)
+    ]
+    return batch_shares([len(rows) for rows in batches], aligned)
+
+
+def data_parallel_loss(
+    rest: torch.Tensor,
+    loss_align: torch.Tensor | None,
+    share: float,
+    aligned_share: float,
+    *,
+    alignment: Alignment | None,
+    weight: AlignmentWeight | None,
+    rest_name: str,
+    epoch: int,
+    lr: float,
+) -> torch.Tensor:
+    """What this process back-propagates in a data-parallel step: its share of the global batch's loss
+    ``rest + λ · L_align``, so that ``DistributedDataParallel``'s gradient average is the gradient of one process's
+    loss on the global batch.
+
+    ``rest`` is the batch's loss without the alignment term (named ``rest_name`` in errors), ``loss_align`` the term
+    over the batch's aligned rows (``None`` when the step carries none); ``share`` and ``aligned_share`` are this
+    process's shares of the global batch's rows and aligned rows (:func:`epoch_shares`). One collective per step
+    tells every process whether every process's losses are finite — a non-finite loss stops every process at once
+    (a process that stopped alone would leave the others waiting) — and gives the global batch's losses, on which
+    ``weight`` caps λ, so that every process uses the same λ.
+    """
+    local = [
+        0.0 if bool(torch.isfinite(rest)) else 1.0,
+        0.0 if loss_align is None or bool(torch.isfinite(loss_align)) else 1.0,
+        float(rest.detach()) * share,
+        float(loss_align.detach()) * aligned_share if loss_align is not None else 0.0,
+    ]
+    bad_rest, bad_align, rest_global, align_global = all_reduce_sum(torch.tensor(local, dtype=torch.float64)).tolist()
+    if bad_rest:
+        check_finite_loss(torch.tensor(math.nan), rest_name, epoch, lr, alignment)
+    loss = share * rest
+    if alignment is None or loss_align is None:
+        return loss
+    if bad_align:
+        check_finite_loss(torch.tensor(math.nan), "the alignment loss", epoch, lr, alignment)
+    lam = alignment.weight
+    if weight is not None:
+        lam = weight.weight(torch.tensor(rest_global), torch.tensor(align_global))
+    return loss + lam * aligned_share * loss_align
