@@ -558,7 +558,9 @@ class GBDT2NNStudent(Student):
         shares = epoch_shares(batches, carry, targets)  # one collective for the epoch
         sums = torch.zeros(4, dtype=torch.float64)  # task, embedding, alignment, aligned rows
         for b, rows in enumerate(batches):
-            (loss_task, loss_emb), loss_align, aligned_rows = parallel(z[rows], rows, bool(carry[b]))
+            # the step's forward passes share the tensors made from the first layer's weights, as in _train_epoch
+            with self.module.sharing_first_layer():
+                (loss_task, loss_emb), loss_align, aligned_rows = parallel(z[rows], rows, bool(carry[b]))
             loss = data_parallel_loss(
                 (1.0 - beta) * loss_task + beta * loss_emb,
                 loss_align,
