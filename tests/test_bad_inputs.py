@@ -402,7 +402,7 @@ _STUDENT_OPTIONS = (
     "n_groups, features_per_group, embedding_dim, hidden, leaf_epochs, leaf_dropout, epochs, early_stopping, "
     "patience, calibrate, batch_size, lr, "
     "weight_decay, beta0, beta_decay, beta_step, beta_floor, standardize_targets, alignment_cap, "
-    "alignment_backoff, alignment_in_teacher_units, teacher_weight, recalibrate_batchnorm, seed"
+    "alignment_backoff, alignment_in_teacher_units, teacher_weight, recalibrate_batchnorm, sync_batchnorm, seed"
 )
 _RUN_FOLDER = "pass a run folder written by 'gbdt2nn distill' (it holds student.safetensors and student.json)"
 _LGB_FIX = "save the model again (Booster.save_model or teacher.save), or pass model=None to train a new one"
