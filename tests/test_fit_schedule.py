@@ -190,3 +190,53 @@ def test_the_task_loss_mixes_the_labels_and_the_teachers_own_predictions(
     assert student.history["epochs"][0]["task_loss"] == pytest.approx(expected, rel=1e-4)
     assert student.target_scaling_.offset == pytest.approx(mean)
     assert on_labels != pytest.approx(on_teacher, rel=1e-3)  # the two references differ: the test can tell them apart
+
+
+# ------------------------------------------------------------------------------------------------ the mlp student
+def _mlp_config(small_config: Callable[..., DistillConfig], alignment_weight: float, **options: Any) -> DistillConfig:
+    """small_config's run with the mlp student (small_config's student options are GBDT2NN's)."""
+    config = small_config(alignment_weight=alignment_weight, attributor="gradient-x-input")
+    mlp = {"hidden": [32, 16], **options}
+    return DistillConfig(**{**config.to_json(), "student": "mlp", "student_options": mlp})
+
+
+def test_the_mlp_resolves_the_automatic_batch_size_the_same_way(
+    adult_small: pd.DataFrame, small_config: Callable[..., DistillConfig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    steps: list[int] = []
+    original = torch.optim.AdamW.step
+
+    def counted(self: torch.optim.AdamW, *args: Any, **kwargs: Any) -> Any:
+        steps.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", counted)
+    run = distill(adult_small, "income_gt_50k", _mlp_config(small_config, 0.0, epochs=1))
+    rows = len(run.data.y_train) - run.student.history["stopping"]["validation_rows"]
+    assert run.student.history["choices"]["batch_size"]["rows"] == batch_size_for_rows(rows) == 64
+    assert len(steps) == int(np.ceil(rows / 64))  # the reference: AdamW's steps counted, one epoch of 64-row batches
+    fixed = distill(adult_small, "income_gt_50k", _mlp_config(small_config, 0.0, epochs=1, batch_size=100))
+    assert fixed.student.history["choices"]["batch_size"]["rows"] == 100
+
+
+def test_a_rising_validation_loss_halves_the_mlps_lambda(
+    adult_small: pd.DataFrame, small_config: Callable[..., DistillConfig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gbdt2nn_mlp.student as mlp
+
+    returned: list[float] = []
+
+    def rising(*_: Any, **__: Any) -> float:
+        returned.append(1.0 + 0.1 * len(returned))
+        return returned[-1]
+
+    monkeypatch.setattr(mlp, "validation_loss", rising)
+    config = _mlp_config(small_config, 1e-3, epochs=5, early_stopping=False)  # λ far below the cap
+    epochs = distill(adult_small, "income_gt_50k", config).student.history["epochs"]
+    factor, expected = 1.0, []
+    for before, after in zip([None, *epochs], epochs, strict=False):  # the rule, by hand, on the recorded losses
+        expected.append(1e-3 * factor)
+        if before is not None and after["alignment_loss"] < before["alignment_loss"]:
+            factor /= 2
+    assert [epoch["alignment_weight"] for epoch in epochs] == pytest.approx(expected)
+    assert expected[-1] < expected[0]

@@ -49,7 +49,7 @@ from gbdt2nn_core.student.kit import (
     EarlyStopping,
     TargetScaling,
     adamw,
-    batch_size_for_rows,
+    batch_size_choice,
     batch_size_or_auto,
     boolean,
     check_finite_loss,
@@ -333,7 +333,7 @@ class GBDT2NNStudent(Student):
         scaling = target_scaling(task, y, standardize=cfg.standardize_targets)  # over every shard's rows
         self.target_scaling_ = scaling
         self.choices_ = {"targets": scaling.describe(), "beta": _beta_choice(cfg)}
-        self.batch_size_, self.choices_["batch_size"] = _batch_size_choice(cfg, n_all // processes.size)
+        self.batch_size_, self.choices_["batch_size"] = batch_size_choice(cfg.batch_size, n_all // processes.size)
         rows_per_step = self.batch_size_
         scale = scaling.scale
         leaf_sums = rows_on(_scaled_leaf_sums(ensemble, leaves, groups, scale), device, torch.float32)
@@ -584,7 +584,7 @@ class GBDT2NNStudent(Student):
         """The batch size of the last fit, or else the configured one resolved for ``rows`` rows."""
         if self.batch_size_ is not None:
             return self.batch_size_
-        return _batch_size_choice(self.config, rows)[0]
+        return batch_size_choice(self.config.batch_size, rows)[0]
 
     # ------------------------------------------------------------------ the Student contract
     @property
@@ -702,14 +702,6 @@ class GBDT2NNStudent(Student):
             aggregation=update.aggregation,
             scaling=self.target_scaling_,
         )
-
-
-def _batch_size_choice(cfg: GBDT2NNConfig, rows: int) -> tuple[int, dict[str, Any]]:
-    """The batch size for ``rows`` training rows (per process) and its record for the run."""
-    if cfg.batch_size == "auto":
-        size = batch_size_for_rows(rows)
-        return size, {"rows": size, "why": f"auto: about 100 steps an epoch over {rows} rows, 64 to 512 rows"}
-    return cfg.batch_size, {"rows": cfg.batch_size, "why": "as configured"}
 
 
 def _scaled_leaf_sums(ensemble: Any, leaves: np.ndarray, groups: list[np.ndarray], scale: float) -> np.ndarray:

@@ -110,6 +110,15 @@ def batch_size_for_rows(rows: int) -> int:
     return min(max(size, _SMALLEST_AUTO_BATCH), _LARGEST_AUTO_BATCH)
 
 
+def batch_size_choice(batch_size: int | str, rows: int) -> tuple[int, dict[str, Any]]:
+    """The rows per step for a student's ``batch_size`` option (a number, or ``"auto"``: :func:`batch_size_for_rows`)
+    and ``rows`` training rows per process, with its record for the run's ``student_choices``."""
+    if batch_size == "auto":
+        size = batch_size_for_rows(rows)
+        return size, {"rows": size, "why": f"auto: about 100 steps an epoch over {rows} rows, 64 to 512 rows"}
+    return int(batch_size), {"rows": int(batch_size), "why": "as configured"}
+
+
 #: An alignment weight above this is the likely cause when training diverges (the default is 1).
 _LARGE_ALIGNMENT_WEIGHT = 1e3
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 import numpy as np
@@ -40,7 +40,8 @@ from gbdt2nn_core.student.kit import (
     EarlyStopping,
     TargetScaling,
     adamw,
-    batch_size,
+    batch_size_choice,
+    batch_size_or_auto,
     boolean,
     check_finite_loss,
     config_from_options,
@@ -95,7 +96,10 @@ class MLPConfig:
     #: Fit a temperature on the validation rows after training (classification), so that probabilities are as
     #: confident as they are right; margins stay uncalibrated.
     calibrate: bool = attrs.field(default=True, validator=boolean)
-    batch_size: int = attrs.field(default=512, validator=batch_size)
+    #: Rows per training step; ``"auto"`` chooses it from the number of training rows as GBDT2NN does
+    #: (:func:`~gbdt2nn_core.student.kit.batch_size_for_rows`: about 100 steps an epoch, 64 to 512 rows), recorded in
+    #: ``history["choices"]["batch_size"]``; 512 was the fixed default before.
+    batch_size: int | Literal["auto"] = attrs.field(default="auto", validator=batch_size_or_auto)
     lr: float = attrs.field(default=1e-3, validator=positive_float)
     weight_decay: float = attrs.field(default=1e-6, validator=non_negative_float)
     #: Train regression targets standardised, ``(y - mean) / std`` of the training rows; the output layer maps back
@@ -105,6 +109,9 @@ class MLPConfig:
     #: Cap λ on each aligned batch so that the alignment term is at most this multiple of the task loss (as
     #: GBDT2NN's option of that name; :class:`~gbdt2nn_core.student.kit.AlignmentWeight`); 0 = off.
     alignment_cap: float = attrs.field(default=1.0, validator=non_negative_float)
+    #: Halve λ after an epoch whose validation task loss rose while the alignment loss fell (as GBDT2NN's option of
+    #: that name; :meth:`~gbdt2nn_core.student.kit.AlignmentWeight.end_epoch`); ``False`` keeps λ (capped).
+    alignment_backoff: bool = attrs.field(default=True, validator=boolean)
     #: Measure the alignment term in units of the teacher's attribution size (as GBDT2NN's option of that name;
     #: :func:`~gbdt2nn_core.student.kit.attribution_unit`); ``False``: the margins' training units.
     alignment_in_teacher_units: bool = attrs.field(default=True, validator=boolean)
@@ -260,7 +267,11 @@ class MLPStudent(Student):
         z = rows_on(inputs.z, device, torch.float32)
         loss = _TaskLoss(cfg, task, module, scaling, inputs.y, margin, device)
         targets = None
-        weight = AlignmentWeight(alignment.weight, cfg.alignment_cap) if alignment is not None else None
+        weight = (
+            AlignmentWeight(alignment.weight, cfg.alignment_cap, backoff=cfg.alignment_backoff)
+            if alignment is not None
+            else None
+        )
         if alignment is not None:
             require_differentiable(alignment)
             aggregation = rows_on(inputs.aggregation, device, torch.float32)
@@ -292,7 +303,8 @@ class MLPStudent(Student):
             z_valid = rows_on(validation.z, device, torch.float32)
             y_valid = rows_on(scaling.targets(task, validation.y), device)
 
-        epoch_of = _Epochs(cfg, module, z, n_all, loss, targets, optimizer, generator, alignment, weight)
+        rows_per_step, self.choices_["batch_size"] = batch_size_choice(cfg.batch_size, n_all // processes.size)
+        epoch_of = _Epochs(rows_per_step, cfg, module, z, n_all, loss, targets, optimizer, generator, alignment, weight)
         # one DistributedDataParallel over the joint loss (built after a resume: it broadcasts rank 0's weights)
         if processes.distributed:
             epoch_of.parallel = data_parallel(JointStep(module, loss.terms, targets))
@@ -313,7 +325,7 @@ class MLPStudent(Student):
                         y_valid,
                         scaling=scaling,
                         batchnorm_rows=served_statistics,
-                        batch_size=cfg.batch_size,
+                        batch_size=rows_per_step,
                     )
                 stopper.update(epoch, held_out, module)
                 extra = None
@@ -331,6 +343,8 @@ class MLPStudent(Student):
                         "extra": dict(extra or {}),
                     }
                 )
+                if weight is not None:
+                    weight.end_epoch(epoch, held_out, self.history_[-1]["alignment_loss"])
                 if checkpoint is not None and processes.leader:
                     save_checkpoint(
                         checkpoint,
@@ -350,7 +364,7 @@ class MLPStudent(Student):
         if validation is not None:
             self.stopping_["validation_rows"] = len(validation.y)
         if cfg.batch_norm and cfg.recalibrate_batchnorm:
-            recalibrate_batchnorm(module, z, cfg.batch_size)
+            recalibrate_batchnorm(module, z, rows_per_step)
         module.eval()
         self.temperature = validation_temperature(task, module, validation) if cfg.calibrate else 1.0
         self.stopping_["temperature"] = self.temperature
@@ -394,6 +408,7 @@ class _Epochs:
 
     def __init__(
         self,
+        rows_per_step: int,
         cfg: MLPConfig,
         module: MLPModule,
         z: torch.Tensor,
@@ -405,6 +420,7 @@ class _Epochs:
         alignment: Alignment | None,
         weight: AlignmentWeight | None,
     ) -> None:
+        self.rows_per_step = rows_per_step
         self.cfg, self.module, self.z, self.n_all, self.loss, self.targets = cfg, module, z, n_all, loss, targets
         self.optimizer, self.generator, self.alignment, self.weight = optimizer, generator, alignment, weight
         self.parallel: nn.Module | None = None
@@ -414,11 +430,11 @@ class _Epochs:
         (``task``, ``rows``; ``align``, ``aligned``: the alignment term times its aligned rows, and their count)."""
         cfg, alignment = self.cfg, self.alignment
         (self.parallel or self.module).train()  # the DistributedDataParallel wrapper's flag too
-        batches = epoch_batches(len(self.z), self.n_all, cfg.batch_size, self.generator)
+        batches = epoch_batches(len(self.z), self.n_all, self.rows_per_step, self.generator)
         # drawn on the CPU generator: the same batches carry the term on every device and every process; one process
         # draws one number per batch_size rows, as before a one-row last batch joined the one before it (the same
         # random stream as earlier versions)
-        draws = len(batches) if self.parallel is not None else math.ceil(len(self.z) / cfg.batch_size)
+        draws = len(batches) if self.parallel is not None else math.ceil(len(self.z) / self.rows_per_step)
         carry = torch.rand(draws, generator=self.generator) < (alignment.fraction if alignment else 0.0)
         # each batch's shares of the global batch: one collective for the epoch
         shares = epoch_shares(batches, carry, self.targets) if self.parallel is not None else []
