@@ -29,9 +29,9 @@ def test_the_automatic_batch_size_gives_an_epoch_about_a_hundred_steps_between_6
     assert batch_size_for_rows(3) == 64
 
 
-def test_the_resolved_batch_size_is_recorded_and_used(
-    adult_small: pd.DataFrame, small_config: Callable[..., DistillConfig], monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def adamw_steps(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """One entry per ``AdamW.step`` taken during the test: the reference count of training steps."""
     steps: list[int] = []
     original = torch.optim.AdamW.step
 
@@ -40,6 +40,13 @@ def test_the_resolved_batch_size_is_recorded_and_used(
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(torch.optim.AdamW, "step", counted)
+    return steps
+
+
+def test_the_resolved_batch_size_is_recorded_and_used(
+    adult_small: pd.DataFrame, small_config: Callable[..., DistillConfig], adamw_steps: list[int]
+) -> None:
+    steps = adamw_steps
     options = {"batch_size": "auto", "epochs": 1, "leaf_epochs": 1}
     run = distill(adult_small, "income_gt_50k", small_config(alignment_weight=0.0, student_options=options))
     rows = len(run.data.y_train) - run.student.history["stopping"]["validation_rows"]
@@ -80,13 +87,18 @@ def rising_validation_loss(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """The student's validation loss made to rise by 0.1 every epoch, whatever the network does."""
     import gbdt2nn_core.student.gbdt2nn as gbdt2nn
 
+    return _make_validation_loss_rise(monkeypatch, gbdt2nn)
+
+
+def _make_validation_loss_rise(monkeypatch: pytest.MonkeyPatch, student_module: Any) -> list[float]:
+    """Replace ``student_module``'s ``validation_loss`` by one that rises by 0.1 at every call; what it returned."""
     returned: list[float] = []
 
     def rising(*_: Any, **__: Any) -> float:
         returned.append(1.0 + 0.1 * len(returned))
         return returned[-1]
 
-    monkeypatch.setattr(gbdt2nn, "validation_loss", rising)
+    monkeypatch.setattr(student_module, "validation_loss", rising)
     return returned
 
 
@@ -201,16 +213,9 @@ def _mlp_config(small_config: Callable[..., DistillConfig], alignment_weight: fl
 
 
 def test_the_mlp_resolves_the_automatic_batch_size_the_same_way(
-    adult_small: pd.DataFrame, small_config: Callable[..., DistillConfig], monkeypatch: pytest.MonkeyPatch
+    adult_small: pd.DataFrame, small_config: Callable[..., DistillConfig], adamw_steps: list[int]
 ) -> None:
-    steps: list[int] = []
-    original = torch.optim.AdamW.step
-
-    def counted(self: torch.optim.AdamW, *args: Any, **kwargs: Any) -> Any:
-        steps.append(1)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(torch.optim.AdamW, "step", counted)
+    steps = adamw_steps
     run = distill(adult_small, "income_gt_50k", _mlp_config(small_config, 0.0, epochs=1))
     rows = len(run.data.y_train) - run.student.history["stopping"]["validation_rows"]
     assert run.student.history["choices"]["batch_size"]["rows"] == batch_size_for_rows(rows) == 64
@@ -224,13 +229,7 @@ def test_a_rising_validation_loss_halves_the_mlps_lambda(
 ) -> None:
     import gbdt2nn_mlp.student as mlp
 
-    returned: list[float] = []
-
-    def rising(*_: Any, **__: Any) -> float:
-        returned.append(1.0 + 0.1 * len(returned))
-        return returned[-1]
-
-    monkeypatch.setattr(mlp, "validation_loss", rising)
+    _make_validation_loss_rise(monkeypatch, mlp)
     config = _mlp_config(small_config, 1e-3, epochs=5, early_stopping=False)  # λ far below the cap
     epochs = distill(adult_small, "income_gt_50k", config).student.history["epochs"]
     factor, expected = 1.0, []
