@@ -177,6 +177,29 @@ def _two_processes(
     return [torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in range(2)]
 
 
+def _assert_the_single_process_state(single: dict[str, Any], rank0: dict[str, Any], rank1: dict[str, Any]) -> None:
+    """Both processes hold the single process's weights and statistics (1e-5), each other's exactly, and plain
+    BatchNorm layers again (synchronised only while training)."""
+    for name, expected in single["state"].items():
+        torch.testing.assert_close(rank0["state"][name], expected, atol=1e-5, rtol=1e-5, msg=name)
+        torch.testing.assert_close(rank1["state"][name], rank0["state"][name], atol=0, rtol=0, msg=name)
+    assert rank0["batchnorm_class"] == "BatchNorm1d"
+
+
+def _assert_the_single_process_losses(
+    single: dict[str, Any], rank0: dict[str, Any], rank1: dict[str, Any], parts: tuple[str, ...]
+) -> None:
+    """The one step's recorded ``parts`` equal the single process's (1e-5), with a non-zero alignment term, and
+    both processes record the same history (all but the seconds)."""
+    (expected,), (got,) = single["history"], rank0["history"]
+    for part in parts:
+        assert got[part] == pytest.approx(expected[part], rel=1e-5), part
+    assert expected["alignment_loss"] > 0
+    for record in (rank0["history"][0], rank1["history"][0]):
+        record.pop("seconds")
+    assert rank1["history"] == rank0["history"]
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """One process on a global batch of 320 rows, and two processes on 160 rows each (the same global batch)."""
@@ -190,10 +213,7 @@ def test_two_processes_give_the_single_process_parameters(runs: tuple[dict[str, 
     then the BatchNorm pass: the same weights and statistics as one process on the same global batch."""
     single, (rank0, rank1) = runs
     assert single["rows"] == rank0["rows"] == 320
-    for name, expected in single["state"].items():
-        torch.testing.assert_close(rank0["state"][name], expected, atol=1e-5, rtol=1e-5, msg=name)
-        torch.testing.assert_close(rank1["state"][name], rank0["state"][name], atol=0, rtol=0, msg=name)
-    assert rank0["batchnorm_class"] == "BatchNorm1d"  # synchronised only while training
+    _assert_the_single_process_state(single, rank0, rank1)
     # the comparison can fail: the step moved the weights by far more than the tolerance
     moved = single["state"]["mlp.hidden.0.weight"] - single["initial"]["mlp.hidden.0.weight"]
     assert float(moved.abs().max()) > 1e-3
@@ -204,14 +224,8 @@ def test_joint_loss_under_ddp_equals_the_single_process_joint_loss(
 ) -> None:
     """The epoch's task, embedding and alignment losses (one step: the joint loss of the global batch) agree."""
     single, (rank0, rank1) = runs
-    (expected,), (got,) = single["history"], rank0["history"]
-    for part in ("task_loss", "embedding_loss", "alignment_loss"):
-        assert got[part] == pytest.approx(expected[part], rel=1e-5), part
-    assert expected["alignment_loss"] > 0
+    _assert_the_single_process_losses(single, rank0, rank1, ("task_loss", "embedding_loss", "alignment_loss"))
     assert rank0["leaf_history"] == pytest.approx(single["leaf_history"], rel=1e-5)
-    for record in (rank0["history"][0], rank1["history"][0]):
-        record.pop("seconds")
-    assert rank1["history"] == rank0["history"]
 
 
 def test_every_process_sees_the_same_teacher_and_encoder(runs: tuple[dict[str, Any], list[dict[str, Any]]]) -> None:
@@ -427,10 +441,7 @@ def test_mlp_two_processes_give_the_single_process_parameters(
     weights and statistics of one process on the same global batch."""
     single, (rank0, rank1) = mlp_runs
     assert single["rows"] == rank0["rows"] == rank1["rows"] == 320
-    for name, expected in single["state"].items():
-        torch.testing.assert_close(rank0["state"][name], expected, atol=1e-5, rtol=1e-5, msg=name)
-        torch.testing.assert_close(rank1["state"][name], rank0["state"][name], atol=0, rtol=0, msg=name)
-    assert rank0["batchnorm_class"] == "BatchNorm1d"  # synchronised only while training
+    _assert_the_single_process_state(single, rank0, rank1)
     # the comparison can fail: the step moved the weights, and the BatchNorm pass the statistics, far beyond it
     moved = single["state"]["layers.0.weight"] - single["initial"]["layers.0.weight"]
     assert float(moved.abs().max()) > 1e-3
@@ -442,13 +453,7 @@ def test_mlp_joint_loss_under_ddp_equals_the_single_process_joint_loss(
 ) -> None:
     """The step's task and alignment losses and its λ (one step: the global batch's) agree."""
     single, (rank0, rank1) = mlp_runs
-    (expected,), (got,) = single["history"], rank0["history"]
-    for part in ("task_loss", "alignment_loss", "alignment_weight"):
-        assert got[part] == pytest.approx(expected[part], rel=1e-5), part
-    assert expected["alignment_loss"] > 0
-    for record in (rank0["history"][0], rank1["history"][0]):
-        record.pop("seconds")
-    assert rank1["history"] == rank0["history"]
+    _assert_the_single_process_losses(single, rank0, rank1, ("task_loss", "alignment_loss", "alignment_weight"))
 
 
 def test_mlp_shards_are_disjoint_and_cover_the_training_rows(
