@@ -545,10 +545,9 @@ class GBDT2NNStudent(Student):
 
         Each step's loss is this process's share of the global batch's (see
         :func:`~gbdt2nn_core.student.joint_step.epoch_shares`; ``targets`` tells how many of a batch's rows are
-        aligned) and goes through **one** backward, which
-        all-reduces the gradients once. The shared generator draws the same numbers on every process: which
-        batches carry the alignment term is the same everywhere, and λ (capped by ``weight``) comes from the global
-        batch's losses, so it is the same everywhere too.
+        aligned) and goes through **one** backward, which all-reduces the gradients once. The shared generator draws
+        the same numbers on every process: which batches carry the alignment term is the same everywhere, and λ
+        (capped by ``weight``) comes from the global batch's losses, so it is the same everywhere too.
         """
         cfg = self.config
         beta = cfg.beta(epoch)
