@@ -64,7 +64,7 @@ ALLOWED_KEYS: dict[str, frozenset[str]] = {
     "teacher": frozenset({"name", "model", "options"}),
     "student": frozenset({"name", "options"}),
     "attributor": frozenset({"name", "options"}),
-    "alignment": frozenset({"loss", "weight", "fraction", "rows", "min_rows", "options"}),
+    "alignment": frozenset({"loss", "weight", "fraction", "batches", "rows", "min_rows", "options"}),
     "run": frozenset(
         {
             "seed",

@@ -715,6 +715,15 @@ CASES: list[Case] = [
         fix="a share of the batches in (0, 1]",
     ),
     Case(
+        id="alignment-batches-unknown",
+        where="CLI",
+        bad="`batches = \"random\"` in the `[alignment]` table of the `--config` file",
+        setup=_text("run.toml", '[alignment]\nbatches = "random"\n'),
+        argv=(*DISTILL, "--config", "run.toml"),
+        message=E + "invalid alignment_batches='random': use 'grouped' or 'mixed'",
+        fix="`grouped` (the default) or `mixed`",
+    ),
+    Case(
         id="test-size-above-one",
         where="CLI",
         bad="`test_size = 1.5` in the `--config` file",

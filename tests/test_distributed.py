@@ -8,6 +8,7 @@ teacher and sends it (:func:`~gbdt2nn_core.pipeline.processes.shared_teacher`), 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import socket
 import sys
@@ -503,3 +504,55 @@ def test_batchnorm_on_each_process_rows_keeps_the_processes_in_step(tmp_path: Pa
     assert rank0["all_reduces"] < runs[True][0]["all_reduces"]
     moved = rank0["state"]["mlp.hidden.0.weight"] - runs[True][0]["state"]["mlp.hidden.0.weight"]
     assert float(moved.abs().max()) > 1e-5  # the moments of 160 rows are not those of 320
+
+
+def _plan_worker(rank: int, world_size: int, port: int, folder: str) -> None:
+    from gbdt2nn_core.kit.alignment import Alignment
+    from gbdt2nn_core.student.joint_step import epoch_plan
+    from gbdt2nn_core.student.kit import AlignmentTargets
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        n = 1_000 + 37 * rank  # shards of different sizes, with different shares of aligned rows
+        aligned = np.sort(np.random.default_rng(rank).choice(n, size=100 + 60 * rank, replace=False))
+        alignment = Alignment(
+            attributor=object(),  # type: ignore[arg-type]  # the layout never calls it
+            loss=torch.nn.functional.mse_loss,
+            teacher_attributions=np.ones((len(aligned), 2)),
+            rows=aligned,
+        )
+        targets = AlignmentTargets(alignment, n, torch.eye(2))
+        plan = epoch_plan(n, 2_037, 64, torch.Generator().manual_seed(5), alignment, targets)
+        is_aligned = np.isin(np.arange(n), aligned)
+        result = {
+            "kinds": torch.tensor([bool(is_aligned[rows.numpy()].all()) for rows in plan.batches]),
+            "pure": all(
+                bool(is_aligned[rows.numpy()].any()) == bool(is_aligned[rows.numpy()].all()) for rows in plan.batches
+            ),
+            "rows": torch.sort(torch.cat(plan.batches)).values,
+            "carry": plan.carry,
+            "factor": plan.alignment_factor,
+        }
+        torch.save(result, Path(folder) / f"rank{rank}.pt")
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_grouped_aligned_batches_fall_on_the_same_steps_on_every_process(tmp_path: Path) -> None:
+    """Under several processes the aligned rows of every shard are grouped into batches of the same steps (their
+    count from every process's aligned rows), so that each step is an aligned batch everywhere or nowhere, with
+    one factor on the term."""
+    _spawn(_plan_worker, (2, _free_port(), str(tmp_path)))
+    rank0, rank1 = (torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in range(2))
+    steps = len(rank0["kinds"])
+    assert steps == len(rank1["kinds"]) == math.ceil(1_037 / 64)  # the largest shard's batches
+    assert rank0["kinds"].tolist() == rank1["kinds"].tolist()
+    assert rank0["carry"].tolist() == rank1["carry"].tolist() == rank0["kinds"].tolist()
+    k = int(rank0["kinds"].sum())
+    assert k == round(steps * (100 + 160) / 2_037)
+    assert rank0["factor"] == rank1["factor"] == pytest.approx(steps / k)
+    assert rank0["pure"]
+    assert rank1["pure"]
+    torch.testing.assert_close(rank0["rows"], torch.arange(1_000))
+    torch.testing.assert_close(rank1["rows"], torch.arange(1_037))

@@ -83,6 +83,12 @@ def add_parser(subparsers: Any) -> None:
         help="share of the training batches that carry the alignment term (default: 1)",
     )
     training.add_argument(
+        "--alignment-batches",
+        choices=["grouped", "mixed"],
+        help="grouped: the aligned rows train in batches of their own, on a share of the steps, weighted up to "
+        "align as much per epoch (faster); mixed: every batch carries its few aligned rows (default: grouped)",
+    )
+    training.add_argument(
         "--epochs", type=int, default=None, help="the student's budget of training epochs (default: 20)"
     )
     training.add_argument(
@@ -166,6 +172,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         "alignment": pick(args.alignment, file["alignment"], "loss"),
         "alignment_weight": pick(args.alignment_weight, file["alignment"], "weight"),
         "alignment_fraction": pick(args.alignment_fraction, file["alignment"], "fraction"),
+        "alignment_batches": pick(args.alignment_batches, file["alignment"], "batches"),
         "alignment_rows": pick(args.alignment_rows, file["alignment"], "rows"),
         "alignment_min_rows": pick(args.alignment_min_rows, file["alignment"], "min_rows"),
         "seed": pick(args.seed, run_section, "seed"),

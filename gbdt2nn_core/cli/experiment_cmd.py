@@ -66,6 +66,12 @@ def add_parser(subparsers: Any) -> None:
         metavar="SHARE",
         help="share of the training batches that carry the alignment term (default: 1)",
     )
+    grid.add_argument(
+        "--alignment-batches",
+        choices=["grouped", "mixed"],
+        help="grouped: the aligned rows train in batches of their own, weighted up (default); mixed: every "
+        "batch carries its few aligned rows",
+    )
     grid.add_argument("--epochs", type=int, metavar="N", help="student training epochs (default: the student's, 20)")
     grid.add_argument("--no-independent", action="store_true", help="skip independent imitation")
     grid.add_argument(
@@ -135,6 +141,7 @@ def _settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]
         "alignment_rows": args.alignment_rows,
         "alignment_min_rows": args.alignment_min_rows,
         "alignment_fraction": args.alignment_fraction,
+        "alignment_batches": args.alignment_batches,
         "threads": args.threads,
         "device": args.device,
     }

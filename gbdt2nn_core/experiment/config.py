@@ -21,6 +21,7 @@ one-line errors that list the allowed ones. Example (``gbdt2nn experiment --conf
     alignment_weight = 1.0           # λ of every joint configuration
     alignment_weights = { rank = 0.5 }   # λ per loss, overriding alignment_weight
     alignment_fraction = 1.0         # share of batches that carry the alignment term
+    alignment_batches = "grouped"    # aligned rows in batches of their own ("mixed": spread over every batch)
     alignment_rows = 0.1             # share of training rows that carry it (only theirs get TreeSHAP)
     alignment_min_rows = 3000        # but at least this many (every row of a smaller set; 0 = no floor)
     independent = true               # also run independent imitation (an explanation network)
@@ -69,6 +70,7 @@ EXPERIMENT_KEYS: dict[str, frozenset[str]] = {
             "alignment_weight",
             "alignment_weights",
             "alignment_fraction",
+            "alignment_batches",
             "alignment_rows",
             "alignment_min_rows",
             "independent",

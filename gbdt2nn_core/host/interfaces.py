@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Alignment",
+    "AlignmentBatches",
     "AlignmentLoss",
     "Attributor",
     "OnlineUpdate",
@@ -219,6 +220,11 @@ class Teacher(abc.ABC):
         )
 
 
+#: How an epoch's batches hold the aligned rows (:attr:`Alignment.batches`).
+AlignmentBatches = Literal["grouped", "mixed"]
+ALIGNMENT_BATCHES: tuple[AlignmentBatches, ...] = ("grouped", "mixed")
+
+
 @attrs.frozen(kw_only=True)
 class Alignment:
     """``λ · loss(column_attributions(student), teacher_attributions)``, added to the distillation loss.
@@ -229,6 +235,13 @@ class Alignment:
     its rows that are among ``rows`` (a batch with none carries no term): only the aligned rows need the
     teacher's TreeSHAP. ``fraction`` is the share of batches that carry the term (the rest train on the
     distillation loss only).
+
+    ``batches`` says how the aligned rows meet the others in an epoch's batches. ``"grouped"`` (the default): when
+    only some rows are aligned, they train in batches of their own, a share of the steps about their share of the
+    rows, and the term of such a step is weighted by ``steps / aligned steps``, so that an epoch pushes toward the
+    teacher's explanations as hard as when every batch carries a few (lazy regularisation: the attribution's double
+    backward and its fixed per-step work run on a tenth of the steps at the default ``alignment_rows``).
+    ``"mixed"``: every batch is a random draw of all rows and carries the term over its aligned ones.
     """
 
     attributor: Attributor
@@ -237,8 +250,11 @@ class Alignment:
     weight: float = 1.0
     fraction: float = 1.0
     rows: np.ndarray | None = attrs.field(default=None, eq=False, repr=False)
+    batches: AlignmentBatches = "grouped"
 
     def __attrs_post_init__(self) -> None:
+        if self.batches not in ALIGNMENT_BATCHES:
+            raise ConfigError(setting="alignment_batches", value=self.batches, fix="use 'grouped' or 'mixed'")
         if self.rows is None:
             return
         rows = np.asarray(self.rows)

@@ -15,12 +15,13 @@ import attrs
 from gbdt2nn_core.data.rowfile import SPILL_BYTES
 from gbdt2nn_core.errors import ConfigError
 from gbdt2nn_core.host.device import check_device
-from gbdt2nn_core.host.interfaces import TASKS, Task
+from gbdt2nn_core.host.interfaces import ALIGNMENT_BATCHES, TASKS, AlignmentBatches, Task
 from gbdt2nn_core.validators import boolean, non_negative_int
 
 __all__ = [
     "DistillConfig",
     "RunSettings",
+    "check_alignment_batches",
     "check_bins",
     "check_explanation",
     "check_fraction",
@@ -41,6 +42,11 @@ def check_weight(_: object, attribute: attrs.Attribute[float], value: float) -> 
 def check_fraction(_: object, attribute: attrs.Attribute[float], value: float) -> None:
     if isinstance(value, bool) or not (isinstance(value, (int, float)) and 0 < value <= 1):
         raise ConfigError(setting=attribute.name, value=value, fix="use a number in (0, 1]")
+
+
+def check_alignment_batches(_: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if value not in ALIGNMENT_BATCHES:
+        raise ConfigError(setting=attribute.name, value=value, fix="use 'grouped' or 'mixed'")
 
 
 def check_test_size(_: object, attribute: attrs.Attribute[float], value: float) -> None:
@@ -103,6 +109,11 @@ class RunSettings:
     #: The fewest training rows that carry it when ``alignment_rows`` gives fewer (capped at the training rows the
     #: student fits on; 0 = no floor): a tenth of a small training set is too few to learn the explanations from.
     alignment_min_rows: int = attrs.field(default=3000, validator=check_min_rows)
+    #: ``"grouped"``: the aligned rows train in batches of their own, a share of the steps, each weighted up to
+    #: make the epoch's alignment push the same (lazy regularisation: the attribution's double backward runs on a
+    #: tenth of the steps at ``alignment_rows = 0.1``); ``"mixed"``: every batch carries its few aligned rows.
+    #: See :attr:`~gbdt2nn_core.host.interfaces.Alignment.batches`.
+    alignment_batches: AlignmentBatches = attrs.field(default="grouped", validator=check_alignment_batches)
     test_size: float = attrs.field(default=0.2, validator=check_test_size)
     #: Share of the training rows the student holds out (seeded, stratified for classification) to stop early on
     #: and to pick its best epoch; the teacher still trains on every training row (0 = none).

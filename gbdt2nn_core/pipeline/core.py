@@ -396,6 +396,7 @@ class Pipeline:
         alignment_rows: float | None = None,
         alignment_min_rows: int | None = None,
         alignment_fraction: float | None = None,
+        alignment_batches: str | None = None,
         on_epoch_end: Callable[[Any, int], dict[str, float] | None] | None = None,
         checkpoint: Path | None = None,
     ) -> Trained:
@@ -403,7 +404,7 @@ class Pipeline:
 
         ``alignment_weight > 0`` adds ``λ · L_align`` towards the teacher's explanations of the aligned training
         rows (a share ``alignment_rows`` of them but at least ``alignment_min_rows``, on a share
-        ``alignment_fraction`` of the batches).
+        ``alignment_fraction`` of the batches, grouped into batches of their own or mixed: ``alignment_batches``).
         ``on_epoch_end(student, epoch)`` runs after every epoch (its result goes into the epoch's record);
         ``checkpoint`` saves after every epoch and resumes a matching checkpoint found there.
         """
@@ -416,6 +417,7 @@ class Pipeline:
             alignment_rows=alignment_rows,
             alignment_min_rows=alignment_min_rows,
             alignment_fraction=alignment_fraction,
+            alignment_batches=alignment_batches,
         )
         registry = self.registry
         student = registry.student(config.student, seed=config.seed, **config.student_options)
@@ -435,6 +437,7 @@ class Pipeline:
                 weight=config.alignment_weight,
                 fraction=config.alignment_fraction,
                 rows=rows,
+                batches=config.alignment_batches,
             )
         first_epoch: list[int] = []
 

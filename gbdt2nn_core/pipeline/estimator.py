@@ -197,6 +197,7 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
         alignment_fraction: float = _DEFAULTS.alignment_fraction,
         alignment_rows: float = _DEFAULTS.alignment_rows,
         alignment_min_rows: int = _DEFAULTS.alignment_min_rows,
+        alignment_batches: str = _DEFAULTS.alignment_batches,
         epochs: int = 20,
         validation_fraction: float = _DEFAULTS.validation_fraction,
         early_stopping: bool = True,
@@ -224,6 +225,7 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
         self.alignment_fraction = alignment_fraction
         self.alignment_rows = alignment_rows
         self.alignment_min_rows = alignment_min_rows
+        self.alignment_batches = alignment_batches
         self.epochs = epochs
         self.validation_fraction = validation_fraction
         self.early_stopping = early_stopping
@@ -319,6 +321,7 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
             alignment_fraction=self.alignment_fraction,
             alignment_rows=self.alignment_rows,
             alignment_min_rows=self.alignment_min_rows,
+            alignment_batches=self.alignment_batches,
             validation_fraction=self.validation_fraction,
             teacher_explanation=self.teacher_explanation,
             background_rows=self.background_rows,
@@ -846,6 +849,10 @@ class GBDT2NNRegressor(RegressorMixin, _GBDT2NNBase):  # type: ignore[misc]
         batches that carry it and the share of training rows it covers (a seeded random subset: only those rows'
         teacher TreeSHAP is computed), but at least ``alignment_min_rows`` rows (every row of a smaller training
         set; 0 = no floor). ``partial_fit`` aligns every row it is given attributions for.
+    alignment_batches:
+        ``"grouped"`` (default): the aligned rows train in batches of their own, a share of the steps, weighted up
+        so that an epoch aligns as much (a tenth of the steps pays for the attributions' double backward at
+        ``alignment_rows=0.1``); ``"mixed"``: every batch carries its few aligned rows.
     epochs:
         The student's budget of training epochs (early stopping usually ends training sooner).
     validation_fraction, early_stopping, n_iter_no_change:

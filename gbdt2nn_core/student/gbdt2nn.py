@@ -42,7 +42,7 @@ from gbdt2nn_core.student.distributed import (
     synchronised_batchnorm,
     world,
 )
-from gbdt2nn_core.student.joint_step import JointStep, data_parallel_loss, epoch_batches, epoch_shares, fitting_rows
+from gbdt2nn_core.student.joint_step import JointStep, data_parallel_loss, epoch_plan, epoch_shares, fitting_rows
 from gbdt2nn_core.student.kit import (
     AlignmentTargets,
     AlignmentWeight,
@@ -62,7 +62,6 @@ from gbdt2nn_core.student.kit import (
     recalibrate_batchnorm,
     require_differentiable,
     restore_training_state,
-    row_batches,
     save_checkpoint,
     soft_loss,
     soft_targets,
@@ -491,8 +490,9 @@ class GBDT2NNStudent(Student):
     ) -> dict[str, float]:
         """One pass over the rows in a seeded random order; returns summed losses.
 
-        A share ``alignment.fraction`` of the batches (drawn with ``generator``) carries the alignment term, over
-        the batch's rows among ``alignment.rows``, weighted by ``weight`` (a fresh one for this epoch if not given).
+        The batches and which of them carry the alignment term (over their rows among ``alignment.rows``, weighted
+        by ``weight``, a fresh one for this epoch if not given) come from
+        :func:`~gbdt2nn_core.student.joint_step.epoch_plan`, drawn with ``generator``.
         """
         cfg, module = self.config, self.module
         if alignment is not None and weight is None:
@@ -500,13 +500,10 @@ class GBDT2NNStudent(Student):
         beta = cfg.beta(epoch)
         module.train()
         n = z.shape[0]
-        # drawn on the CPU generator (the same order on every device), moved once per epoch
-        order = torch.randperm(n, generator=generator).to(z.device)
-        rows_per_step = self._rows_per_step(n)
-        batches = math.ceil(n / rows_per_step)
-        carry = torch.rand(batches, generator=generator) < (alignment.fraction if alignment else 0.0)
+        plan = epoch_plan(n, n, self._rows_per_step(n), generator, alignment, objective.alignment_targets)
         sums = {"task": 0.0, "emb": 0.0, "align": 0.0, "aligned_rows": 0.0}
-        for b, rows in enumerate(row_batches(order, rows_per_step)):
+        for b, rows in enumerate(plan.batches):
+            rows = rows.to(z.device)
             # the step's forward passes (the batch, the background expectation, the aligned rows) share the tensors
             # made from the first layer's weights, which change only at optimizer.step()
             with module.sharing_first_layer():
@@ -514,10 +511,10 @@ class GBDT2NNStudent(Student):
                 loss_task, loss_emb = objective.distillation(z_batch, rows)
                 loss = (1.0 - beta) * loss_task + beta * loss_emb
                 check_finite_loss(loss, "the task and embedding loss", epoch, cfg.lr, alignment)
-                aligned = objective.alignment(z_batch, rows) if alignment is not None and carry[b] else None
+                aligned = objective.alignment(z_batch, rows) if alignment is not None and plan.carry[b] else None
             if alignment is not None and weight is not None and aligned is not None:
                 loss_align, aligned_rows = aligned
-                loss = loss + weight.weight(loss, loss_align) * loss_align
+                loss = loss + plan.alignment_factor * weight.weight(loss, loss_align) * loss_align
                 check_finite_loss(loss, "the alignment loss", epoch, cfg.lr, alignment)
                 sums["align"] += float(loss_align.detach()) * aligned_rows
                 sums["aligned_rows"] += aligned_rows
@@ -552,8 +549,9 @@ class GBDT2NNStudent(Student):
         cfg = self.config
         beta = cfg.beta(epoch)
         parallel.train()
-        batches = epoch_batches(z.shape[0], n_all, self._rows_per_step(n_all // world().size), generator)
-        carry = torch.rand(len(batches), generator=generator) < (alignment.fraction if alignment else 0.0)
+        rows_per_step = self._rows_per_step(n_all // world().size)
+        plan = epoch_plan(z.shape[0], n_all, rows_per_step, generator, alignment, targets)
+        batches, carry = plan.batches, plan.carry
         shares = epoch_shares(batches, carry, targets)  # one collective for the epoch
         sums = torch.zeros(4, dtype=torch.float64)  # task, embedding, alignment, aligned rows
         for b, rows in enumerate(batches):
@@ -569,6 +567,7 @@ class GBDT2NNStudent(Student):
                 rest_name="the task and embedding loss",
                 epoch=epoch,
                 lr=cfg.lr,
+                alignment_factor=plan.alignment_factor,
             )
             if loss_align is not None:
                 sums[2:] += torch.tensor([float(loss_align.detach()) * aligned_rows, aligned_rows])

@@ -1,6 +1,7 @@
 """The steps of a student's joint training (task terms + λ · alignment) on one process or several.
 
-Every student's loop draws its epoch's batches with :func:`epoch_batches`, and with several processes
+Every student's loop draws its epoch's steps with :func:`epoch_plan` (the batches, which of them carry the
+alignment term and the term's factor), and with several processes
 (:mod:`gbdt2nn_core.student.distributed`) wraps a :class:`JointStep` in ``DistributedDataParallel`` and
 back-propagates :func:`data_parallel_loss` once per step; :func:`fitting_rows` counts the rows it trains on over
 every process, and :func:`epoch_shares` gives each batch's share of the global batch. The built-in GBDT2NN student
@@ -13,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import attrs
 import torch
 from torch import nn
 
@@ -22,7 +24,15 @@ from gbdt2nn_core.student.batchnorm import row_batches
 from gbdt2nn_core.student.distributed import all_reduce_sum, batch_shares, shard_batches, world
 from gbdt2nn_core.student.kit import AlignmentTargets, AlignmentWeight, check_finite_loss
 
-__all__ = ["JointStep", "data_parallel_loss", "epoch_batches", "epoch_shares", "fitting_rows"]
+__all__ = [
+    "EpochPlan",
+    "JointStep",
+    "data_parallel_loss",
+    "epoch_batches",
+    "epoch_plan",
+    "epoch_shares",
+    "fitting_rows",
+]
 
 #: A batch's task terms, from its encoded rows and their training-row positions (e.g. GBDT2NN's task and
 #: embedding losses, the mlp's task loss alone).
@@ -38,6 +48,61 @@ def fitting_rows(n: int) -> int:
         fix = "train on at least two rows" + (" per process (--nproc)" if processes.distributed else "")
         raise ConfigError(setting="training rows", value=n_all, fix=fix)
     return n_all
+
+
+@attrs.frozen
+class EpochPlan:
+    """An epoch's steps: the batches of this process's training rows, which of them carry the alignment term, and
+    the factor on the term of a batch that carries it (:func:`epoch_plan`)."""
+
+    batches: list[torch.Tensor]
+    #: ``(len(batches),)`` booleans.
+    carry: torch.Tensor
+    #: ``steps / aligned steps`` when the aligned rows are grouped into batches of their own, else 1.
+    alignment_factor: float = 1.0
+
+
+def epoch_plan(
+    n: int,
+    n_all: int,
+    batch_size: int,
+    generator: torch.Generator,
+    alignment: Alignment | None,
+    targets: AlignmentTargets | None,
+) -> EpochPlan:
+    """An epoch's batches (:func:`epoch_batches`) and which carry the alignment term: a share ``alignment.fraction``
+    of them, drawn from ``generator``, and with ``alignment.batches == "grouped"`` only those made of aligned rows.
+
+    Grouped: the epoch's shuffled rows are split into aligned and other rows, each cut into batches of about the
+    same size (``k`` aligned batches of ``steps``, ``k`` the aligned rows' share of the steps, at least 1), placed in
+    a random order drawn from ``generator`` — every batch is still a random draw of the training rows, so the task
+    loss trains as before — and the term of an aligned batch is weighted by ``steps / k``, so that the epoch's
+    alignment gradient is what every batch carrying its aligned rows gives. The layout stays mixed where grouping
+    cannot help or would cut a batch below two rows (BatchNorm needs two): every row aligned, one step an epoch, or
+    too few rows of a kind (on any process: every process takes the same steps).
+    """
+    batches = epoch_batches(n, n_all, batch_size, generator)
+    # one process draws one number per batch_size rows (as before a one-row last batch joined the one before it),
+    # several one per batch: the random stream of earlier versions either way
+    draws = len(batches) if world().distributed else math.ceil(n / batch_size)
+    carry = (torch.rand(draws, generator=generator) < (alignment.fraction if alignment else 0.0))[: len(batches)]
+    if alignment is None or targets is None or alignment.batches == "mixed" or targets.every_row:
+        return EpochPlan(batches, carry)
+    order = torch.cat(batches) if batches else torch.zeros(0, dtype=torch.int64)
+    is_aligned = (targets.position[order.to(targets.position.device)] >= 0).cpu()
+    aligned, others = order[is_aligned], order[~is_aligned]
+    steps = len(batches)
+    counts = all_reduce_sum(torch.tensor([len(aligned)], dtype=torch.int64))
+    k = min(steps - 1, max(1, round(steps * int(counts[0]) / n_all)))
+    # every process must decide alike: any process whose batches would fall below two rows keeps them mixed
+    too_few = int(steps < 2 or len(aligned) < 2 * k or len(others) < 2 * (steps - k))
+    if int(all_reduce_sum(torch.tensor([too_few], dtype=torch.int64))[0]):
+        return EpochPlan(batches, carry)
+    kinds = torch.randperm(steps, generator=generator) < k  # which steps are aligned batches
+    aligned_batches = iter(torch.tensor_split(aligned, k))
+    other_batches = iter(torch.tensor_split(others, steps - k))
+    grouped = [next(aligned_batches) if kind else next(other_batches) for kind in kinds.tolist()]
+    return EpochPlan(grouped, kinds & carry, steps / k)
 
 
 def epoch_batches(n: int, n_all: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
@@ -104,6 +169,7 @@ def data_parallel_loss(
     rest_name: str,
     epoch: int,
     lr: float,
+    alignment_factor: float = 1.0,
 ) -> torch.Tensor:
     """What this process back-propagates in a data-parallel step: its share of the global batch's loss
     ``rest + λ · L_align``, so that ``DistributedDataParallel``'s gradient average is the gradient of one process's
@@ -114,7 +180,8 @@ def data_parallel_loss(
     process's shares of the global batch's rows and aligned rows (:func:`epoch_shares`). One collective per step
     tells every process whether every process's losses are finite — a non-finite loss stops every process at once
     (a process that stopped alone would leave the others waiting) — and gives the global batch's losses, on which
-    ``weight`` caps λ, so that every process uses the same λ.
+    ``weight`` caps λ, so that every process uses the same λ; ``alignment_factor`` multiplies the term
+    (:attr:`EpochPlan.alignment_factor`).
     """
     local = [
         0.0 if bool(torch.isfinite(rest)) else 1.0,
@@ -133,4 +200,4 @@ def data_parallel_loss(
     lam = alignment.weight
     if weight is not None:
         lam = weight.weight(torch.tensor(rest_global), torch.tensor(align_global))
-    return loss + lam * aligned_share * loss_align
+    return loss + alignment_factor * lam * aligned_share * loss_align

@@ -10,7 +10,6 @@ budget shows what that structure is worth.
 from __future__ import annotations
 
 import json
-import math
 import time
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -33,7 +32,7 @@ from gbdt2nn_core.student.distributed import (
     synchronised_batchnorm,
     world,
 )
-from gbdt2nn_core.student.joint_step import JointStep, data_parallel_loss, epoch_batches, epoch_shares, fitting_rows
+from gbdt2nn_core.student.joint_step import JointStep, data_parallel_loss, epoch_plan, epoch_shares, fitting_rows
 from gbdt2nn_core.student.kit import (
     AlignmentTargets,
     AlignmentWeight,
@@ -430,19 +429,17 @@ class _Epochs:
         (``task``, ``rows``; ``align``, ``aligned``: the alignment term times its aligned rows, and their count)."""
         cfg, alignment = self.cfg, self.alignment
         (self.parallel or self.module).train()  # the DistributedDataParallel wrapper's flag too
-        batches = epoch_batches(len(self.z), self.n_all, self.rows_per_step, self.generator)
-        # drawn on the CPU generator: the same batches carry the term on every device and every process; one process
-        # draws one number per batch_size rows, as before a one-row last batch joined the one before it (the same
-        # random stream as earlier versions)
-        draws = len(batches) if self.parallel is not None else math.ceil(len(self.z) / self.rows_per_step)
-        carry = torch.rand(draws, generator=self.generator) < (alignment.fraction if alignment else 0.0)
+        plan = epoch_plan(len(self.z), self.n_all, self.rows_per_step, self.generator, alignment, self.targets)
+        batches, carry = plan.batches, plan.carry
         # each batch's shares of the global batch: one collective for the epoch
         shares = epoch_shares(batches, carry, self.targets) if self.parallel is not None else []
         sums = torch.zeros(4, dtype=torch.float64)  # task, rows, alignment, aligned rows
         for b, rows in enumerate(batches):
             rows = rows.to(self.z.device)
             if self.parallel is None:
-                loss_task, loss, loss_align, aligned_rows = self._step_loss(epoch, rows, bool(carry[b]))
+                loss_task, loss, loss_align, aligned_rows = self._step_loss(
+                    epoch, rows, bool(carry[b]), plan.alignment_factor
+                )
             else:
                 (loss_task,), loss_align, aligned_rows = self.parallel(self.z[rows], rows, bool(carry[b]))
                 loss = data_parallel_loss(
@@ -454,6 +451,7 @@ class _Epochs:
                     rest_name="the task loss",
                     epoch=epoch,
                     lr=cfg.lr,
+                    alignment_factor=plan.alignment_factor,
                 )
             if loss_align is not None:
                 sums[2:] += torch.tensor([float(loss_align.detach()) * aligned_rows, aligned_rows], dtype=torch.float64)
@@ -465,9 +463,11 @@ class _Epochs:
         return {"task": task, "rows": rows_seen, "align": align, "aligned": aligned}
 
     def _step_loss(
-        self, epoch: int, rows: torch.Tensor, carry: bool
+        self, epoch: int, rows: torch.Tensor, carry: bool, alignment_factor: float
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, int]:
-        """One process's step: ``(task loss, loss to back-propagate, alignment loss or None, aligned rows)``."""
+        """One process's step: ``(task loss, loss to back-propagate, alignment loss or None, aligned rows)``; the
+        term is multiplied by ``alignment_factor`` (the epoch plan's,
+        :attr:`~gbdt2nn_core.student.joint_step.EpochPlan.alignment_factor`)."""
         cfg, alignment = self.cfg, self.alignment
         loss_task = self.loss(self.z[rows], rows)
         check_finite_loss(loss_task, "the task loss", epoch, cfg.lr, alignment)
@@ -477,6 +477,6 @@ class _Epochs:
         if alignment is None or self.weight is None or aligned is None:
             return loss_task, loss_task, None, 0
         loss_align, aligned_rows = aligned
-        loss = loss_task + self.weight.weight(loss_task, loss_align) * loss_align
+        loss = loss_task + alignment_factor * self.weight.weight(loss_task, loss_align) * loss_align
         check_finite_loss(loss, "the alignment loss", epoch, cfg.lr, alignment)
         return loss_task, loss, loss_align, aligned_rows
