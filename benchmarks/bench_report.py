@@ -479,6 +479,12 @@ def section_treeshap(ts: dict[str, Any]) -> list[str]:
     ]
 
 
+def _seeds(runs: dict[str, list[dict[str, Any]]]) -> str:
+    """The seeds of the end-to-end rounds, in words (results before ``--e2e-seeds`` ran seed 0 only)."""
+    seeds = sorted({int(run.get("seed", 0)) for mode in runs.values() for run in mode})
+    return f"seed {seeds[0]}" if len(seeds) == 1 else "seeds " + ", ".join(map(str, seeds)) + " (one per round)"
+
+
 def section_e2e(e2e: dict[str, Any]) -> list[str]:
     runs, ref, sizes = e2e["runs"], e2e["reference"], e2e["sizes"]
     first = runs["plain"][0]
@@ -536,8 +542,9 @@ def section_e2e(e2e: dict[str, Any]) -> list[str]:
         "Adult is the largest of the bundled datasets (48,842 rows; california housing has 20,640). "
         f"Each run is one `gbdt2nn_core.pipeline.distill.distill` call {where}, as `gbdt2nn distill` runs it: teacher "
         f"{sizes['trees']} trees × {sizes['leaves']} leaves, {sizes['groups']} groups, batch {sizes['batch']}, "
-        f"{sizes['epochs']} epochs, stratified 80/20 split, seed 0, explanation cache off. *Plain*: λ = 0 (TreeSHAP "
-        "of the test rows only, for the agreement metrics); *aligned*: λ = 1, structure attributor, MSE (TreeSHAP of "
+        f"{sizes['epochs']} epochs, stratified 80/20 split, {_seeds(runs)}, explanation cache off. *Plain*: λ = 0 "
+        "(TreeSHAP of the test rows only, for the agreement metrics); *aligned*: λ = 1, structure attributor, MSE "
+        "(TreeSHAP of "
         "the training rows too: they are its target). "
         f"{len(runs['plain'])} run(s) of each, alternating; medians. Phases are the pipeline's own progress steps; "
         "time between them is listed as *outside steps* (splitting and encoding the data before and after the "
@@ -552,7 +559,36 @@ def section_e2e(e2e: dict[str, Any]) -> list[str]:
         "",
         *table(["figure", "gbdt2nn (this run)", "DeepGBM (quoted)", "ratio"], comparison),
         "",
+        *_per_round(runs),
     ]
+
+
+def _per_round(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """Every round's wall time, epochs and test figures per kind of run (early stopping's epoch count moves the
+    end-to-end ratio more than a step's cost does); ``aligned_mixed``: the aligned run with the batch layout before
+    ``alignment_batches="grouped"``, when the run measured it."""
+    labels = {"plain": "plain", "aligned": "aligned (grouped batches)", "aligned_mixed": "aligned (mixed batches)"}
+    rows = []
+    for mode, label in labels.items():
+        for run in runs.get(mode, []):
+            epochs = run["epoch_s"]
+            rows.append(
+                [
+                    label,
+                    str(run.get("seed", 0)),
+                    seconds(run["total_s"]),
+                    str(len(epochs)),
+                    seconds(statistics.median(epochs)),
+                    f"{run['metrics']['student_test'].get('auc', float('nan')):.4f}",
+                    f"{run['metrics']['agreement']['spearman']:.3f}",
+                ]
+            )
+    lines = ["Every round:", ""]
+    lines += table(["run", "seed", "end to end", "epochs", "median epoch", "test AUC", "Spearman"], rows)
+    if runs.get("aligned_mixed"):
+        mixed = _paired([r["total_s"] for r in runs["aligned_mixed"]], [r["total_s"] for r in runs["plain"]])
+        lines += ["", f"Aligned with mixed batches ÷ plain, end to end: {ratio(mixed)} (paired by round)."]
+    return [*lines, ""]
 
 
 GPU_STUDENT = "student: GPU, float32"

@@ -633,7 +633,9 @@ def _predictor(compiled: Any, rows: Any) -> Callable[[], Any]:
 
 
 # ------------------------------------------------------------------------------------------------------ suite 4
-def e2e_once(sizes: dict[str, Any], threads: int, alignment_weight: float) -> dict[str, Any]:
+def e2e_once(
+    sizes: dict[str, Any], threads: int, alignment_weight: float, seed: int = 0, alignment_batches: str = "grouped"
+) -> dict[str, Any]:
     """One ``distill`` run as a user runs it (no explanation cache), phase by phase: wall time and peak RSS."""
     recorder = PhaseRecorder()
     started = time.perf_counter()
@@ -652,6 +654,8 @@ def e2e_once(sizes: dict[str, Any], threads: int, alignment_weight: float) -> di
             frame = frame.sample(sizes["rows"], random_state=0).reset_index(drop=True)
     config = DistillConfig(
         alignment_weight=alignment_weight,
+        alignment_batches=alignment_batches,
+        seed=seed,
         cache=False,
         teacher_options={"n_estimators": sizes["trees"], "num_leaves": sizes["leaves"]},
         student_options={
@@ -665,6 +669,8 @@ def e2e_once(sizes: dict[str, Any], threads: int, alignment_weight: float) -> di
     recorder.finish()
     return {
         "alignment_weight": alignment_weight,
+        "alignment_batches": alignment_batches,
+        "seed": seed,
         "rows": len(frame),
         "total_s": time.perf_counter() - started,
         "phases": recorder.phases,
@@ -680,15 +686,32 @@ def e2e_once(sizes: dict[str, Any], threads: int, alignment_weight: float) -> di
     }
 
 
-def bench_e2e(sizes: dict[str, Any], threads: int, *, quick: bool, in_process: bool, repeats: int) -> dict[str, Any]:
-    """Plain and aligned distillations, alternating, each in a fresh process (so each has its own peak RSS)."""
-    runs: dict[str, list[dict[str, Any]]] = {"plain": [], "aligned": []}
-    for _ in range(repeats):
-        for mode, weight in (("plain", 0.0), ("aligned", 1.0)):
+def bench_e2e(
+    sizes: dict[str, Any],
+    threads: int,
+    *,
+    quick: bool,
+    in_process: bool,
+    repeats: int,
+    seeds: bool = False,
+    mixed: bool = False,
+) -> dict[str, Any]:
+    """Plain and aligned distillations, alternating, each in a fresh process (so each has its own peak RSS); with
+    ``seeds``, round ``i`` runs both with seed ``i`` (early stopping's epoch count varies with the seed, and one
+    seed's luck would decide the end-to-end ratio), else every round with seed 0; with ``mixed``, also an aligned
+    run with ``alignment_batches="mixed"`` (the layout before grouping) in every round."""
+    modes = [("plain", 0.0, "grouped"), ("aligned", 1.0, "grouped")]
+    if mixed:
+        modes.append(("aligned_mixed", 1.0, "mixed"))
+    runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode, _, _ in modes}
+    for round_ in range(repeats):
+        seed = round_ if seeds else 0
+        for mode, weight, batches in modes:
             if in_process:
-                runs[mode].append(e2e_once(sizes, threads, weight))
+                runs[mode].append(e2e_once(sizes, threads, weight, seed, batches))
                 continue
             command = [sys.executable, str(RUN_SCRIPT), "--e2e-child", mode, "--threads", str(threads)]
+            command += ["--e2e-seed", str(seed)]
             if quick:
                 command.append("--quick")
             done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, check=False)

@@ -72,10 +72,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="threads for torch, OpenMP and BLAS (default 1)")
     parser.add_argument("--repeats", type=int, default=None, help="timed rounds per suite (default 5; 2 with --quick)")
     parser.add_argument("--e2e-repeats", type=int, default=1, help="end-to-end runs of each kind (default 1)")
+    parser.add_argument(
+        "--e2e-seeds", action="store_true", help="run end-to-end round i with seed i (default: every round seed 0)"
+    )
+    parser.add_argument(
+        "--e2e-mixed", action="store_true", help="also an aligned run with the mixed batch layout in every round"
+    )
+    parser.add_argument("--e2e-seed", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--suites", default=",".join(SUITES), help=f"comma-separated subset of {','.join(SUITES)}")
     parser.add_argument("--e2e-in-process", action="store_true", help="run end to end in this process (smoke tests)")
     parser.add_argument("--render-from", type=Path, default=None, help="rewrite --out from a --json file, no timing")
-    parser.add_argument("--e2e-child", choices=("plain", "aligned"), help=argparse.SUPPRESS)
+    parser.add_argument("--e2e-child", choices=("plain", "aligned", "aligned_mixed"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     unknown = set(args.suites.split(",")) - set(SUITES)
     if unknown:
@@ -96,7 +103,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         args.out.write_text(render(results), encoding="utf-8")
         return results
     if args.e2e_child:
-        result = e2e_once(sizes, args.threads, 0.0 if args.e2e_child == "plain" else 1.0)
+        weight = 0.0 if args.e2e_child == "plain" else 1.0
+        batches = "mixed" if args.e2e_child == "aligned_mixed" else "grouped"
+        result = e2e_once(sizes, args.threads, weight, args.e2e_seed, batches)
         print(json.dumps(result))
         return result
 
@@ -133,7 +142,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if "e2e" in suites:
         _log("suite e2e")
         results["e2e"] = bench_e2e(
-            sizes, args.threads, quick=args.quick, in_process=args.e2e_in_process, repeats=args.e2e_repeats
+            sizes,
+            args.threads,
+            quick=args.quick,
+            in_process=args.e2e_in_process,
+            repeats=args.e2e_repeats,
+            seeds=args.e2e_seeds,
+            mixed=args.e2e_mixed,
         )
     meta["wall_s"] = time.perf_counter() - started
     meta["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
