@@ -277,8 +277,9 @@ def goals(results: dict[str, Any]) -> list[str]:
         "## Issue 11: the goals, measured in this run",
         "",
         "Before: the figures of issue 11 (BENCHMARKS.md before the issue). Now: this run, with the default settings "
-        "(the aligned run's schedule: `alignment_rows=0.1`, every batch). The per-step rows align every row of the "
-        "batch (the worst case); the default schedule aligns about a tenth of each batch: its cost is the epoch row.",
+        "(the aligned run's schedule: `alignment_rows=0.1`, the aligned rows in batches of their own on about a tenth "
+        "of the steps). The per-step rows align every row of the batch (the worst case); the default schedule's cost "
+        "is the epoch row.",
         "",
         *table(["figure", "before", "goal", "now (median, min–max)"], rows),
         "",

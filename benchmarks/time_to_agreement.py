@@ -10,8 +10,10 @@ trains one student per schedule, one after the other, on the same prepared split
 - ``plain``: λ = 0, no teacher TreeSHAP of training rows;
 - ``all rows, every batch``: the schedule before issue 11 (``alignment_rows=1``, ``alignment_fraction=1``);
 - candidates: a seeded share of the training rows (``alignment_rows``: only they are explained), a share of the
-  batches (``alignment_fraction``), and a start epoch (alignment from epoch ``start`` on: measured here only,
-  through a subclass of the student, to see whether it pays before it becomes a setting).
+  batches (``alignment_fraction``), the batch layout (``alignment_batches``: the aligned rows in batches of their
+  own, the default, or mixed into every batch, the layout before), and a start epoch (alignment from epoch
+  ``start`` on: measured here only, through a subclass of the student, to see whether it pays before it becomes a
+  setting).
 
 Every run's cost is counted as a user pays it with an empty explanation cache: the teacher's TreeSHAP of its
 aligned rows, the student's training (leaf embedding, epochs, BatchNorm pass) and the evaluation; the preparation
@@ -41,14 +43,16 @@ if str(HERE) not in sys.path:  # the sibling modules, also when this file is loa
 
 from bench_measure import configure_threads, machine  # noqa: E402
 
-#: name -> (alignment_weight, alignment_rows, alignment_fraction, start epoch)
-SCHEDULES: dict[str, tuple[float, float, float, int]] = {
-    "plain": (0.0, 1.0, 1.0, 0),
-    "all rows, every batch": (1.0, 1.0, 1.0, 0),
-    "rows 0.1": (1.0, 0.1, 1.0, 0),
-    "rows 0.25, batches 0.5": (1.0, 0.25, 0.5, 0),
-    "rows 0.05": (1.0, 0.05, 1.0, 0),
-    "rows 0.1 from epoch 10": (1.0, 0.1, 1.0, 10),
+#: name -> (alignment_weight, alignment_rows, alignment_fraction, start epoch, alignment_batches)
+Schedule = tuple[float, float, float, int, str]
+SCHEDULES: dict[str, Schedule] = {
+    "plain": (0.0, 1.0, 1.0, 0, "grouped"),
+    "all rows, every batch": (1.0, 1.0, 1.0, 0, "grouped"),
+    "rows 0.1": (1.0, 0.1, 1.0, 0, "grouped"),
+    "rows 0.1 mixed": (1.0, 0.1, 1.0, 0, "mixed"),
+    "rows 0.25, batches 0.5": (1.0, 0.25, 0.5, 0, "grouped"),
+    "rows 0.05": (1.0, 0.05, 1.0, 0, "grouped"),
+    "rows 0.1 from epoch 10": (1.0, 0.1, 1.0, 10, "grouped"),
 }
 
 MONITOR_ROWS = 512
@@ -96,7 +100,7 @@ def _student_starting_at(start: int) -> type:
     return LateAlignmentStudent
 
 
-def measure(*, quick: bool, epochs: int, schedules: dict[str, tuple[float, float, float, int]]) -> dict[str, Any]:
+def measure(*, quick: bool, epochs: int, schedules: dict[str, Schedule]) -> dict[str, Any]:
     import numpy as np
     import torch
 
@@ -132,7 +136,7 @@ def measure(*, quick: bool, epochs: int, schedules: dict[str, tuple[float, float
     runs: dict[str, Any] = {}
     # what each share of rows cost to explain the first time (the prepared split keeps it in memory afterwards)
     treeshap_cost: dict[float, dict[str, float]] = {}
-    for name, (weight, rows, fraction, start) in schedules.items():
+    for name, (weight, rows, fraction, start, batches) in schedules.items():
         print(f"--- {name}", file=sys.stderr, flush=True)
         watch.lap()
         if weight > 0:
@@ -167,6 +171,7 @@ def measure(*, quick: bool, epochs: int, schedules: dict[str, tuple[float, float
                 alignment_rows=rows,
                 alignment_min_rows=0,
                 alignment_fraction=fraction,
+                alignment_batches=batches,
                 on_epoch_end=on_epoch_end,
             )
         else:
@@ -180,6 +185,7 @@ def measure(*, quick: bool, epochs: int, schedules: dict[str, tuple[float, float
                 weight=weight,
                 fraction=fraction,
                 rows=aligned_rows,
+                batches=batches,  # type: ignore[arg-type]  # a name of ALIGNMENT_BATCHES
             )
             student.fit(prepared.student_inputs(alignment=alignment, on_epoch_end=on_epoch_end))
             explainer.fit(student.module, background)
@@ -194,6 +200,7 @@ def measure(*, quick: bool, epochs: int, schedules: dict[str, tuple[float, float
             "alignment_weight": weight,
             "alignment_rows": rows,
             "alignment_fraction": fraction,
+            "alignment_batches": batches,
             "start_epoch": start,
             **{f"treeshap_train_{k}": v for k, v in treeshap.items()},
             **{f"train_{k}": v for k, v in training.items()},
@@ -225,17 +232,19 @@ def table(result: dict[str, Any]) -> str:
     runs = result["runs"]
     plain = runs["plain"]["end_to_end_cpu_s"]
     lines = [
-        "| schedule | rows | batches | from epoch | TreeSHAP (train) s | training s | end to end s | ÷ plain "
+        "| schedule | rows | batches | layout | from epoch | TreeSHAP (train) s | training s | end to end s | ÷ plain "
         "| wall s (shared machine) | AUC | Spearman (test) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, run in runs.items():
         aligned = run["alignment_weight"] > 0
+        layout = run.get("alignment_batches", "mixed")  # records before the grouped layout were mixed
         rows, batches, start = (
             (run["alignment_rows"], run["alignment_fraction"], run["start_epoch"]) if aligned else ("–", "–", "–")
         )
         lines.append(
-            f"| {name} | {rows} | {batches} | {start} | {run['treeshap_train_cpu_s']:.1f} | {run['train_cpu_s']:.1f} "
+            f"| {name} | {rows} | {batches} | {layout if aligned else '–'} | {start} "
+            f"| {run['treeshap_train_cpu_s']:.1f} | {run['train_cpu_s']:.1f} "
             f"| {run['end_to_end_cpu_s']:.1f} | **{run['end_to_end_cpu_s'] / plain:.2f}×** "
             f"| {run['end_to_end_wall_s']:.0f} | {run['auc']:.4f} | {run['spearman']:.4f} |"
         )
@@ -288,7 +297,7 @@ def _run(args: argparse.Namespace) -> int:
         schedules = {name: value for name, value in SCHEDULES.items() if name in wanted}
     epochs = args.epochs or (2 if args.quick else 20)
     if args.quick:  # start epochs within the short run
-        schedules = {name: (w, r, f, min(s, epochs - 1)) for name, (w, r, f, s) in schedules.items()}
+        schedules = {name: (w, r, f, min(s, epochs - 1), b) for name, (w, r, f, s, b) in schedules.items()}
     result = measure(quick=args.quick, epochs=epochs, schedules=schedules)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "time-to-agreement.json").write_text(json.dumps(result, indent=1) + "\n")
