@@ -188,3 +188,38 @@ def test_the_monitored_loss_is_that_of_the_served_network(adult_run: DistillRun)
     best = student.history["stopping"]["best_epoch"]
     assert best == int(np.argmin(losses))
     assert _validation_log_loss(adult_run, student) == pytest.approx(losses[best], rel=1e-4)
+
+
+def test_the_monitor_estimates_batchnorm_on_a_sample_of_many_rows(
+    adult_run: DistillRun, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Above MONITOR_BATCHNORM_ROWS training rows the monitor re-estimates BatchNorm's statistics on a seeded sample
+    (the same rows every epoch): its loss is that of recalibrating on exactly those rows, close to every row's."""
+    import copy
+
+    import torch
+
+    from gbdt2nn_core.student import kit
+    from gbdt2nn_core.student.batchnorm import recalibrate_batchnorm
+
+    student = _fit(adult_run, epochs=2, early_stopping=False)
+    module = copy.deepcopy(student.module)
+    fit_rows = adult_run.prepared.validation.fit
+    held_out = adult_run.prepared.validation.validation
+    z = torch.as_tensor(adult_run.data.z_train[fit_rows], dtype=torch.float32)
+    z_valid = torch.as_tensor(adult_run.data.z_train[held_out], dtype=torch.float32)
+    y_valid = torch.as_tensor(adult_run.data.y_train[held_out], dtype=torch.float32)
+    monkeypatch.setattr(kit, "MONITOR_BATCHNORM_ROWS", 1_000)
+    sampled = kit.validation_loss("binary", module, z_valid, y_valid, batchnorm_rows=z, batch_size=128)
+    # the reference: recalibrating by hand on a seeded sample of 1,000 rows, in their order
+    chosen = np.sort(np.random.default_rng(0).choice(len(z), size=1_000, replace=False))
+    by_hand = copy.deepcopy(module)
+    recalibrate_batchnorm(by_hand, z[torch.as_tensor(chosen)], 128)
+    assert sampled == pytest.approx(kit.validation_loss("binary", by_hand, z_valid, y_valid), rel=1e-6)
+    monkeypatch.setattr(kit, "MONITOR_BATCHNORM_ROWS", len(z))
+    every_row = kit.validation_loss("binary", module, z_valid, y_valid, batchnorm_rows=z, batch_size=128)
+    assert sampled != every_row
+    assert sampled == pytest.approx(every_row, rel=0.02)
+    # and the module's own statistics are put back either way
+    for name, buffer in module.named_buffers():
+        torch.testing.assert_close(buffer, dict(student.module.named_buffers())[name])

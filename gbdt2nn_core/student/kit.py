@@ -42,6 +42,7 @@ from gbdt2nn_core.validators import (
 )
 
 __all__ = [
+    "MONITOR_BATCHNORM_ROWS",
     "AlignmentTargets",
     "AlignmentWeight",
     "EarlyStopping",
@@ -56,6 +57,7 @@ __all__ = [
     "check_finite_loss",
     "config_from_options",
     "load_checkpoint",
+    "monitor_batchnorm_rows",
     "non_negative_float",
     "non_negative_int",
     "positive_float",
@@ -541,6 +543,24 @@ def restore_training_state(
         torch.cuda.set_rng_state(state["cuda_rng"], device)
 
 
+#: The most training rows (over every process) on which the validation monitor re-estimates BatchNorm's statistics
+#: after an epoch (:func:`validation_loss`): a seeded sample when there are more. The statistics are means and
+#: variances of each layer's inputs; from 16,384 rows their standard errors are under 1 % of a standard deviation, while
+#: a forward over every training row cost about a third of a plain epoch on adult (1 s of 3.4 s) and grows with the
+#: data. The BatchNorm pass after the last epoch still uses every row.
+MONITOR_BATCHNORM_ROWS = 16_384
+
+
+def monitor_batchnorm_rows(rows: torch.Tensor | DiskRows) -> torch.Tensor | DiskRows:
+    """``rows``, or a seeded sample of them (in their order) when this process holds more than its share of
+    :data:`MONITOR_BATCHNORM_ROWS`."""
+    limit = math.ceil(MONITOR_BATCHNORM_ROWS / world().size)
+    if len(rows) <= limit:
+        return rows
+    sample = np.sort(np.random.default_rng(0).choice(len(rows), size=limit, replace=False))
+    return rows[torch.as_tensor(sample, device=rows.device if isinstance(rows, torch.Tensor) else None)]
+
+
 def validation_loss(
     task: Task,
     module: nn.Module,
@@ -556,15 +576,16 @@ def validation_loss(
     ``scaling``, as in training.
 
     With ``batchnorm_rows`` (the training rows), the loss is that of the network as it will be served: BatchNorm
-    statistics re-estimated on those rows first (:func:`recalibrate_batchnorm`, as after the last epoch), then put
-    back, so that training goes on unchanged. Without it a joint student's lagging running statistics make the
-    loss misleading (California, structure + mse: the best epoch came out as epoch 2 of 20).
+    statistics re-estimated on those rows first (:func:`recalibrate_batchnorm`, as after the last epoch; on a sample
+    of at most :data:`MONITOR_BATCHNORM_ROWS` of them), then put back, so that training goes on unchanged. Without
+    it a joint student's lagging running statistics make the loss misleading (California, structure + mse: the best
+    epoch came out as epoch 2 of 20).
     """
     if batchnorm_rows is not None:
         saved = {name: buffer.clone() for name, buffer in module.named_buffers()}
         try:
             with torch.random.fork_rng(devices=rng_devices(module_device(module))):
-                recalibrate_batchnorm(module, batchnorm_rows, batch_size)
+                recalibrate_batchnorm(module, monitor_batchnorm_rows(batchnorm_rows), batch_size)
             return validation_loss(task, module, z, y, scaling=scaling)
         finally:
             with torch.no_grad():
