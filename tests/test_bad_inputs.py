@@ -717,7 +717,7 @@ CASES: list[Case] = [
     Case(
         id="alignment-batches-unknown",
         where="CLI",
-        bad="`batches = \"random\"` in the `[alignment]` table of the `--config` file",
+        bad='`batches = "random"` in the `[alignment]` table of the `--config` file',
         setup=_text("run.toml", '[alignment]\nbatches = "random"\n'),
         argv=(*DISTILL, "--config", "run.toml"),
         message=E + "invalid alignment_batches='random': use 'grouped' or 'mixed'",

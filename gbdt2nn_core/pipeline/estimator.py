@@ -43,7 +43,7 @@ from gbdt2nn_core.data import TabularSchema, TargetEncoder, check_finite_margins
 from gbdt2nn_core.data.encoding import far_from_training_note
 from gbdt2nn_core.errors import ConfigError, DataError, Gbdt2nnError, ModelFileError, warn
 from gbdt2nn_core.host.device import module_device, resolve_device, rows_on
-from gbdt2nn_core.host.interfaces import Attributor, OnlineUpdate, Task, Teacher
+from gbdt2nn_core.host.interfaces import AlignmentBatches, Attributor, OnlineUpdate, Task, Teacher
 from gbdt2nn_core.host.registry import Registry, get_registry
 from gbdt2nn_core.pipeline import DistillConfig, Pipeline, SplitData, TeacherExplanations, evaluate_rows, seeded
 from gbdt2nn_core.pipeline.margins import frame_margins
@@ -197,7 +197,7 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
         alignment_fraction: float = _DEFAULTS.alignment_fraction,
         alignment_rows: float = _DEFAULTS.alignment_rows,
         alignment_min_rows: int = _DEFAULTS.alignment_min_rows,
-        alignment_batches: str = _DEFAULTS.alignment_batches,
+        alignment_batches: AlignmentBatches = _DEFAULTS.alignment_batches,
         epochs: int = 20,
         validation_fraction: float = _DEFAULTS.validation_fraction,
         early_stopping: bool = True,
