@@ -506,7 +506,7 @@ def test_batchnorm_on_each_process_rows_keeps_the_processes_in_step(tmp_path: Pa
     assert float(moved.abs().max()) > 1e-5  # the moments of 160 rows are not those of 320
 
 
-def _plan_worker(rank: int, world_size: int, port: int, folder: str) -> None:
+def _plan_worker(rank: int, world_size: int, port: int, folder: str, whole_shard_aligned: bool = False) -> None:
     from gbdt2nn_core.kit.alignment import Alignment
     from gbdt2nn_core.student.joint_step import epoch_plan
     from gbdt2nn_core.student.kit import AlignmentTargets
@@ -516,6 +516,8 @@ def _plan_worker(rank: int, world_size: int, port: int, folder: str) -> None:
     try:
         n = 1_000 + 37 * rank  # shards of different sizes, with different shares of aligned rows
         aligned = np.sort(np.random.default_rng(rank).choice(n, size=100 + 60 * rank, replace=False))
+        if whole_shard_aligned and rank == 0:  # this shard's rows are all aligned, the other's are not
+            n, aligned = 100, np.arange(100)
         alignment = Alignment(
             attributor=object(),  # type: ignore[arg-type]  # the layout never calls it
             loss=torch.nn.functional.mse_loss,
@@ -523,7 +525,8 @@ def _plan_worker(rank: int, world_size: int, port: int, folder: str) -> None:
             rows=aligned,
         )
         targets = AlignmentTargets(alignment, n, torch.eye(2))
-        plan = epoch_plan(n, 2_037, 64, torch.Generator().manual_seed(5), alignment, targets)
+        n_all = 1_137 if whole_shard_aligned else 2_037
+        plan = epoch_plan(n, n_all, 64, torch.Generator().manual_seed(5), alignment, targets)
         is_aligned = np.isin(np.arange(n), aligned)
         result = {
             "kinds": torch.tensor([bool(is_aligned[rows.numpy()].all()) for rows in plan.batches]),
@@ -555,4 +558,16 @@ def test_grouped_aligned_batches_fall_on_the_same_steps_on_every_process(tmp_pat
     assert rank0["pure"]
     assert rank1["pure"]
     torch.testing.assert_close(rank0["rows"], torch.arange(1_000))
+    torch.testing.assert_close(rank1["rows"], torch.arange(1_037))
+
+
+def test_a_shard_whose_rows_are_all_aligned_plans_with_the_others(tmp_path: Path) -> None:
+    """Whether grouping applies is decided on every process's aligned rows: a shard whose rows are all aligned
+    (it alone would need no grouping) still joins the others' collective, and every process falls back to the mixed
+    layout together (that shard has no other rows to make its unaligned batches from)."""
+    _spawn(_plan_worker, (2, _free_port(), str(tmp_path), True))
+    rank0, rank1 = (torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in range(2))
+    assert rank0["factor"] == rank1["factor"] == 1.0
+    assert len(rank0["kinds"]) == len(rank1["kinds"])
+    torch.testing.assert_close(rank0["rows"], torch.arange(100))
     torch.testing.assert_close(rank1["rows"], torch.arange(1_037))

@@ -86,14 +86,18 @@ def epoch_plan(
     # several one per batch: the random stream of earlier versions either way
     draws = len(batches) if world().distributed else math.ceil(n / batch_size)
     carry = (torch.rand(draws, generator=generator) < (alignment.fraction if alignment else 0.0))[: len(batches)]
-    if alignment is None or targets is None or alignment.batches == "mixed" or targets.every_row:
+    if alignment is None or targets is None or alignment.batches == "mixed":
         return EpochPlan(batches, carry)
     order = torch.cat(batches) if batches else torch.zeros(0, dtype=torch.int64)
     is_aligned = (targets.position[order.to(targets.position.device)] >= 0).cpu()
     aligned, others = order[is_aligned], order[~is_aligned]
     steps = len(batches)
-    counts = all_reduce_sum(torch.tensor([len(aligned)], dtype=torch.int64))
-    k = min(steps - 1, max(1, round(steps * int(counts[0]) / n_all)))
+    # decided on every process's count, never on this shard's alone: a process that left here while the others
+    # went on to the collective below would leave them waiting
+    aligned_all = int(all_reduce_sum(torch.tensor([len(aligned)], dtype=torch.int64))[0])
+    if aligned_all >= n_all:  # every row aligned: every batch carries the term anyway
+        return EpochPlan(batches, carry)
+    k = min(steps - 1, max(1, round(steps * aligned_all / n_all)))
     # every process must decide alike: any process whose batches would fall below two rows keeps them mixed
     too_few = int(steps < 2 or len(aligned) < 2 * k or len(others) < 2 * (steps - k))
     if int(all_reduce_sum(torch.tensor([too_few], dtype=torch.int64))[0]):
