@@ -225,6 +225,12 @@ AlignmentBatches = Literal["grouped", "mixed"]
 ALIGNMENT_BATCHES: tuple[AlignmentBatches, ...] = ("grouped", "mixed")
 
 
+def check_alignment_batches(_: object, __: object, value: str) -> None:
+    """attrs validator of the batch layout (:attr:`Alignment.batches`, ``DistillConfig.alignment_batches``)."""
+    if value not in ALIGNMENT_BATCHES:
+        raise ConfigError(setting="alignment_batches", value=value, fix="use 'grouped' or 'mixed'")
+
+
 @attrs.frozen(kw_only=True)
 class Alignment:
     """``λ · loss(column_attributions(student), teacher_attributions)``, added to the distillation loss.
@@ -250,11 +256,9 @@ class Alignment:
     weight: float = 1.0
     fraction: float = 1.0
     rows: np.ndarray | None = attrs.field(default=None, eq=False, repr=False)
-    batches: AlignmentBatches = "grouped"
+    batches: AlignmentBatches = attrs.field(default="grouped", validator=check_alignment_batches)
 
     def __attrs_post_init__(self) -> None:
-        if self.batches not in ALIGNMENT_BATCHES:
-            raise ConfigError(setting="alignment_batches", value=self.batches, fix="use 'grouped' or 'mixed'")
         if self.rows is None:
             return
         rows = np.asarray(self.rows)

@@ -15,13 +15,12 @@ import attrs
 from gbdt2nn_core.data.rowfile import SPILL_BYTES
 from gbdt2nn_core.errors import ConfigError
 from gbdt2nn_core.host.device import check_device
-from gbdt2nn_core.host.interfaces import ALIGNMENT_BATCHES, TASKS, AlignmentBatches, Task
+from gbdt2nn_core.host.interfaces import TASKS, AlignmentBatches, Task, check_alignment_batches
 from gbdt2nn_core.validators import boolean, non_negative_int
 
 __all__ = [
     "DistillConfig",
     "RunSettings",
-    "check_alignment_batches",
     "check_bins",
     "check_explanation",
     "check_fraction",
@@ -42,11 +41,6 @@ def check_weight(_: object, attribute: attrs.Attribute[float], value: float) -> 
 def check_fraction(_: object, attribute: attrs.Attribute[float], value: float) -> None:
     if isinstance(value, bool) or not (isinstance(value, (int, float)) and 0 < value <= 1):
         raise ConfigError(setting=attribute.name, value=value, fix="use a number in (0, 1]")
-
-
-def check_alignment_batches(_: object, attribute: attrs.Attribute[str], value: str) -> None:
-    if value not in ALIGNMENT_BATCHES:
-        raise ConfigError(setting=attribute.name, value=value, fix="use 'grouped' or 'mixed'")
 
 
 def check_test_size(_: object, attribute: attrs.Attribute[float], value: float) -> None:
