@@ -222,6 +222,7 @@ def _ddp_worker(rank: int, world_size: int, port: int, folder: str) -> None:
             states[spill] = {k: v.detach().clone() for k, v in trained.student.module.state_dict().items()}
             prepared.close()
         torch.save(states, Path(folder) / f"rank{rank}.pt")
+        torch.distributed.barrier()  # leave together: see tests/test_distributed.py::_leave_together
     finally:
         torch.distributed.destroy_process_group()
 

@@ -44,12 +44,14 @@ from gbdt2nn_core.errors import ConfigError, DataError
 __all__ = [
     "ColumnAttributor",
     "FirstLayerColumns",
+    "FirstLayerGradients",
     "FirstLayerModel",
     "LinearColumns",
     "MarginModel",
     "check_encoded_rows",
     "column_attributions",
     "column_of_encoded",
+    "first_layer_gradients",
     "input_gradients",
     "output_gradients",
 ]
@@ -167,6 +169,23 @@ class FirstLayerModel(Protocol):
     def column_first_layer(self, z: torch.Tensor, aggregation: torch.Tensor) -> FirstLayerColumns: ...
 
     def after_first_layer(self, first: torch.Tensor) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class FirstLayerGradients(Protocol):
+    """Optional capability of a :class:`FirstLayerModel` that computes ``∂f/∂h1`` its own exact way (GBDT2NN with
+    BatchNorm frozen: a tangent pass instead of a double backward when the result must stay differentiable)."""
+
+    def after_first_layer_gradients(self, first: torch.Tensor, *, create_graph: bool = False) -> torch.Tensor: ...
+
+
+def first_layer_gradients(model: FirstLayerModel, first: torch.Tensor, *, create_graph: bool) -> torch.Tensor:
+    """``∂f/∂h1`` at first-layer outputs ``first`` ``(m, *shape)``: ``(m, *shape)``, or ``(m, k, *shape)`` for ``k``
+    outputs — the model's :class:`FirstLayerGradients` where it has them, else :func:`output_gradients` of
+    ``after_first_layer``. With ``create_graph`` the result is differentiable in the parameters ``first`` came from."""
+    if isinstance(model, FirstLayerGradients):
+        return model.after_first_layer_gradients(first, create_graph=create_graph)
+    return output_gradients(model.after_first_layer, first, create_graph=create_graph)
 
 
 @runtime_checkable

@@ -69,6 +69,9 @@ def process_group(device: str = "cpu", timeout: timedelta = timedelta(minutes=30
     dist.init_process_group(backend, timeout=timeout)
     try:
         yield world()
+        # leave together: gloo's TCP transport aborts a process (SIGABRT, "Connection reset by peer") whose peer
+        # closes its connections while I/O is in flight; after an error, leave at once (a barrier could hang)
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 

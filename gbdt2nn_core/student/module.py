@@ -13,6 +13,7 @@ from torch import nn
 
 from gbdt2nn_core.errors import ConfigError
 from gbdt2nn_core.student._layers import GroupBatchNorm, GroupLinear, GroupMLP
+from gbdt2nn_core.student.frozen_chain import outputs_and_input_gradient
 
 if TYPE_CHECKING:
     from gbdt2nn_core.data.encoding import OneHotBlocks
@@ -384,20 +385,68 @@ class GBDT2NNModule(nn.Module):
         each, with the frozen head folded into the last: the same values (to rounding) for a fraction of the
         element-wise work, which a double backward through 16 integrated-gradient steps multiplies.
         """
+        chain = self._frozen_chain()
+        if chain is None:
+            return self.group_outputs(self.mlp.after_first_linear(first))
+        scale, shift, layers, head, head_bias = chain
+        x = torch.relu(first * scale + shift).transpose(0, 1)  # (k, n, h)
+        for weight, bias in layers:
+            x = torch.relu(torch.baddbmm(bias.unsqueeze(1), x, weight))
+        return torch.baddbmm(head_bias.unsqueeze(1), x, head).squeeze(-1).transpose(0, 1)
+
+    @torch.jit.unused
+    def group_outputs_and_gradient(
+        self, first: torch.Tensor, *, create_graph: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``y_j`` ``(n, k)`` and each group's gradient ``∂y_j/∂first`` ``(n, k, h)`` from the first linear map's
+        output ``(n, k, h)`` (group ``j`` reads only ``first[:, j]``).
+
+        With ``create_graph`` both stay differentiable in the parameters — with BatchNorm frozen through
+        :mod:`~gbdt2nn_core.student.frozen_chain`'s exact tangent pass instead of a double backward; otherwise both
+        are detached.
+        """
+        chain = self._frozen_chain()
+        if chain is not None:
+            with torch.set_grad_enabled(create_graph):
+                outputs, gradient = outputs_and_input_gradient(first if create_graph else first.detach(), *chain)
+        else:
+            with torch.enable_grad():
+                inputs = first if first.requires_grad else first.detach().requires_grad_(True)
+                outputs = self.group_outputs_after_first_layer(inputs)
+                (gradient,) = torch.autograd.grad(outputs.sum(), inputs, create_graph=create_graph)
+        return (outputs, gradient) if create_graph else (outputs.detach(), gradient.detach())
+
+    @torch.jit.unused
+    def after_first_layer_gradients(self, first: torch.Tensor, *, create_graph: bool = False) -> torch.Tensor:
+        """``∂margin/∂first`` from the first linear map's output ``(n, k, h)``: ``(n, k, h)`` for one output,
+        ``(n, c, k, h)`` for ``c`` (the :class:`~gbdt2nn_core.host.attribution.FirstLayerGradients` capability).
+        Each group belongs to one output, so one pass yields every output's gradient."""
+        _, gradient = self.group_outputs_and_gradient(first, create_graph=create_graph)
+        if self.n_outputs == 1:
+            return gradient
+        # output c's gradient: its own groups' rows, zero elsewhere
+        return gradient.unsqueeze(1) * self.output_map.t().to(gradient.dtype)[None, :, :, None]
+
+    @torch.jit.unused
+    def _frozen_chain(
+        self,
+    ) -> tuple[torch.Tensor, torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor, torch.Tensor] | None:
+        """The layers after the first as the frozen chain of :func:`outputs_and_input_gradient`, differentiable in
+        the parameters (BatchNorm folded into each group linear map, the head into the last): ``None`` unless every
+        BatchNorm uses its running statistics."""
         affine = self._frozen_norm_affine()
         if affine is None:
-            return self.group_outputs(self.mlp.after_first_linear(first))
+            return None
         scale, shift = affine[0]
-        x = torch.relu(first * scale + shift).transpose(0, 1)  # (k, n, h)
-        for linear, (scale, shift) in zip(list(self.mlp.hidden)[1:], affine[1:], strict=True):
+        layers = []
+        for linear, (norm_scale, norm_shift) in zip(list(self.mlp.hidden)[1:], affine[1:], strict=True):
             assert isinstance(linear, GroupLinear)
-            weight = linear.weight * scale.unsqueeze(1)
-            x = torch.relu(torch.baddbmm((linear.bias * scale + shift).unsqueeze(1), x, weight))
+            layers.append((linear.weight * norm_scale.unsqueeze(1), linear.bias * norm_scale + norm_shift))
         last = self.mlp.last
         assert isinstance(last, GroupLinear)
         head = (last.weight * self.head_weight.unsqueeze(1)).sum(-1, keepdim=True)  # (k, i, 1)
         head_bias = (last.bias * self.head_weight).sum(-1, keepdim=True) + self.head_bias.unsqueeze(1)  # (k, 1)
-        return torch.baddbmm(head_bias.unsqueeze(1), x, head).squeeze(-1).transpose(0, 1)
+        return scale, shift, layers, head, head_bias
 
     @torch.jit.unused
     def _frozen_norm_affine(self) -> list[tuple[torch.Tensor, torch.Tensor]] | None:

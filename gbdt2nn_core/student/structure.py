@@ -111,12 +111,9 @@ class StructureAttributor(Attributor):
         expected = self._expected_group_outputs(module, z)
         with torch.enable_grad():
             layer = module.column_first_layer(z, aggregation)
-            first = layer.first  # (n, k, h)
-            if not first.requires_grad:
-                first = first.detach().requires_grad_(True)
-            outputs = module.group_outputs_after_first_layer(first)  # (n, k)
-            # group j depends only on first[:, j, :], so one backward yields every group's own gradient
-            (gradient,) = torch.autograd.grad(outputs.sum(), first, create_graph=create_graph)
+            # (n, k) and (n, k, h): group j depends only on first[:, j, :], so one pass yields every group's own
+            # gradient (with BatchNorm frozen, differentiable without a double backward)
+            outputs, gradient = module.group_outputs_and_gradient(layer.first, create_graph=create_graph)
             first_order = layer.contract_groups(gradient)  # (n, k, d)
         # the columns each group sees: those of its encoded inputs (index D is the pad)
         index = module.group_input_index

@@ -8,8 +8,8 @@ from gbdt2nn_core.host.attribution import (
     FirstLayerModel,
     MarginModel,
     check_encoded_rows,
+    first_layer_gradients,
     input_gradients,
-    output_gradients,
 )
 from gbdt2nn_core.host.interfaces import Attributor
 
@@ -67,7 +67,7 @@ class GradientXInput(Attributor):
         z = check_encoded_rows(z)
         with torch.enable_grad():
             layer = model.column_first_layer(z, aggregation)
-            grads = output_gradients(model.after_first_layer, layer.first, create_graph=create_graph)
+            grads = first_layer_gradients(model, layer.first, create_graph=create_graph)
             attributions = layer.contract(grads)
         return attributions if create_graph else attributions.detach()
 

@@ -11,8 +11,8 @@ from gbdt2nn_core.host.attribution import (
     FirstLayerModel,
     MarginModel,
     check_encoded_rows,
+    first_layer_gradients,
     input_gradients,
-    output_gradients,
 )
 from gbdt2nn_core.host.interfaces import Attributor
 from gbdt2nn_integrated_gradients._quadrature import check_method, nodes_and_weights
@@ -144,7 +144,7 @@ class IntegratedGradients(Attributor):
                 a, w = alphas[first : first + chunk], weights[first : first + chunk]
                 path = a.reshape(-1, *([1] * step.ndim))
                 points = (start.unsqueeze(0) + path * step.unsqueeze(0)).reshape(-1, *step.shape[1:])
-                grads = output_gradients(model.after_first_layer, points, create_graph=create_graph)
+                grads = first_layer_gradients(model, points, create_graph=create_graph)
                 grads = grads.reshape(len(a), n, *grads.shape[1:])
                 # a broadcast product: einsum makes this a matmul with an inner size of 1, 3x slower backwards
                 weighted = (grads * w.reshape(-1, *([1] * (grads.ndim - 1)))).sum(dim=0)

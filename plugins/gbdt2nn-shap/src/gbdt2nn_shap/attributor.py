@@ -11,8 +11,8 @@ from gbdt2nn_core.host.attribution import (
     FirstLayerModel,
     MarginModel,
     check_encoded_rows,
+    first_layer_gradients,
     input_gradients,
-    output_gradients,
 )
 from gbdt2nn_core.host.interfaces import Attributor, TreeShap
 
@@ -116,9 +116,7 @@ class ExpectedGradients(Attributor):
                 index = picked[start:stop].to(z.device)  # (s, n)
                 base = first_b[index]  # (s, n, *first)
                 points = base + alphas[start:stop] * (first_z.unsqueeze(0) - base)
-                grads = output_gradients(
-                    model.after_first_layer, points.reshape(-1, *first_z.shape[1:]), create_graph=create_graph
-                )
+                grads = first_layer_gradients(model, points.reshape(-1, *first_z.shape[1:]), create_graph=create_graph)
                 row_part = grads.reshape(stop - start, n, *grads.shape[1:]).sum(dim=0)
                 base_part = background.contract(grads, index.reshape(-1))
                 base_part = base_part.reshape(stop - start, n, *base_part.shape[1:]).sum(dim=0)
