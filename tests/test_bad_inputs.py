@@ -699,6 +699,15 @@ CASES: list[Case] = [
         fix="`standardize_targets=true` (the default) or `false` (train in the target's own units)",
     ),
     Case(
+        id="student-hidden-zero-width",
+        where="CLI",
+        bad="`--student-option hidden=100,0` (a layer of width 0; `hidden=200,200` and `hidden=[200, 200]` work)",
+        argv=(*DISTILL, "--student-option", "hidden=100,0"),
+        message=E + "invalid hidden='100,0': give one or more positive layer widths, e.g. 100,100,100,50 (TOML: "
+        "[100, 100, 100, 50])",
+        fix="widths of at least 1, comma-separated or as a TOML list",
+    ),
+    Case(
         id="student-alignment-cap-negative",
         where="CLI",
         bad="`--student-option alignment_cap=-1`",
@@ -1366,7 +1375,8 @@ CASES: list[Case] = [
         where="API",
         bad="`GBDT2NNStudent(hidden=(100, 0))`",
         call=lambda ctx: _student(hidden=(100, 0)),
-        message="invalid hidden=(100, 0): give one or more positive layer widths, e.g. 100,100,100,50",
+        message="invalid hidden=(100, 0): give one or more positive layer widths, e.g. 100,100,100,50 "
+        "(TOML: [100, 100, 100, 50])",
         fix="positive widths",
     ),
     Case(

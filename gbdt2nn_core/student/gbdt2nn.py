@@ -82,11 +82,19 @@ __all__ = ["EpochRecord", "GBDT2NNConfig", "GBDT2NNStudent"]
 
 
 def _hidden(value: Any) -> tuple[int, ...]:
-    sizes = tuple(value)
-    if not sizes or not all(isinstance(s, int) and s >= 1 for s in sizes):
-        raise ConfigError(
-            setting="hidden", value=value, fix="give one or more positive layer widths, e.g. 100,100,100,50"
-        )
+    """Layer widths from a sequence of ints or the text ``"100,100,100,50"`` (how a command line or the error
+    below writes them)."""
+    error = ConfigError(
+        setting="hidden",
+        value=value,
+        fix="give one or more positive layer widths, e.g. 100,100,100,50 (TOML: [100, 100, 100, 50])",
+    )
+    try:
+        sizes = tuple(int(part) for part in value.split(",")) if isinstance(value, str) else tuple(value)
+    except (TypeError, ValueError):
+        raise error from None
+    if not sizes or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in sizes):
+        raise error
     return sizes
 
 
