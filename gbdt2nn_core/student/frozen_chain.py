@@ -19,7 +19,31 @@ from typing import Any
 import torch
 from torch.autograd.function import once_differentiable
 
-__all__ = ["outputs_and_input_gradient"]
+__all__ = ["outputs", "outputs_and_input_gradient"]
+
+
+def outputs(
+    first: torch.Tensor,
+    scale: torch.Tensor,
+    shift: torch.Tensor,
+    layers: list[tuple[torch.Tensor, torch.Tensor]],
+    head: torch.Tensor,
+    head_bias: torch.Tensor,
+) -> torch.Tensor:
+    """``y`` ``(n, k)`` alone (arguments as for :func:`outputs_and_input_gradient`), by plain autograd ops: the forward
+    when no input gradient is wanted."""
+    activations = _activations(first.transpose(0, 1), scale, shift, layers)
+    return torch.baddbmm(head_bias.unsqueeze(1), activations[-1], head).squeeze(-1).transpose(0, 1)
+
+
+def _activations(
+    a: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, layers: list[tuple[torch.Tensor, torch.Tensor]]
+) -> list[torch.Tensor]:
+    """``x_1 .. x_L`` of the chain from its group-major input ``a`` ``(k, n, h)`` (a strided view is read in place)."""
+    activations = [torch.relu(a * scale.unsqueeze(1) + shift.unsqueeze(1))]
+    for weight, bias in layers:
+        activations.append(torch.relu(torch.baddbmm(bias.unsqueeze(1), activations[-1], weight)))
+    return activations
 
 
 def outputs_and_input_gradient(
@@ -54,10 +78,8 @@ class _FrozenChain(torch.autograd.Function):
         *flat: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         weights, biases = flat[0::2], flat[1::2]
-        a = first.transpose(0, 1)  # (k, n, h): group-major, a strided view the batched products read in place
-        activations = [torch.relu(a * scale.unsqueeze(1) + shift.unsqueeze(1))]  # x_1
-        for weight, bias in zip(weights, biases, strict=True):
-            activations.append(torch.relu(torch.baddbmm(bias.unsqueeze(1), activations[-1], weight)))
+        a = first.transpose(0, 1)  # (k, n, h): group-major
+        activations = _activations(a, scale, shift, list(zip(weights, biases, strict=True)))  # x_1 .. x_L
         y = torch.baddbmm(head_bias.unsqueeze(1), activations[-1], head).squeeze(-1)  # (k, n)
         # δ_i = ∂y/∂p_i: ReLU's derivative is 1 where its output is positive
         deltas = [_relu_mask(head.transpose(1, 2).expand_as(activations[-1]), activations[-1])]

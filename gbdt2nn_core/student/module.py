@@ -13,6 +13,7 @@ from torch import nn
 
 from gbdt2nn_core.errors import ConfigError
 from gbdt2nn_core.student._layers import GroupBatchNorm, GroupLinear, GroupMLP
+from gbdt2nn_core.student.frozen_chain import outputs as frozen_chain_outputs
 from gbdt2nn_core.student.frozen_chain import outputs_and_input_gradient
 
 if TYPE_CHECKING:
@@ -388,11 +389,7 @@ class GBDT2NNModule(nn.Module):
         chain = self._frozen_chain()
         if chain is None:
             return self.group_outputs(self.mlp.after_first_linear(first))
-        scale, shift, layers, head, head_bias = chain
-        x = torch.relu(first * scale + shift).transpose(0, 1)  # (k, n, h)
-        for weight, bias in layers:
-            x = torch.relu(torch.baddbmm(bias.unsqueeze(1), x, weight))
-        return torch.baddbmm(head_bias.unsqueeze(1), x, head).squeeze(-1).transpose(0, 1)
+        return frozen_chain_outputs(first, *chain)
 
     @torch.jit.unused
     def group_outputs_and_gradient(
@@ -431,7 +428,7 @@ class GBDT2NNModule(nn.Module):
     def _frozen_chain(
         self,
     ) -> tuple[torch.Tensor, torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor, torch.Tensor] | None:
-        """The layers after the first as the frozen chain of :func:`outputs_and_input_gradient`, differentiable in
+        """The layers after the first as the chain of :mod:`~gbdt2nn_core.student.frozen_chain`, differentiable in
         the parameters (BatchNorm folded into each group linear map, the head into the last): ``None`` unless every
         BatchNorm uses its running statistics."""
         affine = self._frozen_norm_affine()
