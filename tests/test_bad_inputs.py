@@ -683,6 +683,14 @@ CASES: list[Case] = [
         fix="the share of training rows the student holds out, e.g. 0.1",
     ),
     Case(
+        id="synthetic-rows-share",
+        where="CLI",
+        bad="a negative count: `--synthetic-rows -1`",
+        argv=(*DISTILL, "--synthetic-rows", "-1"),
+        message=E + "invalid synthetic_rows=-1: use a whole number of at least 0",
+        fix="synthetic rows per training row: 1 or 2 (0 = none)",
+    ),
+    Case(
         id="student-patience-zero",
         where="CLI",
         bad="`--student-option patience=0`",
@@ -873,8 +881,8 @@ CASES: list[Case] = [
         setup=_text("run.toml", "[run]\nepochs = 3\n"),
         argv=(*DISTILL, "--config", "run.toml"),
         message=E + "invalid run.toml [run] key='epochs': [run] takes background_rows, cache, cache_dir, compare, "
-        "device, merge_categories, out, seed, spill_bytes, teacher_explanation, test_size, threads, threshold_bins, "
-        "validation_fraction",
+        "device, merge_categories, out, seed, spill_bytes, synthetic_rows, teacher_explanation, test_size, threads, "
+        "threshold_bins, validation_fraction",
         fix="use a listed key, or `--epochs`",
     ),
     Case(

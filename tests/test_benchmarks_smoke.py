@@ -72,6 +72,7 @@ def test_every_attributor_trains_a_joint_step(quick_run: tuple[dict[str, Any], s
         "structure (core default)",
         "gradient-x-input",
         "integrated gradients",
+        "integrated gradients (default points)",
         "expected gradients (shap)",
     }
     variants = {", dense path (before)", "", ", lookup first layer"}

@@ -73,6 +73,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--alignment-weight", type=float, default=None, help="λ of the aligned students (default: the pipeline's)"
     )
     parser.add_argument(
+        "--synthetic-rows",
+        type=int,
+        default=None,
+        help="teacher-labelled synthetic rows per training row for both students (default: the pipeline's)",
+    )
+    parser.add_argument(
         "--student-option",
         action="append",
         default=[],
@@ -116,6 +122,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         "epochs": args.epochs,
         "student_options": parse_options(args.student_option, "--student-option"),
         "alignment_weight": args.alignment_weight,
+        "synthetic_rows": args.synthetic_rows,
         "sample_rows": args.sample_rows,
         "threads": args.threads,
         # the teacher's TreeSHAP runs on every core this process may use (issue 11's default); `taskset` pins it
@@ -152,6 +159,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
                 mlp=not args.no_mlp,
                 student_options=meta["student_options"],
                 alignment_weight=args.alignment_weight,
+                synthetic_rows=args.synthetic_rows,
             )
             for row in rows:
                 row["run_seconds"] = round(time.perf_counter() - run_started, 3)

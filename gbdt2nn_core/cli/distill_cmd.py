@@ -99,6 +99,14 @@ def add_parser(subparsers: Any) -> None:
         "teacher trains on all; 0 = none (default: 0.1). Early stopping itself: --student-option "
         "early_stopping=false / patience=N",
     )
+    training.add_argument(
+        "--synthetic-rows",
+        type=int,
+        metavar="N",
+        help="synthetic rows per training row, labelled by the teacher, that the student also trains on (MUNGE: "
+        "rows near the data, so the student learns the teacher's function between them; each adds an epoch's "
+        "worth of steps); 0 = none (default: 0)",
+    )
     training.add_argument("--seed", type=int, default=None, help="random seed (default: 0)")
     training.add_argument(
         "--threads",
@@ -178,6 +186,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         "seed": pick(args.seed, run_section, "seed"),
         "threads": pick(args.threads, run_section, "threads"),
         "validation_fraction": pick(args.validation_fraction, run_section, "validation_fraction"),
+        "synthetic_rows": pick(args.synthetic_rows, run_section, "synthetic_rows"),
         "teacher_explanation": pick(args.teacher_explanation, run_section, "teacher_explanation"),
         "device": pick(args.device, run_section, "device"),
     }

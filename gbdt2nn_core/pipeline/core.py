@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ from gbdt2nn_core.pipeline.data import (
     PreparedData,
     SplitData,
     ValidationSplit,
+    encode_rows,
     encoded_bytes,
     encoder_for,
     split_data,
@@ -50,6 +51,7 @@ from gbdt2nn_core.pipeline.margins import enable_lookup
 from gbdt2nn_core.pipeline.metrics import Metrics
 from gbdt2nn_core.pipeline.processes import check_data_parallel, shard_of, shared_teacher
 from gbdt2nn_core.pipeline.seeding import seeded
+from gbdt2nn_core.pipeline.synthetic import SyntheticRows, munge, teacher_labels
 from gbdt2nn_core.progress import NullProgress, Progress
 from gbdt2nn_core.student.distributed import world
 
@@ -76,6 +78,8 @@ class Prepared:
     progress: Progress = attrs.field(repr=False)
     #: The training rows the student fits on and those it holds out for early stopping (the teacher used all).
     validation: ValidationSplit = attrs.field(repr=False)
+    #: Teacher-labelled synthetic rows the student trains on besides its fitting rows (``synthetic_rows``).
+    synthetic: SyntheticRows | None = attrs.field(default=None, repr=False)
     timings: dict[str, float] = attrs.field(factory=dict)
     #: The temporary folder of the matrices kept on disk (``spill_bytes``), or ``None`` when all are in memory.
     rows_folder: RowFolder | None = attrs.field(default=None, repr=False)
@@ -166,16 +170,29 @@ class Prepared:
         validation = None
         if len(held_out):
             validation = ValidationRows(z=take_rows(data.z_train, held_out), y=data.y_train[held_out])
+        fitting = len(fit)
         if shard is not None:
             fit = fit[shard]
         every_row = len(fit) == len(data.y_train)
+        z = data.z_train if every_row else self._fitting_rows(data.z_train, fit, "z-fit")
+        y = data.y_train if every_row else data.y_train[fit]
+        leaves = self.leaves_train if every_row else self._fitting_rows(self.leaves_train, fit, "leaves-fit")
+        margin = self.teacher_margin_train if every_row else self.teacher_margin_train[fit]
+        if self.synthetic is not None:
+            extra = self.synthetic.positions(fitting, shard)
+            if alignment is not None and alignment.rows is None:  # "every row" would now take in the synthetic ones
+                alignment = attrs.evolve(alignment, rows=np.arange(len(y)))
+            z = self._stacked(z, self.synthetic.z, extra, "z-with-synthetic")
+            leaves = self._stacked(leaves, self.synthetic.leaves, extra, "leaves-with-synthetic")
+            y = np.concatenate([y, self.synthetic.y[extra].astype(y.dtype)])
+            margin = np.concatenate([margin, self.synthetic.teacher_margin[extra]])
         return StudentInputs(
             teacher=self.teacher,
-            z=data.z_train if every_row else self._fitting_rows(data.z_train, fit, "z-fit"),
-            y=data.y_train if every_row else data.y_train[fit],
+            z=z,
+            y=y,
             task=data.task,
-            leaves=self.leaves_train if every_row else self._fitting_rows(self.leaves_train, fit, "leaves-fit"),
-            teacher_margin=self.teacher_margin_train if every_row else self.teacher_margin_train[fit],
+            leaves=leaves,
+            teacher_margin=margin,
             column_of=data.encoder.column_of,
             aggregation=data.encoder.aggregation(),
             background=self.background,
@@ -186,6 +203,29 @@ class Prepared:
             validation=validation,
             device=device,
         )
+
+    def _stacked(self, rows: np.ndarray, synthetic: np.ndarray, positions: np.ndarray, name: str) -> np.ndarray:
+        """``rows`` followed by ``synthetic[positions]``: in memory, or, when either is kept on disk, written a chunk of
+        rows at a time to a file beside it, once per set of rows (every student of this split reads the same file)."""
+        on_disk = [matrix for matrix in (rows, synthetic) if RowFolder.holds(matrix)]
+        if not on_disk:
+            return np.concatenate([rows, synthetic[positions]])
+        key = f"{name}-{len(rows)}-{hashlib.sha256(np.ascontiguousarray(positions).data).hexdigest()}"
+        if key in self._cached:
+            cached: np.ndarray = self._cached[key]
+            return cached
+        size = rowfile.chunk_rows(rows.itemsize * int(np.prod(rows.shape[1:])))
+
+        def chunks() -> Iterator[np.ndarray]:
+            for start in range(0, len(rows), size):
+                yield rowfile.read_rows(rows, start, min(start + size, len(rows)))
+            for start in range(0, len(positions), size):
+                yield take_rows(synthetic, positions[start : start + size])
+
+        shape = (len(rows) + len(positions), *rows.shape[1:])
+        stacked: np.ndarray = RowFolder.beside(on_disk[0]).write(name, shape, chunks, dtype=rows.dtype.type)
+        self._cached[key] = stacked
+        return stacked
 
     def _fitting_rows(self, z: np.ndarray, fit: np.ndarray, name: str) -> np.ndarray:
         """``z[fit]``; from a matrix on disk, written to a file of its own a chunk at a time (the student reads its
@@ -231,6 +271,23 @@ class Trained:
     first_epoch: int = 0
     #: The device the student trained on (``config.device`` resolved on this machine, e.g. ``"cuda:0"``).
     device: str = "cpu"
+
+
+def synthetic_rows(
+    data: PreparedData, teacher: Teacher, fit: np.ndarray, config: DistillConfig, folder: RowFolder | None
+) -> SyntheticRows:
+    """``config.synthetic_rows`` rows per fitting row (positions ``fit``), made by :func:`munge`, encoded, and
+    labelled with the teacher's leaves, margins and targets (kept on disk like the training rows when large)."""
+    frame = data.train_frame.iloc[fit].reset_index(drop=True)
+    synthetic = munge(frame, config.synthetic_rows, seed=config.seed)
+    margin = teacher.predict_margin(synthetic)
+    return SyntheticRows(
+        copies=config.synthetic_rows,
+        z=encode_rows(data.encoder, synthetic, folder, config.spill_bytes, "z-synthetic"),
+        y=teacher_labels(margin, data.task),
+        leaves=leaf_rows(teacher, synthetic, folder, config.spill_bytes),
+        teacher_margin=margin,
+    )
 
 
 def leaf_rows(teacher: Teacher, frame: pd.DataFrame, folder: RowFolder | None, spill_bytes: int) -> np.ndarray:
@@ -336,9 +393,10 @@ class Pipeline:
         encoder = encoder_for(
             split.train_frame, split.schema, teacher_obj, config.threshold_bins, config.merge_categories
         )
-        n_train = len(split.train_frame)
-        leaf_bytes = 4 * n_train * teacher_obj.structure().n_trees  # int32 leaf indices
-        folder = self.rows_folder(max(encoded_bytes(encoder, n_train), leaf_bytes))
+        # the synthetic rows (as many again per fitting row) are the largest matrices when there are any
+        n_rows = len(split.train_frame) * max(1, config.synthetic_rows)
+        leaf_bytes = 4 * n_rows * teacher_obj.structure().n_trees  # int32 leaf indices
+        folder = self.rows_folder(max(encoded_bytes(encoder, n_rows), leaf_bytes))
         data = PreparedData.encode(split, encoder, folder=folder, spill_bytes=config.spill_bytes)
         n = len(data.z_train)
         background = take_rows(data.z_train, background_index(n, BACKGROUND_ROWS, config.seed))
@@ -356,9 +414,17 @@ class Pipeline:
             cache=self.cache,
             device=device,
         )
+        validation = validation_split(
+            data.y_train, task=data.task, fraction=config.validation_fraction, seed=config.seed
+        )
+        synthetic = None
+        if config.synthetic_rows > 0:
+            with progress.step("synthetic rows labelled by the teacher"):
+                synthetic = synthetic_rows(data, teacher_obj, validation.fit, config, folder)
         return Prepared(
             data=data,
             teacher=teacher_obj,
+            synthetic=synthetic,
             leaves_train=leaves,
             teacher_margin_train=margin,
             background=background,
@@ -367,9 +433,7 @@ class Pipeline:
             progress=progress,
             timings={"prepare_s": prepare_s, "teacher_s": teacher_s},
             rows_folder=folder,
-            validation=validation_split(
-                data.y_train, task=data.task, fraction=config.validation_fraction, seed=config.seed
-            ),
+            validation=validation,
         )
 
     def rows_folder(self, largest: int) -> RowFolder | None:

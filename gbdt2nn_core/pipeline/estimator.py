@@ -200,6 +200,7 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
         alignment_batches: AlignmentBatches = _DEFAULTS.alignment_batches,
         epochs: int = 20,
         validation_fraction: float = _DEFAULTS.validation_fraction,
+        synthetic_rows: int = _DEFAULTS.synthetic_rows,
         early_stopping: bool = True,
         n_iter_no_change: int = 3,
         teacher_explanation: str = _DEFAULTS.teacher_explanation,
@@ -228,6 +229,7 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
         self.alignment_batches = alignment_batches
         self.epochs = epochs
         self.validation_fraction = validation_fraction
+        self.synthetic_rows = synthetic_rows
         self.early_stopping = early_stopping
         self.n_iter_no_change = n_iter_no_change
         self.teacher_explanation = teacher_explanation
@@ -323,6 +325,7 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
             alignment_min_rows=self.alignment_min_rows,
             alignment_batches=self.alignment_batches,
             validation_fraction=self.validation_fraction,
+            synthetic_rows=self.synthetic_rows,
             teacher_explanation=self.teacher_explanation,
             background_rows=self.background_rows,
             threshold_bins=self.threshold_bins,
@@ -859,6 +862,9 @@ class GBDT2NNRegressor(RegressorMixin, _GBDT2NNBase):  # type: ignore[misc]
         The share of the training rows the student holds out (seeded, stratified for classification; 0 = none;
         the teacher trains on every row), whether it stops once the task loss on them has not improved for
         ``n_iter_no_change`` epochs, restoring the best epoch's weights (as scikit-learn's ``MLPClassifier``).
+    synthetic_rows:
+        Synthetic rows per training row that the student also trains on, labelled by the teacher (MUNGE: rows near
+        the data, see :mod:`gbdt2nn_core.pipeline.synthetic`); 0 (default) = none.
     teacher_explanation, background_rows:
         The teacher's TreeSHAP to imitate: ``"path-dependent"`` (native) or ``"interventional"`` against a
         background of ``background_rows`` training rows (needs the ``shap`` plugin).

@@ -150,7 +150,11 @@ def parts_of(run: DistillRun) -> RunParts:
         model=model,
         config=run.config,
         metrics=run.metrics,
-        history={**run.student.history, "validation_split": run.prepared.validation.describe()},
+        history={
+            **run.student.history,
+            "validation_split": run.prepared.validation.describe(),
+            "synthetic_rows": run.prepared.synthetic.describe() if run.prepared.synthetic is not None else None,
+        },
         teacher_background=run.prepared.teacher_background,
         device=run.trained.device,
     )
