@@ -110,6 +110,8 @@ ATTRIBUTORS: dict[str, tuple[str, Callable[[dict[str, Any]], dict[str, Any]]]] =
     "gradient (saliency)": ("gradient", lambda s: {}),
     "gradient-x-input": ("gradient-x-input", lambda s: {}),
     "integrated gradients": ("integrated-gradients", lambda s: {"steps": s["ig_steps"]}),
+    # the plugin's own default number of points (8): what an aligned run uses unless told otherwise
+    "integrated gradients (default points)": ("integrated-gradients", lambda s: {}),
     "expected gradients (shap)": ("shap", lambda s: {"samples": s["eg_samples"]}),
 }
 
