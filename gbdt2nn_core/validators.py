@@ -18,6 +18,7 @@ __all__ = [
     "batch_size",
     "batch_size_or_auto",
     "boolean",
+    "count_or_auto",
     "non_negative_float",
     "non_negative_int",
     "positive_float",
@@ -69,6 +70,16 @@ def batch_size(_: object, attribute: attrs.Attribute[int], value: int) -> None:
             setting=attribute.name,
             value=value,
             fix="use a whole number of at least 2 (BatchNorm needs two rows per batch)",
+        )
+
+
+def count_or_auto(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    """attrs validator: ``"auto"`` (chosen from the data) or a whole number of at least 0."""
+    if value == "auto":
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ConfigError(
+            setting=attribute.name, value=value, fix="use auto (chosen from the task) or a whole number of at least 0"
         )
 
 

@@ -687,8 +687,8 @@ CASES: list[Case] = [
         where="CLI",
         bad="a negative count: `--synthetic-rows -1`",
         argv=(*DISTILL, "--synthetic-rows", "-1"),
-        message=E + "invalid synthetic_rows=-1: use a whole number of at least 0",
-        fix="synthetic rows per training row: 1 or 2 (0 = none)",
+        message=E + "invalid synthetic_rows=-1: use auto (chosen from the task) or a whole number of at least 0",
+        fix="synthetic rows per training row, e.g. 2, or auto (0 = none)",
     ),
     Case(
         id="student-patience-zero",

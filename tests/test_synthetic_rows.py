@@ -15,6 +15,7 @@ from scipy.spatial.distance import cdist
 from gbdt2nn_core.data import load_bundled
 from gbdt2nn_core.data.rowfile import RowFolder
 from gbdt2nn_core.pipeline import DistillConfig, Pipeline
+from gbdt2nn_core.pipeline.config import AUTO_SYNTHETIC_ROWS
 from gbdt2nn_core.pipeline.distill import run_student
 from gbdt2nn_core.pipeline.synthetic import SyntheticRows, munge, teacher_labels
 
@@ -85,7 +86,12 @@ def test_teacher_labels_follow_the_tasks_coding() -> None:
 
 def test_a_shards_synthetic_rows_are_those_made_from_its_own_rows() -> None:
     rows = SyntheticRows(
-        copies=2, z=np.zeros((10, 1)), y=np.zeros(10), leaves=np.zeros((10, 1)), teacher_margin=np.zeros(10)
+        copies=2,
+        chosen="configured",
+        z=np.zeros((10, 1)),
+        y=np.zeros(10),
+        leaves=np.zeros((10, 1)),
+        teacher_margin=np.zeros(10),
     )
     np.testing.assert_array_equal(rows.positions(5, np.array([1, 3])), [1, 3, 6, 8])
     np.testing.assert_array_equal(rows.positions(5, None), np.arange(10))
@@ -131,3 +137,27 @@ def test_the_student_trains_on_its_rows_and_the_teachers_labelled_synthetic_ones
     run = run_student(pipeline, prepared, 1.0)
     assert np.isfinite(run.record.student.test["auc"])
     assert run.record.student.agreement["spearman"] > 0
+
+
+def test_auto_gives_regression_students_synthetic_rows_and_classifiers_none() -> None:
+    config = DistillConfig()
+    assert config.synthetic_rows == "auto"
+    assert config.synthetic_rows_for("regression") == AUTO_SYNTHETIC_ROWS == 2
+    assert config.synthetic_rows_for("binary") == config.synthetic_rows_for("multiclass") == 0
+    assert DistillConfig(synthetic_rows=1).synthetic_rows_for("binary") == 1
+    dataset = load_bundled("california")
+    pipeline = Pipeline(DistillConfig(teacher_options={"num_threads": 1, "n_estimators": 5}, cache=False))
+    prepared = pipeline.prepare(dataset.frame.head(600), dataset.target)
+    assert prepared.synthetic is not None
+    assert prepared.synthetic.describe() == {
+        "synthetic_rows": 2 * len(prepared.validation.fit),
+        "per_fitting_row": 2,
+        "chosen": "auto (regression)",
+        "labels": "the teacher's",
+    }
+    # regression labels are the teacher's predictions (LightGBM's own predict)
+    synthetic = munge(prepared.data.train_frame.iloc[prepared.validation.fit].reset_index(drop=True), 2, seed=0)
+    np.testing.assert_allclose(prepared.synthetic.y, prepared.teacher.native_model.predict(synthetic), rtol=1e-12)
+    adult = load_bundled("adult")
+    classifier = Pipeline(DistillConfig(teacher_options={"num_threads": 1, "n_estimators": 5}, cache=False))
+    assert classifier.prepare(adult.frame.head(600), adult.target).synthetic is None

@@ -101,11 +101,11 @@ def add_parser(subparsers: Any) -> None:
     )
     training.add_argument(
         "--synthetic-rows",
-        type=int,
+        type=_count_or_auto,
         metavar="N",
         help="synthetic rows per training row, labelled by the teacher, that the student also trains on (MUNGE: "
         "rows near the data, so the student learns the teacher's function between them; each adds an epoch's "
-        "worth of steps); 0 = none (default: 0)",
+        "worth of steps); 0 = none (default: auto, 2 for regression, none for classification)",
     )
     training.add_argument("--seed", type=int, default=None, help="random seed (default: 0)")
     training.add_argument(
@@ -149,6 +149,14 @@ def add_parser(subparsers: Any) -> None:
     output.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     output.add_argument("--json", action="store_true", help="print metrics as JSON instead of a table")
     parser.set_defaults(func=run)
+
+
+def _count_or_auto(text: str) -> int | str:
+    """A whole number, or the text as given: ``auto``, or a mistake that ``DistillConfig`` refuses in one line."""
+    try:
+        return int(text)
+    except ValueError:
+        return text
 
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:

@@ -278,11 +278,13 @@ def synthetic_rows(
 ) -> SyntheticRows:
     """``config.synthetic_rows`` rows per fitting row (positions ``fit``), made by :func:`munge`, encoded, and
     labelled with the teacher's leaves, margins and targets (kept on disk like the training rows when large)."""
+    copies = config.synthetic_rows_for(data.task)
     frame = data.train_frame.iloc[fit].reset_index(drop=True)
-    synthetic = munge(frame, config.synthetic_rows, seed=config.seed)
+    synthetic = munge(frame, copies, seed=config.seed)
     margin = teacher.predict_margin(synthetic)
     return SyntheticRows(
-        copies=config.synthetic_rows,
+        copies=copies,
+        chosen="auto (regression)" if config.synthetic_rows == "auto" else "configured",
         z=encode_rows(data.encoder, synthetic, folder, config.spill_bytes, "z-synthetic"),
         y=teacher_labels(margin, data.task),
         leaves=leaf_rows(teacher, synthetic, folder, config.spill_bytes),
@@ -394,7 +396,7 @@ class Pipeline:
             split.train_frame, split.schema, teacher_obj, config.threshold_bins, config.merge_categories
         )
         # the synthetic rows (as many again per fitting row) are the largest matrices when there are any
-        n_rows = len(split.train_frame) * max(1, config.synthetic_rows)
+        n_rows = len(split.train_frame) * max(1, config.synthetic_rows_for(split.task))
         leaf_bytes = 4 * n_rows * teacher_obj.structure().n_trees  # int32 leaf indices
         folder = self.rows_folder(max(encoded_bytes(encoder, n_rows), leaf_bytes))
         data = PreparedData.encode(split, encoder, folder=folder, spill_bytes=config.spill_bytes)
@@ -418,7 +420,7 @@ class Pipeline:
             data.y_train, task=data.task, fraction=config.validation_fraction, seed=config.seed
         )
         synthetic = None
-        if config.synthetic_rows > 0:
+        if config.synthetic_rows_for(data.task) > 0:
             with progress.step("synthetic rows labelled by the teacher"):
                 synthetic = synthetic_rows(data, teacher_obj, validation.fit, config, folder)
         return Prepared(

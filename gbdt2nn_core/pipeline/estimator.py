@@ -30,7 +30,7 @@ import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import attrs
 import numpy as np
@@ -200,7 +200,7 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
         alignment_batches: AlignmentBatches = _DEFAULTS.alignment_batches,
         epochs: int = 20,
         validation_fraction: float = _DEFAULTS.validation_fraction,
-        synthetic_rows: int = _DEFAULTS.synthetic_rows,
+        synthetic_rows: int | Literal["auto"] = _DEFAULTS.synthetic_rows,
         early_stopping: bool = True,
         n_iter_no_change: int = 3,
         teacher_explanation: str = _DEFAULTS.teacher_explanation,
@@ -864,7 +864,8 @@ class GBDT2NNRegressor(RegressorMixin, _GBDT2NNBase):  # type: ignore[misc]
         ``n_iter_no_change`` epochs, restoring the best epoch's weights (as scikit-learn's ``MLPClassifier``).
     synthetic_rows:
         Synthetic rows per training row that the student also trains on, labelled by the teacher (MUNGE: rows near
-        the data, see :mod:`gbdt2nn_core.pipeline.synthetic`); 0 (default) = none.
+        the data, see :mod:`gbdt2nn_core.pipeline.synthetic`); ``"auto"`` (default): 2 for a regressor, none for a
+        classifier; 0 = none.
     teacher_explanation, background_rows:
         The teacher's TreeSHAP to imitate: ``"path-dependent"`` (native) or ``"interventional"`` against a
         background of ``background_rows`` training rows (needs the ``shap`` plugin).

@@ -118,6 +118,8 @@ class SyntheticRows:
     fitting rows takes the synthetic rows made from its own rows)."""
 
     copies: int
+    #: How the count was chosen, for the run's record ("auto (regression)" or "configured").
+    chosen: str
     #: Encoded like the training rows ``(copies · n, D)`` (in memory, or a file of the run's rows folder).
     z: np.ndarray = attrs.field(eq=False, repr=False)
     #: The teacher's labels (:func:`teacher_labels`).
@@ -134,7 +136,12 @@ class SyntheticRows:
 
     def describe(self) -> dict[str, object]:
         """What the run's record says about them."""
-        return {"synthetic_rows": len(self.y), "synthetic_per_fitting_row": self.copies, "synthetic_labels": "teacher"}
+        return {
+            "synthetic_rows": len(self.y),
+            "per_fitting_row": self.copies,
+            "chosen": self.chosen,
+            "labels": "the teacher's",
+        }
 
 
 def teacher_labels(margin: np.ndarray, task: Task) -> np.ndarray:
