@@ -18,20 +18,21 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.stats import spearmanr
 
 from gbdt2nn_core.data import load_bundled
 from gbdt2nn_core.host.registry import get_registry
 from gbdt2nn_core.pipeline import DistillConfig, Pipeline
 from gbdt2nn_core.pipeline.distill import run_student
+from gbdt2nn_core.pipeline.metrics import agreement
 
 POINTS = (2, 4, 8, 16, 32)
 REFERENCE_POINTS = 2048
 
 
 def mean_spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean over rows of the Spearman correlation of two attribution matrices ``(n, d)``."""
-    return float(np.nanmean([spearmanr(x, y)[0] for x, y in zip(a, b, strict=True)]))
+    """Mean over rows of the Spearman correlation of two attribution matrices ``(n, d)``: the evaluation's own
+    agreement measure."""
+    return agreement(a, b)["spearman"]
 
 
 def columns(
