@@ -112,7 +112,12 @@ ATTRIBUTORS: dict[str, tuple[str, Callable[[dict[str, Any]], dict[str, Any]]]] =
     "integrated gradients": ("integrated-gradients", lambda s: {"steps": s["ig_steps"]}),
     # the plugin's own default number of points (8): what an aligned run uses unless told otherwise
     "integrated gradients (default points)": ("integrated-gradients", lambda s: {}),
-    "expected gradients (shap)": ("shap", lambda s: {"samples": s["eg_samples"]}),
+    "expected gradients (shap)": (
+        "shap",
+        lambda s: {"samples": s["eg_samples"], "training_samples": s["eg_samples"]},
+    ),
+    # the plugin's own default draws inside a training step (8): what an aligned run uses unless told otherwise
+    "expected gradients (default draws)": ("shap", lambda s: {}),
 }
 
 

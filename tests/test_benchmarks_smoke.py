@@ -74,6 +74,7 @@ def test_every_attributor_trains_a_joint_step(quick_run: tuple[dict[str, Any], s
         "integrated gradients",
         "integrated gradients (default points)",
         "expected gradients (shap)",
+        "expected gradients (default draws)",
     }
     variants = {", dense path (before)", "", ", lookup first layer"}
     expected = {f"{name}{variant}" for name in with_column_path for variant in variants} | {"gradient (saliency)"}

@@ -32,7 +32,9 @@ def make_net(n_features: int, n_outputs: int, *, seed: int = 0) -> nn.Module:
     return net.eval()
 
 
-@pytest.mark.parametrize("options", [{}, {"samples": 5, "seed": 3, "internal_batch_size": 20}], ids=str)
+@pytest.mark.parametrize(
+    "options", [{}, {"samples": 5, "training_samples": 2, "seed": 3, "internal_batch_size": 20}], ids=str
+)
 def test_conforms_to_the_attributor_contract(options):
     (spec,) = gbdt2nn_register_attributors()
     check_attributor(spec, options=options)
@@ -113,12 +115,27 @@ def test_draws_are_fresh_per_call_and_restart_on_fit():
     torch.testing.assert_close(chunked.attribute(model, z), first, rtol=0, atol=1e-12)
 
 
+def test_training_draws_apply_to_differentiable_results_only():
+    """``training_samples`` draws when the result is to be differentiated, ``samples`` otherwise: each call equals
+    an attributor that draws that many every time (the same random stream), on both paths."""
+    net = make_net(4, 1)
+    model = lambda x: net(x)[:, 0]  # noqa: E731
+    background = torch.randn(20, 4, dtype=torch.float64)
+    z = torch.randn(5, 4, dtype=torch.float64)
+    mixed = ExpectedGradients(samples=6, training_samples=2, seed=1)
+    for draws, create_graph in ((2, True), (6, False)):
+        alone = ExpectedGradients(samples=draws, training_samples=draws, seed=1).fit(model, background)
+        got = mixed.fit(model, background).attribute(model, z, create_graph=create_graph)
+        torch.testing.assert_close(got, alone.attribute(model, z, create_graph=create_graph), rtol=0, atol=0)
+    assert ExpectedGradients(samples=6, training_samples=None).training_samples == 6
+
+
 def test_parameter_gradients_match_finite_differences():
     net = make_net(4, 2, seed=3)
     background = torch.randn(10, 4, dtype=torch.float64)
     z = torch.randn(5, 4, dtype=torch.float64)
     target = torch.randn(5, 2, 4, dtype=torch.float64)
-    attributor = ExpectedGradients(samples=3)
+    attributor = ExpectedGradients(samples=3, training_samples=3)
     weight = net[3].weight
 
     def loss() -> torch.Tensor:
@@ -140,6 +157,8 @@ def test_parameter_gradients_match_finite_differences():
 def test_rejects_bad_options_and_calls_in_one_line():
     with pytest.raises(ConfigError, match="samples=0"):
         ExpectedGradients(samples=0)
+    with pytest.raises(ConfigError, match="training_samples=0"):
+        ExpectedGradients(training_samples=0)
     with pytest.raises(DataError, match="needs a background sample"):
         ExpectedGradients().attribute(lambda x: x.sum(1), torch.ones(2, 3))
     with pytest.raises(DataError, match="3 columns but the background sample had 4"):
@@ -154,7 +173,7 @@ def test_plugin_module_does_not_import_torch_or_shap():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-@pytest.mark.parametrize("options", [{}, {"samples": 5, "internal_batch_size": 30}])
+@pytest.mark.parametrize("options", [{}, {"samples": 5, "training_samples": 3, "internal_batch_size": 30}])
 def test_column_path_equals_the_dense_path(options: dict[str, object]) -> None:
     """The first-layer column path: same values and alignment gradients as the dense path (the conformance kit)."""
     from gbdt2nn_core.testing import check_column_path

@@ -18,7 +18,7 @@ def _make_shap(**options: Any) -> Attributor:
 
 @hookimpl
 def gbdt2nn_register_attributors() -> list[AttributorSpec]:
-    """Expected gradients (options: samples, seed, internal_batch_size), differentiable."""
+    """Expected gradients (options: samples, training_samples, seed, internal_batch_size), differentiable."""
     return [
         AttributorSpec(
             name="shap",

@@ -1,0 +1,159 @@
+"""How many draws expected gradients needs: to explain a GBDT2NN student, and inside a training step.
+
+Expected gradients (the ``shap`` attributor) is a Monte Carlo estimate: each draw is a baseline from the background
+and a point on the path to it. Two questions, two tables:
+
+1. **Explaining** a trained student: the relative L2 error and rank agreement of a k-draw estimate against a
+   reference of many draws (an estimate of the exact expectation over the background), its rank agreement with the
+   teacher's interventional TreeSHAP, and its time per 1,000 rows.
+2. **Training**: aligned students trained with k draws a step (``training_samples``), all explained afterwards by
+   the same many-draw reference: does a cheaper step train a student that explains as well, and predicts as well?
+
+    python benchmarks/eg_samples.py --dataset adult --seeds 0,1 --json benchmarks/results/eg-samples-adult.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+import numpy as np
+import torch
+
+from gbdt2nn_core.data import load_bundled
+from gbdt2nn_core.host.registry import get_registry
+from gbdt2nn_core.pipeline import DistillConfig, Pipeline
+from gbdt2nn_core.pipeline.distill import run_student
+from gbdt2nn_core.pipeline.metrics import agreement
+
+EXPLAIN_DRAWS = (4, 8, 16, 32, 64, 128, 256)
+TRAINING_DRAWS = (4, 8, 16)
+REFERENCE_DRAWS = 2048
+REPEATS = 3  # independent estimates per draw count: their errors are averaged
+
+
+def columns(
+    module: torch.nn.Module, z: torch.Tensor, background: torch.Tensor, aggregation: torch.Tensor, draws: int, seed: int
+) -> np.ndarray:
+    """Expected gradients of ``z`` per input column, ``(n, d·outputs)``, from ``draws`` draws seeded by ``seed``."""
+    attributor = get_registry().attributor("shap", samples=draws, seed=seed, internal_batch_size=64 * len(z))
+    attributor.fit(module, background)
+    return np.asarray(attributor.attribute_columns(module, z, aggregation).numpy()).reshape(len(z), -1)
+
+
+def explain_records(
+    module: torch.nn.Module,
+    z: torch.Tensor,
+    background: torch.Tensor,
+    aggregation: torch.Tensor,
+    teacher: np.ndarray,
+    reference: np.ndarray,
+) -> list[dict[str, Any]]:
+    """Table 1: k-draw estimates against the reference, averaged over :data:`REPEATS` seeds."""
+    records = []
+    for draws in EXPLAIN_DRAWS:
+        errors, vs_reference, vs_teacher, seconds = [], [], [], []
+        for seed in range(REPEATS):
+            started = time.perf_counter()
+            values = columns(module, z, background, aggregation, draws, seed)
+            seconds.append(time.perf_counter() - started)
+            errors.append(float(np.linalg.norm(values - reference) / np.linalg.norm(reference)))
+            vs_reference.append(agreement(values, reference)["spearman"])
+            vs_teacher.append(agreement(values, teacher)["spearman"])
+        records.append(
+            {
+                "draws": draws,
+                "relative_l2_error": float(np.mean(errors)),
+                "spearman_vs_reference": float(np.mean(vs_reference)),
+                "spearman_vs_treeshap": float(np.mean(vs_teacher)),
+                "seconds_per_1000_rows": float(np.median(seconds)) * 1000 / len(z),
+            }
+        )
+    return records
+
+
+def measure(dataset: str, seed: int, rows: int) -> dict[str, Any]:
+    """Both tables for one dataset and seed."""
+    bundled = load_bundled(dataset)
+    task = "regression" if dataset == "california" else "binary"
+    config = DistillConfig(task=task, seed=seed, attributor="shap", threads=1, teacher_options={"num_threads": 1})
+    pipeline = Pipeline(config)
+    pipeline.check()
+    prepared = pipeline.prepare(bundled.frame, bundled.target)
+    aggregation = torch.as_tensor(prepared.data.encoder.aggregation(), dtype=torch.float64)
+    z = torch.as_tensor(np.asarray(prepared.data.z_test[:rows]), dtype=torch.float64)
+    background = torch.as_tensor(np.asarray(prepared.background), dtype=torch.float64)
+    teacher = prepared.shap_test.values[:rows].reshape(len(z), -1)  # interventional TreeSHAP: the same reference
+    explaining: list[dict[str, Any]] = []
+    training: list[dict[str, Any]] = []
+    for draws in (None, *TRAINING_DRAWS):  # None: the plain student
+        options = {} if draws is None else {"training_samples": draws}
+        student_pipeline = Pipeline(attrs.evolve(config, attributor_options=options))
+        weight = 0.0 if draws is None else config.alignment_weight
+        run = run_student(student_pipeline, prepared, weight)
+        module = run.trained.student.module_.double().eval()
+        reference = columns(module, z, background, aggregation, REFERENCE_DRAWS, seed=1000)
+        record = run.record.to_json()
+        training.append(
+            {
+                "dataset": dataset,
+                "seed": seed,
+                "student": "plain" if draws is None else "aligned",
+                "training_samples": draws,
+                "test": record["student"]["test"],
+                "teacher_test": record["teacher"]["test"],
+                "epochs": len(run.trained.student.history["epochs"]),
+                "training_seconds": run.trained.seconds,
+                "spearman_reported": record["student"]["agreement"]["spearman"],
+                "spearman_reference_vs_treeshap": agreement(reference, teacher)["spearman"],
+            }
+        )
+        if draws is None or draws == 8:
+            explaining += [
+                {"dataset": dataset, "seed": seed, "student": training[-1]["student"], **r}
+                for r in explain_records(module, z, background, aggregation, teacher, reference)
+            ]
+    return {"explaining": explaining, "training": training}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", default="adult", choices=["california", "adult"])
+    parser.add_argument("--seeds", default="0", help="comma-separated seeds")
+    parser.add_argument("--rows", type=int, default=500, help="test rows explained")
+    parser.add_argument("--json", help="write the records here")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)  # one thread: the machine is shared (see BENCHMARKS.md)
+    explaining: list[dict[str, Any]] = []
+    training: list[dict[str, Any]] = []
+    for seed in (int(s) for s in args.seeds.split(",")):
+        result = measure(args.dataset, seed, args.rows)
+        explaining += result["explaining"]
+        training += result["training"]
+    print("| student | draws | relative L2 error | Spearman vs reference | Spearman vs TreeSHAP | s / 1,000 rows |")
+    print("|---|---|---|---|---|---|")
+    for r in explaining:
+        print(
+            f"| {r['student']} (seed {r['seed']}) | {r['draws']} | {r['relative_l2_error']:.3f} | "
+            f"{r['spearman_vs_reference']:.3f} | {r['spearman_vs_treeshap']:.3f} | {r['seconds_per_1000_rows']:.2f} |"
+        )
+    print()
+    print("| student | training draws | test | epochs | training s | Spearman vs TreeSHAP (reference) |")
+    print("|---|---|---|---|---|---|")
+    for r in training:
+        test = ", ".join(f"{k} {v:.4f}" for k, v in r["test"].items())
+        print(
+            f"| {r['student']} (seed {r['seed']}) | {r['training_samples'] or '—'} | {test} | {r['epochs']} | "
+            f"{r['training_seconds']:.0f} | {r['spearman_reference_vs_treeshap']:.4f} |"
+        )
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as out:
+            json.dump({"explaining": explaining, "training": training}, out, indent=1)
+
+
+if __name__ == "__main__":
+    main()
