@@ -23,10 +23,10 @@ from typing import Any
 import attrs
 import numpy as np
 import torch
+from ig_points import explained_rows
 
-from gbdt2nn_core.data import load_bundled
 from gbdt2nn_core.host.registry import get_registry
-from gbdt2nn_core.pipeline import DistillConfig, Pipeline
+from gbdt2nn_core.pipeline import Pipeline
 from gbdt2nn_core.pipeline.distill import run_student
 from gbdt2nn_core.pipeline.metrics import agreement
 
@@ -78,16 +78,10 @@ def explain_records(
 
 def measure(dataset: str, seed: int, rows: int) -> dict[str, Any]:
     """Both tables for one dataset and seed."""
-    bundled = load_bundled(dataset)
-    task = "regression" if dataset == "california" else "binary"
-    config = DistillConfig(task=task, seed=seed, attributor="shap", threads=1, teacher_options={"num_threads": 1})
-    pipeline = Pipeline(config)
-    pipeline.check()
-    prepared = pipeline.prepare(bundled.frame, bundled.target)
-    aggregation = torch.as_tensor(prepared.data.encoder.aggregation(), dtype=torch.float64)
-    z = torch.as_tensor(np.asarray(prepared.data.z_test[:rows]), dtype=torch.float64)
-    background = torch.as_tensor(np.asarray(prepared.background), dtype=torch.float64)
-    teacher = prepared.shap_test.values[:rows].reshape(len(z), -1)  # interventional TreeSHAP: the same reference
+    # the teacher's explanations: interventional TreeSHAP, the same reference as expected gradients
+    explained = explained_rows(dataset, rows, seed=seed, attributor="shap", threads=1)
+    pipeline, prepared, aggregation, z, background, teacher = explained
+    config = pipeline.config
     explaining: list[dict[str, Any]] = []
     training: list[dict[str, Any]] = []
     for draws in (None, *TRAINING_DRAWS):  # None: the plain student
@@ -95,7 +89,7 @@ def measure(dataset: str, seed: int, rows: int) -> dict[str, Any]:
         student_pipeline = Pipeline(attrs.evolve(config, attributor_options=options))
         weight = 0.0 if draws is None else config.alignment_weight
         run = run_student(student_pipeline, prepared, weight)
-        module = run.trained.student.module_.double().eval()
+        module = run.trained.student.module.double().eval()
         reference = columns(module, z, background, aggregation, REFERENCE_DRAWS, seed=1000)
         record = run.record.to_json()
         training.append(

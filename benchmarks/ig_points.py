@@ -14,14 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
 from gbdt2nn_core.data import load_bundled
 from gbdt2nn_core.host.registry import get_registry
-from gbdt2nn_core.pipeline import DistillConfig, Pipeline
+from gbdt2nn_core.pipeline import DistillConfig, Pipeline, Prepared
 from gbdt2nn_core.pipeline.distill import run_student
 from gbdt2nn_core.pipeline.metrics import agreement
 
@@ -53,28 +53,45 @@ def columns(
     return np.asarray(result.numpy()).reshape(len(z), -1)
 
 
-def measure(dataset: str, rows: int, epochs: int, seed: int) -> list[dict[str, Any]]:
-    """One record per (student, number of points)."""
+class ExplainedRows(NamedTuple):
+    """A prepared bundled dataset and the test rows a benchmark explains, in float64."""
+
+    pipeline: Pipeline
+    prepared: Prepared
+    aggregation: torch.Tensor  # encoded value -> input column
+    z: torch.Tensor  # the first ``rows`` encoded test rows
+    background: torch.Tensor  # the attributors' background sample
+    teacher: np.ndarray  # the teacher's explanations of those rows, (rows, d·outputs)
+
+
+def explained_rows(dataset: str, rows: int, **settings: Any) -> ExplainedRows:
+    """Prepare bundled ``dataset`` (teacher, its explanations) with ``settings`` for :class:`DistillConfig`."""
     bundled = load_bundled(dataset)
     task = "regression" if dataset == "california" else "binary"
-    config = DistillConfig(
-        task=task,
-        seed=seed,
-        attributor="integrated-gradients",
-        student_options={"epochs": epochs},
-        teacher_options={"num_threads": 1},
-        cache=False,
-    )
-    pipeline = Pipeline(config)
+    pipeline = Pipeline(DistillConfig(task=task, teacher_options={"num_threads": 1}, **settings))
     pipeline.check()
     prepared = pipeline.prepare(bundled.frame, bundled.target)
-    aggregation = torch.as_tensor(prepared.data.encoder.aggregation(), dtype=torch.float64)
     z = torch.as_tensor(np.asarray(prepared.data.z_test[:rows]), dtype=torch.float64)
-    background = torch.as_tensor(np.asarray(prepared.background), dtype=torch.float64)
-    teacher = prepared.shap_test.values[:rows].reshape(len(z), -1)
+    return ExplainedRows(
+        pipeline=pipeline,
+        prepared=prepared,
+        aggregation=torch.as_tensor(prepared.data.encoder.aggregation(), dtype=torch.float64),
+        z=z,
+        background=torch.as_tensor(np.asarray(prepared.background), dtype=torch.float64),
+        teacher=prepared.shap_test.values[:rows].reshape(len(z), -1),
+    )
+
+
+def measure(dataset: str, rows: int, epochs: int, seed: int) -> list[dict[str, Any]]:
+    """One record per (student, number of points)."""
+    explained = explained_rows(
+        dataset, rows, seed=seed, attributor="integrated-gradients", student_options={"epochs": epochs}, cache=False
+    )
+    pipeline, prepared, aggregation, z, background, teacher = explained
+    config = pipeline.config
     records = []
     for student, weight in (("plain", 0.0), ("aligned", config.alignment_weight)):
-        module = run_student(pipeline, prepared, weight).trained.student.module_.double().eval()
+        module = run_student(pipeline, prepared, weight).trained.student.module.double().eval()
 
         reference = columns(module, z, background, aggregation, REFERENCE_POINTS, "riemann_trapezoid")
         for points in POINTS:
