@@ -93,7 +93,7 @@ class ExpectedGradients(Attributor):
         draws = picks.shape[0]
         n, width = z.shape
         assert self._background is not None  # _draw checked it
-        baselines = self._background[picks].to(dtype=z.dtype, device=z.device)  # (samples, n, D)
+        baselines = self._background[picks].to(dtype=z.dtype, device=z.device)  # (draws, n, D)
         deltas = z.unsqueeze(0) - baselines
         points = baselines + alphas.to(dtype=z.dtype, device=z.device) * deltas
         chunk = self._chunk(n, draws)
