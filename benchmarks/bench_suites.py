@@ -116,7 +116,7 @@ ATTRIBUTORS: dict[str, tuple[str, Callable[[dict[str, Any]], dict[str, Any]]]] =
         "shap",
         lambda s: {"samples": s["eg_samples"], "training_samples": s["eg_samples"]},
     ),
-    # the plugin's own default draws inside a training step (8): what an aligned run uses unless told otherwise
+    # the plugin's own default draws inside a training step (16): what an aligned run uses unless told otherwise
     "expected gradients (default draws)": ("shap", lambda s: {}),
 }
 
