@@ -23,9 +23,8 @@ from typing import Any
 import attrs
 import numpy as np
 import torch
-from ig_points import explained_rows
+from ig_points import attributed_columns, explained_rows
 
-from gbdt2nn_core.host.registry import get_registry
 from gbdt2nn_core.pipeline import Pipeline
 from gbdt2nn_core.pipeline.distill import run_student
 from gbdt2nn_core.pipeline.metrics import agreement
@@ -40,9 +39,9 @@ def columns(
     module: torch.nn.Module, z: torch.Tensor, background: torch.Tensor, aggregation: torch.Tensor, draws: int, seed: int
 ) -> np.ndarray:
     """Expected gradients of ``z`` per input column, ``(n, d·outputs)``, from ``draws`` draws seeded by ``seed``."""
-    attributor = get_registry().attributor("shap", samples=draws, seed=seed, internal_batch_size=64 * len(z))
-    attributor.fit(module, background)
-    return np.asarray(attributor.attribute_columns(module, z, aggregation).numpy()).reshape(len(z), -1)
+    return attributed_columns(
+        module, z, background, aggregation, "shap", samples=draws, seed=seed, internal_batch_size=64 * len(z)
+    )
 
 
 def explain_records(

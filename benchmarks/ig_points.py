@@ -35,6 +35,21 @@ def mean_spearman(a: np.ndarray, b: np.ndarray) -> float:
     return agreement(a, b)["spearman"]
 
 
+def attributed_columns(
+    module: torch.nn.Module,
+    z: torch.Tensor,
+    background: torch.Tensor,
+    aggregation: torch.Tensor,
+    attributor_name: str,
+    **options: Any,
+) -> np.ndarray:
+    """The registry attributor ``attributor_name`` with ``options``, fitted on ``background``: its explanation of
+    ``z`` per input column, ``(n, d·outputs)``."""
+    attributor = get_registry().attributor(attributor_name, **options)
+    attributor.fit(module, background)
+    return np.asarray(attributor.attribute_columns(module, z, aggregation).numpy()).reshape(len(z), -1)
+
+
 def columns(
     module: torch.nn.Module,
     z: torch.Tensor,
@@ -45,12 +60,16 @@ def columns(
 ) -> np.ndarray:
     """Integrated gradients of ``z`` per input column, ``(n, d·outputs)``, with ``points`` points of ``method``."""
     # a bounded number of path rows per pass: the reference would otherwise hold 2,048 × rows activations
-    attributor = get_registry().attributor(
-        "integrated-gradients", steps=points, method=method, internal_batch_size=32 * len(z)
+    return attributed_columns(
+        module,
+        z,
+        background,
+        aggregation,
+        "integrated-gradients",
+        steps=points,
+        method=method,
+        internal_batch_size=32 * len(z),
     )
-    attributor.fit(module, background)
-    result = attributor.attribute_columns(module, z, aggregation)
-    return np.asarray(result.numpy()).reshape(len(z), -1)
 
 
 class ExplainedRows(NamedTuple):

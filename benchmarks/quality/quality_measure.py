@@ -60,12 +60,14 @@ def measure(
     student_options: dict[str, Any] | None = None,
     alignment_weight: float | None = None,
     synthetic_rows: int | None = None,
+    threshold_bins: int | None = None,
 ) -> list[dict[str, Any]]:
     """Teacher and students of ``dataset`` with ``seed``: one record per model (task metrics, fidelity, agreement,
     seconds). ``threads`` is LightGBM's thread count; ``epochs`` overrides the students' default when given;
     ``student_options`` are GBDT2NN settings (the mlp student keeps its defaults); ``alignment_weight`` is λ of the
     aligned students (the pipeline's default when ``None``); ``synthetic_rows`` the teacher-labelled synthetic rows per
-    training row every student trains on besides its rows (likewise)."""
+    training row every student trains on besides its rows (likewise); ``threshold_bins`` the teacher thresholds per
+    numeric column in the students' encoding (likewise)."""
     epoch_budget = {} if epochs is None else {"epochs": epochs}
     config = DistillConfig(
         task=dataset.task,
@@ -74,6 +76,7 @@ def measure(
         student_options={**(student_options or {}), **epoch_budget},
         **({} if alignment_weight is None else {"alignment_weight": alignment_weight}),
         **({} if synthetic_rows is None else {"synthetic_rows": synthetic_rows}),
+        **({} if threshold_bins is None else {"threshold_bins": threshold_bins}),
         # every run computes its teacher's TreeSHAP, so that its time is measured, not a cache hit
         cache=False,
     )

@@ -79,6 +79,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="teacher-labelled synthetic rows per training row for both students (default: the pipeline's)",
     )
     parser.add_argument(
+        "--threshold-bins",
+        type=int,
+        default=None,
+        help="teacher split thresholds per numeric column in the students' encoding (default: the pipeline's)",
+    )
+    parser.add_argument(
         "--student-option",
         action="append",
         default=[],
@@ -123,6 +129,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         "student_options": parse_options(args.student_option, "--student-option"),
         "alignment_weight": args.alignment_weight,
         "synthetic_rows": args.synthetic_rows,
+        "threshold_bins": args.threshold_bins,
         "sample_rows": args.sample_rows,
         "threads": args.threads,
         # the teacher's TreeSHAP runs on every core this process may use (issue 11's default); `taskset` pins it
@@ -160,6 +167,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
                 student_options=meta["student_options"],
                 alignment_weight=args.alignment_weight,
                 synthetic_rows=args.synthetic_rows,
+                threshold_bins=args.threshold_bins,
             )
             for row in rows:
                 row["run_seconds"] = round(time.perf_counter() - run_started, 3)
