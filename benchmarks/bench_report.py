@@ -224,7 +224,7 @@ ISSUE_11 = {
     ),
     "expected gradients (shap)": ("joint step ÷ plain: expected gradients (16 samples), every row", "36.3×", "≤ 8×"),
     "expected gradients (default draws)": (
-        "joint step ÷ plain: expected gradients at the plugin's default training draws (16), every row",
+        "joint step ÷ plain: expected gradients at the plugin's default training draws (2 × 4), every row",
         "—",
         "≤ 8×",
     ),
@@ -366,8 +366,10 @@ def section_train(tr: dict[str, Any], context: dict[str, Any]) -> list[str]:
         "(`GBDT2NNStudent._train_epoch`): forward, distillation loss, backward, AdamW update; joint steps add the "
         "alignment term (MSE to the teacher's TreeSHAP, λ = 1, every batch), back-propagated through the "
         f"attribution (double back-propagation). Integrated gradients use {tr['ig_steps']} steps, expected gradients "
-        f"{tr['eg_samples']} samples; the rows marked *default points* and *default draws* use the plugins' own "
-        "defaults (8 Gauss–Legendre points; 16 draws in a training step). "
+        f"{tr['eg_samples']} draws a step (two independent estimates of half as many); "
+        "the rows marked *default points* and *default draws* use the plugins' own "
+        "defaults (8 Gauss–Legendre points; two independent estimates of 4 draws in a training step, the unbiased "
+        "cross term of the MSE). "
         f"Each timed call runs {tr['steps_per_call']} steps; figures are per step. "
         "*Dense path (before)*: the attribution of every encoded value by autograd through the whole network, "
         "summed per column (the path before issue 11). Unmarked: the attributor's first-layer column path (the "

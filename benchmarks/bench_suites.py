@@ -112,11 +112,12 @@ ATTRIBUTORS: dict[str, tuple[str, Callable[[dict[str, Any]], dict[str, Any]]]] =
     "integrated gradients": ("integrated-gradients", lambda s: {"steps": s["ig_steps"]}),
     # the plugin's own default number of points (8): what an aligned run uses unless told otherwise
     "integrated gradients (default points)": ("integrated-gradients", lambda s: {}),
+    # a joint step takes two independent estimates of a Monte Carlo attributor: eg_samples draws a step in all
     "expected gradients (shap)": (
         "shap",
-        lambda s: {"samples": s["eg_samples"], "training_samples": s["eg_samples"]},
+        lambda s: {"samples": s["eg_samples"], "training_samples": max(1, s["eg_samples"] // 2)},
     ),
-    # the plugin's own default draws inside a training step (16): what an aligned run uses unless told otherwise
+    # the plugin's own default draws inside a training step (2 estimates of 4): what an aligned run uses by default
     "expected gradients (default draws)": ("shap", lambda s: {}),
 }
 
@@ -283,6 +284,7 @@ def dense_path(attributor: Any) -> Any:
     class DensePath(Attributor):
         differentiable = attributor.differentiable
         reference = attributor.reference
+        monte_carlo = attributor.monte_carlo
 
         def fit(self, model: Any, background: Any) -> Any:
             attributor.fit(model, background)

@@ -517,6 +517,11 @@ class Attributor(abc.ABC):
     #: The students (registry names) it can explain; ``None``: any differentiable network. The pipeline refuses
     #: an attributor for another student before anything trains, and the experiment leaves it out by default.
     students: ClassVar[tuple[str, ...] | None] = None
+    #: Whether every differentiable call is a fresh, independent Monte Carlo estimate whose expectation is the
+    #: attribution (expected gradients). A joint step then takes two such estimates of its aligned rows; with a
+    #: :attr:`AlignmentLoss.quadratic` loss it subtracts their own noise from the loss, which would otherwise
+    #: penalise the student for the estimator's variance (see :func:`gbdt2nn_core.student.kit.alignment_loss`).
+    monte_carlo: ClassVar[bool] = False
 
     def fit(self, model: Callable[[torch.Tensor], torch.Tensor], background: torch.Tensor) -> Attributor:
         """Look at a background sample of encoded training rows (for baselines); the default does nothing."""
@@ -551,6 +556,11 @@ class AlignmentLoss(Protocol):
 
     Both tensors have shape ``(n, d)`` (rows by input columns); multi-output attributions are flattened to
     ``(n * k, d)`` by the core before the call.
+
+    A loss may declare the class attribute ``quadratic = True`` when it is a weighted mean of squares of
+    ``student_attr − teacher_attr`` whose weights depend on the teacher only (``mse``). The core then trains
+    :attr:`Attributor.monte_carlo` attributors with the unbiased cross term of two independent estimates
+    (:func:`gbdt2nn_core.testing.check_alignment_loss` checks the parallelogram law such a loss obeys).
     """
 
     def __call__(self, student_attr: torch.Tensor, teacher_attr: torch.Tensor, /) -> torch.Tensor: ...

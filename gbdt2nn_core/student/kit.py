@@ -280,12 +280,28 @@ def alignment_loss(
     ``teacher_attributions`` are the teacher's of the same rows, ``(n, d)`` or ``(n, k, d)``, in units of
     ``scale`` (:attr:`TargetScaling.scale`: attributions are differences of margins, so no offset); the student's
     are divided by it here, so that both sides are compared in the same training units.
+
+    A :attr:`~gbdt2nn_core.host.interfaces.Attributor.monte_carlo` attributor is called twice, for independent
+    estimates ``a₁, a₂`` of the student's attributions ``a``, and the loss compares their mean with the teacher's
+    ``φ``. The squared error of a noisy estimate is biased: ``E‖â − φ‖² = ‖a − φ‖² + Var(â)``, and the variance
+    term's gradient trains the network to make its gradients the same along every path and baseline, a smoothness
+    penalty that costs accuracy (california, expected gradients, seeds 0–1: test RMSE 5–8 % above the plain
+    student's at 8 and 16 draws). For a quadratic loss the core therefore subtracts the estimates' own noise,
+    ``L(φ + a₁ − a₂, φ) / 4``, which leaves ``⟨a₁ − φ, a₂ − φ⟩`` (weighted as the loss weighs): an unbiased
+    estimate of the exact term with an unbiased gradient (RMSE within 1 % of the plain student's at 8 draws).
     """
+    teacher = teacher_attributions.reshape(-1, teacher_attributions.shape[-1])
+    attributor = alignment.attributor
     with frozen_batchnorm(module):
-        student = column_attributions(alignment.attributor, module, z, aggregation, create_graph=True) / scale
-    return alignment.loss(
-        student.reshape(-1, student.shape[-1]), teacher_attributions.reshape(-1, teacher_attributions.shape[-1])
-    )
+        first = column_attributions(attributor, module, z, aggregation, create_graph=True) / scale
+        if not attributor.monte_carlo:
+            return alignment.loss(first.reshape(-1, first.shape[-1]), teacher)
+        second = column_attributions(attributor, module, z, aggregation, create_graph=True) / scale
+    first, second = first.reshape(-1, first.shape[-1]), second.reshape(-1, second.shape[-1])
+    value = alignment.loss((first + second) / 2, teacher)
+    if getattr(alignment.loss, "quadratic", False) is True:
+        value = value - alignment.loss(teacher + (first - second), teacher) / 4
+    return value
 
 
 def adamw(parameters: Any, *, lr: float, weight_decay: float) -> torch.optim.Optimizer:

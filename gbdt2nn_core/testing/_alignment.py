@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -24,7 +25,9 @@ def check_alignment_loss(
     Checked on random ``(n, d)`` attributions: the result is a finite scalar tensor; it is differentiable in the
     student argument (finite, not all-zero gradient) and does not need the teacher to require grad; a student
     equal to the teacher scores no worse than a random one; the same inputs give the same value; all-zero rows
-    and a single feature stay finite; and mismatched shapes raise a one-line error that names both shapes.
+    and a single feature stay finite; and mismatched shapes raise a one-line error that names both shapes. A loss that
+    declares ``quadratic = True`` must be a quadratic form of ``student − teacher`` with weights from the teacher
+    only: zero at agreement, four times the value at twice the difference, and the parallelogram law.
 
     Raises ``AssertionError`` naming the broken promise.
     """
@@ -63,6 +66,9 @@ def check_alignment_loss(
         loss, narrow.clone().requires_grad_(True), narrow.flip(0), f"{where} with one feature", nonzero=False
     )
 
+    if getattr(loss, "quadratic", False) is True:
+        _check_quadratic(loss, teacher, generator, where)
+
     for student_shape, teacher_shape in (((n_rows, n_features - 1), (n_rows, n_features)), ((n_rows,), (n_rows,))):
         try:
             loss(torch.randn(student_shape), torch.randn(teacher_shape))
@@ -94,3 +100,27 @@ def _check_gradient(
     assert torch.isfinite(grad).all(), f"{where}: the gradient contains NaN or inf"
     if nonzero:
         assert grad.abs().sum() > 0, f"{where}: the gradient is all zero"
+
+
+def _check_quadratic(loss: Callable[[Any, Any], Any], teacher: Any, generator: Any, where: str) -> None:
+    """``quadratic = True`` promises ``L(t + d, t) = ⟨d, d⟩_W(t)``: the core then trains on the cross term
+    ``⟨d₁, d₂⟩ = (L(t + d₁ + d₂) − L(t + d₁ − d₂)) / 4`` of two noisy estimates, unbiased only for such a loss."""
+    import torch
+
+    teacher = teacher.double()
+    first, second = (torch.randn(teacher.shape, generator=generator, dtype=torch.float64) for _ in range(2))
+
+    def at(difference: Any) -> float:
+        return float(loss(teacher + difference, teacher))
+
+    claim = f"{where} declares quadratic = True"
+    assert abs(at(0 * first)) <= 1e-9, f"{claim} but is {at(0 * first):.4g} at agreement, not 0"
+    assert math.isclose(at(2 * first), 4 * at(first), rel_tol=1e-6), (
+        f"{claim} but twice the difference gives {at(2 * first):.6g}, not 4 × {at(first):.6g}; "
+        "drop the declaration or make the loss a weighted mean of squared differences"
+    )
+    sides, diagonals = 2 * at(first) + 2 * at(second), at(first + second) + at(first - second)
+    assert math.isclose(diagonals, sides, rel_tol=1e-6), (
+        f"{claim} but breaks the parallelogram law ({diagonals:.6g} against {sides:.6g}): its weights depend on "
+        "the student's values; drop the declaration"
+    )

@@ -71,3 +71,9 @@ def test_rejects_bad_options_and_shapes_in_one_line():
 def test_plugin_module_does_not_import_torch():
     code = "import sys, gbdt2nn_mse.plugin; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_declares_itself_quadratic_for_noisy_attributors() -> None:
+    """The core debiases the term for Monte Carlo attributors only for such a loss; the kit checks the promise."""
+    assert AttributionMSE.quadratic is True
+    assert AttributionMSE(normalize=True).quadratic is True

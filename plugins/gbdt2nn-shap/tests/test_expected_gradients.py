@@ -181,3 +181,46 @@ def test_column_path_equals_the_dense_path(options: dict[str, object]) -> None:
 
     (spec,) = [spec for spec in register() if spec.name == "shap"]
     check_column_path(spec, options=options)
+
+
+class _Margin(nn.Module):
+    """The first output of a network, as the margin an attributor explains."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)[:, 0]
+
+
+def test_a_joint_step_trains_on_an_unbiased_estimate_of_the_exact_term():
+    """Expected gradients is a Monte Carlo attributor: the core's alignment term (two estimates of 2 draws, ``mse``)
+    averages over steps to the loss of the exact expectation (a 40,000-draw reference), where the squared error of
+    one 4-draw estimate is biased upwards by its variance."""
+    from gbdt2nn_core.kit.alignment import Alignment
+    from gbdt2nn_core.student.kit import alignment_loss
+    from gbdt2nn_mse import AttributionMSE
+
+    assert ExpectedGradients.monte_carlo
+    model = _Margin(make_net(4, 1, seed=2))
+    generator = torch.Generator().manual_seed(0)
+    background = torch.randn(30, 4, generator=generator, dtype=torch.float64)
+    z = torch.randn(6, 4, generator=generator, dtype=torch.float64)
+    exact = ExpectedGradients(samples=40_000, seed=9).fit(model, background).attribute(model, z)
+    teacher = exact + 0.05 * torch.randn(6, 4, generator=generator, dtype=torch.float64)
+    loss = AttributionMSE()
+    target = loss(exact, teacher).item()
+
+    attributor = ExpectedGradients(training_samples=2, seed=1).fit(model, background)
+    alignment = Alignment(attributor=attributor, loss=loss, teacher_attributions=teacher.numpy())
+    identity = torch.eye(4, dtype=torch.float64)
+    steps = 1500
+    debiased = torch.stack([alignment_loss(alignment, model, z, identity, teacher).detach() for _ in range(steps)])
+    four_draws = ExpectedGradients(training_samples=4, seed=1).fit(model, background)
+    noisy = torch.stack(
+        [loss(four_draws.attribute(model, z, create_graph=True), teacher).detach() for _ in range(steps)]
+    )
+    # besides the steps' standard error, 2 % for the reference's own noise (40,000 draws)
+    assert abs(debiased.mean().item() - target) < 4 * debiased.std().item() / steps**0.5 + 0.02 * target
+    assert noisy.mean().item() - target > 10 * noisy.std().item() / steps**0.5

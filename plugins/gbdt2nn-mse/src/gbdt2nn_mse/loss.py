@@ -23,6 +23,10 @@ class AttributionMSE:
         teacher row of (near) zeros cannot blow the loss up.
     """
 
+    #: A weighted mean of squares of the difference, with weights from the teacher only (also with ``normalize``):
+    #: the core may debias it for noisy (Monte Carlo) student attributions (:class:`AlignmentLoss`).
+    quadratic = True
+
     def __init__(self, normalize: bool = False, eps: float = 1e-3) -> None:
         if not isinstance(normalize, bool):
             raise ConfigError(setting="normalize", value=normalize, fix="use true or false")
