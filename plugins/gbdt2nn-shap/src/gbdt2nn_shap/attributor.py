@@ -125,11 +125,14 @@ class ExpectedGradients(Attributor):
         # only the background rows some draw picked go through the first layer
         used, picked = torch.unique(picks, return_inverse=True)
         chunk = self._chunk(n, draws)
-        with torch.enable_grad():
+        # Explaining, the first layer's outputs are constants: left attached to the parameters, every chunk's
+        # products would keep its graph alive until the end (12 GiB for 2,048 draws of 500 california rows).
+        with torch.enable_grad() if create_graph else torch.no_grad():
             layer = model.column_first_layer(z, aggregation)
             background = model.column_first_layer(
                 self._background[used.to(self._background.device)].to(dtype=z.dtype, device=z.device), aggregation
             )
+        with torch.enable_grad():
             first_z, first_b = layer.first, background.first  # (n, *first), (used, *first)
             alphas = alphas.to(dtype=z.dtype, device=z.device).reshape(draws, n, *([1] * (first_z.ndim - 1)))
             at_row: torch.Tensor | None = None  # Σ over draws of ∂f/∂h1, against the row's own shares
@@ -140,6 +143,8 @@ class ExpectedGradients(Attributor):
                 base = first_b[index]  # (s, n, *first)
                 points = base + alphas[start:stop] * (first_z.unsqueeze(0) - base)
                 grads = first_layer_gradients(model, points.reshape(-1, *first_z.shape[1:]), create_graph=create_graph)
+                if not create_graph:
+                    grads = grads.detach()
                 row_part = grads.reshape(stop - start, n, *grads.shape[1:]).sum(dim=0)
                 base_part = background.contract(grads, index.reshape(-1))
                 base_part = base_part.reshape(stop - start, n, *base_part.shape[1:]).sum(dim=0)
