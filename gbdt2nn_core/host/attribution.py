@@ -46,12 +46,14 @@ __all__ = [
     "FirstLayerColumns",
     "FirstLayerGradients",
     "FirstLayerModel",
+    "IndependentEstimates",
     "LinearColumns",
     "MarginModel",
     "check_encoded_rows",
     "column_attributions",
     "column_of_encoded",
     "first_layer_gradients",
+    "independent_column_attributions",
     "input_gradients",
     "output_gradients",
 ]
@@ -256,6 +258,23 @@ def column_of_encoded(aggregation: torch.Tensor) -> torch.Tensor | None:
     return torch.where(ones.any(dim=1), ones.to(torch.int64).argmax(dim=1), -1)
 
 
+@runtime_checkable
+class IndependentEstimates(Protocol):
+    """Optional capability of a Monte Carlo :class:`ColumnAttributor`: ``estimates`` independent per-column
+    estimates ``(estimates, n, ...)`` from one pass through the first layer, each equal to what one
+    ``attribute_columns`` call would give with the same random stream (so the pass is the only saving)."""
+
+    def attribute_columns_independently(
+        self,
+        model: FirstLayerModel,
+        z: torch.Tensor,
+        aggregation: torch.Tensor,
+        *,
+        estimates: int,
+        create_graph: bool = False,
+    ) -> torch.Tensor: ...
+
+
 class _Attributes(Protocol):
     """What :func:`column_attributions` needs of an :class:`~gbdt2nn_core.host.interfaces.Attributor`."""
 
@@ -284,3 +303,27 @@ def column_attributions(
         return attributor.attribute_columns(model, z, aggregation, create_graph=create_graph)
     encoded = attributor.attribute(model, z, create_graph=create_graph)
     return encoded @ aggregation
+
+
+def independent_column_attributions(
+    attributor: _Attributes,
+    model: MarginModel,
+    z: torch.Tensor,
+    aggregation: torch.Tensor,
+    *,
+    estimates: int,
+    create_graph: bool = False,
+) -> list[torch.Tensor]:
+    """``estimates`` successive :func:`column_attributions` of a Monte Carlo attributor (independent draws): from one
+    first-layer pass where the attributor offers :class:`IndependentEstimates` and the column path applies."""
+    if (
+        isinstance(attributor, IndependentEstimates)
+        and isinstance(attributor, ColumnAttributor)
+        and isinstance(model, FirstLayerModel)
+        and column_of_encoded(aggregation) is not None
+    ):
+        stacked = attributor.attribute_columns_independently(
+            model, z, aggregation, estimates=estimates, create_graph=create_graph
+        )
+        return list(stacked.unbind(dim=0))
+    return [column_attributions(attributor, model, z, aggregation, create_graph=create_graph) for _ in range(estimates)]

@@ -22,6 +22,7 @@ from torch import nn
 
 from gbdt2nn_core.data.rowfile import update_digest
 from gbdt2nn_core.errors import ConfigError, TrainingError
+from gbdt2nn_core.host.attribution import independent_column_attributions
 from gbdt2nn_core.host.device import module_device, rng_devices, rows_on
 from gbdt2nn_core.host.interfaces import Task, Teacher, ValidationRows
 from gbdt2nn_core.kit.alignment import Alignment, column_attributions, frozen_batchnorm
@@ -293,11 +294,15 @@ def alignment_loss(
     teacher = teacher_attributions.reshape(-1, teacher_attributions.shape[-1])
     attributor = alignment.attributor
     with frozen_batchnorm(module):
-        first = column_attributions(attributor, module, z, aggregation, create_graph=True) / scale
         if not attributor.monte_carlo:
-            return alignment.loss(first.reshape(-1, first.shape[-1]), teacher)
-        second = column_attributions(attributor, module, z, aggregation, create_graph=True) / scale
-    first, second = first.reshape(-1, first.shape[-1]), second.reshape(-1, second.shape[-1])
+            student = column_attributions(attributor, module, z, aggregation, create_graph=True) / scale
+            return alignment.loss(student.reshape(-1, student.shape[-1]), teacher)
+        first, second = (
+            estimate.reshape(-1, estimate.shape[-1]) / scale
+            for estimate in independent_column_attributions(
+                attributor, module, z, aggregation, estimates=2, create_graph=True
+            )
+        )
     value = alignment.loss((first + second) / 2, teacher)
     if getattr(alignment.loss, "quadratic", False) is True:
         value = value - alignment.loss(teacher + (first - second), teacher) / 4

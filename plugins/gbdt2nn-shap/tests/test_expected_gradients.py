@@ -224,3 +224,45 @@ def test_a_joint_step_trains_on_an_unbiased_estimate_of_the_exact_term():
     # besides the steps' standard error, 2 % for the reference's own noise (40,000 draws)
     assert abs(debiased.mean().item() - target) < 4 * debiased.std().item() / steps**0.5 + 0.02 * target
     assert noisy.mean().item() - target > 10 * noisy.std().item() / steps**0.5
+
+
+@pytest.mark.parametrize("create_graph", [False, True])
+def test_independent_estimates_from_one_pass_equal_successive_calls(create_graph: bool) -> None:
+    """A joint step's two estimates share one first-layer pass: each equals the call it stands for (same stream),
+    and so does the gradient of a loss of both with respect to every parameter."""
+    from gbdt2nn_core.host.attribution import independent_column_attributions
+    from gbdt2nn_core.kit.alignment import frozen_batchnorm
+    from gbdt2nn_core.student.module import GBDT2NNModule
+
+    torch.manual_seed(0)
+    module = GBDT2NNModule(
+        group_input_index=torch.tensor([[0, 1, 2, 9], [2, 3, 9, 9], [4, 5, 6, 0]]),
+        group_output=torch.tensor([0, 0, 1]),
+        n_outputs=2,
+        hidden=(8, 6),
+        embedding_dim=4,
+    ).double()
+    with torch.no_grad():
+        module.head_weight.normal_()  # zero at initialisation
+        for _ in range(3):  # running statistics that are not the identity
+            module(1.5 * torch.randn(64, 9, dtype=torch.float64) + 0.3)
+    aggregation = nn.functional.one_hot(torch.tensor([0, 0, 0, 1, 2, 2, 3, 4, 4]), 5).double()
+    background, z = torch.randn(40, 9, dtype=torch.float64), torch.randn(7, 9, dtype=torch.float64)
+    together = ExpectedGradients(samples=5, training_samples=3, seed=4, internal_batch_size=14).fit(module, background)
+    apart = ExpectedGradients(samples=5, training_samples=3, seed=4, internal_batch_size=14).fit(module, background)
+    with frozen_batchnorm(module.train()):
+        pair = independent_column_attributions(together, module, z, aggregation, estimates=2, create_graph=create_graph)
+        calls = [apart.attribute_columns(module, z, aggregation, create_graph=create_graph) for _ in range(2)]
+    assert not torch.allclose(pair[0], pair[1])  # independent draws
+    for got, expected in zip(pair, calls, strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    if create_graph:
+        parameters = [p for p in module.parameters() if p.requires_grad]
+        loss_of = lambda first, second: (first * second).sum()  # noqa: E731
+        got_grads = torch.autograd.grad(loss_of(*pair), parameters, allow_unused=True)
+        expected_grads = torch.autograd.grad(loss_of(*calls), parameters, allow_unused=True)
+        for got_grad, expected_grad in zip(got_grads, expected_grads, strict=True):
+            if expected_grad is not None:
+                torch.testing.assert_close(got_grad, expected_grad, rtol=1e-10, atol=1e-12)
+    else:
+        assert not pair[0].requires_grad

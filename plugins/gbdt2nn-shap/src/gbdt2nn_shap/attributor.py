@@ -118,13 +118,25 @@ class ExpectedGradients(Attributor):
         self, model: FirstLayerModel, z: torch.Tensor, aggregation: torch.Tensor, *, create_graph: bool = False
     ) -> torch.Tensor:
         """``attribute(model, z) @ aggregation`` through the model's first layer, from the same draws."""
-        z, picks, alphas = self._draw(z, create_graph)
-        draws = picks.shape[0]
-        n = z.shape[0]
+        return self.attribute_columns_independently(model, z, aggregation, estimates=1, create_graph=create_graph)[0]
+
+    def attribute_columns_independently(
+        self,
+        model: FirstLayerModel,
+        z: torch.Tensor,
+        aggregation: torch.Tensor,
+        *,
+        estimates: int,
+        create_graph: bool = False,
+    ) -> torch.Tensor:
+        """``estimates`` successive :meth:`attribute_columns` results, stacked ``(estimates, n, ...)``, from one pass
+        of the rows and of the drawn baselines through the first layer (a joint step's two estimates)."""
+        _check_int("estimates", estimates, smallest=1)
+        drawn = [self._draw(z, create_graph) for _ in range(estimates)]  # the stream successive calls would use
+        z = drawn[0][0]
         assert self._background is not None  # _draw checked it
         # only the background rows some draw picked go through the first layer
-        used, picked = torch.unique(picks, return_inverse=True)
-        chunk = self._chunk(n, draws)
+        used, picked = torch.unique(torch.stack([picks for _, picks, _ in drawn]), return_inverse=True)
         # Explaining, the first layer's outputs are constants: left attached to the parameters, every chunk's
         # products would keep its graph alive until the end (12 GiB for 2,048 draws of 500 california rows).
         with torch.enable_grad() if create_graph else torch.no_grad():
@@ -132,14 +144,34 @@ class ExpectedGradients(Attributor):
             background = model.column_first_layer(
                 self._background[used.to(self._background.device)].to(dtype=z.dtype, device=z.device), aggregation
             )
+        results = [
+            self._estimate(model, layer, background, picked[e], alphas, create_graph)
+            for e, (_, _, alphas) in enumerate(drawn)
+        ]
+        stacked = torch.stack(results)
+        return stacked if create_graph else stacked.detach()
+
+    def _estimate(
+        self,
+        model: FirstLayerModel,
+        layer: Any,
+        background: Any,
+        picked: torch.Tensor,
+        alphas: torch.Tensor,
+        create_graph: bool,
+    ) -> torch.Tensor:
+        """One estimate from first-layer outputs: ``picked (draws, n)`` indexes ``background``'s rows."""
+        first_z, first_b = layer.first, background.first  # (n, *first), (used, *first)
+        draws, n = picked.shape
+        chunk = self._chunk(n, draws)
         with torch.enable_grad():
-            first_z, first_b = layer.first, background.first  # (n, *first), (used, *first)
-            alphas = alphas.to(dtype=z.dtype, device=z.device).reshape(draws, n, *([1] * (first_z.ndim - 1)))
+            alphas = alphas.to(dtype=first_z.dtype, device=first_z.device)
+            alphas = alphas.reshape(draws, n, *([1] * (first_z.ndim - 1)))
             at_row: torch.Tensor | None = None  # Σ over draws of ∂f/∂h1, against the row's own shares
             at_baselines: torch.Tensor | None = None  # Σ over draws of ∂f/∂h1 against the drawn baseline's shares
             for start in range(0, draws, chunk):
                 stop = min(start + chunk, draws)
-                index = picked[start:stop].to(z.device)  # (s, n)
+                index = picked[start:stop].to(first_z.device)  # (s, n)
                 base = first_b[index]  # (s, n, *first)
                 points = base + alphas[start:stop] * (first_z.unsqueeze(0) - base)
                 grads = first_layer_gradients(model, points.reshape(-1, *first_z.shape[1:]), create_graph=create_graph)
@@ -152,8 +184,8 @@ class ExpectedGradients(Attributor):
                 at_baselines = base_part if at_baselines is None else at_baselines + base_part
             assert at_row is not None  # draws >= 1
             assert at_baselines is not None
-            attributions = (layer.contract(at_row) - at_baselines) / draws
-        return attributions if create_graph else attributions.detach()
+            result: torch.Tensor = (layer.contract(at_row) - at_baselines) / draws
+        return result
 
     def _draw(self, z: torch.Tensor, create_graph: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Check ``z``; draw baselines and path points: ``z``, ``picks (draws, n)``, ``alphas (draws, n, 1)``, with
