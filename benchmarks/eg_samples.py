@@ -78,15 +78,22 @@ def explain_records(
     return records
 
 
-def measure(dataset: str, seed: int, rows: int, explaining_table: bool = True) -> dict[str, Any]:
-    """Both tables for one dataset and seed (the training table only, without ``explaining_table``)."""
+def measure(
+    dataset: str,
+    seed: int,
+    rows: int,
+    explaining_table: bool = True,
+    training_draws: Sequence[int] = TRAINING_DRAWS,
+) -> dict[str, Any]:
+    """Both tables for one dataset and seed (the training table only, without ``explaining_table``), the aligned
+    students trained with each of ``training_draws`` draws per estimate."""
     # the teacher's explanations: interventional TreeSHAP, the same reference as expected gradients
     explained = explained_rows(dataset, rows, seed=seed, attributor="shap", threads=1)
     pipeline, prepared, aggregation, z, background, teacher = explained
     config = pipeline.config
     explaining: list[dict[str, Any]] = []
     training: list[dict[str, Any]] = []
-    for draws in (None, *TRAINING_DRAWS):  # None: the plain student
+    for draws in (None, *training_draws):  # None: the plain student
         options = {} if draws is None else {"training_samples": draws}
         student_pipeline = Pipeline(attrs.evolve(config, attributor_options=options))
         weight = 0.0 if draws is None else config.alignment_weight
@@ -124,12 +131,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--rows", type=int, default=500, help="test rows explained")
     parser.add_argument("--json", help="write the records here")
     parser.add_argument("--training-only", action="store_true", help="skip the explaining table (its many draws)")
+    parser.add_argument(
+        "--training-draws",
+        default=",".join(map(str, TRAINING_DRAWS)),
+        help="comma-separated draws per estimate of the aligned students",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # one thread: the machine is shared (see BENCHMARKS.md)
     explaining: list[dict[str, Any]] = []
     training: list[dict[str, Any]] = []
     for seed in (int(s) for s in args.seeds.split(",")):
-        result = measure(args.dataset, seed, args.rows, explaining_table=not args.training_only)
+        draws = [int(d) for d in args.training_draws.split(",")]
+        result = measure(args.dataset, seed, args.rows, explaining_table=not args.training_only, training_draws=draws)
         explaining += result["explaining"]
         training += result["training"]
     print("| student | draws | relative L2 error | Spearman vs reference | Spearman vs TreeSHAP | s / 1,000 rows |")
