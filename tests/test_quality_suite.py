@@ -142,3 +142,18 @@ def test_the_runner_writes_one_row_per_model_with_the_documented_split(
     assert "Unfinished" not in markdown
     with pytest.raises(SystemExit, match=r"unknown dataset\(s\) flight; choose among adult, california"):
         runner.main(["--datasets", "flight", "--out", str(out), "--json", str(record)])
+
+
+def test_the_runner_can_train_the_mlp_student_alone(
+    tmp_path: Path, single_thread_torch: None, load_benchmark: Callable[[str], ModuleType]
+) -> None:
+    runner = load_benchmark("quality/run.py")
+    out, record = tmp_path / "quality.md", tmp_path / "quality.json"
+    args = ["--datasets", "california", "--seeds", "1", "--sample-rows", "400", "--epochs", "1", "--no-gbdt2nn"]
+    runner.main([*args, "--out", str(out), "--json", str(record)])
+    written = json.loads(record.read_text(encoding="utf-8"))
+    assert [row["model"] for row in written["records"]] == ["teacher (lightgbm)", "mlp · plain", "mlp · aligned"]
+    assert written["meta"]["students"] == ["mlp"]
+    assert "| mlp · aligned |" in out.read_text(encoding="utf-8")
+    with pytest.raises(SystemExit, match="--no-gbdt2nn leaves no student to train"):
+        runner.main([*args, "--no-mlp", "--out", str(out), "--json", str(record)])

@@ -57,13 +57,15 @@ def measure(
     threads: int,
     epochs: int | None,
     mlp: bool = True,
+    gbdt2nn: bool = True,
     student_options: dict[str, Any] | None = None,
     alignment_weight: float | None = None,
     synthetic_rows: int | None = None,
     threshold_bins: int | None = None,
 ) -> list[dict[str, Any]]:
     """Teacher and students of ``dataset`` with ``seed``: one record per model (task metrics, fidelity, agreement,
-    seconds). ``threads`` is LightGBM's thread count; ``epochs`` overrides the students' default when given;
+    seconds). ``gbdt2nn`` and ``mlp`` say which students train (the ``mlp`` student only where its plugin is
+    installed); ``threads`` is LightGBM's thread count; ``epochs`` overrides the students' default when given;
     ``student_options`` are GBDT2NN settings (the mlp student keeps its defaults); ``alignment_weight`` is λ of the
     aligned students (the pipeline's default when ``None``); ``synthetic_rows`` the teacher-labelled synthetic rows per
     training row every student trains on besides its rows (likewise); ``threshold_bins`` the teacher thresholds per
@@ -83,10 +85,10 @@ def measure(
     pipeline = Pipeline(config)
     pipeline.check()
     prepared = pipeline.prepare(dataset.frame, dataset.target)
-    students = {
-        "gbdt2nn · plain": run_student(pipeline, prepared, 0.0),
-        "gbdt2nn · aligned": run_student(pipeline, prepared, config.alignment_weight),
-    }
+    students: dict[str, Any] = {}
+    if gbdt2nn:
+        students["gbdt2nn · plain"] = run_student(pipeline, prepared, 0.0)
+        students["gbdt2nn · aligned"] = run_student(pipeline, prepared, config.alignment_weight)
     if mlp and "mlp" in get_registry().names("student"):
         mlp_config = attrs.evolve(config, student="mlp", attributor=MLP_ATTRIBUTOR, student_options=epoch_budget)
         mlp_pipeline = Pipeline(mlp_config)

@@ -70,6 +70,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=_positive, default=1, help="threads for LightGBM, torch, BLAS (default 1)")
     parser.add_argument("--no-mlp", action="store_true", help="skip the mlp student")
     parser.add_argument(
+        "--no-gbdt2nn", action="store_true", help="skip the GBDT2NN students (the teacher and the mlp student only)"
+    )
+    parser.add_argument(
         "--alignment-weight", type=float, default=None, help="λ of the aligned students (default: the pipeline's)"
     )
     parser.add_argument(
@@ -107,6 +110,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
 
     from gbdt2nn_core.cli.serving import parse_options
     from gbdt2nn_core.errors import DataError
+    from gbdt2nn_core.host.registry import get_registry
     from gbdt2nn_core.kit.booster_teacher import available_cores
 
     if args.list:
@@ -117,6 +121,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     unknown = [name for name in names if name not in CARDS]
     if unknown or not names:
         raise SystemExit(f"unknown dataset(s) {', '.join(unknown) or '(none given)'}; choose among {', '.join(CARDS)}")
+    if args.no_gbdt2nn and (args.no_mlp or "mlp" not in get_registry().names("student")):
+        raise SystemExit("--no-gbdt2nn leaves no student to train: drop it, or install the mlp plugin, no --no-mlp")
     torch.set_num_threads(args.threads)
 
     argv_text = " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
@@ -125,6 +131,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "datasets": names,
         "seeds": args.seeds,
+        "students": [s for s, on in (("gbdt2nn", not args.no_gbdt2nn), ("mlp", not args.no_mlp)) if on],
         "epochs": args.epochs,
         "student_options": parse_options(args.student_option, "--student-option"),
         "alignment_weight": args.alignment_weight,
@@ -164,6 +171,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
                 threads=args.threads,
                 epochs=args.epochs,
                 mlp=not args.no_mlp,
+                gbdt2nn=not args.no_gbdt2nn,
                 student_options=meta["student_options"],
                 alignment_weight=args.alignment_weight,
                 synthetic_rows=args.synthetic_rows,
