@@ -157,3 +157,17 @@ def test_the_runner_can_train_the_mlp_student_alone(
     assert "| mlp · aligned |" in out.read_text(encoding="utf-8")
     with pytest.raises(SystemExit, match="--no-gbdt2nn leaves no student to train"):
         runner.main([*args, "--no-mlp", "--out", str(out), "--json", str(record)])
+
+    # a suite run in pieces: another seed, then one report from both record files
+    other = tmp_path / "seed1.json"
+    runner.main([*args[:2], "--seeds", "1,", *args[4:], "--out", str(tmp_path / "seed1.md"), "--json", str(other)])
+    both, both_json = tmp_path / "both.md", tmp_path / "both.json"
+    runner.main(["--combine", str(record), str(other), "--out", str(both), "--json", str(both_json)])
+    combined = json.loads(both_json.read_text(encoding="utf-8"))
+    pieces = [json.loads(path.read_text(encoding="utf-8"))["records"] for path in (record, other)]
+    assert combined["records"] == pieces[0] + pieces[1]
+    assert combined["meta"]["seeds"] == [0, 1]
+    assert "2 seed(s) [0, 1]" in both.read_text(encoding="utf-8")
+    (tmp_path / "broken.json").write_text("{", encoding="utf-8")
+    with pytest.raises(SystemExit, match=r"broken\.json: not a quality-suite record file"):
+        runner.main(["--combine", str(tmp_path / "broken.json"), "--out", str(both), "--json", str(both_json)])

@@ -97,6 +97,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=RESULTS / "quality.md", help="Markdown report to write")
     parser.add_argument("--json", type=Path, default=RESULTS / "quality.json", help="every record, as JSON")
     parser.add_argument("--list", action="store_true", help="list the datasets and their cards, run nothing")
+    parser.add_argument(
+        "--combine",
+        nargs="+",
+        type=Path,
+        metavar="JSON",
+        help="run nothing: one report (--out, --json) from the records of earlier runs (a suite run in pieces)",
+    )
     return parser.parse_args(argv)
 
 
@@ -113,6 +120,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     from gbdt2nn_core.host.registry import get_registry
     from gbdt2nn_core.kit.booster_teacher import available_cores
 
+    if args.combine:
+        return combine(args.combine, args.out, args.json)
     if args.list:
         for card in CARDS.values():
             print(f"{card.name:18} {card.task:10} {card.rows:>8,} rows {card.features:>3} features  {card.target}")
@@ -184,6 +193,40 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
             print(f"{name} seed {seed}: {rows[0]['rows_train']:,} training rows, {rows[-1]['run_seconds']:.1f} s")
     write(finished=True)
     print(f"wrote {args.out} and {args.json} ({meta['seconds']} s)")
+    return records
+
+
+def combine(sources: Sequence[Path], out: Path, json_out: Path) -> list[dict[str, Any]]:
+    """One report from the records of earlier runs, in the order given (a suite run in pieces, on several cores or
+    sessions); the meta keeps each run's own meta (command, date, settings), which the runs should share."""
+    from quality_report import render
+
+    records: list[dict[str, Any]] = []
+    runs: list[dict[str, Any]] = []
+    for source in sources:
+        try:
+            written = json.loads(source.read_text(encoding="utf-8"))
+            records += written["records"]
+            runs.append(written["meta"])
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise SystemExit(f"{source}: not a quality-suite record file ({error}); pass the --json of a run") from None
+    seeds = sorted({record["seed"] for record in records})
+    commands = "; ".join(f"`{run.get('command', '?')}` ({run.get('date', '?')})" for run in runs)
+    meta = {
+        "command": f"python benchmarks/quality/run.py --combine {' '.join(str(s) for s in sources)}",
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "seeds": seeds,
+        "threads": "/".join(sorted({str(run.get("threads", "?")) for run in runs})),
+        "treeshap_threads": "/".join(sorted({str(run.get("treeshap_threads", "?")) for run in runs})),
+        "finished": all(run.get("finished", False) for run in runs),
+        "combined": runs,
+        "combined_commands": commands,
+    }
+    for path in (out, json_out):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    json_out.write_text(json.dumps({"meta": meta, "records": records}, indent=1) + "\n", encoding="utf-8")
+    out.write_text(render(records, meta) + f"\nCombined from: {commands}\n", encoding="utf-8")
+    print(f"wrote {out} and {json_out} ({len(records)} records from {len(sources)} runs)")
     return records
 
 
