@@ -11,6 +11,7 @@ with ``β_e = β_0 · max(β_floor, r^⌊e / d⌋)``, AdamW (lr 1e-3, weight dec
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -48,6 +49,7 @@ from gbdt2nn_core.student.kit import (
     AlignmentWeight,
     EarlyStopping,
     TargetScaling,
+    WeightAverage,
     adamw,
     batch_size_choice,
     batch_size_or_auto,
@@ -116,6 +118,11 @@ class GBDT2NNConfig:
     #: last weights (the validation loss is still recorded).
     early_stopping: bool = attrs.field(default=True, validator=boolean)
     patience: int = attrs.field(default=3, validator=positive_int)
+    #: Monitor and keep an exponential moving average of the weights over about this many epochs of steps
+    #: (:class:`~gbdt2nn_core.student.weight_average.WeightAverage`) instead of the last step's weights; 0 = off.
+    #: Training steps the live weights either way. Three seeds, test metric without → with (RESULTS.md, "The
+    #: average of the last steps' weights"): California RMSE plain 0.4787 → 0.4688, aligned 0.4964 → 0.4953.
+    weight_average_epochs: float = attrs.field(default=0.5, validator=non_negative_float)
     #: Fit a temperature on the validation rows after training (classification), so that probabilities are as
     #: confident as they are right; margins stay uncalibrated.
     calibrate: bool = attrs.field(default=True, validator=boolean)
@@ -387,6 +394,9 @@ class GBDT2NNStudent(Student):
         if alignment is not None:
             alignment.attributor.fit(module, rows_on(background, device, torch.float32))
         optimizer = adamw(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        average = (
+            WeightAverage(module, optimizer, epochs=cfg.weight_average_epochs) if cfg.weight_average_epochs else None
+        )
         weight = (
             AlignmentWeight(alignment.weight, cfg.alignment_cap, backoff=cfg.alignment_backoff)
             if alignment is not None
@@ -405,6 +415,8 @@ class GBDT2NNStudent(Student):
             self.history_ = [EpochRecord(**record) for record in json.loads(resumed["history"])]
             first_epoch = int(resumed["epochs_done"])
             stopper.resume(resumed["early_stopping"])
+            if average is not None:
+                average.load_state_dict(resumed["weight_average"])
             if weight is not None:
                 weight.resume(resumed["alignment_weight"])
 
@@ -422,6 +434,7 @@ class GBDT2NNStudent(Student):
                     "history": json.dumps([attrs.asdict(record) for record in self.history_]),
                     "early_stopping": stopper.checkpoint(),
                     "alignment_weight": weight.checkpoint() if weight is not None else None,
+                    "weight_average": average.state_dict() if average is not None else None,
                 },
             )
 
@@ -445,13 +458,17 @@ class GBDT2NNStudent(Student):
                     sums = self._train_epoch_parallel(
                         epoch, z_t, parallel, optimizer, generator, alignment, n_all, weight, targets_
                     )
-                held_out = monitor()
-                stopper.update(epoch, held_out, module)
-                alignment_loss = sums["align"] / sums["aligned_rows"] if sums["aligned_rows"] else None
                 extra = None
-                if on_epoch_end is not None:
-                    module.eval()
-                    extra = on_epoch_end(self, epoch)
+                if average is not None:
+                    average.end_epoch()
+                # the network as it would be served: the averaged weights, when averaging (then the live ones back)
+                with average.averaged() if average is not None else contextlib.nullcontext():
+                    held_out = monitor()
+                    stopper.update(epoch, held_out, module)
+                    if on_epoch_end is not None:
+                        module.eval()
+                        extra = on_epoch_end(self, epoch)
+                alignment_loss = sums["align"] / sums["aligned_rows"] if sums["aligned_rows"] else None
                 record = EpochRecord(
                     extra=dict(extra or {}),
                     epoch=epoch,
@@ -469,6 +486,11 @@ class GBDT2NNStudent(Student):
                 save(epoch + 1)
                 progress.advance(1, loss=record.task_loss)
         self.stopping_ = stopper.finish(module)
+        if average is not None:
+            if not self.stopping_["restored_best"]:  # no validation rows, or no early stopping: the last average
+                average.use()
+            average.close()
+            self.stopping_["weight_average"] = {"epochs": cfg.weight_average_epochs, "decay": average.decay}
         if not (cfg.sync_batchnorm or cfg.recalibrate_batchnorm):  # (the BatchNorm pass below makes them equal)
             broadcast_buffers(module)  # each process tracked its own rows' statistics: use rank 0's everywhere
         if isinstance(targets, DiskRows):  # this fit's own file: no other student reads it
