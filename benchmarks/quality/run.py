@@ -220,7 +220,6 @@ def combine(sources: Sequence[Path], out: Path, json_out: Path) -> list[dict[str
         "treeshap_threads": "/".join(sorted({str(run.get("treeshap_threads", "?")) for run in runs})),
         "finished": all(run.get("finished", False) for run in runs),
         "combined": runs,
-        "combined_commands": commands,
     }
     for path in (out, json_out):
         path.parent.mkdir(parents=True, exist_ok=True)

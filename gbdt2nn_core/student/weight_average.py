@@ -41,7 +41,6 @@ class WeightAverage:
         self.average = [p.detach().clone() for p in self.parameters]
         self.steps = 0
         self.decay: float | None = None  # set by end_epoch after the first epoch
-        self._live: list[torch.Tensor] | None = None
         self._hook = optimizer.register_step_post_hook(self._update)
 
     def _update(self, _optimizer: torch.optim.Optimizer, _args: Any, _kwargs: Any) -> None:
@@ -59,14 +58,13 @@ class WeightAverage:
     @contextmanager
     def averaged(self) -> Iterator[None]:
         """The average in the module's parameters inside the block; the live weights back after it."""
-        self._live = [p.detach().clone() for p in self.parameters]
+        live = [p.detach().clone() for p in self.parameters]
         self.use()
         try:
             yield
         finally:
             with torch.no_grad():
-                torch._foreach_copy_(self.parameters, self._live)
-            self._live = None
+                torch._foreach_copy_(self.parameters, live)
 
     def use(self) -> None:
         """Copy the average into the module's parameters."""
