@@ -31,6 +31,7 @@ from gbdt2nn_core.student.calibration import fit_temperature
 from gbdt2nn_core.student.checkpoint import load_checkpoint, save_checkpoint
 from gbdt2nn_core.student.disk_rows import DiskRows
 from gbdt2nn_core.student.distributed import all_reduce_sum, world
+from gbdt2nn_core.student.gradient_clip import GradientClip
 from gbdt2nn_core.student.weight_average import WeightAverage
 from gbdt2nn_core.validators import (
     batch_size,
@@ -48,6 +49,7 @@ __all__ = [
     "AlignmentTargets",
     "AlignmentWeight",
     "EarlyStopping",
+    "GradientClip",
     "TargetScaling",
     "WeightAverage",
     "adamw",
