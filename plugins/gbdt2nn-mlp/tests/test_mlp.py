@@ -241,3 +241,56 @@ def test_a_multiclass_teacher_gives_one_output_per_class(data: Data) -> None:
     student = MLPStudent(hidden=(8,), epochs=1).fit(inputs)
     assert student.n_outputs == 3
     assert student.predict_margin(data.z_test).shape == (len(data.z_test), 3)
+
+
+# ------------------------------------------------------------------------------------ the weights it serves
+def test_it_serves_the_average_of_its_steps_and_clips_them_by_the_rule(data: Data) -> None:
+    """Recomputed apart from the kit's classes: every step's weights and gradient norm (before and after the clip)
+    recorded by global optimizer hooks, the average's documented recurrence and the clip's rule in float64."""
+    from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
+
+    def norm(optimizer: torch.optim.Optimizer) -> float:
+        grads = [p.grad.double() for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        return float(torch.sqrt(sum((g**2).sum() for g in grads)))
+
+    weights: list[list[np.ndarray]] = []
+    raw: list[float] = []
+    applied: list[float] = []
+
+    def before(optimizer: torch.optim.Optimizer, _args: Any, _kwargs: Any) -> None:
+        if not weights:
+            weights.append([p.detach().numpy().copy() for g in optimizer.param_groups for p in g["params"]])
+        raw.append(norm(optimizer))
+
+    def after(optimizer: torch.optim.Optimizer, _args: Any, _kwargs: Any) -> None:
+        applied.append(norm(optimizer))
+        weights.append([p.detach().numpy().copy() for g in optimizer.param_groups for p in g["params"]])
+
+    handles = [register_optimizer_step_pre_hook(before), register_optimizer_step_post_hook(after)]
+    try:
+        student = MLPStudent(**{**OPTIONS, "clip_gradients": 0.5}).fit(data.inputs)  # no validation rows
+    finally:
+        for handle in handles:
+            handle.remove()
+    steps = len(raw)
+    per_epoch = steps // OPTIONS["epochs"]
+    assert steps == per_epoch * OPTIONS["epochs"] >= 60
+    # the clip: min(raw, 0.5 × median of the raw norms of the steps before), from the 21st step on
+    expected_norms = [
+        r if t < 20 else min(r, 0.5 * float(np.median(raw[max(0, t - 1000) : t]))) for t, r in enumerate(raw)
+    ]
+    np.testing.assert_allclose(applied, expected_norms, rtol=1e-4)
+    clipped = sum(a < r * (1 - 1e-4) for a, r in zip(applied, raw, strict=True))
+    assert student.stopping_["gradient_clip"] == {"multiple": 0.5, "clipped_steps": clipped, "steps": steps}
+    assert clipped > 0
+    # the average: a ← d·a + (1 − d)·w, d = (1 + t) / (10 + t), capped after the first epoch at 1 − 1 / (0.5 · steps)
+    decay_after = 1.0 - 1.0 / (0.5 * per_epoch)
+    average = [w.astype(np.float64) for w in weights[0]]
+    for t, step_weights in enumerate(weights[1:], start=1):
+        warm = (1 + t) / (10 + t)
+        d = warm if t <= per_epoch else min(decay_after, warm)
+        average = [d * a + (1 - d) * w for a, w in zip(average, step_weights, strict=True)]
+    served = [p.detach().numpy() for p in student.module.parameters()]
+    for s, e in zip(served, average, strict=True):
+        np.testing.assert_allclose(s, e, rtol=1e-4, atol=1e-6)
+    assert not all(np.allclose(s, w) for s, w in zip(served, weights[-1], strict=True))  # not the last step's

@@ -9,6 +9,7 @@ budget shows what that structure is worth.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from typing import TYPE_CHECKING, Any, Literal
@@ -37,7 +38,9 @@ from gbdt2nn_core.student.kit import (
     AlignmentTargets,
     AlignmentWeight,
     EarlyStopping,
+    GradientClip,
     TargetScaling,
+    WeightAverage,
     adamw,
     batch_size_choice,
     batch_size_or_auto,
@@ -92,6 +95,12 @@ class MLPConfig:
     #: best epoch's weights (as GBDT2NN does; :class:`~gbdt2nn_core.student.kit.EarlyStopping`).
     early_stopping: bool = attrs.field(default=True, validator=boolean)
     patience: int = attrs.field(default=3, validator=positive_int)
+    #: Monitor, keep and serve an exponential moving average of the weights over about this many epochs of steps
+    #: (as GBDT2NN's option of that name; :class:`~gbdt2nn_core.student.kit.WeightAverage`); 0 = the last step's.
+    weight_average_epochs: float = attrs.field(default=0.5, validator=non_negative_float)
+    #: Clip each step's gradient at this multiple of the median gradient norm of the steps before it (as GBDT2NN's
+    #: option of that name; :class:`~gbdt2nn_core.student.kit.GradientClip`); 0 = off.
+    clip_gradients: float = attrs.field(default=2.0, validator=non_negative_float)
     #: Fit a temperature on the validation rows after training (classification), so that probabilities are as
     #: confident as they are right; margins stay uncalibrated.
     calibrate: bool = attrs.field(default=True, validator=boolean)
@@ -280,6 +289,10 @@ class MLPStudent(Student):
             self.choices_["alignment_unit"] = {"teacher_units": cfg.alignment_in_teacher_units, "unit": targets.unit}
             alignment.attributor.fit(module, rows_on(inputs.background, device, torch.float32))
         optimizer = adamw(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        average = (
+            WeightAverage(module, optimizer, epochs=cfg.weight_average_epochs) if cfg.weight_average_epochs else None
+        )
+        clip = GradientClip(optimizer, multiple=cfg.clip_gradients) if cfg.clip_gradients else None
         self.module_, self.history_ = module, []
         validation = inputs.validation
         fingerprint = training_fingerprint(
@@ -298,6 +311,10 @@ class MLPStudent(Student):
             stopper.resume(resumed["early_stopping"])
             if weight is not None:
                 weight.resume(resumed["alignment_weight"])
+            if average is not None and resumed.get("weight_average") is not None:
+                average.load_state_dict(resumed["weight_average"])
+            if clip is not None and resumed.get("gradient_clip") is not None:
+                clip.load_state_dict(resumed["gradient_clip"])
         if validation is not None:
             z_valid = rows_on(validation.z, device, torch.float32)
             y_valid = rows_on(scaling.targets(task, validation.y), device)
@@ -315,22 +332,26 @@ class MLPStudent(Student):
                 started = time.perf_counter()
                 sums = epoch_of.train(epoch)
                 held_out = None
-                if validation is not None:
-                    served_statistics = z if cfg.batch_norm and cfg.recalibrate_batchnorm else None
-                    held_out = validation_loss(
-                        task,
-                        module,
-                        z_valid,
-                        y_valid,
-                        scaling=scaling,
-                        batchnorm_rows=served_statistics,
-                        batch_size=rows_per_step,
-                    )
-                stopper.update(epoch, held_out, module)
                 extra = None
-                if inputs.on_epoch_end is not None:
-                    module.eval()
-                    extra = inputs.on_epoch_end(self, epoch)
+                if average is not None:
+                    average.end_epoch()
+                # the network as it would be served: the averaged weights, when averaging (then the live ones back)
+                with average.averaged() if average is not None else contextlib.nullcontext():
+                    if validation is not None:
+                        served_statistics = z if cfg.batch_norm and cfg.recalibrate_batchnorm else None
+                        held_out = validation_loss(
+                            task,
+                            module,
+                            z_valid,
+                            y_valid,
+                            scaling=scaling,
+                            batchnorm_rows=served_statistics,
+                            batch_size=rows_per_step,
+                        )
+                    stopper.update(epoch, held_out, module)
+                    if inputs.on_epoch_end is not None:
+                        module.eval()
+                        extra = inputs.on_epoch_end(self, epoch)
                 self.history_.append(
                     {
                         "epoch": epoch,
@@ -354,10 +375,20 @@ class MLPStudent(Student):
                             "history": json.dumps(self.history_),
                             "early_stopping": stopper.checkpoint(),
                             "alignment_weight": weight.checkpoint() if weight is not None else None,
+                            "weight_average": average.state_dict() if average is not None else None,
+                            "gradient_clip": clip.state_dict() if clip is not None else None,
                         },
                     )
                 progress.advance(1)
         self.stopping_ = stopper.finish(module)
+        if average is not None:
+            if not self.stopping_["restored_best"]:  # no validation rows, or no early stopping: the last average
+                average.use()
+            average.close()
+            self.stopping_["weight_average"] = {"epochs": cfg.weight_average_epochs, "decay": average.decay}
+        if clip is not None:
+            clip.close()
+            self.stopping_["gradient_clip"] = clip.describe()
         if weight is not None:
             self.choices_["alignment_weight"] = weight.describe()
         if validation is not None:
