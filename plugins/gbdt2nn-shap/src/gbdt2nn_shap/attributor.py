@@ -145,12 +145,14 @@ class ExpectedGradients(Attributor):
             background = model.column_first_layer(
                 self._background[used.to(self._background.device)].to(dtype=z.dtype, device=z.device), aggregation
             )
-        picks = picked.reshape(estimates, -1, z.shape[0])  # (estimates, draws, n)
-        alphas = torch.stack([alphas for _, _, alphas in drawn])  # (estimates, draws, n, 1)
-        stacked = self._estimates(model, layer, background, picks, alphas, create_graph)
+        results = [
+            self._estimate(model, layer, background, picked[e], alphas, create_graph)
+            for e, (_, _, alphas) in enumerate(drawn)
+        ]
+        stacked = torch.stack(results)
         return stacked if create_graph else stacked.detach()
 
-    def _estimates(
+    def _estimate(
         self,
         model: FirstLayerModel,
         layer: Any,
@@ -159,41 +161,32 @@ class ExpectedGradients(Attributor):
         alphas: torch.Tensor,
         create_graph: bool,
     ) -> torch.Tensor:
-        """Independent estimates from first-layer outputs, stacked: ``picked (estimates, draws, n)`` indexes
-        ``background``'s rows. Every estimate's draws go through the layers after the first in the same passes (one
-        pass when ``internal_batch_size`` allows), each draw's gradient summed into its own estimate."""
+        """One estimate from first-layer outputs: ``picked (draws, n)`` indexes ``background``'s rows."""
         first_z, first_b = layer.first, background.first  # (n, *first), (used, *first)
-        estimates, draws, n = picked.shape
-        flat_picked = picked.reshape(estimates * draws, n)
-        chunk = self._chunk(n, estimates * draws)
+        draws, n = picked.shape
+        chunk = self._chunk(n, draws)
         with torch.enable_grad():
             alphas = alphas.to(dtype=first_z.dtype, device=first_z.device)
-            alphas = alphas.reshape(estimates * draws, n, *([1] * (first_z.ndim - 1)))
-            # per estimate: Σ over its draws of ∂f/∂h1 against the row's own shares, and against the drawn baseline's
-            at_row: list[torch.Tensor | None] = [None] * estimates
-            at_baselines: list[torch.Tensor | None] = [None] * estimates
-            for start in range(0, estimates * draws, chunk):
-                stop = min(start + chunk, estimates * draws)
-                index = flat_picked[start:stop].to(first_z.device)  # (s, n)
+            alphas = alphas.reshape(draws, n, *([1] * (first_z.ndim - 1)))
+            at_row: torch.Tensor | None = None  # Σ over draws of ∂f/∂h1, against the row's own shares
+            at_baselines: torch.Tensor | None = None  # Σ over draws of ∂f/∂h1 against the drawn baseline's shares
+            for start in range(0, draws, chunk):
+                stop = min(start + chunk, draws)
+                index = picked[start:stop].to(first_z.device)  # (s, n)
                 base = first_b[index]  # (s, n, *first)
                 points = base + alphas[start:stop] * (first_z.unsqueeze(0) - base)
                 grads = first_layer_gradients(model, points.reshape(-1, *first_z.shape[1:]), create_graph=create_graph)
                 if not create_graph:
                     grads = grads.detach()
-                grads = grads.reshape(stop - start, n, *grads.shape[1:])
-                base_grads = background.contract(grads.reshape(-1, *grads.shape[2:]), index.reshape(-1))
-                base_grads = base_grads.reshape(stop - start, n, *base_grads.shape[1:])
-                for e in range(start // draws, (stop - 1) // draws + 1):  # the estimates this chunk's draws belong to
-                    lo, hi = max(start, e * draws) - start, min(stop, (e + 1) * draws) - start
-                    row_part, base_part = grads[lo:hi].sum(dim=0), base_grads[lo:hi].sum(dim=0)
-                    previous_row, previous_base = at_row[e], at_baselines[e]
-                    at_row[e] = row_part if previous_row is None else previous_row + row_part
-                    at_baselines[e] = base_part if previous_base is None else previous_base + base_part
-            results = []
-            for row_sum, base_sum in zip(at_row, at_baselines, strict=True):
-                assert row_sum is not None and base_sum is not None  # draws >= 1
-                results.append((layer.contract(row_sum) - base_sum) / draws)
-        return torch.stack(results)
+                row_part = grads.reshape(stop - start, n, *grads.shape[1:]).sum(dim=0)
+                base_part = background.contract(grads, index.reshape(-1))
+                base_part = base_part.reshape(stop - start, n, *base_part.shape[1:]).sum(dim=0)
+                at_row = row_part if at_row is None else at_row + row_part
+                at_baselines = base_part if at_baselines is None else at_baselines + base_part
+            assert at_row is not None  # draws >= 1
+            assert at_baselines is not None
+            result: torch.Tensor = (layer.contract(at_row) - at_baselines) / draws
+        return result
 
     def _draw(self, z: torch.Tensor, create_graph: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Check ``z``; draw baselines and path points: ``z``, ``picks (draws, n)``, ``alphas (draws, n, 1)``, with
