@@ -154,6 +154,11 @@ def test_the_runner_can_train_the_mlp_student_alone(
     written = json.loads(record.read_text(encoding="utf-8"))
     assert [row["model"] for row in written["records"]] == ["teacher (lightgbm)", "mlp · plain", "mlp · aligned"]
     assert written["meta"]["students"] == ["mlp"]
+    assert all(row["stopping"]["weight_average"]["epochs"] == 0.5 for row in written["records"][1:])
+    runner.main([*args, "--mlp-option", "weight_average_epochs=0", "--out", str(out), "--json", str(record)])
+    without = json.loads(record.read_text(encoding="utf-8"))
+    assert without["meta"]["mlp_options"] == {"weight_average_epochs": 0}
+    assert not any("weight_average" in row["stopping"] for row in without["records"][1:])  # the mlp's option
     assert "| mlp · aligned |" in out.read_text(encoding="utf-8")
     with pytest.raises(SystemExit, match="--no-gbdt2nn leaves no student to train"):
         runner.main([*args, "--no-mlp", "--out", str(out), "--json", str(record)])

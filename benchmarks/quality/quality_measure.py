@@ -47,6 +47,8 @@ def _student_row(model: str, run: Any) -> dict[str, Any]:
         "epochs": len(run.student.history.get("epochs", [])),
         # what the student resolved for itself: λ actually used (after its cap), the targets' scale
         "choices": run.student.history.get("choices", {}),
+        # how training ended: best epoch, why it stopped, the weight average, the clipped steps, the temperature
+        "stopping": run.student.history.get("stopping", {}),
     }
 
 
@@ -59,6 +61,7 @@ def measure(
     mlp: bool = True,
     gbdt2nn: bool = True,
     student_options: dict[str, Any] | None = None,
+    mlp_options: dict[str, Any] | None = None,
     alignment_weight: float | None = None,
     synthetic_rows: int | None = None,
     threshold_bins: int | None = None,
@@ -66,7 +69,7 @@ def measure(
     """Teacher and students of ``dataset`` with ``seed``: one record per model (task metrics, fidelity, agreement,
     seconds). ``gbdt2nn`` and ``mlp`` say which students train (the ``mlp`` student only where its plugin is
     installed); ``threads`` is LightGBM's thread count; ``epochs`` overrides the students' default when given;
-    ``student_options`` are GBDT2NN settings (the mlp student keeps its defaults); ``alignment_weight`` is λ of the
+    ``student_options`` are GBDT2NN settings and ``mlp_options`` the mlp student's; ``alignment_weight`` is λ of the
     aligned students (the pipeline's default when ``None``); ``synthetic_rows`` the teacher-labelled synthetic rows per
     training row every student trains on besides its rows (likewise); ``threshold_bins`` the teacher thresholds per
     numeric column in the students' encoding (likewise)."""
@@ -90,7 +93,9 @@ def measure(
         students["gbdt2nn · plain"] = run_student(pipeline, prepared, 0.0)
         students["gbdt2nn · aligned"] = run_student(pipeline, prepared, config.alignment_weight)
     if mlp and "mlp" in get_registry().names("student"):
-        mlp_config = attrs.evolve(config, student="mlp", attributor=MLP_ATTRIBUTOR, student_options=epoch_budget)
+        mlp_config = attrs.evolve(
+            config, student="mlp", attributor=MLP_ATTRIBUTOR, student_options={**(mlp_options or {}), **epoch_budget}
+        )
         mlp_pipeline = Pipeline(mlp_config)
         mlp_pipeline.check()
         students["mlp · plain"] = run_student(mlp_pipeline, prepared, 0.0)

@@ -94,6 +94,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="KEY=VALUE",
         help="a GBDT2NN student setting, e.g. beta0=0.5 (repeatable; to compare schedules)",
     )
+    parser.add_argument(
+        "--mlp-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an mlp student setting, e.g. weight_average_epochs=0 (repeatable)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "quality.md", help="Markdown report to write")
     parser.add_argument("--json", type=Path, default=RESULTS / "quality.json", help="every record, as JSON")
     parser.add_argument("--list", action="store_true", help="list the datasets and their cards, run nothing")
@@ -143,6 +150,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         "students": [s for s, on in (("gbdt2nn", not args.no_gbdt2nn), ("mlp", not args.no_mlp)) if on],
         "epochs": args.epochs,
         "student_options": parse_options(args.student_option, "--student-option"),
+        "mlp_options": parse_options(args.mlp_option, "--mlp-option"),
         "alignment_weight": args.alignment_weight,
         "synthetic_rows": args.synthetic_rows,
         "threshold_bins": args.threshold_bins,
@@ -182,6 +190,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
                 mlp=not args.no_mlp,
                 gbdt2nn=not args.no_gbdt2nn,
                 student_options=meta["student_options"],
+                mlp_options=meta["mlp_options"],
                 alignment_weight=args.alignment_weight,
                 synthetic_rows=args.synthetic_rows,
                 threshold_bins=args.threshold_bins,
