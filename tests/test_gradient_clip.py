@@ -11,17 +11,23 @@ import torch
 from torch import nn
 from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 
+from gbdt2nn_core import get_registry
+from gbdt2nn_core.kit.alignment import Alignment
 from gbdt2nn_core.pipeline.distill import DistillRun
 from gbdt2nn_core.student import GBDT2NNStudent
 from gbdt2nn_core.student.gradient_clip import GradientClip
 
 
-def expected_norms(raw: list[float], multiple: float, window: int, warmup: int) -> list[float]:
+def expected_norms(
+    raw: list[float], multiple: float, window: int, warmup: int, kinds: list[str] | None = None
+) -> list[float]:
     """The rule in float64: step ``t``'s norm becomes ``min(raw_t, multiple × median(raw over the last ``window``
-    steps before t))`` once ``warmup`` steps have passed; the unclipped norms are the yardstick."""
+    steps of its kind before t))`` once ``warmup`` steps of its kind have passed; the unclipped norms are the
+    yardstick."""
+    kinds = kinds or ["plain"] * len(raw)
     out = []
-    for t, norm in enumerate(raw):
-        previous = raw[max(0, t - window) : t]
+    for t, (norm, kind) in enumerate(zip(raw, kinds, strict=True)):
+        previous = [r for r, k in zip(raw[:t], kinds[:t], strict=True) if k == kind][-window:]
         out.append(norm if len(previous) < warmup else min(norm, multiple * float(np.median(previous))))
     return out
 
@@ -31,13 +37,17 @@ def grad_norm(parameters: list[torch.Tensor]) -> float:
 
 
 def _toy_steps(clip: GradientClip | None, model: nn.Module, optimizer: torch.optim.Optimizer, steps: range) -> None:
+    """Steps of two kinds: every third an "aligned" one with a loss 10× larger, and a spike every seventh step."""
     for step in steps:
         generator = torch.Generator().manual_seed(step)
         x = torch.randn(16, 4, generator=generator)
-        scale = 50.0 if step % 7 == 6 else 1.0  # a spike every seventh step
+        aligned = step % 3 == 2
+        scale = (50.0 if step % 7 == 6 else 1.0) * (10.0 if aligned else 1.0)
         loss = scale * (model(x).squeeze(1) - x.sum(1)).pow(2).mean()
         optimizer.zero_grad()
         loss.backward()
+        if clip is not None:
+            clip.kind = "aligned" if aligned else "plain"
         optimizer.step()
 
 
@@ -62,17 +72,18 @@ def test_each_step_is_clipped_at_the_multiple_of_the_median_of_the_window_before
     finally:
         for handle in handles:
             handle.remove()
-    expected = expected_norms(raw, 1.5, window=9, warmup=4)
+    kinds = ["aligned" if step % 3 == 2 else "plain" for step in range(40)]
+    expected = expected_norms(raw, 1.5, window=9, warmup=4, kinds=kinds)
     np.testing.assert_allclose(applied, expected, rtol=1e-5)
-    assert clip.describe() == {
-        "multiple": 1.5,
-        "clipped_steps": sum(a < r * (1 - 1e-6) for a, r in zip(applied, raw, strict=True)),
-        "steps": 40,
-    }
-    assert 5 <= clip.clipped < 40  # the spikes at least; not every step
+    clipped = [a < r * (1 - 1e-6) for a, r in zip(applied, raw, strict=True)]
+    by_kind = {kind: sum(c for c, k in zip(clipped, kinds, strict=True) if k == kind) for kind in ("plain", "aligned")}
+    assert clip.describe() == {"multiple": 1.5, "steps": {"plain": 27, "aligned": 13}, "clipped_steps": by_kind}
+    assert 0 < by_kind["aligned"] < 13  # each kind against its own: not every 10x step is clipped
+    # one yardstick for both kinds would clip nearly every aligned step: the rule above is not that one
+    assert expected_norms(raw, 1.5, window=9, warmup=4) != pytest.approx(expected, rel=1e-5)
     clip.close()
     _toy_steps(None, model, optimizer, range(40, 42))
-    assert clip.steps == 40  # no longer clipping
+    assert clip.steps == {"plain": 27, "aligned": 13}  # no longer clipping
 
 
 def test_a_clip_resumed_from_its_state_continues_bit_for_bit() -> None:
@@ -90,32 +101,44 @@ def test_a_clip_resumed_from_its_state_continues_bit_for_bit() -> None:
             resumed = GradientClip(optimizer, multiple=1.2)
             resumed.load_state_dict(state)
             _toy_steps(resumed, model, optimizer, range(split, 50))
-            assert resumed.steps == 50
+            assert sum(resumed.steps.values()) == 50
         return [p.detach().clone() for p in model.parameters()]
 
     for whole, resumed in zip(trained(None), trained(23), strict=True):
         assert torch.equal(whole, resumed)
 
 
-def _fit_recording_norms(run: DistillRun, **options: Any) -> tuple[GBDT2NNStudent, list[float], list[float]]:
-    """Fit a student; every step of its training optimizer's gradient norm before and after the clip (global
-    optimizer hooks: the global pre-hook runs before the optimizer's own; the leaf-embedding stage's optimizer is
-    told apart by its parameters)."""
+def _fit_recording_norms(run: DistillRun, **options: Any) -> tuple[GBDT2NNStudent, list[float], list[float], list[str]]:
+    """Fit an aligned student (a tenth of the rows aligned, in batches of their own); every step of its training
+    optimizer's gradient norm before and after the clip, and the step's kind as the loop named it (global optimizer
+    hooks: the global pre-hook runs before the optimizer's own; the leaf-embedding stage's optimizer is told apart by
+    its parameters)."""
     recorded: dict[int, tuple[torch.optim.Optimizer, list[float], list[float]]] = {}
+    kinds: list[str] = []
 
     def parameters(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
         return [p for group in optimizer.param_groups for p in group["params"]]
 
     def before(optimizer: torch.optim.Optimizer, _args: Any, _kwargs: Any) -> None:
         recorded.setdefault(id(optimizer), (optimizer, [], []))[1].append(grad_norm(parameters(optimizer)))
+        clip = student._clip
+        kinds.append(clip.kind if clip is not None else "plain")
 
     def after(optimizer: torch.optim.Optimizer, _args: Any, _kwargs: Any) -> None:
         recorded[id(optimizer)][2].append(grad_norm(parameters(optimizer)))
 
+    n = len(run.prepared.validation.fit)
+    rows = np.sort(np.random.default_rng(0).permutation(n)[: n // 10])
+    alignment = Alignment(  # targets of the teacher's size and shape; their values do not matter here
+        attributor=get_registry().attributor("gradient-x-input"),
+        loss=torch.nn.functional.mse_loss,
+        teacher_attributions=run.prepared.shap_train.values[: len(rows)],
+        rows=rows,
+    )
     student = GBDT2NNStudent(epochs=3, n_groups=3, hidden=(16, 8), batch_size=128, seed=1, **options)
     handles = [register_optimizer_step_pre_hook(before), register_optimizer_step_post_hook(after)]
     try:
-        student.fit(run.prepared.student_inputs())
+        student.fit(run.prepared.student_inputs(alignment=alignment))
     finally:
         for handle in handles:
             handle.remove()
@@ -123,20 +146,24 @@ def _fit_recording_norms(run: DistillRun, **options: Any) -> tuple[GBDT2NNStuden
     for optimizer, raw, applied in recorded.values():
         params = parameters(optimizer)
         if len(params) == len(module_params) and all(a is b for a, b in zip(params, module_params, strict=True)):
-            return student, raw, applied
+            return student, raw, applied, kinds[-len(raw) :]
     raise AssertionError("the training optimizer was not recorded")
 
 
 def test_the_student_clips_its_training_steps_by_the_rule_and_zero_clips_none(adult_run: DistillRun) -> None:
-    student, raw, applied = _fit_recording_norms(adult_run, clip_gradients=1.0)
+    student, raw, applied, kinds = _fit_recording_norms(adult_run, clip_gradients=0.5)
     assert len(raw) >= 30
-    expected = expected_norms(raw, 1.0, window=GradientClip.window, warmup=GradientClip.warmup)
+    steps = {kind: kinds.count(kind) for kind in ("plain", "aligned")}
+    assert steps["aligned"] > 0
+    assert steps["plain"] > steps["aligned"]  # aligned batches of their own, a share of the steps
+    expected = expected_norms(raw, 0.5, window=GradientClip.window, warmup=GradientClip.warmup, kinds=kinds)
     np.testing.assert_allclose(applied, expected, rtol=1e-4)
-    clipped = sum(a < r * (1 - 1e-4) for a, r in zip(applied, raw, strict=True))
-    assert clipped > 0
-    assert student.stopping_["gradient_clip"] == {"multiple": 1.0, "clipped_steps": clipped, "steps": len(raw)}
+    clipped = [a < r * (1 - 1e-4) for a, r in zip(applied, raw, strict=True)]
+    by_kind = {kind: sum(c for c, k in zip(clipped, kinds, strict=True) if k == kind) for kind in steps}
+    assert by_kind["plain"] > 0
+    assert student.stopping_["gradient_clip"] == {"multiple": 0.5, "steps": steps, "clipped_steps": by_kind}
 
-    unclipped, raw, applied = _fit_recording_norms(adult_run, clip_gradients=0)
+    unclipped, raw, applied, _ = _fit_recording_norms(adult_run, clip_gradients=0)
     np.testing.assert_allclose(applied, raw, rtol=1e-6)
     assert "gradient_clip" not in unclipped.stopping_
 
