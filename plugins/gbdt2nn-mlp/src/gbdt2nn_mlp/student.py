@@ -321,7 +321,6 @@ class MLPStudent(Student):
 
         rows_per_step, self.choices_["batch_size"] = batch_size_choice(cfg.batch_size, n_all // processes.size)
         epoch_of = _Epochs(rows_per_step, cfg, module, z, n_all, loss, targets, optimizer, generator, alignment, weight)
-        epoch_of.clip = clip
         # one DistributedDataParallel over the joint loss (built after a resume: it broadcasts rank 0's weights)
         if processes.distributed:
             epoch_of.parallel = data_parallel(JointStep(module, loss.terms, targets))
@@ -455,8 +454,6 @@ class _Epochs:
         self.cfg, self.module, self.z, self.n_all, self.loss, self.targets = cfg, module, z, n_all, loss, targets
         self.optimizer, self.generator, self.alignment, self.weight = optimizer, generator, alignment, weight
         self.parallel: nn.Module | None = None
-        #: Told each step's kind (plain or aligned): aligned batches are clipped against aligned batches.
-        self.clip: GradientClip | None = None
 
     def train(self, epoch: int) -> dict[str, float]:
         """One pass over this process's rows in a seeded random order; the losses summed over every process's rows
@@ -491,8 +488,6 @@ class _Epochs:
                 sums[2:] += torch.tensor([float(loss_align.detach()) * aligned_rows, aligned_rows], dtype=torch.float64)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]
-            if self.clip is not None:
-                self.clip.kind = "aligned" if carry[b] and self.alignment is not None else "plain"
             self.optimizer.step()
             sums[:2] += torch.tensor([float(loss_task.detach()) * len(rows), len(rows)], dtype=torch.float64)
         task, rows_seen, align, aligned = all_reduce_sum(sums).tolist()
