@@ -18,6 +18,7 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -173,6 +174,68 @@ def test_the_runner_can_train_the_mlp_student_alone(
     assert combined["records"] == pieces[0] + pieces[1]
     assert combined["meta"]["seeds"] == [0, 1]
     assert "2 seed(s) [0, 1]" in both.read_text(encoding="utf-8")
+    # the teacher a run of the mlp alone trains again is kept once; two different teachers or students are an error
+    teacher_only = json.loads(record.read_text(encoding="utf-8"))
+    teacher_only["records"] = teacher_only["records"][:1]
+    (tmp_path / "teacher.json").write_text(json.dumps(teacher_only), encoding="utf-8")
+    runner.main(
+        ["--combine", str(record), str(tmp_path / "teacher.json"), "--out", str(both), "--json", str(both_json)]
+    )
+    assert json.loads(both_json.read_text(encoding="utf-8"))["records"] == pieces[0]
+    teacher_only["records"][0]["test"]["rmse"] += 0.01
+    (tmp_path / "teacher.json").write_text(json.dumps(teacher_only), encoding="utf-8")
+    with pytest.raises(SystemExit, match=r"hold different teachers for california, seed 0"):
+        runner.main(
+            ["--combine", str(record), str(tmp_path / "teacher.json"), "--out", str(both), "--json", str(both_json)]
+        )
+    with pytest.raises(SystemExit, match=r"hold the same student twice for california, seed 0 \(mlp · plain\)"):
+        runner.main(["--combine", str(record), str(record), "--out", str(both), "--json", str(both_json)])
     (tmp_path / "broken.json").write_text("{", encoding="utf-8")
     with pytest.raises(SystemExit, match=r"broken\.json: not a quality-suite record file"):
         runner.main(["--combine", str(tmp_path / "broken.json"), "--out", str(both), "--json", str(both_json)])
+
+
+def _record(
+    dataset: str, task: str, seed: int, model: str, test: dict[str, float], spearman: float | None
+) -> dict[str, Any]:
+    record = {"dataset": dataset, "task": task, "seed": seed, "model": model, "test": test}
+    record.update(rows_train=80, rows_test=20, features=3)
+    if spearman is not None:
+        record["agreement"] = {"spearman": spearman}
+    return record
+
+
+def test_the_report_judges_issue_12s_goals_from_the_means_over_seeds(
+    load_benchmark: Callable[[str], ModuleType],
+) -> None:
+    report = load_benchmark("quality/quality_report.py")
+    records = []
+    for seed, (teacher, plain, aligned) in enumerate([(0.90, 0.897, 0.899), (0.92, 0.917, 0.913)]):
+        records.append(_record("b", "binary", seed, "teacher (lightgbm)", {"auc": teacher}, None))
+        records.append(_record("b", "binary", seed, "gbdt2nn · plain", {"auc": plain}, 0.70))
+        records.append(_record("b", "binary", seed, "gbdt2nn · aligned", {"auc": aligned}, 0.86))
+    for seed, (teacher, aligned, plain) in enumerate([(1.0, 1.01, 1.03), (2.0, 2.06, 2.04)]):
+        records.append(_record("r", "regression", seed, "teacher (lightgbm)", {"rmse": teacher}, None))
+        records.append(_record("r", "regression", seed, "gbdt2nn · plain", {"rmse": plain}, 0.5))
+        records.append(_record("r", "regression", seed, "gbdt2nn · aligned", {"rmse": aligned}, 0.9))
+    records.append(_record("m", "multiclass", 0, "teacher (lightgbm)", {"accuracy": 0.8, "logloss": 0.5}, None))
+    records.append(_record("m", "multiclass", 0, "gbdt2nn · plain", {"accuracy": 0.79, "logloss": 0.52}, 0.6))
+    records.append(_record("m", "multiclass", 0, "gbdt2nn · aligned", {"accuracy": 0.797, "logloss": 0.505}, 0.75))
+    rows = {row["dataset"]: row for row in report.goal_rows(records)}
+    # binary: mean AUC 0.906 against the teacher's 0.910 (within 0.005); aligned − plain per seed +0.002, −0.004:
+    # mean −0.001, std 0.0042, so within seed noise; Spearman 0.86 ≥ 0.85 and +0.16 ≥ 0.15
+    assert rows["b"]["accuracy"] == ("-0.0040", True)
+    assert rows["b"]["versus_plain"] == ("-0.0010 ± 0.0042", True)
+    assert rows["b"]["spearman"] == ("0.860", True)
+    assert rows["b"]["spearman_gain"] == ("+0.160", True)
+    # regression: mean RMSE 1.535 against 1.5 (1.023 × > 1.02 ×); plain − aligned per seed +0.02, −0.02: mean 0
+    assert rows["r"]["accuracy"] == ("1.023 ×", False)
+    assert rows["r"]["versus_plain"][1] is True
+    assert "logloss" not in rows["r"]
+    # multiclass, one seed: accuracy −0.003 (met), log-loss 1.010 × (met); Spearman 0.75 (missed), +0.15 (met)
+    assert rows["m"]["accuracy"] == ("-0.0030", True)
+    assert rows["m"]["logloss"] == ("1.010 ×", True)
+    assert rows["m"]["spearman"] == ("0.750", False)
+    assert rows["m"]["spearman_gain"] == ("+0.150", True)
+    rendered = report.render(records, {"seeds": [0, 1]})
+    assert "| r | 2 | rmse 1.023 × **no** |" in rendered

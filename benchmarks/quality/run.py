@@ -212,13 +212,27 @@ def combine(sources: Sequence[Path], out: Path, json_out: Path) -> list[dict[str
 
     records: list[dict[str, Any]] = []
     runs: list[dict[str, Any]] = []
+    seen: dict[tuple[str, int, str], tuple[Path, dict[str, Any]]] = {}
     for source in sources:
         try:
             written = json.loads(source.read_text(encoding="utf-8"))
-            records += written["records"]
+            pieces = [(record, (record["dataset"], record["seed"], record["model"])) for record in written["records"]]
             runs.append(written["meta"])
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise SystemExit(f"{source}: not a quality-suite record file ({error}); pass the --json of a run") from None
+        for record, key in pieces:
+            if key not in seen:
+                seen[key] = (source, record)
+                records.append(record)
+                continue
+            # a run of the mlp student alone trains the teacher of that seed again: the same model, kept once
+            first_source, first = seen[key]
+            if not key[2].startswith("teacher") or first["test"] != record["test"]:
+                what = "different teachers" if key[2].startswith("teacher") else "the same student twice"
+                raise SystemExit(
+                    f"{source} and {first_source} hold {what} for {key[0]}, seed {key[1]} ({key[2]}): "
+                    "combine runs of the same settings that differ in their students or seeds"
+                )
     seeds = sorted({record["seed"] for record in records})
     commands = "; ".join(f"`{run.get('command', '?')}` ({run.get('date', '?')})" for run in runs)
     meta = {
