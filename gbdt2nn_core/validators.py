@@ -95,3 +95,13 @@ def batch_size_or_auto(_: object, attribute: attrs.Attribute[Any], value: object
             fix="use auto (from the number of training rows) or a whole number of at least 2 (BatchNorm needs two "
             "rows per batch)",
         )
+
+
+def learning_rate_schedule(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    """attrs validator: a students' learning-rate schedule, ``"auto"``, ``"constant"`` or ``"cosine"``."""
+    if value not in ("auto", "constant", "cosine"):
+        raise ConfigError(
+            setting=attribute.name,
+            value=value,
+            fix="use auto (cosine for regression, constant for classification), constant or cosine",
+        )

@@ -57,6 +57,9 @@ from gbdt2nn_core.student.kit import (
     boolean,
     check_finite_loss,
     config_from_options,
+    epoch_learning_rate,
+    learning_rate_schedule,
+    learning_rate_schedule_choice,
     load_checkpoint,
     non_negative_float,
     non_negative_int,
@@ -66,6 +69,7 @@ from gbdt2nn_core.student.kit import (
     require_differentiable,
     restore_training_state,
     save_checkpoint,
+    set_learning_rate,
     soft_loss,
     soft_targets,
     target_scaling,
@@ -139,6 +143,11 @@ class GBDT2NNConfig:
     #: ``history["choices"]["batch_size"]``.
     batch_size: int | Literal["auto"] = attrs.field(default="auto", validator=batch_size_or_auto)
     lr: float = attrs.field(default=1e-3, validator=positive_float)
+    #: The learning rate over the epochs: ``"cosine"`` anneals it from ``lr`` towards 0 over the epoch budget
+    #: (:func:`~gbdt2nn_core.student.kit.epoch_learning_rate`), ``"constant"`` keeps ``lr`` (DeepGBM's code);
+    #: ``"auto"`` is cosine for regression and constant for classification. Recorded in
+    #: ``history["choices"]["lr_schedule"]``.
+    lr_schedule: Literal["auto", "constant", "cosine"] = attrs.field(default="auto", validator=learning_rate_schedule)
     weight_decay: float = attrs.field(default=1e-6, validator=non_negative_float)
     #: The embedding loss's weight β in epoch 0 (see :meth:`beta`): epoch 0 imitates the leaf embeddings only.
     beta0: float = attrs.field(default=1.0, validator=unit_interval)
@@ -215,6 +224,8 @@ class EpochRecord:
     alignment_weight: float | None = None
     #: The task loss on the validation rows after this epoch (``None`` without validation rows).
     validation_loss: float | None = None
+    #: The learning rate of the epoch's steps (:attr:`GBDT2NNConfig.lr_schedule`).
+    learning_rate: float | None = None
     #: Whatever the ``on_epoch_end`` callback measured (e.g. validation metrics, agreement).
     extra: dict[str, float] = attrs.field(factory=dict)
 
@@ -356,6 +367,7 @@ class GBDT2NNStudent(Student):
         self.target_scaling_ = scaling
         self.choices_ = {"targets": scaling.describe(), "beta": _beta_choice(cfg)}
         self.batch_size_, self.choices_["batch_size"] = batch_size_choice(cfg.batch_size, n_all // processes.size)
+        schedule, self.choices_["lr_schedule"] = learning_rate_schedule_choice(cfg.lr_schedule, task)
         rows_per_step = self.batch_size_
         scale = scaling.scale
         leaf_sums = rows_on(_scaled_leaf_sums(ensemble, leaves, groups, scale), device, torch.float32)
@@ -463,6 +475,8 @@ class GBDT2NNStudent(Student):
                 if stopper.should_stop():
                     break
                 started = time.perf_counter()
+                rate = epoch_learning_rate(schedule, cfg.lr, epoch, cfg.epochs)
+                set_learning_rate(optimizer, rate)
                 if parallel is None:
                     sums = self._train_epoch(epoch, z_t, objective, optimizer, generator, alignment, weight)
                 else:
@@ -491,6 +505,7 @@ class GBDT2NNStudent(Student):
                     seconds=time.perf_counter() - started,
                     validation_loss=held_out,
                     alignment_weight=weight.epoch_mean() if weight is not None else None,
+                    learning_rate=rate,
                 )
                 if weight is not None:
                     weight.end_epoch(epoch, held_out, alignment_loss)

@@ -37,6 +37,7 @@ from gbdt2nn_core.validators import (
     batch_size,
     batch_size_or_auto,
     boolean,
+    learning_rate_schedule,
     non_negative_float,
     non_negative_int,
     positive_float,
@@ -61,6 +62,9 @@ __all__ = [
     "boolean",
     "check_finite_loss",
     "config_from_options",
+    "epoch_learning_rate",
+    "learning_rate_schedule",
+    "learning_rate_schedule_choice",
     "load_checkpoint",
     "monitor_batchnorm_rows",
     "non_negative_float",
@@ -72,6 +76,7 @@ __all__ = [
     "restore_training_state",
     "row_batches",
     "save_checkpoint",
+    "set_learning_rate",
     "soft_loss",
     "soft_targets",
     "target_scale",
@@ -124,6 +129,31 @@ def batch_size_choice(batch_size: int | str, rows: int) -> tuple[int, dict[str, 
         size = batch_size_for_rows(rows)
         return size, {"rows": size, "why": f"auto: about 100 steps an epoch over {rows} rows, 64 to 512 rows"}
     return int(batch_size), {"rows": int(batch_size), "why": "as configured"}
+
+
+def learning_rate_schedule_choice(schedule: str, task: Task) -> tuple[str, dict[str, Any]]:
+    """The learning-rate schedule a student's ``lr_schedule`` option resolves to for ``task`` (``"auto"``: cosine
+    for regression, constant for classification), with its record for the run's ``student_choices``."""
+    if schedule == "auto":
+        chosen = "cosine" if task == "regression" else "constant"
+        return chosen, {"schedule": chosen, "why": f"auto: {chosen} for {task}"}
+    return schedule, {"schedule": schedule, "why": "as configured"}
+
+
+def epoch_learning_rate(schedule: str, base: float, epoch: int, budget: int) -> float:
+    """The learning rate of ``epoch`` (0-based) in a budget of ``budget`` epochs: ``base`` throughout
+    (``"constant"``), or half a cosine from ``base`` at epoch 0 towards 0 after the budget (``"cosine"``, SGDR's
+    annealing without restarts, stepped once an epoch so that a resumed run sets the same rate from its epoch).
+    Early stopping may end the run before the rate is low."""
+    if schedule == "constant":
+        return base
+    return base * 0.5 * (1.0 + math.cos(math.pi * epoch / max(budget, 1)))
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, rate: float) -> None:
+    """Every parameter group of ``optimizer`` steps at ``rate`` from now on."""
+    for group in optimizer.param_groups:
+        group["lr"] = rate
 
 
 #: An alignment weight above this is the likely cause when training diverges (the default is 1).
