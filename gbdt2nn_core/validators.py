@@ -98,10 +98,10 @@ def batch_size_or_auto(_: object, attribute: attrs.Attribute[Any], value: object
 
 
 def learning_rate_schedule(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    """attrs validator: a students' learning-rate schedule, ``"auto"``, ``"constant"`` or ``"cosine"``."""
-    if value not in ("auto", "constant", "cosine"):
+    """attrs validator: a students' learning-rate schedule, ``"constant"`` or ``"cosine"``."""
+    if value not in ("constant", "cosine"):
         raise ConfigError(
             setting=attribute.name,
             value=value,
-            fix="use auto (cosine for regression, constant for classification), constant or cosine",
+            fix="use constant (the default) or cosine (annealed towards 0 over the epoch budget)",
         )

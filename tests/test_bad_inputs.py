@@ -400,7 +400,7 @@ HAS_ESTIMATOR = (ROOT / "gbdt2nn_core" / "pipeline" / "estimator.py").is_file()
 _ALL_ATTRIBUTORS = "gradient, gradient-x-input, integrated-gradients, shap, structure"
 _STUDENT_OPTIONS = (
     "n_groups, features_per_group, embedding_dim, hidden, leaf_epochs, leaf_dropout, epochs, early_stopping, "
-    "patience, weight_average_epochs, clip_gradients, calibrate, batch_size, lr, "
+    "patience, weight_average_epochs, clip_gradients, calibrate, batch_size, lr, lr_schedule, "
     "weight_decay, beta0, beta_decay, beta_step, beta_floor, standardize_targets, alignment_cap, "
     "alignment_backoff, alignment_in_teacher_units, teacher_weight, recalibrate_batchnorm, sync_batchnorm, seed"
 )

@@ -64,10 +64,17 @@ def _steps_rates(fit: Callable[[], Any]) -> tuple[Any, list[float]]:
     return student, training[0]
 
 
-def test_a_regression_student_anneals_and_a_classifier_keeps_its_rate(
-    california_small: pd.DataFrame, adult_small: pd.DataFrame, small_config: Callable[..., DistillConfig]
+def test_the_student_keeps_its_rate_by_default_and_anneals_it_when_asked(
+    california_small: pd.DataFrame, small_config: Callable[..., DistillConfig]
 ) -> None:
-    options = {"epochs": 4, "early_stopping": False, "lr": 2e-3, "batch_size": 128}
+    options: dict[str, Any] = {"epochs": 4, "early_stopping": False, "lr": 2e-3, "batch_size": 128}
+    student, rates = _steps_rates(
+        lambda: distill(california_small, "MedHouseVal", small_config(student_options=options))
+    )
+    assert set(rates) == {2e-3}
+    assert [record.learning_rate for record in student.history_] == [2e-3] * 4
+
+    options["lr_schedule"] = "cosine"
     student, rates = _steps_rates(
         lambda: distill(california_small, "MedHouseVal", small_config(student_options=options))
     )
@@ -76,26 +83,11 @@ def test_a_regression_student_anneals_and_a_classifier_keeps_its_rate(
     steps_per_epoch = len(rates) // 4
     assert len(rates) == 4 * steps_per_epoch
     for epoch in range(4):
-        assert rates[epoch * steps_per_epoch : (epoch + 1) * steps_per_epoch] == [pytest.approx(expected[epoch])] * (
-            steps_per_epoch
-        )
+        epoch_rates = rates[epoch * steps_per_epoch : (epoch + 1) * steps_per_epoch]
+        assert epoch_rates == [pytest.approx(expected[epoch])] * steps_per_epoch
     assert [record.learning_rate for record in student.history_] == pytest.approx(expected)
-    assert student.choices_["lr_schedule"] == {"schedule": "cosine", "why": "auto: cosine for regression"}
-
-    classifier, rates = _steps_rates(
-        lambda: distill(adult_small, "income_gt_50k", small_config(student_options=options))
-    )
-    assert set(rates) == {2e-3}
-    assert classifier.choices_["lr_schedule"] == {"schedule": "constant", "why": "auto: constant for binary"}
-
-    options["lr_schedule"] = "cosine"
-    forced, rates = _steps_rates(lambda: distill(adult_small, "income_gt_50k", small_config(student_options=options)))
-    assert sorted(set(rates), reverse=True) == pytest.approx(expected)
-    assert forced.choices_["lr_schedule"]["why"] == "as configured"
 
 
 def test_an_unknown_schedule_names_the_choices() -> None:
-    with pytest.raises(
-        ConfigError, match=r"use auto \(cosine for regression, constant for classification\), constant or cosine"
-    ):
+    with pytest.raises(ConfigError, match=r"use constant \(the default\) or cosine"):
         GBDT2NNStudent(lr_schedule="linear")

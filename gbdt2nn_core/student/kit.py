@@ -64,7 +64,6 @@ __all__ = [
     "config_from_options",
     "epoch_learning_rate",
     "learning_rate_schedule",
-    "learning_rate_schedule_choice",
     "load_checkpoint",
     "monitor_batchnorm_rows",
     "non_negative_float",
@@ -129,15 +128,6 @@ def batch_size_choice(batch_size: int | str, rows: int) -> tuple[int, dict[str, 
         size = batch_size_for_rows(rows)
         return size, {"rows": size, "why": f"auto: about 100 steps an epoch over {rows} rows, 64 to 512 rows"}
     return int(batch_size), {"rows": int(batch_size), "why": "as configured"}
-
-
-def learning_rate_schedule_choice(schedule: str, task: Task) -> tuple[str, dict[str, Any]]:
-    """The learning-rate schedule a student's ``lr_schedule`` option resolves to for ``task`` (``"auto"``: cosine
-    for regression, constant for classification), with its record for the run's ``student_choices``."""
-    if schedule == "auto":
-        chosen = "cosine" if task == "regression" else "constant"
-        return chosen, {"schedule": chosen, "why": f"auto: {chosen} for {task}"}
-    return schedule, {"schedule": schedule, "why": "as configured"}
 
 
 def epoch_learning_rate(schedule: str, base: float, epoch: int, budget: int) -> float:
