@@ -77,15 +77,22 @@ def _dataset_table(models: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _teacher_plain_aligned(models: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], ...] | None:
+    """A dataset's teacher and plain and aligned GBDT2NN summaries, or ``None`` when one is missing."""
+    teacher = next((s for m, s in models.items() if m.startswith("teacher")), None)
+    plain, aligned = models.get("gbdt2nn · plain"), models.get("gbdt2nn · aligned")
+    return None if teacher is None or plain is None or aligned is None else (teacher, plain, aligned)
+
+
 def _summary_table(aggregated: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
     header = ["dataset", "task", "train / test rows", "metric", "teacher", "plain", "aligned", "aligned − teacher"]
     header += ["spearman plain → aligned", "mlp plain / aligned", "mlp spearman", "teacher s", "TreeSHAP s"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for dataset, models in aggregated.items():
-        teacher = next((s for m, s in models.items() if m.startswith("teacher")), None)
-        plain, aligned = models.get("gbdt2nn · plain"), models.get("gbdt2nn · aligned")
-        if teacher is None or plain is None or aligned is None:
+        trio = _teacher_plain_aligned(models)
+        if trio is None:
             continue
+        teacher, plain, aligned = trio
         metric = PRIMARY_METRIC[teacher["task"]][0]
         key = f"test.{metric}"
         gap = "—"
@@ -131,10 +138,10 @@ def goal_rows(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     tell, so it compares the means."""
     rows: list[dict[str, Any]] = []
     for dataset, models in aggregate(records).items():
-        teacher = next((s for m, s in models.items() if m.startswith("teacher")), None)
-        plain, aligned = models.get("gbdt2nn · plain"), models.get("gbdt2nn · aligned")
-        if teacher is None or plain is None or aligned is None:
+        trio = _teacher_plain_aligned(models)
+        if trio is None:
             continue
+        teacher, plain, aligned = trio
         task = teacher["task"]
         metric, larger_is_better = PRIMARY_METRIC[task]
         key = f"test.{metric}"
