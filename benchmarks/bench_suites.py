@@ -337,7 +337,8 @@ def training_step(
     objective = _Objective(cfg, ctx.task, module, targets, y, margin, alignment, ctx.aggregation, scaling)
     optimizer = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     generator = torch.Generator().manual_seed(0)
-    return lambda: student._train_epoch(0, z, objective, optimizer, generator, alignment)
+    beta = cfg.for_task(ctx.task).beta(0)
+    return lambda: student._train_epoch(0, z, objective, optimizer, generator, alignment, None, beta)
 
 
 def bench_train(ctx: Context) -> dict[str, Any]:

@@ -91,10 +91,11 @@ def _student_starting_at(start: int) -> type:
             optimizer: Any,
             generator: Any,
             alignment: Any,
-            weight: Any = None,
+            weight: Any,
+            beta: float,
         ) -> Any:
             return super()._train_epoch(
-                epoch, z, objective, optimizer, generator, alignment if epoch >= start else None, weight
+                epoch, z, objective, optimizer, generator, alignment if epoch >= start else None, weight, beta
             )
 
     return LateAlignmentStudent

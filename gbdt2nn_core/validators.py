@@ -24,6 +24,7 @@ __all__ = [
     "positive_float",
     "positive_int",
     "unit_interval",
+    "unit_interval_or_auto",
 ]
 
 
@@ -49,6 +50,16 @@ def unit_interval(_: object, attribute: attrs.Attribute[float], value: float) ->
     """attrs validator: a number in [0, 1]."""
     if not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
         raise ConfigError(setting=attribute.name, value=value, fix="use a number between 0 and 1")
+
+
+def unit_interval_or_auto(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    """attrs validator: ``"auto"`` (chosen from the task) or a number in [0, 1]."""
+    if value == "auto":
+        return
+    if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0):
+        raise ConfigError(
+            setting=attribute.name, value=value, fix="use auto (chosen from the task) or a number between 0 and 1"
+        )
 
 
 def non_negative_float(_: object, attribute: attrs.Attribute[float], value: float) -> None:

@@ -168,8 +168,8 @@ def test_patience_counts_from_the_end_of_the_beta_warm_up() -> None:
     from gbdt2nn_core.student.kit import EarlyStopping
 
     # by hand, DeepGBM's schedule: β = 1, 1, 0.7, 0.7, 0.49, 0.49, 0.343, 0.343, then the floor 0.3 from epoch 8 on
-    assert GBDT2NNConfig(beta0=1.0, beta_step=2).beta_warmup() == 8
-    assert GBDT2NNConfig(beta0=0.0).beta_warmup() == 0
+    assert GBDT2NNConfig(beta0=1.0, beta_step=2, beta_floor=0.3).beta_warmup() == 8
+    assert GBDT2NNConfig(beta0=0.0).for_task("binary").beta_warmup() == 0
     stopper = EarlyStopping(enabled=True, patience=2, budget=20, warmup=8)
     module = nn.Linear(1, 1)
     losses = [1.0] + [2.0] * 20  # the best is epoch 0, never beaten

@@ -196,14 +196,32 @@ def test_the_weight_actually_used_is_recorded_per_epoch_and_in_the_choices(
 def test_the_default_beta_schedule_trains_the_task_loss_from_the_first_epoch() -> None:
     from gbdt2nn_core.student import GBDT2NNConfig
 
-    # by hand: β_e = 1 · max(0.3, 0.7^e)
+    # by hand, classification: β_e = 1 · max(0.3, 0.7^e)
     expected = [1.0, 0.7, 0.49, 0.343, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3]
-    config = GBDT2NNConfig()
-    assert [config.beta(epoch) for epoch in range(11)] == pytest.approx(expected)
-    assert config.beta_warmup() == 4  # constant from epoch 4: early stopping's patience counts from there
-    # DeepGBM's own schedule stays one setting away: no task loss in epochs 0 and 1
-    deepgbm = GBDT2NNConfig(beta_step=2)
+    for task in ("binary", "multiclass"):
+        config = GBDT2NNConfig().for_task(task)
+        assert [config.beta(epoch) for epoch in range(11)] == pytest.approx(expected)
+        assert config.beta_warmup() == 4  # constant from epoch 4: early stopping's patience counts from there
+    # regression: β_e = max(0.1, 0.7^e), 0.7^6 = 0.1176 and 0.7^7 = 0.0824, so the floor from epoch 7 on
+    regression = GBDT2NNConfig().for_task("regression")
+    expected = [1.0, 0.7, 0.49, 0.343, 0.2401, 0.16807, 0.117649, 0.1, 0.1, 0.1, 0.1]
+    assert [regression.beta(epoch) for epoch in range(11)] == pytest.approx(expected)
+    assert regression.beta_warmup() == 7
+    # a floor given is the floor for every task; DeepGBM's own schedule stays one setting away: no task loss in
+    # epochs 0 and 1
+    deepgbm = GBDT2NNConfig(beta_step=2, beta_floor=0.3)
+    assert deepgbm.for_task("regression") is deepgbm
     assert [deepgbm.beta(epoch) for epoch in range(3)] == pytest.approx([1.0, 1.0, 0.7])
+
+
+def test_an_automatic_floor_is_resolved_for_the_task_before_it_gives_a_beta() -> None:
+    from gbdt2nn_core.errors import ConfigError
+    from gbdt2nn_core.student import GBDT2NNConfig
+
+    with pytest.raises(ConfigError, match=r"beta_floor.*for_task"):
+        GBDT2NNConfig().beta(0)
+    with pytest.raises(ConfigError, match=r"beta_floor.*auto"):
+        GBDT2NNConfig(beta_floor="0.1")  # type: ignore[arg-type]  # what a user might pass: text is refused
 
 
 def test_a_short_run_learns_the_target(
@@ -217,6 +235,8 @@ def test_a_short_run_learns_the_target(
         # the resolved schedule is recorded: β of every epoch of the budget (by hand)
         recorded = run.student.history["choices"]["beta"]
         assert recorded["per_epoch"] == pytest.approx([1.0, 0.7, 0.49] if beta_step == 1 else [1.0, 1.0, 0.7])
+        assert recorded["floor"] == 0.1  # the automatic floor of a regression
+        assert run.student.options()["beta_floor"] == "auto"  # what was asked for is what is saved
         return float(skm.r2_score(run.data.y_test, run.student.predict_margin(run.data.z_test)))
 
     assert r2(1) > r2(2) + 0.1

@@ -76,6 +76,7 @@ from gbdt2nn_core.student.kit import (
     training_fingerprint,
     training_state,
     unit_interval,
+    unit_interval_or_auto,
     validation_loss,
     validation_temperature,
 )
@@ -85,6 +86,9 @@ if TYPE_CHECKING:
     from gbdt2nn_core.data.encoding import OneHotBlocks
 
 __all__ = ["EpochRecord", "GBDT2NNConfig", "GBDT2NNStudent"]
+
+#: ``beta_floor="auto"`` per task (see :attr:`GBDT2NNConfig.beta_floor`).
+_AUTO_BETA_FLOOR: dict[str, float] = {"regression": 0.1, "binary": 0.3, "multiclass": 0.3}
 
 
 def _hidden(value: Any) -> tuple[int, ...]:
@@ -157,7 +161,14 @@ class GBDT2NNConfig:
     #: leaves the aligned student's agreement gain over the plain one below 0.05 in some of the end-to-end grid's
     #: combinations (CHANGELOG.md has the measurements).
     beta_step: int = attrs.field(default=1, validator=positive_int)
-    beta_floor: float = attrs.field(default=0.3, validator=unit_interval)
+    #: The least β ever gets: from the epoch where ``beta_decay`` reaches it, this share of the loss keeps tying the
+    #: group networks to the leaf embeddings. ``"auto"`` (:meth:`for_task`) is 0.1 for regression and 0.3 (DeepGBM's)
+    #: for classification: regression students at 0.3 stayed a few per cent above their teacher's RMSE, and 0.1
+    #: closes most of it (three seeds, aligned test RMSE: diamonds' price 578.6 → 537.0 USD, teacher 535.5;
+    #: California housing 0.4756 → 0.4648, teacher 0.4517), while on classification it helped nowhere beyond noise
+    #: and cost agreement and early stopping's warm-up (flights-30k aligned Spearman 0.862 → 0.806, diamonds-cut
+    #: accuracy −0.004; RESULTS.md, "The embedding loss's floor").
+    beta_floor: float | Literal["auto"] = attrs.field(default="auto", validator=unit_interval_or_auto)
     #: Train regression targets standardised, ``(y - mean) / std`` of the training rows (the network's heads map
     #: back to the target's units); ``False`` trains in the target's own units (very large targets are still
     #: divided by a power of two near their size, so that squared errors stay finite). See
@@ -199,8 +210,18 @@ class GBDT2NNConfig:
     sync_batchnorm: bool = attrs.field(default=True, validator=boolean)
     seed: int = attrs.field(default=0, validator=non_negative_int)
 
+    def for_task(self, task: Task) -> GBDT2NNConfig:
+        """This config with ``"auto"`` settings that depend on the task resolved (``beta_floor``)."""
+        if self.beta_floor != "auto":
+            return self
+        return attrs.evolve(self, beta_floor=_AUTO_BETA_FLOOR[task])
+
     def beta(self, epoch: int) -> float:
-        """The embedding-loss weight β of ``epoch`` (0-based)."""
+        """The embedding-loss weight β of ``epoch`` (0-based); needs a numeric ``beta_floor`` (see :meth:`for_task`)."""
+        if self.beta_floor == "auto":
+            raise ConfigError(
+                setting="beta_floor", value="auto", fix="resolve it for the task first: config.for_task(task)"
+            )
         return self.beta0 * max(self.beta_floor, self.beta_decay ** (epoch // self.beta_step))
 
     def beta_warmup(self) -> int:
@@ -339,7 +360,7 @@ class GBDT2NNStudent(Student):
         validation: ValidationRows | None = None,
         device: torch.device | None = None,
     ) -> GBDT2NNStudent:
-        cfg = self.config
+        cfg = self.config.for_task(task)  # the task's β floor; ``self.config`` (what is saved) keeps "auto"
         # everything below lives on ``device``: the matrices are copied there whole, once (see host/device.py)
         device = device or torch.device("cpu")
         # with several processes (see gbdt2nn_core.student.distributed) the rows are this process's shard; dataset
@@ -365,7 +386,7 @@ class GBDT2NNStudent(Student):
         # --- step 4: leaf embeddings, then frozen heads and embedding targets G_j(x)
         scaling = target_scaling(task, y, standardize=cfg.standardize_targets)  # over every shard's rows
         self.target_scaling_ = scaling
-        self.choices_ = {"targets": scaling.describe(), "beta": _beta_choice(cfg)}
+        self.choices_ = {"targets": scaling.describe(), "beta": _beta_choice(cfg, self.config.beta_floor == "auto")}
         self.batch_size_, self.choices_["batch_size"] = batch_size_choice(cfg.batch_size, n_all // processes.size)
         rows_per_step = self.batch_size_
         scale = scaling.scale
@@ -475,13 +496,14 @@ class GBDT2NNStudent(Student):
                     break
                 started = time.perf_counter()
                 rate = epoch_learning_rate(cfg.lr_schedule, cfg.lr, epoch, cfg.epochs)
+                beta = cfg.beta(epoch)
                 set_learning_rate(optimizer, rate)
                 if parallel is None:
-                    sums = self._train_epoch(epoch, z_t, objective, optimizer, generator, alignment, weight)
+                    sums = self._train_epoch(epoch, z_t, objective, optimizer, generator, alignment, weight, beta)
                 else:
                     targets_ = objective.alignment_targets
                     sums = self._train_epoch_parallel(
-                        epoch, z_t, parallel, optimizer, generator, alignment, n_all, weight, targets_
+                        epoch, z_t, parallel, optimizer, generator, alignment, n_all, weight, targets_, beta
                     )
                 extra = None
                 if average is not None:
@@ -497,7 +519,7 @@ class GBDT2NNStudent(Student):
                 record = EpochRecord(
                     extra=dict(extra or {}),
                     epoch=epoch,
-                    beta=cfg.beta(epoch),
+                    beta=beta,
                     task_loss=sums["task"] / n_all,
                     embedding_loss=sums["emb"] / n_all,
                     alignment_loss=alignment_loss,
@@ -545,9 +567,11 @@ class GBDT2NNStudent(Student):
         optimizer: torch.optim.Optimizer,
         generator: torch.Generator,
         alignment: Alignment | None,
-        weight: AlignmentWeight | None = None,
+        weight: AlignmentWeight | None,
+        beta: float,
     ) -> dict[str, float]:
-        """One pass over the rows in a seeded random order; returns summed losses.
+        """One pass over the rows in a seeded random order, the embedding loss weighted ``beta`` (the epoch's β);
+        returns summed losses.
 
         The batches and which of them carry the alignment term (over their rows among ``alignment.rows``, weighted
         by ``weight``, a fresh one for this epoch if not given) come from
@@ -556,7 +580,6 @@ class GBDT2NNStudent(Student):
         cfg, module = self.config, self.module
         if alignment is not None and weight is None:
             weight = AlignmentWeight(alignment.weight, cfg.alignment_cap)
-        beta = cfg.beta(epoch)
         module.train()
         n = z.shape[0]
         plan = epoch_plan(n, n, self._rows_per_step(n), generator, alignment, objective.alignment_targets)
@@ -593,8 +616,9 @@ class GBDT2NNStudent(Student):
         generator: torch.Generator,
         alignment: Alignment | None,
         n_all: int,
-        weight: AlignmentWeight | None = None,
-        targets: AlignmentTargets | None = None,
+        weight: AlignmentWeight | None,
+        targets: AlignmentTargets | None,
+        beta: float,
     ) -> dict[str, float]:
         """:meth:`_train_epoch` on this process's shard, the joint loss under ``DistributedDataParallel``; returns
         the losses summed over every process's rows.
@@ -606,7 +630,6 @@ class GBDT2NNStudent(Student):
         (capped by ``weight``) comes from the global batch's losses, so it is the same everywhere too.
         """
         cfg = self.config
-        beta = cfg.beta(epoch)
         parallel.train()
         rows_per_step = self._rows_per_step(n_all // world().size)
         plan = epoch_plan(z.shape[0], n_all, rows_per_step, generator, alignment, targets)
@@ -771,12 +794,15 @@ def _scaled_leaf_sums(ensemble: Any, leaves: np.ndarray, groups: list[np.ndarray
     return sums
 
 
-def _beta_choice(cfg: GBDT2NNConfig) -> dict[str, Any]:
-    """The β schedule as resolved for the run's record: β of each epoch of the budget, the warm-up, and why."""
+def _beta_choice(cfg: GBDT2NNConfig, auto_floor: bool) -> dict[str, Any]:
+    """The β schedule as resolved for the run's record (``cfg`` resolved for the task): β of each epoch of the
+    budget, the floor, the warm-up, and why."""
     deepgbm = cfg.beta0 == 1.0
     why = "DeepGBM's schedule: no task loss while beta is 1" if deepgbm else "task loss from the first epoch"
+    if auto_floor:
+        why += f"; floor {cfg.beta_floor} for this task (auto: 0.1 for regression, 0.3 for classification)"
     per_epoch = [cfg.beta(epoch) for epoch in range(cfg.epochs)]
-    return {"per_epoch": per_epoch, "warmup": cfg.beta_warmup(), "why": why}
+    return {"per_epoch": per_epoch, "floor": cfg.beta_floor, "warmup": cfg.beta_warmup(), "why": why}
 
 
 def _validation_monitor(

@@ -43,6 +43,7 @@ from gbdt2nn_core.validators import (
     positive_float,
     positive_int,
     unit_interval,
+    unit_interval_or_auto,
 )
 
 __all__ = [
@@ -84,6 +85,7 @@ __all__ = [
     "training_fingerprint",
     "training_state",
     "unit_interval",
+    "unit_interval_or_auto",
     "validation_loss",
     "validation_temperature",
 ]
