@@ -190,6 +190,16 @@ def test_the_runner_can_train_the_mlp_student_alone(
         )
     with pytest.raises(SystemExit, match=r"hold the same student twice for california, seed 0 \(mlp · plain\)"):
         runner.main(["--combine", str(record), str(record), "--out", str(both), "--json", str(both_json)])
+    # ... unless the later file is a rerun that replaces them (in place: the order of the first file is kept)
+    rerun = json.loads(record.read_text(encoding="utf-8"))
+    rerun["records"] = rerun["records"][:2]  # the teacher (the same) and the plain mlp student, retrained
+    rerun["records"][1]["test"] = {name: value + 1.0 for name, value in rerun["records"][1]["test"].items()}
+    (tmp_path / "rerun.json").write_text(json.dumps(rerun), encoding="utf-8")
+    sources = [str(record), str(other), str(tmp_path / "rerun.json")]
+    runner.main(["--combine", *sources, "--replace", "--out", str(both), "--json", str(both_json)])
+    replaced = json.loads(both_json.read_text(encoding="utf-8"))
+    assert replaced["records"] == [pieces[0][0], rerun["records"][1], *pieces[0][2:], *pieces[1]]
+    assert replaced["meta"]["command"].endswith("rerun.json --replace")
     (tmp_path / "broken.json").write_text("{", encoding="utf-8")
     with pytest.raises(SystemExit, match=r"broken\.json: not a quality-suite record file"):
         runner.main(["--combine", str(tmp_path / "broken.json"), "--out", str(both), "--json", str(both_json)])

@@ -111,6 +111,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="JSON",
         help="run nothing: one report (--out, --json) from the records of earlier runs (a suite run in pieces)",
     )
+    parser.add_argument(
+        "--replace",
+        action="store_true",
+        help="with --combine: a student of a later file replaces the same student (dataset, seed) of an earlier one "
+        "(rows rerun at new defaults); without it the same student twice is an error",
+    )
     return parser.parse_args(argv)
 
 
@@ -128,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     from gbdt2nn_core.kit.booster_teacher import available_cores
 
     if args.combine:
-        return combine(args.combine, args.out, args.json)
+        return combine(args.combine, args.out, args.json, replace=args.replace)
     if args.list:
         for card in CARDS.values():
             print(f"{card.name:18} {card.task:10} {card.rows:>8,} rows {card.features:>3} features  {card.target}")
@@ -205,9 +211,12 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     return records
 
 
-def combine(sources: Sequence[Path], out: Path, json_out: Path) -> list[dict[str, Any]]:
+def combine(sources: Sequence[Path], out: Path, json_out: Path, *, replace: bool = False) -> list[dict[str, Any]]:
     """One report from the records of earlier runs, in the order given (a suite run in pieces, on several cores or
-    sessions); the meta keeps each run's own meta (command, date, settings), which the runs should share."""
+    sessions); the meta keeps each run's own meta (command, date, settings), which the runs should share.
+
+    With ``replace`` a student of a later file takes the place of the same student (dataset, seed, model) of an
+    earlier one: the rows of a dataset rerun after a default changed. Teachers must agree either way."""
     from quality_report import render
 
     records: list[dict[str, Any]] = []
@@ -227,6 +236,10 @@ def combine(sources: Sequence[Path], out: Path, json_out: Path) -> list[dict[str
                 continue
             # a run of the mlp student alone trains the teacher of that seed again: the same model, kept once
             first_source, first = seen[key]
+            if replace and not key[2].startswith("teacher"):
+                records[records.index(first)] = record
+                seen[key] = (source, record)
+                continue
             if not key[2].startswith("teacher") or first["test"] != record["test"]:
                 what = "different teachers" if key[2].startswith("teacher") else "the same student twice"
                 raise SystemExit(
@@ -236,7 +249,8 @@ def combine(sources: Sequence[Path], out: Path, json_out: Path) -> list[dict[str
     seeds = sorted({record["seed"] for record in records})
     commands = "; ".join(f"`{run.get('command', '?')}` ({run.get('date', '?')})" for run in runs)
     meta = {
-        "command": f"python benchmarks/quality/run.py --combine {' '.join(str(s) for s in sources)}",
+        "command": f"python benchmarks/quality/run.py --combine {' '.join(str(s) for s in sources)}"
+        + (" --replace" if replace else ""),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "seeds": seeds,
         "threads": "/".join(sorted({str(run.get("threads", "?")) for run in runs})),
