@@ -173,6 +173,20 @@ def test_the_runner_can_train_the_mlp_student_alone(
     pieces = [json.loads(path.read_text(encoding="utf-8"))["records"] for path in (record, other)]
     assert combined["records"] == pieces[0] + pieces[1]
     assert combined["meta"]["seeds"] == [0, 1]
+    assert combined["meta"]["finished"] is True
+    # a piece that stopped early, completed by another, is a finished suite; a missing seed of a student is not
+    stopped = json.loads(record.read_text(encoding="utf-8"))
+    stopped["meta"]["finished"] = False
+    (tmp_path / "stopped.json").write_text(json.dumps(stopped), encoding="utf-8")
+    runner.main(["--combine", str(tmp_path / "stopped.json"), str(other), "--out", str(both), "--json", str(both_json)])
+    assert json.loads(both_json.read_text(encoding="utf-8"))["meta"]["finished"] is True
+    assert "Unfinished" not in both.read_text(encoding="utf-8")
+    stopped["records"] = stopped["records"][:2]  # seed 0 without its aligned mlp student
+    (tmp_path / "stopped.json").write_text(json.dumps(stopped), encoding="utf-8")
+    runner.main(["--combine", str(tmp_path / "stopped.json"), str(other), "--out", str(both), "--json", str(both_json)])
+    assert json.loads(both_json.read_text(encoding="utf-8"))["meta"]["finished"] is False
+    assert "Unfinished" in both.read_text(encoding="utf-8")
+    runner.main(["--combine", str(record), str(other), "--out", str(both), "--json", str(both_json)])
     assert "2 seed(s) [0, 1]" in both.read_text(encoding="utf-8")
     # the teacher a run of the mlp alone trains again is kept once; two different teachers or students are an error
     teacher_only = json.loads(record.read_text(encoding="utf-8"))

@@ -255,7 +255,8 @@ def combine(sources: Sequence[Path], out: Path, json_out: Path, *, replace: bool
         "seeds": seeds,
         "threads": "/".join(sorted({str(run.get("threads", "?")) for run in runs})),
         "treeshap_threads": "/".join(sorted({str(run.get("treeshap_threads", "?")) for run in runs})),
-        "finished": all(run.get("finished", False) for run in runs),
+        # a piece left unfinished may have been completed by another: finished means no cell is missing
+        "finished": complete_grid(records),
         "combined": runs,
     }
     for path in (out, json_out):
@@ -264,6 +265,16 @@ def combine(sources: Sequence[Path], out: Path, json_out: Path, *, replace: bool
     out.write_text(render(records, meta) + f"\nCombined from: {commands}\n", encoding="utf-8")
     print(f"wrote {out} and {json_out} ({len(records)} records from {len(sources)} runs)")
     return records
+
+
+def complete_grid(records: Sequence[dict[str, Any]]) -> bool:
+    """Whether every dataset has every seed of the records for each of its models (teacher and students)."""
+    seeds = {record["seed"] for record in records}
+    models: dict[str, set[str]] = {}
+    for record in records:
+        models.setdefault(record["dataset"], set()).add(record["model"])
+    cells = {(record["dataset"], record["seed"], record["model"]) for record in records}
+    return all((dataset, seed, model) in cells for dataset in models for seed in seeds for model in models[dataset])
 
 
 def vars_of(card: Any) -> dict[str, Any]:
