@@ -724,6 +724,14 @@ CASES: list[Case] = [
         fix="a multiple of the task loss, e.g. 1 (the default), or 0 for no cap",
     ),
     Case(
+        id="student-beta-floor-above-one",
+        where="CLI",
+        bad="`--student-option beta_floor=1.5`",
+        argv=(*DISTILL, "--student-option", "beta_floor=1.5"),
+        message=E + "invalid beta_floor=1.5: use auto (chosen from the task) or a number between 0 and 1",
+        fix="`beta_floor=auto` (the default: 0.1 for regression, 0.3 for classification) or e.g. `beta_floor=0.3`",
+    ),
+    Case(
         id="alignment-fraction-above-one",
         where="CLI",
         bad="`--alignment-fraction 2`",
