@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import attrs
 import pandas as pd
 import pytest
 import torch
@@ -86,6 +87,26 @@ def test_the_student_keeps_its_rate_by_default_and_anneals_it_when_asked(
         epoch_rates = rates[epoch * steps_per_epoch : (epoch + 1) * steps_per_epoch]
         assert epoch_rates == [pytest.approx(expected[epoch])] * steps_per_epoch
     assert [record.learning_rate for record in student.history_] == pytest.approx(expected)
+
+
+def test_the_mlp_student_anneals_its_rate_alike(
+    california_small: pd.DataFrame, small_config: Callable[..., DistillConfig]
+) -> None:
+    options: dict[str, Any] = {"epochs": 3, "early_stopping": False, "lr": 2e-3, "batch_size": 128}
+    config = attrs.evolve(small_config(), student="mlp", attributor="gradient-x-input", student_options=options)
+    student, rates = _steps_rates(lambda: distill(california_small, "MedHouseVal", config))
+    assert set(rates) == {2e-3}
+    assert [record["learning_rate"] for record in student.history_] == [2e-3] * 3
+
+    config = attrs.evolve(config, student_options={**options, "lr_schedule": "cosine"})
+    student, rates = _steps_rates(lambda: distill(california_small, "MedHouseVal", config))
+    expected = torch_cosine_rates(2e-3, 3)
+    steps_per_epoch = len(rates) // 3
+    assert len(rates) == 3 * steps_per_epoch
+    for epoch in range(3):
+        epoch_rates = rates[epoch * steps_per_epoch : (epoch + 1) * steps_per_epoch]
+        assert epoch_rates == [pytest.approx(expected[epoch])] * steps_per_epoch
+    assert [record["learning_rate"] for record in student.history_] == pytest.approx(expected)
 
 
 def test_an_unknown_schedule_names_the_choices() -> None:

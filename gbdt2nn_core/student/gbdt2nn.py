@@ -11,7 +11,6 @@ with ``β_e = β_0 · max(β_floor, r^⌊e / d⌋)``, AdamW (lr 1e-3, weight dec
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import time
@@ -48,16 +47,14 @@ from gbdt2nn_core.student.kit import (
     AlignmentTargets,
     AlignmentWeight,
     EarlyStopping,
-    GradientClip,
     TargetScaling,
-    WeightAverage,
+    TrainingControls,
     adamw,
     batch_size_choice,
     batch_size_or_auto,
     boolean,
     check_finite_loss,
     config_from_options,
-    epoch_learning_rate,
     learning_rate_schedule,
     load_checkpoint,
     non_negative_float,
@@ -68,7 +65,6 @@ from gbdt2nn_core.student.kit import (
     require_differentiable,
     restore_training_state,
     save_checkpoint,
-    set_learning_rate,
     soft_loss,
     soft_targets,
     target_scaling,
@@ -434,10 +430,15 @@ class GBDT2NNStudent(Student):
         if alignment is not None:
             alignment.attributor.fit(module, rows_on(background, device, torch.float32))
         optimizer = adamw(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        average = (
-            WeightAverage(module, optimizer, epochs=cfg.weight_average_epochs) if cfg.weight_average_epochs else None
+        controls = TrainingControls(
+            module,
+            optimizer,
+            lr=cfg.lr,
+            epochs=cfg.epochs,
+            lr_schedule=cfg.lr_schedule,
+            weight_average_epochs=cfg.weight_average_epochs,
+            clip_gradients=cfg.clip_gradients,
         )
-        clip = GradientClip(optimizer, multiple=cfg.clip_gradients) if cfg.clip_gradients else None
         weight = (
             AlignmentWeight(alignment.weight, cfg.alignment_cap, backoff=cfg.alignment_backoff)
             if alignment is not None
@@ -456,10 +457,7 @@ class GBDT2NNStudent(Student):
             self.history_ = [EpochRecord(**record) for record in json.loads(resumed["history"])]
             first_epoch = int(resumed["epochs_done"])
             stopper.resume(resumed["early_stopping"])
-            if average is not None:
-                average.load_state_dict(resumed["weight_average"])
-            if clip is not None and resumed.get("gradient_clip") is not None:
-                clip.load_state_dict(resumed["gradient_clip"])
+            controls.load_state_dict(resumed)
             if weight is not None:
                 weight.resume(resumed["alignment_weight"])
 
@@ -477,8 +475,7 @@ class GBDT2NNStudent(Student):
                     "history": json.dumps([attrs.asdict(record) for record in self.history_]),
                     "early_stopping": stopper.checkpoint(),
                     "alignment_weight": weight.checkpoint() if weight is not None else None,
-                    "weight_average": average.state_dict() if average is not None else None,
-                    "gradient_clip": clip.state_dict() if clip is not None else None,
+                    **controls.state_dict(),
                 },
             )
 
@@ -495,9 +492,8 @@ class GBDT2NNStudent(Student):
                 if stopper.should_stop():
                     break
                 started = time.perf_counter()
-                rate = epoch_learning_rate(cfg.lr_schedule, cfg.lr, epoch, cfg.epochs)
+                rate = controls.start_epoch(epoch)
                 beta = cfg.beta(epoch)
-                set_learning_rate(optimizer, rate)
                 if parallel is None:
                     sums = self._train_epoch(epoch, z_t, objective, optimizer, generator, alignment, weight, beta)
                 else:
@@ -506,10 +502,8 @@ class GBDT2NNStudent(Student):
                         epoch, z_t, parallel, optimizer, generator, alignment, n_all, weight, targets_, beta
                     )
                 extra = None
-                if average is not None:
-                    average.end_epoch()
-                # the network as it would be served: the averaged weights, when averaging (then the live ones back)
-                with average.averaged() if average is not None else contextlib.nullcontext():
+                controls.end_epoch()
+                with controls.served():  # the network as it would be served (the weight average, when averaging)
                     held_out = monitor()
                     stopper.update(epoch, held_out, module)
                     if on_epoch_end is not None:
@@ -534,14 +528,7 @@ class GBDT2NNStudent(Student):
                 save(epoch + 1)
                 progress.advance(1, loss=record.task_loss)
         self.stopping_ = stopper.finish(module)
-        if clip is not None:
-            clip.close()
-            self.stopping_["gradient_clip"] = clip.describe()
-        if average is not None:
-            if not self.stopping_["restored_best"]:  # no validation rows, or no early stopping: the last average
-                average.use()
-            average.close()
-            self.stopping_["weight_average"] = {"epochs": cfg.weight_average_epochs, "decay": average.decay}
+        controls.finish(self.stopping_)
         if not (cfg.sync_batchnorm or cfg.recalibrate_batchnorm):  # (the BatchNorm pass below makes them equal)
             broadcast_buffers(module)  # each process tracked its own rows' statistics: use rank 0's everywhere
         if isinstance(targets, DiskRows):  # this fit's own file: no other student reads it

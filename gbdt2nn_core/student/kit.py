@@ -32,6 +32,8 @@ from gbdt2nn_core.student.checkpoint import load_checkpoint, save_checkpoint
 from gbdt2nn_core.student.disk_rows import DiskRows
 from gbdt2nn_core.student.distributed import all_reduce_sum, world
 from gbdt2nn_core.student.gradient_clip import GradientClip
+from gbdt2nn_core.student.learning_rate import epoch_learning_rate, set_learning_rate
+from gbdt2nn_core.student.training_controls import TrainingControls
 from gbdt2nn_core.student.weight_average import WeightAverage
 from gbdt2nn_core.validators import (
     batch_size,
@@ -53,6 +55,7 @@ __all__ = [
     "EarlyStopping",
     "GradientClip",
     "TargetScaling",
+    "TrainingControls",
     "WeightAverage",
     "adamw",
     "alignment_loss",
@@ -130,22 +133,6 @@ def batch_size_choice(batch_size: int | str, rows: int) -> tuple[int, dict[str, 
         size = batch_size_for_rows(rows)
         return size, {"rows": size, "why": f"auto: about 100 steps an epoch over {rows} rows, 64 to 512 rows"}
     return int(batch_size), {"rows": int(batch_size), "why": "as configured"}
-
-
-def epoch_learning_rate(schedule: str, base: float, epoch: int, budget: int) -> float:
-    """The learning rate of ``epoch`` (0-based) in a budget of ``budget`` epochs: ``base`` throughout
-    (``"constant"``), or half a cosine from ``base`` at epoch 0 towards 0 after the budget (``"cosine"``, SGDR's
-    annealing without restarts, stepped once an epoch so that a resumed run sets the same rate from its epoch).
-    Early stopping may end the run before the rate is low."""
-    if schedule == "constant":
-        return base
-    return base * 0.5 * (1.0 + math.cos(math.pi * epoch / max(budget, 1)))
-
-
-def set_learning_rate(optimizer: torch.optim.Optimizer, rate: float) -> None:
-    """Every parameter group of ``optimizer`` steps at ``rate`` from now on."""
-    for group in optimizer.param_groups:
-        group["lr"] = rate
 
 
 #: An alignment weight above this is the likely cause when training diverges (the default is 1).

@@ -9,7 +9,6 @@ budget shows what that structure is worth.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 from typing import TYPE_CHECKING, Any, Literal
@@ -38,15 +37,15 @@ from gbdt2nn_core.student.kit import (
     AlignmentTargets,
     AlignmentWeight,
     EarlyStopping,
-    GradientClip,
     TargetScaling,
-    WeightAverage,
+    TrainingControls,
     adamw,
     batch_size_choice,
     batch_size_or_auto,
     boolean,
     check_finite_loss,
     config_from_options,
+    learning_rate_schedule,
     load_checkpoint,
     non_negative_float,
     non_negative_int,
@@ -109,6 +108,9 @@ class MLPConfig:
     #: ``history["choices"]["batch_size"]``; 512 was the fixed default before.
     batch_size: int | Literal["auto"] = attrs.field(default="auto", validator=batch_size_or_auto)
     lr: float = attrs.field(default=1e-3, validator=positive_float)
+    #: The learning rate over the epochs (as GBDT2NN's option of that name): ``"constant"`` keeps ``lr``,
+    #: ``"cosine"`` anneals it towards 0 over the epoch budget; each epoch's rate is in its history record.
+    lr_schedule: Literal["constant", "cosine"] = attrs.field(default="constant", validator=learning_rate_schedule)
     weight_decay: float = attrs.field(default=1e-6, validator=non_negative_float)
     #: Train regression targets standardised, ``(y - mean) / std`` of the training rows; the output layer maps back
     #: to the target's units (``False``: the target's own units; see
@@ -289,10 +291,15 @@ class MLPStudent(Student):
             self.choices_["alignment_unit"] = {"teacher_units": cfg.alignment_in_teacher_units, "unit": targets.unit}
             alignment.attributor.fit(module, rows_on(inputs.background, device, torch.float32))
         optimizer = adamw(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        average = (
-            WeightAverage(module, optimizer, epochs=cfg.weight_average_epochs) if cfg.weight_average_epochs else None
+        controls = TrainingControls(
+            module,
+            optimizer,
+            lr=cfg.lr,
+            epochs=cfg.epochs,
+            lr_schedule=cfg.lr_schedule,
+            weight_average_epochs=cfg.weight_average_epochs,
+            clip_gradients=cfg.clip_gradients,
         )
-        clip = GradientClip(optimizer, multiple=cfg.clip_gradients) if cfg.clip_gradients else None
         self.module_, self.history_ = module, []
         validation = inputs.validation
         fingerprint = training_fingerprint(
@@ -311,10 +318,7 @@ class MLPStudent(Student):
             stopper.resume(resumed["early_stopping"])
             if weight is not None:
                 weight.resume(resumed["alignment_weight"])
-            if average is not None and resumed.get("weight_average") is not None:
-                average.load_state_dict(resumed["weight_average"])
-            if clip is not None and resumed.get("gradient_clip") is not None:
-                clip.load_state_dict(resumed["gradient_clip"])
+            controls.load_state_dict(resumed)
         if validation is not None:
             z_valid = rows_on(validation.z, device, torch.float32)
             y_valid = rows_on(scaling.targets(task, validation.y), device)
@@ -330,13 +334,12 @@ class MLPStudent(Student):
                 if stopper.should_stop():
                     break
                 started = time.perf_counter()
+                rate = controls.start_epoch(epoch)
                 sums = epoch_of.train(epoch)
                 held_out = None
                 extra = None
-                if average is not None:
-                    average.end_epoch()
-                # the network as it would be served: the averaged weights, when averaging (then the live ones back)
-                with average.averaged() if average is not None else contextlib.nullcontext():
+                controls.end_epoch()
+                with controls.served():  # the network as it would be served (the weight average, when averaging)
                     if validation is not None:
                         served_statistics = z if cfg.batch_norm and cfg.recalibrate_batchnorm else None
                         held_out = validation_loss(
@@ -360,6 +363,7 @@ class MLPStudent(Student):
                         "alignment_loss": sums["align"] / sums["aligned"] if sums["aligned"] else None,
                         "seconds": time.perf_counter() - started,
                         "alignment_weight": weight.epoch_mean() if weight is not None else None,
+                        "learning_rate": rate,
                         "extra": dict(extra or {}),
                     }
                 )
@@ -375,20 +379,12 @@ class MLPStudent(Student):
                             "history": json.dumps(self.history_),
                             "early_stopping": stopper.checkpoint(),
                             "alignment_weight": weight.checkpoint() if weight is not None else None,
-                            "weight_average": average.state_dict() if average is not None else None,
-                            "gradient_clip": clip.state_dict() if clip is not None else None,
+                            **controls.state_dict(),
                         },
                     )
                 progress.advance(1)
         self.stopping_ = stopper.finish(module)
-        if average is not None:
-            if not self.stopping_["restored_best"]:  # no validation rows, or no early stopping: the last average
-                average.use()
-            average.close()
-            self.stopping_["weight_average"] = {"epochs": cfg.weight_average_epochs, "decay": average.decay}
-        if clip is not None:
-            clip.close()
-            self.stopping_["gradient_clip"] = clip.describe()
+        controls.finish(self.stopping_)
         if weight is not None:
             self.choices_["alignment_weight"] = weight.describe()
         if validation is not None:
