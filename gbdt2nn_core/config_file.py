@@ -34,7 +34,7 @@ Every section and key is optional; command-line flags override the file. Example
     threads = 2                      # torch, teacher and TreeSHAP threads (default: every core)
     test_size = 0.2
     validation_fraction = 0.1        # training rows the student holds out to stop early (0 = none)
-    synthetic_rows = "auto"          # teacher-labelled rows per training row: auto = 2 for regression (0 = none)
+    synthetic_rows = "auto"          # teacher-labelled rows per training row: auto = 4 for regression (0 = none)
     threshold_bins = 64
     merge_categories = true          # categories the teacher never tells apart share a one-hot slot
     teacher_explanation = "path-dependent"   # or "interventional"

@@ -264,9 +264,9 @@ def test_batchnorm_statistics_are_those_of_the_final_weights_on_the_training_row
         student_options={"epochs": 3, "batch_size": 240, "recalibrate_batchnorm": recalibrate},
     )
     run = distill(california_small, "MedHouseVal", config)
-    # the rows the student fits on: 720 (800 less 10 % held out) and, regression, 2 synthetic rows for each
+    # the rows the student fits on: 720 (800 less 10 % held out) and, regression, 4 synthetic rows for each
     module, z = run.student.module, np.asarray(run.prepared.student_inputs().z)
-    assert len(z) == 3 * 720  # whole batches of 240, so exact batch averages
+    assert len(z) == 5 * 720  # whole batches of 240, so exact batch averages
     with torch.no_grad():
         first = module.mlp.hidden[0](module.group_inputs(torch.as_tensor(z))).numpy().astype(np.float64)
     batches = first.reshape(len(z) // 240, 240, -1)  # (batches, rows, k · h) in training-row order

@@ -142,7 +142,7 @@ def test_the_student_trains_on_its_rows_and_the_teachers_labelled_synthetic_ones
 def test_auto_gives_regression_students_synthetic_rows_and_classifiers_none() -> None:
     config = DistillConfig()
     assert config.synthetic_rows == "auto"
-    assert config.synthetic_rows_for("regression") == AUTO_SYNTHETIC_ROWS == 2
+    assert config.synthetic_rows_for("regression") == AUTO_SYNTHETIC_ROWS == 4
     assert config.synthetic_rows_for("binary") == config.synthetic_rows_for("multiclass") == 0
     assert DistillConfig(synthetic_rows=1).synthetic_rows_for("binary") == 1
     dataset = load_bundled("california")
@@ -150,13 +150,13 @@ def test_auto_gives_regression_students_synthetic_rows_and_classifiers_none() ->
     prepared = pipeline.prepare(dataset.frame.head(600), dataset.target)
     assert prepared.synthetic is not None
     assert prepared.synthetic.describe() == {
-        "synthetic_rows": 2 * len(prepared.validation.fit),
-        "per_fitting_row": 2,
+        "synthetic_rows": 4 * len(prepared.validation.fit),
+        "per_fitting_row": 4,
         "chosen": "auto (regression)",
         "labels": "the teacher's",
     }
     # regression labels are the teacher's predictions (LightGBM's own predict)
-    synthetic = munge(prepared.data.train_frame.iloc[prepared.validation.fit].reset_index(drop=True), 2, seed=0)
+    synthetic = munge(prepared.data.train_frame.iloc[prepared.validation.fit].reset_index(drop=True), 4, seed=0)
     np.testing.assert_allclose(prepared.synthetic.y, prepared.teacher.native_model.predict(synthetic), rtol=1e-12)
     adult = load_bundled("adult")
     classifier = Pipeline(DistillConfig(teacher_options={"num_threads": 1, "n_estimators": 5}, cache=False))
