@@ -65,6 +65,16 @@ def _steps_rates(fit: Callable[[], Any]) -> tuple[Any, list[float]]:
     return student, training[0]
 
 
+def _assert_every_step_took_its_epochs_rate(rates: list[float], expected: list[float]) -> None:
+    """``rates`` (one per optimizer step, epochs of equal step counts) is ``expected[e]`` for every step of epoch e."""
+    epochs = len(expected)
+    steps_per_epoch = len(rates) // epochs
+    assert len(rates) == epochs * steps_per_epoch
+    for epoch in range(epochs):
+        epoch_rates = rates[epoch * steps_per_epoch : (epoch + 1) * steps_per_epoch]
+        assert epoch_rates == [pytest.approx(expected[epoch])] * steps_per_epoch
+
+
 def test_the_student_keeps_its_rate_by_default_and_anneals_it_when_asked(
     california_small: pd.DataFrame, small_config: Callable[..., DistillConfig]
 ) -> None:
@@ -81,11 +91,7 @@ def test_the_student_keeps_its_rate_by_default_and_anneals_it_when_asked(
     )
     assert isinstance(student, GBDT2NNStudent)
     expected = torch_cosine_rates(2e-3, 4)
-    steps_per_epoch = len(rates) // 4
-    assert len(rates) == 4 * steps_per_epoch
-    for epoch in range(4):
-        epoch_rates = rates[epoch * steps_per_epoch : (epoch + 1) * steps_per_epoch]
-        assert epoch_rates == [pytest.approx(expected[epoch])] * steps_per_epoch
+    _assert_every_step_took_its_epochs_rate(rates, expected)
     assert [record.learning_rate for record in student.history_] == pytest.approx(expected)
 
 
@@ -101,11 +107,7 @@ def test_the_mlp_student_anneals_its_rate_alike(
     config = attrs.evolve(config, student_options={**options, "lr_schedule": "cosine"})
     student, rates = _steps_rates(lambda: distill(california_small, "MedHouseVal", config))
     expected = torch_cosine_rates(2e-3, 3)
-    steps_per_epoch = len(rates) // 3
-    assert len(rates) == 3 * steps_per_epoch
-    for epoch in range(3):
-        epoch_rates = rates[epoch * steps_per_epoch : (epoch + 1) * steps_per_epoch]
-        assert epoch_rates == [pytest.approx(expected[epoch])] * steps_per_epoch
+    _assert_every_step_took_its_epochs_rate(rates, expected)
     assert [record["learning_rate"] for record in student.history_] == pytest.approx(expected)
 
 

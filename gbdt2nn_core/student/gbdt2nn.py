@@ -430,15 +430,7 @@ class GBDT2NNStudent(Student):
         if alignment is not None:
             alignment.attributor.fit(module, rows_on(background, device, torch.float32))
         optimizer = adamw(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        controls = TrainingControls(
-            module,
-            optimizer,
-            lr=cfg.lr,
-            epochs=cfg.epochs,
-            lr_schedule=cfg.lr_schedule,
-            weight_average_epochs=cfg.weight_average_epochs,
-            clip_gradients=cfg.clip_gradients,
-        )
+        controls = TrainingControls.from_config(module, optimizer, cfg)
         weight = (
             AlignmentWeight(alignment.weight, cfg.alignment_cap, backoff=cfg.alignment_backoff)
             if alignment is not None

@@ -49,6 +49,20 @@ class TrainingControls:
         self.average = WeightAverage(module, optimizer, epochs=weight_average_epochs) if weight_average_epochs else None
         self.clip = GradientClip(optimizer, multiple=clip_gradients) if clip_gradients else None
 
+    @classmethod
+    def from_config(cls, module: nn.Module, optimizer: torch.optim.Optimizer, config: Any) -> TrainingControls:
+        """Built from a student config's fields of the same names (``lr``, ``epochs``, ``lr_schedule``,
+        ``weight_average_epochs``, ``clip_gradients``)."""
+        return cls(
+            module,
+            optimizer,
+            lr=config.lr,
+            epochs=config.epochs,
+            lr_schedule=config.lr_schedule,
+            weight_average_epochs=config.weight_average_epochs,
+            clip_gradients=config.clip_gradients,
+        )
+
     def start_epoch(self, epoch: int) -> float:
         """Set the learning rate of ``epoch``'s steps; returns it (for the epoch's record)."""
         rate = epoch_learning_rate(self.lr_schedule, self.lr, epoch, self.epochs)

@@ -291,15 +291,7 @@ class MLPStudent(Student):
             self.choices_["alignment_unit"] = {"teacher_units": cfg.alignment_in_teacher_units, "unit": targets.unit}
             alignment.attributor.fit(module, rows_on(inputs.background, device, torch.float32))
         optimizer = adamw(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        controls = TrainingControls(
-            module,
-            optimizer,
-            lr=cfg.lr,
-            epochs=cfg.epochs,
-            lr_schedule=cfg.lr_schedule,
-            weight_average_epochs=cfg.weight_average_epochs,
-            clip_gradients=cfg.clip_gradients,
-        )
+        controls = TrainingControls.from_config(module, optimizer, cfg)
         self.module_, self.history_ = module, []
         validation = inputs.validation
         fingerprint = training_fingerprint(
