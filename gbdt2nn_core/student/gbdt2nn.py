@@ -779,7 +779,7 @@ def _beta_choice(cfg: GBDT2NNConfig, auto_floor: bool) -> dict[str, Any]:
     deepgbm = cfg.beta0 == 1.0
     why = "DeepGBM's schedule: no task loss while beta is 1" if deepgbm else "task loss from the first epoch"
     if auto_floor:
-        why += f"; floor {cfg.beta_floor} for this task (auto: 0.1 for regression, 0.3 for classification)"
+        why += f"; floor {cfg.beta_floor}, chosen for the task (beta_floor=auto)"
     per_epoch = [cfg.beta(epoch) for epoch in range(cfg.epochs)]
     return {"per_epoch": per_epoch, "floor": cfg.beta_floor, "warmup": cfg.beta_warmup(), "why": why}
 

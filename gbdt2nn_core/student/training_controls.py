@@ -45,7 +45,6 @@ class TrainingControls:
     ) -> None:
         self.optimizer = optimizer
         self.lr, self.epochs, self.lr_schedule = lr, epochs, lr_schedule
-        self.weight_average_epochs = weight_average_epochs
         self.average = WeightAverage(module, optimizer, epochs=weight_average_epochs) if weight_average_epochs else None
         self.clip = GradientClip(optimizer, multiple=clip_gradients) if clip_gradients else None
 
@@ -105,4 +104,4 @@ class TrainingControls:
             if not stopping.get("restored_best"):  # no validation rows, or no early stopping: the last average
                 self.average.use()
             self.average.close()
-            stopping["weight_average"] = {"epochs": self.weight_average_epochs, "decay": self.average.decay}
+            stopping["weight_average"] = {"epochs": self.average.epochs, "decay": self.average.decay}
