@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -19,7 +19,22 @@ from gbdt2nn_core.student.gradient_clip import GradientClip
 from gbdt2nn_core.student.learning_rate import epoch_learning_rate, set_learning_rate
 from gbdt2nn_core.student.weight_average import WeightAverage
 
-__all__ = ["TrainingControls"]
+__all__ = ["ControlSettings", "TrainingControls"]
+
+
+class ControlSettings(Protocol):
+    """The fields of a student config that :meth:`TrainingControls.from_config` reads."""
+
+    @property
+    def lr(self) -> float: ...
+    @property
+    def epochs(self) -> int: ...
+    @property
+    def lr_schedule(self) -> str: ...
+    @property
+    def weight_average_epochs(self) -> float: ...
+    @property
+    def clip_gradients(self) -> float: ...
 
 
 class TrainingControls:
@@ -49,7 +64,9 @@ class TrainingControls:
         self.clip = GradientClip(optimizer, multiple=clip_gradients) if clip_gradients else None
 
     @classmethod
-    def from_config(cls, module: nn.Module, optimizer: torch.optim.Optimizer, config: Any) -> TrainingControls:
+    def from_config(
+        cls, module: nn.Module, optimizer: torch.optim.Optimizer, config: ControlSettings
+    ) -> TrainingControls:
         """Built from a student config's fields of the same names (``lr``, ``epochs``, ``lr_schedule``,
         ``weight_average_epochs``, ``clip_gradients``)."""
         return cls(
