@@ -41,7 +41,7 @@ STUDENT = {
 }
 
 
-def _config(batch_size: int, alignment_rows: float = 1.0) -> DistillConfig:
+def _config(batch_size: int, alignment_rows: float = 1.0, synthetic_rows: int = 0) -> DistillConfig:
     return DistillConfig(
         teacher_options={"n_estimators": 8, "num_leaves": 8, "num_threads": 1},
         student_options={**STUDENT, "batch_size": batch_size},
@@ -49,6 +49,7 @@ def _config(batch_size: int, alignment_rows: float = 1.0) -> DistillConfig:
         alignment_weight=1.0,
         alignment_rows=alignment_rows,
         alignment_min_rows=0,  # the share alone: these tests split a share of the rows between processes
+        synthetic_rows=synthetic_rows,
         cache=False,
     )
 
@@ -57,7 +58,7 @@ def _sgd(params: Any, lr: float, weight_decay: float, **_: Any) -> torch.optim.O
     return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)
 
 
-def _train(batch_size: int, alignment_rows: float = 1.0, sgd: bool = False) -> dict[str, Any]:
+def _train(batch_size: int, alignment_rows: float = 1.0, sgd: bool = False, synthetic_rows: int = 0) -> dict[str, Any]:
     """One pipeline training of the adult rows; what the processes must agree on.
 
     ``sgd``: the student's AdamW replaced by SGD (lr 0.1). Adam's first step moves every weight by ±lr whatever
@@ -66,7 +67,7 @@ def _train(batch_size: int, alignment_rows: float = 1.0, sgd: bool = False) -> d
     would decide the weight; with SGD the step is proportional to the gradient, and the weights compare it.
     """
     adult = load_bundled("adult")
-    config = _config(batch_size, alignment_rows)
+    config = _config(batch_size, alignment_rows, synthetic_rows)
     if sgd:
         config = attrs.evolve(config, student_options={**config.student_options, "lr": 0.1})
     pipeline = Pipeline(config)
@@ -138,12 +139,13 @@ def _worker(
     alignment_rows: float,
     sgd: bool,
     student: str = "gbdt2nn",
+    synthetic_rows: int = 0,
 ) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
     torch.set_num_threads(1)
     torch.distributed.init_process_group("gloo", rank=rank, world_size=world_size)
     try:
-        result = _train_mlp(batch_size) if student == "mlp" else _train(batch_size, alignment_rows, sgd)
+        result = _train_mlp(batch_size) if student == "mlp" else _train(batch_size, alignment_rows, sgd, synthetic_rows)
         torch.save(result, Path(folder) / f"rank{rank}.pt")
         _leave_together()
     finally:
@@ -179,9 +181,14 @@ def _free_port() -> int:
 
 
 def _two_processes(
-    tmp_path: Path, batch_size: int, alignment_rows: float = 1.0, sgd: bool = False, student: str = "gbdt2nn"
+    tmp_path: Path,
+    batch_size: int,
+    alignment_rows: float = 1.0,
+    sgd: bool = False,
+    student: str = "gbdt2nn",
+    synthetic_rows: int = 0,
 ) -> list[dict[str, Any]]:
-    arguments = (2, _free_port(), str(tmp_path), batch_size, alignment_rows, sgd, student)
+    arguments = (2, _free_port(), str(tmp_path), batch_size, alignment_rows, sgd, student, synthetic_rows)
     _spawn(_worker, arguments)
     return [torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in range(2)]
 
@@ -253,6 +260,20 @@ def test_shards_are_disjoint_and_cover_the_training_rows(runs: tuple[dict[str, A
             parts = [shard_rows(n, rank, size) for rank in range(size)]
             assert np.array_equal(np.sort(np.concatenate(parts)), np.arange(n))
             assert max(map(len, parts)) - min(map(len, parts)) <= 1
+
+
+def test_synthetic_rows_split_between_the_processes_give_the_single_process_step(tmp_path: Path) -> None:
+    """With two teacher-labelled synthetic rows per fitting row (960 rows in all), each process trains on its shard's
+    rows and the synthetic rows made from them: one global step of 480 rows per process gives the weights and losses
+    of one process's step over all 960."""
+    single = _train(batch_size=960, sgd=True, synthetic_rows=2)
+    rank0, rank1 = _two_processes(tmp_path, batch_size=480, sgd=True, synthetic_rows=2)
+    _assert_the_single_process_state(single, rank0, rank1)
+    _assert_the_single_process_losses(single, rank0, rank1, ("task_loss", "embedding_loss", "alignment_loss"))
+    # the comparison can fail: synthetic rows change the step (the same step without them moves the weights elsewhere)
+    plain = _train(batch_size=320, sgd=True)
+    moved = single["state"]["mlp.hidden.0.weight"] - plain["state"]["mlp.hidden.0.weight"]
+    assert float(moved.abs().max()) > 1e-3
 
 
 def test_only_a_student_that_trains_in_one_process_is_refused_under_several() -> None:
