@@ -15,7 +15,7 @@ from scipy.spatial.distance import cdist
 from gbdt2nn_core.data import load_bundled
 from gbdt2nn_core.data.rowfile import RowFolder
 from gbdt2nn_core.pipeline import DistillConfig, Pipeline
-from gbdt2nn_core.pipeline.config import AUTO_SYNTHETIC_ROWS
+from gbdt2nn_core.pipeline.config import AUTO_SYNTHETIC_ROWS, AUTO_SYNTHETIC_ROWS_TOTAL
 from gbdt2nn_core.pipeline.distill import run_student
 from gbdt2nn_core.pipeline.synthetic import SyntheticRows, munge, teacher_labels
 
@@ -139,12 +139,37 @@ def test_the_student_trains_on_its_rows_and_the_teachers_labelled_synthetic_ones
     assert run.record.student.agreement["spearman"] > 0
 
 
+def test_auto_keeps_a_large_training_set_within_its_total_of_synthetic_rows() -> None:
+    auto, configured = DistillConfig(), DistillConfig(synthetic_rows=4)
+    assert AUTO_SYNTHETIC_ROWS_TOTAL == 200_000
+    # 4 per fitting row up to 50,000 fitting rows, then fewer (rounded down), none from 200,001 on
+    per_row = {n: auto.synthetic_rows_for("regression", n) for n in (16_512, 50_000, 50_001, 100_000, 200_000, 200_001)}
+    assert per_row == {16_512: 4, 50_000: 4, 50_001: 3, 100_000: 2, 200_000: 1, 200_001: 0}
+    assert all(copies * n <= AUTO_SYNTHETIC_ROWS_TOTAL for n, copies in per_row.items())
+    # a count the user chose is kept whatever the data's size
+    assert configured.synthetic_rows_for("regression", 1_000_000) == 4
+    assert configured.synthetic_rows_rule() == "configured"
+
+
+def test_the_pipeline_counts_the_total_on_the_fitting_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 480 training rows of which 432 fit (48 validate): a total of 900 allows 2 per fitting row, 1 per training row
+    monkeypatch.setattr("gbdt2nn_core.pipeline.config.AUTO_SYNTHETIC_ROWS_TOTAL", 900)
+    dataset = load_bundled("california")
+    pipeline = Pipeline(DistillConfig(teacher_options={"num_threads": 1, "n_estimators": 5}, cache=False))
+    prepared = pipeline.prepare(dataset.frame.head(600), dataset.target)
+    assert (len(prepared.data.y_train), len(prepared.validation.fit)) == (480, 432)
+    assert prepared.synthetic is not None
+    described = prepared.synthetic.describe()
+    assert (described["per_fitting_row"], described["synthetic_rows"]) == (2, 864)
+    assert described["chosen"] == "auto (regression: 4 per fitting row, at most 900 in all)"
+
+
 def test_auto_gives_regression_students_synthetic_rows_and_classifiers_none() -> None:
     config = DistillConfig()
     assert config.synthetic_rows == "auto"
-    assert config.synthetic_rows_for("regression") == AUTO_SYNTHETIC_ROWS == 4
-    assert config.synthetic_rows_for("binary") == config.synthetic_rows_for("multiclass") == 0
-    assert DistillConfig(synthetic_rows=1).synthetic_rows_for("binary") == 1
+    assert config.synthetic_rows_for("regression", 1_000) == AUTO_SYNTHETIC_ROWS == 4
+    assert config.synthetic_rows_for("binary", 1_000) == config.synthetic_rows_for("multiclass", 1_000) == 0
+    assert DistillConfig(synthetic_rows=1).synthetic_rows_for("binary", 1_000) == 1
     dataset = load_bundled("california")
     pipeline = Pipeline(DistillConfig(teacher_options={"num_threads": 1, "n_estimators": 5}, cache=False))
     prepared = pipeline.prepare(dataset.frame.head(600), dataset.target)
@@ -152,7 +177,7 @@ def test_auto_gives_regression_students_synthetic_rows_and_classifiers_none() ->
     assert prepared.synthetic.describe() == {
         "synthetic_rows": 4 * len(prepared.validation.fit),
         "per_fitting_row": 4,
-        "chosen": "auto (regression)",
+        "chosen": "auto (regression: 4 per fitting row, at most 200,000 in all)",
         "labels": "the teacher's",
     }
     # regression labels are the teacher's predictions (LightGBM's own predict)

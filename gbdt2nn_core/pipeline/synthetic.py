@@ -118,7 +118,7 @@ class SyntheticRows:
     fitting rows takes the synthetic rows made from its own rows)."""
 
     copies: int
-    #: How the count was chosen, for the run's record ("auto (regression)" or "configured").
+    #: How the count was chosen, for the run's record ("auto (regression: ...)" with the rule, or "configured").
     chosen: str
     #: Encoded like the training rows ``(copies · n, D)`` (in memory, or a file of the run's rows folder).
     z: np.ndarray = attrs.field(eq=False, repr=False)
