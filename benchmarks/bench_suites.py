@@ -643,6 +643,21 @@ def _predictor(compiled: Any, rows: Any) -> Callable[[], Any]:
 
 
 # ------------------------------------------------------------------------------------------------------ suite 4
+DEEPGBM_SCRIPT = Path(__file__).resolve().parent / "deepgbm_reference.py"
+
+
+def deepgbm_once(checkout: Path, threads: int, seed: int, *, quick: bool) -> dict[str, Any]:
+    """DeepGBM's own GBDT2NN on adult in a fresh process (``deepgbm_reference.py``): phases, epochs, peak RSS."""
+    command = [sys.executable, str(DEEPGBM_SCRIPT), "--checkout", str(checkout), "--threads", str(threads)]
+    command += ["--seed", str(seed)]
+    if quick:
+        command += ["--rows", str(SIZES["quick"]["rows"]), "--epochs", str(SIZES["quick"]["epochs"])]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"DeepGBM's run failed:\n{done.stderr[-3000:]}")
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
 def e2e_once(
     sizes: dict[str, Any], threads: int, alignment_weight: float, seed: int = 0, alignment_batches: str = "grouped"
 ) -> dict[str, Any]:
@@ -705,11 +720,14 @@ def bench_e2e(
     repeats: int,
     seeds: bool = False,
     mixed: bool = False,
+    deepgbm: Path | None = None,
 ) -> dict[str, Any]:
     """Plain and aligned distillations, alternating, each in a fresh process (so each has its own peak RSS); with
     ``seeds``, round ``i`` runs both with seed ``i`` (early stopping's epoch count varies with the seed, and one
     seed's luck would decide the end-to-end ratio), else every round with seed 0; with ``mixed``, also an aligned
-    run with ``alignment_batches="mixed"`` (the layout before grouping) in every round."""
+    run with ``alignment_batches="mixed"`` (the layout before grouping) in every round; with ``deepgbm`` (a
+    checkout of DeepGBM's code), also DeepGBM's own GBDT2NN on the same data in every round
+    (``deepgbm_reference.py``), so its figures are measured beside ours instead of quoted."""
     modes = [("plain", 0.0, "grouped"), ("aligned", 1.0, "grouped")]
     if mixed:
         modes.append(("aligned_mixed", 1.0, "mixed"))
@@ -728,6 +746,8 @@ def bench_e2e(
             if done.returncode != 0:
                 raise RuntimeError(f"the {mode} end-to-end run failed:\n{done.stderr[-3000:]}")
             runs[mode].append(json.loads(done.stdout.strip().splitlines()[-1]))
+        if deepgbm is not None:
+            runs.setdefault("deepgbm", []).append(deepgbm_once(deepgbm, threads, seed, quick=quick))
     return {
         "runs": runs,
         "in_process": in_process,

@@ -15,7 +15,8 @@ Five suites, each written up as a section of the Markdown report (ratios first):
 4. ``treeshap``: the teacher's TreeSHAP of all training rows, chunked on 1, 2... all cores (``shap_values(threads=)``)
    vs one native single-threaded call, with the largest difference between their values;
 5. ``e2e``: the pipeline end to end on the whole adult table, plain and aligned, each in a fresh process: wall
-   time and peak resident memory (RSS) of every phase, against DeepGBM's reference figures (quoted).
+   time and peak resident memory (RSS) of every phase, against DeepGBM's reference figures: measured side by side
+   when ``--deepgbm CHECKOUT`` names a checkout of its code (``deepgbm_reference.py`` runs it), else quoted.
 
 A sixth section, serving on a GPU, comes from ``benchmarks/results/gpu-serving.json``, written by
 ``benchmarks/gpu_serving.py`` on a CUDA machine (see its docstring); the report quotes it with its date.
@@ -78,6 +79,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--e2e-mixed", action="store_true", help="also an aligned run with the mixed batch layout in every round"
     )
+    parser.add_argument(
+        "--deepgbm",
+        type=Path,
+        default=None,
+        metavar="CHECKOUT",
+        help="a checkout of github.com/motefly/DeepGBM: run its GBDT2NN in every end-to-end round and compare "
+        "with it as measured (default: its figures quoted from docs/DESIGN.md)",
+    )
     parser.add_argument("--e2e-seed", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--suites", default=",".join(SUITES), help=f"comma-separated subset of {','.join(SUITES)}")
     parser.add_argument("--e2e-in-process", action="store_true", help="run end to end in this process (smoke tests)")
@@ -89,6 +98,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error(f"unknown suite(s) {', '.join(sorted(unknown))}; choose from {', '.join(SUITES)}")
     if args.threads < 1 or (args.repeats is not None and args.repeats < 1) or args.e2e_repeats < 1:
         parser.error("--threads, --repeats and --e2e-repeats must be at least 1")
+    if args.deepgbm is not None and not (args.deepgbm / "experiments" / "models" / "gbdt2nn.py").is_file():
+        parser.error(
+            f"--deepgbm {args.deepgbm} is not a DeepGBM checkout (no experiments/models/gbdt2nn.py); "
+            "clone https://github.com/motefly/DeepGBM and pass its folder"
+        )
     return args
 
 
@@ -149,6 +163,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             repeats=args.e2e_repeats,
             seeds=args.e2e_seeds,
             mixed=args.e2e_mixed,
+            deepgbm=args.deepgbm,
         )
     meta["wall_s"] = time.perf_counter() - started
     meta["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
