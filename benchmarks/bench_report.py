@@ -699,6 +699,12 @@ def _per_round(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
                     f"{run['metrics']['agreement']['spearman']:.3f}",
                 ]
             )
+    for run in runs.get("deepgbm", []):  # DeepGBM's own code (--deepgbm): no explanations to agree with
+        epochs = run["epoch_s"]
+        rows.append(
+            ["DeepGBM (its code)", str(run.get("seed", 0)), seconds(run["total_s"]), str(len(epochs)),
+             seconds(statistics.median(epochs)), f"{run['metrics']['student_test_auc']:.4f}", "—"]
+        )  # fmt: skip
     lines = ["Every round:", ""]
     lines += table(["run", "seed", "end to end", "epochs", "median epoch", "test AUC", "Spearman"], rows)
     if runs.get("aligned_mixed"):

@@ -199,3 +199,38 @@ def test_time_to_agreement_runs_every_schedule_and_plots(
     assert all(len(run["curve"]) == result["epochs"] for run in result["runs"].values())
     assert result["runs"]["plain"]["treeshap_train_cpu_s"] == 0.0
     assert (tmp_path / "time-to-agreement.png").stat().st_size > 1000
+
+
+def test_deepgbm_measured_in_the_same_rounds_is_compared_round_by_round(
+    harness: ModuleType, quick_run: tuple[dict[str, Any], str], tmp_path: Path
+) -> None:
+    """With ``--deepgbm``, DeepGBM's records (as deepgbm_reference.py writes them) replace the quoted figures and
+    every ratio is paired by round; records built from ours at known multiples give known ratios."""
+    import statistics
+
+    from bench_report import DEEPGBM_TRAINING
+
+    results, quoted = quick_run
+    assert "not re-measured" in quoted  # no --deepgbm: quoted
+    measured = json.loads(json.dumps(results, default=str))
+    plain = measured["e2e"]["runs"]["plain"]
+    measured["e2e"]["runs"]["deepgbm"] = [
+        {
+            "epoch_s": [2 * statistics.median(run["epoch_s"])] * 3,
+            "total_s": 4 * run["total_s"],
+            "process_peak_mib": 0.5 * run["process_peak_mib"],
+            "features": 52,
+            "phases": [{"phase": DEEPGBM_TRAINING, "seconds": 1.0, "peak_mib": 1.0}],
+            "metrics": {"student_test_auc": 0.9, "teacher_test_auc": 0.92},
+        }
+        for run in plain
+    ]
+    (tmp_path / "raw.json").write_text(json.dumps(measured), encoding="utf-8")
+    harness.main(["--render-from", str(tmp_path / "raw.json"), "--out", str(tmp_path / "measured.md")])
+    report = (tmp_path / "measured.md").read_text(encoding="utf-8")
+    assert "not re-measured" not in report
+    assert "**measured in this run**" in report
+    assert "| plain epoch ÷ DeepGBM's (measured in this run" in report
+    assert "**0.5×** (0.5–0.5) against DeepGBM's" in report  # issue 11's row: ours ÷ twice ours
+    assert "**2×** (2–2) against DeepGBM's" in report  # peak RSS: ours ÷ half of ours
+    assert "| time | **0.25×** (0.25–0.25) |" in report  # end to end: ours ÷ four times ours
