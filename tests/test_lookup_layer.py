@@ -160,3 +160,42 @@ def test_points_that_are_not_encodings_take_the_dense_form(
         assert module.active_slots(scaled) is None
         ours = module(scaled)
     torch.testing.assert_close(ours, reference, atol=0, rtol=0)
+
+
+def test_slots_found_once_for_every_row_are_each_batchs_own(
+    trained: tuple[GBDT2NNModule, InputEncoder, pd.DataFrame],
+) -> None:
+    """Training finds the lookup slots of its rows once (``rows_slots``, a chunk at a time) and reads a batch's from
+    them: the same slots as checking the batch itself, and the embeddings of the dense first layer."""
+    module, encoder, X = trained
+    module.use_lookup(encoder.onehot_blocks())
+    module.train()
+    z = torch.as_tensor(encoder.transform(X))
+    slots = module.rows_slots(z, chunk_rows=97)  # chunks that do not divide the rows
+    assert slots is not None
+    torch.testing.assert_close(slots, module.active_slots(z), atol=0, rtol=0)
+    state = {k: v.clone() for k, v in module.state_dict().items()}  # batch-norm statistics move in train mode
+    batch = torch.arange(40, 240)
+    with torch.no_grad():
+        ours = module.embeddings_of_slots(z[batch], slots[batch])
+        module.load_state_dict(state)
+        checked = module.embeddings(z[batch])
+        module.load_state_dict(state)
+        module.use_lookup(None)
+        dense = module.mlp.after_first_linear(module.dense_first_layer(z[batch]))
+    torch.testing.assert_close(ours, checked, atol=0, rtol=0)
+    torch.testing.assert_close(ours, dense, atol=1e-5, rtol=1e-5)
+    module.load_state_dict(state)
+    module.eval()
+
+
+def test_rows_that_are_not_all_encodings_get_no_slots(
+    trained: tuple[GBDT2NNModule, InputEncoder, pd.DataFrame],
+) -> None:
+    module, encoder, X = trained
+    module.use_lookup(encoder.onehot_blocks())
+    z = torch.as_tensor(encoder.transform(X))
+    z[len(z) - 1] *= 0.5  # one row in the last chunk is a point between a row and the baseline
+    assert module.rows_slots(z, chunk_rows=128) is None
+    module.use_lookup(None)
+    assert module.rows_slots(torch.as_tensor(encoder.transform(X))) is None  # no lookup, no slots

@@ -278,6 +278,37 @@ def test_training_with_the_lookup_gives_the_same_gradients_and_weights(
     np.testing.assert_allclose(with_lookup.predict_margin(rows), dense.predict_margin(rows), atol=1e-4, rtol=1e-5)
 
 
+def test_slots_found_once_train_the_same_student_as_slots_checked_per_batch(
+    data: tuple[pd.DataFrame, pd.DataFrame], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fit finds its rows' lookup slots once; a fit that checks every batch instead (``rows_slots`` declining)
+    computes the same forward passes, so it ends with the same weights to the last bit."""
+    import torch
+
+    from gbdt2nn_core.student import GBDT2NNModule
+
+    inputs, encoder = _student_inputs(data[0])
+    options = {"seed": 0, "epochs": 2, "batch_size": 128, "n_groups": 4, "hidden": (16, 8)}
+    found: list[torch.Tensor | None] = []
+    original = GBDT2NNModule.rows_slots
+
+    def recorded(self: GBDT2NNModule, *args: Any, **kwargs: Any) -> Any:
+        found.append(original(self, *args, **kwargs))
+        return found[-1]
+
+    monkeypatch.setattr(GBDT2NNModule, "rows_slots", recorded)
+    once: Any = Registry().student("gbdt2nn", **options)
+    assert once.use_lookup(encoder.onehot_blocks()) is True
+    once.fit(inputs)
+    assert found and found[-1] is not None and len(found[-1]) == len(inputs.z)
+    monkeypatch.setattr(GBDT2NNModule, "rows_slots", lambda self, *args, **kwargs: None)
+    per_batch: Any = Registry().student("gbdt2nn", **options)
+    per_batch.use_lookup(encoder.onehot_blocks())
+    per_batch.fit(inputs)
+    for name, tensor in per_batch.module.state_dict().items():
+        torch.testing.assert_close(once.module.state_dict()[name], tensor, atol=0, rtol=0, msg=name)
+
+
 def test_serving_follows_weights_changed_after_a_prediction(
     fitted_binary: GBDT2NNClassifier, test_rows: pd.DataFrame
 ) -> None:

@@ -427,6 +427,8 @@ class GBDT2NNStudent(Student):
         z_t = training_rows(z, device, torch.float32)  # large rows stay on disk (see gbdt2nn_core.data.rowfile)
         y_t = rows_on(scaling.targets(task, y), device)
         objective = _Objective(cfg, task, module, targets, y_t, teacher_margin, alignment, aggregation, scaling)
+        if isinstance(z_t, torch.Tensor):  # rows on disk are read a batch at a time: checked a batch at a time
+            objective.slots = module.rows_slots(z_t)
         if alignment is not None:
             alignment.attributor.fit(module, rows_on(background, device, torch.float32))
         optimizer = adamw(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -829,6 +831,8 @@ class _Objective:
         # ``y`` comes in training units; margins and soft targets are put in them here, attributions divided by the
         # scale (they are differences of margins)
         self.cfg, self.module, self.targets, self.y, self.scaling = cfg, module, embedding_targets, y, scaling
+        #: the lookup slots of every training row, found once (:meth:`GBDT2NNModule.rows_slots`), or ``None``
+        self.slots: torch.Tensor | None = None
         scale = scaling.scale
         self.task_loss = task_loss(task)
         self.embedding_weight = module.head_weight.abs() / scale  # the heads hold the scale, the loss must not
@@ -848,7 +852,7 @@ class _Objective:
 
     def distillation(self, z: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``L_task`` (labels, optionally mixed with the teacher's margins) and the |w|-weighted embedding loss."""
-        embeddings = self.module.embeddings(z)
+        embeddings = self.module.embeddings_of_slots(z, self.slots[rows] if self.slots is not None else None)
         prediction = self.scaling.apply(self.module.combine(self.module.group_outputs(embeddings)))
         loss_task = self.task_loss(prediction, self.y[rows])
         if self.soft_targets is not None:

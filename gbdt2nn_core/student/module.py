@@ -199,6 +199,33 @@ class GBDT2NNModule(nn.Module):
         """``N_j(z[I_j])`` for every group: ``(n, k, embedding_dim)``."""
         return self.mlp.after_first_linear(self.first_layer(z))  # type: ignore[no-any-return]
 
+    @torch.jit.unused
+    def rows_slots(self, z: torch.Tensor, chunk_rows: int = 4096) -> torch.Tensor | None:
+        """:meth:`active_slots` of every row of ``z``, a chunk of rows at a time (the check's intermediates are
+        ``(n, S)``); ``None`` when the lookup does not apply to ``z`` or some row is not exactly an encoding.
+
+        Training reads the same rows every epoch: their slots, found once, spare every batch the check
+        (:meth:`embeddings_of_slots`).
+        """
+        if not self._lookup_applies(z):
+            return None
+        found = []
+        for start in range(0, len(z), chunk_rows):
+            slots = self.active_slots(z[start : start + chunk_rows])
+            if slots is None:
+                return None
+            found.append(slots)
+        return torch.cat(found) if found else None
+
+    @torch.jit.unused
+    def embeddings_of_slots(self, z: torch.Tensor, slots: torch.Tensor | None) -> torch.Tensor:
+        """:meth:`embeddings` of rows ``z`` whose :meth:`active_slots` are ``slots`` (from :meth:`rows_slots`, or
+        ``None``: found here), with the module's own weights: the same values without checking ``z`` again."""
+        if slots is None or not self._lookup_applies(z):
+            return self.embeddings(z)
+        other = z.index_select(1, self.lookup_other_columns)
+        return self.mlp.after_first_linear(self.lookup_first_layer(other, slots))  # type: ignore[no-any-return]
+
     def _dense_first_layer_applies(self, z: torch.Tensor) -> bool:
         width = self.group_input_index.shape[1]
         if not self.columns_distinct or z.shape[1] > self.dense_max_ratio * width:
