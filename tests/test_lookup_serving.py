@@ -300,7 +300,9 @@ def test_slots_found_once_train_the_same_student_as_slots_checked_per_batch(
     once: Any = Registry().student("gbdt2nn", **options)
     assert once.use_lookup(encoder.onehot_blocks()) is True
     once.fit(inputs)
-    assert found and found[-1] is not None and len(found[-1]) == len(inputs.z)
+    assert found
+    assert found[-1] is not None
+    assert len(found[-1]) == len(inputs.z)
     monkeypatch.setattr(GBDT2NNModule, "rows_slots", lambda self, *args, **kwargs: None)
     per_batch: Any = Registry().student("gbdt2nn", **options)
     per_batch.use_lookup(encoder.onehot_blocks())
