@@ -40,7 +40,6 @@ import argparse
 import contextlib
 import io
 import itertools
-import os
 import sys
 import tempfile
 import time
@@ -296,7 +295,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     args = parse_args(argv)
     configure_threads(args.threads)
-    os.environ.setdefault("PYTHONWARNINGS", "ignore")
     result = run(args)
     text = json.dumps(result)
     if args.json is not None:

@@ -426,9 +426,11 @@ class GBDT2NNStudent(Student):
         # --- steps 5-6 (+ alignment): train the group networks
         z_t = training_rows(z, device, torch.float32)  # large rows stay on disk (see gbdt2nn_core.data.rowfile)
         y_t = rows_on(scaling.targets(task, y), device)
-        objective = _Objective(cfg, task, module, targets, y_t, teacher_margin, alignment, aggregation, scaling)
-        if isinstance(z_t, torch.Tensor):  # rows on disk are read a batch at a time: checked a batch at a time
-            objective.slots = module.rows_slots(z_t)
+        # the lookup slots of the rows, found once (rows on disk are read, and checked, a batch at a time)
+        slots = module.rows_slots(z_t) if isinstance(z_t, torch.Tensor) else None
+        objective = _Objective(
+            cfg, task, module, targets, y_t, teacher_margin, alignment, aggregation, scaling, slots=slots
+        )
         if alignment is not None:
             alignment.attributor.fit(module, rows_on(background, device, torch.float32))
         optimizer = adamw(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -827,12 +829,13 @@ class _Objective:
         alignment: Alignment | None,
         aggregation: np.ndarray,
         scaling: TargetScaling,
+        slots: torch.Tensor | None = None,
     ) -> None:
         # ``y`` comes in training units; margins and soft targets are put in them here, attributions divided by the
         # scale (they are differences of margins)
         self.cfg, self.module, self.targets, self.y, self.scaling = cfg, module, embedding_targets, y, scaling
         #: the lookup slots of every training row, found once (:meth:`GBDT2NNModule.rows_slots`), or ``None``
-        self.slots: torch.Tensor | None = None
+        self.slots = slots
         scale = scaling.scale
         self.task_loss = task_loss(task)
         self.embedding_weight = module.head_weight.abs() / scale  # the heads hold the scale, the loss must not
