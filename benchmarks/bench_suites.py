@@ -334,7 +334,9 @@ def training_step(
         )
         alignment.attributor.fit(module, ctx.background)
     margin = ctx.margin_train[:rows]
-    objective = _Objective(cfg, ctx.task, module, targets, y, margin, alignment, ctx.aggregation, scaling)
+    # as the fit does: the rows' lookup slots found once, not checked again every batch
+    slots = module.rows_slots(z) if lookup else None
+    objective = _Objective(cfg, ctx.task, module, targets, y, margin, alignment, ctx.aggregation, scaling, slots=slots)
     optimizer = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     generator = torch.Generator().manual_seed(0)
     beta = cfg.for_task(ctx.task).beta(0)
