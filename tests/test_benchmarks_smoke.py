@@ -208,7 +208,7 @@ def test_deepgbm_measured_in_the_same_rounds_is_compared_round_by_round(
     every ratio is paired by round; records built from ours at known multiples give known ratios."""
     import statistics
 
-    from bench_report import DEEPGBM_TRAINING
+    from deepgbm_reference import TRAINING_PHASE
 
     results, quoted = quick_run
     assert "not re-measured" in quoted  # no --deepgbm: quoted
@@ -220,7 +220,7 @@ def test_deepgbm_measured_in_the_same_rounds_is_compared_round_by_round(
             "total_s": 4 * run["total_s"],
             "process_peak_mib": 0.5 * run["process_peak_mib"],
             "features": 52,
-            "phases": [{"phase": DEEPGBM_TRAINING, "seconds": 1.0, "peak_mib": 1.0}],
+            "phases": [{"phase": TRAINING_PHASE, "seconds": 1.0, "peak_mib": 1.0}],
             "metrics": {"student_test_auc": 0.9, "teacher_test_auc": 0.92},
         }
         for run in plain
