@@ -654,9 +654,14 @@ def deepgbm_once(checkout: Path, threads: int, seed: int, *, quick: bool) -> dic
     command += ["--seed", str(seed)]
     if quick:
         command += ["--rows", str(SIZES["quick"]["rows"]), "--epochs", str(SIZES["quick"]["epochs"])]
+    return child_record(command, "DeepGBM's run")
+
+
+def child_record(command: list[str], what: str) -> dict[str, Any]:
+    """Run ``command`` (a benchmark child in a fresh process) and return the JSON record it prints last."""
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, check=False)
     if done.returncode != 0:
-        raise RuntimeError(f"DeepGBM's run failed:\n{done.stderr[-3000:]}")
+        raise RuntimeError(f"{what} failed:\n{done.stderr[-3000:]}")
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
@@ -744,10 +749,7 @@ def bench_e2e(
             command += ["--e2e-seed", str(seed)]
             if quick:
                 command.append("--quick")
-            done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, check=False)
-            if done.returncode != 0:
-                raise RuntimeError(f"the {mode} end-to-end run failed:\n{done.stderr[-3000:]}")
-            runs[mode].append(json.loads(done.stdout.strip().splitlines()[-1]))
+            runs[mode].append(child_record(command, f"the {mode} end-to-end run"))
         if deepgbm is not None:
             runs.setdefault("deepgbm", []).append(deepgbm_once(deepgbm, threads, seed, quick=quick))
     return {

@@ -88,6 +88,17 @@ REQUIRED_FILES = tuple(
 )
 
 
+def checkout_problem(checkout: Path) -> str | None:
+    """What makes ``checkout`` unusable as a DeepGBM checkout, with the fix, in one line; ``None`` when it is one."""
+    missing = [name for name in REQUIRED_FILES if not (checkout / name).is_file()]
+    if not missing:
+        return None
+    return (
+        f"{checkout} is not a DeepGBM checkout (no {', '.join(missing)}); "
+        "clone https://github.com/motefly/DeepGBM and pass its folder"
+    )
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkout", type=Path, required=True, help="a checkout of github.com/motefly/DeepGBM")
@@ -97,12 +108,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--rows", type=int, default=None, help="a sample of adult's rows (smoke runs)")
     parser.add_argument("--json", type=Path, default=None, help="also write the result to this file")
     args = parser.parse_args(argv)
-    missing = [name for name in REQUIRED_FILES if not (args.checkout / name).is_file()]
-    if missing:
-        parser.error(
-            f"{args.checkout} is not a DeepGBM checkout (no {', '.join(missing)}); "
-            "clone https://github.com/motefly/DeepGBM and pass its folder"
-        )
+    problem = checkout_problem(args.checkout)
+    if problem is not None:
+        parser.error(problem)
     if args.threads < 1 or args.epochs < 1:
         parser.error("--threads and --epochs must be at least 1")
     return args

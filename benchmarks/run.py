@@ -61,6 +61,7 @@ from bench_suites import (  # noqa: E402
     bench_treeshap,
     e2e_once,
 )
+from deepgbm_reference import checkout_problem  # noqa: E402
 
 GPU_RECORD = HERE / "results" / "gpu-serving.json"
 
@@ -98,11 +99,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error(f"unknown suite(s) {', '.join(sorted(unknown))}; choose from {', '.join(SUITES)}")
     if args.threads < 1 or (args.repeats is not None and args.repeats < 1) or args.e2e_repeats < 1:
         parser.error("--threads, --repeats and --e2e-repeats must be at least 1")
-    if args.deepgbm is not None and not (args.deepgbm / "experiments" / "models" / "gbdt2nn.py").is_file():
-        parser.error(
-            f"--deepgbm {args.deepgbm} is not a DeepGBM checkout (no experiments/models/gbdt2nn.py); "
-            "clone https://github.com/motefly/DeepGBM and pass its folder"
-        )
+    problem = checkout_problem(args.deepgbm) if args.deepgbm is not None else None
+    if problem is not None:
+        parser.error(f"--deepgbm: {problem}")
     return args
 
 
