@@ -218,6 +218,8 @@ def test_the_monitor_estimates_batchnorm_on_a_sample_of_many_rows(
     assert sampled == pytest.approx(kit.validation_loss("binary", by_hand, z_valid, y_valid), rel=1e-6)
     monkeypatch.setattr(kit, "MONITOR_BATCHNORM_ROWS", len(z))
     every_row = kit.validation_loss("binary", module, z_valid, y_valid, batchnorm_rows=z, batch_size=128)
+    # a size asked for (the constant now every row) names the same sample as the constant set to that size
+    torch.testing.assert_close(kit.monitor_batchnorm_rows(z, 1_000), z[torch.as_tensor(chosen)], rtol=0, atol=0)
     assert sampled != every_row
     assert sampled == pytest.approx(every_row, rel=0.02)
     # and the module's own statistics are put back either way
