@@ -18,6 +18,7 @@ from gbdt2nn_core.data.rowfile import RowFolder, is_on_disk, read_rows, take_row
 from gbdt2nn_core.errors import ConfigError
 from gbdt2nn_core.pipeline import DistillConfig, Pipeline
 from gbdt2nn_core.pipeline.distill import distill
+from gbdt2nn_core.student import kit
 from gbdt2nn_core.student.gbdt2nn import GBDT2NNStudent
 
 #: Every run here aligns a share of the rows (so that the student's fitting rows and the aligned rows are subsets).
@@ -131,6 +132,10 @@ def test_training_memory_grows_far_less_than_the_rows(
 ) -> None:
     monkeypatch.setattr(rowfile, "CHUNK_BYTES", 1)  # chunks of CHUNK_ALIGN rows
     sizes = (3000, 12000)
+    # the validation monitor re-estimates BatchNorm on a sample of at most MONITOR_BATCHNORM_ROWS rows, read into
+    # memory: a bound of its own, not one that grows with the rows; above both sizes' fitting rows here, so that only
+    # what grows with the rows is compared
+    monkeypatch.setattr(kit, "MONITOR_BATCHNORM_ROWS", 16_384)
     small, large = (adult_dataset.frame.sample(n, random_state=0).reset_index(drop=True) for n in sizes)
     options = {"epochs": 1, "batch_size": 512}
     teacher = {"n_estimators": 50}  # 50 int32 leaves a row: as large as a third of an encoded row

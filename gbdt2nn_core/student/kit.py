@@ -49,6 +49,7 @@ from gbdt2nn_core.validators import (
 )
 
 __all__ = [
+    "EVAL_CHUNK_ROWS",
     "MONITOR_BATCHNORM_ROWS",
     "AlignmentTargets",
     "AlignmentWeight",
@@ -587,6 +588,14 @@ def restore_training_state(
 MONITOR_BATCHNORM_ROWS = 4_096
 
 
+#: Rows per forward pass where a student scores rows in eval mode during a fit (:func:`validation_loss` after every
+#: epoch, :func:`validation_temperature`). Each pass's activations are freed right after it, but 4,096-row passes (16
+#: MiB a hidden layer for GBDT2NN's default 10 groups × 100) left their freed blocks in the C allocator's heap, which
+#: grew epoch after epoch: a plain distillation of adult peaked at 853 MiB, PEAK_PLACEHOLDER MiB with 2,048-row passes
+#: (BENCHMARKS.md), no slower (the serving path's chunk, ``pipeline.margins.SERVING_CHUNK``, is 2,048 rows for speed).
+EVAL_CHUNK_ROWS = 2_048
+
+
 def monitor_batchnorm_rows(rows: torch.Tensor | DiskRows, most_rows: int | None = None) -> torch.Tensor | DiskRows:
     """``rows``, or a seeded sample of them (in their order) when this process holds more than its share of
     ``most_rows`` (:data:`MONITOR_BATCHNORM_ROWS` when not given)."""
@@ -633,9 +642,9 @@ def validation_loss(
     scaling = scaling or TargetScaling()
     total = 0.0
     with torch.no_grad():
-        for start in range(0, len(z), 4096):
-            margin = scaling.apply(module(z[start : start + 4096]))
-            total += float(loss(margin, y[start : start + 4096])) * len(margin)
+        for start in range(0, len(z), EVAL_CHUNK_ROWS):
+            margin = scaling.apply(module(z[start : start + EVAL_CHUNK_ROWS]))
+            total += float(loss(margin, y[start : start + EVAL_CHUNK_ROWS])) * len(margin)
     module.train(was_training)
     loss_value = total / max(len(z), 1)
     if world().distributed:
@@ -724,5 +733,5 @@ def validation_temperature(task: Task, module: nn.Module, validation: Validation
     module.eval()
     z = rows_on(validation.z, module_device(module), torch.float32)
     with torch.no_grad():
-        margin = torch.cat([module(z[start : start + 4096]) for start in range(0, len(z), 4096)])
+        margin = torch.cat([module(z[start : start + EVAL_CHUNK_ROWS]) for start in range(0, len(z), EVAL_CHUNK_ROWS)])
     return fit_temperature(task, margin.double().cpu().numpy(), np.asarray(validation.y))
