@@ -8,6 +8,7 @@ from typing import Any
 
 import attrs
 import numpy as np
+import pandas as pd
 import pytest
 import sklearn.metrics as skm
 from scipy.special import expit
@@ -66,6 +67,31 @@ def test_the_pipeline_holds_validation_rows_out_of_the_student_only(adult_run: D
     np.testing.assert_array_equal(inputs.leaves, prepared.teacher.leaf_indices(prepared.data.train_frame)[split.fit])
     # the teacher saw every training row: its own leaves of the held-out rows are those of the full fit
     assert adult_run.student.history["stopping"]["validation_rows"] == len(split.validation)
+
+
+def test_the_fitting_rows_come_first_and_reach_the_student_as_views(adult_run: DistillRun, adult_dataset: Any) -> None:
+    """The held-out rows are the ones validation_split draws from the split's training rows; the training rows are
+    then ordered fitting rows first, so that the student's fitting rows are views of the encoding and the leaves."""
+    from gbdt2nn_core.pipeline import Pipeline
+
+    prepared = adult_run.prepared
+    frame = adult_dataset.frame.sample(2000, random_state=0).reset_index(drop=True)  # as adult_run's
+    split = Pipeline(adult_run.config).split(frame, adult_dataset.target)
+    drawn = validation_split(split.y_train, task=split.task, fraction=0.1, seed=adult_run.config.seed)
+    n_fit = len(drawn.fit)
+    np.testing.assert_array_equal(prepared.validation.fit, np.arange(n_fit))
+    np.testing.assert_array_equal(prepared.validation.validation, np.arange(n_fit, len(split.y_train)))
+    train = prepared.data.train_frame
+    for positions, rows in ((drawn.fit, slice(0, n_fit)), (drawn.validation, slice(n_fit, None))):
+        expected = split.train_frame.iloc[positions].reset_index(drop=True)
+        pd.testing.assert_frame_equal(train.iloc[rows].reset_index(drop=True), expected)
+        np.testing.assert_array_equal(prepared.data.y_train[rows], split.y_train[positions])
+    inputs = prepared.student_inputs()
+    assert np.shares_memory(inputs.z, prepared.data.z_train)
+    assert np.shares_memory(inputs.leaves, prepared.leaves_train)
+    # several processes: each one's shard of the fitting rows is still theirs alone, in order
+    shard = np.arange(10, 20)
+    np.testing.assert_array_equal(prepared.student_inputs(shard=shard).z, prepared.data.z_train[10:20])
 
 
 # ------------------------------------------------------------------------------------------------ stopping

@@ -42,6 +42,7 @@ from gbdt2nn_core.pipeline.data import (
     encode_rows,
     encoded_bytes,
     encoder_for,
+    fitting_rows_first,
     split_data,
     validation_split,
 )
@@ -228,10 +229,14 @@ class Prepared:
         return stacked
 
     def _fitting_rows(self, z: np.ndarray, fit: np.ndarray, name: str) -> np.ndarray:
-        """``z[fit]``; from a matrix on disk, written to a file of its own a chunk at a time (the student reads its
-        batches from there), once per set of rows: every student of this split reads the same file."""
+        """``z[fit]``: a view when ``fit`` is a run of consecutive positions in memory (the fitting rows come first:
+        :func:`fitting_rows_first`); from a matrix on disk, written to a file of its own a chunk at a time (the
+        student reads its batches from there), once per set of rows: every student of this split reads the same
+        file."""
         if not RowFolder.holds(z):
-            subset: np.ndarray = z[fit]
+            first = int(fit[0]) if len(fit) else 0
+            consecutive = np.array_equal(fit, np.arange(first, first + len(fit)))
+            subset: np.ndarray = z[first : first + len(fit)] if consecutive else z[fit]
             return subset
         key = f"{name}-{hashlib.sha256(np.ascontiguousarray(fit).data).hexdigest()}"
         if key not in self._cached:
@@ -392,11 +397,12 @@ class Pipeline:
             )
         teacher_s = time.perf_counter() - started
         started = time.perf_counter()
-        encoder = encoder_for(
-            split.train_frame, split.schema, teacher_obj, config.threshold_bins, config.merge_categories
-        )
         validation = validation_split(
             split.y_train, task=split.task, fraction=config.validation_fraction, seed=config.seed
+        )
+        split, validation = fitting_rows_first(split, validation)
+        encoder = encoder_for(
+            split.train_frame, split.schema, teacher_obj, config.threshold_bins, config.merge_categories
         )
         copies = config.synthetic_rows_for(split.task, len(validation.fit))
         # the synthetic rows (as many again per fitting row) are the largest matrices when there are any

@@ -28,6 +28,7 @@ __all__ = [
     "encoded_bytes",
     "encoder_for",
     "fit_encoder",
+    "fitting_rows_first",
     "split_data",
     "validation_split",
 ]
@@ -158,6 +159,25 @@ def validation_split(y: np.ndarray, *, task: Task, fraction: float, seed: int) -
             note = "random (classes too rare to stratify)"
     fit, validation = train_test_split(everything, test_size=held_out, random_state=seed)
     return ValidationSplit(fit=np.sort(fit), validation=np.sort(validation), note=note)
+
+
+def fitting_rows_first(split: SplitData, validation: ValidationSplit) -> tuple[SplitData, ValidationSplit]:
+    """``split`` with its training rows reordered so that the fitting rows come first and the held-out ones after
+    them, each group in its previous order, and the split's positions in the new order.
+
+    The held-out rows are the same rows. What changes is memory: every matrix made from the training rows (the
+    encoding, the teacher's leaves) then holds a student's fitting rows as its first rows, a view instead of a copy
+    of nine tenths of it (70 MiB of a plain distillation on adult).
+    """
+    if len(validation.validation) == 0:
+        return split, validation
+    order = np.concatenate([validation.fit, validation.validation])
+    reordered = attrs.evolve(
+        split, train_frame=split.train_frame.iloc[order].reset_index(drop=True), y_train=split.y_train[order]
+    )
+    n_fit = len(validation.fit)
+    positions = np.arange(len(order))
+    return reordered, attrs.evolve(validation, fit=positions[:n_fit], validation=positions[n_fit:])
 
 
 def fit_encoder(
