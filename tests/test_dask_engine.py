@@ -83,7 +83,12 @@ def test_teacher_and_treeshap_on_two_workers_equal_the_single_machine_values(
     assert roc_auc_score(split.y_test, prepared.teacher.predict_margin(split.test_frame)) > 0.8
 
     reference = _reloaded(prepared.teacher, name, tmp_path)
-    for frame, shap in ((split.train_frame, prepared.shap_train), (split.test_frame, prepared.shap_test)):
+    # the prepared training rows are the split's, fitting rows first (fitting_rows_first): explained in that order
+    train = prepared.data.train_frame
+    assert sorted(map(tuple, train.astype(str).to_numpy())) == sorted(
+        map(tuple, split.train_frame.astype(str).to_numpy())
+    )
+    for frame, shap in ((train, prepared.shap_train), (split.test_frame, prepared.shap_test)):
         expected = reference.shap_values(frame, threads=1)
         assert shap.values.shape == expected.values.shape == (len(frame), frame.shape[1])
         np.testing.assert_allclose(shap.values, expected.values, rtol=0, atol=1e-6)

@@ -580,11 +580,12 @@ def restore_training_state(
 
 #: The most training rows (over every process) on which the validation monitor re-estimates BatchNorm's statistics
 #: after an epoch (:func:`validation_loss`): a seeded sample when there are more. The monitor only ranks epochs for
-#: early stopping, and a loss measured on a sample is biased by about the same amount every epoch (about 1 % higher
-#: from 4,096 rows), so the ranking survives: replayed on plain students of six suite datasets, 4,096 rows kept the
-#: epoch 16,384 kept in all but one of the runs, that one within 0.02 % of its validation loss
-#: (benchmarks/monitor_rows.py, BENCHMARKS.md), at 0.16 s an epoch instead of 0.43 s on adult. A forward over every
-#: row cost 1 s of a 3.4 s plain epoch there. The BatchNorm pass after the last epoch still uses every row.
+#: early stopping, and a loss measured after a smaller sample moves nearly alike every epoch (0.02–2.5 % off the
+#: 16,384-row one), so the ranking survives: replayed on plain students of six suite datasets, 17 runs
+#: (benchmarks/monitor_rows.py, BENCHMARKS.md), 4,096 rows kept the epoch 16,384 kept in 16, the other within
+#: 0.02 % of its validation loss (8,192: 16 too; 2,048: 12), for 0.16 s an epoch on adult instead of
+#: 0.43 s. A forward over every row cost 1 s of a 3.4 s plain epoch there. The BatchNorm pass after the last epoch
+#: still uses every row.
 MONITOR_BATCHNORM_ROWS = 4_096
 
 
