@@ -592,7 +592,7 @@ MONITOR_BATCHNORM_ROWS = 4_096
 #: Rows per forward pass where a student scores rows in eval mode during a fit (:func:`validation_loss` after every
 #: epoch, :func:`validation_temperature`). Each pass's activations are freed right after it, but 4,096-row passes (16
 #: MiB a hidden layer for GBDT2NN's default 10 groups × 100) left their freed blocks in the C allocator's heap, which
-#: grew epoch after epoch: a plain distillation of adult peaked at 853 MiB, PEAK_PLACEHOLDER MiB with 2,048-row passes
+#: grew epoch after epoch: a plain distillation of adult peaked at 853 MiB, about 816 MiB with 2,048-row passes
 #: (BENCHMARKS.md), no slower (the serving path's chunk, ``pipeline.margins.SERVING_CHUNK``, is 2,048 rows for speed).
 EVAL_CHUNK_ROWS = 2_048
 
