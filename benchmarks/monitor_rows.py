@@ -13,25 +13,36 @@ run's). A candidate that picks the same best epoch yields the same student, bit 
 
     python benchmarks/monitor_rows.py --datasets adult,california --seeds 0,1,2 \
         --json benchmarks/results/monitor-rows.json
+
+An aligned student's training reads the monitor (λ's back-off), so ``--aligned-e2e`` trains the end-to-end suite's
+aligned runs of adult anew with each number of rows and compares what they end with:
+
+    python benchmarks/monitor_rows.py --aligned-e2e --seeds 0,1,2 --rows 4096
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
 HERE = Path(__file__).resolve().parent
-if str(HERE / "quality") not in sys.path:  # the quality suite's dataset loaders (also when loaded by path)
-    sys.path.insert(0, str(HERE / "quality"))
+for folder in (
+    HERE,
+    HERE / "quality",
+):  # the sibling modules and the quality suite's loaders (also when loaded by path)
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
 
 import gbdt2nn_core.student.gbdt2nn as gbdt2nn_student  # noqa: E402
+import gbdt2nn_core.student.kit as kit  # noqa: E402
 from gbdt2nn_core.pipeline import DistillConfig, Pipeline  # noqa: E402
 from gbdt2nn_core.pipeline.distill import run_student  # noqa: E402
 from gbdt2nn_core.student.kit import EarlyStopping, monitor_batchnorm_rows  # noqa: E402
@@ -149,6 +160,40 @@ def study(dataset: Any, seed: int, threads: int, reference_rows: int, candidates
     return outcome
 
 
+@contextlib.contextmanager
+def monitor_rows(rows: int) -> Iterator[None]:
+    """``MONITOR_BATCHNORM_ROWS`` set to ``rows`` inside the block."""
+    saved = kit.MONITOR_BATCHNORM_ROWS
+    kit.MONITOR_BATCHNORM_ROWS = rows
+    try:
+        yield
+    finally:
+        kit.MONITOR_BATCHNORM_ROWS = saved
+
+
+def aligned_end_to_end(seeds: Sequence[int], sizes: Sequence[int], *, quick: bool = False) -> list[dict[str, Any]]:
+    """Aligned distillations of adult as ``benchmarks/run.py``'s end-to-end suite runs them (λ = 1, DeepGBM's
+    sizes), once with each number of monitor rows. An aligned student's training reads the monitor (λ's back-off
+    compares consecutive epochs' validation losses), so no replay is exact: each is trained anew."""
+    from bench_suites import SIZES, e2e_once
+
+    records = []
+    for seed in seeds:
+        for rows in sizes:
+            with monitor_rows(rows):
+                run = e2e_once(SIZES["quick" if quick else "full"], 1, 1.0, seed=seed)
+            records.append(
+                {
+                    "seed": seed,
+                    "monitor_rows": rows,
+                    "epochs": len(run["epoch_s"]),
+                    "test": run["metrics"]["student_test"],
+                    "spearman": run["metrics"]["agreement"]["spearman"],
+                }
+            )
+    return records
+
+
 def _median(values: Sequence[float]) -> float:
     ordered = sorted(values)
     return ordered[len(ordered) // 2] if ordered else float("nan")
@@ -166,9 +211,22 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--sample-rows", type=int, default=None, help="cut each dataset to this many rows")
     parser.add_argument("--threads", type=int, default=1, help="torch and LightGBM threads")
     parser.add_argument("--json", type=Path, default=None, help="write the outcomes here")
+    parser.add_argument(
+        "--aligned-e2e",
+        action="store_true",
+        help="instead: aligned end-to-end runs of adult (benchmarks/run.py's), trained with each number of rows",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     candidates = [int(size) for size in args.rows.split(",")]
+    if args.aligned_e2e:
+        seeds = [int(s) for s in args.seeds.split(",")]
+        records = aligned_end_to_end(seeds, [args.reference_rows, *candidates])
+        for record in records:
+            print(record, flush=True)
+        if args.json is not None:
+            args.json.write_text(json.dumps(records, indent=1) + "\n")
+        return records
     outcomes = []
     for name in args.datasets.split(","):
         dataset = sample(load(name), args.sample_rows)

@@ -43,3 +43,27 @@ def test_the_replay_decides_as_early_stopping_did_and_recording_changes_nothing(
     assert all(a != b for a, b in zip(smaller, recorded, strict=True))
     assert candidate == {**candidate, **script.replay(smaller, stopping)}
     assert candidate["same_student"] == (candidate["best_epoch"] == stopping["best_epoch"])
+
+
+def test_aligned_runs_are_the_benchmarks_own_with_the_monitor_rows_set(
+    load_benchmark: Callable[[str], ModuleType], single_thread_torch: None
+) -> None:
+    """``--aligned-e2e`` runs the end-to-end suite's aligned distillation: with the monitor's rows above every fitting
+    row it ends exactly as that suite's run does, and the constant is put back afterwards."""
+    script = load_benchmark("monitor_rows.py")
+    from bench_suites import SIZES, e2e_once
+
+    from gbdt2nn_core.student import kit
+
+    before = kit.MONITOR_BATCHNORM_ROWS
+    records = script.aligned_end_to_end([0], [100_000, 64], quick=True)
+    assert before == kit.MONITOR_BATCHNORM_ROWS
+    suite = e2e_once(SIZES["quick"], 1, 1.0, seed=0)
+    every_row = records[0]
+    assert (every_row["epochs"], every_row["test"], every_row["spearman"]) == (
+        len(suite["epoch_s"]),
+        suite["metrics"]["student_test"],
+        suite["metrics"]["agreement"]["spearman"],
+    )
+    assert records[1]["monitor_rows"] == 64
+    assert records[1]["seed"] == 0
