@@ -34,10 +34,8 @@ from typing import Any
 import torch
 
 HERE = Path(__file__).resolve().parent
-for folder in (
-    HERE,
-    HERE / "quality",
-):  # the sibling modules and the quality suite's loaders (also when loaded by path)
+# the sibling modules and the quality suite's loaders (also when this file is loaded by path)
+for folder in (HERE, HERE / "quality"):
     if str(folder) not in sys.path:
         sys.path.insert(0, str(folder))
 
