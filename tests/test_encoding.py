@@ -198,6 +198,17 @@ def test_threshold_intervals_follow_the_split_rule(split_rule: str) -> None:
     )
 
 
+def test_intervals_of_a_column_missing_in_every_training_row_are_plain_one_hots() -> None:
+    # no observed training value: the intervals have no training mean to centre on (the shares are zero, not NaN)
+    train = pd.DataFrame({"x": [np.nan, np.nan, np.nan], "y": [1.0, 2.0, 3.0]})
+    schema = TabularSchema.infer(train)
+    encoder = InputEncoder.fit(schema.to_frame(train), schema, thresholds={"x": [1.0, 2.0]})
+    rows = schema.to_frame(pd.DataFrame({"x": [1.5, np.nan], "y": [1.0, 1.0]}))
+    block = _block(encoder, encoder.transform(rows), "x")
+    np.testing.assert_array_equal(block[0, 1:4], [0.0, 1.0, 0.0])
+    assert (block[1, :4] == 0).all()
+
+
 def test_teacher_thresholds_are_lightgbms_top_numeric_splits_by_gain(adult_teacher: TeacherOnRows) -> None:
     booster = adult_teacher.teacher.native_model
     schema = TabularSchema.infer(adult_teacher.X)

@@ -120,9 +120,7 @@ class InputEncoder:
                 std = float(observed.std()) if observed.size else 1.0
                 missing_rate = float(np.isnan(values).mean())
                 cuts = np.unique(np.asarray(thresholds.get(column.name, ()), dtype=np.float64))
-                bins = _interval_onehot(values, cuts, split_rule) if cuts.size else np.zeros((len(values), 0))
-                observed_rows = ~np.isnan(values)
-                bin_mean = bins[observed_rows].mean(axis=0) if observed_rows.any() else bins.mean(axis=0)
+                bin_mean = _interval_shares(observed, cuts, split_rule) if cuts.size else np.zeros(0)
                 state[column.name] = {
                     "mean": mean,
                     "std": std if std > 1e-12 else 1.0,
@@ -130,7 +128,7 @@ class InputEncoder:
                     "missing_rate": missing_rate if missing_rate > 0 else None,
                     "thresholds": cuts.tolist(),
                     "split_rule": split_rule,
-                    "bin_mean": np.nan_to_num(bin_mean).tolist(),
+                    "bin_mean": bin_mean.tolist(),
                 }
             else:
                 codes = series.cat.codes.to_numpy()
@@ -351,6 +349,14 @@ def _interval_onehot(values: np.ndarray, cuts: np.ndarray, split_rule: str) -> n
     observed = ~np.isnan(values)
     onehot[np.flatnonzero(observed), index[observed]] = 1.0
     return onehot
+
+
+def _interval_shares(observed: np.ndarray, cuts: np.ndarray, split_rule: str) -> np.ndarray:
+    """The share of the ``observed`` (not missing) values in each interval between sorted ``cuts`` (zeros when there
+    are none): the mean of their :func:`_interval_onehot` rows, counted without building them (the float64 one-hot
+    of a 64-cut column of adult's 39k rows is 20 MiB, and the process kept what the blocks had taken)."""
+    counts = np.bincount(_interval_index(observed, cuts, split_rule), minlength=len(cuts) + 1).astype(np.float64)
+    return counts / len(observed) if len(observed) else counts
 
 
 def _scaled_and_indicator(
