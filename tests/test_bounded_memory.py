@@ -110,6 +110,35 @@ def test_on_disk_rows_give_the_in_memory_run_exactly(
     assert leftovers(on_disk) == []
 
 
+def test_the_test_rows_are_encoded_when_first_read(
+    adult_dataset: Any, small_config: Callable[..., DistillConfig]
+) -> None:
+    """Training never reads the test rows: they are encoded (here, written to their file) when evaluation first reads
+    them, once, to the encoder's values; after the rows folder is removed they are encoded in memory."""
+    frame = adult_dataset.frame.sample(3000, random_state=3).reset_index(drop=True)
+    config = small_config(device="cpu", spill_bytes=0)
+
+    def test_files() -> int:
+        return sum(path.name.startswith("z-test") for path in leftovers(config))
+
+    prepared = Pipeline(config).prepare(frame, "income_gt_50k")
+    try:
+        assert is_on_disk(prepared.data.z_train)
+        assert test_files() == 0
+        z_test = prepared.data.z_test
+        assert is_on_disk(z_test)
+        assert test_files() == 1
+        expected = prepared.data.encoder.transform(prepared.data.test_frame)
+        np.testing.assert_array_equal(np.asarray(z_test), expected)
+        assert prepared.data.z_test is z_test
+    finally:
+        prepared.close()
+    unread = Pipeline(config).prepare(frame, "income_gt_50k")
+    unread.close()
+    assert not is_on_disk(unread.data.z_test)
+    np.testing.assert_array_equal(unread.data.z_test, expected)
+
+
 def _traced_training_peak(frame: pd.DataFrame, config: DistillConfig) -> int:
     """Peak traced allocation (bytes above what was allocated before) of the student's training phase."""
     pipeline = Pipeline(config)

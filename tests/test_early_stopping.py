@@ -71,7 +71,8 @@ def test_the_pipeline_holds_validation_rows_out_of_the_student_only(adult_run: D
 
 def test_the_fitting_rows_come_first_and_reach_the_student_as_views(adult_run: DistillRun, adult_dataset: Any) -> None:
     """The held-out rows are the ones validation_split draws from the split's training rows; the training rows are
-    then ordered fitting rows first, so that the student's fitting rows are views of the encoding and the leaves."""
+    then ordered fitting rows first, so that the student's fitting rows and held-out rows are views of the encoding
+    (the fitting rows' leaves too)."""
     from gbdt2nn_core.pipeline import Pipeline
 
     prepared = adult_run.prepared
@@ -89,6 +90,8 @@ def test_the_fitting_rows_come_first_and_reach_the_student_as_views(adult_run: D
     inputs = prepared.student_inputs()
     assert np.shares_memory(inputs.z, prepared.data.z_train)
     assert np.shares_memory(inputs.leaves, prepared.leaves_train)
+    assert inputs.validation is not None
+    assert np.shares_memory(inputs.validation.z, prepared.data.z_train)
     # several processes: each one's shard of the fitting rows is still theirs alone, in order
     shard = np.arange(10, 20)
     np.testing.assert_array_equal(prepared.student_inputs(shard=shard).z, prepared.data.z_train[10:20])

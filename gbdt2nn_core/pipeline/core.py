@@ -26,7 +26,7 @@ import torch
 
 from gbdt2nn_core.data import rowfile
 from gbdt2nn_core.data.cache import ExplanationCache, default_cache_dir
-from gbdt2nn_core.data.rowfile import RowFolder, take_rows
+from gbdt2nn_core.data.rowfile import RowFolder, is_on_disk, take_rows
 from gbdt2nn_core.errors import ConfigError
 from gbdt2nn_core.host.device import module_device, resolve_device, rows_on
 from gbdt2nn_core.host.interfaces import Attributor, Student, StudentInputs, Teacher, TreeShap, ValidationRows
@@ -170,7 +170,7 @@ class Prepared:
         data, fit, held_out = self.data, self.validation.fit, self.validation.validation
         validation = None
         if len(held_out):
-            validation = ValidationRows(z=take_rows(data.z_train, held_out), y=data.y_train[held_out])
+            validation = ValidationRows(z=rows_of(data.z_train, held_out), y=data.y_train[held_out])
         fitting = len(fit)
         if shard is not None:
             fit = fit[shard]
@@ -234,10 +234,7 @@ class Prepared:
         student reads its batches from there), once per set of rows: every student of this split reads the same
         file."""
         if not RowFolder.holds(z):
-            first = int(fit[0]) if len(fit) else 0
-            consecutive = np.array_equal(fit, np.arange(first, first + len(fit)))
-            subset: np.ndarray = z[first : first + len(fit)] if consecutive else z[fit]
-            return subset
+            return rows_of(z, fit)
         key = f"{name}-{hashlib.sha256(np.ascontiguousarray(fit).data).hexdigest()}"
         if key not in self._cached:
             self._cached[key] = self._write_rows(z, fit, name)
@@ -276,6 +273,15 @@ class Trained:
     first_epoch: int = 0
     #: The device the student trained on (``config.device`` resolved on this machine, e.g. ``"cuda:0"``).
     device: str = "cpu"
+
+
+def rows_of(z: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """``z[positions]``: a view of an in-memory matrix when ``positions`` is a run of consecutive rows — as the fitting
+    rows and the held-out rows are (:func:`fitting_rows_first`) — else a copy in memory (:func:`take_rows`)."""
+    first = int(positions[0]) if len(positions) else 0
+    if not is_on_disk(z) and np.array_equal(positions, np.arange(first, first + len(positions))):
+        return z[first : first + len(positions)]
+    return take_rows(z, positions)
 
 
 def synthetic_rows(

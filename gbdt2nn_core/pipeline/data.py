@@ -49,25 +49,34 @@ class SplitData:
 
 @attrs.frozen(kw_only=True)
 class PreparedData(SplitData):
-    """A split plus the student's encoding of both sides."""
+    """A split plus the student's encoding of both sides (the test side when first read: :attr:`z_test`)."""
 
     encoder: InputEncoder
     z_train: np.ndarray = attrs.field(eq=False, repr=False)
-    z_test: np.ndarray = attrs.field(eq=False, repr=False)
+    #: Where a side larger than ``spill_bytes`` is written (:func:`encode_rows`); ``None``: both in memory.
+    folder: RowFolder | None = attrs.field(default=None, eq=False, repr=False)
+    spill_bytes: int = attrs.field(default=SPILL_BYTES, eq=False, repr=False)
+    _test_rows: list[np.ndarray] = attrs.field(factory=list, init=False, eq=False, repr=False)
 
     @classmethod
     def encode(
         cls, split: SplitData, encoder: InputEncoder, *, folder: RowFolder | None = None, spill_bytes: int = SPILL_BYTES
     ) -> PreparedData:
-        """Encode both sides; with ``folder``, a side larger than ``spill_bytes`` goes to a float32 file there
-        (:func:`encode_rows`)."""
+        """Encode the training side now and the test side when first read; with ``folder``, a side larger than
+        ``spill_bytes`` goes to a float32 file there (:func:`encode_rows`)."""
         fields = {f.name: getattr(split, f.name) for f in attrs.fields(SplitData)}
-        return cls(
-            **fields,
-            encoder=encoder,
-            z_train=encode_rows(encoder, split.train_frame, folder, spill_bytes, "z-train"),
-            z_test=encode_rows(encoder, split.test_frame, folder, spill_bytes, "z-test"),
-        )
+        z_train = encode_rows(encoder, split.train_frame, folder, spill_bytes, "z-train")
+        return cls(**fields, encoder=encoder, z_train=z_train, folder=folder, spill_bytes=spill_bytes)
+
+    @property
+    def z_test(self) -> np.ndarray:
+        """The test rows encoded, on first read: a distillation reads them to evaluate, after training, whose memory
+        is the run's peak (adult's 9,769 test rows are 15 MiB that training would otherwise hold)."""
+        if not self._test_rows:
+            # a folder already removed (the prepared rows closed) cannot take the file: encode in memory then
+            folder = self.folder if self.folder is not None and self.folder.path.is_dir() else None
+            self._test_rows.append(encode_rows(self.encoder, self.test_frame, folder, self.spill_bytes, "z-test"))
+        return self._test_rows[0]
 
 
 def encoded_bytes(encoder: InputEncoder, rows: int) -> int:
