@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import attrs
 import numpy as np
 import pandas as pd
@@ -56,7 +58,6 @@ class PreparedData(SplitData):
     #: Where a side larger than ``spill_bytes`` is written (:func:`encode_rows`); ``None``: both in memory.
     folder: RowFolder | None = attrs.field(default=None, eq=False, repr=False)
     spill_bytes: int = attrs.field(default=SPILL_BYTES, eq=False, repr=False)
-    _test_rows: list[np.ndarray] = attrs.field(factory=list, init=False, eq=False, repr=False)
 
     @classmethod
     def encode(
@@ -68,15 +69,13 @@ class PreparedData(SplitData):
         z_train = encode_rows(encoder, split.train_frame, folder, spill_bytes, "z-train")
         return cls(**fields, encoder=encoder, z_train=z_train, folder=folder, spill_bytes=spill_bytes)
 
-    @property
+    @functools.cached_property
     def z_test(self) -> np.ndarray:
         """The test rows encoded, on first read: a distillation reads them to evaluate, after training, whose memory
         is the run's peak (adult's 9,769 test rows are 15 MiB that training would otherwise hold)."""
-        if not self._test_rows:
-            # a folder already removed (the prepared rows closed) cannot take the file: encode in memory then
-            folder = self.folder if self.folder is not None and self.folder.path.is_dir() else None
-            self._test_rows.append(encode_rows(self.encoder, self.test_frame, folder, self.spill_bytes, "z-test"))
-        return self._test_rows[0]
+        # a folder already removed (the prepared rows closed) cannot take the file: encode in memory then
+        folder = self.folder if self.folder is not None and self.folder.path.is_dir() else None
+        return encode_rows(self.encoder, self.test_frame, folder, self.spill_bytes, "z-test")
 
 
 def encoded_bytes(encoder: InputEncoder, rows: int) -> int:
