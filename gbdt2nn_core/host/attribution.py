@@ -49,6 +49,7 @@ __all__ = [
     "IndependentEstimates",
     "LinearColumns",
     "MarginModel",
+    "check_aggregation",
     "check_encoded_rows",
     "column_attributions",
     "column_of_encoded",
@@ -216,12 +217,7 @@ class LinearColumns:
         bias: torch.Tensor,
         shape: tuple[int, ...],
     ) -> None:
-        if column_of_encoded(aggregation) is None or aggregation.shape[0] != z.shape[1]:
-            raise ConfigError(
-                setting="aggregation",
-                value=tuple(aggregation.shape),
-                fix=f"pass the encoder's ({z.shape[1]}, d) 0/1 aggregation matrix (each encoded value in one column)",
-            )
+        check_aggregation(aggregation, z.shape[1])
         self.z, self.aggregation = z.detach(), aggregation.to(z.dtype)
         self.weight, self.bias, self.shape = weight, bias, shape
         self.first = self._first_layer()
@@ -245,6 +241,19 @@ class LinearColumns:
     @staticmethod
     def _unflat(result: torch.Tensor, outputs: bool) -> torch.Tensor:
         return result if outputs else result[:, 0]
+
+
+def check_aggregation(aggregation: torch.Tensor, encoded: int) -> torch.Tensor:
+    """The column of every encoded value (:func:`column_of_encoded`) of an aggregation matrix that a first-layer
+    fast path can read: ``(encoded, d)``, 0/1, at most one 1 per row; a one-line :class:`ConfigError` otherwise."""
+    column_of = column_of_encoded(aggregation)
+    if column_of is None or aggregation.shape[0] != encoded:
+        raise ConfigError(
+            setting="aggregation",
+            value=tuple(aggregation.shape),
+            fix=f"pass the encoder's ({encoded}, d) 0/1 aggregation matrix (each encoded value in one column)",
+        )
+    return column_of
 
 
 def column_of_encoded(aggregation: torch.Tensor) -> torch.Tensor | None:

@@ -338,6 +338,28 @@ class GBDT2NNModule(nn.Module):
         return table, other_weight, first_bias.reshape(1, -1)
 
     @torch.jit.unused
+    def own_lookup_tables(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`lookup_tables` of the module's own first layer (the step's shared ones inside
+        :meth:`sharing_first_layer`)."""
+        tables: tuple[torch.Tensor, torch.Tensor, torch.Tensor] = self._shared(
+            "lookup_tables", lambda: self.lookup_tables(*self.mlp.first_linear_parameters())
+        )
+        return tables
+
+    @torch.jit.unused
+    def group_lookup_tables(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The module's own slot table group-major, ``(k, S + 1, h)`` (row ``S`` zero), and the weights of the columns
+        outside the blocks ``(D - S, k·h)``: what a per-group contraction reads (each group's table contiguous);
+        shared within :meth:`sharing_first_layer` like the tables they come from."""
+
+        def make() -> tuple[torch.Tensor, torch.Tensor]:
+            table, other_weight, _ = self.own_lookup_tables()
+            return table.view(table.shape[0], self.n_groups, -1).transpose(0, 1).contiguous(), other_weight
+
+        tables: tuple[torch.Tensor, torch.Tensor] = self._shared("group_lookup_tables", make)
+        return tables
+
+    @torch.jit.unused
     def lookup_first_layer(
         self,
         other: torch.Tensor,
@@ -355,7 +377,7 @@ class GBDT2NNModule(nn.Module):
         """
         if tables is None:
             if first_weight is None or first_bias is None:
-                tables = self._shared("lookup_tables", lambda: self.lookup_tables(*self.mlp.first_linear_parameters()))
+                tables = self.own_lookup_tables()
             else:
                 tables = self.lookup_tables(first_weight, first_bias)
         table, other_weight, bias = tables
