@@ -14,7 +14,7 @@ from scipy.special import expit, softmax
 
 from gbdt2nn_core.host.registry import get_registry
 from gbdt2nn_core.pipeline.distill import DistillRun
-from gbdt2nn_core.student.calibration import fit_temperature, probabilities
+from gbdt2nn_core.student.calibration import confidence_floor, fit_temperature, probabilities
 
 pytestmark = pytest.mark.usefixtures("single_thread_torch")
 
@@ -76,3 +76,36 @@ def test_a_reloaded_run_folder_gives_the_same_calibrated_probabilities(adult_run
     rows = adult_run.data.test_frame
     expected = probabilities(adult_run.student.predict_margin(adult_run.data.z_test), adult_run.student.temperature)
     np.testing.assert_allclose(loaded.predict_proba(rows), expected, rtol=1e-5, atol=1e-7)
+
+
+def test_a_validation_set_without_a_wrong_row_is_not_sharpened_without_limit() -> None:
+    # 150 rows all on the right side: the log-loss keeps falling as T -> 0, so the unbounded fit would end at the
+    # search's lower bound; the floor stops where the mean confidence reaches the rule of succession's 151/152
+    rng = np.random.default_rng(2)
+    logits = rng.normal(0, 1, (150, 4))
+    y = rng.integers(0, 4, 150)
+    logits[np.arange(150), y] = logits.max(axis=1) + rng.uniform(0.1, 3.0, 150)  # every row's largest margin
+    assert (logits.argmax(axis=1) == y).all()
+    temperature = fit_temperature("multiclass", logits, y)
+    assert temperature > 0.05 * 1.5  # not the search's bound
+    confidence = softmax(logits / temperature, axis=1).max(axis=1).mean()  # computed here, not by the module
+    assert confidence == pytest.approx(151 / 152, abs=1e-6)
+    # binary: the same rule on the positive class's log-odds
+    margin = np.where(rng.random(150) < 0.5, -1.0, 1.0) * rng.uniform(0.5, 2.0, 150)
+    labels = (margin > 0).astype(int)
+    t_binary = fit_temperature("binary", margin, labels)
+    p = expit(margin / t_binary)
+    assert np.maximum(p, 1 - p).mean() == pytest.approx(151 / 152, abs=1e-6)
+
+
+def test_the_floor_is_the_lowest_temperature_that_keeps_confidence_within_the_accuracy_estimate() -> None:
+    rng = np.random.default_rng(3)
+    logits = rng.normal(0, 3, (200, 3))
+    y = np.where(rng.random(200) < 0.97, logits.argmax(axis=1), rng.integers(0, 3, 200))
+    correct = int((logits.argmax(axis=1) == y).sum())
+    grid = np.exp(np.linspace(np.log(0.05), np.log(20), 20001))
+    within = [t for t in grid if softmax(logits / t, axis=1).max(axis=1).mean() <= (correct + 1) / 202]
+    assert confidence_floor(logits, y) == pytest.approx(min(within), rel=1e-3)
+    # with a wrong row the log-loss has its own minimum and the fit is that minimum, floor or not
+    by_grid = grid[np.argmin([skm.log_loss(y, softmax(logits / t, axis=1)) for t in grid])]
+    assert fit_temperature("multiclass", logits, y) == pytest.approx(by_grid, rel=1e-3)
