@@ -21,7 +21,6 @@ __all__ = [
     "TEMPERATURE_RANGE",
     "confidence_floor",
     "fit_temperature",
-    "mean_confidence",
     "negative_log_likelihood",
     "probabilities",
     "saved_temperature",
@@ -57,17 +56,18 @@ def fit_temperature(task: Task, margin: np.ndarray, y: np.ndarray) -> float:
     best = math.exp(float(result.x))
     # never worse than uncalibrated on the rows it was fitted on (the search is bounded and approximate)
     fitted = best if negative_log_likelihood(margin, y, best) < negative_log_likelihood(margin, y) else 1.0
-    return max(fitted, confidence_floor(margin, y)) if _every_row_right(margin, y) else fitted
+    every_row_right = bool((_predicted(np.asarray(margin, dtype=np.float64)) == np.asarray(y, dtype=np.int64)).all())
+    return max(fitted, confidence_floor(margin, y)) if every_row_right else fitted
 
 
-def mean_confidence(margin: np.ndarray, temperature: float = 1.0) -> float:
+def _mean_confidence(margin: np.ndarray, temperature: float = 1.0) -> float:
     """The mean probability of the predicted class under margins ``(n,)`` or ``(n, k)`` divided by ``temperature``."""
     return float(probabilities(margin, temperature).max(axis=1).mean())
 
 
 def confidence_floor(margin: np.ndarray, y: np.ndarray) -> float:
-    """The lowest temperature at which the rows' mean confidence (:func:`mean_confidence`) is at most the rule of
-    succession's estimate of their accuracy, ``(correct + 1) / (n + 2)``.
+    """The lowest temperature at which the rows' mean confidence (the mean probability of the predicted class) is
+    at most the rule of succession's estimate of their accuracy, ``(correct + 1) / (n + 2)``.
 
     :func:`fit_temperature` uses it where every validation row is classified right: the log-loss then keeps falling
     as ``T → 0`` and the fit ended at the search's bound, 20 times sharper than the margins — on digits (144
@@ -79,23 +79,19 @@ def confidence_floor(margin: np.ndarray, y: np.ndarray) -> float:
     scores = np.asarray(margin, dtype=np.float64)
     target = (int((_predicted(scores) == labels).sum()) + 1) / (len(labels) + 2)
     low, high = (math.log(bound) for bound in TEMPERATURE_RANGE)
-    if mean_confidence(scores, math.exp(low)) <= target:
+    if _mean_confidence(scores, math.exp(low)) <= target:
         return math.exp(low)
-    if mean_confidence(scores, math.exp(high)) > target:
+    if _mean_confidence(scores, math.exp(high)) > target:
         return math.exp(high)
     for _ in range(40):  # the bracket's width in log T falls below 1e-10
         middle = (low + high) / 2
-        low, high = (middle, high) if mean_confidence(scores, math.exp(middle)) > target else (low, middle)
+        low, high = (middle, high) if _mean_confidence(scores, math.exp(middle)) > target else (low, middle)
     return math.exp(high)
 
 
 def _predicted(margin: np.ndarray) -> np.ndarray:
     """The predicted class of margins ``(n,)`` (binary log-odds) or ``(n, k)``."""
     return (margin > 0).astype(np.int64) if margin.ndim == 1 else np.asarray(margin.argmax(axis=1), dtype=np.int64)
-
-
-def _every_row_right(margin: np.ndarray, y: np.ndarray) -> bool:
-    return bool((_predicted(np.asarray(margin, dtype=np.float64)) == np.asarray(y, dtype=np.int64)).all())
 
 
 def probabilities(margin: np.ndarray, temperature: float = 1.0) -> np.ndarray:
