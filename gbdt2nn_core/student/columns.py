@@ -66,21 +66,17 @@ class GroupColumns:
         :class:`~gbdt2nn_core.host.attribution.FirstLayerColumns`."""
         if self._dense is not None:
             return self._dense.contract(gradient, rows)
-        assert self.slots is not None
-        groups, hidden = self.first.shape[1:]
         outputs = gradient.ndim == 4
         m = gradient.shape[0]
         per_output = gradient.shape[1] if outputs else 1
-        flat = gradient.reshape(m * per_output, groups, hidden)
         slots, other = self.slots, self.other
+        assert slots is not None
         if rows is not None:
             slots, other = slots.index_select(0, rows), other.index_select(0, rows)
         if per_output > 1:  # every output's gradient against the same row's shares
             slots, other = slots.repeat_interleave(per_output, 0), other.repeat_interleave(per_output, 0)
-        tables, other_weight = self.module.group_lookup_tables()
-        blocks = _slot_dots(tables, flat.transpose(0, 1).contiguous(), slots).sum(dim=0)  # (m·o, B)
-        outside = (flat.reshape(m * per_output, -1) @ other_weight.t()) * other  # (m·o, D - S)
-        result = blocks @ self.block_columns + outside @ self.other_columns
+        flat = gradient.reshape(m * per_output, *self.first.shape[1:])  # (m·o, k, h)
+        result = self._lookup_by_group(flat, slots, other).sum(dim=1)  # (m·o, d)
         return result.reshape(m, per_output, -1) if outputs else result
 
     def contract_groups(self, gradient: torch.Tensor) -> torch.Tensor:
@@ -98,11 +94,18 @@ class GroupColumns:
             columns = per_value.reshape(groups * n, encoded) @ self._dense.aggregation  # (k·n, d)
             return columns.reshape(groups, n, -1).transpose(0, 1)
         assert self.slots is not None
+        return self._lookup_by_group(gradient, self.slots, self.other)
+
+    def _lookup_by_group(self, gradient: torch.Tensor, slots: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+        """``(m, k, d)``: gradients ``(m, k, h)`` against the column shares of rows with active ``slots`` ``(m, B)``
+        and values ``other`` ``(m, D - S)`` outside the blocks, group by group, through the lookup tables."""
+        _, groups, hidden = gradient.shape
+        by_group = gradient.transpose(0, 1)  # (k, m, h)
         tables, other_weight = self.module.group_lookup_tables()
-        blocks = _slot_dots(tables, by_group.contiguous(), self.slots)  # (k, n, B)
+        blocks = _slot_dots(tables, by_group.contiguous(), slots)  # (k, m, B)
         outside_weight = other_weight.reshape(-1, groups, hidden).permute(1, 2, 0)  # (k, h, D - S)
-        outside = torch.bmm(by_group, outside_weight) * self.other  # (k, n, D - S)
-        columns = blocks @ self.block_columns + outside @ self.other_columns  # (k, n, d)
+        outside = torch.bmm(by_group, outside_weight) * other  # (k, m, D - S)
+        columns = blocks @ self.block_columns + outside @ self.other_columns  # (k, m, d)
         return columns.transpose(0, 1)
 
 
