@@ -32,7 +32,7 @@ from typing import ClassVar
 import torch
 
 from gbdt2nn_core.errors import ConfigError
-from gbdt2nn_core.host.attribution import check_encoded_rows, column_of_encoded
+from gbdt2nn_core.host.attribution import check_aggregation, check_encoded_rows
 from gbdt2nn_core.host.interfaces import Attributor, Reference
 from gbdt2nn_core.student.module import GBDT2NNModule
 
@@ -101,13 +101,7 @@ class StructureAttributor(Attributor):
         column, so the double backward of joint training never runs through it."""
         module = self._gbdt2nn(model)
         z = check_encoded_rows(z)
-        column_of = column_of_encoded(aggregation)
-        if column_of is None:
-            raise ConfigError(
-                setting="aggregation",
-                value=tuple(aggregation.shape),
-                fix="pass the encoder's 0/1 aggregation matrix (each encoded value in at most one column)",
-            )
+        column_of = check_aggregation(aggregation, z.shape[1])
         expected = self._expected_group_outputs(module, z)
         with torch.enable_grad():
             layer = module.column_first_layer(z, aggregation)
