@@ -118,6 +118,13 @@ def test_rejects_other_networks_and_bad_rows() -> None:
         attributor.attribute(module, torch.full((2, width), float("nan"), dtype=torch.float64))
     with pytest.raises(ConfigError):
         StructureAttributor(background_rows=0)
+    # the column path's aggregation: 0/1 with one column per encoded value, one row per encoded value
+    attributor.fit(module, torch.randn(16, width))
+    z = torch.randn(4, width)
+    for aggregation in (0.5 * torch.eye(width), torch.eye(width)[:-1], torch.ones(width, 2)):
+        with pytest.raises(ConfigError, match="aggregation") as error:
+            attributor.attribute_columns(module, z, aggregation)
+        assert "\n" not in str(error.value)
 
 
 def test_registered_by_the_core_itself() -> None:
