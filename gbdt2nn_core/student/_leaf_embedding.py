@@ -17,7 +17,7 @@ from torch import nn
 from gbdt2nn_core.host.interfaces import TreeEnsemble
 from gbdt2nn_core.student._layers import GroupBatchNorm
 from gbdt2nn_core.student.batchnorm import row_batches
-from gbdt2nn_core.student.disk_rows import RowSource
+from gbdt2nn_core.student.disk_rows import RowSource, select_rows
 from gbdt2nn_core.student.distributed import (
     all_reduce_sum,
     batch_shares,
@@ -117,8 +117,8 @@ def fit_leaf_embedding(
         order = torch.randperm(leaves.shape[0], generator=generator).to(leaves.device)  # CPU draw, one copy
         total, count = 0.0, 0
         for rows in row_batches(order, batch_size):
-            prediction = module(leaves[rows])
-            loss = (((prediction - targets[rows]) ** 2) / scale).mean()
+            prediction = module(select_rows(leaves, rows))
+            loss = (((prediction - select_rows(targets, rows)) ** 2) / scale).mean()
             if not bool(torch.isfinite(loss)):
                 # diverged (e.g. a huge learning rate): a further AdamW step can overflow inside torch; the caller's
                 # check of the history reports it as a TrainingError
@@ -162,8 +162,8 @@ def _fit_data_parallel(
         batches = shard_batches(order, batch_size)
         shares = batch_shares([len(rows) for rows in batches], [0] * len(batches))  # one collective per epoch
         for rows, (share, _) in zip(batches, shares, strict=True):
-            prediction = parallel(leaves[rows])
-            loss = (((prediction - targets[rows]) ** 2) / scale).mean()
+            prediction = parallel(select_rows(leaves, rows))
+            loss = (((prediction - select_rows(targets, rows)) ** 2) / scale).mean()
             optimizer.zero_grad(set_to_none=True)
             (share * loss).backward()
             optimizer.step()

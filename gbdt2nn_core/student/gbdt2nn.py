@@ -32,7 +32,7 @@ from gbdt2nn_core.progress import NullProgress, Progress
 from gbdt2nn_core.student._grouping import group_trees, select_group_features
 from gbdt2nn_core.student._leaf_embedding import LeafEmbedding, fit_leaf_embedding, group_leaf_sums
 from gbdt2nn_core.student.calibration import saved_temperature, temperature_state
-from gbdt2nn_core.student.disk_rows import DiskRows, RowSource, rows_like, training_rows
+from gbdt2nn_core.student.disk_rows import DiskRows, RowSource, rows_like, select_rows, training_rows
 from gbdt2nn_core.student.distributed import (
     all_reduce_sum,
     broadcast_buffers,
@@ -574,7 +574,7 @@ class GBDT2NNStudent(Student):
             # the step's forward passes (the batch, the background expectation, the aligned rows) share the tensors
             # made from the first layer's weights, which change only at optimizer.step()
             with module.sharing_first_layer():
-                z_batch = z[rows]
+                z_batch = select_rows(z, rows)
                 loss_task, loss_emb = objective.distillation(z_batch, rows)
                 loss = (1.0 - beta) * loss_task + beta * loss_emb
                 check_finite_loss(loss, "the task and embedding loss", epoch, cfg.lr, alignment)
@@ -624,7 +624,7 @@ class GBDT2NNStudent(Student):
         for b, rows in enumerate(batches):
             # the step's forward passes share the tensors made from the first layer's weights, as in _train_epoch
             with self.module.sharing_first_layer():
-                (loss_task, loss_emb), loss_align, aligned_rows = parallel(z[rows], rows, bool(carry[b]))
+                (loss_task, loss_emb), loss_align, aligned_rows = parallel(select_rows(z, rows), rows, bool(carry[b]))
             loss = data_parallel_loss(
                 (1.0 - beta) * loss_task + beta * loss_emb,
                 loss_align,
@@ -857,13 +857,16 @@ class _Objective:
 
     def distillation(self, z: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``L_task`` (labels, optionally mixed with the teacher's margins) and the |w|-weighted embedding loss."""
-        embeddings = self.module.embeddings_of_slots(z, self.slots[rows] if self.slots is not None else None)
+        slots = select_rows(self.slots, rows) if self.slots is not None else None
+        embeddings = self.module.embeddings_of_slots(z, slots)
         prediction = self.scaling.apply(self.module.combine(self.module.group_outputs(embeddings)))
-        loss_task = self.task_loss(prediction, self.y[rows])
+        loss_task = self.task_loss(prediction, select_rows(self.y, rows))
         if self.soft_targets is not None:
             weight = self.cfg.teacher_weight
-            loss_task = (1 - weight) * loss_task + weight * self.soft_loss(prediction, self.soft_targets[rows])
-        loss_embedding = (((embeddings - self.targets[rows]) ** 2) * self.embedding_weight).sum(dim=(1, 2)).mean()
+            soft = select_rows(self.soft_targets, rows)
+            loss_task = (1 - weight) * loss_task + weight * self.soft_loss(prediction, soft)
+        targets = select_rows(self.targets, rows)
+        loss_embedding = (((embeddings - targets) ** 2) * self.embedding_weight).sum(dim=(1, 2)).mean()
         return loss_task, loss_embedding
 
     def alignment(self, z: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, int] | None:
