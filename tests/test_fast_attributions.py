@@ -321,6 +321,97 @@ def test_a_training_step_sharing_the_first_layer_has_the_reference_loss_and_grad
         torch.testing.assert_close(f, r, atol=1e-5, rtol=1e-5)
 
 
+def test_an_aligned_pass_over_the_batch_reads_the_slots_the_fit_found(trained: Trained) -> None:
+    # a training step gives its batch's slots (found once at the fit) to embeddings_of_slots; inside
+    # sharing_first_layer an attributor's pass over the same rows gets them back unchecked, and nothing else does
+    module = trained.fresh(lookup=True)
+    batch = trained.z[:64].clone()
+    slots = module.rows_slots(batch)
+    assert slots is not None
+    with module.sharing_first_layer():
+        module.embeddings_of_slots(batch, slots)
+        assert module.active_slots(batch.detach()) is slots  # the same rows: the fit's slots
+        copied = batch.clone()  # equal values in other memory: checked again, to the same slots
+        found = module.active_slots(copied)
+        assert found is not slots
+        torch.testing.assert_close(found, slots, atol=0, rtol=0)
+        batch[0] = trained.z[100]  # changed in place: checked again, to the new row's slot
+        changed = module.active_slots(batch)
+        assert changed is not None
+        assert changed is not slots
+        torch.testing.assert_close(changed[0], module.active_slots(trained.z[100:101])[0], atol=0, rtol=0)
+    assert module.active_slots(batch) is not slots  # outside the block nothing is kept
+
+
+@pytest.mark.parametrize("name", ["structure", "gradient-x-input"])
+def test_a_joint_step_on_known_slots_has_the_reference_loss_and_gradients(trained: Trained, name: str) -> None:
+    # the training loop's own path: the batch through embeddings_of_slots, then every row of it aligned (the slots
+    # come back from the step), against the same step with nothing shared and the attributions by the dense path
+    batch, background = trained.z[:64], trained.z[200:328]
+    options = {"background_rows": 128} if name == "structure" else {}
+
+    def step(shared: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        module = trained.fresh(lookup=True)
+        attributor = _attributor(name, options, module, background)
+        with module.sharing_first_layer() if shared else contextlib.nullcontext():
+            plain = module.embeddings_of_slots(batch, module.rows_slots(batch) if shared else None).square().mean()
+            with frozen_batchnorm(module):
+                if shared:
+                    attributions = column_attributions(
+                        attributor, module, batch, trained.aggregation, create_graph=True
+                    )
+                elif name == "structure":
+                    attributions = _structure_reference(module, batch, trained.aggregation, background)
+                else:
+                    attributions = attributor.attribute(module, batch, create_graph=True) @ trained.aggregation
+        target = torch.randn(attributions.shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+        loss = plain + (attributions - target).square().mean()
+        return loss.detach(), _parameter_gradients(module, loss)
+
+    shared_loss, shared_grads = step(shared=True)
+    reference_loss, reference_grads = step(shared=False)
+    torch.testing.assert_close(shared_loss, reference_loss, atol=1e-8, rtol=1e-8)
+    for f, r in zip(shared_grads, reference_grads, strict=True):
+        torch.testing.assert_close(f, r, atol=1e-5, rtol=1e-5)
+
+
+def test_the_structure_background_slots_are_found_once_per_module_and_lookup(trained: Trained) -> None:
+    import pickle
+
+    module = trained.fresh(lookup=True)
+    z, background = trained.z[:40], trained.z[200:328]
+    attributor = _attributor("structure", {"background_rows": 128}, module, background)
+    found: list[int] = []
+    original = GBDT2NNModule.rows_slots
+
+    def counting(self: GBDT2NNModule, rows: torch.Tensor, chunk_rows: int = 4096) -> torch.Tensor | None:
+        found.append(len(rows))
+        return original(self, rows, chunk_rows)
+
+    GBDT2NNModule.rows_slots = counting  # type: ignore[method-assign]
+    try:
+        with frozen_batchnorm(module):
+            reference = _structure_reference(module, z, trained.aggregation, background).detach()
+            first = column_attributions(attributor, module, z, trained.aggregation)
+            again = column_attributions(attributor, module, z, trained.aggregation)
+            assert found == [128]  # the background's slots: once
+            module.use_lookup(None)  # another lookup: the dense first layer, nothing cached is read
+            dense = column_attributions(attributor, module, z, trained.aggregation)
+            other = trained.fresh(lookup=True)  # another module: its own slots
+        with frozen_batchnorm(other):
+            others = column_attributions(attributor, other, z, trained.aggregation)
+            other_reference = _structure_reference(other, z, trained.aggregation, background).detach()
+            reloaded = pickle.loads(pickle.dumps(attributor))  # the cache is not pickled; found again
+            from_reloaded = column_attributions(reloaded, other, z, trained.aggregation)
+    finally:
+        GBDT2NNModule.rows_slots = original  # type: ignore[method-assign]
+    assert found == [128] * 4  # and once for each of: the dense lookup (none found), the other module, the reload
+    for ours in (first, again, dense):
+        torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(others, other_reference, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(from_reloaded, others, atol=0, rtol=0)
+
+
 def test_sharing_the_first_layer_builds_its_tables_once_per_step(trained: Trained) -> None:
     module = trained.fresh(lookup=True)
     built: list[int] = []

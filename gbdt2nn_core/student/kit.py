@@ -394,7 +394,9 @@ class AlignmentTargets:
             which = torch.nonzero(positions >= 0).squeeze(1)
             if len(which) == 0:
                 return None
-            z, teacher = z[which], self.attributions[positions[which]]
+            teacher = self.attributions[positions[which]]
+            if len(which) < len(rows):  # a batch of aligned rows only (the default layout) is used as it is
+                z = z[which]
         loss = alignment_loss(self.alignment, module, z, self.aggregation, teacher, scale=self.scale)
         return loss, len(z)
 

@@ -27,10 +27,10 @@ __all__ = ["GBDT2NNModule"]
 _SERVING_CACHE: weakref.WeakKeyDictionary[GBDT2NNModule, Any] = weakref.WeakKeyDictionary()
 
 #: module -> {what: (tensor, built with autograd on)} of :meth:`GBDT2NNModule.sharing_first_layer`: tensors made from
-#: the first layer's weights, shared by the forward passes of one training step.
-_STEP_CACHE: weakref.WeakKeyDictionary[GBDT2NNModule, dict[Any, tuple[torch.Tensor, bool]]] = (
-    weakref.WeakKeyDictionary()
-)
+#: the first layer's weights, shared by the forward passes of one training step; and {("slots", data pointer): (slots,
+#: (rows, their in-place version))}: the lookup slots of the step's batch, known from the fit (the rows are held so
+#: that no other tensor can take their memory within the step).
+_STEP_CACHE: weakref.WeakKeyDictionary[GBDT2NNModule, dict[Any, tuple[torch.Tensor, Any]]] = weakref.WeakKeyDictionary()
 
 #: The first layer runs as one dense matmul over all encoded columns when the encoded width ``D`` is at most this
 #: multiple of the group width ``W`` (it does ``D / W`` times the work of the per-group gather, but skips copying
@@ -248,6 +248,9 @@ class GBDT2NNModule(nn.Module):
         ``None``: found here), with the module's own weights: the same values without checking ``z`` again."""
         if slots is None or not self._lookup_applies(z):
             return self.embeddings(z)
+        cache = _STEP_CACHE.get(self)
+        if cache is not None:  # an attributor's pass over the same rows in this step need not check them again
+            cache[("slots", z.data_ptr())] = (slots, (z, z._version))
         other = z.index_select(1, self.lookup_other_columns)
         return self.mlp.after_first_linear(self.lookup_first_layer(other, slots))  # type: ignore[no-any-return]
 
@@ -271,6 +274,11 @@ class GBDT2NNModule(nn.Module):
         # an exported graph (ONNX, a TorchScript trace) must hold for any input, and the lookup depends on z's values
         if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():  # type: ignore[attr-defined,no-untyped-call]
             return None
+        known = _STEP_CACHE.get(self, {}).get(("slots", z.data_ptr()))
+        if known is not None:
+            held, version = known[1]
+            if _same_values(held, version, z):
+                return known[0]
         slots_total = int(self.lookup_centres.shape[0])
         values = z.index_select(1, self.lookup_slot_columns)  # (n, S)
         # the active slot is the only positive value of its block (1 - centre > 0; the others are -centre <= 0); a
@@ -299,7 +307,8 @@ class GBDT2NNModule(nn.Module):
         structure attributor's background expectation and the aligned rows' attributions each built them again
         (with autograd, so their backward ran more than once too). The same tensors, so the same values and
         gradients; the parameters must not change inside the block (a training step enters it for its forward
-        passes, before ``optimizer.step()``).
+        passes, before ``optimizer.step()``). The lookup slots given to :meth:`embeddings_of_slots` are kept too:
+        :meth:`active_slots` of the same rows (an attributor's pass over the batch) returns them unchecked.
         """
         _STEP_CACHE[self] = {}
         try:
@@ -619,3 +628,16 @@ class GBDT2NNModule(nn.Module):
             first_weight, first_bias, rest = self._folded_layers()
             return self._inference_margin(self.first_layer(z, first_weight, first_bias), rest)
         return self.combine(self.group_outputs(self.embeddings(z)))
+
+
+def _same_values(held: torch.Tensor, version: int, z: torch.Tensor) -> bool:
+    """Whether ``z`` reads the memory of ``held`` (alive, so not reused) as the same matrix, unchanged since ``held``
+    was at in-place ``version``: ``z`` is ``held`` or a detached view of it (they share the version counter)."""
+    return (
+        z.data_ptr() == held.data_ptr()
+        and z.shape == held.shape
+        and z.stride() == held.stride()
+        and z.dtype == held.dtype
+        and z.device == held.device
+        and z._version == version
+    )

@@ -26,8 +26,9 @@ column attribution was that sum, sharing by ``|z_s ∂y_j/∂z_s|`` per encoded 
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 
@@ -52,10 +53,17 @@ class StructureAttributor(Attributor):
             raise ConfigError(setting="background_rows", value=background_rows, fix="use a whole number ≥ 1")
         self.background_rows = background_rows
         self._background: torch.Tensor | None = None
+        #: the background's lookup inputs for one module, its lookup and a dtype and device (see _background_first)
+        self._background_lookup: tuple[Any, ...] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # the cached background slots hold a weak reference to a module: never pickled, found again after loading
+        return {**self.__dict__, "_background_lookup": None}
 
     def fit(self, model: Callable[[torch.Tensor], torch.Tensor], background: torch.Tensor) -> StructureAttributor:
         """Keep (up to ``background_rows``) encoded training rows; ``E[y_j]`` is their mean group output."""
         self._background = check_encoded_rows(background, name="background")[: self.background_rows].detach()
+        self._background_lookup = None
         return self
 
     def attribute(
@@ -133,11 +141,25 @@ class StructureAttributor(Attributor):
     def _expected_group_outputs(self, model: GBDT2NNModule, z: torch.Tensor) -> torch.Tensor:
         """``E[y_j]`` over the background, ``(k,)``, of the current model (per call: the model changes in training)."""
         background = self._background if self._background is not None else torch.zeros_like(z[:1])
+        background = background.to(dtype=z.dtype, device=z.device)
         with torch.no_grad():
             # through the cheapest exact forward: the lookup first layer (no input gradients are needed here) and,
             # with BatchNorm frozen as in alignment, the folded layers
-            first = model.first_layer(background.to(dtype=z.dtype, device=z.device))
-            return model.group_outputs_after_first_layer(first).mean(dim=0)
+            return model.group_outputs_after_first_layer(self._background_first(model, background)).mean(dim=0)
+
+    def _background_first(self, model: GBDT2NNModule, background: torch.Tensor) -> torch.Tensor:
+        """``model.first_layer(background)``, with the background's lookup slots found once per module and lookup
+        (the background is fixed; checking it cost a millisecond of every aligned step)."""
+        key = (model._lookup_generation, background.dtype, background.device)
+        held = self._background_lookup
+        if held is None or held[0]() is not model or held[1] != key:
+            slots = model.rows_slots(background)
+            other = background.index_select(1, model.lookup_other_columns) if slots is not None else None
+            held = self._background_lookup = (weakref.ref(model), key, other, slots)
+        _, _, other, slots = held
+        if other is None or slots is None:
+            return model.first_layer(background)
+        return model.lookup_first_layer(other, slots)
 
 
 def _spread_residual(first_order: torch.Tensor, deviation: torch.Tensor, sees: torch.Tensor) -> torch.Tensor:
