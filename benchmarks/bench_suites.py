@@ -313,7 +313,7 @@ def training_step(
 
     sizes = ctx.sizes
     student = copy.deepcopy(ctx.student)
-    module, cfg = student.module, student.config
+    module, cfg = student.module, student.config.for_task(ctx.task)  # the task's "auto" settings, as the fit does
     module.use_lookup(ctx.data.encoder.onehot_blocks() if lookup else None)
     rows = sizes["batch"] * sizes["steps"]
     z = torch.as_tensor(ctx.data.z_train[:rows], dtype=torch.float32)
@@ -340,7 +340,7 @@ def training_step(
     # the fit's own optimizer (fused AdamW): the for-loop one cost 2 ms more a step than the student's training pays
     optimizer = adamw(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     generator = torch.Generator().manual_seed(0)
-    beta = cfg.for_task(ctx.task).beta(0)
+    beta = cfg.beta(0)
     return lambda: student._train_epoch(0, z, objective, optimizer, generator, alignment, None, beta)
 
 

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
+from gbdt2nn_core.errors import ConfigError
 from gbdt2nn_core.pipeline.distill import DistillConfig, distill
 from gbdt2nn_core.student.kit import AlignmentWeight, batch_size_for_rows
 
@@ -202,6 +203,67 @@ def test_the_task_loss_mixes_the_labels_and_the_teachers_own_predictions(
     assert student.history["epochs"][0]["task_loss"] == pytest.approx(expected, rel=1e-4)
     assert student.target_scaling_.offset == pytest.approx(mean)
     assert on_labels != pytest.approx(on_teacher, rel=1e-3)  # the two references differ: the test can tell them apart
+
+
+@pytest.mark.parametrize("margins_given", [True, False], ids=["margins", "no-margins"])
+def test_a_multiclass_student_fits_the_teachers_margins_by_default(margins_given: bool) -> None:
+    """``teacher_weight="auto"`` on a multiclass task: the task loss is the MSE between the network's and the
+    teacher's centred margins (the teacher's own ``predict(raw_score=True)``), or the labels' cross-entropy where
+    no margins are given to ``fit``; the run records which."""
+    import lightgbm as lgb
+    from sklearn.datasets import load_iris
+
+    from gbdt2nn_core.data import TabularSchema
+    from gbdt2nn_core.data.encoding import InputEncoder
+    from gbdt2nn_core.host.interfaces import StudentInputs
+    from gbdt2nn_core.host.registry import Registry
+
+    iris = load_iris(as_frame=True)
+    y = iris.target.to_numpy()
+    schema = TabularSchema.infer(iris.data)
+    X = schema.to_frame(iris.data)
+    teacher = Registry().teacher("lightgbm", n_estimators=10, num_leaves=7, num_threads=1)
+    teacher.fit(X, y, task="multiclass", seed=0)
+    own = teacher.native_model
+    assert isinstance(own, lgb.Booster)
+    raw = own.predict(X, raw_score=True)  # (n, 3): the teacher's own margins
+    encoder = InputEncoder.fit(X, schema)
+    z = encoder.transform(X)
+    student: Any = Registry().student("gbdt2nn", epochs=1, batch_size=len(y), lr=1e-12, n_groups=3, hidden=(16, 16))
+    assert student.config.teacher_weight == "auto"
+    student.fit(
+        StudentInputs(
+            teacher=teacher,
+            leaves=teacher.leaf_indices(X),
+            z=z,
+            y=y,
+            task="multiclass",
+            teacher_margin=raw if margins_given else None,
+            column_of=encoder.column_of,
+            aggregation=encoder.aggregation(),
+            background=z[:50],
+        )
+    )
+    module = student.module.train()
+    with torch.no_grad():
+        margin = module(torch.as_tensor(z, dtype=torch.float32)).double()
+    centred = margin.numpy() - margin.numpy().mean(axis=1, keepdims=True)
+    on_teacher = np.mean((centred - (raw - raw.mean(axis=1, keepdims=True))) ** 2)
+    on_labels = float(torch.nn.functional.cross_entropy(margin, torch.tensor(y)))
+    expected = on_teacher if margins_given else on_labels
+    assert student.history["epochs"][0]["task_loss"] == pytest.approx(expected, rel=1e-4)
+    assert student.choices_["teacher_weight"]["value"] == (1.0 if margins_given else 0.0)
+    assert on_labels != pytest.approx(on_teacher, rel=1e-3)  # the two references differ: the test can tell them apart
+
+
+def test_teacher_weight_auto_is_resolved_per_task_and_a_number_is_kept() -> None:
+    from gbdt2nn_core.student.gbdt2nn import GBDT2NNConfig
+
+    auto = GBDT2NNConfig()
+    assert [auto.for_task(task).margin_share() for task in ("binary", "regression", "multiclass")] == [0.0, 0.0, 1.0]
+    assert GBDT2NNConfig(teacher_weight=0.25).for_task("multiclass").margin_share() == 0.25
+    with pytest.raises(ConfigError, match="teacher_weight"):
+        auto.margin_share()  # unresolved
 
 
 # ------------------------------------------------------------------------------------------------ the mlp student

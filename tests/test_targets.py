@@ -210,7 +210,7 @@ def test_the_default_beta_schedule_trains_the_task_loss_from_the_first_epoch() -
     # a floor given is the floor for every task; DeepGBM's own schedule stays one setting away: no task loss in
     # epochs 0 and 1
     deepgbm = GBDT2NNConfig(beta_step=2, beta_floor=0.3)
-    assert deepgbm.for_task("regression") is deepgbm
+    assert deepgbm.for_task("regression").beta_floor == 0.3
     assert [deepgbm.beta(epoch) for epoch in range(3)] == pytest.approx([1.0, 1.0, 0.7])
 
 
