@@ -24,6 +24,7 @@ from gbdt2nn_core.errors import ConfigError, DataError, TrainingError
 from gbdt2nn_core.host.device import module_device, rows_on
 from gbdt2nn_core.host.interfaces import Task
 from gbdt2nn_core.kit.alignment import Alignment
+from gbdt2nn_core.student.disk_rows import select_rows
 from gbdt2nn_core.student.kit import TargetScaling, alignment_loss, row_batches, target_scale, task_loss
 
 __all__ = ["online_update"]
@@ -93,15 +94,15 @@ def online_update(
             task_sum = align_sum = 0.0
             seen = aligned = 0
             for b, rows in enumerate(row_batches(order, batch_size)):
-                zb = z_t[rows]
-                margin, target = scaling.apply(module(zb)), y_t[rows]
+                zb = select_rows(z_t, rows)
+                margin, target = scaling.apply(module(zb)), select_rows(y_t, rows)
                 loss_task = loss_fn(margin, target)
                 loss = loss_task
                 if alignment is not None and carry[b]:
                     assert align_targets is not None
                     assert aggregation_t is not None
                     loss_align = alignment_loss(
-                        alignment, module, zb, aggregation_t, align_targets[rows], scale=scaling.scale
+                        alignment, module, zb, aggregation_t, select_rows(align_targets, rows), scale=scaling.scale
                     )
                     loss = loss + alignment.weight * loss_align
                     align_sum += float(loss_align.detach()) * len(rows)
