@@ -151,6 +151,35 @@ def test_switching_the_backoff_off_trains_as_before(
 
 
 # ------------------------------------------------------------------------------------------------ distilling the output
+def _one_step_student(
+    teacher: Any, X: pd.DataFrame, schema: Any, y: np.ndarray, task: str, margin: np.ndarray | None, **options: Any
+) -> tuple[Any, np.ndarray]:
+    """A GBDT2NN student fitted for one step over every row at a vanishing learning rate, and the encoded rows: the
+    recorded task loss is that of the network the test can still evaluate (train mode: BatchNorm on the batch's
+    statistics, as in that step)."""
+    from gbdt2nn_core.data.encoding import InputEncoder
+    from gbdt2nn_core.host.interfaces import StudentInputs
+    from gbdt2nn_core.host.registry import Registry
+
+    encoder = InputEncoder.fit(X, schema)
+    z = encoder.transform(X)
+    student: Any = Registry().student("gbdt2nn", epochs=1, batch_size=len(y), lr=1e-12, hidden=(16, 16), **options)
+    student.fit(
+        StudentInputs(
+            teacher=teacher,
+            leaves=teacher.leaf_indices(X),
+            z=z,
+            y=y,
+            task=task,  # type: ignore[arg-type]
+            teacher_margin=margin,
+            column_of=encoder.column_of,
+            aggregation=encoder.aggregation(),
+            background=z[:50],
+        )
+    )
+    return student, z
+
+
 @pytest.mark.parametrize("teacher_weight", [0.0, 0.5, 1.0])
 def test_the_task_loss_mixes_the_labels_and_the_teachers_own_predictions(
     california_small: pd.DataFrame, teacher_weight: float
@@ -160,8 +189,6 @@ def test_the_task_loss_mixes_the_labels_and_the_teachers_own_predictions(
     import lightgbm as lgb
 
     from gbdt2nn_core.data import TabularSchema
-    from gbdt2nn_core.data.encoding import InputEncoder
-    from gbdt2nn_core.host.interfaces import StudentInputs
     from gbdt2nn_core.host.registry import Registry
 
     X_frame = california_small.drop(columns="MedHouseVal")
@@ -173,25 +200,8 @@ def test_the_task_loss_mixes_the_labels_and_the_teachers_own_predictions(
     own = teacher.native_model
     assert isinstance(own, lgb.Booster)
     predicted = own.predict(X)  # the teacher's own prediction, not the pipeline's margins
-    encoder = InputEncoder.fit(X, schema)
-    z = encoder.transform(X)
-    # one step over every row at a vanishing learning rate: the recorded task loss is that of the network the test
-    # can still evaluate (train mode: BatchNorm on the batch's statistics, as in that step)
-    student: Any = Registry().student(
-        "gbdt2nn", epochs=1, batch_size=len(y), lr=1e-12, n_groups=4, hidden=(16, 16), teacher_weight=teacher_weight
-    )
-    student.fit(
-        StudentInputs(
-            teacher=teacher,
-            leaves=teacher.leaf_indices(X),
-            z=z,
-            y=y,
-            task="regression",
-            teacher_margin=predicted,
-            column_of=encoder.column_of,
-            aggregation=encoder.aggregation(),
-            background=z[:50],
-        )
+    student, z = _one_step_student(
+        teacher, X, schema, y, "regression", predicted, n_groups=4, teacher_weight=teacher_weight
     )
     module = student.module.train()
     with torch.no_grad():
@@ -214,8 +224,6 @@ def test_a_multiclass_student_fits_the_teachers_margins_by_default(margins_given
     from sklearn.datasets import load_iris
 
     from gbdt2nn_core.data import TabularSchema
-    from gbdt2nn_core.data.encoding import InputEncoder
-    from gbdt2nn_core.host.interfaces import StudentInputs
     from gbdt2nn_core.host.registry import Registry
 
     iris = load_iris(as_frame=True)
@@ -227,23 +235,8 @@ def test_a_multiclass_student_fits_the_teachers_margins_by_default(margins_given
     own = teacher.native_model
     assert isinstance(own, lgb.Booster)
     raw = own.predict(X, raw_score=True)  # (n, 3): the teacher's own margins
-    encoder = InputEncoder.fit(X, schema)
-    z = encoder.transform(X)
-    student: Any = Registry().student("gbdt2nn", epochs=1, batch_size=len(y), lr=1e-12, n_groups=3, hidden=(16, 16))
+    student, z = _one_step_student(teacher, X, schema, y, "multiclass", raw if margins_given else None, n_groups=3)
     assert student.config.teacher_weight == "auto"
-    student.fit(
-        StudentInputs(
-            teacher=teacher,
-            leaves=teacher.leaf_indices(X),
-            z=z,
-            y=y,
-            task="multiclass",
-            teacher_margin=raw if margins_given else None,
-            column_of=encoder.column_of,
-            aggregation=encoder.aggregation(),
-            background=z[:50],
-        )
-    )
     module = student.module.train()
     with torch.no_grad():
         margin = module(torch.as_tensor(z, dtype=torch.float32)).double()
