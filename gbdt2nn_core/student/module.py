@@ -365,7 +365,7 @@ class GBDT2NNModule(nn.Module):
         # of the (D, k·h) dense weight and selections from it: the same values, a third of the first layer's cost
         padded = torch.cat([first_weight.reshape(groups * width, out), first_weight.new_zeros(1, out)])
         rows = padded.index_select(0, self.lookup_weight_rows).view(-1, groups * out)  # (S + 1 + D - S, k·h)
-        slots_total = self.lookup_row_block.shape[0] - 1
+        slots_total = int(self.lookup_centres.shape[0])
         raw, other_weight = rows[: slots_total + 1], rows[slots_total + 1 :]
         centred = self.lookup_row_centres.to(raw.dtype).unsqueeze(1) * raw
         constant = raw.new_zeros(self.lookup_block_offsets.shape[0] + 1, raw.shape[1]).index_add(
