@@ -254,7 +254,7 @@ ISSUE_11 = {
     "gradient-x-input": ("joint training step ÷ plain: gradient-x-input, every row", "3.08×", "≤ 2×"),
     "integrated gradients": ("joint step ÷ plain: integrated gradients (16 steps), every row", "35.9×", "≤ 8×"),
     "integrated gradients (default points)": (
-        "joint step ÷ plain: integrated gradients at the plugin's default 8 points, every row",
+        "joint step ÷ plain: integrated gradients at the plugin's default 4 training points, every row",
         "—",
         "≤ 8×",
     ),
@@ -411,7 +411,7 @@ def section_train(tr: dict[str, Any], context: dict[str, Any]) -> list[str]:
         f"attribution (double back-propagation). Integrated gradients use {tr['ig_steps']} steps, expected gradients "
         f"{tr['eg_samples']} draws a step (two independent estimates of half as many); "
         "the rows marked *default points* and *default draws* use the plugins' own "
-        "defaults (8 Gauss–Legendre points; two independent estimates of 4 draws in a training step, the unbiased "
+        "defaults in a training step (4 Gauss–Legendre points; two independent estimates of 4 draws, the unbiased "
         "cross term of the MSE). "
         f"Each timed call runs {tr['steps_per_call']} steps; figures are per step. "
         "*Dense path (before)*: the attribution of every encoded value by autograd through the whole network, "

@@ -109,8 +109,9 @@ ATTRIBUTORS: dict[str, tuple[str, Callable[[dict[str, Any]], dict[str, Any]]]] =
     "structure (core default)": ("structure", lambda s: {}),
     "gradient (saliency)": ("gradient", lambda s: {}),
     "gradient-x-input": ("gradient-x-input", lambda s: {}),
-    "integrated gradients": ("integrated-gradients", lambda s: {"steps": s["ig_steps"]}),
-    # the plugin's own default number of points (8): what an aligned run uses unless told otherwise
+    # a joint step integrates over the attributor's training_steps points
+    "integrated gradients": ("integrated-gradients", lambda s: {"training_steps": s["ig_steps"]}),
+    # the plugin's own default points in a training step (4): what an aligned run uses unless told otherwise
     "integrated gradients (default points)": ("integrated-gradients", lambda s: {}),
     # a joint step takes two independent estimates of a Monte Carlo attributor: eg_samples draws a step in all
     "expected gradients (shap)": (

@@ -82,6 +82,22 @@ def test_matches_captum_per_output_with_several_outputs():
         torch.testing.assert_close(ours[:, c], expected, rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("training_steps", [3, None])
+def test_a_differentiable_result_takes_the_training_steps(training_steps: int | None) -> None:
+    """Joint training's result (``create_graph``) is Captum's at ``training_steps`` points, an explanation Captum's at
+    ``steps``; ``training_steps=None`` takes ``steps`` for both."""
+    net = make_net(6, 1)
+    z = torch.randn(12, 6, dtype=torch.float64)
+    ours = IntegratedGradients(steps=8, training_steps=training_steps)
+    captum = CaptumIG(squeeze(net))
+    zero = torch.zeros(1, 6, dtype=torch.float64)
+    trained = captum.attribute(z, baselines=zero, n_steps=8 if training_steps is None else training_steps)
+    explained = captum.attribute(z, baselines=zero, n_steps=8)
+    torch.testing.assert_close(ours.attribute(squeeze(net), z, create_graph=True).detach(), trained, rtol=0, atol=1e-6)
+    torch.testing.assert_close(ours.attribute(squeeze(net), z), explained, rtol=0, atol=1e-6)
+    assert ours.training_steps == (8 if training_steps is None else training_steps)
+
+
 def test_chunked_steps_give_the_same_result():
     net = make_net(5, 2)
     z = torch.randn(10, 5, dtype=torch.float64)
@@ -137,6 +153,8 @@ def test_rejects_bad_options_and_rows_in_one_line():
         IntegratedGradients(method="simpson")
     with pytest.raises(ConfigError, match="integer >= 2"):
         IntegratedGradients(steps=1, method="riemann_left")
+    with pytest.raises(ConfigError, match="training_steps=0"):
+        IntegratedGradients(training_steps=0)
     with pytest.raises(ConfigError, match="baseline='median'"):
         IntegratedGradients(baseline="median")
     with pytest.raises(DataError, match="needs a background sample"):
@@ -150,7 +168,10 @@ def test_plugin_module_does_not_import_torch():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-@pytest.mark.parametrize("options", [{}, {"baseline": "background-mean", "steps": 5}, {"internal_batch_size": 30}])
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"baseline": "background-mean", "steps": 5}, {"internal_batch_size": 30}, {"steps": 3, "training_steps": 6}],
+)
 def test_column_path_equals_the_dense_path(options: dict[str, object]) -> None:
     """The first-layer column path: same values and alignment gradients as the dense path (the conformance kit)."""
     from gbdt2nn_core.testing import check_column_path

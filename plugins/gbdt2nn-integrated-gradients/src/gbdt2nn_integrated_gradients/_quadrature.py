@@ -10,13 +10,13 @@ from gbdt2nn_core.errors import ConfigError
 METHODS = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")
 
 
-def check_method(method: object, steps: object) -> None:
-    """Raise :class:`ConfigError` unless ``method`` is known and ``steps`` suits it."""
+def check_method(method: object, steps: object, *, setting: str = "steps") -> None:
+    """Raise :class:`ConfigError` unless ``method`` is known and ``steps`` (the option named ``setting``) suits it."""
     if method not in METHODS:
         raise ConfigError(setting="method", value=method, fix="use one of " + ", ".join(METHODS))
     smallest = 1 if method == "gausslegendre" else 2
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < smallest:
-        raise ConfigError(setting="steps", value=steps, fix=f"use an integer >= {smallest} for method {method!r}")
+        raise ConfigError(setting=setting, value=steps, fix=f"use an integer >= {smallest} for method {method!r}")
 
 
 def nodes_and_weights(method: str, steps: int) -> tuple[np.ndarray, np.ndarray]:

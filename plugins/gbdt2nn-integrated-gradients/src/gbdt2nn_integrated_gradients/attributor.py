@@ -37,10 +37,16 @@ class IntegratedGradients(Attributor):
     steps:
         Number of points on the path (Captum's ``n_steps``). The default, 8 Gauss-Legendre points, is within about
         2 % (relative L2) of the integral on a trained GBDT2NN student, whose gradient along the path is piecewise
-        constant (a ReLU network), so the error falls only as ``1/steps``; 16 points halve that error at twice the
-        cost of an aligned training step, and leave the attributions' rank agreement with the teacher's TreeSHAP
-        where it was (BENCHMARKS.md, "Integrated gradients: how many points"). Raise it for explanations that must
-        sum to ``f(z) − f(b)`` more closely (see :meth:`completeness_gap`).
+        constant (a ReLU network), so the error falls only as ``1/steps``; 16 points halve that error and leave the
+        attributions' rank agreement with the teacher's TreeSHAP where it was (BENCHMARKS.md, "Integrated
+        gradients: how many points"). Raise it for explanations that must sum to ``f(z) − f(b)`` more closely (see
+        :meth:`completeness_gap`). Explanations only: joint training takes ``training_steps``.
+    training_steps:
+        Points on the path of a differentiable result (``create_graph=True``: the alignment term of a joint training
+        step), where each point costs about one plain training step. The default, 4 Gauss-Legendre points, is within
+        about 4 % of the integral and ranks the columns as 8 points do (BENCHMARKS.md, "how many points"), and
+        students aligned with 4 points explain and predict as those aligned with 8 (RESULTS.md, "Integrated
+        gradients trained at 4 points"), at about half the aligned step. ``None``: ``steps``.
     method:
         Quadrature rule, as in Captum: ``"gausslegendre"`` (default, most accurate for few steps),
         ``"riemann_trapezoid"``, ``"riemann_middle"``, ``"riemann_left"`` or ``"riemann_right"``.
@@ -61,11 +67,15 @@ class IntegratedGradients(Attributor):
         method: str = "gausslegendre",
         baseline: str | Sequence[float] | torch.Tensor = "zero",
         internal_batch_size: int | None = None,
+        training_steps: int | None = 4,
     ) -> None:
         check_method(method, steps)
+        if training_steps is not None:
+            check_method(method, training_steps, setting="training_steps")
         if internal_batch_size is not None and (not isinstance(internal_batch_size, int) or internal_batch_size < 1):
             raise ConfigError(setting="internal_batch_size", value=internal_batch_size, fix="use a positive integer")
         self.steps = steps
+        self.training_steps = steps if training_steps is None else training_steps
         self.method = method
         self.internal_batch_size = internal_batch_size
         self._baseline: torch.Tensor | None = None
@@ -80,7 +90,8 @@ class IntegratedGradients(Attributor):
                 explicit = explicit[None]
             self._baseline = check_encoded_rows(explicit, name="baseline")
         self.baseline = baseline if isinstance(baseline, str) else "explicit"
-        self._alphas, self._weights = nodes_and_weights(method, steps)
+        # the path's (nodes, weights) by create_graph: explaining, and a differentiable result for training
+        self._nodes = {False: nodes_and_weights(method, steps), True: nodes_and_weights(method, self.training_steps)}
 
     def fit(self, model: MarginModel, background: torch.Tensor) -> IntegratedGradients:
         """Take the baseline from ``background`` when ``baseline="background-mean"``; otherwise nothing to do."""
@@ -111,12 +122,10 @@ class IntegratedGradients(Attributor):
         n, width = z.shape
         baseline = self.baseline_for(z)
         delta = z - baseline
-        alphas = torch.as_tensor(self._alphas, dtype=z.dtype, device=z.device)
-        weights = torch.as_tensor(self._weights, dtype=z.dtype, device=z.device)
-        chunk = self.steps if self.internal_batch_size is None else max(1, self.internal_batch_size // max(n, 1))
+        alphas, weights, chunk = self._path(z, create_graph)
         with torch.enable_grad():
             total: torch.Tensor | None = None
-            for start in range(0, self.steps, chunk):
+            for start in range(0, len(alphas), chunk):
                 a, w = alphas[start : start + chunk], weights[start : start + chunk]
                 points = (baseline.unsqueeze(0) + a[:, None, None] * delta.unsqueeze(0)).reshape(-1, width)
                 grads = input_gradients(model, points, create_graph=create_graph)
@@ -134,9 +143,7 @@ class IntegratedGradients(Attributor):
         z = check_encoded_rows(z)
         n = z.shape[0]
         baseline = self.baseline_for(z)
-        alphas = torch.as_tensor(self._alphas, dtype=z.dtype, device=z.device)
-        weights = torch.as_tensor(self._weights, dtype=z.dtype, device=z.device)
-        chunk = self.steps if self.internal_batch_size is None else max(1, self.internal_batch_size // max(n, 1))
+        alphas, weights, chunk = self._path(z, create_graph)
         # one shared baseline row goes through the first layer once
         shared = self.baseline == "zero" or (self._baseline is not None and self._baseline.shape[0] == 1)
         with torch.enable_grad():
@@ -145,7 +152,7 @@ class IntegratedGradients(Attributor):
             start = base.first  # h1(b): (1 or n, *first)
             step = layer.first - start  # h1(z) − h1(b): (n, *first)
             total: torch.Tensor | None = None
-            for first in range(0, self.steps, chunk):
+            for first in range(0, len(alphas), chunk):
                 a, w = alphas[first : first + chunk], weights[first : first + chunk]
                 path = a.reshape(-1, *([1] * step.ndim))
                 points = (start.unsqueeze(0) + path * step.unsqueeze(0)).reshape(-1, *step.shape[1:])
@@ -161,6 +168,17 @@ class IntegratedGradients(Attributor):
                 attributions = attributions - base.contract(total, rows)
         return attributions if create_graph else attributions.detach()
 
+    def _path(self, z: torch.Tensor, create_graph: bool) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """The path's nodes and weights in ``z``'s dtype and device — ``training_steps`` of them for a differentiable
+        result, else ``steps`` — and how many of them one forward pass takes."""
+        alphas, weights = self._nodes[create_graph]
+        chunk = len(alphas) if self.internal_batch_size is None else max(1, self.internal_batch_size // max(len(z), 1))
+        return (
+            torch.as_tensor(alphas, dtype=z.dtype, device=z.device),
+            torch.as_tensor(weights, dtype=z.dtype, device=z.device),
+            chunk,
+        )
+
     def completeness_gap(self, model: MarginModel, z: torch.Tensor, attributions: torch.Tensor) -> torch.Tensor:
         """Per row ``Σ attributions − (f(z) − f(baseline))``: ``(n,)``, or ``(n, k)`` for ``k`` outputs.
 
@@ -173,6 +191,6 @@ class IntegratedGradients(Attributor):
 
     def __repr__(self) -> str:
         return (
-            f"{type(self).__name__}(steps={self.steps}, method={self.method!r}, baseline={self.baseline!r}, "
-            f"internal_batch_size={self.internal_batch_size})"
+            f"{type(self).__name__}(steps={self.steps}, training_steps={self.training_steps}, method={self.method!r}, "
+            f"baseline={self.baseline!r}, internal_batch_size={self.internal_batch_size})"
         )

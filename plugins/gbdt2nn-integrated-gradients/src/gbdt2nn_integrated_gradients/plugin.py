@@ -18,7 +18,7 @@ def _make_integrated_gradients(**options: Any) -> Attributor:
 
 @hookimpl
 def gbdt2nn_register_attributors() -> list[AttributorSpec]:
-    """Integrated gradients (options: steps, method, baseline, internal_batch_size), differentiable."""
+    """Integrated gradients (options: steps, training_steps, method, baseline, internal_batch_size), differentiable."""
     return [
         AttributorSpec(
             name="integrated-gradients",
