@@ -182,6 +182,36 @@ def small_experiment(experiment_csv: Path, tmp_path_factory: pytest.TempPathFact
     return out
 
 
+# ---- what a GBDT2NN student learns from, built from a fitted teacher and encoder as the pipeline does
+
+
+def inputs_from_teacher(
+    teacher: Any, encoder: Any, X: pd.DataFrame, y: np.ndarray, task: str, *, margin: Any, background_rows: int
+) -> Any:
+    """``StudentInputs`` for ``teacher`` fitted on ``X``: its leaves, the encoder's rows, columns and aggregation,
+    the teacher's margins ``margin`` (or ``None``) and the first ``background_rows`` encoded rows as background."""
+    from gbdt2nn_core.host.interfaces import StudentInputs
+
+    z = encoder.transform(X)
+    return StudentInputs(
+        teacher=teacher,
+        leaves=teacher.leaf_indices(X),
+        z=z,
+        y=y,
+        task=task,  # type: ignore[arg-type]
+        teacher_margin=margin,
+        column_of=encoder.column_of,
+        aggregation=encoder.aggregation(),
+        background=z[:background_rows],
+    )
+
+
+@pytest.fixture(scope="session")
+def student_inputs() -> Callable[..., Any]:
+    """:func:`inputs_from_teacher`, for test modules (conftest is not importable from them)."""
+    return inputs_from_teacher
+
+
 # ---- a small GBDT2NN student on adult, shared by the fast-path tests (lookup first layer, column attributions)
 
 
@@ -196,7 +226,6 @@ def small_student_on_adult(
 
     from gbdt2nn_core.data import TabularSchema, TargetEncoder, split_features_target
     from gbdt2nn_core.data.encoding import InputEncoder, teacher_thresholds
-    from gbdt2nn_core.host.interfaces import StudentInputs
     from gbdt2nn_core.host.registry import Registry
 
     frame = adult_dataset.frame.sample(rows, random_state=seed).reset_index(drop=True)
@@ -217,20 +246,9 @@ def small_student_on_adult(
         X, schema, thresholds=teacher_thresholds(ensemble, schema, 64), split_rule=ensemble.split_rule
     )
     student: Any = Registry().student("gbdt2nn", seed=0, epochs=1, batch_size=128, n_groups=4, hidden=(16, 8))
-    z = encoder.transform(X)
-    student.fit(
-        StudentInputs(
-            teacher=teacher,
-            leaves=teacher.leaf_indices(X),
-            z=z,
-            y=y,
-            task=task,  # type: ignore[arg-type]
-            teacher_margin=teacher.predict_margin(X),
-            column_of=encoder.column_of,
-            aggregation=encoder.aggregation(),
-            background=z[:100],
-        )
-    )
+    inputs = inputs_from_teacher(teacher, encoder, X, y, task, margin=teacher.predict_margin(X), background_rows=100)
+    student.fit(inputs)
+    z = inputs.z
     assert np.isnan(X["age"]).any()
     assert X["workclass"].isna().any()
     return student, encoder, X, z

@@ -152,37 +152,30 @@ def test_switching_the_backoff_off_trains_as_before(
 
 # ------------------------------------------------------------------------------------------------ distilling the output
 def _one_step_student(
-    teacher: Any, X: pd.DataFrame, schema: Any, y: np.ndarray, task: str, margin: np.ndarray | None, **options: Any
+    student_inputs: Callable[..., Any],
+    teacher: Any,
+    X: pd.DataFrame,
+    schema: Any,
+    y: np.ndarray,
+    task: str,
+    margin: np.ndarray | None,
+    **options: Any,
 ) -> tuple[Any, np.ndarray]:
     """A GBDT2NN student fitted for one step over every row at a vanishing learning rate, and the encoded rows: the
     recorded task loss is that of the network the test can still evaluate (train mode: BatchNorm on the batch's
-    statistics, as in that step)."""
+    statistics, as in that step). ``student_inputs``: the fixture of the same name."""
     from gbdt2nn_core.data.encoding import InputEncoder
-    from gbdt2nn_core.host.interfaces import StudentInputs
     from gbdt2nn_core.host.registry import Registry
 
-    encoder = InputEncoder.fit(X, schema)
-    z = encoder.transform(X)
+    inputs = student_inputs(teacher, InputEncoder.fit(X, schema), X, y, task, margin=margin, background_rows=50)
     student: Any = Registry().student("gbdt2nn", epochs=1, batch_size=len(y), lr=1e-12, hidden=(16, 16), **options)
-    student.fit(
-        StudentInputs(
-            teacher=teacher,
-            leaves=teacher.leaf_indices(X),
-            z=z,
-            y=y,
-            task=task,  # type: ignore[arg-type]
-            teacher_margin=margin,
-            column_of=encoder.column_of,
-            aggregation=encoder.aggregation(),
-            background=z[:50],
-        )
-    )
-    return student, z
+    student.fit(inputs)
+    return student, inputs.z
 
 
 @pytest.mark.parametrize("teacher_weight", [0.0, 0.5, 1.0])
 def test_the_task_loss_mixes_the_labels_and_the_teachers_own_predictions(
-    california_small: pd.DataFrame, teacher_weight: float
+    california_small: pd.DataFrame, student_inputs: Callable[..., Any], teacher_weight: float
 ) -> None:
     """``teacher_weight`` α: the task loss is (1 − α)·MSE(labels) + α·MSE(the teacher's predictions), in the
     standardised units; the reference is computed here from the teacher's own ``predict`` and the network's forward."""
@@ -201,7 +194,7 @@ def test_the_task_loss_mixes_the_labels_and_the_teachers_own_predictions(
     assert isinstance(own, lgb.Booster)
     predicted = own.predict(X)  # the teacher's own prediction, not the pipeline's margins
     student, z = _one_step_student(
-        teacher, X, schema, y, "regression", predicted, n_groups=4, teacher_weight=teacher_weight
+        student_inputs, teacher, X, schema, y, "regression", predicted, n_groups=4, teacher_weight=teacher_weight
     )
     module = student.module.train()
     with torch.no_grad():
@@ -216,7 +209,9 @@ def test_the_task_loss_mixes_the_labels_and_the_teachers_own_predictions(
 
 
 @pytest.mark.parametrize("margins_given", [True, False], ids=["margins", "no-margins"])
-def test_a_multiclass_student_fits_the_teachers_margins_by_default(margins_given: bool) -> None:
+def test_a_multiclass_student_fits_the_teachers_margins_by_default(
+    student_inputs: Callable[..., Any], margins_given: bool
+) -> None:
     """``teacher_weight="auto"`` on a multiclass task: the task loss is the MSE between the network's and the
     teacher's centred margins (the teacher's own ``predict(raw_score=True)``), or the labels' cross-entropy where
     no margins are given to ``fit``; the run records which."""
@@ -235,7 +230,8 @@ def test_a_multiclass_student_fits_the_teachers_margins_by_default(margins_given
     own = teacher.native_model
     assert isinstance(own, lgb.Booster)
     raw = own.predict(X, raw_score=True)  # (n, 3): the teacher's own margins
-    student, z = _one_step_student(teacher, X, schema, y, "multiclass", raw if margins_given else None, n_groups=3)
+    given = raw if margins_given else None
+    student, z = _one_step_student(student_inputs, teacher, X, schema, y, "multiclass", given, n_groups=3)
     assert student.config.teacher_weight == "auto"
     module = student.module.train()
     with torch.no_grad():
