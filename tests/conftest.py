@@ -186,10 +186,19 @@ def small_experiment(experiment_csv: Path, tmp_path_factory: pytest.TempPathFact
 
 
 def inputs_from_teacher(
-    teacher: Any, encoder: Any, X: pd.DataFrame, y: np.ndarray, task: str, *, margin: Any, background_rows: int
+    teacher: Any,
+    encoder: Any,
+    X: pd.DataFrame,
+    y: np.ndarray,
+    task: str,
+    *,
+    margin: Any,
+    background_rows: int,
+    **extra: Any,
 ) -> Any:
     """``StudentInputs`` for ``teacher`` fitted on ``X``: its leaves, the encoder's rows, columns and aggregation,
-    the teacher's margins ``margin`` (or ``None``) and the first ``background_rows`` encoded rows as background."""
+    the teacher's margins ``margin`` (or ``None``) and the first ``background_rows`` encoded rows as background;
+    ``extra`` sets StudentInputs' other fields (``device``, ``alignment``, ...)."""
     from gbdt2nn_core.host.interfaces import StudentInputs
 
     z = encoder.transform(X)
@@ -203,6 +212,7 @@ def inputs_from_teacher(
         column_of=encoder.column_of,
         aggregation=encoder.aggregation(),
         background=z[:background_rows],
+        **extra,
     )
 
 

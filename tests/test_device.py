@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import attrs
 import numpy as np
 import pandas as pd
 import pytest
@@ -180,28 +181,18 @@ class _DeviceSpy:
                 self.calls += 1
 
 
-def _small_inputs(adult_teacher: Any, *, device: Any, alignment: Any = None) -> Any:
+def _small_inputs(student_inputs: Any, adult_teacher: Any, *, device: Any, alignment: Any = None) -> Any:
     from gbdt2nn_core.data.encoding import InputEncoder
-    from gbdt2nn_core.host.interfaces import StudentInputs, ValidationRows
+    from gbdt2nn_core.host.interfaces import ValidationRows
 
     teacher, X, y = adult_teacher
     encoder = InputEncoder.fit(X, _schema(X))
-    z = encoder.transform(X)
-    return StudentInputs(
-        teacher=teacher,
-        leaves=teacher.leaf_indices(X),
-        z=z,
-        y=y,
-        task="binary",
-        teacher_margin=teacher.predict_margin(X),
-        column_of=encoder.column_of,
-        aggregation=encoder.aggregation(),
-        background=z[:50],
-        alignment=alignment,
-        device=device,
-        # validation rows: early stopping's loss and the calibration's temperature are computed on the device too
-        validation=ValidationRows(z=z[:60], y=y[:60]),
-    )
+    inputs = student_inputs(
+        teacher, encoder, X, y, "binary", margin=teacher.predict_margin(X), background_rows=50,
+        alignment=alignment, device=device,
+    )  # fmt: skip
+    # validation rows: early stopping's loss and the calibration's temperature are computed on the device too
+    return attrs.evolve(inputs, validation=ValidationRows(z=inputs.z[:60], y=inputs.y[:60]))
 
 
 def _schema(X: pd.DataFrame) -> Any:
@@ -212,7 +203,7 @@ def _schema(X: pd.DataFrame) -> Any:
 
 @pytest.mark.parametrize("student_name", ["gbdt2nn", "mlp"])
 def test_every_tensor_a_training_step_touches_is_on_the_modules_device(
-    adult_teacher: Any, monkeypatch: pytest.MonkeyPatch, student_name: str
+    student_inputs: Any, adult_teacher: Any, monkeypatch: pytest.MonkeyPatch, student_name: str
 ) -> None:
     """Aligned training (attributor, background, TreeSHAP targets), the BatchNorm pass and calibration: every input
     of every forward and of the alignment loss is on the device the run asked for (the GPU, where there is one)."""
@@ -246,20 +237,20 @@ def test_every_tensor_a_training_step_touches_is_on_the_modules_device(
         return original(module, *args, **kwargs)
 
     monkeypatch.setattr(torch.nn.Module, "__call__", watched_call)
-    student.fit(_small_inputs(adult_teacher, device=device, alignment=alignment))
+    student.fit(_small_inputs(student_inputs, adult_teacher, device=device, alignment=alignment))
     assert spy.calls > 100
     assert spy.seen == {device}
     assert module_device(student.module) == device
 
 
-def test_device_cpu_is_the_default_bit_for_bit(adult_teacher: Any) -> None:
+def test_device_cpu_is_the_default_bit_for_bit(student_inputs: Any, adult_teacher: Any) -> None:
     """Inputs that name no device (as every student plugin written before the option got them) and ``"cpu"``
     give the same network, to the bit."""
     from gbdt2nn_core.host.interfaces import StudentInputs
     from gbdt2nn_core.host.registry import Registry
 
     registry = Registry()
-    explicit = _small_inputs(adult_teacher, device="cpu")
+    explicit = _small_inputs(student_inputs, adult_teacher, device="cpu")
     fields = {name: getattr(explicit, name) for name in ("teacher", "leaves", "z", "y", "task", "teacher_margin")}
     implicit = StudentInputs(
         **fields,

@@ -183,7 +183,7 @@ def test_rows(data: tuple[pd.DataFrame, pd.DataFrame]) -> pd.DataFrame:
     return data[1]
 
 
-def _student_inputs(frame: pd.DataFrame) -> tuple[StudentInputs, InputEncoder]:
+def _student_inputs(student_inputs: Any, frame: pd.DataFrame) -> tuple[StudentInputs, InputEncoder]:
     from gbdt2nn_core.data import TabularSchema, TargetEncoder
     from gbdt2nn_core.data.encoding import teacher_thresholds
 
@@ -197,23 +197,14 @@ def _student_inputs(frame: pd.DataFrame) -> tuple[StudentInputs, InputEncoder]:
     encoder = InputEncoder.fit(
         X, schema, thresholds=teacher_thresholds(ensemble, schema, 64), split_rule=ensemble.split_rule
     )
-    z = encoder.transform(X)
-    inputs = StudentInputs(
-        teacher=teacher,
-        leaves=teacher.leaf_indices(X),
-        z=z,
-        y=np.asarray(y),
-        task="binary",
-        teacher_margin=teacher.predict_margin(X),
-        column_of=encoder.column_of,
-        aggregation=encoder.aggregation(),
-        background=z[:100],
+    inputs = student_inputs(
+        teacher, encoder, X, np.asarray(y), "binary", margin=teacher.predict_margin(X), background_rows=100
     )
     return inputs, encoder
 
 
 def test_training_with_the_lookup_gives_the_same_gradients_and_weights(
-    data: tuple[pd.DataFrame, pd.DataFrame], monkeypatch: pytest.MonkeyPatch
+    student_inputs: Any, data: tuple[pd.DataFrame, pd.DataFrame], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The lookup in training's forward changes rounding only.
 
@@ -227,7 +218,7 @@ def test_training_with_the_lookup_gives_the_same_gradients_and_weights(
 
     from gbdt2nn_core.student import GBDT2NNModule
 
-    inputs, encoder = _student_inputs(data[0])
+    inputs, encoder = _student_inputs(student_inputs, data[0])
     options = {"seed": 0, "epochs": 1, "batch_size": 128, "n_groups": 4, "hidden": (16, 8)}
     dense: Any = Registry().student("gbdt2nn", **options)
     dense.fit(inputs)
@@ -279,7 +270,7 @@ def test_training_with_the_lookup_gives_the_same_gradients_and_weights(
 
 
 def test_slots_found_once_train_the_same_student_as_slots_checked_per_batch(
-    data: tuple[pd.DataFrame, pd.DataFrame], monkeypatch: pytest.MonkeyPatch
+    student_inputs: Any, data: tuple[pd.DataFrame, pd.DataFrame], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The fit finds its rows' lookup slots once; a fit that checks every batch instead (``rows_slots`` declining)
     computes the same forward passes, so it ends with the same weights to the last bit."""
@@ -287,7 +278,7 @@ def test_slots_found_once_train_the_same_student_as_slots_checked_per_batch(
 
     from gbdt2nn_core.student import GBDT2NNModule
 
-    inputs, encoder = _student_inputs(data[0])
+    inputs, encoder = _student_inputs(student_inputs, data[0])
     options = {"seed": 0, "epochs": 2, "batch_size": 128, "n_groups": 4, "hidden": (16, 8)}
     found: list[torch.Tensor | None] = []
     original = GBDT2NNModule.rows_slots
