@@ -193,6 +193,14 @@ def test_the_runner_can_train_the_mlp_student_alone(
     assert [row["model"] for row in written["records"]] == ["teacher (lightgbm)", "mlp · plain", "mlp · aligned"]
     assert written["meta"]["students"] == ["mlp"]
     assert all(row["stopping"]["weight_average"]["epochs"] == 0.5 for row in written["records"][1:])
+    assert [row["loss"] for row in written["records"][1:]] == ["mse", "mse"]  # the pipeline's default
+    ranked_json = tmp_path / "rank.json"
+    runner.main([*args, "--alignment-loss", "rank", "--out", str(tmp_path / "rank.md"), "--json", str(ranked_json)])
+    ranked = json.loads(ranked_json.read_text(encoding="utf-8"))
+    assert ranked["meta"]["alignment_loss"] == "rank"
+    assert ranked["records"][2]["loss"] == "rank"
+    assert ranked["records"][1]["test"] == written["records"][1]["test"]  # the plain student does not align
+    assert ranked["records"][2]["agreement"] != written["records"][2]["agreement"]  # the aligned one trained on rank
     runner.main([*args, "--mlp-option", "weight_average_epochs=0", "--out", str(out), "--json", str(record)])
     without = json.loads(record.read_text(encoding="utf-8"))
     assert without["meta"]["mlp_options"] == {"weight_average_epochs": 0}

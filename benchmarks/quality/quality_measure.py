@@ -38,6 +38,7 @@ def _student_row(model: str, run: Any) -> dict[str, Any]:
         "model": model,
         "weight": student["alignment"]["weight"],
         "attributor": student["alignment"]["attributor"],
+        "loss": student["alignment"]["loss"],
         "test": student["test"],
         "fidelity": student["fidelity"],
         "agreement": student["agreement"],
@@ -64,6 +65,7 @@ def measure(
     student_options: dict[str, Any] | None = None,
     mlp_options: dict[str, Any] | None = None,
     alignment_weight: float | None = None,
+    alignment_loss: str | None = None,
     synthetic_rows: int | None = None,
     threshold_bins: int | None = None,
 ) -> list[dict[str, Any]]:
@@ -72,9 +74,9 @@ def measure(
     installed), ``aligned`` whether the aligned students train besides the plain ones; ``threads`` is LightGBM's
     thread count; ``epochs`` overrides the students' default when given; ``student_options`` are GBDT2NN settings
     and ``mlp_options`` the mlp student's; ``alignment_weight`` is λ of the aligned students (the pipeline's default
-    when ``None``); ``synthetic_rows`` the teacher-labelled synthetic rows per training row every student trains on
-    besides its rows (likewise); ``threshold_bins`` the teacher thresholds per numeric column in the students'
-    encoding (likewise)."""
+    when ``None``) and ``alignment_loss`` their alignment loss (likewise); ``synthetic_rows`` the teacher-labelled
+    synthetic rows per training row every student trains on besides its rows (likewise); ``threshold_bins`` the
+    teacher thresholds per numeric column in the students' encoding (likewise)."""
     epoch_budget = {} if epochs is None else {"epochs": epochs}
     config = DistillConfig(
         task=dataset.task,
@@ -82,6 +84,7 @@ def measure(
         teacher_options={"num_threads": threads},
         student_options={**(student_options or {}), **epoch_budget},
         **({} if alignment_weight is None else {"alignment_weight": alignment_weight}),
+        **({} if alignment_loss is None else {"alignment": alignment_loss}),
         **({} if synthetic_rows is None else {"synthetic_rows": synthetic_rows}),
         **({} if threshold_bins is None else {"threshold_bins": threshold_bins}),
         # every run computes its teacher's TreeSHAP, so that its time is measured, not a cache hit

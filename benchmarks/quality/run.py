@@ -81,6 +81,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--alignment-weight", type=float, default=None, help="λ of the aligned students (default: the pipeline's)"
     )
     parser.add_argument(
+        "--alignment-loss",
+        default=None,
+        metavar="NAME",
+        help="the aligned students' alignment loss, e.g. rank (default: the pipeline's)",
+    )
+    parser.add_argument(
         "--synthetic-rows",
         type=int,
         default=None,
@@ -164,6 +170,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         "student_options": parse_options(args.student_option, "--student-option"),
         "mlp_options": parse_options(args.mlp_option, "--mlp-option"),
         "alignment_weight": args.alignment_weight,
+        "alignment_loss": args.alignment_loss,
         "synthetic_rows": args.synthetic_rows,
         "threshold_bins": args.threshold_bins,
         "sample_rows": args.sample_rows,
@@ -205,6 +212,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
                 student_options=meta["student_options"],
                 mlp_options=meta["mlp_options"],
                 alignment_weight=args.alignment_weight,
+                alignment_loss=args.alignment_loss,
                 synthetic_rows=args.synthetic_rows,
                 threshold_bins=args.threshold_bins,
             )
