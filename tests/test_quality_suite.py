@@ -201,6 +201,14 @@ def test_the_runner_can_train_the_mlp_student_alone(
     assert ranked["records"][2]["loss"] == "rank"
     assert ranked["records"][1]["test"] == written["records"][1]["test"]  # the plain student does not align
     assert ranked["records"][2]["agreement"] != written["records"][2]["agreement"]  # the aligned one trained on rank
+    # a misspelt loss or student setting stops the run in one line before any training, with no report written
+    for bad, message in (
+        (["--alignment-loss", "nosuch"], "california seed 0: No alignment loss named 'nosuch'"),
+        (["--student-option", "n_groups=-1"], "california seed 0: invalid n_groups=-1"),
+    ):
+        with pytest.raises(SystemExit, match=message):
+            runner.main([*args, *bad, "--out", str(tmp_path / "bad.md"), "--json", str(tmp_path / "bad.json")])
+        assert not (tmp_path / "bad.json").exists()
     runner.main([*args, "--mlp-option", "weight_average_epochs=0", "--out", str(out), "--json", str(record)])
     without = json.loads(record.read_text(encoding="utf-8"))
     assert without["meta"]["mlp_options"] == {"weight_average_epochs": 0}

@@ -140,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     from quality_report import render
 
     from gbdt2nn_core.cli.serving import parse_options
-    from gbdt2nn_core.errors import DataError
+    from gbdt2nn_core.errors import DataError, Gbdt2nnError
     from gbdt2nn_core.host.registry import get_registry
     from gbdt2nn_core.kit.booster_teacher import available_cores
 
@@ -201,21 +201,24 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
             raise SystemExit(f"{name}: {error}") from None
         for seed in args.seeds:
             run_started = time.perf_counter()
-            rows = measure(
-                dataset,
-                seed=seed,
-                threads=args.threads,
-                epochs=args.epochs,
-                mlp=not args.no_mlp,
-                gbdt2nn=not args.no_gbdt2nn,
-                aligned=not args.no_aligned,
-                student_options=meta["student_options"],
-                mlp_options=meta["mlp_options"],
-                alignment_weight=args.alignment_weight,
-                alignment_loss=args.alignment_loss,
-                synthetic_rows=args.synthetic_rows,
-                threshold_bins=args.threshold_bins,
-            )
+            try:
+                rows = measure(
+                    dataset,
+                    seed=seed,
+                    threads=args.threads,
+                    epochs=args.epochs,
+                    mlp=not args.no_mlp,
+                    gbdt2nn=not args.no_gbdt2nn,
+                    aligned=not args.no_aligned,
+                    student_options=meta["student_options"],
+                    mlp_options=meta["mlp_options"],
+                    alignment_weight=args.alignment_weight,
+                    alignment_loss=args.alignment_loss,
+                    synthetic_rows=args.synthetic_rows,
+                    threshold_bins=args.threshold_bins,
+                )
+            except Gbdt2nnError as error:  # a misspelt setting or plugin: one line, the seeds done are written
+                raise SystemExit(f"{name} seed {seed}: {error}") from None
             for row in rows:
                 row["run_seconds"] = round(time.perf_counter() - run_started, 3)
             records += rows
