@@ -740,6 +740,16 @@ CASES: list[Case] = [
         fix="a share of the batches in (0, 1]",
     ),
     Case(
+        id="alignment-options-without-a-loss",
+        where="CLI",
+        bad="`--alignment-option temperature=0.5` without `--alignment`",
+        argv=(*DISTILL, "--alignment-option", "temperature=0.5"),
+        message=E + "invalid alignment_options={'temperature': 0.5}: name the loss they are for (e.g. "
+        'alignment="rank"); "auto" takes each loss\'s defaults',
+        fix="`--alignment rank --alignment-option temperature=0.5`: options belong to one loss, and the default "
+        "`auto` may choose another",
+    ),
+    Case(
         id="alignment-batches-unknown",
         where="CLI",
         bad='`batches = "random"` in the `[alignment]` table of the `--config` file',

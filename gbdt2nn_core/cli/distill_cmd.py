@@ -45,7 +45,9 @@ def add_parser(subparsers: Any) -> None:
     models.add_argument("--teacher-model", type=Path, help="distil this saved booster instead of training one")
     models.add_argument("--student", help="student architecture (default: gbdt2nn; e.g. mlp)")
     models.add_argument("--attributor", help="student attributor (default: structure)")
-    models.add_argument("--alignment", help="alignment loss (default: mse)")
+    models.add_argument(
+        "--alignment", help="alignment loss (default: auto, which takes rank for a multiclass task, else mse)"
+    )
     examples = {
         "teacher": "n_estimators=50",
         "student": "n_groups=5",

@@ -29,7 +29,15 @@ from gbdt2nn_core.data.cache import ExplanationCache, default_cache_dir
 from gbdt2nn_core.data.rowfile import RowFolder, is_on_disk, take_rows
 from gbdt2nn_core.errors import ConfigError
 from gbdt2nn_core.host.device import module_device, resolve_device, rows_on
-from gbdt2nn_core.host.interfaces import Attributor, Student, StudentInputs, Teacher, TreeShap, ValidationRows
+from gbdt2nn_core.host.interfaces import (
+    Attributor,
+    Student,
+    StudentInputs,
+    Task,
+    Teacher,
+    TreeShap,
+    ValidationRows,
+)
 from gbdt2nn_core.host.registry import Registry, get_registry
 from gbdt2nn_core.kit.alignment import Alignment
 from gbdt2nn_core.kit.booster_teacher import BoosterTeacher
@@ -273,6 +281,9 @@ class Trained:
     first_epoch: int = 0
     #: The device the student trained on (``config.device`` resolved on this machine, e.g. ``"cuda:0"``).
     device: str = "cpu"
+    #: What the pipeline chose for the student and why, beside the student's own choices (``history["choices"]``,
+    #: the run folder's ``student_choices``): the alignment loss ``"auto"`` resolved to.
+    choices: dict[str, Any] = attrs.field(factory=dict)
 
 
 def rows_of(z: np.ndarray, positions: np.ndarray) -> np.ndarray:
@@ -325,6 +336,30 @@ def check_explains(name: str, attributor: Attributor, student: str) -> None:
         )
 
 
+def resolve_alignment(
+    config: DistillConfig, task: Task, shape: tuple[int, ...], registry: Registry
+) -> tuple[DistillConfig, dict[str, str]]:
+    """``config`` with its alignment loss named (``"auto"`` resolved by :meth:`DistillConfig.alignment_for` for
+    teacher explanations of ``shape``, ``(n, d)`` or ``(n, k, d)``), and the record of the choice."""
+    classes = shape[1] if len(shape) == 3 else 1
+    name, why = config.alignment_for(task, classes, shape[-1], registry.names("alignment loss"))
+    if config.alignment == "auto":
+        check_auto_loss_installed(name, registry)
+    return attrs.evolve(config, alignment=name), {"loss": name, "why": why}
+
+
+def check_auto_loss_installed(name: str, registry: Registry) -> None:
+    """Refuse, in one line, the loss ``alignment="auto"`` chose when no plugin provides it."""
+    installed = registry.names("alignment loss")
+    if name not in installed:
+        raise ConfigError(
+            setting="alignment",
+            value="auto",
+            fix=f"auto takes {name} for this data and no plugin provides it: pip install gbdt2nn-{name}, or name "
+            f"an installed loss ({', '.join(installed) or 'none installed'})",
+        )
+
+
 class Pipeline:
     """Prepare once, then train and evaluate students, all with one config's components and one background policy."""
 
@@ -357,7 +392,11 @@ class Pipeline:
         attributor = registry.attributor(config.attributor, **config.attributor_options)
         check_explains(config.attributor, attributor, config.student)
         if config.alignment_weight > 0:  # a plain distillation needs no alignment-loss plugin installed
-            registry.alignment_loss(config.alignment, **config.alignment_options)
+            if config.alignment == "auto":  # resolved with the data; mse is what every task may fall back to
+                if config.task != "multiclass" or "rank" not in registry.names("alignment loss"):
+                    check_auto_loss_installed("mse", registry)
+            else:
+                registry.alignment_loss(config.alignment, **config.alignment_options)
 
     def teacher(self, teacher_model: Any = None) -> Teacher:
         """The configured teacher, unfitted; ``teacher_model`` (a booster or model file) makes it wrap that model."""
@@ -504,11 +543,13 @@ class Pipeline:
         enable_lookup(student, prepared.data.encoder)  # the lookup first layer in training's forward and serving
         explainer = registry.attributor(config.attributor, **config.attributor_options)
         alignment_term = None
+        choices: dict[str, Any] = {}
         shard = shard_of(len(prepared.validation.fit))  # several processes: each trains on its own rows
         if config.alignment_weight > 0:
             rows, target = prepared.aligned_explanations(
                 config.alignment_rows, config.seed, min_rows=config.alignment_min_rows, shard=shard
             )
+            config, choices["alignment"] = resolve_alignment(config, prepared.data.task, target.values.shape, registry)
             alignment_term = Alignment(
                 attributor=explainer,
                 loss=registry.alignment_loss(config.alignment, **config.alignment_options),
@@ -547,6 +588,7 @@ class Pipeline:
             seconds=seconds,
             first_epoch=first_epoch[0] if first_epoch else epochs,
             device=str(device),
+            choices=choices,
         )
 
     # ------------------------------------------------------------------ evaluate

@@ -46,6 +46,7 @@ from gbdt2nn_core.host.device import module_device, resolve_device, rows_on
 from gbdt2nn_core.host.interfaces import AlignmentBatches, Attributor, OnlineUpdate, Task, Teacher
 from gbdt2nn_core.host.registry import Registry, get_registry
 from gbdt2nn_core.pipeline import DistillConfig, Pipeline, SplitData, TeacherExplanations, evaluate_rows, seeded
+from gbdt2nn_core.pipeline.core import resolve_alignment
 from gbdt2nn_core.pipeline.margins import frame_margins
 from gbdt2nn_core.pipeline.metrics import agreement, agreement_per_output, explained_outputs
 from gbdt2nn_core.pipeline.persistence import DistilledModel
@@ -685,9 +686,11 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
                     fix="pass one attribution per row and column (explain(X, 'teacher') has the right shape)",
                 )
             registry = get_registry()
+            # a student fitted plain kept alignment="auto" unresolved: resolve it as fit would have
+            config, _ = resolve_alignment(self.config_, self.task_, values.shape, registry)
             alignment = Alignment(
                 attributor=self.attributor_,
-                loss=registry.alignment_loss(self.config_.alignment, **self.config_.alignment_options),
+                loss=registry.alignment_loss(config.alignment, **config.alignment_options),
                 teacher_attributions=values,
                 weight=float(self.alignment_weight),
                 fraction=float(self.alignment_fraction),
@@ -848,7 +851,9 @@ class GBDT2NNRegressor(RegressorMixin, _GBDT2NNBase):  # type: ignore[misc]
     attributor, attributor_options:
         How the student explains itself while it learns to explain like the teacher (default ``"structure"``).
     alignment, alignment_options, alignment_weight, alignment_fraction, alignment_rows, alignment_min_rows:
-        The alignment loss (``"mse"``, ``"cosine"``, ``"rank"``), λ (0 = plain distillation), the share of
+        The alignment loss (``"mse"``, ``"cosine"``, ``"rank"``, or the default ``"auto"``: ``rank`` for a
+        multiclass task, ``mse`` otherwise, resolved in ``config_.alignment`` when ``fit`` aligns; see
+        :meth:`~gbdt2nn_core.pipeline.DistillConfig.alignment_for`), λ (0 = plain distillation), the share of
         batches that carry it and the share of training rows it covers (a seeded random subset: only those rows'
         teacher TreeSHAP is computed), but at least ``alignment_min_rows`` rows (every row of a smaller training
         set; 0 = no floor). ``partial_fit`` aligns every row it is given attributions for.

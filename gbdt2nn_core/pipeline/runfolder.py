@@ -152,6 +152,8 @@ def parts_of(run: DistillRun) -> RunParts:
         metrics=run.metrics,
         history={
             **run.student.history,
+            # the student's choices and the pipeline's for it (the alignment loss "auto" resolved to)
+            "choices": {**run.student.history.get("choices", {}), **run.trained.choices},
             "validation_split": run.prepared.validation.describe(),
             "synthetic_rows": run.prepared.synthetic.describe() if run.prepared.synthetic is not None else None,
         },
