@@ -84,11 +84,11 @@ def test_auto_takes_mse_for_wide_multiclass_data_and_when_rank_is_not_installed(
     config = DistillConfig()
     installed = ("cosine", "mse", "rank")
     assert config.alignment_for("regression", 1, 8, installed)[0] == "mse"
-    assert config.alignment_for("multiclass", 10, 114, installed)[0] == "rank"  # 129,960 pairs a row
-    name, why = config.alignment_for("multiclass", 10, 115, installed)  # 132,250
-    assert 10 * 114**2 <= AUTO_RANK_PAIRS < 10 * 115**2
+    assert config.alignment_for("multiclass", 10, 80, installed)[0] == "rank"  # 64,000 pairs a row
+    name, why = config.alignment_for("multiclass", 10, 81, installed)  # 65,610
+    assert 10 * 80**2 <= AUTO_RANK_PAIRS < 10 * 81**2
     assert name == "mse"
-    assert "132,250 feature pairs" in why
+    assert "65,610 feature pairs" in why
     name, why = config.alignment_for("multiclass", 3, 13, ("cosine", "mse"))
     assert name == "mse"
     assert "pip install gbdt2nn-rank" in why

@@ -138,3 +138,31 @@ def test_rank_moves_spearman_more_than_mse_when_scales_differ(seed, lr_fraction,
 def test_plugin_module_does_not_import_torch():
     code = "import sys, gbdt2nn_rank.plugin; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_batch_beyond_pairs_at_once_gives_the_same_loss_and_gradients_a_slice_at_a_time():
+    # the reference is the whole batch at once; the attributions are gradients themselves (created with
+    # create_graph, as an attributor's are), so the weights' gradient passes through the recomputed slices
+    generator = torch.Generator().manual_seed(5)
+    x = torch.randn(23, 9, dtype=torch.float64, generator=generator, requires_grad=True)
+    teacher = torch.randn(23, 9, dtype=torch.float64, generator=generator)
+    teacher[4] = 0.0  # a row of ties only, left out of the mean
+    weights = torch.randn(9, 4, dtype=torch.float64, generator=generator, requires_grad=True)
+
+    def loss_and_gradient(pairs_at_once: int) -> tuple[torch.Tensor, torch.Tensor]:
+        (attributions,) = torch.autograd.grad(torch.tanh(x @ weights).sum(), x, create_graph=True)
+        loss = PairwiseRankLoss(pairs_at_once=pairs_at_once)(attributions, teacher)
+        (gradient,) = torch.autograd.grad(loss, weights)
+        return loss.detach(), gradient
+
+    whole, whole_gradient = loss_and_gradient(23 * 81)
+    for pairs in (5 * 81, 81, 1):  # slices of 5 rows (the last of 3), of one row, and fewer pairs than a row has
+        sliced, sliced_gradient = loss_and_gradient(pairs)
+        torch.testing.assert_close(sliced, whole, rtol=1e-12, atol=0)
+        torch.testing.assert_close(sliced_gradient, whole_gradient, rtol=1e-10, atol=1e-14)
+
+
+def test_pairs_at_once_must_be_a_positive_whole_number():
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ConfigError, match="pairs_at_once"):
+            PairwiseRankLoss(pairs_at_once=bad)

@@ -19,7 +19,7 @@ def _make_rank(**options: Any) -> Callable[..., Any]:
 
 @hookimpl
 def gbdt2nn_register_alignment_losses() -> list[AlignmentLossSpec]:
-    """Pairwise rank loss (options: temperature, tie_tolerance, eps)."""
+    """Pairwise rank loss (options: temperature, tie_tolerance, eps, pairs_at_once)."""
     return [
         AlignmentLossSpec(
             name="rank",
