@@ -108,7 +108,7 @@ def measure(*, quick: bool, epochs: int, schedules: dict[str, Schedule]) -> dict
     from gbdt2nn_core.data import load_bundled
     from gbdt2nn_core.kit.alignment import Alignment
     from gbdt2nn_core.pipeline import DistillConfig, Pipeline
-    from gbdt2nn_core.pipeline.core import Trained
+    from gbdt2nn_core.pipeline.core import Trained, resolve_alignment
     from gbdt2nn_core.pipeline.metrics import agreement
 
     torch.set_num_threads(1)
@@ -177,11 +177,12 @@ def measure(*, quick: bool, epochs: int, schedules: dict[str, Schedule]) -> dict
             )
         else:
             settings = pipeline.settings(alignment_weight=weight, alignment_rows=rows, alignment_fraction=fraction)
+            settings, _ = resolve_alignment(settings, prepared.data.task, target.values.shape, pipeline.registry)
             student = _student_starting_at(start)(seed=settings.seed, **settings.student_options)
             explainer = pipeline.registry.attributor(settings.attributor)
             alignment = Alignment(
                 attributor=explainer,
-                loss=pipeline.registry.alignment_loss(settings.alignment),
+                loss=pipeline.registry.alignment_loss(settings.alignment, **settings.alignment_options),
                 teacher_attributions=target.values,
                 weight=weight,
                 fraction=fraction,
