@@ -12,6 +12,8 @@ import difflib
 import hashlib
 import json
 import math
+import re
+import types
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -539,8 +541,13 @@ def training_fingerprint(
     update_digest(digest, z)  # a chunk at a time: z may be larger than memory would like (an on-disk matrix)
     update_digest(digest, y)
     if alignment is not None:
-        loss_name = getattr(alignment.loss, "__qualname__", type(alignment.loss).__qualname__)
-        described = (type(alignment.attributor).__qualname__, loss_name, alignment.weight, alignment.fraction)
+        described = (
+            component_settings(alignment.attributor),
+            component_settings(alignment.loss),
+            alignment.weight,
+            alignment.fraction,
+            alignment.batches,
+        )
         digest.update(repr(described).encode())
         update_digest(digest, alignment.teacher_attributions)
         if alignment.rows is not None:
@@ -550,6 +557,21 @@ def training_fingerprint(
         update_digest(digest, validation.z)
         update_digest(digest, validation.y)
     return digest.hexdigest()
+
+
+def component_settings(component: object) -> str:
+    """An attributor or alignment loss with its options, the same text in every process that builds it alike: its
+    own ``repr`` (every plugin's names its options, e.g. ``PairwiseRankLoss(temperature=1.0, ...)``), a function's
+    qualified name, else the class's name — never an address, which would make every run another setup."""
+    if isinstance(component, (types.FunctionType, types.BuiltinFunctionType, types.MethodType)):
+        return f"{component.__module__}.{component.__qualname__}"
+    if type(component).__repr__ is not object.__repr__:
+        return _ADDRESS.sub("", repr(component))
+    return f"{type(component).__module__}.{type(component).__qualname__}"
+
+
+#: The `` at 0x7f...`` of a default ``repr`` nested inside a component's own (e.g. a function option).
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
 def training_state(module: nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator) -> dict[str, Any]:

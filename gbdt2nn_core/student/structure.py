@@ -56,6 +56,9 @@ class StructureAttributor(Attributor):
         #: the background's lookup inputs for one module, its lookup and a dtype and device (see _background_first)
         self._background_lookup: tuple[Any, ...] | None = None
 
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(background_rows={self.background_rows})"
+
     def __getstate__(self) -> dict[str, Any]:
         # the cached background slots hold a weak reference to a module: never pickled, found again after loading
         return {**self.__dict__, "_background_lookup": None}

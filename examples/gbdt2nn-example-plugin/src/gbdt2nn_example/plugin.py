@@ -33,6 +33,9 @@ class SmoothGrad(Attributor):
     def __init__(self, samples: int = 8, noise: float = 0.1, seed: int = 0) -> None:
         self.samples, self.noise, self.seed = samples, noise, seed
 
+    def __repr__(self) -> str:  # its options: a checkpoint resumes only a run with the same ones
+        return f"SmoothGrad(samples={self.samples}, noise={self.noise}, seed={self.seed})"
+
     def attribute(self, model: MarginModel, z: torch.Tensor, *, create_graph: bool = False) -> torch.Tensor:
         import torch
 
