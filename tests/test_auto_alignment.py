@@ -143,3 +143,21 @@ def test_partial_fit_of_a_plain_multiclass_estimator_resolves_auto() -> None:
     before = estimator.decision_function(data.data)
     estimator.partial_fit(data.data, data.target, teacher_attributions=estimator.explain(data.data, "teacher"))
     assert not np.array_equal(before, estimator.decision_function(data.data))
+
+
+def test_a_saved_estimator_records_the_loss_auto_took_and_why(tmp_path: Path) -> None:
+    data = load_wine(as_frame=True)
+    estimator = GBDT2NNClassifier(
+        teacher_options=WINE_CONFIG["teacher_options"],
+        student_options={"n_groups": 6, "hidden": (16, 16), "batch_size": 32},
+        epochs=1,
+        alignment_weight=1.0,
+        cache_dir=False,
+    ).fit(data.data, data.target)
+    why = {"loss": "rank", "why": "auto: rank for a multiclass task"}
+    recorded = json.loads((estimator.save(tmp_path / "fitted") / "config.json").read_text())
+    assert (recorded["alignment"], recorded["student_choices"]["alignment"]) == ("rank", why)
+    assert "batch_size" in recorded["student_choices"]  # the student's own choices beside it
+    # a loaded estimator saved again keeps the record
+    again = GBDT2NNClassifier.load(tmp_path / "fitted").save(tmp_path / "again")
+    assert json.loads((again / "config.json").read_text())["student_choices"]["alignment"] == why

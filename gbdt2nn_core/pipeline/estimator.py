@@ -50,7 +50,7 @@ from gbdt2nn_core.pipeline.core import resolve_alignment
 from gbdt2nn_core.pipeline.margins import frame_margins
 from gbdt2nn_core.pipeline.metrics import agreement, agreement_per_output, explained_outputs
 from gbdt2nn_core.pipeline.persistence import DistilledModel
-from gbdt2nn_core.pipeline.runfolder import RunFolder, RunParts, read_folder, write_folder
+from gbdt2nn_core.pipeline.runfolder import RunFolder, RunParts, read_folder, recorded_pipeline_choices, write_folder
 from gbdt2nn_core.progress import NullProgress, Progress
 from gbdt2nn_core.student.calibration import probabilities
 from gbdt2nn_core.student.kit import adamw
@@ -473,6 +473,8 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
         if task != "regression":
             self.classes_ = np.asarray(target.classes)
         self.config_ = config
+        # the pipeline's choices for the student (the loss alignment="auto" took, and why), for save's record
+        self._pipeline_choices = dict(result.choices)
         self.task_ = task
         self.target_ = target
         self.teacher_: Teacher | None = teacher_obj
@@ -687,7 +689,8 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
                 )
             registry = get_registry()
             # a student fitted plain kept alignment="auto" unresolved: resolve it as fit would have
-            config, _ = resolve_alignment(self.config_, self.task_, values.shape, registry)
+            config, choice = resolve_alignment(self.config_, self.task_, values.shape, registry)
+            self._pipeline_choices.setdefault("alignment", choice)
             alignment = Alignment(
                 attributor=self.attributor_,
                 loss=registry.alignment_loss(config.alignment, **config.alignment_options),
@@ -754,10 +757,12 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
             background=self.background_,
             student_name=self.config_.student,
         )
+        history = self.student_.history
+        choices = {**history.get("choices", {}), **self._pipeline_choices}
         parts = RunParts(
             model=model,
             config=self.config_,
-            history=self.student_.history,
+            history={**history, "choices": choices},
             teacher_background=self.teacher_background_,
             device=self.device_,
         )
@@ -826,6 +831,7 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
         estimator.attributor_ = estimator._attributor(config.attributor)
         estimator._online_optimizer = None
         estimator._updates = 0
+        estimator._pipeline_choices = recorded_pipeline_choices(folder.path)
         estimator._place()
         if task != "regression":
             estimator.classes_ = np.asarray(model.target.classes)

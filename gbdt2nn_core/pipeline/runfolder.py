@@ -184,6 +184,18 @@ class RunFolder:
     teacher_background: pd.DataFrame | None = attrs.field(eq=False)
 
 
+def recorded_pipeline_choices(directory: Path) -> dict[str, Any]:
+    """The pipeline's choices for the student a run folder records (``student_choices["alignment"]``: the loss
+    ``alignment="auto"`` took, and why), so that saving a loaded estimator again keeps them; ``{}`` when none."""
+    try:
+        raw = json.loads((directory / CONFIG).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    choices = raw.get("student_choices") if isinstance(raw, dict) else None
+    alignment = choices.get("alignment") if isinstance(choices, dict) else None
+    return {"alignment": alignment} if isinstance(alignment, dict) else {}
+
+
 def folder_config(directory: Path, model: DistilledModel) -> DistillConfig:
     """The config a run folder was trained with (its ``config.json``; defaults for what an older folder lacks)."""
     try:
