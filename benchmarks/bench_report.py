@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 from bench_suites import (
@@ -63,12 +64,14 @@ def _median(runs: list[dict[str, Any]], key: Callable[[dict[str, Any]], float]) 
 
 
 def _phase_seconds(run: dict[str, Any], name: str) -> float:
-    return sum(p["seconds"] for p in run["phases"] if p["phase"] == name)
+    total: float = sum(p["seconds"] for p in run["phases"] if p["phase"] == name)
+    return total
 
 
 def _treeshap_seconds(run: dict[str, Any]) -> float:
     """The teacher TreeSHAP steps of a run (test rows; aligned runs also the training rows)."""
-    return sum(p["seconds"] for p in run["phases"] if p["phase"].startswith("teacher TreeSHAP"))
+    total: float = sum(p["seconds"] for p in run["phases"] if p["phase"].startswith("teacher TreeSHAP"))
+    return total
 
 
 def _phase_peak(run: dict[str, Any], name: str) -> float:
@@ -342,7 +345,10 @@ def goals(results: dict[str, Any]) -> list[str]:
 
 
 def _treeshap_seconds_of(run: dict[str, Any], which: str) -> float:
-    return sum(p["seconds"] for p in run["phases"] if p["phase"].startswith("teacher TreeSHAP") and which in p["phase"])
+    total: float = sum(
+        p["seconds"] for p in run["phases"] if p["phase"].startswith("teacher TreeSHAP") and which in p["phase"]
+    )
+    return total
 
 
 def section_explain(ex: dict[str, Any], context: dict[str, Any]) -> list[str]:
@@ -559,8 +565,8 @@ def section_e2e(e2e: dict[str, Any]) -> list[str]:
                 row += ["—", "—"]  # e.g. the training rows' TreeSHAP, which plain runs skip
                 continue
             row += [
-                seconds(_median(runs[mode], lambda r, name=name: _phase_seconds(r, name))),
-                f"{_median(runs[mode], lambda r, name=name: _phase_peak(r, name)):.0f} MiB",
+                seconds(_median(runs[mode], partial(_phase_seconds, name=name))),
+                f"{_median(runs[mode], partial(_phase_peak, name=name)):.0f} MiB",
             ]
         rows.append(row)
     total = ["**end to end**"]
@@ -574,7 +580,8 @@ def section_e2e(e2e: dict[str, Any]) -> list[str]:
     plain_epoch, aligned_epoch = _epochs(runs["plain"]), _epochs(runs["aligned"])
 
     def auc(mode: str, who: str) -> float:
-        return statistics.median(r["metrics"][who].get("auc", float("nan")) for r in runs[mode])
+        value: float = statistics.median(r["metrics"][who].get("auc", float("nan")) for r in runs[mode])
+        return value
 
     comparison = _deepgbm_comparison(e2e, plain_epoch, aligned_epoch, auc)
     where = "in this process (a smoke run)" if e2e["in_process"] else "in a fresh Python process"
@@ -666,7 +673,8 @@ def _training_seconds(run: dict[str, Any]) -> float:
     names = [p["phase"] for p in run["phases"]]
     first = next(i for i, name in enumerate(names) if name.startswith("teacher ("))
     last = names.index("BatchNorm statistics")
-    return sum(p["seconds"] for p in run["phases"][first : last + 1])
+    total: float = sum(p["seconds"] for p in run["phases"][first : last + 1])
+    return total
 
 
 def _deepgbm_epoch_text(deepgbm: dict[str, Any], runs: dict[str, list[dict[str, Any]]]) -> str:

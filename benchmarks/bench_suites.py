@@ -16,9 +16,12 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench_measure import ROOT, PhaseRecorder, measure, paired_ratio, summary
+
+if TYPE_CHECKING:  # types only: the modules themselves are imported after run.py has pinned the threads
+    from gbdt2nn_core.host.interfaces import AlignmentBatches
 
 RUN_SCRIPT = Path(__file__).resolve().parent / "run.py"
 
@@ -143,7 +146,9 @@ class Context:
         from gbdt2nn_core.data import load_bundled
         from gbdt2nn_core.host.interfaces import StudentInputs
         from gbdt2nn_core.host.registry import get_registry
+        from gbdt2nn_core.kit.booster_teacher import BoosterTeacher
         from gbdt2nn_core.pipeline import BACKGROUND_ROWS, PreparedData, background_index, fit_encoder, split_data
+        from gbdt2nn_core.student.gbdt2nn import GBDT2NNStudent
 
         torch.set_num_threads(threads)
         self.sizes, self.threads = sizes, threads
@@ -154,16 +159,20 @@ class Context:
             frame = frame.sample(sizes["rows"], random_state=0).reset_index(drop=True)
         split = split_data(frame, adult.target, task=adult.task, test_size=0.2, seed=0)
         self.teacher_options = {"n_estimators": sizes["trees"], "num_leaves": sizes["leaves"]}
-        self.teacher = self.registry.teacher("lightgbm", **self.teacher_options)
+        teacher = self.registry.teacher("lightgbm", **self.teacher_options)
+        assert isinstance(teacher, BoosterTeacher)  # LightGBM's: TreeSHAP with threads, chunks and progress
+        self.teacher = teacher
         self.teacher.fit(split.train_frame, split.y_train, task=split.task, seed=0)
         self.data = PreparedData.encode(split, fit_encoder(split, self.teacher, 64))
         self.task = split.task
         self.shap_train = self.teacher.shap_values(self.data.train_frame, threads=threads)
         self.margin_train = self.teacher.predict_margin(self.data.train_frame)
         self.aggregation = self.data.encoder.aggregation()
-        self.student = self.registry.student(
+        student = self.registry.student(
             "gbdt2nn", seed=0, epochs=1, batch_size=sizes["batch"], n_groups=sizes["groups"], hidden=sizes["hidden"]
         )
+        assert isinstance(student, GBDT2NNStudent)  # its config, module and epoch loop are timed directly
+        self.student = student
         self.student.fit(
             StudentInputs(
                 teacher=self.teacher,
@@ -631,8 +640,9 @@ def _hummingbird_cases(
         finally:
             torch.set_num_threads(threads)
         label = f"twin teacher: hummingbird-ml torch, {strategy}"
-        cases[label] = _predictor(compiled, rows)
-        difference = float(np.abs(np.ravel(cases[label]()) - reference).max())
+        predict = _predictor(compiled, rows)
+        cases[label] = predict
+        difference = float(np.abs(np.ravel(predict()) - reference).max())
         compiled_teachers[strategy] = {"case": label, "max_abs_diff_vs_lightgbm": difference}
     return compiled_teachers
 
@@ -668,7 +678,11 @@ def child_record(command: list[str], what: str) -> dict[str, Any]:
 
 
 def e2e_once(
-    sizes: dict[str, Any], threads: int, alignment_weight: float, seed: int = 0, alignment_batches: str = "grouped"
+    sizes: dict[str, Any],
+    threads: int,
+    alignment_weight: float,
+    seed: int = 0,
+    alignment_batches: AlignmentBatches = "grouped",
 ) -> dict[str, Any]:
     """One ``distill`` run as a user runs it (no explanation cache), phase by phase: wall time and peak RSS."""
     recorder = PhaseRecorder()
@@ -709,7 +723,7 @@ def e2e_once(
         "total_s": time.perf_counter() - started,
         "phases": recorder.phases,
         "pipeline_timings": dict(run.timings),
-        "epoch_s": [record.seconds for record in run.student.history_],
+        "epoch_s": [record["seconds"] for record in run.student.history["epochs"]],
         "process_peak_mib": recorder.peak.process_peak,
         "peak_method": recorder.peak.method,
         "metrics": {
@@ -737,7 +751,7 @@ def bench_e2e(
     run with ``alignment_batches="mixed"`` (the layout before grouping) in every round; with ``deepgbm`` (a
     checkout of DeepGBM's code), also DeepGBM's own GBDT2NN on the same data in every round
     (``deepgbm_reference.py``), so its figures are measured beside ours instead of quoted."""
-    modes = [("plain", 0.0, "grouped"), ("aligned", 1.0, "grouped")]
+    modes: list[tuple[str, float, AlignmentBatches]] = [("plain", 0.0, "grouped"), ("aligned", 1.0, "grouped")]
     if mixed:
         modes.append(("aligned_mixed", 1.0, "mixed"))
     runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode, _, _ in modes}

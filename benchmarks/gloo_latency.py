@@ -56,7 +56,8 @@ def measure() -> dict[str, float]:
         probe.bind(("127.0.0.1", 0))
         port = int(probe.getsockname()[1])
     with tempfile.TemporaryDirectory() as folder:
-        mp.spawn(_worker, args=(port, folder), nprocs=2, join=True)
+        # torch.multiprocessing re-exports spawn outside its __all__, and spawn has no annotations
+        mp.spawn(_worker, args=(port, folder), nprocs=2, join=True)  # type: ignore[attr-defined,no-untyped-call]
         latency: dict[str, float] = json.loads(Path(folder, "latency.json").read_text(encoding="utf-8"))
     return latency
 

@@ -62,6 +62,8 @@ def prepare(directory: Path, *, quick: bool = False) -> None:
     from gbdt2nn_core.host.interfaces import StudentInputs
     from gbdt2nn_core.host.registry import get_registry
     from gbdt2nn_core.pipeline import BACKGROUND_ROWS, PreparedData, background_index, fit_encoder, split_data
+    from gbdt2nn_core.student._layers import GroupLinear
+    from gbdt2nn_core.student.gbdt2nn import GBDT2NNStudent
 
     if not quick:
         torch.set_num_threads(os.cpu_count() or 1)
@@ -75,6 +77,7 @@ def prepare(directory: Path, *, quick: bool = False) -> None:
     teacher.fit(split.train_frame, split.y_train, task=split.task, seed=0)
     data = PreparedData.encode(split, fit_encoder(split, teacher, 64))
     student = registry.student("gbdt2nn", seed=0, epochs=1, batch_size=512, n_groups=10)
+    assert isinstance(student, GBDT2NNStudent)  # its module's groups and layer shapes are recorded
     student.fit(
         StudentInputs(
             teacher=teacher,
@@ -111,7 +114,7 @@ def prepare(directory: Path, *, quick: bool = False) -> None:
     twin.fit(codes_frame(data.train_frame), data.y_train, task=split.task, seed=0)
     twin.native_model.save_model(str(directory / "twin.txt"))
     np.save(directory / "twin_margin.npy", twin.native_model.predict(codes, raw_score=True))
-    layers = [m for m in module.modules() if type(m).__name__ == "GroupLinear"]
+    layers = [m for m in module.modules() if isinstance(m, GroupLinear)]
     shapes = [(m.groups, m.in_features, m.out_features) for m in layers]
     (directory / "prepared.json").write_text(
         json.dumps(
@@ -156,7 +159,8 @@ def measure(directory: Path, *, device: str = "cuda", batches: Sequence[int] = B
     prepared = json.loads((directory / "prepared.json").read_text())
     cpu_threads = os.cpu_count() or 1
     torch.set_num_threads(cpu_threads)
-    student_gpu = _load_student(directory, prepared, cuda, record_errors := {})
+    record_errors: dict[str, str] = {}
+    student_gpu = _load_student(directory, prepared, cuda, record_errors)
     student_cpu = _load_student(directory, prepared, torch.device("cpu"), record_errors)
     # the same student with the per-group gather first layer (before the dense one), side by side
     student_gather = _load_student(directory, prepared, cuda, record_errors)
@@ -285,7 +289,8 @@ def _load_student(directory: Path, prepared: dict[str, Any], device: Any, errors
     import torch
 
     try:
-        return torch.jit.load(str(directory / "student.pt"), map_location=device).eval()
+        # torch.jit.load has no annotations
+        return torch.jit.load(str(directory / "student.pt"), map_location=device).eval()  # type: ignore[no-untyped-call]
     except Exception as exc:  # e.g. a file written by a newer torch
         errors["torchscript"] = f"{type(exc).__name__}: {str(exc)[:200]} (used the state dict instead)"
     from gbdt2nn_core.student.module import GBDT2NNModule
@@ -387,9 +392,10 @@ def _gpu_flops(
     size = gemm
     a, b = torch.randn(size, size, device=cuda), torch.randn(size, size, device=cuda)
 
-    def forward() -> object:
+    def forward() -> torch.Tensor:
         with torch.no_grad():
-            return student(z)
+            margins: torch.Tensor = student(z)
+            return margins
 
     def run_bmm() -> object:
         return [torch.bmm(x, w) for x, w in bmm]
@@ -405,7 +411,7 @@ def _gpu_flops(
         "flops_per_s": rate,
         "student_fraction_of_bmm": rate["student"] / rate["bmm"],
         "student_fraction_of_gemm": rate["student"] / rate["gemm"],
-        "finite": bool(np.isfinite(forward().cpu().numpy()).all()),  # type: ignore[union-attr]
+        "finite": bool(np.isfinite(forward().cpu().numpy()).all()),
     }
 
 

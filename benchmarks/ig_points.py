@@ -20,6 +20,8 @@ import numpy as np
 import torch
 
 from gbdt2nn_core.data import load_bundled
+from gbdt2nn_core.host.attribution import ColumnAttributor, FirstLayerModel
+from gbdt2nn_core.host.interfaces import Task
 from gbdt2nn_core.host.registry import get_registry
 from gbdt2nn_core.pipeline import DistillConfig, Pipeline, Prepared
 from gbdt2nn_core.pipeline.distill import run_student
@@ -47,6 +49,9 @@ def attributed_columns(
     ``z`` per input column, ``(n, d·outputs)``."""
     attributor = get_registry().attributor(attributor_name, **options)
     attributor.fit(module, background)
+    # the attributors these benchmarks name (integrated, expected gradients) have a first-layer column path
+    assert isinstance(attributor, ColumnAttributor)
+    assert isinstance(module, FirstLayerModel)  # the students' modules: GBDT2NN's, the mlp student's
     return np.asarray(attributor.attribute_columns(module, z, aggregation).numpy()).reshape(len(z), -1)
 
 
@@ -86,7 +91,7 @@ class ExplainedRows(NamedTuple):
 def explained_rows(dataset: str, rows: int, **settings: Any) -> ExplainedRows:
     """Prepare bundled ``dataset`` (teacher, its explanations) with ``settings`` for :class:`DistillConfig`."""
     bundled = load_bundled(dataset)
-    task = "regression" if dataset == "california" else "binary"
+    task: Task = "regression" if dataset == "california" else "binary"
     pipeline = Pipeline(DistillConfig(task=task, teacher_options={"num_threads": 1}, **settings))
     pipeline.check()
     prepared = pipeline.prepare(bundled.frame, bundled.target)

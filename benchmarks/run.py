@@ -42,7 +42,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:  # the sibling modules, also when this file is loaded by path (the smoke test)
@@ -62,6 +62,9 @@ from bench_suites import (  # noqa: E402
     e2e_once,
 )
 from deepgbm_reference import checkout_problem  # noqa: E402
+
+if TYPE_CHECKING:  # types only: gbdt2nn is imported after configure_threads
+    from gbdt2nn_core.host.interfaces import AlignmentBatches
 
 GPU_RECORD = HERE / "results" / "gpu-serving.json"
 
@@ -112,12 +115,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.repeats is not None:
         sizes["repeats"] = args.repeats
     if args.render_from is not None:
-        results = json.loads(args.render_from.read_text(encoding="utf-8"))
-        args.out.write_text(render(results), encoding="utf-8")
-        return results
+        recorded: dict[str, Any] = json.loads(args.render_from.read_text(encoding="utf-8"))
+        args.out.write_text(render(recorded), encoding="utf-8")
+        return recorded
     if args.e2e_child:
         weight = 0.0 if args.e2e_child == "plain" else 1.0
-        batches = "mixed" if args.e2e_child == "aligned_mixed" else "grouped"
+        batches: AlignmentBatches = "mixed" if args.e2e_child == "aligned_mixed" else "grouped"
         result = e2e_once(sizes, args.threads, weight, args.e2e_seed, batches)
         print(json.dumps(result))
         return result
