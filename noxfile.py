@@ -309,7 +309,8 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(requires=[BASE], tags=["lint"])
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict (pyproject's [tool.mypy]) on the core and on each plugin's and example's src/.
+    """mypy --strict (pyproject's [tool.mypy]) on the core, on each plugin's and example's src/ and on the benchmark
+    scripts (benchmarks/*.py; benchmarks/quality/ has a run.py of its own, which mypy would take for the same module).
 
     mypy and the packages it reads types from come from the base environment (mypy is in the `lint` group).
     """
@@ -320,10 +321,20 @@ def typecheck(session: nox.Session) -> None:
         for path in sorted((dist.folder / "src").iterdir())
         if path.is_dir() and (path / "__init__.py").is_file()
     ]
+    benchmarks = [str(path.relative_to(ROOT)) for path in sorted((ROOT / "benchmarks").glob("*.py"))]
     # A cache of its own: one shared with another environment would describe other installed packages.
     cache = Path(session.create_tmp()) / "mypy-cache"
     session.run(
-        "python", "-m", "mypy", "--cache-dir", str(cache), "gbdt2nn_core", *sources, *session.posargs, env=TEST_ENV
+        "python",
+        "-m",
+        "mypy",
+        "--cache-dir",
+        str(cache),
+        "gbdt2nn_core",
+        *sources,
+        *benchmarks,
+        *session.posargs,
+        env=TEST_ENV,
     )
 
 
