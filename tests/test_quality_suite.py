@@ -202,10 +202,22 @@ def test_the_runner_can_train_the_mlp_student_alone(
     assert ranked["records"][2]["loss"] == "rank"
     assert ranked["records"][1]["test"] == written["records"][1]["test"]  # the plain student does not align
     assert ranked["records"][2]["agreement"] != written["records"][2]["agreement"]  # the aligned one trained on rank
-    # a misspelt loss or student setting stops the run in one line before any training, with no report written
+    # any pipeline setting, for every student: the aligned one trains otherwise, the plain one as before
+    mixed_json = tmp_path / "mixed.json"
+    setting = ["--setting", "alignment_batches=mixed", "--setting", "alignment_rows=0.5"]
+    runner.main([*args, *setting, "--out", str(tmp_path / "mixed.md"), "--json", str(mixed_json)])
+    mixed = json.loads(mixed_json.read_text(encoding="utf-8"))
+    assert mixed["meta"]["settings"] == {"alignment_batches": "mixed", "alignment_rows": 0.5}
+    assert mixed["records"][1]["test"] == written["records"][1]["test"]
+    assert mixed["records"][2]["agreement"] != written["records"][2]["agreement"]
+    # a misspelt loss, student setting or pipeline setting stops the run in one line before any training, with no
+    # report written
     for bad, message in (
         (["--alignment-loss", "nosuch"], "california seed 0: No alignment loss named 'nosuch'"),
         (["--student-option", "n_groups=-1"], "california seed 0: invalid n_groups=-1"),
+        (["--setting", "alignment_batch=mixed"], "--setting alignment_batch=...: not a pipeline setting"),
+        (["--setting", "seed=3"], "--setting seed=...: set by --seeds; use that instead"),
+        (["--setting", "alignment_batches=some"], "california seed 0: .*alignment_batches"),
     ):
         with pytest.raises(SystemExit, match=message):
             runner.main([*args, *bad, "--out", str(tmp_path / "bad.md"), "--json", str(tmp_path / "bad.json")])

@@ -68,6 +68,7 @@ def measure(
     alignment_loss: str | None = None,
     synthetic_rows: int | None = None,
     threshold_bins: int | None = None,
+    settings: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Teacher and students of ``dataset`` with ``seed``: one record per model (task metrics, fidelity, agreement,
     seconds). ``gbdt2nn`` and ``mlp`` say which students train (the ``mlp`` student only where its plugin is
@@ -76,19 +77,25 @@ def measure(
     and ``mlp_options`` the mlp student's; ``alignment_weight`` is λ of the aligned students (the pipeline's default
     when ``None``) and ``alignment_loss`` their alignment loss (likewise); ``synthetic_rows`` the teacher-labelled
     synthetic rows per training row every student trains on besides its rows (likewise); ``threshold_bins`` the
-    teacher thresholds per numeric column in the students' encoding (likewise)."""
+    teacher thresholds per numeric column in the students' encoding (likewise); ``settings`` any other pipeline
+    settings (``DistillConfig`` fields) for every student."""
     epoch_budget = {} if epochs is None else {"epochs": epochs}
+    given = {
+        "alignment_weight": alignment_weight,
+        "alignment": alignment_loss,
+        "synthetic_rows": synthetic_rows,
+        "threshold_bins": threshold_bins,
+    }
+    # the pipeline's defaults for what is not given
+    overrides: dict[str, Any] = {key: value for key, value in given.items() if value is not None} | dict(settings or {})
     config = DistillConfig(
         task=dataset.task,
         seed=seed,
         teacher_options={"num_threads": threads},
         student_options={**(student_options or {}), **epoch_budget},
-        **({} if alignment_weight is None else {"alignment_weight": alignment_weight}),
-        **({} if alignment_loss is None else {"alignment": alignment_loss}),
-        **({} if synthetic_rows is None else {"synthetic_rows": synthetic_rows}),
-        **({} if threshold_bins is None else {"threshold_bins": threshold_bins}),
         # every run computes its teacher's TreeSHAP, so that its time is measured, not a cache hit
         cache=False,
+        **overrides,
     )
     pipeline = Pipeline(config)
     pipeline.check()

@@ -106,6 +106,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="a GBDT2NN student setting, e.g. beta0=0.5 (repeatable; to compare schedules)",
     )
     parser.add_argument(
+        "--setting",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a pipeline setting (DistillConfig) for every student, e.g. alignment_batches=mixed (repeatable)",
+    )
+    parser.add_argument(
         "--mlp-option",
         action="append",
         default=[],
@@ -156,6 +163,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         raise SystemExit(f"unknown dataset(s) {', '.join(unknown) or '(none given)'}; choose among {', '.join(CARDS)}")
     if args.no_gbdt2nn and (args.no_mlp or "mlp" not in get_registry().names("student")):
         raise SystemExit("--no-gbdt2nn leaves no student to train: drop it, or install the mlp plugin, no --no-mlp")
+    check_settings(parse_options(args.setting, "--setting"))
     torch.set_num_threads(args.threads)
 
     argv_text = " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
@@ -169,6 +177,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         "epochs": args.epochs,
         "student_options": parse_options(args.student_option, "--student-option"),
         "mlp_options": parse_options(args.mlp_option, "--mlp-option"),
+        "settings": parse_options(args.setting, "--setting"),
         "alignment_weight": args.alignment_weight,
         "alignment_loss": args.alignment_loss,
         "synthetic_rows": args.synthetic_rows,
@@ -216,6 +225,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
                     alignment_loss=args.alignment_loss,
                     synthetic_rows=args.synthetic_rows,
                     threshold_bins=args.threshold_bins,
+                    settings=meta["settings"],
                 )
             except Gbdt2nnError as error:  # a misspelt setting or plugin: one line, the seeds done are written
                 raise SystemExit(f"{name} seed {seed}: {error}") from None
@@ -283,6 +293,35 @@ def combine(sources: Sequence[Path], out: Path, json_out: Path, *, replace: bool
     out.write_text(render(records, meta) + f"\nCombined from: {commands}\n", encoding="utf-8")
     print(f"wrote {out} and {json_out} ({len(records)} records from {len(sources)} runs)")
     return records
+
+
+#: Pipeline settings that a flag of their own or the suite itself sets (``--setting`` does not take them).
+OWN_FLAGS = {
+    "task": "the dataset's card",
+    "seed": "--seeds",
+    "teacher_options": "--threads",
+    "student_options": "--student-option / --epochs",
+    "cache": "the suite (never cached: TreeSHAP is timed)",
+    "alignment": "--alignment-loss",
+    "alignment_weight": "--alignment-weight",
+    "synthetic_rows": "--synthetic-rows",
+    "threshold_bins": "--threshold-bins",
+}
+
+
+def check_settings(settings: dict[str, Any]) -> None:
+    """Refuse, in one line, a ``--setting`` that is no ``DistillConfig`` field or that another flag sets."""
+    import attrs
+
+    from gbdt2nn_core.pipeline import DistillConfig
+
+    fields = attrs.fields_dict(DistillConfig)
+    for key in settings:
+        if key in OWN_FLAGS:
+            raise SystemExit(f"--setting {key}=...: set by {OWN_FLAGS[key]}; use that instead")
+        if key not in fields:
+            known = ", ".join(sorted(set(fields) - set(OWN_FLAGS)))
+            raise SystemExit(f"--setting {key}=...: not a pipeline setting; choose among {known}")
 
 
 def complete_grid(records: Sequence[dict[str, Any]]) -> bool:
