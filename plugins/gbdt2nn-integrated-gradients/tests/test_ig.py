@@ -179,3 +179,12 @@ def test_column_path_equals_the_dense_path(options: dict[str, object]) -> None:
 
     (spec,) = [spec for spec in register() if spec.name == "integrated-gradients"]
     check_column_path(spec, options=options)
+
+
+def test_repr_names_an_explicit_baseline_by_its_values() -> None:
+    # a training checkpoint's fingerprint reads the attributor's repr: another baseline is another setup
+    from gbdt2nn_integrated_gradients.attributor import IntegratedGradients
+
+    one, same, other = (IntegratedGradients(baseline=b) for b in ([0.0, 1.0], [0.0, 1.0], [0.0, 2.0]))
+    assert repr(one) == repr(same) != repr(other)
+    assert "baseline='zero'" in repr(IntegratedGradients())

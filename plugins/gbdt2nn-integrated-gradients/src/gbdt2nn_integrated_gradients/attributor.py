@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
 import torch
@@ -191,7 +192,12 @@ class IntegratedGradients(Attributor):
             return attributions.detach().sum(dim=-1) - difference
 
     def __repr__(self) -> str:
+        baseline = self.baseline
+        if baseline == "explicit" and self._baseline is not None:
+            # which explicit baseline, in a few characters: a training checkpoint's fingerprint reads this repr
+            values = self._baseline.detach().cpu().numpy().tobytes()
+            baseline = f"explicit:{hashlib.sha256(values).hexdigest()[:12]}"
         return (
             f"{type(self).__name__}(steps={self.steps}, training_steps={self.training_steps}, method={self.method!r}, "
-            f"baseline={self.baseline!r}, internal_batch_size={self.internal_batch_size})"
+            f"baseline={baseline!r}, internal_batch_size={self.internal_batch_size})"
         )
