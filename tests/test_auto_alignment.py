@@ -129,35 +129,43 @@ def test_loss_options_need_a_named_loss() -> None:
         DistillConfig(alignment="")
 
 
-def test_partial_fit_of_a_plain_multiclass_estimator_resolves_auto() -> None:
+def _wine_estimator(*, epochs: int, alignment_weight: float) -> GBDT2NNClassifier:
+    """A small classifier fitted on wine (multiclass: auto takes rank when it aligns)."""
     data = load_wine(as_frame=True)
-    estimator = GBDT2NNClassifier(
+    return GBDT2NNClassifier(
         teacher_options=WINE_CONFIG["teacher_options"],
         student_options={"n_groups": 6, "hidden": (16, 16), "batch_size": 32},
-        epochs=2,
-        alignment_weight=0.0,
+        epochs=epochs,
+        alignment_weight=alignment_weight,
         cache_dir=False,
     ).fit(data.data, data.target)
+
+
+#: What a multiclass run records about the loss auto took.
+RANK_CHOICE = {"loss": "rank", "why": "auto: rank for a multiclass task"}
+
+
+def _recorded_alignment(folder: Path) -> Any:
+    return json.loads((folder / "config.json").read_text())["student_choices"].get("alignment")
+
+
+def test_partial_fit_of_a_plain_multiclass_estimator_resolves_auto(tmp_path: Path) -> None:
+    data = load_wine(as_frame=True)
+    estimator = _wine_estimator(epochs=2, alignment_weight=0.0)
     assert estimator.config_.alignment == "auto"  # plain: nothing was chosen
+    assert _recorded_alignment(estimator.save(tmp_path / "plain")) is None
     estimator.set_params(alignment_weight=1.0)
     before = estimator.decision_function(data.data)
     estimator.partial_fit(data.data, data.target, teacher_attributions=estimator.explain(data.data, "teacher"))
     assert not np.array_equal(before, estimator.decision_function(data.data))
+    assert _recorded_alignment(estimator.save(tmp_path / "updated")) == RANK_CHOICE
 
 
 def test_a_saved_estimator_records_the_loss_auto_took_and_why(tmp_path: Path) -> None:
-    data = load_wine(as_frame=True)
-    estimator = GBDT2NNClassifier(
-        teacher_options=WINE_CONFIG["teacher_options"],
-        student_options={"n_groups": 6, "hidden": (16, 16), "batch_size": 32},
-        epochs=1,
-        alignment_weight=1.0,
-        cache_dir=False,
-    ).fit(data.data, data.target)
-    why = {"loss": "rank", "why": "auto: rank for a multiclass task"}
+    estimator = _wine_estimator(epochs=1, alignment_weight=1.0)
     recorded = json.loads((estimator.save(tmp_path / "fitted") / "config.json").read_text())
-    assert (recorded["alignment"], recorded["student_choices"]["alignment"]) == ("rank", why)
+    assert (recorded["alignment"], recorded["student_choices"]["alignment"]) == ("rank", RANK_CHOICE)
     assert "batch_size" in recorded["student_choices"]  # the student's own choices beside it
     # a loaded estimator saved again keeps the record
     again = GBDT2NNClassifier.load(tmp_path / "fitted").save(tmp_path / "again")
-    assert json.loads((again / "config.json").read_text())["student_choices"]["alignment"] == why
+    assert _recorded_alignment(again) == RANK_CHOICE
