@@ -184,26 +184,28 @@ class RunFolder:
     teacher_background: pd.DataFrame | None = attrs.field(eq=False)
 
 
-def recorded_pipeline_choices(directory: Path) -> dict[str, Any]:
-    """The pipeline's choices for the student a run folder records (``student_choices["alignment"]``: the loss
-    ``alignment="auto"`` took, and why), so that saving a loaded estimator again keeps them; ``{}`` when none."""
+def _recorded_config(directory: Path) -> dict[str, Any]:
+    """A run folder's ``config.json`` as written, ``{}`` where it is missing or not a JSON object (an older folder)."""
     try:
         raw = json.loads((directory / CONFIG).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
-    choices = raw.get("student_choices") if isinstance(raw, dict) else None
+    return raw if isinstance(raw, dict) else {}
+
+
+def recorded_pipeline_choices(directory: Path) -> dict[str, Any]:
+    """The pipeline's choices for the student a run folder records (``student_choices["alignment"]``: the loss
+    ``alignment="auto"`` took, and why), so that saving a loaded estimator again keeps them; ``{}`` when none."""
+    choices = _recorded_config(directory).get("student_choices")
     alignment = choices.get("alignment") if isinstance(choices, dict) else None
     return {"alignment": alignment} if isinstance(alignment, dict) else {}
 
 
 def folder_config(directory: Path, model: DistilledModel) -> DistillConfig:
     """The config a run folder was trained with (its ``config.json``; defaults for what an older folder lacks)."""
-    try:
-        raw = json.loads((directory / CONFIG).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        raw = {}
+    raw = _recorded_config(directory)
     known = {f.name for f in attrs.fields(DistillConfig)}
-    values = {k: v for k, v in (raw if isinstance(raw, dict) else {}).items() if k in known}
+    values = {k: v for k, v in raw.items() if k in known}
     values["task"] = model.task
     if "teacher" in model.metadata:
         values["teacher"] = model.metadata["teacher"]
