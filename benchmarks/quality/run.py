@@ -163,7 +163,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         raise SystemExit(f"unknown dataset(s) {', '.join(unknown) or '(none given)'}; choose among {', '.join(CARDS)}")
     if args.no_gbdt2nn and (args.no_mlp or "mlp" not in get_registry().names("student")):
         raise SystemExit("--no-gbdt2nn leaves no student to train: drop it, or install the mlp plugin, no --no-mlp")
-    check_settings(parse_options(args.setting, "--setting"))
+    settings = parse_options(args.setting, "--setting")
+    check_settings(settings)
     torch.set_num_threads(args.threads)
 
     argv_text = " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
@@ -177,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         "epochs": args.epochs,
         "student_options": parse_options(args.student_option, "--student-option"),
         "mlp_options": parse_options(args.mlp_option, "--mlp-option"),
-        "settings": parse_options(args.setting, "--setting"),
+        "settings": settings,
         "alignment_weight": args.alignment_weight,
         "alignment_loss": args.alignment_loss,
         "synthetic_rows": args.synthetic_rows,

@@ -50,7 +50,7 @@ from gbdt2nn_core.pipeline.core import resolve_alignment
 from gbdt2nn_core.pipeline.margins import frame_margins
 from gbdt2nn_core.pipeline.metrics import agreement, agreement_per_output, explained_outputs
 from gbdt2nn_core.pipeline.persistence import DistilledModel
-from gbdt2nn_core.pipeline.runfolder import RunFolder, RunParts, read_folder, recorded_pipeline_choices, write_folder
+from gbdt2nn_core.pipeline.runfolder import RunFolder, RunParts, read_folder, write_folder
 from gbdt2nn_core.progress import NullProgress, Progress
 from gbdt2nn_core.student.calibration import probabilities
 from gbdt2nn_core.student.kit import adamw
@@ -831,7 +831,7 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
         estimator.attributor_ = estimator._attributor(config.attributor)
         estimator._online_optimizer = None
         estimator._updates = 0
-        estimator._pipeline_choices = recorded_pipeline_choices(folder.path)
+        estimator._pipeline_choices = dict(folder.pipeline_choices)
         estimator._place()
         if task != "regression":
             estimator.classes_ = np.asarray(model.target.classes)

@@ -182,6 +182,9 @@ class RunFolder:
     config: DistillConfig
     teacher: Teacher | None = attrs.field(eq=False)
     teacher_background: pd.DataFrame | None = attrs.field(eq=False)
+    #: The pipeline's choices for the student that ``config.json`` records (``student_choices["alignment"]``: the
+    #: loss ``alignment="auto"`` took, and why), so that saving a loaded estimator again keeps them; ``{}`` when none.
+    pipeline_choices: dict[str, Any] = attrs.field(factory=dict, eq=False)
 
 
 def _recorded_config(directory: Path) -> dict[str, Any]:
@@ -193,19 +196,22 @@ def _recorded_config(directory: Path) -> dict[str, Any]:
     return raw if isinstance(raw, dict) else {}
 
 
-def recorded_pipeline_choices(directory: Path) -> dict[str, Any]:
-    """The pipeline's choices for the student a run folder records (``student_choices["alignment"]``: the loss
-    ``alignment="auto"`` took, and why), so that saving a loaded estimator again keeps them; ``{}`` when none."""
-    choices = _recorded_config(directory).get("student_choices")
+def _pipeline_choices(recorded: dict[str, Any]) -> dict[str, Any]:
+    """The pipeline's choices among a ``config.json``'s ``student_choices`` (see :attr:`RunFolder.pipeline_choices`)."""
+    choices = recorded.get("student_choices")
     alignment = choices.get("alignment") if isinstance(choices, dict) else None
     return {"alignment": alignment} if isinstance(alignment, dict) else {}
 
 
 def folder_config(directory: Path, model: DistilledModel) -> DistillConfig:
     """The config a run folder was trained with (its ``config.json``; defaults for what an older folder lacks)."""
-    raw = _recorded_config(directory)
+    return _config_of(_recorded_config(directory), model)
+
+
+def _config_of(recorded: dict[str, Any], model: DistilledModel) -> DistillConfig:
+    """:func:`folder_config` from the ``config.json`` already read."""
     known = {f.name for f in attrs.fields(DistillConfig)}
-    values = {k: v for k, v in raw.items() if k in known}
+    values = {k: v for k, v in recorded.items() if k in known}
     values["task"] = model.task
     if "teacher" in model.metadata:
         values["teacher"] = model.metadata["teacher"]
@@ -238,8 +244,16 @@ def read_folder(path: Path | str, *, registry: Registry | None = None, with_teac
     registry = registry or get_registry()
     directory = Path(path)
     model = load_model(directory, registry)
-    config = folder_config(directory, model)
+    recorded = _recorded_config(directory)
+    config = _config_of(recorded, model)
     rows = model.metadata.get("teacher_background")
     teacher_background = model.encoder.schema.to_frame(pd.DataFrame(rows)) if rows else None
     teacher = _load_teacher(directory, config, model.metadata, registry) if with_teacher else None
-    return RunFolder(path=directory, model=model, config=config, teacher=teacher, teacher_background=teacher_background)
+    return RunFolder(
+        path=directory,
+        model=model,
+        config=config,
+        teacher=teacher,
+        teacher_background=teacher_background,
+        pipeline_choices=_pipeline_choices(recorded),
+    )
