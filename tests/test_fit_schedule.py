@@ -1,5 +1,6 @@
 """A student that closes its gap to the teacher by itself (issue 12): a batch size chosen from the number of rows
-(``batch_size="auto"``), and λ backed off when alignment starts to cost the task (``alignment_backoff``)."""
+(``batch_size="auto"``), a learning rate chosen from the batch size (``lr="auto"``), and λ backed off when alignment
+starts to cost the task (``alignment_backoff``)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ import pandas as pd
 import pytest
 import torch
 
-from gbdt2nn_core.errors import ConfigError
+from gbdt2nn_core import GBDT2NNClassifier
+from gbdt2nn_core.errors import ConfigError, NotFittedError
 from gbdt2nn_core.pipeline.distill import DistillConfig, distill
-from gbdt2nn_core.student.kit import AlignmentWeight, batch_size_for_rows
+from gbdt2nn_core.student import GBDT2NNStudent
+from gbdt2nn_core.student.kit import AlignmentWeight, batch_size_for_rows, learning_rate_for_batch
 
 pytestmark = pytest.mark.usefixtures("single_thread_torch")
 
@@ -28,6 +31,95 @@ def test_the_automatic_batch_size_gives_an_epoch_about_a_hundred_steps_between_6
     assert batch_size_for_rows(25_600) == 256
     assert batch_size_for_rows(1_000_000) == 512
     assert batch_size_for_rows(3) == 64
+
+
+def test_the_automatic_learning_rate_is_three_times_deepgbms_from_batches_of_128_rows() -> None:
+    # by hand: 1e-3 (DeepGBM's) below 128 rows a batch, 3e-3 from there on
+    assert [learning_rate_for_batch(rows) for rows in (2, 64, 127, 128, 256, 512, 4096)] == [
+        1e-3,
+        1e-3,
+        1e-3,
+        3e-3,
+        3e-3,
+        3e-3,
+        3e-3,
+    ]
+
+
+@pytest.fixture
+def adamw_rates(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The learning rate of every ``AdamW.step`` taken during the test, read from the optimizer itself: the reference
+    for the rate a student trained at."""
+    rates: list[float] = []
+    original = torch.optim.AdamW.step
+
+    def recorded(self: torch.optim.AdamW, *args: Any, **kwargs: Any) -> Any:
+        rates.append(float(self.param_groups[0]["lr"]))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", recorded)
+    return rates
+
+
+@pytest.mark.parametrize(("batch_size", "rate"), [(64, 1e-3), (128, 3e-3)])
+def test_the_resolved_learning_rate_is_recorded_and_every_step_takes_it(
+    adult_small: pd.DataFrame,
+    small_config: Callable[..., DistillConfig],
+    adamw_rates: list[float],
+    batch_size: int,
+    rate: float,
+) -> None:
+    options = {"batch_size": batch_size, "epochs": 2, "leaf_epochs": 1, "early_stopping": False}  # lr left "auto"
+    run = distill(adult_small, "income_gt_50k", small_config(student_options=options))
+    assert run.student.options()["lr"] == "auto"  # what is saved: resolved again by the next fit
+    assert run.student.history["choices"]["learning_rate"]["rate"] == rate
+    assert len(adamw_rates) > 0
+    assert set(adamw_rates) == {rate}  # the leaf embedding's steps and the student's
+    assert [epoch["learning_rate"] for epoch in run.student.history["epochs"]] == [rate, rate]
+    assert run.student.learning_rate() == rate
+    explicit = distill(adult_small, "income_gt_50k", small_config(student_options={**options, "lr": 2e-3}))
+    assert explicit.student.history["choices"]["learning_rate"] == {"rate": 2e-3, "why": "as configured"}
+
+
+def test_an_automatic_rate_gives_the_network_the_same_rate_set_by_hand_gives(
+    adult_small: pd.DataFrame, small_config: Callable[..., DistillConfig]
+) -> None:
+    options = {"batch_size": 128, "epochs": 2, "leaf_epochs": 1}
+    auto = distill(adult_small, "income_gt_50k", small_config(student_options=options))
+    by_hand = distill(adult_small, "income_gt_50k", small_config(student_options={**options, "lr": 3e-3}))
+    np.testing.assert_array_equal(
+        auto.student.predict_margin(auto.data.z_test), by_hand.student.predict_margin(by_hand.data.z_test)
+    )
+
+
+def test_online_updates_start_from_the_fitted_rate_also_after_save_and_load(
+    adult_small: pd.DataFrame, tmp_path: Any
+) -> None:
+    X, y = adult_small.drop(columns="income_gt_50k"), adult_small["income_gt_50k"].to_numpy()
+    settings: dict[str, Any] = {
+        "teacher_options": {"n_estimators": 10, "num_leaves": 7, "num_threads": 1},
+        "student_options": {"n_groups": 3, "hidden": (16, 16), "batch_size": 128, "leaf_epochs": 1},
+        "epochs": 1,
+        "cache_dir": False,
+    }
+    model = GBDT2NNClassifier(**settings).fit(X[:1500], y[:1500])
+    assert model.student_.learning_rate() == 3e-3
+    model.partial_fit(X[1500:1700], y[1500:1700])
+    assert model._online_optimizer is not None
+    assert model._online_optimizer.param_groups[0]["lr"] == 3e-3
+    loaded = GBDT2NNClassifier.load(model.save(tmp_path / "model"))
+    assert loaded.student_.learning_rate() == 3e-3  # saved with the network, as the batch size is
+    loaded.partial_fit(X[1700:1900], y[1700:1900])
+    assert loaded._online_optimizer is not None
+    assert loaded._online_optimizer.param_groups[0]["lr"] == 3e-3
+    with pytest.raises(NotFittedError, match="call fit"):
+        GBDT2NNStudent().learning_rate()
+
+
+@pytest.mark.parametrize("value", ["fast", 0.0, float("nan"), True])
+def test_a_learning_rate_that_is_neither_auto_nor_a_positive_number_is_refused(value: object) -> None:
+    with pytest.raises(ConfigError, match=r"invalid lr=.*use auto \(chosen from the data\) or a number > 0"):
+        GBDT2NNStudent(lr=value)
 
 
 @pytest.fixture

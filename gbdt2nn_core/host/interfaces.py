@@ -487,6 +487,12 @@ class Student(abc.ABC):
         ]
         return torch.cat(chunks).numpy()
 
+    def learning_rate(self) -> float:
+        """The base learning rate the network trained with: where online updates start (the estimator's
+        ``online_lr`` overrides it). The default reads the ``lr`` option (1e-3 where the student has none); a student
+        whose ``lr`` can be ``"auto"`` returns what it resolved to."""
+        return float(self.options().get("lr", 1e-3))
+
     def partial_fit(self, update: OnlineUpdate) -> list[dict[str, Any]]:
         """Update the fitted network on new rows (only where :attr:`supports_online`); one record per pass."""
         from gbdt2nn_core.errors import ConfigError

@@ -700,7 +700,7 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
             )
         options = self.student_.options()
         if self._online_optimizer is None:
-            lr = self.online_lr if self.online_lr is not None else float(options.get("lr", 1e-3))
+            lr = self.online_lr if self.online_lr is not None else self.student_.learning_rate()
             self._online_optimizer = adamw(
                 self.student_.module.parameters(), lr=lr, weight_decay=float(options.get("weight_decay", 0.0))
             )

@@ -34,7 +34,12 @@ from gbdt2nn_core.student.checkpoint import load_checkpoint, save_checkpoint
 from gbdt2nn_core.student.disk_rows import DiskRows
 from gbdt2nn_core.student.distributed import all_reduce_sum, world
 from gbdt2nn_core.student.gradient_clip import GradientClip
-from gbdt2nn_core.student.learning_rate import epoch_learning_rate, set_learning_rate
+from gbdt2nn_core.student.learning_rate import (
+    epoch_learning_rate,
+    learning_rate_choice,
+    learning_rate_for_batch,
+    set_learning_rate,
+)
 from gbdt2nn_core.student.training_controls import TrainingControls
 from gbdt2nn_core.student.weight_average import WeightAverage
 from gbdt2nn_core.validators import (
@@ -45,6 +50,7 @@ from gbdt2nn_core.validators import (
     non_negative_float,
     non_negative_int,
     positive_float,
+    positive_float_or_auto,
     positive_int,
     unit_interval,
     unit_interval_or_auto,
@@ -70,12 +76,15 @@ __all__ = [
     "check_finite_loss",
     "config_from_options",
     "epoch_learning_rate",
+    "learning_rate_choice",
+    "learning_rate_for_batch",
     "learning_rate_schedule",
     "load_checkpoint",
     "monitor_batchnorm_rows",
     "non_negative_float",
     "non_negative_int",
     "positive_float",
+    "positive_float_or_auto",
     "positive_int",
     "recalibrate_batchnorm",
     "require_differentiable",

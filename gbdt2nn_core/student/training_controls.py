@@ -26,8 +26,6 @@ class ControlSettings(Protocol):
     """The fields of a student config that :meth:`TrainingControls.from_config` reads."""
 
     @property
-    def lr(self) -> float: ...
-    @property
     def epochs(self) -> int: ...
     @property
     def lr_schedule(self) -> str: ...
@@ -67,12 +65,13 @@ class TrainingControls:
     def from_config(
         cls, module: nn.Module, optimizer: torch.optim.Optimizer, config: ControlSettings
     ) -> TrainingControls:
-        """Built from a student config's fields of the same names (``lr``, ``epochs``, ``lr_schedule``,
-        ``weight_average_epochs``, ``clip_gradients``)."""
+        """Built from a student config's fields of the same names (``epochs``, ``lr_schedule``,
+        ``weight_average_epochs``, ``clip_gradients``); the base rate is the one ``optimizer`` was built with (a
+        config's ``lr`` may be ``"auto"``, resolved by the student before it builds the optimizer)."""
         return cls(
             module,
             optimizer,
-            lr=config.lr,
+            lr=float(optimizer.param_groups[0]["lr"]),
             epochs=config.epochs,
             lr_schedule=config.lr_schedule,
             weight_average_epochs=config.weight_average_epochs,
