@@ -375,11 +375,15 @@ def _edit_weights(change: Callable[[dict[str, Any]], None]) -> Callable[[Path], 
 
 
 def _student_json(**changes: Any) -> Callable[[Path], None]:
-    """Tamper with student.json: top-level keys, or ``architecture.KEY`` / ``config.KEY`` entries."""
+    """Tamper with student.json: top-level keys, or ``architecture.KEY`` / ``config.KEY`` / ``state.KEY`` entries."""
 
     def change(metadata: dict[str, Any]) -> None:
         # format 2 keeps GBDT2NN's architecture in the student's state and its config as the student's options
-        sections = {"architecture": metadata["student_state"]["architecture"], "config": metadata["student_options"]}
+        sections = {
+            "architecture": metadata["student_state"]["architecture"],
+            "config": metadata["student_options"],
+            "state": metadata["student_state"],
+        }
         for key, value in changes.items():
             section, _, name = key.partition("__")
             if name:
@@ -2180,6 +2184,18 @@ _TAMPERINGS: list[tuple[str, str, dict[str, Any], str]] = [
         {"config__batch_size": 1},
         "has an invalid setting (invalid batch_size=1: use auto (from the number of training rows) or a whole number "
         "of at least 2 (BatchNorm needs two rows per batch))",
+    ),
+    (
+        "state-learning-rate",
+        "the learning rate online updates start from (`learning_rate`) negative",
+        {"state__learning_rate": -1.0},
+        "has an invalid learning_rate=-1.0 (a finite number > 0 expected)",
+    ),
+    (
+        "state-batch-size",
+        "the batch size online updates train with (`batch_size`) 1",
+        {"state__batch_size": 1},
+        "has an invalid batch_size=1 (a whole number of at least 2 expected)",
     ),
     (
         "config-unknown",

@@ -8,6 +8,7 @@ tensors) and turns every disagreement into one :class:`~gbdt2nn_core.ModelFileEr
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,7 @@ def check_student_files(metadata: dict[str, Any], weights_path: Path) -> None:
             f"a {task} student has {expected[0]} label(s) and {expected[1]} output(s)"
         )
     _check_config(metadata.get("config"), fail)
+    _check_online_settings(metadata, fail)
     shapes = _header_shapes(weights_path, where)
     module = _meta_module(architecture, n_outputs, fail)
     width = _encoded_width(metadata.get("encoder"), fail)
@@ -124,6 +126,18 @@ def _whole(value: Any, fail: Any, name: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise fail(f"has an invalid {name}={value!r} (a whole number of at least 1 expected)")
     return value
+
+
+def _check_online_settings(metadata: dict[str, Any], fail: Any) -> None:
+    """The batch size and learning rate the fit resolved, which online updates reuse (absent from older files)."""
+    rows = metadata.get("batch_size")
+    if rows is not None and (not isinstance(rows, int) or isinstance(rows, bool) or rows < 2):
+        raise fail(f"has an invalid batch_size={rows!r} (a whole number of at least 2 expected)")
+    rate = metadata.get("learning_rate")
+    if rate is not None and not (
+        isinstance(rate, (int, float)) and not isinstance(rate, bool) and math.isfinite(rate) and rate > 0
+    ):
+        raise fail(f"has an invalid learning_rate={rate!r} (a finite number > 0 expected)")
 
 
 def _check_config(config: Any, fail: Any) -> None:
