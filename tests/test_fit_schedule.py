@@ -49,7 +49,7 @@ def test_the_automatic_learning_rate_is_three_times_deepgbms_from_batches_of_128
 @pytest.fixture
 def adamw_rates(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """The learning rate of every ``AdamW.step`` taken during the test, read from the optimizer itself: the reference
-    for the rate a student trained at."""
+    for the rate a student trained at, and for the number of training steps."""
     rates: list[float] = []
     original = torch.optim.AdamW.step
 
@@ -122,24 +122,10 @@ def test_a_learning_rate_that_is_neither_auto_nor_a_positive_number_is_refused(v
         GBDT2NNStudent(lr=value)
 
 
-@pytest.fixture
-def adamw_steps(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """One entry per ``AdamW.step`` taken during the test: the reference count of training steps."""
-    steps: list[int] = []
-    original = torch.optim.AdamW.step
-
-    def counted(self: torch.optim.AdamW, *args: Any, **kwargs: Any) -> Any:
-        steps.append(1)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(torch.optim.AdamW, "step", counted)
-    return steps
-
-
 def test_the_resolved_batch_size_is_recorded_and_used(
-    adult_small: pd.DataFrame, small_config: Callable[..., DistillConfig], adamw_steps: list[int]
+    adult_small: pd.DataFrame, small_config: Callable[..., DistillConfig], adamw_rates: list[float]
 ) -> None:
-    steps = adamw_steps
+    steps = adamw_rates  # one entry per AdamW step
     options = {"batch_size": "auto", "epochs": 1, "leaf_epochs": 1}
     run = distill(adult_small, "income_gt_50k", small_config(alignment_weight=0.0, student_options=options))
     rows = len(run.data.y_train) - run.student.history["stopping"]["validation_rows"]
@@ -356,9 +342,9 @@ def _mlp_config(small_config: Callable[..., DistillConfig], alignment_weight: fl
 
 
 def test_the_mlp_resolves_the_automatic_batch_size_the_same_way(
-    adult_small: pd.DataFrame, small_config: Callable[..., DistillConfig], adamw_steps: list[int]
+    adult_small: pd.DataFrame, small_config: Callable[..., DistillConfig], adamw_rates: list[float]
 ) -> None:
-    steps = adamw_steps
+    steps = adamw_rates  # one entry per AdamW step
     run = distill(adult_small, "income_gt_50k", _mlp_config(small_config, 0.0, epochs=1))
     rows = len(run.data.y_train) - run.student.history["stopping"]["validation_rows"]
     assert run.student.history["choices"]["batch_size"]["rows"] == batch_size_for_rows(rows) == 64
