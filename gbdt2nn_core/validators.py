@@ -8,7 +8,7 @@ purpose (attrs and the error classes only): the CLI validates settings before im
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, TypeGuard
 
 import attrs
 
@@ -19,6 +19,9 @@ __all__ = [
     "batch_size_or_auto",
     "boolean",
     "count_or_auto",
+    "is_non_negative_number",
+    "is_positive_number",
+    "is_whole_number",
     "non_negative_float",
     "non_negative_int",
     "positive_float",
@@ -29,21 +32,37 @@ __all__ = [
 ]
 
 
+def is_whole_number(value: object, smallest: int) -> TypeGuard[int]:
+    """Whether ``value`` is an ``int`` of at least ``smallest`` (``True`` is not a number here, though Python's
+    ``bool`` is an ``int``: a flag given where a count belongs is a mistake to name, not 1)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= smallest
+
+
+def is_positive_number(value: object) -> TypeGuard[float]:
+    """Whether ``value`` is a finite ``int`` or ``float`` greater than 0 (not a ``bool``)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+def is_non_negative_number(value: object) -> TypeGuard[float]:
+    """Whether ``value`` is a finite ``int`` or ``float`` of at least 0 (not a ``bool``)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+
+
 def positive_int(_: object, attribute: attrs.Attribute[int], value: int) -> None:
     """attrs validator: a whole number ≥ 1 (``True`` is not a number here)."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+    if not is_whole_number(value, 1):
         raise ConfigError(setting=attribute.name, value=value, fix="use a whole number of at least 1")
 
 
 def non_negative_int(_: object, attribute: attrs.Attribute[int], value: int) -> None:
     """attrs validator: a whole number ≥ 0."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+    if not is_whole_number(value, 0):
         raise ConfigError(setting=attribute.name, value=value, fix="use a whole number of at least 0")
 
 
 def positive_float(_: object, attribute: attrs.Attribute[float], value: float) -> None:
     """attrs validator: a finite number > 0."""
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+    if not is_positive_number(value):
         raise ConfigError(setting=attribute.name, value=value, fix="use a finite number greater than 0")
 
 
@@ -51,13 +70,13 @@ def positive_float_or_auto(_: object, attribute: attrs.Attribute[Any], value: ob
     """attrs validator: ``"auto"`` (chosen from the data) or a finite number > 0."""
     if value == "auto":
         return
-    if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0):
+    if not is_positive_number(value):
         raise ConfigError(setting=attribute.name, value=value, fix="use auto (chosen from the data) or a number > 0")
 
 
 def unit_interval(_: object, attribute: attrs.Attribute[float], value: float) -> None:
     """attrs validator: a number in [0, 1]."""
-    if not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
+    if not (is_non_negative_number(value) and value <= 1.0):
         raise ConfigError(setting=attribute.name, value=value, fix="use a number between 0 and 1")
 
 
@@ -65,7 +84,7 @@ def unit_interval_or_auto(_: object, attribute: attrs.Attribute[Any], value: obj
     """attrs validator: ``"auto"`` (chosen from the task) or a number in [0, 1]."""
     if value == "auto":
         return
-    if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0):
+    if not (is_non_negative_number(value) and value <= 1.0):
         raise ConfigError(
             setting=attribute.name, value=value, fix="use auto (chosen from the task) or a number between 0 and 1"
         )
@@ -73,7 +92,7 @@ def unit_interval_or_auto(_: object, attribute: attrs.Attribute[Any], value: obj
 
 def non_negative_float(_: object, attribute: attrs.Attribute[float], value: float) -> None:
     """attrs validator: a finite number ≥ 0."""
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+    if not is_non_negative_number(value):
         raise ConfigError(setting=attribute.name, value=value, fix="use a finite number of at least 0")
 
 
@@ -85,7 +104,7 @@ def boolean(_: object, attribute: attrs.Attribute[bool], value: bool) -> None:
 
 def batch_size(_: object, attribute: attrs.Attribute[int], value: int) -> None:
     """attrs validator: a batch size that can train (BatchNorm needs two rows per batch)."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < 2:
+    if not is_whole_number(value, 2):
         raise ConfigError(
             setting=attribute.name,
             value=value,
@@ -97,7 +116,7 @@ def count_or_auto(_: object, attribute: attrs.Attribute[Any], value: object) -> 
     """attrs validator: ``"auto"`` (chosen from the data) or a whole number of at least 0."""
     if value == "auto":
         return
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+    if not is_whole_number(value, 0):
         raise ConfigError(
             setting=attribute.name, value=value, fix="use auto (chosen from the task) or a whole number of at least 0"
         )
@@ -108,7 +127,7 @@ def batch_size_or_auto(_: object, attribute: attrs.Attribute[Any], value: object
     train."""
     if value == "auto":
         return
-    if not isinstance(value, int) or isinstance(value, bool) or value < 2:
+    if not is_whole_number(value, 2):
         raise ConfigError(
             setting=attribute.name,
             value=value,

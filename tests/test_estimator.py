@@ -100,6 +100,8 @@ def test_unfitted_estimator_raises_sklearn_and_gbdt2nn_not_fitted_errors(adult_x
         ({"threshold_bins": -3}, "threshold_bins"),
         ({"online_epochs": 0}, "online_epochs"),
         ({"online_lr": -1e-3}, "online_lr"),
+        ({"online_lr": True}, "online_lr"),  # a flag where a number belongs is named, not read as 1
+        ({"alignment_weight": True}, "alignment_weight"),
         ({"random_state": -1}, "random_state"),
         ({"student_options": {"epochs": 3}}, "student_options['epochs']"),
         ({"student_options": {"n_groupz": 3}}, "student_options"),

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -54,6 +53,7 @@ import attrs
 from gbdt2nn_core.config_file import read_toml
 from gbdt2nn_core.errors import ConfigError
 from gbdt2nn_core.pipeline.config import DistillConfig, RunSettings
+from gbdt2nn_core.validators import is_non_negative_number, is_positive_number
 
 __all__ = ["EXPERIMENT_KEYS", "ExperimentConfig", "ImitationConfig", "read_experiment_file"]
 
@@ -159,7 +159,7 @@ def _weights(value: Mapping[str, Any] | None) -> dict[str, float]:
 
 
 def _require_positive(setting: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+    if not is_positive_number(value):
         raise ConfigError(setting=setting, value=value, fix="use a finite number greater than 0")
 
 
@@ -168,7 +168,7 @@ def _check_weight(_: object, attribute: attrs.Attribute[Any], value: Any) -> Non
 
 
 def _check_non_negative(_: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+    if not is_non_negative_number(value):
         raise ConfigError(setting=attribute.name, value=value, fix="use a finite number of at least 0")
 
 

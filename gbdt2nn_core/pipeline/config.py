@@ -6,7 +6,6 @@ only place where a setting is checked, and its defaults the only place where the
 
 from __future__ import annotations
 
-import math
 from collections.abc import Collection, Mapping
 from typing import Any, Literal
 
@@ -16,7 +15,7 @@ from gbdt2nn_core.data.rowfile import SPILL_BYTES
 from gbdt2nn_core.errors import ConfigError
 from gbdt2nn_core.host.device import check_device
 from gbdt2nn_core.host.interfaces import TASKS, AlignmentBatches, Task, check_alignment_batches
-from gbdt2nn_core.validators import boolean, count_or_auto, non_negative_int
+from gbdt2nn_core.validators import boolean, count_or_auto, is_non_negative_number, non_negative_int
 
 __all__ = [
     "AUTO_RANK_PAIRS",
@@ -53,7 +52,7 @@ AUTO_RANK_PAIRS = 2**16
 
 
 def check_weight(_: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+    if not is_non_negative_number(value):
         raise ConfigError(setting=attribute.name, value=value, fix="use a finite number of at least 0 (0 = plain)")
 
 

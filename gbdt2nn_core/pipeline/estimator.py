@@ -26,7 +26,6 @@ are missing values for the teacher and the average category (all-zero block) for
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -54,6 +53,7 @@ from gbdt2nn_core.pipeline.runfolder import RunFolder, RunParts, read_folder, wr
 from gbdt2nn_core.progress import NullProgress, Progress
 from gbdt2nn_core.student.calibration import probabilities
 from gbdt2nn_core.student.kit import adamw
+from gbdt2nn_core.validators import is_positive_number
 
 __all__ = ["EstimatorNotFittedError", "GBDT2NNClassifier", "GBDT2NNRegressor", "load_estimator"]
 
@@ -301,9 +301,7 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(setting=name, value=value, fix="use a whole number of at least 1")
-        if self.online_lr is not None and not (
-            isinstance(self.online_lr, (int, float)) and math.isfinite(self.online_lr) and self.online_lr > 0
-        ):
+        if self.online_lr is not None and not is_positive_number(self.online_lr):
             raise ConfigError(setting="online_lr", value=self.online_lr, fix="use a number > 0, or None for the lr")
         for name in ("teacher", "student", "attributor", "alignment"):
             if not isinstance(getattr(self, name), str):

@@ -16,6 +16,7 @@ from scipy.special import expit, log_expit, log_softmax, softmax
 
 from gbdt2nn_core.errors import ModelFileError
 from gbdt2nn_core.host.interfaces import Task
+from gbdt2nn_core.validators import is_positive_number
 
 __all__ = [
     "TEMPERATURE_RANGE",
@@ -115,7 +116,7 @@ def saved_temperature(description: dict[str, object]) -> float:
     if calibration is None:
         return 1.0
     value = calibration.get("temperature") if isinstance(calibration, dict) else None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+    if not is_positive_number(value):
         raise ModelFileError(
             path="student.json",
             problem=f"student_state.calibration.temperature is {value!r}, not a number > 0",

@@ -8,7 +8,6 @@ tensors) and turns every disagreement into one :class:`~gbdt2nn_core.ModelFileEr
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import torch
 
 from gbdt2nn_core.errors import ConfigError, ModelFileError
 from gbdt2nn_core.host.interfaces import TASKS
+from gbdt2nn_core.validators import is_positive_number, is_whole_number
 
 __all__ = ["check_loaded_student", "check_saved_student", "check_student_files", "check_student_weights"]
 
@@ -131,12 +131,10 @@ def _whole(value: Any, fail: Any, name: str) -> int:
 def _check_online_settings(metadata: dict[str, Any], fail: Any) -> None:
     """The batch size and learning rate the fit resolved, which online updates reuse (absent from older files)."""
     rows = metadata.get("batch_size")
-    if rows is not None and (not isinstance(rows, int) or isinstance(rows, bool) or rows < 2):
+    if rows is not None and not is_whole_number(rows, 2):
         raise fail(f"has an invalid batch_size={rows!r} (a whole number of at least 2 expected)")
     rate = metadata.get("learning_rate")
-    if rate is not None and not (
-        isinstance(rate, (int, float)) and not isinstance(rate, bool) and math.isfinite(rate) and rate > 0
-    ):
+    if rate is not None and not is_positive_number(rate):
         raise fail(f"has an invalid learning_rate={rate!r} (a finite number > 0 expected)")
 
 

@@ -79,6 +79,7 @@ from gbdt2nn_core.student.kit import (
     validation_temperature,
 )
 from gbdt2nn_core.student.module import GBDT2NNModule
+from gbdt2nn_core.validators import is_positive_number, is_whole_number
 
 if TYPE_CHECKING:
     from gbdt2nn_core.data.encoding import OneHotBlocks
@@ -758,12 +759,12 @@ class GBDT2NNStudent(Student):
             self.target_scaling_ = TargetScaling(offset=offset, scale=scale)
         rows_per_step = description.get("batch_size")  # absent from students saved before it was recorded
         if rows_per_step is not None:
-            if not isinstance(rows_per_step, int) or isinstance(rows_per_step, bool) or rows_per_step < 2:
+            if not is_whole_number(rows_per_step, 2):
                 raise ValueError(f"batch_size must be a whole number of at least 2, not {rows_per_step!r}")
             self.batch_size_ = rows_per_step
         rate = description.get("learning_rate")  # absent from students saved before lr could be "auto"
         if rate is not None:
-            if not (isinstance(rate, (int, float)) and not isinstance(rate, bool) and math.isfinite(rate) and rate > 0):
+            if not is_positive_number(rate):
                 raise ValueError(f"learning_rate must be a finite number > 0, not {rate!r}")
             self.learning_rate_ = float(rate)
         if architecture.get("group_columns") is not None:
