@@ -353,6 +353,19 @@ def test_recalibrated_batchnorm_statistics_do_not_depend_on_the_old_ones() -> No
     assert module[1].momentum == 0.1
 
 
+def test_the_batchnorm_pass_of_a_reevaluation_batches_as_the_student_trained() -> None:
+    """The size a student recorded wins; a student without one is re-run at its option's size (``"auto"``: about 100
+    steps an epoch, so 128 rows for 14,800) or at 512, the default before students recorded theirs."""
+    from types import SimpleNamespace
+
+    from gbdt2nn_core.experiment.recalibrate import training_batch_size
+
+    assert training_batch_size(SimpleNamespace(batch_size_=64), {"batch_size": 512}, 14_800) == 64
+    assert training_batch_size(SimpleNamespace(batch_size_=None), {"batch_size": "auto"}, 14_800) == 128
+    assert training_batch_size(object(), {"batch_size": 300}, 14_800) == 300
+    assert training_batch_size(object(), {}, 14_800) == 512
+
+
 def test_reevaluated_copy_of_an_experiment(small_experiment: Path, tmp_path: Path) -> None:
     from gbdt2nn_core.experiment.recalibrate import reevaluate
 

@@ -40,8 +40,10 @@ from gbdt2nn_core.host.registry import Registry, get_registry
 from gbdt2nn_core.pipeline import BACKGROUND_ROWS, background_index, evaluate_rows, split_data
 from gbdt2nn_core.pipeline.runfolder import write_json
 from gbdt2nn_core.student import recalibrate_batchnorm
+from gbdt2nn_core.student.kit import batch_size_for_rows
+from gbdt2nn_core.validators import is_whole_number
 
-__all__ = ["recalibrate_batchnorm", "reevaluate"]
+__all__ = ["recalibrate_batchnorm", "reevaluate", "training_batch_size"]
 
 
 def _load_frame(manifest: dict[str, Any]) -> tuple[Any, str]:
@@ -50,6 +52,23 @@ def _load_frame(manifest: dict[str, Any]) -> tuple[Any, str]:
     if data_digest(frame) != manifest["data"]["sha256"]:
         raise DataError(problem=f"the data at {source!r} changed since the experiment ran", fix="restore that data")
     return frame, target
+
+
+#: The students' batch size before ``"auto"`` existed, when a saved student did not record the one it trained with.
+_FORMER_DEFAULT_BATCH = 512
+
+
+def training_batch_size(student: Any, options: dict[str, Any], rows: int) -> int:
+    """The rows per batch ``student`` trained with, for its BatchNorm pass over ``rows`` training rows: the size it
+    recorded (students saved since ``"auto"`` existed), else its ``batch_size`` option (``"auto"`` resolved for the
+    rows), else the default of the students that recorded none."""
+    recorded = getattr(student, "batch_size_", None)
+    if is_whole_number(recorded, 2):
+        return recorded
+    option = options.get("batch_size", _FORMER_DEFAULT_BATCH)
+    if option == "auto":
+        return batch_size_for_rows(rows)
+    return int(option)
 
 
 def reevaluate(out: Path | str, dest: Path | str | None = None, *, registry: Registry | None = None) -> Path:
@@ -66,7 +85,6 @@ def reevaluate(out: Path | str, dest: Path | str | None = None, *, registry: Reg
     manifest = json.loads((out / "manifest.json").read_text())
     config = ExperimentConfig(**manifest["config"])
     frame, target = _load_frame(manifest)
-    batch_size = int(config.student_options.get("batch_size", 512))
     dest.mkdir(parents=True, exist_ok=True)
     write_json(dest / "manifest.json", {**manifest, "batchnorm": "recalibrated", "derived_from": str(out)})
     for seed in config.seeds:
@@ -98,7 +116,8 @@ def reevaluate(out: Path | str, dest: Path | str | None = None, *, registry: Reg
             z_train = model.encoder.transform(split.train_frame)
             z_test = model.encoder.transform(split.test_frame)
             started = time.perf_counter()
-            recalibrate_batchnorm(model.student.module, z_train, batch_size)
+            rows_per_batch = training_batch_size(model.student, config.student_options, len(z_train))
+            recalibrate_batchnorm(model.student.module, z_train, rows_per_batch)
             model.student.module.eval()
             recalibrate_s = time.perf_counter() - started
             background = z_train[background_index(len(z_train), BACKGROUND_ROWS, seed)]
