@@ -279,8 +279,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a few thousand rows, tiny models (a smoke run)")
     parser.add_argument("--epochs", type=int, default=None, help="student epochs (default: 20; --quick: 2)")
     parser.add_argument("--out", type=Path, default=HERE / "results", help="folder for the JSON and the PNG")
-    parser.add_argument("--only", help="comma-separated schedule names to run (plain always runs)")
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="NAMES",
+        help="a schedule to run, or several separated by commas (repeatable; plain always runs): "
+        + "; ".join(SCHEDULES),
+    )
     args = parser.parse_args(argv)
+    args.only = _schedule_names(args.only, parser)
     configure_threads(1)
     cores = os.sched_getaffinity(0) if hasattr(os, "sched_setaffinity") else None
     if cores is not None:  # TreeSHAP uses every core it may run on: give it one
@@ -292,11 +299,25 @@ def main(argv: list[str] | None = None) -> int:
             os.sched_setaffinity(0, cores)
 
 
+def _schedule_names(values: list[str] | None, parser: argparse.ArgumentParser) -> set[str] | None:
+    """The schedules ``--only`` names: each value one name (names may hold a comma: "all rows, every batch") or a
+    comma-separated list of them; an unknown name is an error, not a schedule silently left out."""
+    if not values:
+        return None
+    wanted = {"plain"}
+    for value in values:
+        names = [value] if value in SCHEDULES else [name.strip() for name in value.split(",")]
+        unknown = [name for name in names if name not in SCHEDULES]
+        if unknown:
+            parser.error(f"--only: no schedule named {unknown[0]!r}; choose among: {'; '.join(SCHEDULES)}")
+        wanted.update(names)
+    return wanted
+
+
 def _run(args: argparse.Namespace) -> int:
     schedules = dict(SCHEDULES)
     if args.only:
-        wanted = {"plain", *args.only.split(",")}
-        schedules = {name: value for name, value in SCHEDULES.items() if name in wanted}
+        schedules = {name: value for name, value in SCHEDULES.items() if name in args.only}
     epochs = args.epochs or (2 if args.quick else 20)
     if args.quick:  # start epochs within the short run
         schedules = {name: (w, r, f, min(s, epochs - 1), b) for name, (w, r, f, s, b) in schedules.items()}

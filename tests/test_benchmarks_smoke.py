@@ -201,6 +201,21 @@ def test_time_to_agreement_runs_every_schedule_and_plots(
     assert (tmp_path / "time-to-agreement.png").stat().st_size > 1000
 
 
+def test_time_to_agreement_only_takes_names_with_commas_and_refuses_unknown_ones(
+    load_benchmark: Callable[[str], ModuleType], capsys: pytest.CaptureFixture[str]
+) -> None:
+    import argparse
+
+    script = load_benchmark("time_to_agreement.py")
+    parser = argparse.ArgumentParser()
+    chosen = script._schedule_names(["all rows, every batch", "rows 0.1,rows 0.05"], parser)
+    assert chosen == {"plain", "all rows, every batch", "rows 0.1", "rows 0.05"}
+    assert script._schedule_names(None, parser) is None
+    with pytest.raises(SystemExit):
+        script._schedule_names(["rows 0.2"], parser)
+    assert "no schedule named 'rows 0.2'" in capsys.readouterr().err
+
+
 def test_deepgbm_measured_in_the_same_rounds_is_compared_round_by_round(
     harness: ModuleType, quick_run: tuple[dict[str, Any], str], tmp_path: Path
 ) -> None:
