@@ -22,7 +22,9 @@ def learning_rate_for_batch(rows_per_step: int) -> float:
     gained on every dataset with batches of 128 rows or more (flights-30k's aligned AUC 0.7386 → 0.7426, California
     housing's aligned RMSE 0.4599 → 0.4578; 5e-3 was no better on the two sets tried), while digits, at 64-row
     batches (20 steps an epoch, a 140-row validation set that picked epochs 0–5), lost accuracy at 3e-3 (0.9741 →
-    0.9639) and at 2e-3 (0.9685).
+    0.9639) and at 2e-3 (0.9685). The batch, not the number of steps an epoch, decides: with a batch pinned large
+    for small data (5,000 adult rows in batches of 256, 14 steps an epoch; California housing in batches of 512, 29)
+    3e-3 was as good as 1e-3 or better for both students (adult over ten seeds: aligned AUC +0.0019 ± 0.0029).
     """
     return _LARGE_BATCH_RATE if rows_per_step >= _LARGER_RATE_FROM_ROWS else _SMALL_BATCH_RATE
 
