@@ -37,6 +37,7 @@ from gbdt2nn_core.errors import ConfigError, DataError
 from gbdt2nn_core.host.interfaces import Task, Teacher, TreeEnsemble, TreeShap
 from gbdt2nn_core.kit import teacher_checks as checks
 from gbdt2nn_core.model_files import write_atomic
+from gbdt2nn_core.validators import is_whole_number
 
 __all__ = [
     "DEFAULT_SHAP_CHUNK_ROWS",
@@ -178,7 +179,7 @@ class BoosterTeacher(Teacher, Generic[B]):
     def use_threads(self, threads: int) -> BoosterTeacher[B]:
         """Run on ``threads`` native threads: training (the library's option :attr:`thread_options`, unless the
         user's options already set it: theirs wins) and :meth:`shap_values` when it is not given ``threads``."""
-        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        if not is_whole_number(threads, 1):
             raise ConfigError(setting="threads", value=threads, fix="use a whole number ≥ 1")
         self._native_threads = threads
         if self.thread_options and not self._wrapped and not any(name in self._params for name in self.thread_options):
@@ -377,7 +378,7 @@ class BoosterTeacher(Teacher, Generic[B]):
             raise ConfigError(
                 setting="model", value=type(self).__name__, fix="a wrapped booster is not retrained; pass model=None"
             )
-        if isinstance(partitions, bool) or not isinstance(partitions, int) or partitions < 1:
+        if not is_whole_number(partitions, 1):
             raise ConfigError(setting="partitions", value=partitions, fix="use a whole number ≥ 1")
         task = checks.check_task(task)
         X = checks.check_frame(X, forbidden=self.forbidden_characters, library=self.library)
@@ -507,7 +508,7 @@ class BoosterTeacher(Teacher, Generic[B]):
         if threads is None:
             threads = self._native_threads if self._native_threads is not None else available_cores()
         for setting, value in (("threads", threads), ("chunk_rows", chunk_rows)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if not is_whole_number(value, 1):
                 raise ConfigError(setting=setting, value=value, fix="use a whole number ≥ 1")
         return self._chunked_shap(
             X,

@@ -15,7 +15,7 @@ from gbdt2nn_core.data.rowfile import SPILL_BYTES
 from gbdt2nn_core.errors import ConfigError
 from gbdt2nn_core.host.device import check_device
 from gbdt2nn_core.host.interfaces import TASKS, AlignmentBatches, Task, check_alignment_batches
-from gbdt2nn_core.validators import boolean, count_or_auto, is_non_negative_number, non_negative_int
+from gbdt2nn_core.validators import boolean, count_or_auto, is_non_negative_number, is_whole_number, non_negative_int
 
 __all__ = [
     "AUTO_RANK_PAIRS",
@@ -73,14 +73,14 @@ def check_validation_fraction(_: object, attribute: attrs.Attribute[float], valu
 
 
 def check_min_rows(_: object, attribute: attrs.Attribute[int], value: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+    if not is_whole_number(value, 0):
         raise ConfigError(
             setting=attribute.name, value=value, fix="use a whole number of rows of at least 0 (0 = no floor)"
         )
 
 
 def check_threads(_: object, attribute: attrs.Attribute[int | None], value: int | None) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+    if value is not None and not is_whole_number(value, 1):
         raise ConfigError(setting=attribute.name, value=value, fix="use a whole number of at least 1")
 
 
@@ -95,7 +95,7 @@ def check_explanation(_: object, attribute: attrs.Attribute[str], value: str) ->
 
 
 def check_bins(_: object, attribute: attrs.Attribute[int], value: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+    if not is_whole_number(value, 0):
         raise ConfigError(setting=attribute.name, value=value, fix="use a whole number of at least 0 (0 = no bins)")
 
 

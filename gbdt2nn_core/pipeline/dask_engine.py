@@ -36,6 +36,7 @@ from gbdt2nn_core.pipeline.core import Pipeline, Prepared
 from gbdt2nn_core.pipeline.data import SplitData
 from gbdt2nn_core.pipeline.explanations import TeacherExplanations
 from gbdt2nn_core.pipeline.seeding import seeded
+from gbdt2nn_core.validators import is_whole_number
 
 __all__ = [
     "DASK_INSTALL",
@@ -55,7 +56,7 @@ DASK_INSTALL = "pip install 'gbdt2nn-core[dask]'"
 
 
 def _at_least_one(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if not is_whole_number(value, 1):
         raise ConfigError(setting=attribute.name, value=value, fix="use a whole number ≥ 1")
 
 
@@ -341,7 +342,7 @@ def engine_client(engine: str, *, scheduler: str | None = None, workers: int | N
         return
     if engine != "dask":
         raise ConfigError(setting="--engine", value=engine, fix="choose local or dask")
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+    if workers is not None and not is_whole_number(workers, 1):
         raise ConfigError(setting="--dask-workers", value=workers, fix="use a whole number ≥ 1")
     if scheduler is not None and workers is not None:
         raise ConfigError(

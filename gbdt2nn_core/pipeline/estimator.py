@@ -53,7 +53,7 @@ from gbdt2nn_core.pipeline.runfolder import RunFolder, RunParts, read_folder, wr
 from gbdt2nn_core.progress import NullProgress, Progress
 from gbdt2nn_core.student.calibration import probabilities
 from gbdt2nn_core.student.kit import adamw
-from gbdt2nn_core.validators import is_positive_number
+from gbdt2nn_core.validators import is_positive_number, is_whole_number
 
 __all__ = ["EstimatorNotFittedError", "GBDT2NNClassifier", "GBDT2NNRegressor", "load_estimator"]
 
@@ -299,7 +299,7 @@ class _GBDT2NNBase(BaseEstimator):  # type: ignore[misc]
         student_options["patience"] = self.n_iter_no_change
         for name in ("online_epochs",):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if not is_whole_number(value, 1):
                 raise ConfigError(setting=name, value=value, fix="use a whole number of at least 1")
         if self.online_lr is not None and not is_positive_number(self.online_lr):
             raise ConfigError(setting="online_lr", value=self.online_lr, fix="use a number > 0, or None for the lr")

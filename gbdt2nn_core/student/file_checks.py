@@ -123,7 +123,7 @@ def _check_finite_weights(module: torch.nn.Module, directory: Path) -> None:
 
 
 def _whole(value: Any, fail: Any, name: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+    if not is_whole_number(value, 1):
         raise fail(f"has an invalid {name}={value!r} (a whole number of at least 1 expected)")
     return value
 

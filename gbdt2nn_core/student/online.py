@@ -26,6 +26,7 @@ from gbdt2nn_core.host.interfaces import Task
 from gbdt2nn_core.kit.alignment import Alignment
 from gbdt2nn_core.student.disk_rows import select_rows
 from gbdt2nn_core.student.kit import TargetScaling, alignment_loss, row_batches, target_scale, task_loss
+from gbdt2nn_core.validators import is_whole_number
 
 __all__ = ["online_update"]
 
@@ -61,7 +62,7 @@ def online_update(
         raise DataError(problem=f"an online update needs at least 2 rows, got {n}", fix="pass a larger batch")
     if len(y) != n:
         raise DataError(problem=f"y has {len(y)} values for {n} rows", fix="pass one target per row")
-    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+    if not is_whole_number(epochs, 1):
         raise ConfigError(setting="online_epochs", value=epochs, fix="use a whole number of at least 1")
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
     # the rows go to the network's device whole, once (see gbdt2nn_core.host.device)
