@@ -53,7 +53,7 @@ import attrs
 from gbdt2nn_core.config_file import read_toml
 from gbdt2nn_core.errors import ConfigError
 from gbdt2nn_core.pipeline.config import DistillConfig, RunSettings
-from gbdt2nn_core.validators import is_non_negative_number, is_positive_number
+from gbdt2nn_core.validators import is_non_negative_number, is_positive_number, is_whole_number
 
 __all__ = ["EXPERIMENT_KEYS", "ExperimentConfig", "ImitationConfig", "read_experiment_file"]
 
@@ -101,7 +101,7 @@ def _seeds(value: Any) -> tuple[int, ...]:
         return tuple(range(value))
     if isinstance(value, Sequence) and not isinstance(value, str):
         seeds = tuple(value)
-        if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
+        if not seeds or not all(is_whole_number(s, 0) for s in seeds):
             raise ConfigError(setting="seeds", value=value, fix="list whole numbers of at least 0, e.g. [0, 1, 2]")
         if len(set(seeds)) != len(seeds):
             raise ConfigError(setting="seeds", value=value, fix="list each seed once")
@@ -176,7 +176,7 @@ def _check_count(smallest: int, *, optional: bool = False) -> Any:
     def check(_: object, attribute: attrs.Attribute[int | None], value: int | None) -> None:
         if value is None and optional:
             return
-        if isinstance(value, bool) or not isinstance(value, int) or value < smallest:
+        if not is_whole_number(value, smallest):
             raise ConfigError(setting=attribute.name, value=value, fix=f"use a whole number of at least {smallest}")
 
     return check
@@ -184,7 +184,7 @@ def _check_count(smallest: int, *, optional: bool = False) -> Any:
 
 def _hidden(value: Any) -> tuple[int, ...]:
     sizes = tuple(value) if isinstance(value, Sequence) and not isinstance(value, str) else (value,)
-    if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in sizes):
+    if not all(is_whole_number(s, 1) for s in sizes):
         raise ConfigError(setting="imitation.hidden", value=value, fix="give positive layer widths, e.g. [256, 256]")
     return sizes
 

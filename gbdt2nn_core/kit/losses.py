@@ -24,6 +24,7 @@ from __future__ import annotations
 import torch
 
 from gbdt2nn_core.errors import ConfigError, DataError
+from gbdt2nn_core.validators import is_positive_number
 
 __all__ = ["check_attribution_pair", "check_positive"]
 
@@ -50,6 +51,6 @@ def check_attribution_pair(student_attr: object, teacher_attr: object) -> tuple[
 
 def check_positive(setting: str, value: object) -> float:
     """``value`` as a float if it is a positive finite number (not a bool); a :class:`ConfigError` otherwise."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+    if not is_positive_number(value):
         raise ConfigError(setting=setting, value=value, fix="use a positive number")
     return float(value)

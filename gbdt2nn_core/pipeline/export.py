@@ -60,6 +60,7 @@ from gbdt2nn_core.data.encoding import check_rows_near_training
 from gbdt2nn_core.errors import ConfigError, DataError, ExportError
 from gbdt2nn_core.model_files import write_atomic
 from gbdt2nn_core.pipeline.persistence import DistilledModel, load_model
+from gbdt2nn_core.validators import is_positive_number
 
 __all__ = [
     "DEFAULT_TOLERANCE",
@@ -188,7 +189,7 @@ def export_model(
     """Export ``model`` to ``path`` in ``format`` (``"torchscript"`` or ``"onnx"``) after a parity check."""
     if format not in FORMATS:
         raise ConfigError(setting="format", value=format, fix=f"use one of {', '.join(FORMATS)}")
-    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not (0 < tolerance < math.inf):
+    if not is_positive_number(tolerance):
         raise ConfigError(setting="tolerance", value=tolerance, fix="use a positive number, e.g. 1e-4")
     target = Path(path)
     _check_target(target)

@@ -173,14 +173,14 @@ def _meta_module(architecture: dict[str, Any], n_outputs: int, fail: Any) -> tor
     index, output = architecture.get("group_input_index"), architecture.get("group_output")
     if not (isinstance(index, list) and index and all(isinstance(row, list) and row for row in index)):
         raise fail("has no valid group_input_index (a non-empty list of column lists)")
-    if len({len(row) for row in index}) != 1 or not all(_is_index(v) for row in index for v in row):
+    if len({len(row) for row in index}) != 1 or not all(is_whole_number(v, 0) for row in index for v in row):
         raise fail("has a group_input_index whose rows differ in length or hold other than column positions")
-    if not (isinstance(output, list) and len(output) == len(index) and all(_is_index(v) for v in output)):
+    if not (isinstance(output, list) and len(output) == len(index) and all(is_whole_number(v, 0) for v in output)):
         raise fail(f"has a group_output that does not list one output per group ({len(index)} groups)")
     if max(output) >= n_outputs:
         raise fail(f"sends a group to output {max(output)} of a network with {n_outputs} output(s)")
     hidden = architecture.get("hidden")
-    if not (isinstance(hidden, list) and hidden and all(_is_index(h) and h > 0 for h in hidden)):
+    if not (isinstance(hidden, list) and hidden and all(is_whole_number(h, 1) for h in hidden)):
         raise fail(f"has an invalid hidden={hidden!r} (positive layer widths expected)")
     embedding_dim = _whole(architecture.get("embedding_dim"), fail, "embedding_dim")
     # index tensors are small and read on the CPU; every parameter and buffer is created on `meta`
@@ -202,7 +202,3 @@ def _encoded_width(encoder: Any, fail: Any) -> int:
         return InputEncoder.from_json(encoder).n_encoded
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
         raise fail(f"has an unreadable encoder ({type(exc).__name__}: {str(exc)[:100]})") from None
-
-
-def _is_index(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0

@@ -105,7 +105,7 @@ def _hidden(value: Any) -> tuple[int, ...]:
         sizes = tuple(int(part) for part in value.split(",")) if isinstance(value, str) else tuple(value)
     except (TypeError, ValueError):
         raise error from None
-    if not sizes or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in sizes):
+    if not sizes or not all(is_whole_number(s, 1) for s in sizes):
         raise error
     return sizes
 
