@@ -15,7 +15,14 @@ import pytest
 import torch
 
 from gbdt2nn_core.errors import ConfigError
-from gbdt2nn_core.host.device import check_device, inference_chunk_rows, module_device, resolve_device, rows_on
+from gbdt2nn_core.host.device import (
+    check_device,
+    in_chunks,
+    inference_chunk_rows,
+    module_device,
+    resolve_device,
+    rows_on,
+)
 
 pytestmark = pytest.mark.usefixtures("single_thread_torch")
 
@@ -111,6 +118,19 @@ def test_seeded_fits_fork_the_random_state_of_their_gpu(monkeypatch: pytest.Monk
 def test_inference_chunks_are_large_on_an_accelerator() -> None:
     assert inference_chunk_rows(torch.device("cpu"), 2048) == 2048
     assert inference_chunk_rows(torch.device("cuda", 0), 2048) >= 65_536
+
+
+@pytest.mark.parametrize("rows", [0, 1, 7, 512, 1000])
+def test_in_chunks_gives_the_whole_pass(rows: int) -> None:
+    torch.manual_seed(0)
+    network = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3)).eval()
+    z = torch.randn(rows, 6)
+    with torch.no_grad():
+        whole = network(z)
+    chunked = in_chunks(network, z, 256, torch.device("cpu"), to_cpu=True)
+    assert chunked.shape == (rows, 3)  # no rows: the empty result keeps the trailing shape
+    assert not chunked.requires_grad  # detached even outside no_grad
+    torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-6)
 
 
 def test_rows_on_the_cpu_are_the_same_values_without_a_copy() -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +20,7 @@ import torch
 from torch import nn
 
 from gbdt2nn_core.experiment.config import ImitationConfig
-from gbdt2nn_core.host.device import rows_on
+from gbdt2nn_core.host.device import in_chunks, rows_on
 from gbdt2nn_core.student.kit import (
     adamw,
     load_checkpoint,
@@ -133,8 +132,7 @@ class ExplanationNetwork:
             raise RuntimeError("ExplanationNetwork.predict called before fit")
         module = self.module_.eval()
         z_t = torch.as_tensor(z, dtype=torch.float32)
-        parts = [module(z_t[i : i + batch_size].to(self.device)).cpu() for i in range(0, len(z_t), batch_size)]
-        flat = torch.cat(parts).numpy() * self._scale if parts else np.zeros((0, math.prod(self.output_shape_)))
+        flat = in_chunks(module, z_t, batch_size, self.device, to_cpu=True).numpy() * self._scale
         return np.asarray(flat, dtype=np.float64).reshape(len(z), *self.output_shape_)
 
     def _fingerprint(self, z: np.ndarray, attributions: np.ndarray) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -30,6 +31,7 @@ __all__ = [
     "DEVICE_CHOICES",
     "INFERENCE_CHUNK_ROWS",
     "check_device",
+    "in_chunks",
     "inference_chunk_rows",
     "module_device",
     "resolve_device",
@@ -123,6 +125,31 @@ def inference_chunk_rows(device: torch.device, batch_size: int) -> int:
     """Rows per forward at inference: ``batch_size`` on the CPU (small chunks stay in cache: BENCHMARKS.md),
     at least :data:`INFERENCE_CHUNK_ROWS` on an accelerator (each chunk is one host→device copy)."""
     return batch_size if device.type == "cpu" else max(batch_size, INFERENCE_CHUNK_ROWS)
+
+
+def in_chunks(
+    function: Callable[[torch.Tensor], torch.Tensor],
+    rows: torch.Tensor,
+    chunk_rows: int,
+    device: torch.device | None = None,
+    *,
+    to_cpu: bool = False,
+) -> torch.Tensor:
+    """``function`` of ``rows``, ``chunk_rows`` rows at a time, the pieces concatenated: what a network's forward
+    (or an attribution) of many rows costs in memory is then one chunk's activations, not every row's.
+
+    Each chunk goes to ``device`` first (where given) and each result is detached, and brought to the CPU with
+    ``to_cpu``. No rows still call ``function`` once, on the empty slice, so the result has the right trailing shape.
+    """
+    import torch
+
+    def one(chunk: torch.Tensor) -> torch.Tensor:
+        result = function(chunk if device is None else chunk.to(device)).detach()
+        return result.cpu() if to_cpu else result
+
+    if len(rows) == 0:
+        return one(rows)
+    return torch.cat([one(rows[start : start + chunk_rows]) for start in range(0, len(rows), chunk_rows)])
 
 
 def rows_on(values: np.ndarray | torch.Tensor, device: torch.device, dtype: Any = None) -> torch.Tensor:

@@ -427,15 +427,13 @@ class Student(abc.ABC):
         """
         import torch
 
-        from gbdt2nn_core.host.device import inference_chunk_rows, module_device
+        from gbdt2nn_core.host.device import in_chunks, inference_chunk_rows, module_device
 
         module = self.module.eval()
         device = module_device(module)
-        chunk = inference_chunk_rows(device, batch_size)
         z_t = torch.as_tensor(z, dtype=torch.float32)
         with torch.no_grad():
-            chunks = [module(z_t[i : i + chunk].to(device)).cpu() for i in range(0, len(z_t), chunk)]
-        return torch.cat(chunks).numpy() if chunks else module(z_t.to(device)).detach().cpu().numpy()
+            return in_chunks(module, z_t, inference_chunk_rows(device, batch_size), device, to_cpu=True).numpy()
 
     # ---- optional capability: margins from the encoder's lookup inputs, without the dense one-hot
     def use_lookup(self, blocks: Any) -> bool:
@@ -474,18 +472,17 @@ class Student(abc.ABC):
         import torch
 
         from gbdt2nn_core.host.attribution import column_attributions
-        from gbdt2nn_core.host.device import inference_chunk_rows, module_device
+        from gbdt2nn_core.host.device import in_chunks, inference_chunk_rows, module_device
 
         module = self.module.eval()
         device = module_device(module)
-        chunk = inference_chunk_rows(device, batch_size)
         z_t = torch.as_tensor(z, dtype=torch.float32)
         aggregation_t = torch.as_tensor(aggregation, dtype=torch.float32, device=device)
-        chunks = [
-            column_attributions(attributor, module, z_t[i : i + chunk].to(device), aggregation_t).detach().cpu()
-            for i in range(0, len(z_t), chunk)
-        ]
-        return torch.cat(chunks).numpy()
+
+        def explain(rows: torch.Tensor) -> torch.Tensor:
+            return column_attributions(attributor, module, rows, aggregation_t)
+
+        return in_chunks(explain, z_t, inference_chunk_rows(device, batch_size), device, to_cpu=True).numpy()
 
     def learning_rate(self) -> float:
         """The base learning rate the network trained with: where online updates start (the estimator's

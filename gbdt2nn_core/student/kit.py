@@ -25,7 +25,7 @@ from torch import nn
 from gbdt2nn_core.data.rowfile import update_digest
 from gbdt2nn_core.errors import ConfigError, TrainingError
 from gbdt2nn_core.host.attribution import independent_column_attributions
-from gbdt2nn_core.host.device import module_device, rng_devices, rows_on
+from gbdt2nn_core.host.device import in_chunks, module_device, rng_devices, rows_on
 from gbdt2nn_core.host.interfaces import Task, Teacher, ValidationRows
 from gbdt2nn_core.kit.alignment import Alignment, column_attributions, frozen_batchnorm
 from gbdt2nn_core.student.batchnorm import recalibrate_batchnorm, row_batches
@@ -674,13 +674,10 @@ def validation_loss(
     module.eval()
     loss = task_loss(task)
     scaling = scaling or TargetScaling()
-    total = 0.0
     with torch.no_grad():
-        for start in range(0, len(z), EVAL_CHUNK_ROWS):
-            margin = scaling.apply(module(z[start : start + EVAL_CHUNK_ROWS]))
-            total += float(loss(margin, y[start : start + EVAL_CHUNK_ROWS])) * len(margin)
+        margin = scaling.apply(in_chunks(module, z, EVAL_CHUNK_ROWS))
+        loss_value = float(loss(margin, y)) if len(z) else 0.0
     module.train(was_training)
-    loss_value = total / max(len(z), 1)
     if world().distributed:
         # every process holds the same validation rows and weights; the mean makes the value (and early stopping's
         # decision) bit-identical everywhere, which a process stopping alone would turn into a deadlock
@@ -767,5 +764,5 @@ def validation_temperature(task: Task, module: nn.Module, validation: Validation
     module.eval()
     z = rows_on(validation.z, module_device(module), torch.float32)
     with torch.no_grad():
-        margin = torch.cat([module(z[start : start + EVAL_CHUNK_ROWS]) for start in range(0, len(z), EVAL_CHUNK_ROWS)])
+        margin = in_chunks(module, z, EVAL_CHUNK_ROWS)
     return fit_temperature(task, margin.double().cpu().numpy(), np.asarray(validation.y))
