@@ -232,6 +232,14 @@ def test_the_runner_can_train_the_mlp_student_alone(
     plain_only = json.loads(plain_json.read_text(encoding="utf-8"))
     assert [row["model"] for row in plain_only["records"]] == ["teacher (lightgbm)", "mlp · plain"]
     assert plain_only["meta"]["aligned"] is False
+    # the summary keeps the dataset, its aligned students a "—"
+    summary_row = next(
+        line
+        for line in (tmp_path / "plain.md").read_text(encoding="utf-8").splitlines()
+        if line.startswith("| california | regression | 320 / 80 |")
+    )
+    mlp_rmse = plain_only["records"][1]["test"]["rmse"]
+    assert f"| {mlp_rmse:.4f} / — |" in summary_row
     with pytest.raises(SystemExit, match="--no-gbdt2nn leaves no student to train"):
         runner.main([*args, "--no-mlp", "--out", str(out), "--json", str(record)])
 

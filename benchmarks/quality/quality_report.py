@@ -84,32 +84,41 @@ def _teacher_plain_aligned(models: dict[str, dict[str, Any]]) -> tuple[dict[str,
     return None if teacher is None or plain is None or aligned is None else (teacher, plain, aligned)
 
 
+def _pair(
+    first: dict[str, Any] | None, second: dict[str, Any] | None, path: str, digits: int = 4, between: str = " → "
+) -> str:
+    """Two students' ``path``, ``first → second``; "—" for a student the run did not train (``--no-aligned``)."""
+    if first is None and second is None:
+        return "—"
+    return (
+        (fmt(first.get(path), digits) if first else "—") + between + (fmt(second.get(path), digits) if second else "—")
+    )
+
+
 def _summary_table(aggregated: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
     header = ["dataset", "task", "train / test rows", "metric", "teacher", "plain", "aligned", "aligned − teacher"]
     header += ["spearman plain → aligned", "mlp plain / aligned", "mlp spearman", "teacher s", "TreeSHAP s"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for dataset, models in aggregated.items():
-        trio = _teacher_plain_aligned(models)
-        if trio is None:
+        teacher = next((s for m, s in models.items() if m.startswith("teacher")), None)
+        if teacher is None:
             continue
-        teacher, plain, aligned = trio
+        # a student the run did not train (--no-aligned, --no-mlp, --no-gbdt2nn) is a "—", not a missing row
+        plain, aligned = models.get("gbdt2nn · plain"), models.get("gbdt2nn · aligned")
         metric = PRIMARY_METRIC[teacher["task"]][0]
         key = f"test.{metric}"
         gap = "—"
-        if teacher.get(key, {}).get("mean") is not None and aligned.get(key, {}).get("mean") is not None:
+        if aligned is not None and _mean(teacher, key) is not None and _mean(aligned, key) is not None:
             gap = f"{aligned[key]['mean'] - teacher[key]['mean']:+.4f}"
-        spearman = f"{fmt(plain.get('agreement.spearman'), 3)} → {fmt(aligned.get('agreement.spearman'), 3)}"
         rows = f"{teacher['rows_train']:,} / {teacher['rows_test']:,}"
-        cells = [dataset, teacher["task"], rows, metric, fmt(teacher.get(key)), fmt(plain.get(key))]
-        cells += [fmt(aligned.get(key)), gap, spearman]
+        cells = [dataset, teacher["task"], rows, metric, fmt(teacher.get(key))]
+        cells += [fmt(plain.get(key)) if plain else "—", fmt(aligned.get(key)) if aligned else "—", gap]
+        cells.append(_pair(plain, aligned, "agreement.spearman", 3))
         mlp_plain, mlp_aligned = models.get("mlp · plain"), models.get("mlp · aligned")
-        if mlp_plain is None or mlp_aligned is None:
-            cells += ["—", "—"]
-        else:
-            cells.append(f"{fmt(mlp_plain.get(key))} / {fmt(mlp_aligned.get(key))}")
-            cells.append(
-                f"{fmt(mlp_plain.get('agreement.spearman'), 3)} → {fmt(mlp_aligned.get('agreement.spearman'), 3)}"
-            )
+        cells += [
+            _pair(mlp_plain, mlp_aligned, key, between=" / "),
+            _pair(mlp_plain, mlp_aligned, "agreement.spearman", 3),
+        ]
         cells.append(fmt(teacher.get("seconds"), 1))
         cells.append(fmt(teacher.get("treeshap_seconds"), 1))
         lines.append("| " + " | ".join(cells) + " |")
