@@ -77,9 +77,14 @@ def _dataset_table(models: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _teacher(models: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """A dataset's teacher summary, or ``None`` when the run has none."""
+    return next((s for m, s in models.items() if m.startswith("teacher")), None)
+
+
 def _teacher_plain_aligned(models: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], ...] | None:
     """A dataset's teacher and plain and aligned GBDT2NN summaries, or ``None`` when one is missing."""
-    teacher = next((s for m, s in models.items() if m.startswith("teacher")), None)
+    teacher = _teacher(models)
     plain, aligned = models.get("gbdt2nn · plain"), models.get("gbdt2nn · aligned")
     return None if teacher is None or plain is None or aligned is None else (teacher, plain, aligned)
 
@@ -100,16 +105,15 @@ def _summary_table(aggregated: dict[str, dict[str, dict[str, Any]]]) -> list[str
     header += ["spearman plain → aligned", "mlp plain / aligned", "mlp spearman", "teacher s", "TreeSHAP s"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for dataset, models in aggregated.items():
-        teacher = next((s for m, s in models.items() if m.startswith("teacher")), None)
+        teacher = _teacher(models)
         if teacher is None:
             continue
         # a student the run did not train (--no-aligned, --no-mlp, --no-gbdt2nn) is a "—", not a missing row
         plain, aligned = models.get("gbdt2nn · plain"), models.get("gbdt2nn · aligned")
         metric = PRIMARY_METRIC[teacher["task"]][0]
         key = f"test.{metric}"
-        gap = "—"
-        if aligned is not None and _mean(teacher, key) is not None and _mean(aligned, key) is not None:
-            gap = f"{aligned[key]['mean'] - teacher[key]['mean']:+.4f}"
+        teacher_mean, aligned_mean = _mean(teacher, key), _mean(aligned, key)
+        gap = "—" if teacher_mean is None or aligned_mean is None else f"{aligned_mean - teacher_mean:+.4f}"
         rows = f"{teacher['rows_train']:,} / {teacher['rows_test']:,}"
         cells = [dataset, teacher["task"], rows, metric, fmt(teacher.get(key))]
         cells += [fmt(plain.get(key)) if plain else "—", fmt(aligned.get(key)) if aligned else "—", gap]
