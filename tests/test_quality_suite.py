@@ -242,6 +242,24 @@ def test_the_runner_can_train_the_mlp_student_alone(
     assert f"| {mlp_rmse:.4f} / — |" in summary_row
     with pytest.raises(SystemExit, match="--no-gbdt2nn leaves no student to train"):
         runner.main([*args, "--no-mlp", "--out", str(out), "--json", str(record)])
+    # the aligned students alone (a lever of the alignment), their plain students from the earlier run
+    aligned_json = tmp_path / "aligned.json"
+    runner.main([*args, "--no-plain", "--out", str(tmp_path / "aligned.md"), "--json", str(aligned_json)])
+    aligned_only = json.loads(aligned_json.read_text(encoding="utf-8"))
+    assert [row["model"] for row in aligned_only["records"]] == ["teacher (lightgbm)", "mlp · aligned"]
+    assert aligned_only["meta"]["plain"] is False
+    assert aligned_only["records"][1]["test"] == written["records"][2]["test"]  # the same student, trained again
+    pair_json = tmp_path / "pair.json"
+    runner.main(
+        ["--combine", str(plain_json), str(aligned_json), "--out", str(tmp_path / "pair.md"), "--json", str(pair_json)]
+    )
+    assert [row["model"] for row in json.loads(pair_json.read_text(encoding="utf-8"))["records"]] == [
+        "teacher (lightgbm)",
+        "mlp · plain",
+        "mlp · aligned",
+    ]
+    with pytest.raises(SystemExit, match="--no-plain with --no-aligned leaves no student to train"):
+        runner.main([*args, "--no-plain", "--no-aligned", "--out", str(out), "--json", str(record)])
 
     # a suite run in pieces: another seed, then one report from both record files
     other = tmp_path / "seed1.json"

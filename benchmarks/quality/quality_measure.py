@@ -62,6 +62,7 @@ def measure(
     mlp: bool = True,
     gbdt2nn: bool = True,
     aligned: bool = True,
+    plain: bool = True,
     student_options: dict[str, Any] | None = None,
     mlp_options: dict[str, Any] | None = None,
     alignment_weight: float | None = None,
@@ -72,7 +73,8 @@ def measure(
 ) -> list[dict[str, Any]]:
     """Teacher and students of ``dataset`` with ``seed``: one record per model (task metrics, fidelity, agreement,
     seconds). ``gbdt2nn`` and ``mlp`` say which students train (the ``mlp`` student only where its plugin is
-    installed), ``aligned`` whether the aligned students train besides the plain ones; ``threads`` is LightGBM's
+    installed), ``aligned`` whether the aligned students train and ``plain`` whether the plain ones do (at least one of
+    the two); ``threads`` is LightGBM's
     thread count; ``epochs`` overrides the students' default when given; ``student_options`` are GBDT2NN settings
     and ``mlp_options`` the mlp student's; ``alignment_weight`` is λ of the aligned students (the pipeline's default
     when ``None``) and ``alignment_loss`` their alignment loss (likewise); ``synthetic_rows`` the teacher-labelled
@@ -101,8 +103,11 @@ def measure(
     pipeline.check()
     prepared = pipeline.prepare(dataset.frame, dataset.target)
     students: dict[str, Any] = {}
+    if not (plain or aligned):
+        raise ValueError("measure: plain=False and aligned=False train no student")
     if gbdt2nn:
-        students["gbdt2nn · plain"] = run_student(pipeline, prepared, 0.0)
+        if plain:
+            students["gbdt2nn · plain"] = run_student(pipeline, prepared, 0.0)
         if aligned:
             students["gbdt2nn · aligned"] = run_student(pipeline, prepared, config.alignment_weight)
     if mlp and "mlp" in get_registry().names("student"):
@@ -111,7 +116,8 @@ def measure(
         )
         mlp_pipeline = Pipeline(mlp_config)
         mlp_pipeline.check()
-        students["mlp · plain"] = run_student(mlp_pipeline, prepared, 0.0)
+        if plain:
+            students["mlp · plain"] = run_student(mlp_pipeline, prepared, 0.0)
         if aligned:
             students["mlp · aligned"] = run_student(mlp_pipeline, prepared, config.alignment_weight)
     first = next(iter(students.values()))

@@ -78,6 +78,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="train the plain students only (a lever that changes both students alike, measured on the plain one)",
     )
     parser.add_argument(
+        "--no-plain",
+        action="store_true",
+        help=(
+            "train the aligned students only (a lever of the alignment alone; their plain students, which it does not "
+            "change, come from an earlier run of the same seeds: --combine EARLIER.json THIS.json --replace)"
+        ),
+    )
+    parser.add_argument(
         "--alignment-weight", type=float, default=None, help="λ of the aligned students (default: the pipeline's)"
     )
     parser.add_argument(
@@ -163,6 +171,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         raise SystemExit(f"unknown dataset(s) {', '.join(unknown) or '(none given)'}; choose among {', '.join(CARDS)}")
     if args.no_gbdt2nn and (args.no_mlp or "mlp" not in get_registry().names("student")):
         raise SystemExit("--no-gbdt2nn leaves no student to train: drop it, or install the mlp plugin, no --no-mlp")
+    if args.no_plain and args.no_aligned:
+        raise SystemExit("--no-plain with --no-aligned leaves no student to train: drop one of them")
     settings = parse_options(args.setting, "--setting")
     check_settings(settings)
     torch.set_num_threads(args.threads)
@@ -175,6 +185,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         "seeds": args.seeds,
         "students": [s for s, on in (("gbdt2nn", not args.no_gbdt2nn), ("mlp", not args.no_mlp)) if on],
         "aligned": not args.no_aligned,
+        "plain": not args.no_plain,
         "epochs": args.epochs,
         "student_options": parse_options(args.student_option, "--student-option"),
         "mlp_options": parse_options(args.mlp_option, "--mlp-option"),
@@ -220,6 +231,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
                     mlp=not args.no_mlp,
                     gbdt2nn=not args.no_gbdt2nn,
                     aligned=not args.no_aligned,
+                    plain=not args.no_plain,
                     student_options=meta["student_options"],
                     mlp_options=meta["mlp_options"],
                     alignment_weight=args.alignment_weight,
