@@ -69,21 +69,24 @@ def test_auto_takes_rank_for_a_multiclass_task_and_trains_as_naming_it_would(aut
     assert other[1].choices["alignment"] == {"loss": "mse", "why": "as configured"}
 
 
-def test_a_binary_run_resolves_to_mse_and_records_why_in_the_run_folder(adult_run: DistillRun, tmp_path: Path) -> None:
+def test_a_binary_run_resolves_to_cosine_and_records_why_in_the_run_folder(
+    adult_run: DistillRun, tmp_path: Path
+) -> None:
     assert DistillConfig().alignment == "auto"
-    assert adult_run.config.alignment == "mse"
-    assert adult_run.metrics["student"]["alignment"]["loss"] == "mse"
+    assert adult_run.config.alignment == "cosine"
+    assert adult_run.metrics["student"]["alignment"]["loss"] == "cosine"
     write_run(tmp_path / "run", adult_run)
     recorded = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert recorded["alignment"] == "mse"
-    assert recorded["student_choices"]["alignment"] == {"loss": "mse", "why": "auto: mse for a binary task"}
+    assert recorded["alignment"] == "cosine"
+    assert recorded["student_choices"]["alignment"] == {"loss": "cosine", "why": "auto: cosine for a binary task"}
     assert "batch_size" in recorded["student_choices"]  # the student's own choices are kept beside it
 
 
-def test_auto_takes_mse_for_wide_multiclass_data_and_when_rank_is_not_installed() -> None:
+def test_auto_takes_mse_for_wide_multiclass_data_and_where_its_loss_is_not_installed() -> None:
     config = DistillConfig()
     installed = ("cosine", "mse", "rank")
-    assert config.alignment_for("regression", 1, 8, installed)[0] == "mse"
+    assert config.alignment_for("regression", 1, 8, installed) == ("cosine", "auto: cosine for a regression task")
+    assert config.alignment_for("binary", 1, 8, installed)[0] == "cosine"
     assert config.alignment_for("multiclass", 10, 80, installed)[0] == "rank"  # 64,000 pairs a row
     name, why = config.alignment_for("multiclass", 10, 81, installed)  # 65,610
     assert 10 * 80**2 <= AUTO_RANK_PAIRS < 10 * 81**2
@@ -92,8 +95,11 @@ def test_auto_takes_mse_for_wide_multiclass_data_and_when_rank_is_not_installed(
     name, why = config.alignment_for("multiclass", 3, 13, ("cosine", "mse"))
     assert name == "mse"
     assert "pip install gbdt2nn-rank" in why
-    named = DistillConfig(alignment="cosine")
-    assert named.alignment_for("multiclass", 3, 13, installed) == ("cosine", "as configured")
+    name, why = config.alignment_for("binary", 1, 13, ("mse", "rank"))
+    assert name == "mse"
+    assert "pip install gbdt2nn-cosine" in why
+    named = DistillConfig(alignment="mse")
+    assert named.alignment_for("binary", 1, 13, installed) == ("mse", "as configured")
 
 
 def test_without_the_rank_plugin_a_multiclass_run_falls_back_to_mse_and_says_so(
@@ -112,10 +118,13 @@ def test_without_the_rank_plugin_a_multiclass_run_falls_back_to_mse_and_says_so(
 def test_auto_without_the_loss_it_needs_is_a_one_line_error_before_training(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(DISABLE_ENV, "gbdt2nn-mse")
     registry = Registry()
+    Pipeline(DistillConfig(task="binary"), registry).check()  # cosine is there for it
+    Pipeline(DistillConfig(task="multiclass"), registry).check()  # rank likewise
+    monkeypatch.setenv(DISABLE_ENV, "gbdt2nn-mse,gbdt2nn-cosine")
+    registry = Registry()
     with pytest.raises(ConfigError, match="pip install gbdt2nn-mse") as caught:
-        Pipeline(DistillConfig(task="binary"), registry).check()
+        Pipeline(DistillConfig(task="regression"), registry).check()
     assert "\n" not in str(caught.value)
-    Pipeline(DistillConfig(task="multiclass"), registry).check()  # rank is there for it
     Pipeline(DistillConfig(task="binary", alignment_weight=0.0), registry).check()  # plain: no loss needed
 
 

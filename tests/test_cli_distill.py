@@ -177,7 +177,7 @@ def test_tiny_run_writes_a_complete_run_folder(
     # the table on stdout: teacher, plain and aligned students
     assert "teacher (lightgbm)" in captured.out
     assert "plain student (λ=0)" in captured.out
-    assert "aligned student (λ=1, mse)" in captured.out
+    assert "aligned student (λ=1, cosine)" in captured.out  # alignment="auto": cosine for a binary task
     assert "run folder: run" in captured.out
     assert "Traceback" not in captured.err
 
