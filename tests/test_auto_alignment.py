@@ -82,11 +82,11 @@ def test_a_binary_run_resolves_to_cosine_and_records_why_in_the_run_folder(
     assert "batch_size" in recorded["student_choices"]  # the student's own choices are kept beside it
 
 
-def test_auto_takes_mse_for_wide_multiclass_data_and_where_its_loss_is_not_installed() -> None:
+def test_auto_takes_mse_for_regression_wide_multiclass_data_and_where_its_loss_is_not_installed() -> None:
     config = DistillConfig()
     installed = ("cosine", "mse", "rank")
-    assert config.alignment_for("regression", 1, 8, installed) == ("cosine", "auto: cosine for a regression task")
-    assert config.alignment_for("binary", 1, 8, installed)[0] == "cosine"
+    assert config.alignment_for("regression", 1, 8, installed) == ("mse", "auto: mse for a regression task")
+    assert config.alignment_for("binary", 1, 8, installed) == ("cosine", "auto: cosine for a binary task")
     assert config.alignment_for("multiclass", 10, 80, installed)[0] == "rank"  # 64,000 pairs a row
     name, why = config.alignment_for("multiclass", 10, 81, installed)  # 65,610
     assert 10 * 80**2 <= AUTO_RANK_PAIRS < 10 * 81**2
@@ -118,14 +118,15 @@ def test_without_the_rank_plugin_a_multiclass_run_falls_back_to_mse_and_says_so(
 def test_auto_without_the_loss_it_needs_is_a_one_line_error_before_training(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(DISABLE_ENV, "gbdt2nn-mse")
     registry = Registry()
-    Pipeline(DistillConfig(task="binary"), registry).check()  # cosine is there for it
-    Pipeline(DistillConfig(task="multiclass"), registry).check()  # rank likewise
-    monkeypatch.setenv(DISABLE_ENV, "gbdt2nn-mse,gbdt2nn-cosine")
-    registry = Registry()
     with pytest.raises(ConfigError, match="pip install gbdt2nn-mse") as caught:
         Pipeline(DistillConfig(task="regression"), registry).check()
     assert "\n" not in str(caught.value)
-    Pipeline(DistillConfig(task="binary", alignment_weight=0.0), registry).check()  # plain: no loss needed
+    Pipeline(DistillConfig(task="binary"), registry).check()  # cosine is there for it
+    Pipeline(DistillConfig(task="multiclass"), registry).check()  # rank likewise
+    Pipeline(DistillConfig(task="regression", alignment_weight=0.0), registry).check()  # plain: no loss needed
+    monkeypatch.setenv(DISABLE_ENV, "gbdt2nn-mse,gbdt2nn-cosine")
+    with pytest.raises(ConfigError, match="pip install gbdt2nn-mse"):  # the fallback, not there either
+        Pipeline(DistillConfig(task="binary"), Registry()).check()
 
 
 def test_loss_options_need_a_named_loss() -> None:

@@ -193,8 +193,8 @@ def test_the_runner_can_train_the_mlp_student_alone(
     assert [row["model"] for row in written["records"]] == ["teacher (lightgbm)", "mlp · plain", "mlp · aligned"]
     assert written["meta"]["students"] == ["mlp"]
     assert all(row["stopping"]["weight_average"]["epochs"] == 0.5 for row in written["records"][1:])
-    # the pipeline's default: "auto", unresolved for the plain student (it uses no loss), cosine for a regression task
-    assert [row["loss"] for row in written["records"][1:]] == ["auto", "cosine"]
+    # the pipeline's default: "auto", unresolved for the plain student (it uses no loss), mse for a regression task
+    assert [row["loss"] for row in written["records"][1:]] == ["auto", "mse"]
     ranked_json = tmp_path / "rank.json"
     runner.main([*args, "--alignment-loss", "rank", "--out", str(tmp_path / "rank.md"), "--json", str(ranked_json)])
     ranked = json.loads(ranked_json.read_text(encoding="utf-8"))

@@ -46,7 +46,7 @@ def add_parser(subparsers: Any) -> None:
     models.add_argument("--student", help="student architecture (default: gbdt2nn; e.g. mlp)")
     models.add_argument("--attributor", help="student attributor (default: structure)")
     models.add_argument(
-        "--alignment", help="alignment loss (default: auto, which takes rank for a multiclass task, else cosine)"
+        "--alignment", help="alignment loss (default: auto: rank for multiclass, cosine for binary, mse for regression)"
     )
     examples = {
         "teacher": "n_estimators=50",

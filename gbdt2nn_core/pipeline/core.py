@@ -393,7 +393,7 @@ class Pipeline:
         check_explains(config.attributor, attributor, config.student)
         if config.alignment_weight > 0:  # a plain distillation needs no alignment-loss plugin installed
             if config.alignment == "auto":  # resolved with the data; mse is what every task may fall back to
-                preferred = "rank" if config.task == "multiclass" else "cosine"
+                preferred = {"multiclass": "rank", "binary": "cosine"}.get(str(config.task), "mse")
                 if preferred not in registry.names("alignment loss"):
                     check_auto_loss_installed("mse", registry)
             else:

@@ -856,7 +856,7 @@ class GBDT2NNRegressor(RegressorMixin, _GBDT2NNBase):  # type: ignore[misc]
         How the student explains itself while it learns to explain like the teacher (default ``"structure"``).
     alignment, alignment_options, alignment_weight, alignment_fraction, alignment_rows, alignment_min_rows:
         The alignment loss (``"mse"``, ``"cosine"``, ``"rank"``, or the default ``"auto"``: ``rank`` for a
-        multiclass task, ``cosine`` for binary and regression, ``mse`` where those are not installed, resolved in
+        multiclass task, ``cosine`` for binary, ``mse`` for regression and where those are not installed, resolved in
         ``config_.alignment`` when ``fit`` aligns; see
         :meth:`~gbdt2nn_core.pipeline.DistillConfig.alignment_for`), λ (0 = plain distillation), the share of
         batches that carry it and the share of training rows it covers (a seeded random subset: only those rows'
