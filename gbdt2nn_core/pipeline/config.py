@@ -230,7 +230,7 @@ class DistillConfig(RunSettings):
         0.4450). On binary data it cost AUC (adult 0.9303 → 0.9292). A binary task gets ``cosine``, which matches
         each row's attributions in direction and leaves their scale to the ``structure`` attributor's completeness
         (they add up to ``f(x) − E[f]``, which distillation makes the teacher's): on the quality suite's four binary
-        sets it agreed better than ``mse`` (Spearman +0.014 to +0.079) at the same AUC within the seeds' spread
+        sets it agreed better than ``mse`` (Spearman +0.014 to +0.084) at the same AUC within the seeds' spread
         (RESULTS.md, "The cosine loss for binary targets"). A regression task keeps ``mse``: ``cosine`` agreed
         better there too but cost RMSE on all three regression sets (0.1–0.24 %; diamonds' price on every seed).
         ``mse`` also where ``cosine`` or ``rank`` is not installed, and where ``rank`` would compare more than
