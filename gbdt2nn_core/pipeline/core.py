@@ -392,10 +392,13 @@ class Pipeline:
         attributor = registry.attributor(config.attributor, **config.attributor_options)
         check_explains(config.attributor, attributor, config.student)
         if config.alignment_weight > 0:  # a plain distillation needs no alignment-loss plugin installed
-            if config.alignment == "auto":  # resolved with the data; mse is what every task may fall back to
-                preferred = {"multiclass": "rank", "binary": "cosine"}.get(str(config.task), "mse")
-                if preferred not in registry.names("alignment loss"):
-                    check_auto_loss_installed("mse", registry)
+            if config.alignment == "auto":
+                # Resolved with the data: with the task known, the loss auto takes for it (a multiclass task's
+                # width may still send it to mse); with the task unknown, mse, which every task may fall back to.
+                name = "mse"
+                if config.task is not None:
+                    name, _ = config.alignment_for(config.task, 1, 0, registry.names("alignment loss"))
+                check_auto_loss_installed(name, registry)
             else:
                 registry.alignment_loss(config.alignment, **config.alignment_options)
 
