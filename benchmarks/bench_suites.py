@@ -726,6 +726,8 @@ def e2e_once(
         "epoch_s": [record["seconds"] for record in run.student.history["epochs"]],
         "process_peak_mib": recorder.peak.process_peak,
         "peak_method": recorder.peak.method,
+        # the loss alignment="auto" took (mse before session 32, cosine on adult since): the report names it
+        "alignment_loss": run.metrics["student"]["alignment"]["loss"],
         "metrics": {
             "student_test": run.metrics["student"]["test"],
             "teacher_test": run.metrics["teacher"]["test"],
