@@ -4,7 +4,8 @@
     python benchmarks/time_to_agreement.py --quick --out /tmp/tta   # a smoke run of every code path (seconds)
 
 One process prepares adult once (DeepGBM's settings, the default ``gbdt2nn distill`` run: a LightGBM teacher of
-100 trees × 64 leaves, the GBDT2NN student for 20 epochs, the ``structure`` attributor and the ``mse`` loss), then
+100 trees × 64 leaves, the GBDT2NN student for 20 epochs, the ``structure`` attributor and the loss
+``alignment="auto"`` takes: ``cosine`` for adult's binary target since session 32, ``mse`` before), then
 trains one student per schedule, one after the other, on the same prepared split:
 
 - ``plain``: λ = 0, no teacher TreeSHAP of training rows;
@@ -213,6 +214,8 @@ def measure(*, quick: bool, epochs: int, schedules: dict[str, Schedule]) -> dict
             },
             "auc": metrics["student"]["test"]["auc"],
             "spearman": metrics["student"]["agreement"]["spearman"],
+            # the loss the aligned run trained with (``alignment="auto"`` resolved): the plot's title names it
+            **({"alignment_loss": metrics["student"]["alignment"]["loss"]} if weight > 0 else {}),
             "curve": curve,
         }
         print(json.dumps({k: v for k, v in runs[name].items() if k != "curve"}), file=sys.stderr, flush=True)
@@ -266,7 +269,11 @@ def plot(result: dict[str, Any], path: Path) -> None:
     axes.axhline(0.90, color="grey", linestyle=":", linewidth=1)
     axes.set_xlabel("time on one core: teacher TreeSHAP of the aligned rows + student training (s)")
     axes.set_ylabel(f"Spearman vs TreeSHAP, {MONITOR_ROWS} test rows")
-    axes.set_title(f"adult, GBDT2NN, structure + mse, {result['epochs']} epochs ({result['date']})")
+    # records from before the loss was recorded trained with mse, what alignment="auto" took for adult then
+    aligned = [run for run in result["runs"].values() if run["alignment_weight"] > 0]
+    losses = sorted({run.get("alignment_loss", "mse") for run in aligned})
+    title = f"adult, GBDT2NN, structure + {' / '.join(losses) or 'no alignment'}, {result['epochs']} epochs"
+    axes.set_title(f"{title} ({result['date']})")
     axes.legend(fontsize=8)
     axes.grid(alpha=0.3)
     figure.tight_layout()

@@ -198,6 +198,14 @@ def test_time_to_agreement_runs_every_schedule_and_plots(
     assert set(result["runs"]) == set(script.SCHEDULES)
     assert all(len(run["curve"]) == result["epochs"] for run in result["runs"].values())
     assert result["runs"]["plain"]["treeshap_train_cpu_s"] == 0.0
+    # every aligned run records the loss it trained with: the one alignment="auto" takes for adult's binary target
+    from gbdt2nn_core.host.registry import get_registry
+    from gbdt2nn_core.pipeline import DistillConfig
+
+    expected, _ = DistillConfig().alignment_for("binary", 1, 14, get_registry().names("alignment loss"))
+    aligned = [run for run in result["runs"].values() if run["alignment_weight"] > 0]
+    assert aligned
+    assert {run["alignment_loss"] for run in aligned} == {expected}
     assert (tmp_path / "time-to-agreement.png").stat().st_size > 1000
 
 
