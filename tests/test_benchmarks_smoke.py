@@ -114,6 +114,14 @@ def test_end_to_end_records_every_phase(quick_run: tuple[dict[str, Any], str]) -
         # the phases cover the run; a quick run lasts under a second, so a loaded machine's scheduling gaps
         # between phases (tens of milliseconds) get an absolute allowance too
         assert sum(p["seconds"] for p in run["phases"]) == pytest.approx(run["total_s"], rel=0.05, abs=0.25)
+    # the report names the loss the aligned run recorded, the one alignment="auto" takes for adult's binary target
+    from gbdt2nn_core.host.registry import get_registry
+    from gbdt2nn_core.pipeline import DistillConfig
+
+    expected, _ = DistillConfig().alignment_for("binary", 1, 14, get_registry().names("alignment loss"))
+    (aligned,) = results["e2e"]["runs"]["aligned"]
+    assert aligned["alignment_loss"] == expected
+    assert f"time per epoch, aligned (structure + `{expected}`)" in quick_run[1]
 
 
 def test_report_renders_again_from_the_raw_json(
