@@ -210,6 +210,14 @@ def test_the_runner_can_train_the_mlp_student_alone(
     assert mixed["meta"]["settings"] == {"alignment_batches": "mixed", "alignment_rows": 0.5}
     assert mixed["records"][1]["test"] == written["records"][1]["test"]
     assert mixed["records"][2]["agreement"] != written["records"][2]["agreement"]
+    # a teacher of other settings: another teacher, recorded
+    teacher_json = tmp_path / "teacher.json"
+    runner.main(
+        [*args, "--teacher-option", "n_estimators=5", "--out", str(tmp_path / "t.md"), "--json", str(teacher_json)]
+    )
+    smaller = json.loads(teacher_json.read_text(encoding="utf-8"))
+    assert smaller["meta"]["teacher_options"] == {"n_estimators": 5}
+    assert smaller["records"][0]["test"] != written["records"][0]["test"]
     # a misspelt loss, student setting or pipeline setting stops the run in one line before any training, with no
     # report written
     for bad, message in (
@@ -218,6 +226,7 @@ def test_the_runner_can_train_the_mlp_student_alone(
         (["--setting", "alignment_batch=mixed"], "--setting alignment_batch=...: not a pipeline setting"),
         (["--setting", "seed=3"], "--setting seed=...: set by --seeds; use that instead"),
         (["--setting", "alignment_batches=some"], "california seed 0: .*alignment_batches"),
+        (["--teacher-option", "n_estimator=5"], "california seed 0: .*n_estimator"),
     ):
         with pytest.raises(SystemExit, match=message):
             runner.main([*args, *bad, "--out", str(tmp_path / "bad.md"), "--json", str(tmp_path / "bad.json")])

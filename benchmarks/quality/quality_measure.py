@@ -65,6 +65,7 @@ def measure(
     plain: bool = True,
     student_options: dict[str, Any] | None = None,
     mlp_options: dict[str, Any] | None = None,
+    teacher_options: dict[str, Any] | None = None,
     alignment_weight: float | None = None,
     alignment_loss: str | None = None,
     synthetic_rows: int | None = None,
@@ -76,7 +77,8 @@ def measure(
     installed), ``aligned`` whether the aligned students train and ``plain`` whether the plain ones do (at least one of
     the two); ``threads`` is LightGBM's
     thread count; ``epochs`` overrides the students' default when given; ``student_options`` are GBDT2NN settings
-    and ``mlp_options`` the mlp student's; ``alignment_weight`` is λ of the aligned students (the pipeline's default
+    and ``mlp_options`` the mlp student's; ``teacher_options`` the LightGBM teacher's (its threads are always
+    ``threads``); ``alignment_weight`` is λ of the aligned students (the pipeline's default
     when ``None``) and ``alignment_loss`` their alignment loss (likewise); ``synthetic_rows`` the teacher-labelled
     synthetic rows per training row every student trains on besides its rows (likewise); ``threshold_bins`` the
     teacher thresholds per numeric column in the students' encoding (likewise); ``settings`` any other pipeline
@@ -93,7 +95,7 @@ def measure(
     config = DistillConfig(
         task=dataset.task,
         seed=seed,
-        teacher_options={"num_threads": threads},
+        teacher_options={**(teacher_options or {}), "num_threads": threads},
         student_options={**(student_options or {}), **epoch_budget},
         # every run computes its teacher's TreeSHAP, so that its time is measured, not a cache hit
         cache=False,

@@ -114,6 +114,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="a GBDT2NN student setting, e.g. beta0=0.5 (repeatable; to compare schedules)",
     )
     parser.add_argument(
+        "--teacher-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a LightGBM teacher setting, e.g. n_estimators=400 (repeatable; a stronger or weaker teacher)",
+    )
+    parser.add_argument(
         "--setting",
         action="append",
         default=[],
@@ -189,6 +196,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         "epochs": args.epochs,
         "student_options": parse_options(args.student_option, "--student-option"),
         "mlp_options": parse_options(args.mlp_option, "--mlp-option"),
+        "teacher_options": parse_options(args.teacher_option, "--teacher-option"),
         "settings": settings,
         "alignment_weight": args.alignment_weight,
         "alignment_loss": args.alignment_loss,
@@ -234,6 +242,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
                     plain=not args.no_plain,
                     student_options=meta["student_options"],
                     mlp_options=meta["mlp_options"],
+                    teacher_options=meta["teacher_options"],
                     alignment_weight=args.alignment_weight,
                     alignment_loss=args.alignment_loss,
                     synthetic_rows=args.synthetic_rows,
@@ -312,7 +321,7 @@ def combine(sources: Sequence[Path], out: Path, json_out: Path, *, replace: bool
 OWN_FLAGS = {
     "task": "the dataset's card",
     "seed": "--seeds",
-    "teacher_options": "--threads",
+    "teacher_options": "--teacher-option (and --threads)",
     "student_options": "--student-option / --epochs",
     "cache": "the suite (never cached: TreeSHAP is timed)",
     "alignment": "--alignment-loss",
