@@ -227,6 +227,7 @@ def test_the_runner_can_train_the_mlp_student_alone(
         (["--setting", "seed=3"], "--setting seed=...: set by --seeds; use that instead"),
         (["--setting", "alignment_batches=some"], "california seed 0: .*alignment_batches"),
         (["--teacher-option", "n_estimator=5"], "california seed 0: .*n_estimator"),
+        (["--teacher-option", "n_jobs=4"], "--teacher-option n_jobs=...: set by --threads"),
     ):
         with pytest.raises(SystemExit, match=message):
             runner.main([*args, *bad, "--out", str(tmp_path / "bad.md"), "--json", str(tmp_path / "bad.json")])

@@ -182,6 +182,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         raise SystemExit("--no-plain with --no-aligned leaves no student to train: drop one of them")
     settings = parse_options(args.setting, "--setting")
     check_settings(settings)
+    teacher_options = parse_options(args.teacher_option, "--teacher-option")
+    check_teacher_options(teacher_options)
     torch.set_num_threads(args.threads)
 
     argv_text = " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
@@ -196,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         "epochs": args.epochs,
         "student_options": parse_options(args.student_option, "--student-option"),
         "mlp_options": parse_options(args.mlp_option, "--mlp-option"),
-        "teacher_options": parse_options(args.teacher_option, "--teacher-option"),
+        "teacher_options": teacher_options,
         "settings": settings,
         "alignment_weight": args.alignment_weight,
         "alignment_loss": args.alignment_loss,
@@ -344,6 +346,18 @@ def check_settings(settings: dict[str, Any]) -> None:
         if key not in fields:
             known = ", ".join(sorted(set(fields) - set(OWN_FLAGS)))
             raise SystemExit(f"--setting {key}=...: not a pipeline setting; choose among {known}")
+
+
+#: LightGBM's spellings of its thread count (its documentation's aliases of ``num_threads``): ``--threads`` sets it.
+TEACHER_THREAD_OPTIONS = frozenset({"num_threads", "num_thread", "nthread", "nthreads", "n_jobs"})
+
+
+def check_teacher_options(options: dict[str, Any]) -> None:
+    """Refuse, in one line, a ``--teacher-option`` for the teacher's threads, which ``--threads`` sets (the suite
+    would otherwise override it without a word)."""
+    for key in options:
+        if key in TEACHER_THREAD_OPTIONS:
+            raise SystemExit(f"--teacher-option {key}=...: set by --threads; use that instead")
 
 
 def complete_grid(records: Sequence[dict[str, Any]]) -> bool:
