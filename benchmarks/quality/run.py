@@ -348,15 +348,13 @@ def check_settings(settings: dict[str, Any]) -> None:
             raise SystemExit(f"--setting {key}=...: not a pipeline setting; choose among {known}")
 
 
-#: LightGBM's spellings of its thread count (its documentation's aliases of ``num_threads``): ``--threads`` sets it.
-TEACHER_THREAD_OPTIONS = frozenset({"num_threads", "num_thread", "nthread", "nthreads", "n_jobs"})
-
-
 def check_teacher_options(options: dict[str, Any]) -> None:
-    """Refuse, in one line, a ``--teacher-option`` for the teacher's threads, which ``--threads`` sets (the suite
-    would otherwise override it without a word)."""
+    """Refuse, in one line, a ``--teacher-option`` for the teacher's threads (any of the LightGBM teacher's
+    ``thread_options`` spellings), which ``--threads`` sets: the suite would otherwise override it without a word."""
+    from gbdt2nn_lightgbm import LightGBMTeacher
+
     for key in options:
-        if key in TEACHER_THREAD_OPTIONS:
+        if key in LightGBMTeacher.thread_options:
             raise SystemExit(f"--teacher-option {key}=...: set by --threads; use that instead")
 
 
