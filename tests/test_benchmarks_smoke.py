@@ -18,6 +18,14 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
+def adult_alignment_loss() -> str:
+    """The loss ``alignment="auto"`` takes for adult's binary target with the alignment losses installed here."""
+    from gbdt2nn_core.host.registry import get_registry
+    from gbdt2nn_core.pipeline import DistillConfig
+
+    return DistillConfig().alignment_for("binary", 1, 14, get_registry().names("alignment loss"))[0]
+
+
 @pytest.fixture(scope="module")
 def harness(load_benchmark: Callable[[str], ModuleType]) -> ModuleType:
     return load_benchmark("run.py")
@@ -115,10 +123,7 @@ def test_end_to_end_records_every_phase(quick_run: tuple[dict[str, Any], str]) -
         # between phases (tens of milliseconds) get an absolute allowance too
         assert sum(p["seconds"] for p in run["phases"]) == pytest.approx(run["total_s"], rel=0.05, abs=0.25)
     # the report names the loss the aligned run recorded, the one alignment="auto" takes for adult's binary target
-    from gbdt2nn_core.host.registry import get_registry
-    from gbdt2nn_core.pipeline import DistillConfig
-
-    expected, _ = DistillConfig().alignment_for("binary", 1, 14, get_registry().names("alignment loss"))
+    expected = adult_alignment_loss()
     (aligned,) = results["e2e"]["runs"]["aligned"]
     assert aligned["alignment_loss"] == expected
     assert f"time per epoch, aligned (structure + `{expected}`)" in quick_run[1]
@@ -207,10 +212,7 @@ def test_time_to_agreement_runs_every_schedule_and_plots(
     assert all(len(run["curve"]) == result["epochs"] for run in result["runs"].values())
     assert result["runs"]["plain"]["treeshap_train_cpu_s"] == 0.0
     # every aligned run records the loss it trained with: the one alignment="auto" takes for adult's binary target
-    from gbdt2nn_core.host.registry import get_registry
-    from gbdt2nn_core.pipeline import DistillConfig
-
-    expected, _ = DistillConfig().alignment_for("binary", 1, 14, get_registry().names("alignment loss"))
+    expected = adult_alignment_loss()
     aligned = [run for run in result["runs"].values() if run["alignment_weight"] > 0]
     assert aligned
     assert {run["alignment_loss"] for run in aligned} == {expected}
