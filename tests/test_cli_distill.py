@@ -179,6 +179,13 @@ def test_tiny_run_writes_a_complete_run_folder(
     assert "plain student (λ=0)" in captured.out
     assert "aligned student (λ=1, cosine)" in captured.out  # alignment="auto": cosine for a binary task
     assert "run folder: run" in captured.out
+    # alignment's cost on the held-out rows: the two students' best validation losses, as their folders record them
+    best = [
+        json.loads((folder / "history.json").read_text())["stopping"]["best_validation_loss"]
+        for folder in (run, run / "plain")
+    ]
+    assert metrics["validation_cost"] == pytest.approx(best[0] / best[1] - 1.0)
+    assert f"held-out rows: the aligned student's task loss is {metrics['validation_cost']:+.2%}" in captured.out
     assert "Traceback" not in captured.err
 
 
@@ -195,6 +202,7 @@ def test_json_output_and_overwrite(
     payload = json.loads(captured.out)
     assert payload["student"]["alignment"]["weight"] == 0.0
     assert "plain" not in payload
+    assert "validation_cost" not in payload  # nothing to compare with
     assert not (workdir / "run" / "stale.txt").exists()  # replaced, not merged
     assert (workdir / "run" / "student.safetensors").is_file()
     assert not (workdir / "run" / "plain").exists()
@@ -220,3 +228,17 @@ def test_console_script_reports_one_line_errors(workdir: Path) -> None:
     assert "Traceback" not in result.stderr
     assert result.stdout == ""
     _assert_nothing_written(workdir)
+
+
+def test_the_cost_line_says_whether_alignment_costs_accuracy() -> None:
+    from gbdt2nn_core.cli.distill_cmd import _cost_line
+    from gbdt2nn_core.pipeline.metrics import ALIGNMENT_COST_NOTICE
+
+    within = _cost_line(ALIGNMENT_COST_NOTICE / 2)
+    assert "costs no accuracy" in within
+    assert "--alignment-weight" not in within
+    above = _cost_line(2 * ALIGNMENT_COST_NOTICE)
+    assert "+1.00%" in above
+    assert "costs accuracy" in above
+    assert "--alignment-weight 0.1" in above
+    assert "\n" not in above  # one line

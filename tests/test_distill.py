@@ -18,6 +18,7 @@ from gbdt2nn_core.data import TabularSchema
 from gbdt2nn_core.errors import ConfigError, UnknownComponentError
 from gbdt2nn_core.host.registry import Registry
 from gbdt2nn_core.pipeline.distill import DistillConfig, DistillRun, compare, distill
+from gbdt2nn_core.pipeline.metrics import validation_cost
 
 pytestmark = pytest.mark.usefixtures("single_thread_torch")
 
@@ -278,6 +279,27 @@ def test_batchnorm_statistics_are_those_of_the_final_weights_on_the_training_row
     )
     assert matches == recalibrate
     assert not module.training
+
+
+def test_validation_cost_compares_the_held_out_rows_both_students_share(
+    comparison: tuple[DistillRun, DistillRun],
+) -> None:
+    plain, aligned = comparison
+    stopping = plain.student.history["stopping"], aligned.student.history["stopping"]
+    # one split: the same held-out rows scored both students, so their losses compare
+    assert stopping[0]["validation_rows"] == stopping[1]["validation_rows"] == len(plain.prepared.validation.validation)
+    losses = [record["validation_loss"] for record in aligned.student.history["epochs"]]
+    assert stopping[1]["best_validation_loss"] in losses  # the loss of an epoch the student actually had
+    cost = validation_cost(aligned.student.history, plain.student.history)
+    assert cost == pytest.approx(stopping[1]["best_validation_loss"] / stopping[0]["best_validation_loss"] - 1.0)
+
+
+def test_validation_cost_is_none_without_held_out_rows(
+    adult_2000: pd.DataFrame, small_config: Callable[..., DistillConfig]
+) -> None:
+    plain, aligned = compare(adult_2000.head(600), TARGET, small_config(alignment_weight=1.0, validation_fraction=0.0))
+    assert plain.student.history["stopping"]["best_validation_loss"] is None
+    assert validation_cost(aligned.student.history, plain.student.history) is None
 
 
 def test_compare_needs_a_positive_weight(adult_2000: pd.DataFrame, small_config: Callable[..., DistillConfig]) -> None:

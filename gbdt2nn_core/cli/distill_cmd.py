@@ -342,6 +342,7 @@ def _run(args: argparse.Namespace, engine: Any) -> int:
     from gbdt2nn_core.pipeline import DistillConfig, Pipeline
     from gbdt2nn_core.pipeline.dask_engine import prepare_on_dask, read_on_dask
     from gbdt2nn_core.pipeline.distill import run_student
+    from gbdt2nn_core.pipeline.metrics import validation_cost
     from gbdt2nn_core.pipeline.runfolder import check_destination, write_run
     from gbdt2nn_core.progress import NullProgress, RichProgress
     from gbdt2nn_core.student.distributed import world
@@ -441,16 +442,34 @@ def _run(args: argparse.Namespace, engine: Any) -> int:
         return 0
     if checkpoints is not None:
         shutil.rmtree(checkpoints, ignore_errors=True)  # the run is complete: nothing left to resume
+    cost = validation_cost(main.student.history, plain.student.history) if plain is not None else None
     if args.json:
         payload = dict(main.metrics)
         if plain is not None:
             payload["plain"] = plain.metrics["student"]
+            payload["validation_cost"] = cost
         print(json.dumps(payload, indent=2))
     else:
         _print_table(main, plain)
+        if cost is not None:
+            print(_cost_line(cost))
         if out is not None:
             print(f"run folder: {out}")
     return 0
+
+
+def _cost_line(cost: float) -> str:
+    """What the held-out rows say about alignment's cost (:func:`~gbdt2nn_core.pipeline.metrics.validation_cost`)."""
+    from gbdt2nn_core.pipeline.metrics import ALIGNMENT_COST_NOTICE
+
+    said = f"held-out rows: the aligned student's task loss is {cost:+.2%} against the plain student's"
+    if cost <= ALIGNMENT_COST_NOTICE:
+        return f"{said}, within {ALIGNMENT_COST_NOTICE:.1%}: alignment costs no accuracy here."
+    # measured on the quality suite: where this showed, a tenth of λ gave most of the accuracy back
+    return (
+        f"{said}: alignment costs accuracy on this data; --alignment-weight 0.1 gave most of it back on such data "
+        'for a little agreement (docs/attributions.md, "Choosing").'
+    )
 
 
 def _print_table(main: Any, plain: Any | None) -> None:

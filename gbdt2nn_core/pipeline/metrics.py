@@ -5,6 +5,7 @@ Statistics come from scikit-learn and scipy; agreement is computed per row, then
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -16,6 +17,7 @@ from sklearn import metrics as skm
 from gbdt2nn_core.host.interfaces import Task
 
 __all__ = [
+    "ALIGNMENT_COST_NOTICE",
     "Metrics",
     "StudentMetrics",
     "agreement",
@@ -23,7 +25,27 @@ __all__ = [
     "explained_outputs",
     "fidelity",
     "task_metrics",
+    "validation_cost",
 ]
+
+#: An aligned student's validation task loss this much above its plain student's (relative; see
+#: :func:`validation_cost`) is reported as alignment's cost on the data (``gbdt2nn distill --compare``). On the
+#: quality suite every seed whose aligned student was less accurate than its plain one beyond the dataset's spread
+#: was at +1 % or more; where alignment cost nothing, 14 of 18 seeds stayed below +0.5 % (RESULTS.md, "λ under the
+#: clip").
+ALIGNMENT_COST_NOTICE = 0.005
+
+
+def validation_cost(aligned_history: Mapping[str, Any], plain_history: Mapping[str, Any]) -> float | None:
+    """How much higher the aligned student's best validation task loss is than the plain student's, relative
+    (``0.01``: 1 % higher), from the two students' ``history`` (``stopping.best_validation_loss``: the held-out rows
+    of one split, which both students of a comparison share); ``None`` where either recorded none (no validation
+    rows, or a student that does not monitor them)."""
+    aligned = aligned_history.get("stopping", {}).get("best_validation_loss")
+    plain = plain_history.get("stopping", {}).get("best_validation_loss")
+    if aligned is None or plain is None or not float(plain) > 0:
+        return None
+    return float(aligned) / float(plain) - 1.0
 
 
 def task_metrics(task: Task, y: np.ndarray, margin: np.ndarray) -> dict[str, float]:

@@ -25,6 +25,7 @@ from gbdt2nn_core.host.interfaces import Teacher
 from gbdt2nn_core.host.registry import Registry, get_registry
 from gbdt2nn_core.model_files import staged_folder, write_atomic
 from gbdt2nn_core.pipeline import DistillConfig
+from gbdt2nn_core.pipeline.metrics import validation_cost
 from gbdt2nn_core.pipeline.persistence import DistilledModel, load_model, save_model
 from gbdt2nn_core.student.distributed import world
 
@@ -133,7 +134,10 @@ def write_folder(
         if plain is not None:
             _write_student(staging / "plain", plain, None)
             if main.metrics is not None and plain.metrics is not None:
-                write_json(staging / METRICS, {"plain": plain.metrics["student"], **main.metrics})
+                cost = validation_cost(main.history, plain.history)
+                write_json(
+                    staging / METRICS, {"plain": plain.metrics["student"], **main.metrics, "validation_cost": cost}
+                )
     return out
 
 
