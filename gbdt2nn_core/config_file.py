@@ -27,6 +27,7 @@ Every section and key is optional; command-line flags override the file. Example
     fraction = 1.0                   # share of batches that carry the alignment term
     rows = 0.1                       # share of training rows that carry it (only theirs get TreeSHAP)
     min_rows = 3000                  # but at least this many (every row of a smaller set; 0 = no floor)
+    check = false                    # retrain at a tenth of λ where alignment costs accuracy on the held-out rows
     options = { temperature = 1.0 }
 
     [run]
@@ -65,7 +66,7 @@ ALLOWED_KEYS: dict[str, frozenset[str]] = {
     "teacher": frozenset({"name", "model", "options"}),
     "student": frozenset({"name", "options"}),
     "attributor": frozenset({"name", "options"}),
-    "alignment": frozenset({"loss", "weight", "fraction", "batches", "rows", "min_rows", "options"}),
+    "alignment": frozenset({"loss", "weight", "fraction", "batches", "rows", "min_rows", "check", "options"}),
     "run": frozenset(
         {
             "seed",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -242,3 +243,34 @@ def test_the_cost_line_says_whether_alignment_costs_accuracy() -> None:
     assert "costs accuracy" in above
     assert "--alignment-weight 0.1" in above
     assert "\n" not in above  # one line
+
+
+def test_alignment_check_writes_the_student_it_kept_and_why(
+    workdir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gbdt2nn_core.pipeline.distill as distill_module
+
+    monkeypatch.setattr(distill_module, "ALIGNMENT_COST_NOTICE", -math.inf)  # the check always trips
+    monkeypatch.chdir(workdir)
+    arguments = ["distill", "--data", "small.csv", "--target", TARGET, "--epochs", "1", "--out", "run", *SMALL_TEACHER]
+    code = main([*arguments, "--alignment-check"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    config = json.loads((workdir / "run" / "config.json").read_text())
+    assert config["alignment_check"] is True
+    assert config["alignment_weight"] == pytest.approx(0.1)  # the student kept, trained at a tenth of λ
+    record = config["student_choices"]["alignment_check"]
+    assert [tried["weight"] for tried in record["tried"]] == pytest.approx([1.0, 0.1])
+    assert (workdir / "run" / "plain" / "student.safetensors").is_file()  # the yardstick, as with --compare
+    assert "aligned student (λ=0.1, cosine)" in captured.out
+    assert not list(workdir.glob(".run.checkpoints"))  # every student's checkpoints removed with the run complete
+
+
+def test_alignment_check_refuses_several_processes(
+    workdir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(workdir)
+    arguments = ["distill", "--data", "small.csv", "--target", TARGET, "--out", "run", "--alignment-check"]
+    code = main([*arguments, "--nproc", "2"])
+    _assert_one_line_error(capsys, code, "--alignment-check", "one process")
+    assert not (workdir / "run").exists()

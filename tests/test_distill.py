@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -297,9 +298,39 @@ def test_validation_cost_compares_the_held_out_rows_both_students_share(
 def test_validation_cost_is_none_without_held_out_rows(
     adult_2000: pd.DataFrame, small_config: Callable[..., DistillConfig]
 ) -> None:
-    plain, aligned = compare(adult_2000.head(600), TARGET, small_config(alignment_weight=1.0, validation_fraction=0.0))
+    config = small_config(alignment_weight=1.0, validation_fraction=0.0, alignment_check=True)
+    plain, aligned = compare(adult_2000.head(600), TARGET, config)
     assert plain.student.history["stopping"]["best_validation_loss"] is None
     assert validation_cost(aligned.student.history, plain.student.history) is None
+    # nothing to check against: the check keeps the configured weight and says why
+    record = aligned.trained.choices["alignment_check"]
+    assert record["kept_weight"] == 1.0
+    assert record["why"].startswith("no held-out rows")
+
+
+@pytest.mark.parametrize("trips", [True, False], ids=["retrains", "keeps"])
+def test_alignment_check_keeps_the_student_a_plain_distillation_at_the_chosen_weight_would_give(
+    adult_2000: pd.DataFrame,
+    small_config: Callable[..., DistillConfig],
+    monkeypatch: pytest.MonkeyPatch,
+    trips: bool,
+) -> None:
+    import gbdt2nn_core.pipeline.distill as distill_module
+
+    # the threshold moved so that the check trips (or never does), whatever these tiny students' losses are
+    monkeypatch.setattr(distill_module, "ALIGNMENT_COST_NOTICE", -math.inf if trips else math.inf)
+    frame = adult_2000.head(800)
+    checked = distill(frame, TARGET, small_config(alignment_weight=1.0, alignment_check=True))
+    weight = 0.1 if trips else 1.0
+    alone = distill(frame, TARGET, small_config(alignment_weight=weight))  # no plain student, no check
+    assert checked.config.alignment_weight == pytest.approx(weight)
+    np.testing.assert_array_equal(
+        checked.student.predict_margin(checked.data.z_test), alone.student.predict_margin(alone.data.z_test)
+    )
+    record = checked.trained.choices["alignment_check"]
+    assert [tried["weight"] for tried in record["tried"]] == pytest.approx([1.0, 0.1] if trips else [1.0])
+    assert all(tried["validation_cost"] is not None for tried in record["tried"])
+    assert record["kept_weight"] == pytest.approx(weight)
 
 
 def test_compare_needs_a_positive_weight(adult_2000: pd.DataFrame, small_config: Callable[..., DistillConfig]) -> None:

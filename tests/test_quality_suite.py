@@ -210,6 +210,14 @@ def test_the_runner_can_train_the_mlp_student_alone(
     assert mixed["meta"]["settings"] == {"alignment_batches": "mixed", "alignment_rows": 0.5}
     assert mixed["records"][1]["test"] == written["records"][1]["test"]
     assert mixed["records"][2]["agreement"] != written["records"][2]["agreement"]
+    # alignment_check as distill() applies it: the plain student is the yardstick, the check's record in the choices
+    checked_json = tmp_path / "checked.json"
+    runner.main(
+        [*args, "--setting", "alignment_check=true", "--out", str(tmp_path / "c.md"), "--json", str(checked_json)]
+    )
+    checked = json.loads(checked_json.read_text(encoding="utf-8"))["records"][2]
+    assert checked["choices"]["alignment_check"]["tried"][0]["weight"] == 1.0
+    assert checked["weight"] == checked["choices"]["alignment_check"]["kept_weight"]
     # a teacher of other settings: another teacher, recorded
     teacher_json = tmp_path / "teacher.json"
     runner.main(
@@ -228,6 +236,7 @@ def test_the_runner_can_train_the_mlp_student_alone(
         (["--setting", "alignment_batches=some"], "california seed 0: .*alignment_batches"),
         (["--teacher-option", "n_estimator=5"], "california seed 0: .*n_estimator"),
         (["--teacher-option", "n_jobs=4"], "--teacher-option n_jobs=...: set by --threads"),
+        (["--setting", "alignment_check=true", "--no-plain"], "--setting alignment_check=...: .*drop --no-plain"),
     ):
         with pytest.raises(SystemExit, match=message):
             runner.main([*args, *bad, "--out", str(tmp_path / "bad.md"), "--json", str(tmp_path / "bad.json")])

