@@ -243,6 +243,9 @@ def test_the_cost_line_says_whether_alignment_costs_accuracy() -> None:
     assert "costs accuracy" in above
     assert "--alignment-weight 0.1" in above
     assert "\n" not in above  # one line
+    checked = _cost_line(2 * ALIGNMENT_COST_NOTICE, advise=False)  # --alignment-check has already acted
+    assert "still costs accuracy" in checked
+    assert "--alignment-weight" not in checked
 
 
 def test_alignment_check_writes_the_student_it_kept_and_why(

@@ -476,19 +476,22 @@ def _run(args: argparse.Namespace, engine: Any) -> int:
     else:
         _print_table(main, plain)
         if cost is not None:
-            print(_cost_line(cost))
+            print(_cost_line(cost, advise=not config.alignment_check))
         if out is not None:
             print(f"run folder: {out}")
     return 0
 
 
-def _cost_line(cost: float) -> str:
-    """What the held-out rows say about alignment's cost (:func:`~gbdt2nn_core.pipeline.metrics.validation_cost`)."""
+def _cost_line(cost: float, *, advise: bool = True) -> str:
+    """What the held-out rows say about alignment's cost (:func:`~gbdt2nn_core.pipeline.metrics.validation_cost`);
+    ``advise=False`` where ``--alignment-check`` already acted on it (the student shown is the one it kept)."""
     from gbdt2nn_core.pipeline.metrics import ALIGNMENT_COST_NOTICE
 
     said = f"held-out rows: the aligned student's task loss is {cost:+.2%} against the plain student's"
     if cost <= ALIGNMENT_COST_NOTICE:
         return f"{said}, within {ALIGNMENT_COST_NOTICE:.1%}: alignment costs no accuracy here."
+    if not advise:
+        return f"{said}: alignment still costs accuracy on this data after --alignment-check."
     # measured on the quality suite: where this showed, a tenth of λ gave most of the accuracy back
     return (
         f"{said}: alignment costs accuracy on this data; --alignment-weight 0.1 gave most of it back on such data "
