@@ -137,8 +137,8 @@ def add_parser(subparsers: Any) -> None:
         action="store_true",
         default=None,
         help="train the plain student too, and where the aligned one's loss on the held-out rows is more than 0.5%% "
-        "above it, train it again at a tenth of λ and keep that one (recorded in config.json; about 2.3-3.4x a "
-        "plain run's time)",
+        "above it, train it again at a tenth of λ and keep that one (recorded in config.json; 2.25x a plain run's "
+        "time on adult)",
     )
     engine = parser.add_argument_group("engine (the teacher and its TreeSHAP on a cluster; see docs/scaling-out.md)")
     engine.add_argument(
