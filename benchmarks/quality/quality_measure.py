@@ -16,7 +16,7 @@ import attrs
 from gbdt2nn_core.data import Dataset
 from gbdt2nn_core.host.registry import get_registry
 from gbdt2nn_core.pipeline import DistillConfig, Pipeline
-from gbdt2nn_core.pipeline.distill import checked_alignment, run_student
+from gbdt2nn_core.pipeline.distill import plain_and_aligned, run_student
 
 __all__ = ["MLP_ATTRIBUTOR", "measure", "sample"]
 
@@ -111,27 +111,24 @@ def measure(
     if config.alignment_check and aligned and not plain:
         raise ValueError("alignment_check measures the aligned student against the plain one: drop --no-plain")
 
-    def aligned_run(student_pipeline: Pipeline, plain_run: Any) -> Any:
-        run = run_student(student_pipeline, prepared, config.alignment_weight)
-        if config.alignment_check:  # as distill() does: the plain student is the yardstick
-            run = checked_alignment(plain_run, run, lambda lower: run_student(student_pipeline, prepared, lower))
-        return run
+    def train(kind: str, student_pipeline: Pipeline) -> None:
+        # both students as compare() trains them (with alignment_check, the plain one is the aligned one's yardstick)
+        if plain and aligned:
+            students[f"{kind} · plain"], students[f"{kind} · aligned"] = plain_and_aligned(student_pipeline, prepared)
+        elif plain:
+            students[f"{kind} · plain"] = run_student(student_pipeline, prepared, 0.0)
+        else:
+            students[f"{kind} · aligned"] = run_student(student_pipeline, prepared, config.alignment_weight)
 
     if gbdt2nn:
-        if plain:
-            students["gbdt2nn · plain"] = run_student(pipeline, prepared, 0.0)
-        if aligned:
-            students["gbdt2nn · aligned"] = aligned_run(pipeline, students.get("gbdt2nn · plain"))
+        train("gbdt2nn", pipeline)
     if mlp and "mlp" in get_registry().names("student"):
         mlp_config = attrs.evolve(
             config, student="mlp", attributor=MLP_ATTRIBUTOR, student_options={**(mlp_options or {}), **epoch_budget}
         )
         mlp_pipeline = Pipeline(mlp_config)
         mlp_pipeline.check()
-        if plain:
-            students["mlp · plain"] = run_student(mlp_pipeline, prepared, 0.0)
-        if aligned:
-            students["mlp · aligned"] = aligned_run(mlp_pipeline, students.get("mlp · plain"))
+        train("mlp", mlp_pipeline)
     first = next(iter(students.values()))
     teacher = {
         "model": f"teacher ({config.teacher})",

@@ -27,7 +27,15 @@ from gbdt2nn_core.pipeline import DistillConfig, Pipeline, Prepared, PreparedDat
 from gbdt2nn_core.pipeline.metrics import ALIGNMENT_COST_NOTICE, Metrics, validation_cost
 from gbdt2nn_core.progress import Progress
 
-__all__ = ["ALIGNMENT_CHECK_FACTOR", "DistillConfig", "DistillRun", "checked_alignment", "compare", "distill"]
+__all__ = [
+    "ALIGNMENT_CHECK_FACTOR",
+    "DistillConfig",
+    "DistillRun",
+    "checked_alignment",
+    "compare",
+    "distill",
+    "plain_and_aligned",
+]
 
 #: What ``alignment_check`` multiplies λ by when the aligned student costs accuracy on the held-out rows. Under the
 #: gradient clip λ between 0.5 and 2 changes little (each aligned batch's step is clipped at twice an ordinary one, so
@@ -134,6 +142,16 @@ def checked_alignment(plain: DistillRun, aligned: DistillRun, retrain: Callable[
     return kept
 
 
+def plain_and_aligned(pipeline: Pipeline, prepared: Prepared) -> tuple[DistillRun, DistillRun]:
+    """The plain (λ = 0) student of ``prepared`` and the aligned one at the pipeline's λ: with
+    ``config.alignment_check``, :func:`checked_alignment`'s choice (the plain student is its yardstick)."""
+    plain = run_student(pipeline, prepared, 0.0)
+    aligned = run_student(pipeline, prepared, pipeline.config.alignment_weight)
+    if pipeline.config.alignment_check:
+        aligned = checked_alignment(plain, aligned, lambda lower: run_student(pipeline, prepared, lower))
+    return plain, aligned
+
+
 def distill(
     frame: pd.DataFrame,
     target: str,
@@ -154,9 +172,7 @@ def distill(
     weight = pipeline.config.alignment_weight
     try:
         if pipeline.config.alignment_check and weight > 0:
-            plain = run_student(pipeline, prepared, 0.0)
-            aligned = run_student(pipeline, prepared, weight)
-            return checked_alignment(plain, aligned, lambda lower: run_student(pipeline, prepared, lower))
+            return plain_and_aligned(pipeline, prepared)[1]
         return run_student(pipeline, prepared, weight)
     except BaseException:
         prepared.close()  # rows kept on disk go with a failed run; a finished one keeps them with its data
@@ -181,10 +197,7 @@ def compare(
     pipeline.check()
     prepared = pipeline.prepare(frame, target, teacher_model)
     try:
-        plain, aligned = run_student(pipeline, prepared, 0.0), run_student(pipeline, prepared, config.alignment_weight)
-        if config.alignment_check:
-            aligned = checked_alignment(plain, aligned, lambda lower: run_student(pipeline, prepared, lower))
-        return plain, aligned
+        return plain_and_aligned(pipeline, prepared)
     except BaseException:
         prepared.close()  # rows kept on disk go with a failed run; finished ones keep them with their data
         raise
