@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 import subprocess
 import sys
@@ -243,6 +244,51 @@ def test_fitting_twice_with_one_seed_gives_identical_predictions(adult_xy: Any) 
     np.testing.assert_array_equal(first.explain(X_test[:20]), second.explain(X_test[:20]))
     other = GBDT2NNClassifier(**{**params, "random_state": 8}).fit(X, y)
     assert not np.array_equal(first.decision_function(X_test), other.decision_function(X_test))
+
+
+@pytest.mark.parametrize("trips", [True, False], ids=["retrains", "keeps"])
+def test_alignment_check_keeps_the_student_a_fit_at_the_chosen_weight_gives(
+    adult_xy: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, trips: bool
+) -> None:
+    import gbdt2nn_core.pipeline.distill as distill_module
+
+    # the threshold moved so that the check trips (or never does), whatever these tiny students' losses are
+    monkeypatch.setattr(distill_module, "ALIGNMENT_COST_NOTICE", -math.inf if trips else math.inf)
+    X, y, X_test, _ = adult_xy
+    X, y, update = X[:800], y[:800], slice(800, 900)
+    params = {**SMALL, "epochs": 2}
+    checked = GBDT2NNClassifier(**params, alignment_check=True).fit(X, y)
+    weight = 0.1 if trips else 1.0
+    alone = GBDT2NNClassifier(**params, alignment_weight=weight).fit(X, y)  # no plain student, no check
+    assert checked.alignment_weight == 1.0  # a parameter stays as it was set; the kept λ is in config_
+    assert checked.config_.alignment_weight == pytest.approx(weight)
+    np.testing.assert_array_equal(checked.decision_function(X_test), alone.decision_function(X_test))
+
+    out = checked.save(tmp_path / "model")
+    record = json.loads((out / "config.json").read_text())["student_choices"]["alignment_check"]
+    assert [tried["weight"] for tried in record["tried"]] == pytest.approx([1.0, 0.1] if trips else [1.0])
+    assert all(tried["validation_cost"] is not None for tried in record["tried"])  # held-out rows compared them
+    loaded = GBDT2NNClassifier.load(out)
+    assert loaded.alignment_check is True
+    assert loaded.config_.alignment_weight == pytest.approx(weight)
+    again = loaded.save(tmp_path / "again")  # saving a loaded estimator keeps what the check did
+    assert json.loads((again / "config.json").read_text())["student_choices"]["alignment_check"] == record
+
+    # an online update aligns at the kept λ: the same update of the student fitted at that λ alone
+    rows, labels = adult_xy[0][update], adult_xy[1][update]
+    for estimator in (checked, alone):
+        estimator.partial_fit(rows, labels, teacher_attributions=estimator.explain(rows, "teacher"))
+    np.testing.assert_array_equal(checked.decision_function(X_test), alone.decision_function(X_test))
+
+
+def test_alignment_check_is_refused_under_several_processes(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gbdt2nn_core.pipeline.core as core_module
+    from gbdt2nn_core.student.distributed import World
+
+    monkeypatch.setattr(core_module, "world", lambda: World(rank=0, size=2))  # as under torchrun --nproc-per-node 2
+    with pytest.raises(ConfigError) as info:
+        GBDT2NNClassifier(alignment_check=True).fit(pd.DataFrame({"a": [1.0, 2.0, 3.0, 4.0]}), [0, 1, 0, 1])
+    assert str(info.value).startswith("invalid alignment_check with processes=2:")
 
 
 # ------------------------------------------------------------------------------------------------ explanations

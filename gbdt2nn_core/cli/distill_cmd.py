@@ -277,12 +277,12 @@ def _check_before_launch(args: argparse.Namespace) -> None:
     """The mistakes every process would make, found once before any starts (and before anything is written)."""
     from gbdt2nn_core.host.registry import get_registry
     from gbdt2nn_core.pipeline import DistillConfig, Pipeline
-    from gbdt2nn_core.pipeline.processes import check_data_parallel
+    from gbdt2nn_core.pipeline.processes import check_alignment_check, check_data_parallel
     from gbdt2nn_core.pipeline.runfolder import check_destination
 
     settings = _settings(args)
     config = DistillConfig(**settings["config"])
-    _check_alignment_check(config, args.nproc)
+    check_alignment_check(config.alignment_check, args.nproc, setting="--alignment-check")
     Pipeline(config, get_registry()).check()
     student = get_registry().student(config.student, seed=config.seed, **config.student_options)
     check_data_parallel(student, config.student, args.nproc)
@@ -292,17 +292,6 @@ def _check_before_launch(args: argparse.Namespace) -> None:
         )
     if settings["out"] is not None:
         check_destination(Path(settings["out"]), overwrite=args.overwrite)
-
-
-def _check_alignment_check(config: Any, processes: int) -> None:
-    """Refuse ``alignment_check`` with several processes: it decides on the held-out losses whether to train again,
-    and every process would have to make the same decision in step."""
-    if config.alignment_check and processes > 1:
-        raise ConfigError(
-            setting="--alignment-check with processes",
-            value=processes,
-            fix="the check decides in one process whether to train again; run it in one process",
-        )
 
 
 def _without_nproc(argv: list[str]) -> list[str]:
@@ -364,6 +353,7 @@ def _run(args: argparse.Namespace, engine: Any) -> int:
     from gbdt2nn_core.pipeline.dask_engine import prepare_on_dask, read_on_dask
     from gbdt2nn_core.pipeline.distill import checked_alignment, run_student
     from gbdt2nn_core.pipeline.metrics import validation_cost
+    from gbdt2nn_core.pipeline.processes import check_alignment_check
     from gbdt2nn_core.pipeline.runfolder import check_destination, write_run
     from gbdt2nn_core.progress import NullProgress, RichProgress
     from gbdt2nn_core.student.distributed import world
@@ -382,7 +372,7 @@ def _run(args: argparse.Namespace, engine: Any) -> int:
             raise DataError(problem="--data needs --out", fix="name a run folder to write with --out DIR")
     config = DistillConfig(**settings["config"])
     processes = world()
-    _check_alignment_check(config, processes.size)
+    check_alignment_check(config.alignment_check, processes.size, setting="--alignment-check")
     if processes.distributed and resolve_device(config.device).type == "cuda":
         # one GPU per process on its machine: the one torchrun numbers LOCAL_RANK (NCCL reduces between them)
         config = attrs.evolve(config, device=f"cuda:{os.environ.get('LOCAL_RANK', '0')}")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import attrs
 import pandas as pd
@@ -35,6 +35,7 @@ __all__ = [
     "compare",
     "distill",
     "plain_and_aligned",
+    "plain_then_aligned",
 ]
 
 #: What ``alignment_check`` multiplies λ by when the aligned student costs accuracy on the held-out rows. Under the
@@ -77,6 +78,28 @@ class DistillRun:
     def timings(self) -> dict[str, float]:
         return dict(self.record.timings)
 
+    @property
+    def choices(self) -> dict[str, Any]:
+        """What the pipeline chose for the student and why (:attr:`Trained.choices <gbdt2nn_core.pipeline.Trained>`)."""
+        return self.trained.choices
+
+
+class _StudentRun(Protocol):
+    """What :func:`checked_alignment` reads of a training: a :class:`DistillRun`, or a bare
+    :class:`~gbdt2nn_core.pipeline.Trained` (the scikit-learn estimators, which evaluate nothing)."""
+
+    @property
+    def config(self) -> DistillConfig: ...
+
+    @property
+    def student(self) -> Student: ...
+
+    @property
+    def choices(self) -> dict[str, Any]: ...
+
+
+RunT = TypeVar("RunT", bound=_StudentRun)
+
 
 def run_student(
     pipeline: Pipeline,
@@ -105,7 +128,7 @@ def run_student(
     return DistillRun(config=trained.config, prepared=prepared, trained=trained, record=metrics)
 
 
-def checked_alignment(plain: DistillRun, aligned: DistillRun, retrain: Callable[[float], DistillRun]) -> DistillRun:
+def checked_alignment(plain: RunT, aligned: RunT, retrain: Callable[[float], RunT]) -> RunT:
     """``aligned``, or where its best validation task loss is more than
     :data:`~gbdt2nn_core.pipeline.metrics.ALIGNMENT_COST_NOTICE` above ``plain``'s (the same held-out rows;
     :func:`~gbdt2nn_core.pipeline.metrics.validation_cost`), the student ``retrain(λ × ALIGNMENT_CHECK_FACTOR)``
@@ -133,7 +156,7 @@ def checked_alignment(plain: DistillRun, aligned: DistillRun, retrain: Callable[
             f"the aligned student's validation loss {cost:+.2%} against the plain one's, above "
             f"{ALIGNMENT_COST_NOTICE:.1%}: trained again at {ALIGNMENT_CHECK_FACTOR:g} x the weight"
         )
-    kept.trained.choices["alignment_check"] = {
+    kept.choices["alignment_check"] = {
         "notice": ALIGNMENT_COST_NOTICE,
         "tried": tried,
         "kept_weight": kept.config.alignment_weight,
@@ -142,14 +165,20 @@ def checked_alignment(plain: DistillRun, aligned: DistillRun, retrain: Callable[
     return kept
 
 
-def plain_and_aligned(pipeline: Pipeline, prepared: Prepared) -> tuple[DistillRun, DistillRun]:
-    """The plain (λ = 0) student of ``prepared`` and the aligned one at the pipeline's λ: with
-    ``config.alignment_check``, :func:`checked_alignment`'s choice (the plain student is its yardstick)."""
-    plain = run_student(pipeline, prepared, 0.0)
-    aligned = run_student(pipeline, prepared, pipeline.config.alignment_weight)
-    if pipeline.config.alignment_check:
-        aligned = checked_alignment(plain, aligned, lambda lower: run_student(pipeline, prepared, lower))
+def plain_then_aligned(train: Callable[[float], RunT], config: DistillConfig) -> tuple[RunT, RunT]:
+    """``train(0)`` (the plain student) and ``train(config.alignment_weight)``; with ``config.alignment_check``, the
+    aligned one is :func:`checked_alignment`'s choice (the plain student is its yardstick; ``train`` retrains)."""
+    plain = train(0.0)
+    aligned = train(config.alignment_weight)
+    if config.alignment_check:
+        aligned = checked_alignment(plain, aligned, train)
     return plain, aligned
+
+
+def plain_and_aligned(pipeline: Pipeline, prepared: Prepared) -> tuple[DistillRun, DistillRun]:
+    """The plain (λ = 0) student of ``prepared`` and the aligned one at the pipeline's λ, each evaluated
+    (:func:`plain_then_aligned`: with ``config.alignment_check``, :func:`checked_alignment`'s choice)."""
+    return plain_then_aligned(lambda weight: run_student(pipeline, prepared, weight), pipeline.config)
 
 
 def distill(

@@ -46,6 +46,8 @@ __all__ = [
 CONFIG = "config.json"
 METRICS = "metrics.json"
 HISTORY = "history.json"
+#: The keys of ``config.json``'s ``student_choices`` that the pipeline, not the student, writes.
+PIPELINE_CHOICES = ("alignment", "alignment_check")
 
 
 def check_destination(out: Path, *, overwrite: bool) -> None:
@@ -187,7 +189,8 @@ class RunFolder:
     teacher: Teacher | None = attrs.field(eq=False)
     teacher_background: pd.DataFrame | None = attrs.field(eq=False)
     #: The pipeline's choices for the student that ``config.json`` records (``student_choices["alignment"]``: the
-    #: loss ``alignment="auto"`` took, and why), so that saving a loaded estimator again keeps them; ``{}`` when none.
+    #: loss ``alignment="auto"`` took, and why; ``["alignment_check"]``: the λ tried and kept), so that saving a
+    #: loaded estimator again keeps them; ``{}`` when none.
     pipeline_choices: dict[str, Any] = attrs.field(factory=dict, eq=False)
 
 
@@ -203,8 +206,9 @@ def _recorded_config(directory: Path) -> dict[str, Any]:
 def _pipeline_choices(recorded: dict[str, Any]) -> dict[str, Any]:
     """The pipeline's choices among a ``config.json``'s ``student_choices`` (see :attr:`RunFolder.pipeline_choices`)."""
     choices = recorded.get("student_choices")
-    alignment = choices.get("alignment") if isinstance(choices, dict) else None
-    return {"alignment": alignment} if isinstance(alignment, dict) else {}
+    if not isinstance(choices, dict):
+        return {}
+    return {key: choices[key] for key in PIPELINE_CHOICES if isinstance(choices.get(key), dict)}
 
 
 def folder_config(directory: Path, model: DistilledModel) -> DistillConfig:
