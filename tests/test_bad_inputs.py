@@ -2456,16 +2456,6 @@ CASES += [
         fix="drop one of them",
     ),
     Case(
-        id="alignment-check-nproc",
-        where="CLI",
-        heading=NPROC,
-        bad="`--alignment-check` with `--nproc 2`",
-        argv=(*DISTILL, "--alignment-check", "--nproc", "2"),
-        message=E + "invalid --alignment-check with processes=2: the check decides in one process whether to train "
-        "again; run it in one process",
-        fix="leave `--nproc` out (the check trains up to three students one after the other)",
-    ),
-    Case(
         id="nproc-under-torchrun",
         where="CLI",
         heading=NPROC,

@@ -267,13 +267,3 @@ def test_alignment_check_writes_the_student_it_kept_and_why(
     assert (workdir / "run" / "plain" / "student.safetensors").is_file()  # the yardstick, as with --compare
     assert "aligned student (λ=0.1, cosine)" in captured.out
     assert not list(workdir.glob(".run.checkpoints"))  # every student's checkpoints removed with the run complete
-
-
-def test_alignment_check_refuses_several_processes(
-    workdir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.chdir(workdir)
-    arguments = ["distill", "--data", "small.csv", "--target", TARGET, "--out", "run", "--alignment-check"]
-    code = main([*arguments, "--nproc", "2"])
-    _assert_one_line_error(capsys, code, "--alignment-check", "one process")
-    assert not (workdir / "run").exists()

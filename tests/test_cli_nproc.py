@@ -138,3 +138,37 @@ def test_the_mlp_student_trains_on_two_processes(tmp_path: Path) -> None:
     assert config["world_size"] == metrics["world_size"] == 2
     assert config["student_options"]["batch_size"] == 32  # per process: a global batch of 64
     assert (tmp_path / "run" / "student.safetensors").is_file()
+
+
+def test_alignment_check_runs_on_two_processes(tmp_path: Path) -> None:
+    """``gbdt2nn distill --alignment-check --nproc 2`` on 1,000 rows: the plain yardstick, the aligned student and,
+    where the check trips, its retraining, all in step on both processes; rank 0 writes the kept student, the plain
+    one beside it and the record of what was tried (the threshold's outcome is whatever these rows give: the
+    record must say it consistently)."""
+    from gbdt2nn_core.pipeline.metrics import ALIGNMENT_COST_NOTICE
+
+    adult = load_bundled("adult")
+    adult.frame.iloc[:1000].to_csv(tmp_path / "train.csv", index=False)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GBDT2NN_CACHE_DIR": str(tmp_path / "cache")}
+    argv = [*COMMON[:9], "--epochs", "3", "--student-option", "n_groups=4", "--student-option", "batch_size=64"]
+    done = subprocess.run(
+        [sys.executable, "-m", "gbdt2nn_core.cli", *argv, "--alignment-check", "--nproc", "2", "--out", "run"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["cache", "run", "train.csv"]  # no checkpoints left
+    assert done.stdout.count("run folder: run") == 1
+    assert (tmp_path / "run" / "plain" / "student.safetensors").is_file()  # the yardstick
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["world_size"] == 2
+    record = config["student_choices"]["alignment_check"]
+    first = record["tried"][0]
+    assert first["weight"] == pytest.approx(1.0)
+    assert first["validation_cost"] is not None
+    retrained = first["validation_cost"] > ALIGNMENT_COST_NOTICE
+    assert len(record["tried"]) == (2 if retrained else 1)
+    assert record["kept_weight"] == config["alignment_weight"] == pytest.approx(0.1 if retrained else 1.0)

@@ -8,6 +8,7 @@ teacher and sends it (:func:`~gbdt2nn_core.pipeline.processes.shared_teacher`), 
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import socket
@@ -293,6 +294,78 @@ def test_a_share_of_aligned_rows_is_split_between_the_processes(tmp_path: Path, 
     for name, tensor in rank0["state"].items():
         torch.testing.assert_close(rank1["state"][name], tensor, atol=0, rtol=0, msg=name)
     assert rank0["history"][0]["alignment_loss"] > 0
+
+
+def _checked(batch_size: int) -> dict[str, Any]:
+    """``alignment_check`` with its threshold moved so that it always retrains (SGD, as ``_train(sgd=True)``):
+    the kept student and the check's record."""
+    import gbdt2nn_core.pipeline.distill as distill_module
+
+    adult = load_bundled("adult")
+    # 64 of the 320 training rows held out: the yardstick's and the aligned student's validation losses compare
+    config = attrs.evolve(_config(batch_size), validation_fraction=0.2, alignment_check=True)
+    pipeline = Pipeline(config)
+    prepared = pipeline.prepare(adult.frame.iloc[:ROWS].reset_index(drop=True), adult.target)
+    with (
+        mock.patch.object(distill_module, "ALIGNMENT_COST_NOTICE", -math.inf),
+        mock.patch.object(torch.optim, "AdamW", _sgd),
+    ):
+        _, kept = distill_module.plain_then_aligned(
+            lambda weight: pipeline.train(prepared, alignment_weight=weight), config
+        )
+    return {
+        "state": {name: tensor.detach().clone() for name, tensor in kept.student.module.state_dict().items()},
+        "record": kept.choices["alignment_check"],
+        "weight": kept.config.alignment_weight,
+        "batchnorm_class": type(kept.student.module.mlp.norms[0].norm).__name__,
+    }
+
+
+def _check_worker(rank: int, world_size: int, port: int, folder: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        torch.save(_checked(batch_size=128), Path(folder) / f"check-rank{rank}.pt")
+        _leave_together()
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_alignment_check_decides_once_for_every_process(tmp_path: Path, spawn_two: Spawn) -> None:
+    """Two processes run the check in step: both retrain at a tenth of λ and keep the weights one process keeps on
+    the same global batch (256 fitting rows: one step of 128 rows per process)."""
+    torch.set_num_threads(1)
+    single = _checked(batch_size=256)
+    spawn_two(_check_worker, (2, _free_port(), str(tmp_path)))
+    rank0, rank1 = (torch.load(tmp_path / f"check-rank{rank}.pt", weights_only=True) for rank in range(2))
+    assert single["weight"] == rank0["weight"] == rank1["weight"] == pytest.approx(0.1)
+    assert [tried["weight"] for tried in rank0["record"]["tried"]] == pytest.approx([1.0, 0.1])
+    assert rank1["record"] == rank0["record"]  # the same held-out rows and weights: the same costs, to the bit
+    for tried, expected in zip(rank0["record"]["tried"], single["record"]["tried"], strict=True):
+        assert tried["validation_cost"] == pytest.approx(expected["validation_cost"], rel=1e-3, abs=1e-5)
+    _assert_the_single_process_state(single, rank0, rank1)
+
+
+def _agree_worker(rank: int, world_size: int, port: int, folder: str) -> None:
+    from gbdt2nn_core.pipeline.distill import _every_process_agrees
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        decided = [_every_process_agrees(rank == 1), _every_process_agrees(False)]
+        (Path(folder) / f"agree-rank{rank}.json").write_text(json.dumps(decided))
+        _leave_together()
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_a_process_that_would_retrain_alone_retrains_every_process(tmp_path: Path, spawn_two: Spawn) -> None:
+    """The guard against a hang: had the processes computed different costs, one retraining alone would wait for
+    the others forever; one decision for all retrains them all."""
+    spawn_two(_agree_worker, (2, _free_port(), str(tmp_path)))
+    for rank in range(2):
+        assert json.loads((tmp_path / f"agree-rank{rank}.json").read_text()) == [True, False]
 
 
 def _resume_worker(rank: int, world_size: int, port: int, folder: str, student: str) -> None:

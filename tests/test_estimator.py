@@ -281,16 +281,6 @@ def test_alignment_check_keeps_the_student_a_fit_at_the_chosen_weight_gives(
     np.testing.assert_array_equal(checked.decision_function(X_test), alone.decision_function(X_test))
 
 
-def test_alignment_check_is_refused_under_several_processes(monkeypatch: pytest.MonkeyPatch) -> None:
-    import gbdt2nn_core.pipeline.core as core_module
-    from gbdt2nn_core.student.distributed import World
-
-    monkeypatch.setattr(core_module, "world", lambda: World(rank=0, size=2))  # as under torchrun --nproc-per-node 2
-    with pytest.raises(ConfigError) as info:
-        GBDT2NNClassifier(alignment_check=True).fit(pd.DataFrame({"a": [1.0, 2.0, 3.0, 4.0]}), [0, 1, 0, 1])
-    assert str(info.value).startswith("invalid alignment_check with processes=2:")
-
-
 # ------------------------------------------------------------------------------------------------ explanations
 def test_explain_returns_one_value_per_column_and_teacher_treeshap_is_the_boosters_own(
     fitted: GBDT2NNClassifier, adult_xy: Any

@@ -277,12 +277,11 @@ def _check_before_launch(args: argparse.Namespace) -> None:
     """The mistakes every process would make, found once before any starts (and before anything is written)."""
     from gbdt2nn_core.host.registry import get_registry
     from gbdt2nn_core.pipeline import DistillConfig, Pipeline
-    from gbdt2nn_core.pipeline.processes import check_alignment_check, check_data_parallel
+    from gbdt2nn_core.pipeline.processes import check_data_parallel
     from gbdt2nn_core.pipeline.runfolder import check_destination
 
     settings = _settings(args)
     config = DistillConfig(**settings["config"])
-    check_alignment_check(config.alignment_check, args.nproc, setting="--alignment-check")
     Pipeline(config, get_registry()).check()
     student = get_registry().student(config.student, seed=config.seed, **config.student_options)
     check_data_parallel(student, config.student, args.nproc)
@@ -353,7 +352,6 @@ def _run(args: argparse.Namespace, engine: Any) -> int:
     from gbdt2nn_core.pipeline.dask_engine import prepare_on_dask, read_on_dask
     from gbdt2nn_core.pipeline.distill import checked_alignment, run_student
     from gbdt2nn_core.pipeline.metrics import validation_cost
-    from gbdt2nn_core.pipeline.processes import check_alignment_check
     from gbdt2nn_core.pipeline.runfolder import check_destination, write_run
     from gbdt2nn_core.progress import NullProgress, RichProgress
     from gbdt2nn_core.student.distributed import world
@@ -372,7 +370,6 @@ def _run(args: argparse.Namespace, engine: Any) -> int:
             raise DataError(problem="--data needs --out", fix="name a run folder to write with --out DIR")
     config = DistillConfig(**settings["config"])
     processes = world()
-    check_alignment_check(config.alignment_check, processes.size, setting="--alignment-check")
     if processes.distributed and resolve_device(config.device).type == "cuda":
         # one GPU per process on its machine: the one torchrun numbers LOCAL_RANK (NCCL reduces between them)
         config = attrs.evolve(config, device=f"cuda:{os.environ.get('LOCAL_RANK', '0')}")
@@ -430,9 +427,8 @@ def _run(args: argparse.Namespace, engine: Any) -> int:
             progress.console.print(f"{name} student: resuming from epoch {epoch} (checkpoint in {checkpoints})")
 
         path = checkpoints / f"{name}.pt" if checkpoints is not None else None
-        if not leader:  # trains its shard in step with rank 0, which evaluates and writes
-            pipeline.train(prepared, alignment_weight=weight, checkpoint=path)
-            return None
+        if not leader:  # trains its shard in step with rank 0, which evaluates and writes; checked_alignment reads it
+            return pipeline.train(prepared, alignment_weight=weight, checkpoint=path)
         return run_student(pipeline, prepared, weight, checkpoint=path, on_resume=say)
 
     plain = None

@@ -58,7 +58,7 @@ from gbdt2nn_core.pipeline.evaluate import evaluate_rows
 from gbdt2nn_core.pipeline.explanations import TeacherExplanations, explanation_cache
 from gbdt2nn_core.pipeline.margins import enable_lookup
 from gbdt2nn_core.pipeline.metrics import Metrics
-from gbdt2nn_core.pipeline.processes import check_alignment_check, check_data_parallel, shard_of, shared_teacher
+from gbdt2nn_core.pipeline.processes import check_data_parallel, shard_of, shared_teacher
 from gbdt2nn_core.pipeline.seeding import seeded
 from gbdt2nn_core.pipeline.synthetic import SyntheticRows, munge, teacher_labels
 from gbdt2nn_core.progress import NullProgress, Progress
@@ -389,7 +389,6 @@ class Pipeline:
         registry.spec("teacher", config.teacher)
         student = registry.student(config.student, seed=config.seed, **config.student_options)
         check_data_parallel(student, config.student, world().size)
-        check_alignment_check(config.alignment_check, world().size)
         attributor = registry.attributor(config.attributor, **config.attributor_options)
         check_explains(config.attributor, attributor, config.student)
         if config.alignment_weight > 0:  # a plain distillation needs no alignment-loss plugin installed

@@ -134,12 +134,13 @@ def checked_alignment(plain: RunT, aligned: RunT, retrain: Callable[[float], Run
     :func:`~gbdt2nn_core.pipeline.metrics.validation_cost`), the student ``retrain(λ × ALIGNMENT_CHECK_FACTOR)``
     trains instead. What was tried and kept goes into the kept student's choices (``alignment_check``; the run
     folder's ``config.json`` → ``student_choices``). Without held-out rows nothing is compared and ``aligned`` stays.
+    Under several processes each calls it with its own training of the same student; they decide together.
     """
     weight = aligned.config.alignment_weight
     cost = validation_cost(aligned.student.history, plain.student.history)
     tried = [{"weight": weight, "validation_cost": cost}]
     kept = aligned
-    if cost is not None and cost > ALIGNMENT_COST_NOTICE:
+    if _every_process_agrees(cost is not None and cost > ALIGNMENT_COST_NOTICE):
         kept = retrain(weight * ALIGNMENT_CHECK_FACTOR)
         tried.append(
             {
@@ -163,6 +164,17 @@ def checked_alignment(plain: RunT, aligned: RunT, retrain: Callable[[float], Run
         "why": why,
     }
     return kept
+
+
+def _every_process_agrees(retrain: bool) -> bool:
+    """``retrain``, decided once for every process that trains the student together: each holds the same weights and
+    every held-out row, so each computes the same cost, but a process that decided alone and differently would wait
+    forever for the others in the retraining's first collective. With one process, ``retrain`` itself."""
+    import torch
+
+    from gbdt2nn_core.student.distributed import all_reduce_sum
+
+    return bool(all_reduce_sum(torch.tensor([float(retrain)]))[0] > 0)
 
 
 def plain_then_aligned(train: Callable[[float], RunT], config: DistillConfig) -> tuple[RunT, RunT]:

@@ -31,7 +31,6 @@ from gbdt2nn_core.student.distributed import World, broadcast_bytes, shard_rows,
 
 __all__ = [
     "backend_for",
-    "check_alignment_check",
     "check_data_parallel",
     "launched",
     "process_group",
@@ -84,17 +83,6 @@ def check_data_parallel(student: Student, name: str, nproc: int) -> None:
             setting="--nproc",
             value=nproc,
             fix=f"the {name!r} student trains in one process only; use the gbdt2nn student or leave --nproc out",
-        )
-
-
-def check_alignment_check(enabled: bool, nproc: int, *, setting: str = "alignment_check") -> None:
-    """Refuse ``alignment_check`` (named ``setting``) on ``nproc`` > 1 processes: it decides on the held-out losses
-    whether to train again, and every process would have to make that decision in step."""
-    if enabled and nproc > 1:
-        raise ConfigError(
-            setting=f"{setting} with processes",
-            value=nproc,
-            fix="the check decides in one process whether to train again; run it in one process",
         )
 
 
