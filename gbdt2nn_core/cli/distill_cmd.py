@@ -350,7 +350,7 @@ def _run(args: argparse.Namespace, engine: Any) -> int:
     from gbdt2nn_core.kit.booster_teacher import available_cores
     from gbdt2nn_core.pipeline import DistillConfig, Pipeline
     from gbdt2nn_core.pipeline.dask_engine import prepare_on_dask, read_on_dask
-    from gbdt2nn_core.pipeline.distill import checked_alignment, run_student
+    from gbdt2nn_core.pipeline.distill import plain_then_aligned, run_student
     from gbdt2nn_core.pipeline.metrics import validation_cost
     from gbdt2nn_core.pipeline.runfolder import check_destination, write_run
     from gbdt2nn_core.progress import NullProgress, RichProgress
@@ -422,7 +422,10 @@ def _run(args: argparse.Namespace, engine: Any) -> int:
     # with --out, every student checkpoints each epoch next to it: the same command after a kill resumes there
     checkpoints = out.with_name(f".{out.name}.checkpoints") if out is not None else None
 
-    def student(name: str, weight: float) -> Any:
+    def student(weight: float) -> Any:
+        # each student's checkpoint file is named after its part in the run, so that the same command resumes it
+        name = "plain" if weight == 0 else "aligned" if weight == config.alignment_weight else "aligned-again"
+
         def say(epoch: int) -> None:
             progress.console.print(f"{name} student: resuming from epoch {epoch} (checkpoint in {checkpoints})")
 
@@ -434,10 +437,9 @@ def _run(args: argparse.Namespace, engine: Any) -> int:
     plain = None
     try:
         if (demo or settings["compare"] or config.alignment_check) and config.alignment_weight > 0:
-            plain = student("plain", 0.0)
-        main = student("aligned" if config.alignment_weight > 0 else "plain", config.alignment_weight)
-        if config.alignment_check and plain is not None:
-            main = checked_alignment(plain, main, lambda lower: student("aligned-again", lower))
+            plain, main = plain_then_aligned(student, config)
+        else:
+            main = student(config.alignment_weight)
         if out is not None and leader:
             write_run(out, main, plain=plain, overwrite=args.overwrite)
     except Gbdt2nnError:
