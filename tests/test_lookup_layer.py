@@ -199,3 +199,66 @@ def test_rows_that_are_not_all_encodings_get_no_slots(
     assert module.rows_slots(z, chunk_rows=128) is None
     module.use_lookup(None)
     assert module.rows_slots(torch.as_tensor(encoder.transform(X))) is None  # no lookup, no slots
+
+
+def test_slots_shared_for_a_matrix_are_read_by_its_runs_of_rows_while_it_is_unchanged(
+    trained: tuple[GBDT2NNModule, InputEncoder, pd.DataFrame],
+) -> None:
+    """``share_rows_slots`` hands ``active_slots`` of any ``z[a:b]`` the rows ``a:b`` of the shared slots without
+    checking them (shown with deliberately wrong slots), and only while ``z`` is unchanged and the view reads whole
+    rows of it; anything else is checked as before."""
+    module, encoder, X = trained
+    module.use_lookup(encoder.onehot_blocks())
+    z = torch.as_tensor(encoder.transform(X))
+    true = module.active_slots(z)
+    assert true is not None
+    marked = true.flip(0)  # other rows' slots: visible if they are returned
+    unshared = module.active_slots(z.view(-1)[3 : 3 + 10 * z.shape[1]].view(10, z.shape[1]))
+    assert not torch.equal(marked, true)
+    with module.sharing_first_layer():
+        module.share_rows_slots(z, marked)
+        for start, stop in [(0, len(z)), (37, 301), (len(z) - 1, len(z))]:
+            torch.testing.assert_close(module.active_slots(z[start:stop]), marked[start:stop], atol=0, rtol=0)
+        # a copy of the rows, or a view of other than whole rows: checked, not read
+        torch.testing.assert_close(module.active_slots(z[37:301].clone()), true[37:301], atol=0, rtol=0)
+        shifted = z.view(-1)[3 : 3 + 10 * z.shape[1]].view(10, z.shape[1])  # the same shape, across rows
+        found = module.active_slots(shifted)
+        assert (found is None and unshared is None) or torch.equal(found, unshared)  # type: ignore[arg-type]
+        z[3, 0] = z[3, 0].item()  # written in place (same value): the version moves, nothing is trusted
+        torch.testing.assert_close(module.active_slots(z[37:301]), true[37:301], atol=0, rtol=0)
+    torch.testing.assert_close(module.active_slots(z[37:301]), true[37:301], atol=0, rtol=0)  # outside the block
+    with pytest.raises(RuntimeError, match="sharing_first_layer"):
+        module.share_rows_slots(z, true)
+    with module.sharing_first_layer(), pytest.raises(ValueError, match="slots of 2 rows"):
+        module.share_rows_slots(z, true[:2])
+
+
+def test_the_validation_loss_with_shared_slots_is_the_same_to_the_bit(
+    trained: tuple[GBDT2NNModule, InputEncoder, pd.DataFrame],
+) -> None:
+    """What the student's monitor does after every epoch (the BatchNorm pass on training rows, then the loss of the
+    validation rows, both in batches), with the slots of both found once: the same loss as finding them in each
+    batch."""
+    from gbdt2nn_core.host.interfaces import Task
+    from gbdt2nn_core.student.kit import validation_loss
+
+    module, encoder, X = trained
+    module.use_lookup(encoder.onehot_blocks())
+    z = torch.as_tensor(encoder.transform(X))
+    train_rows, held_out = z[:400].contiguous(), z[400:].contiguous()
+    task: Task = "multiclass" if module.n_outputs > 1 else "binary"
+    y = torch.zeros(len(held_out), dtype=torch.long) if module.n_outputs > 1 else torch.zeros(len(held_out))
+    state = {k: v.clone() for k, v in module.state_dict().items()}
+
+    def loss(share: bool) -> float:
+        module.load_state_dict(state)
+        with module.sharing_first_layer():
+            if share:
+                for rows in (train_rows, held_out):
+                    slots = module.rows_slots(rows)
+                    assert slots is not None
+                    module.share_rows_slots(rows, slots)
+            return validation_loss(task, module, held_out, y, batchnorm_rows=train_rows, batch_size=64)
+
+    assert loss(True) == loss(False)
+    module.load_state_dict(state)

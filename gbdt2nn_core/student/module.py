@@ -29,7 +29,8 @@ _SERVING_CACHE: weakref.WeakKeyDictionary[GBDT2NNModule, Any] = weakref.WeakKeyD
 #: module -> {what: (tensor, built with autograd on)} of :meth:`GBDT2NNModule.sharing_first_layer`: tensors made from
 #: the first layer's weights, shared by the forward passes of one training step; and {("slots", data pointer): (slots,
 #: (rows, their in-place version))}: the lookup slots of the step's batch, known from the fit (the rows are held so
-#: that no other tensor can take their memory within the step).
+#: that no other tensor can take their memory within the step); and {("rows", data pointer): the same}: the slots of
+#: every row of a matrix whose runs of rows (its batches, its chunks) go through the module within the block.
 _STEP_CACHE: weakref.WeakKeyDictionary[GBDT2NNModule, dict[Any, tuple[torch.Tensor, Any]]] = weakref.WeakKeyDictionary()
 
 #: The first layer runs as one dense matmul over all encoded columns when the encoded width ``D`` is at most this
@@ -274,11 +275,16 @@ class GBDT2NNModule(nn.Module):
         # an exported graph (ONNX, a TorchScript trace) must hold for any input, and the lookup depends on z's values
         if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():  # type: ignore[attr-defined,no-untyped-call]
             return None
-        known = _STEP_CACHE.get(self, {}).get(("slots", z.data_ptr()))
+        cache = _STEP_CACHE.get(self, {})
+        known = cache.get(("slots", z.data_ptr()))
         if known is not None:
             held, version = known[1]
             if _same_values(held, version, z):
                 return known[0]
+        for slots, (held, version) in (v for k, v in cache.items() if isinstance(k, tuple) and k[0] == "rows"):
+            run = _rows_within(held, version, z)
+            if run is not None:
+                return slots[run[0] : run[1]]
         slots_total = int(self.lookup_centres.shape[0])
         values = z.index_select(1, self.lookup_slot_columns)  # (n, S)
         # the active slot is the only positive value of its block (1 - centre > 0; the others are -centre <= 0); a
@@ -315,6 +321,18 @@ class GBDT2NNModule(nn.Module):
             yield
         finally:
             _STEP_CACHE.pop(self, None)
+
+    @torch.jit.unused
+    def share_rows_slots(self, z: torch.Tensor, slots: torch.Tensor) -> None:
+        """Within :meth:`sharing_first_layer`, :meth:`active_slots` of ``z`` or of any run of its rows (``z[a:b]``, as
+        batches and chunks are cut) returns those rows of ``slots`` (:meth:`rows_slots` of ``z``) unchecked, while
+        ``z`` is unchanged: a validation pass after every epoch reads the same rows, whose slots are found once."""
+        cache = _STEP_CACHE.get(self)
+        if cache is None:
+            raise RuntimeError("share_rows_slots is for the inside of a sharing_first_layer() block")
+        if z.dim() != 2 or not z.is_contiguous() or slots.shape[0] != z.shape[0]:
+            raise ValueError(f"slots of {slots.shape[0]} rows for a matrix of shape {tuple(z.shape)}")
+        cache[("rows", z.data_ptr())] = (slots, (z, z._version))
 
     @torch.jit.unused
     def _shared(self, key: Any, make: Callable[[], Any]) -> Any:
@@ -628,6 +646,28 @@ class GBDT2NNModule(nn.Module):
             first_weight, first_bias, rest = self._folded_layers()
             return self._inference_margin(self.first_layer(z, first_weight, first_bias), rest)
         return self.combine(self.group_outputs(self.embeddings(z)))
+
+
+def _rows_within(held: torch.Tensor, version: int, z: torch.Tensor) -> tuple[int, int] | None:
+    """The rows ``[a, b)`` of the contiguous matrix ``held`` that ``z`` reads (``z`` a view of them, as ``held[a:b]``
+    is), unchanged since ``held`` was at in-place ``version``; ``None`` for any other ``z``."""
+    if (
+        z.dim() != 2
+        or z.shape[1] != held.shape[1]
+        or z.stride() != held.stride()
+        or z.dtype != held.dtype
+        or z.device != held.device
+        or z._version != version
+        or z.untyped_storage().data_ptr() != held.untyped_storage().data_ptr()
+    ):
+        return None
+    offset, row = z.storage_offset() - held.storage_offset(), held.stride(0)
+    if row <= 0 or offset % row:
+        return None
+    start = offset // row
+    if start < 0 or start + z.shape[0] > held.shape[0]:
+        return None
+    return start, start + z.shape[0]
 
 
 def _same_values(held: torch.Tensor, version: int, z: torch.Tensor) -> bool:
