@@ -47,6 +47,7 @@ from gbdt2nn_core.student.kit import (
     config_from_options,
     learning_rate_schedule,
     load_checkpoint,
+    monitor_batchnorm_rows,
     non_negative_float,
     non_negative_int,
     positive_float,
@@ -314,6 +315,9 @@ class MLPStudent(Student):
         if validation is not None:
             z_valid = rows_on(validation.z, device, torch.float32)
             y_valid = rows_on(scaling.targets(task, validation.y), device)
+        # the monitor's BatchNorm pass reads the same sample of the training rows after every epoch: drawn once
+        recalibrate = validation is not None and cfg.batch_norm and cfg.recalibrate_batchnorm
+        served_statistics = monitor_batchnorm_rows(z) if recalibrate else None
 
         rows_per_step, self.choices_["batch_size"] = batch_size_choice(cfg.batch_size, n_all // processes.size)
         epoch_of = _Epochs(rows_per_step, cfg, module, z, n_all, loss, targets, optimizer, generator, alignment, weight)
@@ -333,7 +337,6 @@ class MLPStudent(Student):
                 controls.end_epoch()
                 with controls.served():  # the network as it would be served (the weight average, when averaging)
                     if validation is not None:
-                        served_statistics = z if cfg.batch_norm and cfg.recalibrate_batchnorm else None
                         held_out = validation_loss(
                             task,
                             module,
